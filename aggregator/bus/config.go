@@ -1,0 +1,102 @@
+package bus
+
+import (
+	"net"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
+)
+
+// Config is the `nats` section of outpost.yaml.
+type Config struct {
+	// URL of an external NATS cluster (with JetStream). Empty: Outpost runs
+	// an embedded server whose store lives in the data dir.
+	URL string `yaml:"url"`
+	// CredsFile authenticates to the external cluster (NATS .creds file).
+	CredsFile string `yaml:"creds_file"`
+	// Listen is where the embedded server accepts NATS clients, e.g.
+	// "127.0.0.1:4222" to let the `nats` CLI look inside. Empty: in-process
+	// only, no socket at all.
+	Listen string `yaml:"listen"`
+	// Replicas of each stream; 1 on one machine, 3 on a cluster.
+	Replicas int `yaml:"replicas"`
+	// Partitions of MATCHES, by hash(rule, group key). Fixed for the life of
+	// the data: windows state is sharded by it.
+	Partitions int `yaml:"partitions"`
+	// DuplicateWindow is how long JetStream remembers alert ids to drop a
+	// replayed alert at publish time.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+
+	Streams Streams `yaml:"streams"`
+}
+
+// Streams holds the limits of each stream.
+type Streams struct {
+	Events     StreamLimits `yaml:"events"`
+	Matches    StreamLimits `yaml:"matches"`
+	Alerts     StreamLimits `yaml:"alerts"`
+	DeadLetter StreamLimits `yaml:"deadletter"`
+}
+
+// StreamLimits bound one stream on disk.
+type StreamLimits struct {
+	MaxBytes config.ByteSize `yaml:"max_bytes"`
+	MaxAge   time.Duration   `yaml:"max_age"`
+}
+
+// Validate applies defaults in place and reports every bad value.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs.Addf("nats.replicas: must be 1 to 5, got %d", c.Replicas)
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 16
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs.Addf("nats.partitions: must be 1 to 1024, got %d", c.Partitions)
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+	if c.DuplicateWindow < 0 {
+		errs.Addf("nats.duplicate_window: must be positive, got %s", c.DuplicateWindow)
+	}
+	if c.URL != "" && c.Listen != "" {
+		errs.Addf("nats.listen: only applies to the embedded server; remove it or nats.url")
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			errs.Addf("nats.listen: %q is not host:port: %v", c.Listen, err)
+		}
+	}
+	defaults := []struct {
+		name  string
+		s     *StreamLimits
+		bytes config.ByteSize
+		age   time.Duration
+	}{
+		{"events", &c.Streams.Events, 8 << 30, 24 * time.Hour},
+		{"matches", &c.Streams.Matches, 1 << 30, 24 * time.Hour},
+		{"alerts", &c.Streams.Alerts, 1 << 30, 7 * 24 * time.Hour},
+		{"deadletter", &c.Streams.DeadLetter, 256 << 20, 7 * 24 * time.Hour},
+	}
+	for _, d := range defaults {
+		if d.s.MaxBytes == 0 {
+			d.s.MaxBytes = d.bytes
+		}
+		if d.s.MaxAge == 0 {
+			d.s.MaxAge = d.age
+		}
+		if d.s.MaxBytes < 1<<20 {
+			errs.Addf("nats.streams.%s.max_bytes: must be at least 1MiB, got %s", d.name, d.s.MaxBytes)
+		}
+		if d.s.MaxAge < time.Minute {
+			errs.Addf("nats.streams.%s.max_age: must be at least 1m, got %s", d.name, d.s.MaxAge)
+		}
+	}
+	return errs.Err()
+}

@@ -1,0 +1,100 @@
+// Package event holds the types that cross Outpost's bus: the normalized
+// Event every source publishes to EVENTS, the Match the rule filter publishes
+// to MATCHES, and the Alert the windows publish to ALERTS.
+//
+// It is a leaf package: every stage imports it, it imports nothing of
+// Outpost's. Field names in the `json` tags are the wire format; the `expr`
+// tags are the names rule conditions use, and they are the same on purpose.
+package event
+
+import "time"
+
+// Event is one normalized log record.
+//
+// Sources fill what they know and leave the rest zero. The typed fields are
+// the ones rules join and group on across sources (a Defender alert's remote
+// IP, an NSG flow's source IP and a logon's IP are all SrcIP); anything else a
+// source wants to keep goes in Attrs.
+type Event struct {
+	// ID is unique per event. Stages use it to make replays idempotent.
+	ID string `json:"id" expr:"id"`
+	// Source names the input kind: "syslog", later "azure.signin", ...
+	Source string `json:"source" expr:"source"`
+	// Time is the event time: when the record says it happened. Windows and
+	// watermarks use it. Sources fall back to Received when the record has
+	// no usable time.
+	Time time.Time `json:"time" expr:"time"`
+	// Received is when Outpost received the record (processing time).
+	Received time.Time `json:"received" expr:"received"`
+	// Sender is the network peer the record came from ("ip:port"), or the
+	// blob it was read from.
+	Sender string `json:"sender,omitempty" expr:"sender"`
+
+	// Syslog header fields; other sources map what fits.
+	Host     string `json:"host,omitempty" expr:"host"`
+	App      string `json:"app,omitempty" expr:"app"`
+	ProcID   string `json:"proc_id,omitempty" expr:"proc_id"`
+	MsgID    string `json:"msg_id,omitempty" expr:"msg_id"`
+	Facility int    `json:"facility" expr:"facility"`
+	Severity int    `json:"severity" expr:"severity"`
+	Message  string `json:"message,omitempty" expr:"message"`
+
+	// Normalized security fields, filled by the source's normalizer when it
+	// recognizes the record (e.g. an sshd logon line).
+	Category string `json:"category,omitempty" expr:"category"` // "authentication", "network", ...
+	Action   string `json:"action,omitempty" expr:"action"`     // "logon", "flow", ...
+	Outcome  string `json:"outcome,omitempty" expr:"outcome"`   // "success", "failure" or ""
+	User     string `json:"user,omitempty" expr:"user"`
+	SrcIP    string `json:"src_ip,omitempty" expr:"src_ip"`
+	SrcPort  int    `json:"src_port,omitempty" expr:"src_port"`
+	DstIP    string `json:"dst_ip,omitempty" expr:"dst_ip"`
+	DstPort  int    `json:"dst_port,omitempty" expr:"dst_port"`
+	Protocol string `json:"protocol,omitempty" expr:"protocol"`
+
+	// Attrs holds the open-ended rest: RFC 5424 structured data as
+	// "sdid.param", source-specific extras.
+	Attrs map[string]string `json:"attrs,omitempty" expr:"attrs"`
+}
+
+// Match is what the rule filter publishes when one event satisfies one
+// rule's single-event condition. It is small on purpose: the windows stage
+// needs the rule, the group key, the event time and id, and only the fields
+// the rule carries into its alert.
+type Match struct {
+	RuleID  string            `json:"rule"`
+	Key     string            `json:"key"`
+	Time    time.Time         `json:"time"`
+	EventID string            `json:"event_id"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// Alert is a derived security event, the only thing that leaves Outpost.
+//
+// ID is deterministic: the same rule, group key and window always give the
+// same ID, so a replay after a crash produces a duplicate the forwarder and
+// the SIEM can recognize (CEF externalId).
+type Alert struct {
+	ID          string   `json:"id"`
+	RuleID      string   `json:"rule"`
+	Title       string   `json:"title"`
+	Description string   `json:"description,omitempty"`
+	Severity    int      `json:"severity"` // 0-10, CEF's scale
+	Tags        []string `json:"tags,omitempty"`
+	Kind        string   `json:"kind"` // rule kind: "match", "threshold", ...
+
+	// GroupBy names the fields the key was built from, Key is their values
+	// joined; both empty for an ungrouped rule.
+	GroupBy []string `json:"group_by,omitempty"`
+	Key     string   `json:"key,omitempty"`
+
+	// Evidence: how many events, the first and last event time, and (capped)
+	// the ids of the events that made the rule fire.
+	Count     int       `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	EventIDs  []string  `json:"event_ids,omitempty"`
+
+	// Fields are the event fields the rule carries into the alert, taken
+	// from the most recent matching event.
+	Fields map[string]string `json:"fields,omitempty"`
+}

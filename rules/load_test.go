@@ -1,0 +1,175 @@
+package rules
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+func TestPackLoads(t *testing.T) {
+	set, err := Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Rule("ssh-brute-force")
+	if r == nil {
+		t.Fatal("ssh-brute-force missing from the pack")
+	}
+	if r.Kind != KindThreshold || r.Threshold != 5 || r.Window != 2*time.Minute || r.Severity != 8 {
+		t.Errorf("ssh-brute-force = %+v", r)
+	}
+}
+
+func TestMatchesAndKeys(t *testing.T) {
+	set, err := Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Rule("ssh-brute-force")
+	var v vm.VM
+	tests := []struct {
+		name  string
+		ev    event.Event
+		match bool
+		key   string
+		keyOK bool
+	}{
+		{"failure", event.Event{App: "sshd", Category: "authentication", Outcome: "failure", SrcIP: "203.0.113.5"}, true, "src_ip=203.0.113.5", true},
+		{"success", event.Event{App: "sshd", Category: "authentication", Outcome: "success", SrcIP: "203.0.113.5"}, false, "src_ip=203.0.113.5", true},
+		{"other app", event.Event{App: "su", Category: "authentication", Outcome: "failure"}, false, "", false},
+		{"new openssh", event.Event{App: "sshd-session", Category: "authentication", Outcome: "failure", SrcIP: "2001:db8::1"}, true, "src_ip=2001:db8::1", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := r.Matches(&v, &tt.ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.match {
+				t.Errorf("Matches = %v, want %v", got, tt.match)
+			}
+			key, ok := r.GroupKey(&tt.ev)
+			if key != tt.key || ok != tt.keyOK {
+				t.Errorf("GroupKey = %q, %v; want %q, %v", key, ok, tt.key, tt.keyOK)
+			}
+		})
+	}
+}
+
+func TestGroupKeyEscapes(t *testing.T) {
+	fs := fstest.MapFS{"a.yaml": {Data: []byte(`
+rules:
+  - id: two
+    title: Two keys
+    kind: match
+    severity: 1
+    condition: "true"
+    group_by: [user, host]
+`)}}
+	set, err := LoadFS(fs, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, ok := set.Rule("two").GroupKey(&event.Event{User: `a;b=c\`, Host: "h"})
+	if want := `user=a\;b\=c\\;host=h`; key != want || !ok {
+		t.Errorf("key = %q, want %q", key, want)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings, each must appear
+	}{
+		{"typo in condition field", `
+rules:
+  - id: r1
+    title: T
+    kind: match
+    severity: low
+    condition: outcom == "failure"
+`, []string{`bad.yaml:7: rule "r1": condition: unknown name outcom`}},
+		{"unknown rule key", `
+rules:
+  - id: r1
+    title: T
+    kind: match
+    severity: 3
+    condition: "true"
+    windw: 5m
+`, []string{`bad.yaml:8: rule "r1": unknown key "windw"`}},
+		{"threshold without window", `
+rules:
+  - id: r1
+    title: T
+    kind: threshold
+    severity: 3
+    condition: "true"
+    threshold: 3
+`, []string{`rule "r1": window: required for kind threshold`}},
+		{"bad severity and kind", `
+rules:
+  - id: r1
+    title: T
+    kind: sometimes
+    severity: 11
+    condition: "true"
+`, []string{`bad.yaml:5: rule "r1": kind: unknown kind "sometimes"`, `bad.yaml:6: rule "r1": severity: "11" is not 0-10`}},
+		{"unknown group field", `
+rules:
+  - id: r1
+    title: T
+    kind: match
+    severity: 3
+    condition: "true"
+    group_by: [src_addr]
+`, []string{`bad.yaml:8: rule "r1": group_by: unknown field "src_addr"`}},
+		{"duplicate id", `
+rules:
+  - {id: r1, title: T, kind: match, severity: 1, condition: "true"}
+  - {id: r1, title: T, kind: match, severity: 1, condition: "true"}
+`, []string{`bad.yaml:4: rule "r1": id: duplicate id, first defined at bad.yaml:3`}},
+		{"non-bool condition", `
+rules:
+  - {id: r1, title: T, kind: match, severity: 1, condition: "src_port + 1"}
+`, []string{`rule "r1": condition: expected bool`}},
+		{"unknown top key", `
+rulez: []
+`, []string{`bad.yaml:2: unknown key "rulez"`}},
+		{"broken yaml", "rules: [\n", []string{"bad.yaml: "}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadFS(fstest.MapFS{"bad.yaml": {Data: []byte(tt.yaml)}}, ".")
+			var le *LoadError
+			if !errors.As(err, &le) {
+				t.Fatalf("err = %v, want a *LoadError", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%s", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestDisabledRuleIsValidatedButNotLoaded(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{"a.yaml": {Data: []byte(`
+rules:
+  - {id: off, title: T, kind: match, severity: 1, condition: "true", enabled: false}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Rules) != 0 || set.Rule("off") != nil {
+		t.Errorf("disabled rule was loaded: %+v", set.Rules)
+	}
+}
