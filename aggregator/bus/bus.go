@@ -212,3 +212,22 @@ func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf
 func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l serverLogger) Debugf(format string, v ...any)  {}
 func (l serverLogger) Tracef(format string, v ...any)  {}
+
+// DeadLetter publishes data that a stage could not process to
+// deadletter.<source> and waits for the ack. The reason and the sender go
+// in headers.
+func (b *Bus) DeadLetter(ctx context.Context, source, reason string, data []byte, sender string) error {
+	_, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
+	return err
+}
+
+func deadLetterMsg(source, reason string, data []byte, sender string) *nats.Msg {
+	m := nats.NewMsg("deadletter." + source)
+	m.Header.Set("Outpost-Reason", reason)
+	if sender != "" {
+		m.Header.Set("Outpost-Sender", sender)
+	}
+	m.Header.Set("Outpost-Received", time.Now().UTC().Format(time.RFC3339Nano))
+	m.Data = data
+	return m
+}

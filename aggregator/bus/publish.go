@@ -90,12 +90,7 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) error {
 // DeadLetter queues raw input that could not be parsed for DEADLETTER,
 // with the reason and sender in headers.
 func (p *Publisher) DeadLetter(ctx context.Context, source, reason string, raw []byte, sender string) error {
-	m := nats.NewMsg("deadletter." + source)
-	m.Header.Set("Outpost-Reason", reason)
-	m.Header.Set("Outpost-Sender", sender)
-	m.Header.Set("Outpost-Received", time.Now().UTC().Format(time.RFC3339Nano))
-	m.Data = append([]byte(nil), raw...)
-	return p.enqueue(ctx, m)
+	return p.enqueue(ctx, deadLetterMsg(source, reason, append([]byte(nil), raw...), sender))
 }
 
 func (p *Publisher) enqueue(ctx context.Context, m *nats.Msg) error {

@@ -1,0 +1,160 @@
+// Package filter is the stateless rule filter: it consumes EVENTS, runs each
+// rule's single-event condition, and publishes a small Match to MATCHES for
+// every rule an event satisfies, on partition hash(rule, group key) so one
+// windows instance sees every match of a key.
+//
+// A batch of events is acked only after JetStream acked all its matches. A
+// redelivered batch publishes its matches again; the windows stage drops
+// them by event id.
+package filter
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// Stage is the rule filter.
+type Stage struct {
+	bus   *bus.Bus
+	rules atomic.Pointer[rules.Set]
+	log   *slog.Logger
+	vm    vm.VM // used by the one consuming goroutine only
+
+	events     prometheus.Counter
+	matches    *prometheus.CounterVec
+	noKey      *prometheus.CounterVec
+	evalErrors *prometheus.CounterVec
+	lastErrLog time.Time
+}
+
+// New returns the stage.
+func New(b *bus.Bus, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
+	s := &Stage{
+		bus: b,
+		log: logger.With("component", "filter"),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_filter_events_total",
+			Help: "Events evaluated against the rules.",
+		}),
+		matches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_filter_matches_total",
+			Help: "Events that satisfied a rule's condition, by rule.",
+		}, []string{"rule"}),
+		noKey: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_filter_matches_without_key_total",
+			Help: "Matching events skipped because a group_by field was empty, by rule.",
+		}, []string{"rule"}),
+		evalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_filter_eval_errors_total",
+			Help: "Condition evaluations that failed at run time (treated as no match), by rule.",
+		}, []string{"rule"}),
+	}
+	s.rules.Store(set)
+	reg.MustRegister(s.events, s.matches, s.noKey, s.evalErrors)
+	return s
+}
+
+// SetRules swaps the rule set atomically, between batches.
+func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
+
+// Run consumes EVENTS until ctx ends.
+func (s *Stage) Run(ctx context.Context) error {
+	return s.bus.Consume(ctx, bus.ConsumerConfig{
+		Stream:  bus.StreamEvents,
+		Durable: "outpost-filter",
+		Batch:   512,
+	}, s.log, s.handle)
+}
+
+func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	set := s.rules.Load()
+	js := s.bus.JetStream()
+	parts := uint32(s.bus.Partitions())
+	var futures []jetstream.PubAckFuture
+	var ev event.Event
+	for _, msg := range msgs {
+		ev = event.Event{}
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			s.deadLetter(ctx, msg, err)
+			continue
+		}
+		s.events.Inc()
+		for _, r := range set.Rules {
+			ok, err := r.Matches(&s.vm, &ev)
+			if err != nil {
+				s.evalErrors.WithLabelValues(r.ID).Inc()
+				s.logEvalError(r, err)
+				continue
+			}
+			if !ok {
+				continue
+			}
+			key, ok := r.GroupKey(&ev)
+			if !ok {
+				s.noKey.WithLabelValues(r.ID).Inc()
+				continue
+			}
+			s.matches.WithLabelValues(r.ID).Inc()
+			data, err := json.Marshal(event.Match{
+				RuleID: r.ID, Key: key, Time: ev.Time, EventID: ev.ID,
+				Fields: r.CarriedFields(&ev),
+			})
+			if err != nil {
+				return err
+			}
+			f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, key, parts))), Data: data})
+			if err != nil {
+				return err
+			}
+			futures = append(futures, f)
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// partition is hash(rule, key) mod n; FNV-1a, stable across versions.
+func partition(rule, key string, n uint32) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(rule))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return h.Sum32() % n
+}
+
+func (s *Stage) logEvalError(r *rules.Rule, err error) {
+	if time.Since(s.lastErrLog) < time.Minute {
+		return
+	}
+	s.lastErrLog = time.Now()
+	s.log.Warn("rule condition failed at run time; treated as no match (logged at most once a minute)",
+		"rule", r.ID, "file", r.File, "line", r.Line, "err", err)
+}
+
+func (s *Stage) deadLetter(ctx context.Context, msg jetstream.Msg, cause error) {
+	if err := s.bus.DeadLetter(ctx, "filter", cause.Error(), msg.Data(), ""); err != nil {
+		s.log.Error("dead-lettering an unreadable message failed", "err", err)
+	}
+}

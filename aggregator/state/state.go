@@ -1,0 +1,93 @@
+// Package state opens the Badger database that holds Outpost's durable
+// state: rule window state now, source checkpoints later. Keys are prefixed
+// by their owner so stages share one database without colliding:
+//
+//	w/<rule>\x00<group key>   window state (aggregator/window)
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Config is the `state` section of outpost.yaml.
+type Config struct {
+	// SyncWrites fsyncs every commit. A batch of matches is acked only
+	// after its commit, so with sync on, acked state survives power loss;
+	// with it off, it survives a process crash but not a host crash.
+	SyncWrites *bool `yaml:"sync_writes"`
+	// GCInterval is how often the value log is garbage-collected.
+	GCInterval time.Duration `yaml:"gc_interval"`
+}
+
+// Validate applies defaults.
+func (c *Config) Validate() error {
+	if c.SyncWrites == nil {
+		t := true
+		c.SyncWrites = &t
+	}
+	if c.GCInterval == 0 {
+		c.GCInterval = 5 * time.Minute
+	}
+	if c.GCInterval < time.Second {
+		return fmt.Errorf("state.gc_interval: must be at least 1s, got %s", c.GCInterval)
+	}
+	return nil
+}
+
+// DB is the shared Badger database.
+type DB struct {
+	*badger.DB
+	cfg Config
+	log *slog.Logger
+}
+
+// Open opens (creating if needed) the database in dir.
+func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
+	log := logger.With("component", "state")
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(*cfg.SyncWrites).
+		WithNumVersionsToKeep(1).
+		WithCompactL0OnClose(true)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening state in %s: %w", dir, err)
+	}
+	return &DB{DB: db, cfg: cfg, log: log}, nil
+}
+
+// RunGC garbage-collects the value log every GCInterval until ctx ends.
+func (d *DB) RunGC(ctx context.Context) error {
+	t := time.NewTicker(d.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			for {
+				err := d.RunValueLogGC(0.5)
+				if err != nil {
+					if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+						d.log.Warn("value log GC failed", "err", err)
+					}
+					break
+				}
+			}
+		}
+	}
+}
+
+// badgerLogger sends Badger's logs to slog; its info lines are debug here.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(fmt.Sprintf(f, a...)) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(fmt.Sprintf(f, a...)) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l badgerLogger) Debugf(f string, a ...any)   {}
