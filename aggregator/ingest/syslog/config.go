@@ -1,0 +1,120 @@
+package syslog
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
+)
+
+// Limits and defaults of the `ingest.syslog` section.
+const (
+	DefaultMaxMessageSize = 64 << 10
+	// MinMaxMessageSize is the size RFC 3164 §6.1 and RFC 5424 §6.1 say
+	// every receiver must accept.
+	MinMaxMessageSize     = 480
+	MaxMaxMessageSize     = 16 << 20
+	DefaultMaxConnections = 1024
+	DefaultUDPReadBuffer  = 8 << 20
+	DefaultTimezone       = "UTC"
+)
+
+// Config is the `ingest.syslog` section of outpost.yaml.
+type Config struct {
+	// UDP lists the addresses to receive datagrams on, e.g. "0.0.0.0:514".
+	// Empty: no UDP.
+	UDP []string `yaml:"udp"`
+	// TCP lists the addresses to accept connections on. Empty: no TCP.
+	TCP []string `yaml:"tcp"`
+	// MaxMessageSize bounds one message (one datagram or one TCP frame).
+	// Longer input is counted and dead-lettered, never truncated into an
+	// event. Default 64KiB; at least 480 B, at most 16MiB.
+	MaxMessageSize config.ByteSize `yaml:"max_message_size"`
+	// Timezone is the IANA zone RFC 3164 timestamps are read in (they carry
+	// none). Default "UTC".
+	Timezone string `yaml:"timezone"`
+	// MaxConnections caps concurrent TCP connections over all TCP
+	// listeners; one more is accepted and closed at once. Default 1024.
+	MaxConnections int `yaml:"max_connections"`
+	// IdleTimeout closes a TCP connection that sent nothing for this long.
+	// Default 0: never.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// UDPReadBuffer is the kernel receive buffer asked for each UDP socket
+	// (SO_RCVBUF); bursts beyond it are dropped by the kernel. Linux caps
+	// it at net.core.rmem_max, so raise that sysctl too. Default 8MiB.
+	UDPReadBuffer config.ByteSize `yaml:"udp_read_buffer"`
+}
+
+// Validate applies defaults in place and returns every problem
+// (config.Errors), each naming its key as `ingest.syslog.<key>`.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	seen := make(map[string]bool)
+	checkAddrs := func(key string, addrs []string) {
+		for i, a := range addrs {
+			if err := checkHostPort(a); err != "" {
+				errs.Addf("ingest.syslog.%s[%d]: %q is not host:port: %s", key, i, a, err)
+				continue
+			}
+			if seen[key+" "+a] && !strings.HasSuffix(a, ":0") { // port 0: the system picks one each time
+				errs.Addf("ingest.syslog.%s[%d]: %q is listed twice", key, i, a)
+			}
+			seen[key+" "+a] = true
+		}
+	}
+	checkAddrs("udp", c.UDP)
+	checkAddrs("tcp", c.TCP)
+
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxMessageSize < MinMaxMessageSize || c.MaxMessageSize > MaxMaxMessageSize {
+		errs.Addf("ingest.syslog.max_message_size: must be %s to %s, got %s",
+			config.ByteSize(MinMaxMessageSize), config.ByteSize(MaxMaxMessageSize), c.MaxMessageSize)
+	}
+
+	if c.Timezone == "" {
+		c.Timezone = DefaultTimezone
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		errs.Addf("ingest.syslog.timezone: %q is not an IANA time zone such as Europe/Berlin: %v", c.Timezone, err)
+	}
+
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnections < 0 {
+		errs.Addf("ingest.syslog.max_connections: must be positive, got %d", c.MaxConnections)
+	}
+	if c.UDPReadBuffer == 0 {
+		c.UDPReadBuffer = DefaultUDPReadBuffer
+	}
+	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > 1<<30 {
+		errs.Addf("ingest.syslog.udp_read_buffer: must be between 1 and 1GiB, got %d", c.UDPReadBuffer)
+	}
+	if c.IdleTimeout < 0 {
+		errs.Addf("ingest.syslog.idle_timeout: must not be negative, got %s", c.IdleTimeout)
+	}
+	return errs.Err()
+}
+
+// checkHostPort says what is wrong with addr as a listen address, or "".
+// The port must be numeric: a service name would be resolved at listen time,
+// long after the config was accepted.
+func checkHostPort(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return ae.Err
+		}
+		return err.Error()
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "port must be a number from 0 to 65535"
+	}
+	return ""
+}

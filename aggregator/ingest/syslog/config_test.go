@@ -1,0 +1,78 @@
+package syslog
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{MaxMessageSize: 64 << 10, Timezone: "UTC", MaxConnections: 1024}
+	if c.MaxMessageSize != want.MaxMessageSize || c.Timezone != want.Timezone ||
+		c.MaxConnections != want.MaxConnections || c.IdleTimeout != 0 {
+		t.Errorf("defaults %+v, want %+v", c, want)
+	}
+}
+
+func TestConfigValid(t *testing.T) {
+	c := Config{
+		UDP:            []string{"0.0.0.0:514", "[::1]:514", ":5514"},
+		TCP:            []string{"0.0.0.0:514", "127.0.0.1:0", "127.0.0.1:0"},
+		MaxMessageSize: 480,
+		Timezone:       "Europe/Berlin",
+		MaxConnections: 1,
+		IdleTimeout:    time.Minute,
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.MaxMessageSize = 16 << 20
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	c := Config{
+		UDP:            []string{"0.0.0.0", "0.0.0.0:514", "0.0.0.0:514"},
+		TCP:            []string{"host:syslog", "host:70000", "[::1"},
+		MaxMessageSize: 479,
+		Timezone:       "Mars/Olympus",
+		MaxConnections: -1,
+		IdleTimeout:    -time.Second,
+	}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted a bad config")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, want := range []string{
+		`ingest.syslog.udp[0]: "0.0.0.0" is not host:port: missing port in address`,
+		`ingest.syslog.udp[2]: "0.0.0.0:514" is listed twice`,
+		`ingest.syslog.tcp[0]: "host:syslog" is not host:port: port must be a number from 0 to 65535`,
+		`ingest.syslog.tcp[1]: "host:70000" is not host:port: port must be a number from 0 to 65535`,
+		`ingest.syslog.tcp[2]: "[::1" is not host:port: missing ']' in address`,
+		`ingest.syslog.max_message_size: must be 480 B to 16 MiB, got 479 B`,
+		`ingest.syslog.timezone: "Mars/Olympus" is not an IANA time zone`,
+		`ingest.syslog.max_connections: must be positive, got -1`,
+		`ingest.syslog.idle_timeout: must not be negative, got -1s`,
+	} {
+		found := false
+		for _, l := range lines {
+			found = found || strings.HasPrefix(l, want)
+		}
+		if !found {
+			t.Errorf("missing %q in\n%s", want, err)
+		}
+	}
+	if len(lines) != 9 {
+		t.Errorf("%d problems, want 9:\n%s", len(lines), err)
+	}
+	if err := (&Config{MaxMessageSize: 16<<20 + 1}).Validate(); err == nil {
+		t.Error("accepted max_message_size above 16 MiB")
+	}
+}

@@ -1,0 +1,88 @@
+package syslog
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+func TestNormalize(t *testing.T) {
+	type logon struct {
+		Action, Outcome, User, SrcIP string
+		SrcPort                      int
+	}
+	tests := []struct {
+		name string
+		app  string
+		msg  string
+		want *logon // nil: not recognized, no field set
+	}{
+		{"failed password", "sshd", "Failed password for root from 203.0.113.5 port 22 ssh2",
+			&logon{"logon", "failure", "root", "203.0.113.5", 22}},
+		{"failed password invalid user", "sshd", "Failed password for invalid user admin from 203.0.113.5 port 41234 ssh2",
+			&logon{"logon", "failure", "admin", "203.0.113.5", 41234}},
+		{"invalid user", "sshd", "Invalid user admin from 203.0.113.5 port 41234",
+			&logon{"invalid_user", "failure", "admin", "203.0.113.5", 41234}},
+		{"invalid empty user", "sshd", "Invalid user  from 203.0.113.5 port 41234",
+			&logon{"invalid_user", "failure", "", "203.0.113.5", 41234}},
+		{"failed publickey", "sshd", "Failed publickey for git from 2001:db8::7 port 50000 ssh2: RSA SHA256:Zm9vYmFy",
+			&logon{"logon", "failure", "git", "2001:db8::7", 50000}},
+		{"failed keyboard-interactive", "sshd", "Failed keyboard-interactive/pam for invalid user oracle from 198.51.100.2 port 6000 ssh2",
+			&logon{"logon", "failure", "oracle", "198.51.100.2", 6000}},
+		{"pam_unix failure", "sshd", "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.5  user=root",
+			&logon{"pam_auth", "failure", "root", "203.0.113.5", 0}},
+		{"pam_unix failure unknown user", "sshd", "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.5",
+			&logon{"pam_auth", "failure", "", "203.0.113.5", 0}},
+		{"pam_unix failure host name", "sshd", "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=scanner.example.net  user=root",
+			&logon{"pam_auth", "failure", "root", "", 0}},
+		{"accepted password", "sshd", "Accepted password for alice from 198.51.100.7 port 50022 ssh2",
+			&logon{"logon", "success", "alice", "198.51.100.7", 50022}},
+		{"accepted publickey sshd-session", "sshd-session", "Accepted publickey for alice from 198.51.100.7 port 50022 ssh2: ED25519 SHA256:Zm9v",
+			&logon{"logon", "success", "alice", "198.51.100.7", 50022}},
+		{"IPv4-mapped address is unmapped", "sshd", "Accepted password for bob from ::ffff:192.0.2.10 port 22 ssh2",
+			&logon{"logon", "success", "bob", "192.0.2.10", 22}},
+		{"UseDNS host name: logon without an IP", "sshd", "Failed password for root from scanner.example.net port 22 ssh2",
+			&logon{"logon", "failure", "root", "", 22}},
+		{"spoofing user name: real address is the last one", "sshd",
+			"Failed password for invalid user x from 10.0.0.1 port 1 ssh2 from 203.0.113.5 port 4444 ssh2",
+			&logon{"logon", "failure", "x from 10.0.0.1 port 1 ssh2", "203.0.113.5", 4444}},
+		{"spoofing pam user", "sshd",
+			"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=203.0.113.5  user=x rhost=10.0.0.1",
+			&logon{"pam_auth", "failure", "x rhost=10.0.0.1", "203.0.113.5", 0}},
+		{"bad port", "sshd", "Failed password for root from 203.0.113.5 port 99999 ssh2",
+			&logon{"logon", "failure", "root", "203.0.113.5", 0}},
+
+		{"other app", "su", "Failed password for root from 203.0.113.5 port 22 ssh2", nil},
+		{"no app", "", "Accepted password for alice from 198.51.100.7 port 50022 ssh2", nil},
+		{"connection closed", "sshd", "Connection closed by authenticating user root 203.0.113.5 port 22 [preauth]", nil},
+		{"disconnected", "sshd", "Disconnected from invalid user admin 203.0.113.5 port 41234 [preauth]", nil},
+		{"session opened", "sshd", "pam_unix(sshd:session): session opened for user alice(uid=1000) by (uid=0)", nil},
+		{"failed without from", "sshd", "Failed password for root", nil},
+		{"failed method with spaces", "sshd", "Failed to do something for x from 1.2.3.4 port 1", nil},
+		{"failed nothing", "sshd", "Failed ", nil},
+		{"empty address", "sshd", "Invalid user admin from ", nil},
+		{"pam other", "sshd", "pam_unix(sshd:auth): check pass; user unknown", nil},
+		{"empty", "sshd", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := event.Event{App: tt.app, Message: tt.msg}
+			normalize(&ev)
+			if tt.want == nil {
+				if !reflect.DeepEqual(ev, event.Event{App: tt.app, Message: tt.msg}) {
+					t.Errorf("normalize(%q) set fields: %+v", tt.msg, ev)
+				}
+				return
+			}
+			want := event.Event{
+				App: tt.app, Message: tt.msg,
+				Category: "authentication", Action: tt.want.Action, Protocol: "ssh",
+				Outcome: tt.want.Outcome, User: tt.want.User, SrcIP: tt.want.SrcIP, SrcPort: tt.want.SrcPort,
+			}
+			if !reflect.DeepEqual(ev, want) {
+				t.Errorf("normalize(%q)\n got %+v\nwant %+v", tt.msg, ev, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package syslog
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	gosyslog "github.com/influxdata/go-syslog/v3"
+	"github.com/influxdata/go-syslog/v3/rfc5424"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// SourceName is the Event.Source of every event this package produces, and
+// the source name of its dead letters.
+const SourceName = "syslog"
+
+// Parser turns one syslog message into an Event. It is not safe for
+// concurrent use: the source gives each listener and connection its own.
+type Parser struct {
+	loc      *time.Location
+	rfc5424  gosyslog.Machine
+	ids      *nuid.NUID
+	fallback prometheus.Counter // counts RFC 3164 §4.3 fallbacks; nil: not counted
+}
+
+// ParserOption configures a Parser.
+type ParserOption func(*Parser)
+
+// WithLocation sets the zone RFC 3164 timestamps are read in; they carry
+// none. The default is UTC.
+func WithLocation(loc *time.Location) ParserOption {
+	return func(p *Parser) {
+		if loc != nil {
+			p.loc = loc
+		}
+	}
+}
+
+// NewParser returns a Parser.
+func NewParser(opts ...ParserOption) *Parser {
+	p := &Parser{
+		loc: time.UTC,
+		// Best effort only changes what comes back with an error; Parse
+		// rejects a message on any error, because a half-parsed header
+		// would put text in the wrong fields.
+		rfc5424: rfc5424.NewParser(rfc5424.WithBestEffort()),
+		ids:     nuid.New(),
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Parse parses one syslog message (framing already removed) received at
+// received from sender into ev, overwriting all of ev.
+//
+// A message that starts "<PRI>1 " is RFC 5424; if go-syslog cannot parse
+// it, Parse returns the error and the caller dead-letters the message.
+// Anything else is RFC 3164, read leniently (see parse3164); what does not
+// even have a PRI and a timestamp is still an event, per RFC 3164 §4.3, and
+// never an error.
+//
+// Event strings are valid UTF-8: invalid bytes become U+FFFD, as they would
+// in the event's JSON anyway.
+func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.Event) error {
+	if !utf8.Valid(msg) {
+		// go-syslog rejects a non-UTF-8 RFC 5424 MSG although the RFC
+		// allows any octets there (MSG-ANY); repairing the input first
+		// keeps those messages.
+		msg = bytes.ToValidUTF8(msg, []byte("\uFFFD"))
+	}
+	*ev = event.Event{
+		ID:       p.ids.Next(),
+		Source:   SourceName,
+		Received: received,
+		Sender:   sender,
+	}
+	if isRFC5424(msg) {
+		if err := p.parse5424(msg, ev); err != nil {
+			return err
+		}
+	} else if !p.parse3164(string(msg), ev) && p.fallback != nil {
+		p.fallback.Inc()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = received
+	}
+	normalize(ev)
+	return nil
+}
+
+// isRFC5424 reports whether msg starts "<PRI>1 ": PRI is 1 to 3 digits and
+// VERSION 1 is the only version there is. No RFC 3164 timestamp starts
+// with "1 ", so the test is unambiguous.
+func isRFC5424(msg []byte) bool {
+	if len(msg) < 5 || msg[0] != '<' {
+		return false
+	}
+	i := 1
+	for i < len(msg) && i <= 3 && isDigit(msg[i]) {
+		i++
+	}
+	return i > 1 && bytes.HasPrefix(msg[i:], []byte(">1 "))
+}
+
+func (p *Parser) parse5424(msg []byte, ev *event.Event) error {
+	m, err := p.rfc5424.Parse(msg)
+	if err != nil {
+		return fmt.Errorf("rfc5424: %w", err)
+	}
+	sm, ok := m.(*rfc5424.SyslogMessage)
+	if !ok || sm == nil || sm.Facility == nil || sm.Severity == nil {
+		return fmt.Errorf("rfc5424: parser returned no message")
+	}
+	ev.Facility = int(*sm.Facility)
+	ev.Severity = int(*sm.Severity)
+	if sm.Timestamp != nil {
+		ev.Time = *sm.Timestamp
+	}
+	ev.Host = deref(sm.Hostname)
+	ev.App = deref(sm.Appname)
+	ev.ProcID = deref(sm.ProcID)
+	ev.MsgID = deref(sm.MsgID)
+	ev.Message = strings.TrimPrefix(deref(sm.Message), "\uFEFF") // go-syslog keeps the BOM
+	if sm.StructuredData != nil {
+		for id, params := range *sm.StructuredData {
+			for name, value := range params {
+				if ev.Attrs == nil {
+					ev.Attrs = make(map[string]string)
+				}
+				ev.Attrs[id+"."+name] = value
+			}
+		}
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

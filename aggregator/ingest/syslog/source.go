@@ -1,0 +1,328 @@
+// Package syslog is Outpost's syslog source: it receives syslog over UDP and
+// TCP, parses RFC 5424 and RFC 3164 messages into events, recognizes a few
+// security-relevant lines (sshd logons), and hands the events to a Sink.
+//
+// The pieces that touch no socket are exported so they can be tested and
+// fuzzed alone: Framer splits a TCP stream into messages, Parser turns one
+// message into an event.
+package syslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// Sink is where the source hands what it read.
+//
+// Publish blocks while the bus applies backpressure and returns an error
+// only when ctx ends or the bus is gone; the source then stops reading (it
+// does not drop input silently). Each event is new: the sink may keep it,
+// the source never touches it again.
+//
+// DeadLetter keeps input that could not be parsed or framed, with the
+// reason, for a user to inspect. reason is "<kind>: <detail>", kind being
+// an error_type label value such as "oversize" or "rfc5424". raw is only
+// valid during the call.
+type Sink interface {
+	Publish(ctx context.Context, ev *event.Event) error
+	DeadLetter(ctx context.Context, source, reason string, raw []byte, sender string) error
+}
+
+const (
+	// drainTimeout bounds how long Run waits, after ctx ends, for the
+	// input already read to be published before it gives up on it.
+	drainTimeout = 5 * time.Second
+	// logEvery is how often a repeated problem of one kind is logged.
+	logEvery = time.Minute
+	// sampleLogSize is how much of a bad message a log line quotes.
+	sampleLogSize = 200
+)
+
+// Source receives syslog on the configured UDP and TCP addresses.
+type Source struct {
+	cfg   Config
+	loc   *time.Location
+	sink  Sink
+	log   *slog.Logger
+	m     *metrics
+	limit *logLimiter
+
+	mu        sync.Mutex
+	listening bool
+	started   bool
+	udp       []*net.UDPConn
+	tcp       []net.Listener
+}
+
+// New validates cfg, registers the source's metrics on reg and returns the
+// source. It does no I/O. A nil logger discards; a nil reg registers
+// nothing.
+func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if sink == nil {
+		return nil, errors.New("syslog: a sink is required")
+	}
+	loc, err := time.LoadLocation(cfg.Timezone)
+	if err != nil {
+		return nil, fmt.Errorf("loading ingest.syslog.timezone: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{
+		cfg:   cfg,
+		loc:   loc,
+		sink:  sink,
+		log:   logger.With("component", "syslog"),
+		m:     m,
+		limit: newLogLimiter(logEvery),
+	}, nil
+}
+
+// Listen opens every configured socket. It is idempotent; Run calls it if
+// it has not been called. If one address fails, none stays open.
+func (s *Source) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listening {
+		return nil
+	}
+	if s.started {
+		return errors.New("syslog: the source has stopped")
+	}
+	var lc net.ListenConfig
+	for _, addr := range s.cfg.UDP {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			s.closeSockets()
+			return fmt.Errorf("opening syslog listener: %w", err)
+		}
+		uc := pc.(*net.UDPConn)
+		// Best effort: the kernel silently caps it at net.core.rmem_max.
+		_ = uc.SetReadBuffer(int(s.cfg.UDPReadBuffer))
+		s.udp = append(s.udp, uc)
+	}
+	for _, addr := range s.cfg.TCP {
+		l, err := lc.Listen(context.Background(), "tcp", addr)
+		if err != nil {
+			s.closeSockets()
+			return fmt.Errorf("opening syslog listener: %w", err)
+		}
+		s.tcp = append(s.tcp, l)
+	}
+	s.listening = true
+	return nil
+}
+
+// Addrs returns the addresses the sockets are bound to, in config order,
+// once Listen has been called; with port 0 in the config they tell the
+// port the system chose.
+func (s *Source) Addrs() (udp, tcp []net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.udp {
+		udp = append(udp, c.LocalAddr())
+	}
+	for _, l := range s.tcp {
+		tcp = append(tcp, l.Addr())
+	}
+	return udp, tcp
+}
+
+func (s *Source) closeSockets() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	for _, l := range s.tcp {
+		l.Close()
+	}
+	s.udp, s.tcp = nil, nil
+	s.listening = false
+}
+
+// Run serves until ctx is done. Then it stops in order: it closes the
+// listeners, lets each connection finish the frames it has already read
+// and closes it, waits for every goroutine, and returns nil. Input already
+// read is published with up to 5 s of grace after ctx ends, so a blocked
+// bus cannot hold shutdown forever.
+//
+// If the sink fails while ctx is still live (the bus is gone), Run stops
+// the same way and returns that error. Run can be called once.
+func (s *Source) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("syslog: Run called twice")
+	}
+	s.started = true
+	udp, tcp := s.udp, s.tcp
+	s.mu.Unlock()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Publishing outlives ctx by up to drainTimeout, so what was read
+	// before the stop still reaches the bus.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPub()
+	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx}
+
+	var wg sync.WaitGroup
+	for _, c := range udp {
+		wg.Go(func() { r.serveUDP(c) })
+	}
+	for _, l := range tcp {
+		wg.Go(func() { r.serveTCP(l, &wg) })
+	}
+
+	<-runCtx.Done()
+	s.mu.Lock()
+	s.closeSockets() // ends Accept and ReadFrom; connections watch runCtx
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	drain := time.NewTimer(drainTimeout)
+	defer drain.Stop()
+	select {
+	case <-done:
+	case <-drain.C:
+		stopPub() // unblock publishes stuck on a bus that does not drain
+		<-done
+	}
+
+	for kind, n := range s.limit.flush() {
+		s.log.Warn("syslog problems since the last report", "error_type", kind, "count", n)
+	}
+	return r.failure()
+}
+
+// run is the state of one Run.
+type run struct {
+	*Source
+	ctx    context.Context // ends when Run must stop reading
+	cancel context.CancelFunc
+	pubCtx context.Context // ends drainTimeout after ctx, for publishing what was read
+	open   atomic.Int64    // open TCP connections
+
+	failMu sync.Mutex
+	failed error
+}
+
+// fail stops the source because of err, unless it is already stopping.
+func (r *run) fail(err error) {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if r.ctx.Err() == nil && r.failed == nil {
+		r.failed = err
+	}
+	r.cancel()
+}
+
+func (r *run) failure() error {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	return r.failed
+}
+
+func (r *run) newParser() *Parser {
+	p := NewParser(WithLocation(r.loc))
+	p.fallback = r.m.fallback
+	return p
+}
+
+// deliver parses one message and publishes it. It returns an error only
+// when the sink failed, and then the reader that called it must stop.
+func (r *run) deliver(p *Parser, msg []byte, received time.Time, sender string, events prometheus.Counter) error {
+	msg = trimTrailer(msg)
+	if len(msg) == 0 {
+		return nil
+	}
+	ev := new(event.Event)
+	if err := p.Parse(msg, received, sender, ev); err != nil {
+		return r.reject(errRFC5424, err.Error(), msg, sender)
+	}
+	events.Inc()
+	if err := r.sink.Publish(r.pubCtx, ev); err != nil {
+		return r.sinkFailed("publishing event", err)
+	}
+	return nil
+}
+
+// reject counts bad input, logs it (rate-limited) and dead-letters it.
+// Like deliver, it returns an error only when the sink failed.
+func (r *run) reject(kind, reason string, raw []byte, sender string) error {
+	r.m.errors.WithLabelValues(kind).Inc()
+	r.logProblem(kind, "bad syslog input dead-lettered",
+		"sender", sender, "reason", reason, "sample", string(raw[:min(len(raw), sampleLogSize)]))
+	raw = raw[:min(len(raw), int(r.cfg.MaxMessageSize))]
+	if err := r.sink.DeadLetter(r.pubCtx, SourceName, reason, raw, sender); err != nil {
+		return r.sinkFailed("dead-lettering input", err)
+	}
+	return nil
+}
+
+// sinkFailed handles a sink error. While the source runs it means the bus
+// is gone: the source stops and Run returns the error (so it is not logged
+// here). During shutdown it means the drain timed out: input is lost, and
+// that is logged.
+func (r *run) sinkFailed(what string, err error) error {
+	r.m.errors.WithLabelValues(errPublish).Inc()
+	err = fmt.Errorf("%s: %w", what, err)
+	if r.ctx.Err() == nil {
+		r.fail(err)
+		return err
+	}
+	r.logProblem(errPublish, "syslog input lost at shutdown", "err", err)
+	return err
+}
+
+// logProblem logs one occurrence of a problem of the given kind, unless
+// the kind was logged less than a minute ago; the next line then carries
+// the count of what was not logged.
+func (s *Source) logProblem(kind, msg string, args ...any) {
+	n, ok := s.limit.allow(kind)
+	if !ok {
+		return
+	}
+	s.log.Warn(msg, append([]any{"error_type", kind, "count", n}, args...)...)
+}
+
+// trimTrailer strips the CR, LF and NUL bytes senders leave at the end of
+// a datagram or an octet-counted frame.
+func trimTrailer(b []byte) []byte {
+	for len(b) > 0 {
+		switch b[len(b)-1] {
+		case '\r', '\n', 0:
+			b = b[:len(b)-1]
+		default:
+			return b
+		}
+	}
+	return b
+}
+
+// senderOf renders a peer address as ip:port, with an IPv4 address that
+// reached a dual-stack socket shown as IPv4.
+func senderOf(ap netip.AddrPort) string {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}

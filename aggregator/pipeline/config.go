@@ -1,0 +1,117 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/config"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
+	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/window"
+	"github.com/outpost-siem/outpost/forwarder"
+)
+
+// Config is outpost.yaml. Every section is owned by its stage's package;
+// deploy/outpost.example.yaml documents every key with its default.
+type Config struct {
+	// DataDir holds JetStream's store (embedded server) and Badger's state.
+	DataDir string     `yaml:"data_dir"`
+	Log     LogConfig  `yaml:"log"`
+	HTTP    HTTPConfig `yaml:"http"`
+	NATS    bus.Config `yaml:"nats"`
+	Ingest  struct {
+		Syslog syslog.Config `yaml:"syslog"`
+	} `yaml:"ingest"`
+	Rules     RulesConfig      `yaml:"rules"`
+	Windows   window.Config    `yaml:"windows"`
+	State     state.Config     `yaml:"state"`
+	Forwarder forwarder.Config `yaml:"forwarder"`
+}
+
+// LogConfig is the `log` section.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// HTTPConfig is the `http` section: metrics and health endpoints.
+type HTTPConfig struct {
+	// Listen is where /metrics, /healthz and /readyz are served; default
+	// 127.0.0.1:9464. "off" disables the endpoint.
+	Listen string `yaml:"listen"`
+}
+
+// RulesConfig is the `rules` section.
+type RulesConfig struct {
+	// Dir holds the rule files (*.yaml). Empty: the shipped pack.
+	Dir string `yaml:"dir"`
+}
+
+// LoadConfig reads, decodes (unknown keys are errors) and validates the
+// config file at path.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	var c Config
+	if err := config.DecodeStrict(path, data, &c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: invalid config:\n%w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate applies defaults and returns every problem of every section.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, strings.Split(err.Error(), "\n")...)
+		}
+	}
+	if c.DataDir == "" {
+		errs.Addf("data_dir: required, e.g. /var/lib/outpost")
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		errs.Addf("log.level: %q must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "text"
+	case "text", "json":
+	default:
+		errs.Addf("log.format: %q must be text or json", c.Log.Format)
+	}
+	switch c.HTTP.Listen {
+	case "":
+		c.HTTP.Listen = "127.0.0.1:9464"
+	case "off":
+	default:
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			errs.Addf("http.listen: %q is not host:port or off: %v", c.HTTP.Listen, err)
+		}
+	}
+	add(c.NATS.Validate())
+	add(c.Ingest.Syslog.Validate())
+	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 {
+		errs.Addf("ingest.syslog: no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp")
+	}
+	add(c.Windows.Validate())
+	add(c.State.Validate())
+	add(c.Forwarder.Validate())
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "\n"))
+}

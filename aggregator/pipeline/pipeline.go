@@ -1,0 +1,228 @@
+// Package pipeline wires Outpost's stages into one appliance: syslog source
+// → EVENTS → rule filter → MATCHES → windows → ALERTS → forwarder, on the
+// bus (embedded NATS by default) and the Badger state, with the metrics and
+// health endpoints. cmd/outpost and the end-to-end tests both run this.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/filter"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
+	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/window"
+	"github.com/outpost-siem/outpost/forwarder"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// Pipeline is a running appliance: everything opened, ready to Run.
+type Pipeline struct {
+	cfg   *Config
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	bus   *bus.Bus
+	db    *state.DB
+	rules *rules.Set
+
+	publisher *bus.Publisher
+	syslog    *syslog.Source
+	filter    *filter.Stage
+	windows   *window.Stage
+	forwarder *forwarder.Forwarder
+	http      *httpServer
+}
+
+// Open loads the rules, opens the state and the bus, and opens every
+// listener, so a caller can read Addrs before Run. cfg must have been
+// validated. On error everything opened so far is closed again.
+func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (p *Pipeline, err error) {
+	p = &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.rules, err = loadRules(cfg.Rules); err != nil {
+		return nil, err
+	}
+	if err = os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	if p.db, err = state.Open(filepath.Join(cfg.DataDir, "state"), cfg.State, logger); err != nil {
+		return nil, err
+	}
+	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
+		return nil, err
+	}
+	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
+	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
+		return nil, err
+	}
+	p.filter = filter.New(p.bus, p.rules, logger, p.reg)
+	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
+	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, logger, p.reg); err != nil {
+		return nil, err
+	}
+	if err = p.syslog.Listen(); err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.Listen != "off" {
+		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func loadRules(cfg RulesConfig) (*rules.Set, error) {
+	if cfg.Dir == "" {
+		return rules.Pack()
+	}
+	return rules.LoadDir(cfg.Dir)
+}
+
+// SyslogAddrs returns the syslog listeners' addresses.
+func (p *Pipeline) SyslogAddrs() (udp, tcp []net.Addr) { return p.syslog.Addrs() }
+
+// HTTPAddr returns the metrics endpoint's address, or nil when off.
+func (p *Pipeline) HTTPAddr() net.Addr {
+	if p.http == nil {
+		return nil
+	}
+	return p.http.addr()
+}
+
+// Rules returns the loaded rule set.
+func (p *Pipeline) Rules() *rules.Set { return p.rules }
+
+// Registry returns the metrics registry.
+func (p *Pipeline) Registry() *prometheus.Registry { return p.reg }
+
+func (p *Pipeline) ready() error {
+	if p.bus == nil || !p.bus.Conn().IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	return nil
+}
+
+// Run runs every stage until ctx ends, then stops them in order: the
+// sources first, then the publisher drains what they queued, then the rule
+// filter, the windows and the forwarder; last the bus and the state are
+// closed (Badger flushed, the embedded server shut down). Run returns the
+// first stage error, or nil after a clean stop.
+func (p *Pipeline) Run(ctx context.Context) error {
+	defer p.close()
+	type stage struct {
+		name string
+		run  func(context.Context) error
+		stop func(cancel context.CancelFunc) // default: cancel
+	}
+	drainPublisher := func(cancel context.CancelFunc) {
+		p.publisher.Close()
+		// If JetStream is unreachable the drain would never end.
+		time.AfterFunc(drainTimeout, cancel)
+	}
+	layers := [][]stage{
+		{{name: "syslog", run: p.syslog.Run}},
+		{{name: "publisher", run: p.publisher.Run, stop: drainPublisher}},
+		{{name: "filter", run: p.filter.Run}},
+		{{name: "windows", run: p.windows.Run}},
+		{{name: "forwarder", run: p.forwarder.Run}},
+		{{name: "state-gc", run: p.db.RunGC}},
+	}
+	if p.http != nil {
+		layers[len(layers)-1] = append(layers[len(layers)-1], stage{name: "http", run: p.http.run})
+	}
+	errc := make(chan error, 16)
+	type running struct {
+		cancel context.CancelFunc
+		stops  []func(context.CancelFunc)
+		wg     sync.WaitGroup
+	}
+	all := make([]*running, len(layers))
+	for i, l := range layers {
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		r := &running{cancel: cancel}
+		all[i] = r
+		for _, st := range l {
+			r.stops = append(r.stops, st.stop)
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				if err := st.run(lctx); err != nil {
+					errc <- fmt.Errorf("%s: %w", st.name, err)
+				}
+			}()
+		}
+	}
+	p.log.Info("outpost running", "rules", len(p.rules.Rules), "data_dir", p.cfg.DataDir)
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		p.log.Error("stage failed; stopping", "err", first)
+	}
+	for _, r := range all {
+		stopped := false
+		for _, stop := range r.stops {
+			if stop != nil {
+				stop(r.cancel)
+				stopped = true
+			}
+		}
+		if !stopped {
+			r.cancel()
+		}
+		r.wg.Wait()
+		r.cancel()
+	}
+	if first == nil {
+		select {
+		case first = <-errc:
+		default:
+		}
+	}
+	p.log.Info("outpost stopped")
+	return first
+}
+
+// drainTimeout bounds how long a stop waits for queued events to reach
+// JetStream.
+const drainTimeout = 15 * time.Second
+
+func (p *Pipeline) close() {
+	if p.http != nil {
+		p.http.close()
+	}
+	if p.bus != nil {
+		p.bus.Close()
+		p.bus = nil
+	}
+	if p.db != nil {
+		if err := p.db.Close(); err != nil {
+			p.log.Error("closing state", "err", err)
+		}
+		p.db = nil
+	}
+}
+
+// CheckRules loads the rules cfg points to and returns how many are
+// enabled; it opens nothing else.
+func CheckRules(cfg *Config) (int, error) {
+	set, err := loadRules(cfg.Rules)
+	if err != nil {
+		return 0, err
+	}
+	return len(set.Rules), nil
+}
