@@ -225,3 +225,35 @@ func (b Backoff) Sleep(ctx context.Context, attempt int) error {
 		return ctx.Err()
 	}
 }
+
+// PublishEvents publishes evs to EVENTS and returns only when JetStream has
+// acked every one, or with the first error. Sources that keep checkpoints
+// (the Azure Blob reader) call it and advance their checkpoint only after it
+// returned nil; a failed call may have published some of the events, so the
+// source re-reads from its old checkpoint and downstream stages drop the
+// duplicates by event id (which such sources derive from the record's
+// position, so a re-read gives the same ids).
+func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, ev := range evs {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encoding event: %w", err)
+		}
+		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: "events." + ev.Source, Data: data})
+		if err != nil {
+			return fmt.Errorf("publishing event: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publishing event: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
