@@ -48,16 +48,15 @@ func TestMatchesAndKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := r.Matches(&v, &tt.ev)
+			hits, noKey, err := r.Evaluate(&v, &tt.ev, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.match {
-				t.Errorf("Matches = %v, want %v", got, tt.match)
+			if got := len(hits) > 0 || noKey > 0; got != tt.match {
+				t.Errorf("matched = %v, want %v", got, tt.match)
 			}
-			key, ok := r.GroupKey(&tt.ev)
-			if key != tt.key || ok != tt.keyOK {
-				t.Errorf("GroupKey = %q, %v; want %q, %v", key, ok, tt.key, tt.keyOK)
+			if tt.match && tt.keyOK && (len(hits) != 1 || hits[0].Key != tt.key) {
+				t.Errorf("hits = %+v, want key %q", hits, tt.key)
 			}
 		})
 	}
@@ -77,9 +76,13 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, ok := set.Rule("two").GroupKey(&event.Event{User: `a;b=c\`, Host: "h"})
-	if want := `user=a\;b\=c\\;host=h`; key != want || !ok {
-		t.Errorf("key = %q, want %q", key, want)
+	var v vm.VM
+	hits, _, err := set.Rule("two").Evaluate(&v, &event.Event{User: `a;b=c\`, Host: "h"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `user=a\;b\=c\\;host=h`; len(hits) != 1 || hits[0].Key != want {
+		t.Errorf("hits = %+v, want key %q", hits, want)
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"io/fs"
 )
 
-//go:embed pack/*.yaml
+//go:embed pack
 var pack embed.FS
 
 // Pack returns the shipped rule pack, compiled. It is what Outpost runs when

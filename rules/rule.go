@@ -1,15 +1,20 @@
 // Package rules is Outpost's rule language: YAML files of detection rules,
 // validated and compiled at load, and the shipped rule pack.
 //
-// A rule file holds a list under `rules:`. Loading collects every problem in
-// every file, each as `file:line: rule "id": message`, so a user fixes them
-// in one pass; a set with any problem is rejected whole.
+// A rule file holds `rules:`, and may hold `lists:` (named value lists,
+// inline or from files), `macros:` (named condition fragments) and `tests:`
+// (events in, alerts expected, run by `outpost rules test`). Loading collects
+// every problem in every file, each as `file:line: rule "id": message`, so a
+// user fixes them in one pass; a set with any problem is rejected whole.
 //
-// Kinds (more come with the full language):
+// Kinds, all in event time:
 //
 //	match      one event satisfying the condition is an alert
-//	threshold  at least `threshold` matching events per group_by key within
-//	           a sliding `window` of event time
+//	threshold  at least `threshold` matching events per group key within a sliding `window`
+//	distinct   at least `threshold` distinct values of `field` per group key within `window`
+//	sequence   ordered `steps` (each its own condition, key fields and count) within `window`
+//	absence    no event (or no `expect`ed event after a trigger) for `for`
+//	new_value  the first time a value of `field` is seen for a group key, after `learning`
 //
 // See docs/rules.md for the reference.
 package rules
@@ -30,7 +35,26 @@ type Kind string
 const (
 	KindMatch     Kind = "match"
 	KindThreshold Kind = "threshold"
+	KindDistinct  Kind = "distinct"
+	KindSequence  Kind = "sequence"
+	KindAbsence   Kind = "absence"
+	KindNewValue  Kind = "new_value"
 )
+
+var kinds = []Kind{KindMatch, KindThreshold, KindDistinct, KindSequence, KindAbsence, KindNewValue}
+
+// Step is one condition of a rule with the fields that key it. Every kind
+// but sequence has one step (absence with `expect` has two: the trigger and
+// the expected event).
+type Step struct {
+	Name      string
+	Condition string
+	By        []string // key fields; same number in every step of a rule
+	Count     int      // sequence: events this step needs (default 1)
+
+	program *vm.Program
+	by      []getter
+}
 
 // Rule is one compiled, validated rule. It is immutable after load and safe
 // for concurrent use.
@@ -41,40 +65,75 @@ type Rule struct {
 	Kind        Kind
 	Severity    int // 0-10
 	Tags        []string
-	GroupBy     []string
-	Threshold   int           // threshold: events needed
-	Window      time.Duration // threshold: sliding window, event time
+	GroupBy     []string      // key field names (a sequence's first step's when not set)
+	Threshold   int           // threshold, distinct
+	Window      time.Duration // threshold, distinct, sequence
+	Field       string        // distinct, new_value: the field whose values count
+	Unordered   bool          // sequence: steps in any order
+	For         time.Duration // absence
+	Learning    time.Duration // new_value
 	Suppress    time.Duration // at most one alert per key per Suppress, event time
 	Fields      []string      // event fields carried into the alert
-	Condition   string
+	Steps       []*Step
+	// Fingerprint changes when anything that affects the rule's state
+	// changes; window state is kept under it, so a reload keeps the state
+	// of unchanged rules and starts changed ones afresh.
+	Fingerprint string
 
 	File string
 	Line int
 
-	program *vm.Program
-	groupBy []getter
-	fields  []getter
+	value  getter
+	fields []getter
 }
 
-// Matches reports whether ev satisfies the rule's condition. v is reused
-// across calls by one goroutine to avoid allocating a VM per event.
-func (r *Rule) Matches(v *vm.VM, ev *event.Event) (bool, error) {
-	out, err := v.Run(r.program, ev)
-	if err != nil {
-		return false, err
+// Hit is one step of r satisfied by an event.
+type Hit struct {
+	Step  int
+	Key   string
+	Value string
+}
+
+// Evaluate runs every step's condition against ev and appends a Hit for
+// each satisfied step whose key fields are all set. noKey counts satisfied
+// steps skipped for an empty key field. v is reused across calls by one
+// goroutine to avoid allocating a VM per event.
+func (r *Rule) Evaluate(v *vm.VM, ev *event.Event, hits []Hit) (_ []Hit, noKey int, err error) {
+	for i, st := range r.Steps {
+		out, err := v.Run(st.program, ev)
+		if err != nil {
+			return hits, noKey, err
+		}
+		if !out.(bool) {
+			continue
+		}
+		key, ok := r.key(st, ev)
+		if !ok {
+			noKey++
+			continue
+		}
+		h := Hit{Step: i, Key: key}
+		if r.value != nil {
+			if h.Value = r.value(ev); h.Value == "" {
+				noKey++
+				continue
+			}
+		}
+		hits = append(hits, h)
 	}
-	return out.(bool), nil
+	return hits, noKey, nil
 }
 
-// GroupKey renders the group key of ev, as `field=value` pairs joined by
-// ";" (separators in values escaped). ok is false when a group_by field is
-// empty: such an event cannot be attributed to a group and is not counted.
-func (r *Rule) GroupKey(ev *event.Event) (key string, ok bool) {
-	if len(r.groupBy) == 0 {
+// key renders the group key: `name=value` pairs joined by ";" with the
+// rule's key names and the step's values (so a sequence joins events whose
+// key fields differ by name), separators in values escaped. ok is false when
+// a value is empty: such an event cannot be attributed to a group.
+func (r *Rule) key(st *Step, ev *event.Event) (string, bool) {
+	if len(st.by) == 0 {
 		return "", true
 	}
 	var b strings.Builder
-	for i, g := range r.groupBy {
+	for i, g := range st.by {
 		v := g(ev)
 		if v == "" {
 			return "", false
@@ -107,8 +166,9 @@ func (r *Rule) CarriedFields(ev *event.Event) map[string]string {
 // Set is a loaded rule set.
 type Set struct {
 	Rules []*Rule // enabled rules, in file then document order
+	Tests []*Test // test cases found in the files
 	byID  map[string]*Rule
 }
 
-// Rule returns the rule with id, or nil.
+// Rule returns the enabled rule with id, or nil.
 func (s *Set) Rule(id string) *Rule { return s.byID[id] }

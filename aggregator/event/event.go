@@ -61,11 +61,16 @@ type Event struct {
 // needs the rule, the group key, the event time and id, and only the fields
 // the rule carries into its alert.
 type Match struct {
-	RuleID  string            `json:"rule"`
-	Key     string            `json:"key"`
-	Time    time.Time         `json:"time"`
-	EventID string            `json:"event_id"`
-	Fields  map[string]string `json:"fields,omitempty"`
+	RuleID  string    `json:"rule"`
+	Key     string    `json:"key"`
+	Time    time.Time `json:"time"`
+	EventID string    `json:"event_id"`
+	// Step is the index of the step the event satisfied: a sequence's
+	// step, or an absence rule's 0 (trigger) / 1 (expected event).
+	Step int `json:"step,omitempty"`
+	// Value is the rule's `field` of the event, for distinct and new_value.
+	Value  string            `json:"value,omitempty"`
+	Fields map[string]string `json:"fields,omitempty"`
 }
 
 // Alert is a derived security event, the only thing that leaves Outpost.
@@ -93,8 +98,20 @@ type Alert struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	EventIDs  []string  `json:"event_ids,omitempty"`
+	// Values are the distinct values counted (distinct) or the new value
+	// (new_value), capped.
+	Values []string `json:"values,omitempty"`
+	// Steps are a sequence's steps as they happened, in order.
+	Steps []StepHit `json:"steps,omitempty"`
 
 	// Fields are the event fields the rule carries into the alert, taken
 	// from the most recent matching event.
 	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// StepHit is one step of a sequence alert: which step, when, which event.
+type StepHit struct {
+	Name    string    `json:"name"`
+	Time    time.Time `json:"time"`
+	EventID string    `json:"event_id"`
 }

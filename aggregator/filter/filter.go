@@ -32,7 +32,8 @@ type Stage struct {
 	bus   *bus.Bus
 	rules atomic.Pointer[rules.Set]
 	log   *slog.Logger
-	vm    vm.VM // used by the one consuming goroutine only
+	vm    vm.VM       // used by the one consuming goroutine only
+	hits  []rules.Hit // reused per rule evaluation
 
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
@@ -94,33 +95,32 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		s.events.Inc()
 		for _, r := range set.Rules {
-			ok, err := r.Matches(&s.vm, &ev)
+			var noKey int
+			var err error
+			s.hits, noKey, err = r.Evaluate(&s.vm, &ev, s.hits[:0])
 			if err != nil {
 				s.evalErrors.WithLabelValues(r.ID).Inc()
 				s.logEvalError(r, err)
 				continue
 			}
-			if !ok {
-				continue
+			if noKey > 0 {
+				s.noKey.WithLabelValues(r.ID).Add(float64(noKey))
 			}
-			key, ok := r.GroupKey(&ev)
-			if !ok {
-				s.noKey.WithLabelValues(r.ID).Inc()
-				continue
+			for _, h := range s.hits {
+				s.matches.WithLabelValues(r.ID).Inc()
+				data, err := json.Marshal(event.Match{
+					RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
+					Step: h.Step, Value: h.Value, Fields: r.CarriedFields(&ev),
+				})
+				if err != nil {
+					return err
+				}
+				f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, h.Key, parts))), Data: data})
+				if err != nil {
+					return err
+				}
+				futures = append(futures, f)
 			}
-			s.matches.WithLabelValues(r.ID).Inc()
-			data, err := json.Marshal(event.Match{
-				RuleID: r.ID, Key: key, Time: ev.Time, EventID: ev.ID,
-				Fields: r.CarriedFields(&ev),
-			})
-			if err != nil {
-				return err
-			}
-			f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, key, parts))), Data: data})
-			if err != nil {
-				return err
-			}
-			futures = append(futures, f)
 		}
 	}
 	for _, f := range futures {

@@ -95,6 +95,18 @@ func start(t *testing.T, cfg *Config) *running {
 // counter sums a counter family, optionally only the series with label=value.
 func (r *running) counter(name string) float64 { return sumCounters(r.reg, name)[0] }
 
+// waitSettled waits until the rule filter has evaluated events events and
+// the windows have applied every match the filter published.
+func (r *running) waitSettled(t *testing.T, events int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d events through the rule filter", events), func() bool {
+		return r.counter("outpost_filter_events_total") == float64(events)
+	})
+	waitFor(t, "every match applied by the windows", func() bool {
+		return r.counter("outpost_windows_matches_total") == r.counter("outpost_filter_matches_total")
+	})
+}
+
 // waitFor polls cond every 20ms for up to 20s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -153,8 +165,7 @@ func TestEndToEnd(t *testing.T) {
 		lf = append(lf, b+"\n")
 	}
 	send(t, "tcp", p.tcp, lf...)
-	waitFor(t, "the benign events to pass the rule filter", func() bool { return p.counter("outpost_filter_events_total") == 120 })
-	waitFor(t, "the benign matches to reach the windows", func() bool { return p.counter("outpost_windows_matches_total") == 40 })
+	p.waitSettled(t, 120)
 	time.Sleep(300 * time.Millisecond)
 	if got := siem.Messages(); len(got) != 0 {
 		t.Fatalf("benign traffic raised alerts: %q", got)
@@ -236,7 +247,7 @@ func TestRestartKeepsWindowState(t *testing.T) {
 
 	p1 := start(t, testConfig(t, dir, siem.Addr().String()))
 	send(t, "tcp", p1.tcp, octet(sshFail(t0, attacker, 1)), octet(sshFail(t0.Add(5*time.Second), attacker, 2)), octet(sshFail(t0.Add(10*time.Second), attacker, 3)))
-	waitFor(t, "three matches counted", func() bool { return p1.counter("outpost_windows_matches_total") == 3 })
+	p1.waitSettled(t, 3)
 	p1.stop()
 
 	p2 := start(t, testConfig(t, dir, siem.Addr().String()))
@@ -248,7 +259,7 @@ func TestRestartKeepsWindowState(t *testing.T) {
 	}
 	// Two more failures after the alert must not raise a second one.
 	send(t, "tcp", p2.tcp, octet(sshFail(t0.Add(25*time.Second), attacker, 6)), octet(sshFail(t0.Add(30*time.Second), attacker, 7)))
-	waitFor(t, "the later matches counted", func() bool { return p2.counter("outpost_windows_matches_total") == 4 })
+	p2.waitSettled(t, 4)
 	time.Sleep(300 * time.Millisecond)
 	got := siem.Messages()
 	if len(got) != 1 {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"slices"
 	"sort"
 	"time"
 
@@ -11,118 +12,365 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// maxEvidence caps the event ids an alert carries.
-const maxEvidence = 100
+// maxEvidence caps the event ids an alert carries; maxSeen the values a
+// new_value key remembers.
+const (
+	maxEvidence = 100
+	maxSeen     = 1000
+)
 
-// groupState is the durable state of one (rule, group key).
+// State is the durable state of one (rule, group key).
 //
-// Times and IDs are parallel and sorted by event time. LastAlert is the
-// event time of the last event of the last alert emitted, for suppression.
-type groupState struct {
+// Times, IDs and (per kind) Steps and Values are parallel and sorted by
+// event time: the events still in play. LastAlert is the event time of the
+// last event of the last alert, for suppression. Spent is the event time up
+// to which events were used by an alert (suppressed or not); events at or
+// before it are not counted again, which makes a redelivered batch
+// idempotent even after its events left the lists, and keeps a late event
+// from re-opening a window that fired.
+type State struct {
 	Times     []int64  `json:"t,omitempty"` // unix nanoseconds
 	IDs       []string `json:"i,omitempty"`
+	Steps     []int    `json:"p,omitempty"` // sequence: step of each event
+	Values    []string `json:"v,omitempty"` // distinct: value of each event
 	LastAlert int64    `json:"a,omitempty"`
-	// Spent is the event time up to which events were used by an alert
-	// (suppressed or not). Events at or before it are not counted again:
-	// that makes a redelivered batch idempotent even after its events left
-	// Times/IDs, and a late event cannot re-open a window that fired.
-	Spent int64 `json:"s,omitempty"`
+	Spent     int64    `json:"s,omitempty"`
+
+	// new_value: the earliest event time of the key, and the values seen.
+	First int64    `json:"f,omitempty"`
+	Seen  []string `json:"n,omitempty"`
+
+	// absence: armed while Deadline != 0; Since and SinceID name the event
+	// the silence is counted from.
+	Deadline int64  `json:"d,omitempty"`
+	Since    int64  `json:"w,omitempty"`
+	SinceID  string `json:"x,omitempty"`
 }
 
-// Verdict says what apply did with a match.
+// Empty reports whether the state holds nothing worth keeping.
+func (st *State) Empty() bool {
+	return len(st.Times) == 0 && st.LastAlert == 0 && st.Spent == 0 && st.First == 0 && st.Deadline == 0
+}
+
+// Verdict says what Apply did with a match.
 type Verdict int
 
 // Verdicts, for metrics.
 const (
-	Counted    Verdict = iota // added to the window, no alert yet
+	Counted    Verdict = iota // added to the state, no alert yet
 	Fired                     // an alert was produced
 	Suppressed                // the condition held but an alert was sent for this key within suppress
-	Duplicate                 // the event was already counted (a redelivery)
+	Duplicate                 // the event was already counted (a redelivery) or is spent
 )
 
-// apply adds match m of rule r to st and returns the alert it causes, if
+// Stateless reports whether r needs no state at all: a match rule without
+// suppression.
+func Stateless(r *rules.Rule) bool { return r.Kind == rules.KindMatch && r.Suppress == 0 }
+
+// Apply adds match m of rule r to st and returns the alert it causes, if
 // any. It is deterministic: the same matches in the same order give the same
 // alerts with the same ids, which is what makes redelivery safe.
 //
 // lateness extends how long an event stays in the state beyond its window,
 // so an event arriving out of order can still complete a window.
-func apply(r *rules.Rule, st *groupState, m *event.Match, lateness time.Duration) (*event.Alert, Verdict) {
+func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*event.Alert, Verdict) {
 	t := m.Time.UnixNano()
 	switch r.Kind {
 	case rules.KindMatch:
-		if r.Suppress > 0 {
-			if st.LastAlert != 0 && absDur(t-st.LastAlert) < r.Suppress {
-				return nil, Suppressed
-			}
-			st.LastAlert = t
+		if suppressed(r, st, t) {
+			return nil, Suppressed
 		}
+		st.LastAlert = t
 		a := newAlert(r, m, alertID(r.ID, m.Key, t, m.EventID))
 		a.Count, a.FirstSeen, a.LastSeen, a.EventIDs = 1, m.Time, m.Time, []string{m.EventID}
 		return a, Fired
-	case rules.KindThreshold:
-		return applyThreshold(r, st, m, t, lateness)
+	case rules.KindNewValue:
+		return applyNewValue(r, st, m, t)
+	case rules.KindAbsence:
+		applyAbsence(r, st, m, t)
+		return nil, Counted
 	}
-	return nil, Counted
-}
-
-func applyThreshold(r *rules.Rule, st *groupState, m *event.Match, t int64, lateness time.Duration) (*event.Alert, Verdict) {
-	if st.Spent != 0 && t <= st.Spent {
+	if (st.Spent != 0 && t <= st.Spent) || st.has(m.EventID, m.Step) {
 		return nil, Duplicate
 	}
-	for _, id := range st.IDs {
-		if id == m.EventID {
-			return nil, Duplicate
+	st.insert(r, t, m)
+	st.evict(r, lateness)
+	var lo, hi int
+	var picked []int
+	var ok bool
+	switch r.Kind {
+	case rules.KindThreshold:
+		lo, hi, ok = st.thresholdSpan(r)
+	case rules.KindDistinct:
+		lo, hi, ok = st.distinctSpan(r)
+	case rules.KindSequence:
+		if r.Unordered {
+			picked, ok = st.unorderedChain(r)
+		} else {
+			picked, ok = st.orderedChain(r)
 		}
 	}
-	// Insert in event-time order.
-	i := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t })
-	st.Times = append(st.Times, 0)
-	copy(st.Times[i+1:], st.Times[i:])
-	st.Times[i] = t
-	st.IDs = append(st.IDs, "")
-	copy(st.IDs[i+1:], st.IDs[i:])
-	st.IDs[i] = m.EventID
+	if !ok {
+		return nil, Counted
+	}
+	if picked == nil {
+		for i := lo; i <= hi; i++ {
+			picked = append(picked, i)
+		}
+	}
+	sort.Ints(picked)
+	first, last := st.Times[picked[0]], st.Times[picked[len(picked)-1]]
+	a := newAlert(r, m, alertID(r.ID, m.Key, first, ""))
+	a.Count = len(picked)
+	a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+	for _, i := range picked[:min(len(picked), maxEvidence)] {
+		a.EventIDs = append(a.EventIDs, st.IDs[i])
+		if r.Kind == rules.KindSequence {
+			a.Steps = append(a.Steps, event.StepHit{Name: r.Steps[st.Steps[i]].Name, Time: time.Unix(0, st.Times[i]).UTC(), EventID: st.IDs[i]})
+		}
+	}
+	if r.Kind == rules.KindDistinct {
+		a.Values = st.distinctValues(lo, hi)
+		a.Count = len(a.Values)
+	}
+	// The events up to the last one used are spent either way: the next
+	// alert needs new ones.
+	st.dropThrough(last)
+	st.Spent = last
+	if suppressed(r, st, first) {
+		return nil, Suppressed
+	}
+	st.LastAlert = last
+	return a, Fired
+}
 
-	// Forget what no future window can use: older than the newest event
-	// minus the window and the allowed lateness; and never more than
-	// maxKept entries per key, which bounds the state of a noisy key.
-	window := int64(r.Window)
-	horizon := st.Times[len(st.Times)-1] - window - int64(lateness)
+func suppressed(r *rules.Rule, st *State, t int64) bool {
+	return r.Suppress > 0 && st.LastAlert != 0 && absDur(t-st.LastAlert) < r.Suppress
+}
+
+func (st *State) has(id string, step int) bool {
+	for i, v := range st.IDs {
+		if v == id && (st.Steps == nil || st.Steps[i] == step) {
+			return true
+		}
+	}
+	return false
+}
+
+// insert adds the match in event-time order.
+func (st *State) insert(r *rules.Rule, t int64, m *event.Match) {
+	i := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t })
+	st.Times = slices.Insert(st.Times, i, t)
+	st.IDs = slices.Insert(st.IDs, i, m.EventID)
+	if r.Kind == rules.KindSequence {
+		st.Steps = slices.Insert(st.Steps, i, m.Step)
+	}
+	if r.Kind == rules.KindDistinct {
+		st.Values = slices.Insert(st.Values, i, m.Value)
+	}
+}
+
+// evict forgets what no future window can use: events older than the
+// newest minus the window and the allowed lateness; and never more than
+// maxKept events per key, which bounds the state of a noisy key.
+func (st *State) evict(r *rules.Rule, lateness time.Duration) {
+	horizon := st.Times[len(st.Times)-1] - int64(r.Window) - int64(lateness)
 	drop := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] >= horizon })
-	if maxKept := max(4*r.Threshold, 64); len(st.Times)-drop > maxKept {
+	need := r.Threshold
+	for _, s := range r.Steps {
+		need = max(need, s.Count*len(r.Steps))
+	}
+	if maxKept := max(4*need, 64); len(st.Times)-drop > maxKept {
 		drop = len(st.Times) - maxKept
 	}
-	st.Times, st.IDs = st.Times[drop:], st.IDs[drop:]
+	st.dropFirst(drop)
+}
 
-	// The first span of Threshold consecutive events no longer than the
-	// window is the window that fired; it takes in every event up to its
-	// start plus the window.
-	n := r.Threshold
-	for lo := 0; lo+n-1 < len(st.Times); lo++ {
-		if st.Times[lo+n-1]-st.Times[lo] > window {
+func (st *State) dropFirst(n int) {
+	st.Times, st.IDs = st.Times[n:], st.IDs[n:]
+	if st.Steps != nil {
+		st.Steps = st.Steps[n:]
+	}
+	if st.Values != nil {
+		st.Values = st.Values[n:]
+	}
+}
+
+// dropThrough drops every event at or before t.
+func (st *State) dropThrough(t int64) {
+	st.dropFirst(sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t }))
+}
+
+// thresholdSpan finds the first run of Threshold events no longer than the
+// window; it takes in every event up to its start plus the window.
+func (st *State) thresholdSpan(r *rules.Rule) (lo, hi int, ok bool) {
+	w, n := int64(r.Window), r.Threshold
+	for lo = 0; lo+n-1 < len(st.Times); lo++ {
+		if st.Times[lo+n-1]-st.Times[lo] > w {
 			continue
 		}
-		hi := lo + n - 1
-		for hi+1 < len(st.Times) && st.Times[hi+1]-st.Times[lo] <= window {
+		hi = lo + n - 1
+		for hi+1 < len(st.Times) && st.Times[hi+1]-st.Times[lo] <= w {
 			hi++
 		}
-		first, last := st.Times[lo], st.Times[hi]
-		evidence := append([]string(nil), st.IDs[lo:min(hi+1, lo+maxEvidence)]...)
-		// The events of this window are spent either way: the next alert
-		// needs Threshold new ones.
-		st.Times, st.IDs = st.Times[hi+1:], st.IDs[hi+1:]
-		st.Spent = last
-		if r.Suppress > 0 && st.LastAlert != 0 && absDur(first-st.LastAlert) < r.Suppress {
-			return nil, Suppressed
-		}
-		st.LastAlert = last
-		a := newAlert(r, m, alertID(r.ID, m.Key, first, ""))
-		a.Count = hi - lo + 1
-		a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
-		a.EventIDs = evidence
-		return a, Fired
+		return lo, hi, true
 	}
-	return nil, Counted
+	return 0, 0, false
+}
+
+// distinctSpan finds the first window (from an event, window long) holding
+// Threshold distinct values.
+func (st *State) distinctSpan(r *rules.Rule) (lo, hi int, ok bool) {
+	w := int64(r.Window)
+	for lo = range st.Times {
+		seen := map[string]bool{}
+		for hi = lo; hi < len(st.Times) && st.Times[hi]-st.Times[lo] <= w; hi++ {
+			seen[st.Values[hi]] = true
+		}
+		if len(seen) >= r.Threshold {
+			return lo, hi - 1, true
+		}
+	}
+	return 0, 0, false
+}
+
+func (st *State) distinctValues(lo, hi int) []string {
+	var out []string
+	for i := lo; i <= hi; i++ {
+		if !slices.Contains(out, st.Values[i]) {
+			out = append(out, st.Values[i])
+		}
+	}
+	return out[:min(len(out), maxEvidence)]
+}
+
+// orderedChain finds steps in order within the window. For each event of
+// the last step, earliest first, it walks back picking for every step the
+// latest Count events at or before the step after it: the latest choices
+// give the shortest chain, so if they do not fit the window none do.
+func (st *State) orderedChain(r *rules.Rule) ([]int, bool) {
+	last := len(r.Steps) - 1
+	for end := range st.Times {
+		if st.Steps[end] != last {
+			continue
+		}
+		picked := []int{end}
+		cur := st.Times[end]
+		ok := true
+		for step := last; step >= 0 && ok; step-- {
+			need := r.Steps[step].Count
+			if step == last {
+				need--
+			}
+			earliest := cur
+			for i := len(st.Times) - 1; i >= 0 && need > 0; i-- {
+				if st.Steps[i] == step && st.Times[i] <= cur && !slices.Contains(picked, i) {
+					picked = append(picked, i)
+					earliest = st.Times[i]
+					need--
+				}
+			}
+			ok = need == 0
+			cur = earliest
+		}
+		if ok && st.Times[end]-cur <= int64(r.Window) {
+			return picked, true
+		}
+	}
+	return nil, false
+}
+
+// unorderedChain finds every step's Count events within one window,
+// starting the window at each event in turn.
+func (st *State) unorderedChain(r *rules.Rule) ([]int, bool) {
+	w := int64(r.Window)
+	for start := range st.Times {
+		var picked []int
+		ok := true
+		for step := range r.Steps {
+			need := r.Steps[step].Count
+			for i := start; i < len(st.Times) && st.Times[i]-st.Times[start] <= w && need > 0; i++ {
+				if st.Steps[i] == step {
+					picked = append(picked, i)
+					need--
+				}
+			}
+			if need > 0 {
+				ok = false
+				break
+			}
+		}
+		if ok && slices.Contains(picked, start) {
+			return picked, true
+		}
+	}
+	return nil, false
+}
+
+func applyNewValue(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Alert, Verdict) {
+	if st.First == 0 || t < st.First {
+		st.First = t
+	}
+	if slices.Contains(st.Seen, m.Value) {
+		return nil, Duplicate
+	}
+	st.Seen = append(st.Seen, m.Value)
+	if len(st.Seen) > maxSeen {
+		st.Seen = st.Seen[len(st.Seen)-maxSeen:]
+	}
+	if t-st.First < int64(r.Learning) {
+		return nil, Counted // still learning what is normal for this key
+	}
+	if suppressed(r, st, t) {
+		return nil, Suppressed
+	}
+	st.LastAlert = t
+	a := newAlert(r, m, alertID(r.ID, m.Key, 0, m.Value))
+	a.Count, a.FirstSeen, a.LastSeen = 1, m.Time, m.Time
+	a.EventIDs, a.Values = []string{m.EventID}, []string{m.Value}
+	return a, Fired
+}
+
+// applyAbsence arms, re-arms or disarms the key's deadline. Without
+// `expect`, every event of the key moves the deadline to its time plus
+// `for` (a source gone silent). With `expect`, the trigger (step 0) arms it
+// once and an expected event (step 1) within `for` after it disarms it.
+func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) {
+	expect := len(r.Steps) > 1
+	switch {
+	case !expect:
+		if t > st.Since || st.Deadline == 0 {
+			st.Since, st.SinceID = max(t, st.Since), m.EventID
+			st.Deadline = st.Since + int64(r.For)
+		}
+	case m.Step == 0:
+		if st.Deadline == 0 {
+			st.Since, st.SinceID, st.Deadline = t, m.EventID, t+int64(r.For)
+		}
+	default:
+		if st.Deadline != 0 && t >= st.Since && t <= st.Deadline {
+			st.Deadline = 0
+		}
+	}
+}
+
+// Expire fires an absence rule's alert when the watermark has passed the
+// key's deadline; it never fires early. The key is disarmed either way.
+func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert, Verdict) {
+	if r.Kind != rules.KindAbsence || st.Deadline == 0 || watermark <= st.Deadline {
+		return nil, Counted
+	}
+	since := st.Since
+	st.Deadline = 0
+	if suppressed(r, st, since) {
+		return nil, Suppressed
+	}
+	st.LastAlert = since
+	a := newAlert(r, &event.Match{Key: key}, alertID(r.ID, key, since, st.SinceID))
+	a.FirstSeen = time.Unix(0, since).UTC()
+	a.LastSeen = a.FirstSeen
+	a.EventIDs = []string{st.SinceID}
+	return a, Fired
 }
 
 func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
@@ -140,9 +388,10 @@ func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
 	}
 }
 
-// alertID is deterministic in (rule, group key, window start[, event]): 128
-// bits of SHA-256 in hex, 32 characters, within CEF externalId's 40.
-func alertID(rule, key string, windowStart int64, eventID string) string {
+// alertID is deterministic in (rule, group key, window start, event or
+// value): 128 bits of SHA-256 in hex, 32 characters, within CEF
+// externalId's 40.
+func alertID(rule, key string, windowStart int64, extra string) string {
 	h := sha256.New()
 	h.Write([]byte(rule))
 	h.Write([]byte{0})
@@ -151,7 +400,7 @@ func alertID(rule, key string, windowStart int64, eventID string) string {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(windowStart))
 	h.Write(b[:])
-	h.Write([]byte(eventID))
+	h.Write([]byte(extra))
 	sum := h.Sum(nil)
 	return hex.EncodeToString(sum[:16])
 }

@@ -28,12 +28,12 @@ var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 // feed applies matches at the given second offsets and returns the verdicts
 // and the alerts.
-func feed(r *rules.Rule, st *groupState, offsets ...int) ([]Verdict, []*event.Alert) {
+func feed(r *rules.Rule, st *State, offsets ...int) ([]Verdict, []*event.Alert) {
 	var vs []Verdict
 	var as []*event.Alert
 	for i, off := range offsets {
 		m := &event.Match{RuleID: r.ID, Key: "src_ip=203.0.113.5", Time: t0.Add(time.Duration(off) * time.Second), EventID: fmt.Sprintf("e%d@%d", i, off)}
-		a, v := apply(r, st, m, 0)
+		a, v := Apply(r, st, m, 0)
 		vs = append(vs, v)
 		if a != nil {
 			as = append(as, a)
@@ -59,7 +59,7 @@ func TestThreshold(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, as := feed(r, &groupState{}, tt.offsets...)
+			_, as := feed(r, &State{}, tt.offsets...)
 			if len(as) != tt.alerts {
 				t.Fatalf("alerts = %d, want %d", len(as), tt.alerts)
 			}
@@ -72,7 +72,7 @@ func TestThreshold(t *testing.T) {
 
 func TestThresholdAlertFields(t *testing.T) {
 	r := loadRule(t, threshold3in60s)
-	_, as := feed(r, &groupState{}, 5, 15, 25)
+	_, as := feed(r, &State{}, 5, 15, 25)
 	a := as[0]
 	if a.RuleID != "t3" || a.Kind != "threshold" || a.Key != "src_ip=203.0.113.5" || a.Severity != 5 {
 		t.Errorf("alert = %+v", a)
@@ -87,9 +87,9 @@ func TestThresholdAlertFields(t *testing.T) {
 
 func TestDeterministicIDs(t *testing.T) {
 	r := loadRule(t, threshold3in60s)
-	_, a1 := feed(r, &groupState{}, 0, 10, 20)
-	_, a2 := feed(r, &groupState{}, 0, 10, 20)
-	_, a3 := feed(r, &groupState{}, 1, 10, 20)
+	_, a1 := feed(r, &State{}, 0, 10, 20)
+	_, a2 := feed(r, &State{}, 0, 10, 20)
+	_, a3 := feed(r, &State{}, 1, 10, 20)
 	if a1[0].ID != a2[0].ID {
 		t.Error("same input gave different alert ids")
 	}
@@ -100,7 +100,7 @@ func TestDeterministicIDs(t *testing.T) {
 
 func TestRedeliveryIsIdempotent(t *testing.T) {
 	r := loadRule(t, threshold3in60s)
-	st := &groupState{}
+	st := &State{}
 	feed(r, st, 0, 10)
 	// The same two events again (same ids): not counted twice.
 	vs, as := feed(r, st, 0, 10)
@@ -123,7 +123,7 @@ func TestSuppress(t *testing.T) {
 rules:
   - {id: s, title: T, kind: threshold, severity: 5, condition: "true", group_by: [src_ip], threshold: 2, window: 60s, suppress: 10m}
 `)
-	vs, as := feed(r, &groupState{}, 0, 1, 100, 101, 700, 701)
+	vs, as := feed(r, &State{}, 0, 1, 100, 101, 700, 701)
 	if len(as) != 2 {
 		t.Fatalf("alerts = %d, want 2 (one suppressed): %v", len(as), vs)
 	}
@@ -137,7 +137,7 @@ func TestMatchKind(t *testing.T) {
 rules:
   - {id: m, title: T, kind: match, severity: 5, condition: "true", group_by: [src_ip], suppress: 1h}
 `)
-	vs, as := feed(r, &groupState{}, 0, 60, 4000)
+	vs, as := feed(r, &State{}, 0, 60, 4000)
 	if len(as) != 2 || vs[1] != Suppressed {
 		t.Fatalf("verdicts %v, alerts %d", vs, len(as))
 	}
@@ -151,7 +151,7 @@ func TestStateBounded(t *testing.T) {
 rules:
   - {id: b, title: T, kind: threshold, severity: 5, condition: "true", threshold: 1000, window: 24h}
 `)
-	st := &groupState{}
+	st := &State{}
 	offs := make([]int, 5000)
 	for i := range offs {
 		offs[i] = i * 100 // 100 s apart: never 1000 in 24h

@@ -22,10 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +44,10 @@ type Config struct {
 	// StateGrace is added to every state key's TTL (window + lateness, or
 	// suppress) so a backlog replayed after downtime still finds its state.
 	StateGrace time.Duration `yaml:"state_grace"`
+	// IdleAdvance: when no match arrived for this long, the watermark moves
+	// on with the wall clock (absence rules need time to pass even when
+	// every source is silent).
+	IdleAdvance time.Duration `yaml:"idle_advance"`
 }
 
 // Validate applies defaults.
@@ -54,7 +58,10 @@ func (c *Config) Validate() error {
 	if c.StateGrace == 0 {
 		c.StateGrace = time.Hour
 	}
-	if c.AllowedLateness < 0 || c.StateGrace < 0 {
+	if c.IdleAdvance == 0 {
+		c.IdleAdvance = 5 * time.Minute
+	}
+	if c.AllowedLateness < 0 || c.StateGrace < 0 || c.IdleAdvance < 0 {
 		return errors.New("windows.allowed_lateness and windows.state_grace must not be negative")
 	}
 	return nil
@@ -67,6 +74,13 @@ type Stage struct {
 	db    *state.DB
 	rules atomic.Pointer[rules.Set]
 	log   *slog.Logger
+
+	// mu serializes batches and deadline checks; maxTime (newest match
+	// event time, unix ns) and lastAdvance (wall time it last grew) make the
+	// watermark.
+	mu          sync.Mutex
+	maxTime     int64
+	lastAdvance time.Time
 
 	verdicts *prometheus.CounterVec
 	alerts   prometheus.Counter
@@ -99,8 +113,14 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 // SetRules swaps the rule set; state of rules that keep their id is kept.
 func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
-// Run consumes MATCHES until ctx ends.
+// Run consumes MATCHES and checks absence deadlines until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
+	if err := s.loadWatermark(); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.runTimers(tctx)
 	return s.bus.Consume(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamMatches,
 		Durable: "outpost-windows",
@@ -111,12 +131,13 @@ func (s *Stage) Run(ctx context.Context) error {
 var verdictNames = [...]string{Counted: "counted", Fired: "fired", Suppressed: "suppressed", Duplicate: "duplicate"}
 
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	set := s.rules.Load()
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	states := map[string]*groupState{}
-	ttls := map[string]time.Duration{}
+	b := s.newBatch()
+	defer b.txn.Discard()
 	var alerts []*event.Alert
+	maxTime := s.maxTime
 	for _, msg := range msgs {
 		var m event.Match
 		if err := json.Unmarshal(msg.Data(), &m); err != nil {
@@ -124,24 +145,20 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			s.deadLetter(ctx, msg, err)
 			continue
 		}
+		maxTime = max(maxTime, m.Time.UnixNano())
 		r := set.Rule(m.RuleID)
 		if r == nil {
 			s.unknown.Inc()
 			continue
 		}
-		var st *groupState
-		var key string
-		if r.Kind != rules.KindMatch || r.Suppress > 0 {
-			key = stateKey(r.ID, m.Key)
+		st := &State{}
+		if !Stateless(r) {
 			var err error
-			if st, err = s.load(txn, states, key); err != nil {
+			if st, err = b.load(r, m.Key); err != nil {
 				return err
 			}
-			ttls[key] = s.ttl(r)
-		} else {
-			st = &groupState{} // stateless: a plain match without suppression
 		}
-		a, v := apply(r, st, &m, s.cfg.AllowedLateness)
+		a, v := Apply(r, st, &m, s.cfg.AllowedLateness)
 		s.verdicts.WithLabelValues(verdictNames[v]).Inc()
 		if a != nil {
 			alerts = append(alerts, a)
@@ -150,62 +167,83 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if err := s.publish(ctx, alerts); err != nil {
 		return err
 	}
-	for key, st := range states {
-		if err := s.save(txn, key, st, ttls[key]); errors.Is(err, badger.ErrTxnTooBig) {
-			if err := txn.Commit(); err != nil {
-				return fmt.Errorf("committing window state: %w", err)
-			}
-			txn = s.db.NewTransaction(true)
-			if err := s.save(txn, key, st, ttls[key]); err != nil {
-				return err
-			}
-		} else if err != nil {
-			return err
-		}
+	if err := b.commit(maxTime); err != nil {
+		return err
 	}
-	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("committing window state: %w", err)
+	if maxTime > s.maxTime {
+		s.maxTime, s.lastAdvance = maxTime, time.Now()
 	}
 	return nil
 }
 
-func (s *Stage) ttl(r *rules.Rule) time.Duration {
-	return r.Window + s.cfg.AllowedLateness + r.Suppress + s.cfg.StateGrace
+// Watermark is the event time up to which the stage takes its input as
+// complete: the newest event time seen minus the allowed lateness. While
+// no match arrives for longer than IdleAdvance, it moves on with the wall
+// clock, so an absence rule still fires when every source went silent.
+func (s *Stage) Watermark() int64 {
+	if s.maxTime == 0 {
+		return 0
+	}
+	w := s.maxTime - int64(s.cfg.AllowedLateness)
+	if idle := time.Since(s.lastAdvance); idle > s.cfg.IdleAdvance {
+		w += int64(idle - s.cfg.IdleAdvance)
+	}
+	return w
 }
 
-func stateKey(rule, key string) string { return "w/" + rule + "\x00" + key }
-
-func (s *Stage) load(txn *badger.Txn, cache map[string]*groupState, key string) (*groupState, error) {
-	if st, ok := cache[key]; ok {
-		return st, nil
+// expire fires the absence rules whose deadline the watermark passed.
+func (s *Stage) expire(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wm := s.Watermark()
+	if wm == 0 {
+		return nil
 	}
-	st := &groupState{}
-	item, err := txn.Get([]byte(key))
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("reading window state: %w", err)
-	default:
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, st) }); err != nil {
-			// A state we cannot read is a bug or disk damage; start the
-			// window over rather than stop the pipeline.
-			s.log.Error("discarding unreadable window state", "key", key, "err", err)
-			st = &groupState{}
-		}
-	}
-	cache[key] = st
-	return st, nil
-}
-
-func (s *Stage) save(txn *badger.Txn, key string, st *groupState, ttl time.Duration) error {
-	if len(st.Times) == 0 && st.LastAlert == 0 && st.Spent == 0 {
-		return txn.Delete([]byte(key))
-	}
-	v, err := json.Marshal(st)
-	if err != nil {
+	set := s.rules.Load()
+	b := s.newBatch()
+	defer b.txn.Discard()
+	due, err := b.dueTimers(wm, 1000)
+	if err != nil || len(due) == 0 {
 		return err
 	}
-	return txn.SetEntry(badger.NewEntry([]byte(key), v).WithTTL(ttl))
+	var alerts []*event.Alert
+	for _, d := range due {
+		r := set.Rule(d.rule)
+		if r == nil || r.Fingerprint != d.fingerprint {
+			b.dropTimer(d.timerKey) // the rule changed or went away
+			continue
+		}
+		st, err := b.load(r, d.key)
+		if err != nil {
+			return err
+		}
+		a, v := Expire(r, st, d.key, wm)
+		if v != Counted {
+			s.verdicts.WithLabelValues(verdictNames[v]).Inc()
+		}
+		if a != nil {
+			alerts = append(alerts, a)
+		}
+	}
+	if err := s.publish(ctx, alerts); err != nil {
+		return err
+	}
+	return b.commit(s.maxTime)
+}
+
+func (s *Stage) runTimers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("checking absence deadlines failed; will retry", "err", err)
+			}
+		}
+	}
 }
 
 // publish sends alerts and waits for every ack. The alert id is the

@@ -103,7 +103,7 @@ got and what crossed the "link" compared with what came in.`,
 	demoCmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (JetStream store and Badger state) for a look afterwards")
 	demoCmd.Flags().IntVar(&noise, "noise", 5000, "benign lines to hide the attack in")
 
-	root.AddCommand(run, check, demoCmd, newReceiveCmd())
+	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd())
 	return root
 }
 

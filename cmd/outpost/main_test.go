@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/outpost-siem/outpost/rules"
 )
 
 func execute(args ...string) (string, error) {
@@ -21,7 +24,11 @@ func TestCheckConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if !strings.Contains(out, "config OK, 2 rules enabled") {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("config OK, %d rules enabled", len(set.Rules))) {
 		t.Errorf("output: %s", out)
 	}
 	out, err = execute("check-config", "-c", "testdata/missing.yaml")

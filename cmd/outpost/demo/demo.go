@@ -33,8 +33,9 @@ type Options struct {
 }
 
 // expectedAlerts is what the scenario should raise with the shipped pack:
-// the brute force (threshold) and the root logon (match).
-const expectedAlerts = 2
+// the SSH brute force (threshold), the root logon (match) and the brute
+// force followed by a success from the same address (sequence).
+const expectedAlerts = 3
 
 // Run runs the demo and writes its report to w.
 func Run(ctx context.Context, w io.Writer, o Options) error {

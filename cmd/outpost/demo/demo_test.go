@@ -19,12 +19,13 @@ func TestDemo(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{
-		"CEF received by the SIEM stand-in (2):",
+		"CEF received by the SIEM stand-in (3):",
+		"|brute-force-then-success|Brute force followed by a successful logon|10|",
 		"|ssh-brute-force|SSH brute force|8|",
 		"|ssh-root-logon|SSH logon as root|5|",
 		"src=" + attackerIP,
 		"events in   1,013",
-		"alerts out  2",
+		"alerts out  3",
 		"fewer bytes to the SIEM",
 	} {
 		if !strings.Contains(s, want) {

@@ -1,0 +1,233 @@
+package window
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// Badger keys of the windows stage (see aggregator/state):
+//
+//	w/<rule>@<fingerprint>\x00<group key>   State (JSON), with a TTL
+//	t/<deadline, 8 bytes BE><state key>       absence timer index: armed deadlines in time order
+//	m/windows                                  newest match event time seen (8 bytes BE), for the watermark
+//
+// The rule's fingerprint is in the state key, so editing a rule starts its
+// state afresh while a reload keeps the state of every unchanged rule.
+const (
+	statePrefix = "w/"
+	timerPrefix = "t/"
+	markKey     = "m/windows"
+)
+
+func stateKey(r *rules.Rule, key string) string {
+	return statePrefix + r.ID + "@" + r.Fingerprint + "\x00" + key
+}
+
+// parseStateKey splits a state key into rule id, fingerprint and group key.
+func parseStateKey(k string) (rule, fp, key string, ok bool) {
+	k, ok = strings.CutPrefix(k, statePrefix)
+	if !ok {
+		return "", "", "", false
+	}
+	head, key, ok := strings.Cut(k, "\x00")
+	if !ok {
+		return "", "", "", false
+	}
+	rule, fp, ok = strings.Cut(head, "@")
+	return rule, fp, key, ok
+}
+
+func timerKey(deadline int64, sk string) []byte {
+	b := make([]byte, 0, len(timerPrefix)+8+len(sk))
+	b = append(b, timerPrefix...)
+	b = binary.BigEndian.AppendUint64(b, uint64(deadline))
+	return append(b, sk...)
+}
+
+// batch is one read-modify-write transaction over group states.
+type batch struct {
+	s      *Stage
+	txn    *badger.Txn
+	states map[string]*loaded
+	order  []string
+	drops  [][]byte
+}
+
+type loaded struct {
+	r        *rules.Rule
+	st       *State
+	deadline int64 // the deadline indexed when loaded
+}
+
+func (s *Stage) newBatch() *batch {
+	return &batch{s: s, txn: s.db.NewTransaction(true), states: map[string]*loaded{}}
+}
+
+func (b *batch) load(r *rules.Rule, key string) (*State, error) {
+	sk := stateKey(r, key)
+	if l, ok := b.states[sk]; ok {
+		return l.st, nil
+	}
+	st := &State{}
+	item, err := b.txn.Get([]byte(sk))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("reading window state: %w", err)
+	default:
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, st) }); err != nil {
+			// A state we cannot read is a bug or disk damage; start the
+			// window over rather than stop the pipeline.
+			b.s.log.Error("discarding unreadable window state", "key", sk, "err", err)
+			st = &State{}
+		}
+	}
+	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline}
+	b.order = append(b.order, sk)
+	return st, nil
+}
+
+func (b *batch) dropTimer(k []byte) { b.drops = append(b.drops, k) }
+
+// ttl is how long a state outlives its last update: long enough for every
+// window, suppression, deadline and learning period it takes part in, plus
+// the grace that lets a backlog replayed after downtime find it.
+func (b *batch) ttl(r *rules.Rule) time.Duration {
+	d := r.Window + b.s.cfg.AllowedLateness + r.Suppress + r.For + b.s.cfg.StateGrace
+	if r.Kind == rules.KindNewValue {
+		d += max(2*r.Learning, 30*24*time.Hour)
+	}
+	return d
+}
+
+// commit writes the states, the timer index and the watermark mark.
+func (b *batch) commit(maxTime int64) error {
+	for _, sk := range b.order {
+		l := b.states[sk]
+		if l.deadline != l.st.Deadline {
+			if l.deadline != 0 {
+				b.drops = append(b.drops, timerKey(l.deadline, sk))
+			}
+			if l.st.Deadline != 0 {
+				if err := b.set(badger.NewEntry(timerKey(l.st.Deadline, sk), nil)); err != nil {
+					return err
+				}
+			}
+		}
+		if l.st.Empty() {
+			if err := b.del([]byte(sk)); err != nil {
+				return err
+			}
+			continue
+		}
+		v, err := json.Marshal(l.st)
+		if err != nil {
+			return err
+		}
+		if err := b.set(badger.NewEntry([]byte(sk), v).WithTTL(b.ttl(l.r))); err != nil {
+			return err
+		}
+	}
+	for _, k := range b.drops {
+		if err := b.del(k); err != nil {
+			return err
+		}
+	}
+	if maxTime > 0 {
+		if err := b.set(badger.NewEntry([]byte(markKey), binary.BigEndian.AppendUint64(nil, uint64(maxTime)))); err != nil {
+			return err
+		}
+	}
+	if err := b.txn.Commit(); err != nil {
+		return fmt.Errorf("committing window state: %w", err)
+	}
+	return nil
+}
+
+// set and del write in the batch's transaction, committing and starting a
+// new one when it is full. Splitting is safe: the alerts of the batch were
+// published before commit, and every state is written whole.
+func (b *batch) set(e *badger.Entry) error {
+	err := b.txn.SetEntry(e)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err := b.txn.Commit(); err != nil {
+			return fmt.Errorf("committing window state: %w", err)
+		}
+		b.txn = b.s.db.NewTransaction(true)
+		err = b.txn.SetEntry(e)
+	}
+	return err
+}
+
+func (b *batch) del(k []byte) error {
+	err := b.txn.Delete(k)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err := b.txn.Commit(); err != nil {
+			return fmt.Errorf("committing window state: %w", err)
+		}
+		b.txn = b.s.db.NewTransaction(true)
+		err = b.txn.Delete(k)
+	}
+	return err
+}
+
+type dueTimer struct {
+	timerKey          []byte
+	rule, fingerprint string
+	key               string
+}
+
+// dueTimers lists up to limit armed deadlines before the watermark.
+func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte(timerPrefix)
+	it := b.txn.NewIterator(opts)
+	defer it.Close()
+	end := timerKey(watermark, "")
+	var out []dueTimer
+	for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
+		k := it.Item().KeyCopy(nil)
+		if bytes.Compare(k, end) >= 0 {
+			break
+		}
+		rule, fp, key, ok := parseStateKey(string(k[len(timerPrefix)+8:]))
+		if !ok {
+			b.dropTimer(k)
+			continue
+		}
+		out = append(out, dueTimer{timerKey: k, rule: rule, fingerprint: fp, key: key})
+	}
+	return out, nil
+}
+
+// loadWatermark restores the newest match time seen before a restart.
+func (s *Stage) loadWatermark() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastAdvance = time.Now()
+	return s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(markKey))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) == 8 {
+				s.maxTime = int64(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+	})
+}

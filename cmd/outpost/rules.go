@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/rules"
+	"github.com/outpost-siem/outpost/rules/ruletest"
+)
+
+func newRulesCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rules",
+		Short: "Check, test and explain rule files",
+	}
+	load := func(args []string) (*rules.Set, string, error) {
+		if len(args) == 0 {
+			set, err := rules.Pack()
+			return set, "the shipped pack", err
+		}
+		set, err := rules.LoadDir(args[0])
+		return set, args[0], err
+	}
+	lint := &cobra.Command{
+		Use:   "lint [DIR]",
+		Short: "Load and validate every rule file (default: the shipped pack); print every problem with file:line",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, name, err := load(args)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rules enabled, %d tests, no problems\n", name, len(set.Rules), len(set.Tests))
+			return nil
+		},
+	}
+	var verbose bool
+	var only string
+	test := &cobra.Command{
+		Use:   "test [DIR]",
+		Short: "Run the test cases in the rule files through the real engine (default: the shipped pack)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, name, err := load(args)
+			if err != nil {
+				return err
+			}
+			return runRuleTests(cmd.OutOrStdout(), set, name, only, verbose)
+		},
+	}
+	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test, not only failures")
+	test.Flags().StringVar(&only, "run", "", "run only tests whose name contains this")
+	var testName string
+	explain := &cobra.Command{
+		Use:   "explain [DIR] --test NAME",
+		Short: "Show, for each alert a test case raises, the events that made it fire",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, _, err := load(args)
+			if err != nil {
+				return err
+			}
+			return explainTest(cmd.OutOrStdout(), set, testName)
+		},
+	}
+	explain.Flags().StringVar(&testName, "test", "", "the test case's name")
+	_ = explain.MarkFlagRequired("test")
+	cmd.AddCommand(lint, test, explain)
+	return cmd
+}
+
+func runRuleTests(w io.Writer, set *rules.Set, name, only string, verbose bool) error {
+	passed, failed := 0, 0
+	covered := map[string]bool{}
+	for _, t := range set.Tests {
+		if only != "" && !strings.Contains(t.Name, only) {
+			continue
+		}
+		res := ruletest.Run(set, t)
+		for _, r := range t.Rules {
+			covered[r] = true
+		}
+		switch {
+		case res.Err != nil:
+			failed++
+			fmt.Fprintf(w, "FAIL %s:%d %s\n  %v\n", t.File, t.Line, t.Name, res.Err)
+		case res.Diff != "":
+			failed++
+			fmt.Fprintf(w, "FAIL %s:%d %s\n%s\n", t.File, t.Line, t.Name, res.Diff)
+		default:
+			passed++
+			if verbose {
+				fmt.Fprintf(w, "ok   %s:%d %s (%d alerts)\n", t.File, t.Line, t.Name, len(res.Alerts))
+			}
+		}
+	}
+	var untested []string
+	for _, r := range set.Rules {
+		if !covered[r.ID] {
+			untested = append(untested, r.ID)
+		}
+	}
+	sort.Strings(untested)
+	fmt.Fprintf(w, "%s: %d passed, %d failed", name, passed, failed)
+	if len(untested) > 0 {
+		fmt.Fprintf(w, "; rules without tests: %s", strings.Join(untested, ", "))
+	}
+	fmt.Fprintln(w)
+	if failed > 0 {
+		return fmt.Errorf("%d rule test(s) failed", failed)
+	}
+	return nil
+}
+
+func explainTest(w io.Writer, set *rules.Set, name string) error {
+	for _, t := range set.Tests {
+		if t.Name != name {
+			continue
+		}
+		alerts, err := ruletest.Alerts(set, t)
+		if err != nil {
+			return err
+		}
+		byID := map[string]*event.Event{}
+		for _, ev := range t.Events {
+			byID[ev.ID] = ev
+		}
+		fmt.Fprintf(w, "%s:%d %s: %d alert(s)\n", t.File, t.Line, t.Name, len(alerts))
+		for _, a := range alerts {
+			fmt.Fprintf(w, "\n%s (%s)\n  %s\n", a.Title, a.ID, ruletest.Describe(a))
+			for _, id := range a.EventIDs {
+				ev := byID[id]
+				if ev == nil {
+					continue
+				}
+				fmt.Fprintf(w, "  event %s at %s: %s\n", id, ev.Time.Format("2006-01-02T15:04:05Z07:00"), describeEvent(ev))
+			}
+		}
+		return nil
+	}
+	return errors.New("no test case named " + name)
+}
+
+func describeEvent(ev *event.Event) string {
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("source", ev.Source)
+	add("host", ev.Host)
+	add("app", ev.App)
+	add("action", ev.Action)
+	add("outcome", ev.Outcome)
+	add("user", ev.User)
+	add("src_ip", ev.SrcIP)
+	add("dst_ip", ev.DstIP)
+	if ev.DstPort != 0 {
+		add("dst_port", fmt.Sprint(ev.DstPort))
+	}
+	add("message", ev.Message)
+	return strings.Join(parts, " ")
+}
