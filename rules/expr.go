@@ -4,7 +4,6 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/netip"
 	"path"
 	"strings"
@@ -32,14 +31,17 @@ func (l *List) Contains(v string) bool {
 	if _, ok := l.values[strings.ToLower(v)]; ok {
 		return true
 	}
-	if len(l.prefixes) > 0 {
-		if ip, err := netip.ParseAddr(v); err == nil {
-			ip = ip.Unmap()
-			for _, p := range l.prefixes {
-				if p.Contains(ip) {
-					return true
-				}
-			}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	if _, ok := l.values[ip.String()]; ok {
+		return true
+	}
+	for _, p := range l.prefixes {
+		if p.Contains(ip) {
+			return true
 		}
 	}
 	return false
@@ -92,8 +94,7 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 				list.add(it)
 			}
 		case yaml.MappingNode:
-			nodes, ok := l.mapping(file, v, "", listKeys)
-			if !ok {
+			if _, ok := l.mapping(file, v, "", listKeys); !ok {
 				continue
 			}
 			var spec struct {
@@ -105,7 +106,6 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 				l.errorf(file, v.Line, "", "lists.%s: expected {file: PATH, column: N, header: BOOL}", name)
 				continue
 			}
-			_ = nodes
 			if err := l.readListFile(path.Join(path.Dir(strings.TrimPrefix(strings.TrimPrefix(file, l.root), "/")), spec.File), spec.Column, spec.Header, list); err != nil {
 				l.errorf(file, v.Line, "", "lists.%s: %v", name, err)
 				continue
@@ -157,8 +157,6 @@ func (l *loader) readListFile(p string, column int, header bool, list *List) err
 		list.add(rec[column])
 	}
 }
-
-var _ fs.FS // list files come through the loader's fs.FS
 
 type macro struct {
 	src  string

@@ -11,6 +11,7 @@ package filter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"strconv"
@@ -27,8 +28,19 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
+// maxFutureSkew bounds how far ahead of its receipt an event's own time may
+// move its source's watermark: a sender with a clock set years ahead must
+// not make every later event look late.
+const maxFutureSkew = 5 * time.Minute
+
 // Stage is the rule filter.
 type Stage struct {
+	lateness func(source string) time.Duration
+	// newest is the newest event time seen per source (capped at receipt
+	// plus maxFutureSkew): the source's watermark before lateness.
+	newest map[string]time.Time
+	late   *prometheus.CounterVec
+
 	bus   *bus.Bus
 	rules atomic.Pointer[rules.Set]
 	log   *slog.Logger
@@ -42,9 +54,17 @@ type Stage struct {
 	lastErrLog time.Time
 }
 
-// New returns the stage.
-func New(b *bus.Bus, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
+// New returns the stage. lateness gives each source's allowed lateness:
+// an event older than the newest of its source by more than that is late,
+// counted and dead-lettered instead of evaluated.
+func New(b *bus.Bus, set *rules.Set, lateness func(source string) time.Duration, logger *slog.Logger, reg prometheus.Registerer) *Stage {
 	s := &Stage{
+		lateness: lateness,
+		newest:   map[string]time.Time{},
+		late: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_filter_late_events_total",
+			Help: "Events older than their source's watermark minus its allowed lateness, dead-lettered, by source.",
+		}, []string{"source"}),
 		bus: b,
 		log: logger.With("component", "filter"),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
@@ -65,7 +85,7 @@ func New(b *bus.Bus, set *rules.Set, logger *slog.Logger, reg prometheus.Registe
 		}, []string{"rule"}),
 	}
 	s.rules.Store(set)
-	reg.MustRegister(s.events, s.matches, s.noKey, s.evalErrors)
+	reg.MustRegister(s.events, s.matches, s.noKey, s.evalErrors, s.late)
 	return s
 }
 
@@ -94,6 +114,15 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			continue
 		}
 		s.events.Inc()
+		if s.isLate(&ev) {
+			s.late.WithLabelValues(ev.Source).Inc()
+			reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event (%s)",
+				ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, s.newest[ev.Source].Format(time.RFC3339))
+			if err := s.bus.DeadLetter(ctx, "late", reason, msg.Data(), ev.Sender); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, r := range set.Rules {
 			var noKey int
 			var err error
@@ -133,6 +162,24 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 	}
 	return nil
+}
+
+// isLate reports whether ev is behind its source's watermark, and moves
+// the watermark on.
+func (s *Stage) isLate(ev *event.Event) bool {
+	src := ev.Source
+	newest := s.newest[src]
+	if !newest.IsZero() && ev.Time.Before(newest.Add(-s.lateness(src))) {
+		return true
+	}
+	t := ev.Time
+	if !ev.Received.IsZero() && t.After(ev.Received.Add(maxFutureSkew)) {
+		t = ev.Received.Add(maxFutureSkew)
+	}
+	if t.After(newest) {
+		s.newest[src] = t
+	}
+	return false
 }
 
 // partition is hash(rule, key) mod n; FNV-1a, stable across versions.

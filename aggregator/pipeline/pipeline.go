@@ -41,6 +41,8 @@ type Pipeline struct {
 	windows   *window.Stage
 	forwarder *forwarder.Forwarder
 	http      *httpServer
+	reload    *reloader
+	rulesMu   sync.Mutex // guards rules across reloads
 }
 
 // Open loads the rules, opens the state and the bus, and opens every
@@ -69,8 +71,9 @@ func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger)
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
 		return nil, err
 	}
-	p.filter = filter.New(p.bus, p.rules, logger, p.reg)
+	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
 	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
+	p.registerReload()
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, logger, p.reg); err != nil {
 		return nil, err
 	}
@@ -103,8 +106,12 @@ func (p *Pipeline) HTTPAddr() net.Addr {
 	return p.http.addr()
 }
 
-// Rules returns the loaded rule set.
-func (p *Pipeline) Rules() *rules.Set { return p.rules }
+// Rules returns the running rule set.
+func (p *Pipeline) Rules() *rules.Set {
+	p.rulesMu.Lock()
+	defer p.rulesMu.Unlock()
+	return p.rules
+}
 
 // Registry returns the metrics registry.
 func (p *Pipeline) Registry() *prometheus.Registry { return p.reg }
@@ -139,7 +146,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		{{name: "filter", run: p.filter.Run}},
 		{{name: "windows", run: p.windows.Run}},
 		{{name: "forwarder", run: p.forwarder.Run}},
-		{{name: "state-gc", run: p.db.RunGC}},
+		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}},
 	}
 	if p.http != nil {
 		layers[len(layers)-1] = append(layers[len(layers)-1], stage{name: "http", run: p.http.run})
@@ -166,7 +173,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	p.log.Info("outpost running", "rules", len(p.rules.Rules), "data_dir", p.cfg.DataDir)
+	p.log.Info("outpost running", "rules", len(p.Rules().Rules), "data_dir", p.cfg.DataDir)
 	var first error
 	select {
 	case <-ctx.Done():

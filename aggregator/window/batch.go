@@ -66,7 +66,11 @@ type loaded struct {
 	r        *rules.Rule
 	st       *State
 	deadline int64 // the deadline indexed when loaded
+	existed  bool  // the key was in Badger when loaded
 }
+
+// errKeyCap is returned by load for a new key of a rule at its key cap.
+var errKeyCap = errors.New("rule at its cap of live group keys")
 
 func (s *Stage) newBatch() *batch {
 	return &batch{s: s, txn: s.db.NewTransaction(true), states: map[string]*loaded{}}
@@ -78,9 +82,14 @@ func (b *batch) load(r *rules.Rule, key string) (*State, error) {
 		return l.st, nil
 	}
 	st := &State{}
+	existed := true
 	item, err := b.txn.Get([]byte(sk))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
+		existed = false
+		if b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
+			return nil, errKeyCap
+		}
 	case err != nil:
 		return nil, fmt.Errorf("reading window state: %w", err)
 	default:
@@ -91,7 +100,7 @@ func (b *batch) load(r *rules.Rule, key string) (*State, error) {
 			st = &State{}
 		}
 	}
-	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline}
+	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: existed}
 	b.order = append(b.order, sk)
 	return st, nil
 }
@@ -102,7 +111,7 @@ func (b *batch) dropTimer(k []byte) { b.drops = append(b.drops, k) }
 // window, suppression, deadline and learning period it takes part in, plus
 // the grace that lets a backlog replayed after downtime find it.
 func (b *batch) ttl(r *rules.Rule) time.Duration {
-	d := r.Window + b.s.cfg.AllowedLateness + r.Suppress + r.For + b.s.cfg.StateGrace
+	d := r.Window + b.s.cfg.MaxLateness() + r.Suppress + r.For + b.s.cfg.StateGrace
 	if r.Kind == rules.KindNewValue {
 		d += max(2*r.Learning, 30*24*time.Hour)
 	}
@@ -124,10 +133,16 @@ func (b *batch) commit(maxTime int64) error {
 			}
 		}
 		if l.st.Empty() {
-			if err := b.del([]byte(sk)); err != nil {
-				return err
+			if l.existed {
+				if err := b.del([]byte(sk)); err != nil {
+					return err
+				}
+				b.s.liveKeys[l.r.ID]--
 			}
 			continue
+		}
+		if !l.existed {
+			b.s.liveKeys[l.r.ID]++
 		}
 		v, err := json.Marshal(l.st)
 		if err != nil {
@@ -230,4 +245,28 @@ func (s *Stage) loadWatermark() error {
 			return nil
 		})
 	})
+}
+
+// countKeys counts the live group keys per rule, reading keys only. Keys
+// that expired by TTL since the last count are not seen, so the count
+// drifts up between counts and never under the truth.
+func (s *Stage) countKeys() error {
+	counts := map[string]int{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(statePrefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if rule, _, _, ok := parseStateKey(string(it.Item().Key())); ok {
+				counts[rule]++
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.liveKeys = counts
+	}
+	return err
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/config"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/rules"
@@ -38,9 +40,16 @@ import (
 
 // Config is the `windows` section of outpost.yaml.
 type Config struct {
-	// AllowedLateness keeps events in a window's state this long past the
-	// window, so an event that arrives out of order still counts.
+	// AllowedLateness is how far behind the newest event of its source an
+	// event may arrive and still count; older events are counted and
+	// dead-lettered by the rule filter. It also keeps events in a window's
+	// state this long past the window, and holds back absence deadlines.
 	AllowedLateness time.Duration `yaml:"allowed_lateness"`
+	// SourceLateness overrides AllowedLateness per event source; a key
+	// ending in ".*" matches every source with that prefix. Default:
+	// {"azure.*": 2h}, because Azure files its exports by receive time and
+	// a blob can carry records an hour old.
+	SourceLateness map[string]time.Duration `yaml:"source_lateness"`
 	// StateGrace is added to every state key's TTL (window + lateness, or
 	// suppress) so a backlog replayed after downtime still finds its state.
 	StateGrace time.Duration `yaml:"state_grace"`
@@ -48,12 +57,20 @@ type Config struct {
 	// on with the wall clock (absence rules need time to pass even when
 	// every source is silent).
 	IdleAdvance time.Duration `yaml:"idle_advance"`
+	// MaxKeysPerRule caps the live group keys of one rule; matches for new
+	// keys beyond it are dropped and counted
+	// (outpost_windows_key_cap_hits_total), which bounds the state a flood
+	// of distinct addresses can create.
+	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
 }
 
 // Validate applies defaults.
 func (c *Config) Validate() error {
 	if c.AllowedLateness == 0 {
-		c.AllowedLateness = time.Minute
+		c.AllowedLateness = 2 * time.Minute
+	}
+	if c.SourceLateness == nil {
+		c.SourceLateness = map[string]time.Duration{"azure.*": 2 * time.Hour}
 	}
 	if c.StateGrace == 0 {
 		c.StateGrace = time.Hour
@@ -61,10 +78,46 @@ func (c *Config) Validate() error {
 	if c.IdleAdvance == 0 {
 		c.IdleAdvance = 5 * time.Minute
 	}
-	if c.AllowedLateness < 0 || c.StateGrace < 0 || c.IdleAdvance < 0 {
-		return errors.New("windows.allowed_lateness and windows.state_grace must not be negative")
+	if c.MaxKeysPerRule == 0 {
+		c.MaxKeysPerRule = 1_000_000
 	}
-	return nil
+	var errs config.Errors
+	if c.AllowedLateness < 0 || c.StateGrace < 0 || c.IdleAdvance < 0 {
+		errs.Addf("windows.allowed_lateness, windows.state_grace and windows.idle_advance must not be negative")
+	}
+	for k, d := range c.SourceLateness {
+		if d < 0 {
+			errs.Addf("windows.source_lateness.%s: must not be negative", k)
+		}
+	}
+	if c.MaxKeysPerRule < 0 {
+		errs.Addf("windows.max_keys_per_rule: must be positive")
+	}
+	return errs.Err()
+}
+
+// LatenessFor returns the allowed lateness of events from source.
+func (c *Config) LatenessFor(source string) time.Duration {
+	if d, ok := c.SourceLateness[source]; ok {
+		return d
+	}
+	best, d := -1, c.AllowedLateness
+	for k, v := range c.SourceLateness {
+		if prefix, ok := strings.CutSuffix(k, "*"); ok && strings.HasPrefix(source, prefix) && len(prefix) > best {
+			best, d = len(prefix), v
+		}
+	}
+	return d
+}
+
+// MaxLateness is the largest allowed lateness of any source: how long an
+// event stays in a window's state past the window.
+func (c *Config) MaxLateness() time.Duration {
+	d := c.AllowedLateness
+	for _, v := range c.SourceLateness {
+		d = max(d, v)
+	}
+	return d
 }
 
 // Stage is the windows stage.
@@ -81,8 +134,10 @@ type Stage struct {
 	mu          sync.Mutex
 	maxTime     int64
 	lastAdvance time.Time
+	liveKeys    map[string]int // live group keys per rule id (see countKeys)
 
 	verdicts *prometheus.CounterVec
+	keyCap   *prometheus.CounterVec
 	alerts   prometheus.Counter
 	unknown  prometheus.Counter
 }
@@ -96,6 +151,10 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			Name: "outpost_windows_matches_total",
 			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate).",
 		}, []string{"verdict"}),
+		keyCap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_windows_key_cap_hits_total",
+			Help: "Matches dropped because their rule had windows.max_keys_per_rule live group keys, by rule.",
+		}, []string{"rule"}),
 		alerts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_alerts_raised_total",
 			Help: "Alerts published to ALERTS.",
@@ -106,7 +165,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		}),
 	}
 	s.rules.Store(set)
-	reg.MustRegister(s.verdicts, s.alerts, s.unknown)
+	reg.MustRegister(s.verdicts, s.keyCap, s.alerts, s.unknown)
 	return s
 }
 
@@ -117,6 +176,12 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 func (s *Stage) Run(ctx context.Context) error {
 	if err := s.loadWatermark(); err != nil {
 		return err
+	}
+	s.mu.Lock()
+	err := s.countKeys()
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("counting window state keys: %w", err)
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -154,11 +219,16 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		st := &State{}
 		if !Stateless(r) {
 			var err error
-			if st, err = b.load(r, m.Key); err != nil {
+			st, err = b.load(r, m.Key)
+			if errors.Is(err, errKeyCap) {
+				s.keyCap.WithLabelValues(r.ID).Inc()
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
-		a, v := Apply(r, st, &m, s.cfg.AllowedLateness)
+		a, v := Apply(r, st, &m, s.cfg.MaxLateness())
 		s.verdicts.WithLabelValues(verdictNames[v]).Inc()
 		if a != nil {
 			alerts = append(alerts, a)
@@ -234,10 +304,18 @@ func (s *Stage) expire(ctx context.Context) error {
 func (s *Stage) runTimers(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	recount := time.NewTicker(10 * time.Minute)
+	defer recount.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-recount.C:
+			s.mu.Lock()
+			if err := s.countKeys(); err != nil {
+				s.log.Warn("counting window state keys failed", "err", err)
+			}
+			s.mu.Unlock()
 		case <-t.C:
 			if err := s.expire(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("checking absence deadlines failed; will retry", "err", err)

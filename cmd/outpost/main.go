@@ -56,6 +56,16 @@ func newRootCmd() *cobra.Command {
 			udp, tcp := p.SyslogAddrs()
 			logger.Info("listening", "syslog_udp", udp, "syslog_tcp", tcp, "http", p.HTTPAddr(),
 				"forwarding_to", cfg.Forwarder.Destination.Address)
+			// SIGHUP reloads the rules; a set with problems is rejected
+			// (logged) and the running one stays.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					_ = p.ReloadRules()
+				}
+			}()
 			return p.Run(ctx)
 		},
 	}

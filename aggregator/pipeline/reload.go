@@ -1,0 +1,114 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// reloader swaps the rule set of the filter and the windows stages. A set
+// that fails to load is rejected with every problem logged, and the running
+// set stays. State of rules whose definition did not change is kept: the
+// windows key their state by the rule's fingerprint.
+type reloader struct {
+	mu      sync.Mutex
+	reloads *prometheus.CounterVec
+	loaded  prometheus.Gauge
+}
+
+func (p *Pipeline) registerReload() {
+	p.reload = &reloader{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_rules_reloads_total",
+			Help: "Rule reloads, by result (ok, rejected).",
+		}, []string{"result"}),
+		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_rules_loaded",
+			Help: "Enabled rules in the running set.",
+		}),
+	}
+	p.reload.loaded.Set(float64(len(p.rules.Rules)))
+	p.reg.MustRegister(p.reload.reloads, p.reload.loaded)
+}
+
+// ReloadRules loads the rules again (from rules.dir, or the shipped pack)
+// and, if they load without a problem, makes them the running set.
+func (p *Pipeline) ReloadRules() error {
+	p.reload.mu.Lock()
+	defer p.reload.mu.Unlock()
+	set, err := loadRules(p.cfg.Rules)
+	if err != nil {
+		p.reload.reloads.WithLabelValues("rejected").Inc()
+		p.log.Error("rules reload rejected; the running rules stay", "err", err)
+		return err
+	}
+	p.setRules(set)
+	p.reload.reloads.WithLabelValues("ok").Inc()
+	p.log.Info("rules reloaded", "rules", len(set.Rules))
+	return nil
+}
+
+func (p *Pipeline) setRules(set *rules.Set) {
+	p.rulesMu.Lock()
+	p.rules = set
+	p.rulesMu.Unlock()
+	p.filter.SetRules(set)
+	p.windows.SetRules(set)
+	p.reload.loaded.Set(float64(len(set.Rules)))
+}
+
+// watchRules reloads when a file in rules.dir changes, after the changes
+// settle for a moment (editors and git write several times).
+func (p *Pipeline) watchRules(ctx context.Context) error {
+	if p.cfg.Rules.Dir == "" {
+		<-ctx.Done()
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	// Watch every directory under the rules dir (list files may sit in a
+	// subdirectory).
+	err = filepath.WalkDir(p.cfg.Rules.Dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			err = w.Add(path)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	const settle = 500 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("rules watcher closed")
+			}
+			if ev.Op&(fsnotify.Create) != 0 {
+				if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
+					_ = w.Add(ev.Name)
+				}
+			}
+			timer.Reset(settle)
+		case err := <-w.Errors:
+			p.log.Warn("watching the rules dir", "err", err)
+		case <-timer.C:
+			_ = p.ReloadRules() // logged and counted there
+		}
+	}
+}

@@ -1,0 +1,195 @@
+package window
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+func match(step int, sec int, id, value string) *event.Match {
+	return &event.Match{Key: "k=v", Time: t0.Add(time.Duration(sec) * time.Second), EventID: id, Step: step, Value: value}
+}
+
+// roundTrip stores and loads the state as the windows stage does across a
+// restart.
+func roundTrip(t *testing.T, st *State) *State {
+	t.Helper()
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out State
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
+func TestSequenceAcrossRestart(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - id: seq
+    title: T
+    kind: sequence
+    severity: 9
+    window: 10m
+    steps:
+      - {name: fail, condition: 'outcome == "failure"', by: [src_ip], count: 3}
+      - {name: ok, condition: 'outcome == "success"', by: [src_ip]}
+`)
+	st := &State{}
+	for i, sec := range []int{0, 10, 20} {
+		if a, _ := Apply(r, st, match(0, sec, "f"+string(rune('0'+i)), ""), 0); a != nil {
+			t.Fatal("fired before the last step")
+		}
+		st = roundTrip(t, st)
+	}
+	// A redelivered failure after the restart is not counted twice.
+	if _, v := Apply(r, st, match(0, 20, "f2", ""), 0); v != Duplicate {
+		t.Errorf("redelivery verdict = %v, want Duplicate", v)
+	}
+	a, v := Apply(r, st, match(1, 60, "s", ""), 0)
+	if v != Fired || a == nil {
+		t.Fatalf("verdict %v, no alert", v)
+	}
+	if a.Count != 4 || len(a.Steps) != 4 || a.Steps[0].Name != "fail" || a.Steps[3].Name != "ok" || a.Steps[3].EventID != "s" {
+		t.Errorf("alert %+v", a)
+	}
+}
+
+func TestSequenceOrderAndWindow(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - id: seq
+    title: T
+    kind: sequence
+    severity: 9
+    window: 60s
+    steps:
+      - {name: a, condition: 'action == "a"', by: [src_ip]}
+      - {name: b, condition: 'action == "b"', by: [src_ip]}
+`)
+	tests := []struct {
+		name   string
+		ms     []*event.Match
+		alerts int
+	}{
+		{"in order", []*event.Match{match(0, 0, "a", ""), match(1, 30, "b", "")}, 1},
+		{"b before a", []*event.Match{match(1, 0, "b", ""), match(0, 30, "a", "")}, 0},
+		{"a arrives late, still in order in event time", []*event.Match{match(1, 30, "b", ""), match(0, 0, "a", "")}, 1},
+		{"too far apart", []*event.Match{match(0, 0, "a", ""), match(1, 61, "b", "")}, 0},
+		{"exactly the window", []*event.Match{match(0, 0, "a", ""), match(1, 60, "b", "")}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, n := &State{}, 0
+			for _, m := range tt.ms {
+				if a, _ := Apply(r, st, m, 0); a != nil {
+					n++
+				}
+			}
+			if n != tt.alerts {
+				t.Errorf("alerts = %d, want %d", n, tt.alerts)
+			}
+		})
+	}
+	ru := loadRule(t, `
+rules:
+  - id: useq
+    title: T
+    kind: sequence
+    unordered: true
+    severity: 9
+    window: 60s
+    steps:
+      - {name: a, condition: 'action == "a"', by: [src_ip]}
+      - {name: b, condition: 'action == "b"', by: [src_ip]}
+`)
+	st := &State{}
+	Apply(ru, st, match(1, 0, "b", ""), 0)
+	if a, _ := Apply(ru, st, match(0, 30, "a", ""), 0); a == nil {
+		t.Error("unordered: b then a did not fire")
+	}
+}
+
+func TestDistinctExactlyN(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: d, title: T, kind: distinct, severity: 5, condition: "true", group_by: [src_ip], field: user, threshold: 3, window: 60s}
+`)
+	st := &State{}
+	for i, u := range []string{"a", "b", "a", "b", "a"} {
+		if a, _ := Apply(r, st, match(0, i, "e"+u+string(rune('0'+i)), u), 0); a != nil {
+			t.Fatalf("fired with 2 distinct values")
+		}
+	}
+	a, _ := Apply(r, st, match(0, 10, "ec", "c"), 0)
+	if a == nil || a.Count != 3 || len(a.Values) != 3 {
+		t.Fatalf("third distinct value: alert %+v", a)
+	}
+}
+
+func TestAbsenceNeverEarly(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: quiet, title: T, kind: absence, severity: 5, condition: "true", group_by: [host], for: 10m}
+`)
+	st := &State{}
+	Apply(r, st, match(0, 0, "e1", ""), 0)
+	Apply(r, st, match(0, 60, "e2", ""), 0)
+	deadline := t0.Add(11 * time.Minute).UnixNano()
+	if a, _ := Expire(r, st, "k=v", deadline); a != nil {
+		t.Fatal("fired at the deadline, before the watermark passed it")
+	}
+	a, v := Expire(r, st, "k=v", deadline+1)
+	if a == nil || v != Fired || !a.FirstSeen.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after the deadline: %v %+v", v, a)
+	}
+	if a, _ := Expire(r, st, "k=v", deadline+2); a != nil {
+		t.Error("fired twice for one silence")
+	}
+
+	// With expect: the expected event within `for` disarms the deadline.
+	re := loadRule(t, `
+rules:
+  - {id: ack, title: T, kind: absence, severity: 5, condition: 'action == "start"', expect: 'action == "done"', group_by: [host], for: 5m}
+`)
+	st = &State{}
+	Apply(re, st, match(0, 0, "s", ""), 0)
+	Apply(re, st, match(1, 120, "d", ""), 0)
+	if a, _ := Expire(re, st, "k=v", t0.Add(time.Hour).UnixNano()); a != nil {
+		t.Error("fired although the expected event came in time")
+	}
+	st = &State{}
+	Apply(re, st, match(0, 0, "s", ""), 0)
+	Apply(re, st, match(1, 400, "d", ""), 0) // too late
+	if a, _ := Expire(re, st, "k=v", t0.Add(time.Hour).UnixNano()); a == nil {
+		t.Error("did not fire although the expected event came after `for`")
+	}
+}
+
+func TestNewValueLearning(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: nv, title: T, kind: new_value, severity: 5, condition: "true", group_by: [user], field: attrs.country, learning: 1h}
+`)
+	st := &State{}
+	steps := []struct {
+		sec   int
+		value string
+		want  Verdict
+	}{
+		{0, "DE", Counted},      // learning
+		{1800, "FR", Counted},   // still learning
+		{3600, "DE", Duplicate}, // known
+		{3601, "KP", Fired},     // new, after learning
+		{3700, "KP", Duplicate}, // known now
+	}
+	for _, s := range steps {
+		if _, v := Apply(r, st, match(0, s.sec, "e"+s.value, s.value), 0); v != s.want {
+			t.Errorf("%s at %ds: verdict %v, want %v", s.value, s.sec, v, s.want)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package ruletest
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// The shipped pack's own tests pass, and every shipped rule has a positive
+// case (it must fire) and a negative one (it must not).
+func TestShippedPack(t *testing.T) {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	positive, negative := map[string]bool{}, map[string]bool{}
+	for _, tc := range set.Tests {
+		res := Run(set, tc)
+		if !res.Pass() {
+			t.Errorf("%s:%d %s: err %v\n%s", tc.File, tc.Line, tc.Name, res.Err, res.Diff)
+		}
+		for _, id := range tc.Rules {
+			fires := false
+			for _, e := range tc.Expect {
+				fires = fires || e.Rule == id
+			}
+			if fires {
+				positive[id] = true
+			} else {
+				negative[id] = true
+			}
+		}
+	}
+	for _, r := range set.Rules {
+		if !positive[r.ID] || !negative[r.ID] {
+			t.Errorf("rule %s (%s:%d) lacks a positive (%v) or a negative (%v) test case", r.ID, r.File, r.Line, positive[r.ID], negative[r.ID])
+		}
+	}
+}
+
+// A failing test says what was expected and what came instead.
+func TestDiff(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: t2, title: T, kind: threshold, severity: 1, condition: 'outcome == "failure"', group_by: [user], threshold: 2, window: 1m}
+tests:
+  - name: wrong expectation
+    events:
+      - {at: 0s, outcome: failure, user: a}
+      - {at: 1s, outcome: failure, user: a}
+    expect:
+      - {rule: t2, key: user=b}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Run(set, set.Tests[0])
+	if res.Pass() {
+		t.Fatal("a wrong expectation passed")
+	}
+	for _, want := range []string{"- expected rule=t2 key=user=b", "+ got      rule=t2 key=user=a count=2"} {
+		if !strings.Contains(res.Diff, want) {
+			t.Errorf("diff lacks %q:\n%s", want, res.Diff)
+		}
+	}
+}
