@@ -1,8 +1,14 @@
 // Package state opens the Badger database that holds Outpost's durable
-// state: rule window state now, source checkpoints later. Keys are prefixed
+// state: rule window state and source checkpoints. Keys are prefixed
 // by their owner so stages share one database without colliding:
 //
 //	w/<rule>\x00<group key>   window state (aggregator/window)
+//	b/c/<account>\x00<container>\x00<blob>
+//	                          Azure blob checkpoints (aggregator/ingest/azureblob)
+//	b/r/<account>\x00<container>
+//	                          oldest hour the Azure blob source still lists
+//	f/<destination>\x00<alert id>
+//	                          alerts already delivered, with a TTL (forwarder)
 package state
 
 import (
