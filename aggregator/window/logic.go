@@ -107,7 +107,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		if r.Unordered {
 			picked, ok = st.unorderedChain(r)
 		} else {
-			picked, ok = st.orderedChain(r)
+			picked, ok = st.orderedChain(r, t)
 		}
 	}
 	if !ok {
@@ -218,17 +218,21 @@ func (st *State) thresholdSpan(r *rules.Rule) (lo, hi int, ok bool) {
 	return 0, 0, false
 }
 
-// distinctSpan finds the first window (from an event, window long) holding
-// Threshold distinct values.
+// distinctSpan finds the first window (at most the window long) holding
+// Threshold distinct values, sliding over the events once.
 func (st *State) distinctSpan(r *rules.Rule) (lo, hi int, ok bool) {
 	w := int64(r.Window)
-	for lo = range st.Times {
-		seen := map[string]bool{}
-		for hi = lo; hi < len(st.Times) && st.Times[hi]-st.Times[lo] <= w; hi++ {
-			seen[st.Values[hi]] = true
+	counts := make(map[string]int, r.Threshold)
+	for hi = range st.Times {
+		counts[st.Values[hi]]++
+		for st.Times[hi]-st.Times[lo] > w {
+			if counts[st.Values[lo]]--; counts[st.Values[lo]] == 0 {
+				delete(counts, st.Values[lo])
+			}
+			lo++
 		}
-		if len(seen) >= r.Threshold {
-			return lo, hi - 1, true
+		if len(counts) >= r.Threshold {
+			return lo, hi, true
 		}
 	}
 	return 0, 0, false
@@ -244,17 +248,22 @@ func (st *State) distinctValues(lo, hi int) []string {
 	return out[:min(len(out), maxEvidence)]
 }
 
-// orderedChain finds steps in order within the window. For each event of
-// the last step, earliest first, it walks back picking for every step the
-// latest Count events at or before the step after it: the latest choices
-// give the shortest chain, so if they do not fit the window none do.
-func (st *State) orderedChain(r *rules.Rule) ([]int, bool) {
+// orderedChain finds steps in order within the window. Only chains that
+// can include the event just inserted at time t are new, so it tries the
+// last-step events from t to t plus the window, earliest first; for each it
+// walks back picking for every step the latest Count events at or before
+// the step after it: the latest choices give the shortest chain, so if they
+// do not fit the window none do.
+func (st *State) orderedChain(r *rules.Rule, t int64) ([]int, bool) {
 	last := len(r.Steps) - 1
-	for end := range st.Times {
+	w := int64(r.Window)
+	from := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] >= t })
+	var picked []int
+	for end := from; end < len(st.Times) && st.Times[end]-t <= w; end++ {
 		if st.Steps[end] != last {
 			continue
 		}
-		picked := []int{end}
+		picked = append(picked[:0], end)
 		cur := st.Times[end]
 		ok := true
 		for step := last; step >= 0 && ok; step-- {
@@ -264,7 +273,7 @@ func (st *State) orderedChain(r *rules.Rule) ([]int, bool) {
 			}
 			earliest := cur
 			for i := len(st.Times) - 1; i >= 0 && need > 0; i-- {
-				if st.Steps[i] == step && st.Times[i] <= cur && !slices.Contains(picked, i) {
+				if st.Steps[i] == step && st.Times[i] <= cur && i != end && (step != last || !slices.Contains(picked, i)) {
 					picked = append(picked, i)
 					earliest = st.Times[i]
 					need--
@@ -273,7 +282,7 @@ func (st *State) orderedChain(r *rules.Rule) ([]int, bool) {
 			ok = need == 0
 			cur = earliest
 		}
-		if ok && st.Times[end]-cur <= int64(r.Window) {
+		if ok && st.Times[end]-cur <= w {
 			return picked, true
 		}
 	}
