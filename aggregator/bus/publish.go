@@ -19,8 +19,10 @@ import (
 // ErrClosed is returned by Publish after Close.
 var ErrClosed = errors.New("publisher closed")
 
-// Publisher takes events from the sources and publishes them to EVENTS in
-// batches of asynchronous publishes, waiting for JetStream's acks per batch.
+// Publisher takes events from the sources and publishes them to EVENTS:
+// whatever is queued goes out as few messages as possible (events of one
+// source packed as JSON lines, up to MaxBatchBytes each), published
+// asynchronously, with JetStream's acks awaited per round.
 //
 // Publish only enqueues: it blocks while the queue is full, which is how
 // backpressure from JetStream (a full stream, a lost connection) reaches the
@@ -30,20 +32,23 @@ var ErrClosed = errors.New("publisher closed")
 // syslog senders have no acknowledgement to hold them anyway.
 type Publisher struct {
 	js    jetstream.JetStream
-	queue chan *nats.Msg
+	queue chan item
 	done  chan struct{}
 	batch int
 	log   *slog.Logger
 
-	published *prometheus.CounterVec
-	retries   prometheus.Counter
-	queued    prometheus.GaugeFunc
+	published  *prometheus.CounterVec
+	events     prometheus.Counter
+	tooBig     prometheus.Counter
+	maxPayload int
+	retries    prometheus.Counter
+	queued     prometheus.GaugeFunc
 }
 
 // PublisherConfig sizes the publisher; zero values get defaults.
 type PublisherConfig struct {
 	Capacity int // events queued before Publish blocks; default 8192
-	Batch    int // publishes in flight per batch; default 512
+	Batch    int // queued items taken per round; default 4096
 }
 
 // NewPublisher returns a publisher on b. Run must be running for Publish to
@@ -53,11 +58,11 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		cfg.Capacity = 8192
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 512
+		cfg.Batch = 4096
 	}
 	p := &Publisher{
 		js:    b.js,
-		queue: make(chan *nats.Msg, cfg.Capacity),
+		queue: make(chan item, cfg.Capacity),
 		done:  make(chan struct{}),
 		batch: cfg.Batch,
 		log:   logger.With("component", "publisher"),
@@ -65,6 +70,15 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 			Name: "outpost_bus_published_messages_total",
 			Help: "Messages acknowledged by JetStream, by stream.",
 		}, []string{"stream"}),
+		maxPayload: int(b.nc.MaxPayload()) - 4096, // room for headers
+		tooBig: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_bus_oversized_events_total",
+			Help: "Events larger than the NATS max payload, dead-lettered instead of published.",
+		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_bus_published_events_total",
+			Help: "Events acknowledged by JetStream in EVENTS.",
+		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_bus_publish_retries_total",
 			Help: "Publishes that failed (full stream, lost connection) and were retried.",
@@ -74,7 +88,7 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		Name: "outpost_bus_publish_queue_events",
 		Help: "Events waiting in memory for their JetStream publish.",
 	}, func() float64 { return float64(len(p.queue)) })
-	reg.MustRegister(p.published, p.retries, p.queued)
+	reg.MustRegister(p.published, p.events, p.tooBig, p.retries, p.queued)
 	return p
 }
 
@@ -84,16 +98,31 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) error {
 	if err != nil {
 		return fmt.Errorf("encoding event: %w", err)
 	}
-	return p.enqueue(ctx, &nats.Msg{Subject: "events." + ev.Source, Data: data})
+	if len(data) > p.maxPayload {
+		// It could never be published; keep a sample for a human instead
+		// of retrying forever.
+		p.tooBig.Inc()
+		reason := fmt.Sprintf("event of %d bytes encoded exceeds the NATS max payload of %d", len(data), p.maxPayload)
+		return p.enqueue(ctx, item{msg: deadLetterMsg(ev.Source, reason, data[:min(len(data), 64<<10)], ev.Sender)})
+	}
+	return p.enqueue(ctx, item{subject: "events." + ev.Source, data: data})
+}
+
+// item is one queued thing to publish: an encoded event (batched with its
+// neighbours of the same subject) or a whole message (a dead letter).
+type item struct {
+	subject string
+	data    []byte
+	msg     *nats.Msg
 }
 
 // DeadLetter queues raw input that could not be parsed for DEADLETTER,
 // with the reason and sender in headers.
 func (p *Publisher) DeadLetter(ctx context.Context, source, reason string, raw []byte, sender string) error {
-	return p.enqueue(ctx, deadLetterMsg(source, reason, append([]byte(nil), raw...), sender))
+	return p.enqueue(ctx, item{msg: deadLetterMsg(source, reason, append([]byte(nil), raw...), sender)})
 }
 
-func (p *Publisher) enqueue(ctx context.Context, m *nats.Msg) error {
+func (p *Publisher) enqueue(ctx context.Context, m item) error {
 	select {
 	case <-p.done:
 		return ErrClosed
@@ -116,73 +145,106 @@ func (p *Publisher) Close() { close(p.done) }
 // Run publishes until Close, then drains the queue. If ctx ends first, Run
 // returns with whatever is still queued unpublished.
 func (p *Publisher) Run(ctx context.Context) error {
-	batch := make([]*nats.Msg, 0, p.batch)
+	items := make([]item, 0, p.batch)
 	for {
-		batch = batch[:0]
+		items = items[:0]
 		select {
-		case m := <-p.queue:
-			batch = append(batch, m)
+		case it := <-p.queue:
+			items = append(items, it)
 		case <-p.done:
-			return p.drain(ctx, batch)
+			return p.drain(ctx, items)
 		case <-ctx.Done():
 			return nil
 		}
-		batch = p.fill(batch)
-		if err := p.send(ctx, batch); err != nil {
+		items = p.fill(items)
+		if err := p.send(ctx, items); err != nil {
 			return nil // ctx ended mid-retry
 		}
 	}
 }
 
-func (p *Publisher) fill(batch []*nats.Msg) []*nats.Msg {
-	for len(batch) < p.batch {
+func (p *Publisher) fill(items []item) []item {
+	for len(items) < p.batch {
 		select {
-		case m := <-p.queue:
-			batch = append(batch, m)
+		case it := <-p.queue:
+			items = append(items, it)
 		default:
-			return batch
+			return items
 		}
 	}
-	return batch
+	return items
 }
 
-func (p *Publisher) drain(ctx context.Context, batch []*nats.Msg) error {
+func (p *Publisher) drain(ctx context.Context, items []item) error {
 	for {
-		batch = p.fill(batch[:0])
-		if len(batch) == 0 {
+		items = p.fill(items[:0])
+		if len(items) == 0 {
 			return nil
 		}
-		if err := p.send(ctx, batch); err != nil {
+		if err := p.send(ctx, items); err != nil {
 			return nil
 		}
 	}
 }
 
-// send publishes the batch asynchronously and waits for every ack; the
+// pending is one message of a round and how many events it carries.
+type pending struct {
+	msg    *nats.Msg
+	events int
+}
+
+// pack turns queued items into messages: consecutive events of one
+// subject share a message up to MaxBatchBytes.
+func pack(items []item) []pending {
+	var out []pending
+	var cur *pending
+	for _, it := range items {
+		if it.msg != nil {
+			out = append(out, pending{msg: it.msg})
+			cur = nil
+			continue
+		}
+		if cur == nil || cur.msg.Subject != it.subject || len(cur.msg.Data)+1+len(it.data) > MaxBatchBytes {
+			out = append(out, pending{msg: &nats.Msg{Subject: it.subject}})
+			cur = &out[len(out)-1]
+		}
+		cur.msg.Data = appendBatch(cur.msg.Data, it.data)
+		cur.events++
+	}
+	return out
+}
+
+// send publishes the items asynchronously and waits for every ack; the
 // messages that failed are sent again after a backoff until all succeed.
-func (p *Publisher) send(ctx context.Context, batch []*nats.Msg) error {
-	pending := batch
+// A retried batch may already be in the stream (the ack was lost); the
+// stages downstream drop repeated events by id.
+func (p *Publisher) send(ctx context.Context, items []item) error {
+	todo := pack(items)
 	backoff := Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 0; ; attempt++ {
-		futures := make([]jetstream.PubAckFuture, 0, len(pending))
-		var failed []*nats.Msg
-		for _, m := range pending {
-			f, err := p.js.PublishMsgAsync(m)
+		futures := make([]jetstream.PubAckFuture, len(todo))
+		var failed []pending
+		for i, m := range todo {
+			f, err := p.js.PublishMsgAsync(m.msg)
 			if err != nil {
 				failed = append(failed, m)
 				continue
 			}
-			futures = append(futures, f)
+			futures[i] = f
 		}
-		for _, f := range futures {
+		for i, f := range futures {
+			if f == nil {
+				continue
+			}
 			select {
 			case ack := <-f.Ok():
 				p.published.WithLabelValues(ack.Stream).Inc()
+				p.events.Add(float64(todo[i].events))
 			case err := <-f.Err():
 				if attempt == 0 {
 					p.log.Warn("publish failed, retrying", "subject", f.Msg().Subject, "err", err)
 				}
-				failed = append(failed, f.Msg())
+				failed = append(failed, todo[i])
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -191,7 +253,7 @@ func (p *Publisher) send(ctx context.Context, batch []*nats.Msg) error {
 			return nil
 		}
 		p.retries.Add(float64(len(failed)))
-		pending = failed
+		todo = failed
 		if err := backoff.Sleep(ctx, attempt); err != nil {
 			return err
 		}
@@ -234,15 +296,20 @@ func (b Backoff) Sleep(ctx context.Context, attempt int) error {
 // duplicates by event id (which such sources derive from the record's
 // position, so a re-read gives the same ids).
 func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	items := make([]item, 0, len(evs))
 	for _, ev := range evs {
 		data, err := json.Marshal(ev)
 		if err != nil {
 			return fmt.Errorf("encoding event: %w", err)
 		}
-		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: "events." + ev.Source, Data: data})
+		items = append(items, item{subject: "events." + ev.Source, data: data})
+	}
+	msgs := pack(items)
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := b.js.PublishMsgAsync(m.msg)
 		if err != nil {
-			return fmt.Errorf("publishing event: %w", err)
+			return fmt.Errorf("publishing events: %w", err)
 		}
 		futures = append(futures, f)
 	}
@@ -250,7 +317,7 @@ func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publishing event: %w", err)
+			return fmt.Errorf("publishing events: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -106,50 +106,14 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	js := s.bus.JetStream()
 	parts := uint32(s.bus.Partitions())
 	var futures []jetstream.PubAckFuture
-	var ev event.Event
 	for _, msg := range msgs {
-		ev = event.Event{}
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			s.deadLetter(ctx, msg, err)
-			continue
-		}
-		s.events.Inc()
-		if s.isLate(&ev) {
-			s.late.WithLabelValues(ev.Source).Inc()
-			reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event (%s)",
-				ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, s.newest[ev.Source].Format(time.RFC3339))
-			if err := s.bus.DeadLetter(ctx, "late", reason, msg.Data(), ev.Sender); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, r := range set.Rules {
-			var noKey int
-			var err error
-			s.hits, noKey, err = r.Evaluate(&s.vm, &ev, s.hits[:0])
-			if err != nil {
-				s.evalErrors.WithLabelValues(r.ID).Inc()
-				s.logEvalError(r, err)
-				continue
-			}
-			if noKey > 0 {
-				s.noKey.WithLabelValues(r.ID).Add(float64(noKey))
-			}
-			for _, h := range s.hits {
-				s.matches.WithLabelValues(r.ID).Inc()
-				data, err := json.Marshal(event.Match{
-					RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
-					Step: h.Step, Value: h.Value, Fields: r.CarriedFields(&ev),
-				})
-				if err != nil {
-					return err
-				}
-				f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, h.Key, parts))), Data: data})
-				if err != nil {
-					return err
-				}
-				futures = append(futures, f)
-			}
+		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
+			return s.evaluate(ctx, set, ev, js, parts, &futures)
+		}, func(line []byte, err error) error {
+			return s.bus.DeadLetter(ctx, "filter", err.Error(), line, "")
+		})
+		if err != nil {
+			return err
 		}
 	}
 	for _, f := range futures {
@@ -159,6 +123,48 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// evaluate runs every rule on one event and publishes its matches
+// asynchronously, appending their futures.
+func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, js jetstream.JetStream, parts uint32, futures *[]jetstream.PubAckFuture) error {
+	s.events.Inc()
+	if s.isLate(ev) {
+		s.late.WithLabelValues(ev.Source).Inc()
+		reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event (%s)",
+			ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, s.newest[ev.Source].Format(time.RFC3339))
+		data, _ := json.Marshal(ev)
+		return s.bus.DeadLetter(ctx, "late", reason, data, ev.Sender)
+	}
+	for _, r := range set.Rules {
+		var noKey int
+		var err error
+		s.hits, noKey, err = r.Evaluate(&s.vm, ev, s.hits[:0])
+		if err != nil {
+			s.evalErrors.WithLabelValues(r.ID).Inc()
+			s.logEvalError(r, err)
+			continue
+		}
+		if noKey > 0 {
+			s.noKey.WithLabelValues(r.ID).Add(float64(noKey))
+		}
+		for _, h := range s.hits {
+			s.matches.WithLabelValues(r.ID).Inc()
+			data, err := json.Marshal(event.Match{
+				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
+				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev),
+			})
+			if err != nil {
+				return err
+			}
+			f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, h.Key, parts))), Data: data})
+			if err != nil {
+				return err
+			}
+			*futures = append(*futures, f)
 		}
 	}
 	return nil

@@ -65,7 +65,7 @@ func BenchmarkSyslogToEvents(b *testing.B) {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Minute)
-	for sumCounters(reg, "outpost_bus_published_messages_total")[0] < float64(b.N) {
+	for sumCounters(reg, "outpost_bus_published_events_total")[0] < float64(b.N) {
 		if time.Now().After(deadline) {
 			b.Fatal("events not all acked by JetStream within 5 minutes")
 		}

@@ -3,7 +3,6 @@ package azureblob
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -183,8 +182,12 @@ func (f *flowBlob) commit() {
 	}
 }
 
-// streamCount is how many messages a stream holds.
+// streamCount is how many events EVENTS holds (its messages are batches
+// of events), or how many messages another stream holds.
 func (r *rig) streamCount(name string) uint64 {
+	if name == bus.StreamEvents {
+		return uint64(len(r.events()))
+	}
 	s, err := r.bus.JetStream().Stream(context.Background(), name)
 	if err != nil {
 		r.t.Fatal(err)
@@ -219,10 +222,12 @@ func (r *rig) events() []event.Event {
 	ctx := context.Background()
 	// EVENTS is a work queue: a pull consumer with explicit acks, which
 	// this one never sends, so the test reads without removing.
-	c, err := r.bus.JetStream().CreateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	c, err := r.bus.JetStream().CreateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: 5 * time.Second})
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	// A work queue allows one unfiltered consumer at a time.
+	defer r.bus.JetStream().DeleteConsumer(ctx, bus.StreamEvents, c.CachedInfo().Name)
 	var out []event.Event
 	for {
 		batch, err := c.FetchNoWait(500)
@@ -232,14 +237,16 @@ func (r *rig) events() []event.Event {
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			var ev event.Event
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			err := bus.DecodeEvents(m.Data(), func(ev *event.Event) error {
+				if !strings.HasPrefix(m.Subject(), "events.azure.") || m.Subject() != "events."+ev.Source {
+					r.t.Errorf("subject %s for source %s", m.Subject(), ev.Source)
+				}
+				out = append(out, *ev)
+				return nil
+			}, func(line []byte, err error) error { return err })
+			if err != nil {
 				r.t.Fatal(err)
 			}
-			if !strings.HasPrefix(m.Subject(), "events.azure.") || m.Subject() != "events."+ev.Source {
-				r.t.Errorf("subject %s for source %s", m.Subject(), ev.Source)
-			}
-			out = append(out, ev)
 		}
 		if n == 0 {
 			return out
