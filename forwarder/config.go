@@ -1,8 +1,10 @@
 package forwarder
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -18,33 +20,111 @@ type Config struct {
 	// Instance names this Outpost in CEF deviceExternalId, to tell several
 	// appliances apart in the SIEM. Default: Hostname.
 	Instance string `yaml:"instance"`
-	// Destination is the on-prem SIEM's syslog receiver.
-	Destination Destination `yaml:"destination"`
+	// SentIDsTTL is how long the id of an alert already delivered is kept
+	// (Badger, key prefix f/) to suppress it when a crash replays it.
+	// Default 7 days, the ALERTS stream's default max_age: a replay can't
+	// reach back further than the stream keeps alerts.
+	SentIDsTTL time.Duration `yaml:"sent_ids_ttl"`
+	// Destinations are the syslog receivers; at least one. Each has its own
+	// durable consumer on ALERTS, so each gets every alert its filter passes,
+	// at its own pace.
+	Destinations []Destination `yaml:"destinations"`
 }
 
 // Destination is one syslog receiver.
 type Destination struct {
-	// Name labels metrics and the durable consumer; default "siem".
+	// Name labels metrics and names the durable consumer
+	// (outpost-forwarder-<name>); letters, digits, - and _. Default "siem"
+	// for a single destination, required when there are several.
 	Name string `yaml:"name"`
 	// Address is host:port of the receiver. Required.
 	Address string `yaml:"address"`
-	// Transport: "tcp". (TLS, UDP and RELP are planned, see docs.)
+	// Transport: tcp (default), tls, udp (lossy, see docs/forwarding.md) or
+	// relp (acknowledged by the receiver).
 	Transport string `yaml:"transport"`
-	// Framing of syslog over TCP: "lf" (default; safe because the CEF
-	// encoder never emits a raw newline) or "octet-counting" (RFC 6587).
+	// Format of the syslog message: rfc5424 (default; CEF in MSG, no BOM)
+	// or rfc3164 (`<PRI>Mmm dd hh:mm:ss host CEF:0|...`).
+	Format string `yaml:"format"`
+	// Framing of syslog over tcp and tls: "lf" (default; safe because the
+	// CEF encoder never emits a raw newline) or "octet-counting" (RFC 6587).
+	// UDP sends one message per datagram and RELP frames itself.
 	Framing string `yaml:"framing"`
 	// Facility of the syslog messages, by name; default "local4".
 	Facility string `yaml:"facility"`
-	// DialTimeout and WriteTimeout bound each connect and each batch write.
+	// MinSeverity drops (acks without sending) alerts below this CEF
+	// severity, 0-10. Default 0: everything.
+	MinSeverity int `yaml:"min_severity"`
+	// Tags, if set, passes only alerts that carry at least one of them
+	// (rule tags such as T1110 or attack.credential_access).
+	Tags []string `yaml:"tags"`
+	// Fallback names another destination that takes this one's alerts
+	// while this one is down (see FailoverAfter and docs/forwarding.md).
+	Fallback string `yaml:"fallback"`
+	// FailoverAfter is how long this destination must have failed before
+	// its alerts go to the fallback; default 30s.
+	FailoverAfter time.Duration `yaml:"failover_after"`
+	// TLS applies to transport tls (and relp over TLS is not offered).
+	TLS TLSConfig `yaml:"tls"`
+	// RELP tunes transport relp.
+	RELP RELPConfig `yaml:"relp"`
+	// MaxMessageSize caps one syslog message; a longer one is cut on a
+	// UTF-8 boundary and counted. Default 2048 for udp (RFC 5426 §3.2, no
+	// IP fragmentation on most links), 0 (no cap) otherwise.
+	MaxMessageSize config.ByteSize `yaml:"max_message_size"`
+	// RateLimit, if set, paces what goes to this destination. It delays,
+	// never drops: alerts wait in JetStream.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// DialTimeout bounds each connect (and TLS handshake); WriteTimeout
+	// each batch write (and, for relp, the wait for its acks); KeepAlive is
+	// the TCP keepalive period, which finds a half-open connection even
+	// when nothing is being sent.
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	KeepAlive    time.Duration `yaml:"keepalive"`
 	// BackoffMax caps the wait between reconnects (exponential with jitter
 	// from 100ms).
 	BackoffMax time.Duration `yaml:"backoff_max"`
 }
 
-// Framings.
+// TLSConfig is a destination's TLS client configuration. The server is
+// always verified: against CAFile if set (a pinned CA: only certificates it
+// issued are accepted), else against the system roots.
+type TLSConfig struct {
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile, both or neither: the client certificate for
+	// mutual TLS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is checked against the server certificate; default: the
+	// host part of Address.
+	ServerName string `yaml:"server_name"`
+	// MinVersion: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
+// RELPConfig tunes the RELP client.
+type RELPConfig struct {
+	// Window is how many syslog commands may be unacknowledged at once;
+	// default 128.
+	Window int `yaml:"window"`
+}
+
+// RateLimit paces a destination; zero fields are unlimited.
+type RateLimit struct {
+	AlertsPerSecond float64         `yaml:"alerts_per_second"`
+	BytesPerSecond  config.ByteSize `yaml:"bytes_per_second"`
+}
+
+// Transports, formats and framings.
 const (
+	TransportTCP  = "tcp"
+	TransportTLS  = "tls"
+	TransportUDP  = "udp"
+	TransportRELP = "relp"
+
+	FormatRFC5424 = "rfc5424"
+	FormatRFC3164 = "rfc3164"
+
 	FramingLF            = "lf"
 	FramingOctetCounting = "octet-counting"
 )
@@ -54,6 +134,8 @@ var facilities = map[string]int{
 	"uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
 	"local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
 }
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Validate applies defaults in place and reports every bad value.
 func (c *Config) Validate() error {
@@ -74,32 +156,102 @@ func (c *Config) Validate() error {
 	if c.Instance == "" {
 		c.Instance = c.Hostname
 	}
-	d := &c.Destination
-	if d.Name == "" {
-		d.Name = "siem"
+	if c.SentIDsTTL == 0 {
+		c.SentIDsTTL = 7 * 24 * time.Hour
 	}
+	if c.SentIDsTTL < time.Minute {
+		errs.Addf("forwarder.sent_ids_ttl: must be at least 1m, got %s", c.SentIDsTTL)
+	}
+	if len(c.Destinations) == 0 {
+		errs.Addf("forwarder.destinations: required: at least one SIEM syslog receiver (name, address)")
+	}
+	names := map[string]bool{}
+	for i := range c.Destinations {
+		d := &c.Destinations[i]
+		if d.Name == "" && len(c.Destinations) == 1 {
+			d.Name = "siem"
+		}
+		p := fmt.Sprintf("forwarder.destinations[%d]", i)
+		if d.Name != "" {
+			p = fmt.Sprintf("forwarder.destinations[%s]", d.Name)
+		}
+		switch {
+		case !validName.MatchString(d.Name):
+			errs.Addf("%s.name: %q must be 1-64 letters, digits, - or _ (it names a JetStream consumer)", p, d.Name)
+		case names[d.Name]:
+			errs.Addf("%s.name: %q is used twice", p, d.Name)
+		}
+		names[d.Name] = true
+		d.validate(p, &errs)
+	}
+	for _, d := range c.Destinations {
+		if d.Fallback == "" {
+			continue
+		}
+		if d.Fallback == d.Name || !names[d.Fallback] {
+			errs.Addf("forwarder.destinations[%s].fallback: %q must name another destination", d.Name, d.Fallback)
+		}
+	}
+	return errs.Err()
+}
+
+func (d *Destination) validate(p string, errs *config.Errors) {
 	if d.Address == "" {
-		errs.Addf("forwarder.destination.address: required: host:port of the SIEM's syslog receiver")
+		errs.Addf("%s.address: required: host:port of the SIEM's syslog receiver", p)
 	} else if _, _, err := net.SplitHostPort(d.Address); err != nil {
-		errs.Addf("forwarder.destination.address: %q is not host:port: %v", d.Address, err)
+		errs.Addf("%s.address: %q is not host:port: %v", p, d.Address, err)
 	}
-	if d.Transport == "" {
-		d.Transport = "tcp"
+	d.Transport = cmpOr(d.Transport, TransportTCP)
+	switch d.Transport {
+	case TransportTCP, TransportTLS, TransportUDP, TransportRELP:
+	default:
+		errs.Addf("%s.transport: %q must be tcp, tls, udp or relp", p, d.Transport)
 	}
-	if d.Transport != "tcp" {
-		errs.Addf("forwarder.destination.transport: %q is not supported yet (supported: tcp)", d.Transport)
+	d.Format = cmpOr(d.Format, FormatRFC5424)
+	if d.Format != FormatRFC5424 && d.Format != FormatRFC3164 {
+		errs.Addf("%s.format: %q must be rfc5424 or rfc3164", p, d.Format)
 	}
-	if d.Framing == "" {
-		d.Framing = FramingLF
-	}
+	d.Framing = cmpOr(d.Framing, FramingLF)
 	if d.Framing != FramingLF && d.Framing != FramingOctetCounting {
-		errs.Addf("forwarder.destination.framing: %q must be lf or octet-counting", d.Framing)
+		errs.Addf("%s.framing: %q must be lf or octet-counting", p, d.Framing)
 	}
-	if d.Facility == "" {
-		d.Facility = "local4"
-	}
+	d.Facility = cmpOr(d.Facility, "local4")
 	if _, ok := facilities[d.Facility]; !ok {
-		errs.Addf("forwarder.destination.facility: unknown facility %q (e.g. local4, authpriv)", d.Facility)
+		errs.Addf("%s.facility: unknown facility %q (e.g. local4, authpriv)", p, d.Facility)
+	}
+	if d.MinSeverity < 0 || d.MinSeverity > 10 {
+		errs.Addf("%s.min_severity: must be 0-10, got %d", p, d.MinSeverity)
+	}
+	if d.Transport != TransportTLS && (d.TLS.CAFile != "" || d.TLS.CertFile != "" || d.TLS.KeyFile != "" || d.TLS.ServerName != "") {
+		errs.Addf("%s.tls: only applies to transport tls", p)
+	}
+	if (d.TLS.CertFile == "") != (d.TLS.KeyFile == "") {
+		errs.Addf("%s.tls: cert_file and key_file go together (mutual TLS)", p)
+	}
+	d.TLS.MinVersion = cmpOr(d.TLS.MinVersion, "1.2")
+	if d.TLS.MinVersion != "1.2" && d.TLS.MinVersion != "1.3" {
+		errs.Addf("%s.tls.min_version: %q must be 1.2 or 1.3", p, d.TLS.MinVersion)
+	}
+	if d.RELP.Window == 0 {
+		d.RELP.Window = 128
+	}
+	if d.RELP.Window < 1 || d.RELP.Window > 4096 {
+		errs.Addf("%s.relp.window: must be 1-4096, got %d", p, d.RELP.Window)
+	}
+	if d.MaxMessageSize == 0 && d.Transport == TransportUDP {
+		d.MaxMessageSize = 2048
+	}
+	if d.MaxMessageSize < 0 || (d.MaxMessageSize > 0 && d.MaxMessageSize < 480) {
+		errs.Addf("%s.max_message_size: must be 0 (no cap) or at least 480 (RFC 5426), got %d", p, d.MaxMessageSize)
+	}
+	if d.Transport == TransportUDP && d.MaxMessageSize > 65507 {
+		errs.Addf("%s.max_message_size: a UDP datagram carries at most 65507 bytes", p)
+	}
+	if d.RateLimit.AlertsPerSecond < 0 || d.RateLimit.BytesPerSecond < 0 {
+		errs.Addf("%s.rate_limit: must not be negative", p)
+	}
+	if d.FailoverAfter == 0 {
+		d.FailoverAfter = 30 * time.Second
 	}
 	if d.DialTimeout == 0 {
 		d.DialTimeout = 5 * time.Second
@@ -107,11 +259,20 @@ func (c *Config) Validate() error {
 	if d.WriteTimeout == 0 {
 		d.WriteTimeout = 10 * time.Second
 	}
+	if d.KeepAlive == 0 {
+		d.KeepAlive = 30 * time.Second
+	}
 	if d.BackoffMax == 0 {
 		d.BackoffMax = 30 * time.Second
 	}
-	if d.DialTimeout < 0 || d.WriteTimeout < 0 || d.BackoffMax < 0 {
-		errs.Addf("forwarder.destination: timeouts and backoff_max must be positive")
+	if d.DialTimeout < 0 || d.WriteTimeout < 0 || d.BackoffMax < 0 || d.KeepAlive < 0 || d.FailoverAfter < 0 {
+		errs.Addf("%s: timeouts, keepalive, failover_after and backoff_max must be positive", p)
 	}
-	return errs.Err()
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

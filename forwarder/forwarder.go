@@ -1,233 +1,190 @@
-// Package forwarder sends alerts to the on-prem SIEM: a durable JetStream
-// consumer on ALERTS, the CEF encoder (forwarder/cef), a syslog frame and a
-// TCP connection that is redialled with backoff.
+// Package forwarder sends alerts to the on-prem SIEM: for each configured
+// destination a durable JetStream consumer on ALERTS
+// (outpost-forwarder-<name>), a filter, the CEF encoder (forwarder/cef), a
+// syslog format (RFC 5424 or RFC 3164) and a transport (tcp, tls, udp,
+// relp) that is redialled with backoff.
 //
-// Delivery contract: alerts go out in stream order; a batch is acked only
-// after all its bytes were written to the socket without error. While the
-// receiver is unreachable the batch in hand is retried forever (its ack
-// deadline kept alive) and the rest waits in JetStream, bounded by the
-// ALERTS stream's limits. A write the kernel accepted just before the peer
-// died can still be lost, as with any plain-TCP syslog; before each batch the
-// connection is checked for a FIN or RST from the peer, which catches the
-// common case of a restarted receiver. Replays after a crash carry the same
-// CEF externalId, so the SIEM can drop duplicates.
+// Delivery contract, per destination: alerts go out in stream order; a
+// batch is acked only after every alert in it was delivered (written and
+// flushed for tcp/tls/udp, "rsp 200" for relp), and the delivered ids were
+// recorded in Badger (see sentIDs). While the receiver is unreachable the
+// batch in hand is retried forever (its ack deadline kept alive) and the
+// rest waits in JetStream, bounded by the ALERTS stream's limits; a
+// destination that is down never holds up another one, nor ingest. A crash
+// replays unacked alerts: the ones whose ids were recorded are suppressed,
+// the rest are sent again with the same CEF externalId. Plain TCP and TLS
+// cannot tell what a receiver that died had not yet read; RELP can.
 package forwarder
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"strconv"
+	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
-	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/forwarder/cef"
+	"github.com/outpost-siem/outpost/aggregator/state"
 )
 
-// Forwarder delivers ALERTS to one destination.
+// Forwarder delivers ALERTS to every configured destination.
 type Forwarder struct {
-	cfg      Config
-	dest     Destination
-	facility int
-	bus      *bus.Bus
-	enc      *cef.Encoder
-	log      *slog.Logger
+	cfg   Config
+	bus   *bus.Bus
+	log   *slog.Logger
+	dests []*destination
 
-	conn net.Conn // owned by the one consuming goroutine
-	buf  []byte
-
-	sentAlerts prometheus.Counter
-	sentBytes  prometheus.Counter
-	connected  prometheus.Gauge
-	errs       *prometheus.CounterVec
-	lastErrLog time.Time
+	// monitorEvery is how often the backlog is measured.
+	monitorEvery time.Duration
+	streamFull   prometheus.Gauge
 }
 
-// New returns a forwarder for cfg.Destination. cfg must have been validated.
-func New(cfg Config, version string, b *bus.Bus, logger *slog.Logger, reg prometheus.Registerer) (*Forwarder, error) {
-	enc, err := cef.NewEncoder(cef.Options{
-		Vendor: cfg.Vendor, Product: "Outpost", Version: version,
-		DeviceExternalID: cfg.Instance, DeviceHost: cfg.Hostname,
-	})
-	if err != nil {
-		return nil, err
-	}
-	d := cfg.Destination
-	labels := prometheus.Labels{"destination": d.Name}
+// New returns a forwarder for cfg.Destinations; cfg must have been
+// validated. db holds the ids of alerts already sent (key prefix f/). New
+// does no I/O beyond reading TLS files.
+func New(cfg Config, version string, b *bus.Bus, db *state.DB, logger *slog.Logger, reg prometheus.Registerer) (*Forwarder, error) {
 	f := &Forwarder{
-		cfg: cfg, dest: d, facility: facilities[d.Facility], bus: b, enc: enc,
-		log: logger.With("component", "forwarder", "destination", d.Name),
-		sentAlerts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outpost_forwarder_sent_alerts_total", Help: "Alerts written to the destination.", ConstLabels: labels,
+		cfg: cfg, bus: b, log: logger.With("component", "forwarder"), monitorEvery: 10 * time.Second,
+		streamFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_forwarder_alerts_stream_full",
+			Help: "1 while the ALERTS stream is at 95% or more of its max_bytes: the oldest alerts are being dropped, delivered or not.",
 		}),
-		sentBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outpost_forwarder_sent_bytes_total", Help: "Bytes written to the destination, framing included.", ConstLabels: labels,
-		}),
-		connected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "outpost_forwarder_connected", Help: "1 while a connection to the destination is open.", ConstLabels: labels,
-		}),
-		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outpost_forwarder_errors_total", Help: "Failed dials and writes, by type.", ConstLabels: labels,
-		}, []string{"error_type"}),
 	}
-	trunc := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "outpost_forwarder_cef_truncations_total", Help: "CEF values truncated to the standard's length limits.", ConstLabels: labels,
-	}, func() float64 { return float64(enc.Truncations()) })
-	reg.MustRegister(f.sentAlerts, f.sentBytes, f.connected, f.errs, trunc)
+	byName := map[string]*Destination{}
+	for i := range f.cfg.Destinations {
+		byName[f.cfg.Destinations[i].Name] = &f.cfg.Destinations[i]
+	}
+	var collectors []prometheus.Collector
+	for i := range f.cfg.Destinations {
+		d := &f.cfg.Destinations[i]
+		m, cs := newDestMetrics(d.Name)
+		collectors = append(collectors, cs...)
+		var fb *Destination
+		if d.Fallback != "" {
+			fb = byName[d.Fallback]
+		}
+		ds, err := newDestination(d, fb, &f.cfg, version, b, newSentIDs(db, d.Name, cfg.SentIDsTTL), logger, m)
+		if err != nil {
+			return nil, fmt.Errorf("forwarder.destinations[%s]: %w", d.Name, err)
+		}
+		enc := ds.enc
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_forwarder_cef_truncations_total", Help: "CEF values truncated to the standard's length limits.",
+			ConstLabels: prometheus.Labels{"destination": d.Name},
+		}, func() float64 { return float64(enc.Truncations()) }))
+		f.dests = append(f.dests, ds)
+	}
+	collectors = append(collectors, f.streamFull)
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering forwarder metrics: %w", err)
+		}
+	}
 	return f, nil
 }
 
-// Run consumes ALERTS until ctx ends, then closes the connection.
+func newDestMetrics(name string) (*destMetrics, []prometheus.Collector) {
+	m := &destMetrics{}
+	labels := prometheus.Labels{"destination": name}
+	counter := func(metric, help string, v interface{ Load() uint64 }) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: metric, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v.Load()) })
+	}
+	m.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outpost_forwarder_errors_total", Help: "Failed dials, handshakes, writes and RELP responses, by type.", ConstLabels: labels,
+	}, []string{"error_type"})
+	for _, k := range []string{"dial", "tls", "write", "read", "refused", "protocol"} {
+		m.errs.WithLabelValues(k)
+	}
+	return m, []prometheus.Collector{
+		counter("outpost_forwarder_sent_alerts_total", "Alerts delivered (to the destination or its fallback).", &m.alerts),
+		counter("outpost_forwarder_sent_bytes_total", "Bytes of syslog messages delivered, framing excluded.", &m.bytes),
+		counter("outpost_forwarder_failover_alerts_total", "Alerts delivered to the fallback while the destination was down.", &m.failover),
+		counter("outpost_forwarder_suppressed_alerts_total", "Replayed alerts not sent again because their id was recorded as sent.", &m.suppressed),
+		counter("outpost_forwarder_filtered_alerts_total", "Alerts below min_severity or without one of the tags.", &m.filtered),
+		counter("outpost_forwarder_oversize_messages_total", "Messages cut to max_message_size.", &m.oversize),
+		counter("outpost_forwarder_backlog_overflow_alerts_total", "Alerts the ALERTS stream dropped (max_bytes/max_age) before this destination got them.", &m.overflow),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_forwarder_backlog_alerts", Help: "Alerts in ALERTS not yet delivered to the destination (pending plus in flight).", ConstLabels: labels,
+		}, func() float64 { return float64(m.backlog.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_forwarder_connected", Help: "1 while a connection to the destination (or its fallback) is open.", ConstLabels: labels,
+		}, func() float64 {
+			if m.connected.Load() {
+				return 1
+			}
+			return 0
+		}),
+		m.errs,
+	}
+}
+
+// Run consumes ALERTS for every destination until ctx ends. A destination
+// that fails stops the others and Run returns its error.
 func (f *Forwarder) Run(ctx context.Context) error {
-	defer f.closeConn()
-	return f.bus.Consume(ctx, bus.ConsumerConfig{
-		Stream:  bus.StreamAlerts,
-		Durable: "outpost-forwarder-" + f.dest.Name,
-		Batch:   128,
-		AckWait: time.Minute,
-	}, f.log, f.handle)
-}
-
-func (f *Forwarder) handle(ctx context.Context, msgs []jetstream.Msg) error {
-	f.buf = f.buf[:0]
-	n := 0
-	for _, m := range msgs {
-		var a event.Alert
-		if err := json.Unmarshal(m.Data(), &a); err != nil {
-			if err := f.bus.DeadLetter(ctx, "forwarder", err.Error(), m.Data(), ""); err != nil {
-				return err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(f.dests))
+	for _, d := range f.dests {
+		wg.Go(func() {
+			if err := d.run(ctx); err != nil {
+				errc <- fmt.Errorf("destination %s: %w", d.cfg.Name, err)
+				cancel()
 			}
-			continue
-		}
-		f.buf = f.appendFrame(f.buf, &a, time.Now())
-		n++
+		})
 	}
-	if n == 0 {
-		return nil
-	}
-	backoff := bus.Backoff{Min: 100 * time.Millisecond, Max: f.dest.BackoffMax}
-	lastProgress := time.Now()
-	for attempt := 0; ; attempt++ {
-		err := f.write(f.buf)
-		if err == nil {
-			f.sentAlerts.Add(float64(n))
-			f.sentBytes.Add(float64(len(f.buf)))
-			if attempt > 0 {
-				f.log.Info("destination reachable again; backlog is being delivered", "attempts", attempt)
-			}
-			return nil
+	wg.Go(func() { f.monitor(ctx) })
+	wg.Wait()
+	close(errc)
+	return errors.Join(func() (errs []error) {
+		for err := range errc {
+			errs = append(errs, err)
 		}
-		f.logErr(err)
-		// Keep the batch ours while we wait: no redelivery, no reordering.
-		if time.Since(lastProgress) > 20*time.Second {
-			for _, m := range msgs {
-				_ = m.InProgress()
-			}
-			lastProgress = time.Now()
-		}
-		if err := backoff.Sleep(ctx, attempt); err != nil {
-			return err
-		}
-	}
+		return errs
+	}()...)
 }
 
-// write sends b on the current connection, dialling first if needed.
-func (f *Forwarder) write(b []byte) error {
-	if f.conn != nil && !peerOpen(f.conn) {
-		f.closeConn()
-	}
-	if f.conn == nil {
-		c, err := net.DialTimeout("tcp", f.dest.Address, f.dest.DialTimeout)
-		if err != nil {
-			f.errs.WithLabelValues("dial").Inc()
-			return err
-		}
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetKeepAlivePeriod(30 * time.Second)
-			_ = tc.SetKeepAlive(true)
-		}
-		f.conn = c
-		f.connected.Set(1)
-	}
-	_ = f.conn.SetWriteDeadline(time.Now().Add(f.dest.WriteTimeout))
-	if _, err := f.conn.Write(b); err != nil {
-		f.errs.WithLabelValues("write").Inc()
-		f.closeConn()
-		return err
-	}
-	return nil
+// Status is one destination's link economy and backlog.
+type Status struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Transport string `json:"transport"`
+	Fallback  string `json:"fallback,omitempty"`
+	Connected bool   `json:"connected"`
+	AlertsOut uint64 `json:"alerts_out"`
+	BytesOut  uint64 `json:"bytes_out"`
+	Failover  uint64 `json:"failover_alerts"`
+	Suppress  uint64 `json:"suppressed_alerts"`
+	Filtered  uint64 `json:"filtered_alerts"`
+	Backlog   uint64 `json:"backlog_alerts"`
+	Overflow  uint64 `json:"overflow_alerts"`
 }
 
-// peerOpen reports whether the receiver has not closed or reset the
-// connection. Receivers never send on a syslog connection, so a read that
-// returns anything but a timeout means the connection is gone.
-func peerOpen(c net.Conn) bool {
-	_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
-	var one [1]byte
-	_, err := c.Read(one[:])
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
+// Status returns every destination's counters, as of the last backlog
+// measurement for Backlog.
+func (f *Forwarder) Status() []Status {
+	out := make([]Status, 0, len(f.dests))
+	for _, d := range f.dests {
+		m := d.m
+		out = append(out, Status{
+			Name: d.cfg.Name, Address: d.cfg.Address, Transport: d.cfg.Transport, Fallback: d.cfg.Fallback,
+			Connected: m.connected.Load(), AlertsOut: m.alerts.Load(), BytesOut: m.bytes.Load(),
+			Failover: m.failover.Load(), Suppress: m.suppressed.Load(), Filtered: m.filtered.Load(),
+			Backlog: m.backlog.Load(), Overflow: m.overflow.Load(),
+		})
 	}
-	return err == nil // data from a receiver is odd but not fatal
+	return out
 }
 
-func (f *Forwarder) closeConn() {
-	if f.conn != nil {
-		_ = f.conn.Close()
-		f.conn = nil
-		f.connected.Set(0)
+// SentBytes is the sum of bytes delivered over every destination.
+func (f *Forwarder) SentBytes() uint64 {
+	var n uint64
+	for _, d := range f.dests {
+		n += d.m.bytes.Load()
 	}
-}
-
-func (f *Forwarder) logErr(err error) {
-	if time.Since(f.lastErrLog) < 30*time.Second {
-		return
-	}
-	f.lastErrLog = time.Now()
-	if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
-		f.log.Warn("destination stopped accepting; alerts wait in JetStream and will be retried", "address", f.dest.Address, "err", err)
-		return
-	}
-	f.log.Warn("destination unreachable; alerts wait in JetStream and will be retried", "address", f.dest.Address, "err", err)
-}
-
-// appendFrame appends one syslog message carrying a's CEF, framed for TCP.
-//
-// RFC 5424: <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG, with
-// APP-NAME "outpost", MSGID "CEF", no structured data, and the CEF line as
-// MSG without a BOM (receivers look for "CEF:" at the start of MSG).
-func (f *Forwarder) appendFrame(dst []byte, a *event.Alert, now time.Time) []byte {
-	start := len(dst)
-	if f.dest.Framing == FramingOctetCounting {
-		// Reserve room for the length prefix; fixed up below.
-		dst = append(dst, "0000000000 "...)
-	}
-	msgStart := len(dst)
-	pri := f.facility*8 + cef.SyslogSeverity(a.Severity)
-	dst = append(dst, '<')
-	dst = strconv.AppendInt(dst, int64(pri), 10)
-	dst = append(dst, ">1 "...)
-	dst = now.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
-	dst = append(dst, ' ')
-	dst = append(dst, f.cfg.Hostname...)
-	dst = append(dst, " outpost - CEF - "...)
-	dst = f.enc.Append(dst, a)
-	if f.dest.Framing == FramingLF {
-		return append(dst, '\n')
-	}
-	prefix := strconv.AppendInt(nil, int64(len(dst)-msgStart), 10)
-	prefix = append(prefix, ' ')
-	// Shift the message left over the unused part of the reservation.
-	n := copy(dst[start:], prefix)
-	copy(dst[start+n:], dst[msgStart:])
-	return dst[:len(dst)-(msgStart-start-n)]
+	return n
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/config"
+	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/window"
@@ -24,7 +25,8 @@ type Config struct {
 	HTTP    HTTPConfig `yaml:"http"`
 	NATS    bus.Config `yaml:"nats"`
 	Ingest  struct {
-		Syslog syslog.Config `yaml:"syslog"`
+		Syslog    syslog.Config    `yaml:"syslog"`
+		AzureBlob azureblob.Config `yaml:"azure_blob"`
 	} `yaml:"ingest"`
 	Rules     RulesConfig      `yaml:"rules"`
 	Windows   window.Config    `yaml:"windows"`
@@ -104,8 +106,9 @@ func (c *Config) Validate() error {
 	}
 	add(c.NATS.Validate())
 	add(c.Ingest.Syslog.Validate())
-	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 {
-		errs.Addf("ingest.syslog: no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp")
+	add(c.Ingest.AzureBlob.Validate())
+	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 && len(c.Ingest.AzureBlob.Accounts) == 0 {
+		errs.Addf("ingest.syslog: no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp (or configure ingest.azure_blob.accounts)")
 	}
 	add(c.Windows.Validate())
 	add(c.State.Validate())

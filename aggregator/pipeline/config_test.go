@@ -36,12 +36,12 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 	cfg, err := LoadConfig(writeConfig(t, `
 data_dir: /tmp/x
 ingest: {syslog: {tcp: ["127.0.0.1:5514"]}}
-forwarder: {destination: {address: "127.0.0.1:6514"}}
+forwarder: {destinations: [{address: "127.0.0.1:6514"}]}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.Listen != "127.0.0.1:9464" || cfg.Forwarder.Destination.Framing != "lf" ||
+	if cfg.HTTP.Listen != "127.0.0.1:9464" || cfg.Forwarder.Destinations[0].Framing != "lf" ||
 		cfg.NATS.Streams.Events.MaxBytes != 8<<30 || cfg.NATS.Streams.Alerts.MaxAge != 7*24*time.Hour || !*cfg.State.SyncWrites {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
@@ -60,19 +60,19 @@ data_dir: ""
 log: {level: chatty}
 nats: {partitions: 0, replicas: 9}
 ingest: {syslog: {tcp: ["nonsense"], max_message_size: 10}}
-forwarder: {destination: {address: "", framing: newline}}
+forwarder: {destinations: [{address: "", framing: newline}]}
 `, []string{
 			"data_dir: required",
 			"log.level:",
 			"nats.replicas:",
 			"ingest.syslog.tcp",
 			"ingest.syslog.max_message_size",
-			"forwarder.destination.address: required",
-			"forwarder.destination.framing:",
+			"forwarder.destinations[siem].address: required",
+			"forwarder.destinations[siem].framing:",
 		}},
 		{"bad size", "data_dir: /x\nnats: {streams: {events: {max_bytes: lots}}}\n", []string{`line 2: invalid size "lots"`}},
 		{"bad duration", "data_dir: /x\nwindows: {allowed_lateness: soon}\n", []string{"soon"}},
-		{"no listeners", "data_dir: /x\ningest: {syslog: {udp: [], tcp: []}}\nforwarder: {destination: {address: 'h:1'}}\n",
+		{"no listeners", "data_dir: /x\ningest: {syslog: {udp: [], tcp: []}}\nforwarder: {destinations: [{address: 'h:1'}]}\n",
 			[]string{"ingest.syslog: no listeners"}},
 	}
 	for _, tt := range tests {

@@ -13,17 +13,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// httpServer serves /metrics, /healthz (the process is up) and /readyz
-// (the pipeline can make progress: connected to NATS).
+// httpServer serves /metrics, /healthz (the process is up), /readyz
+// (the pipeline can make progress: connected to NATS) and /status (the
+// link economy as JSON, for `outpost status`).
 type httpServer struct {
 	ln  net.Listener
 	srv *http.Server
 }
 
-func listenHTTP(addr string, reg *prometheus.Registry, ready func() error) (*httpServer, error) {
+func listenHTTP(addr string, reg *prometheus.Registry, ready func() error, status http.HandlerFunc) (*httpServer, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /status", status)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := ready(); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/filter"
+	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/window"
@@ -37,12 +38,14 @@ type Pipeline struct {
 
 	publisher *bus.Publisher
 	syslog    *syslog.Source
+	azure     *azureblob.Source // nil without ingest.azure_blob.accounts
 	filter    *filter.Stage
 	windows   *window.Stage
 	forwarder *forwarder.Forwarder
 	http      *httpServer
 	reload    *reloader
-	rulesMu   sync.Mutex // guards rules across reloads
+	rulesMu   sync.Mutex      // guards rules across reloads
+	ingest    *ingestCounters // the sources' received counters, for Status
 }
 
 // Open loads the rules, opens the state and the bus, and opens every
@@ -67,21 +70,30 @@ func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger)
 	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
 		return nil, err
 	}
+	p.ingest = &ingestCounters{Registerer: p.reg}
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
-	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
+	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.ingest); err != nil {
 		return nil, err
+	}
+	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
+		// It publishes with PublishEvents, not the publisher: it checkpoints
+		// only after JetStream acked, which the publisher's queue hides.
+		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.ingest); err != nil {
+			return nil, err
+		}
 	}
 	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
 	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
 	p.registerReload()
-	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, logger, p.reg); err != nil {
+	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
 		return nil, err
 	}
+	p.registerLinkRatio()
 	if err = p.syslog.Listen(); err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Listen != "off" {
-		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready); err != nil {
+		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus); err != nil {
 			return nil, err
 		}
 	}
@@ -140,8 +152,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// If JetStream is unreachable the drain would never end.
 		time.AfterFunc(drainTimeout, cancel)
 	}
+	sources := []stage{{name: "syslog", run: p.syslog.Run}}
+	if p.azure != nil {
+		sources = append(sources, stage{name: "azure_blob", run: p.azure.Run})
+	}
 	layers := [][]stage{
-		{{name: "syslog", run: p.syslog.Run}},
+		sources,
 		{{name: "publisher", run: p.publisher.Run, stop: drainPublisher}},
 		{{name: "filter", run: p.filter.Run}},
 		{{name: "windows", run: p.windows.Run}},

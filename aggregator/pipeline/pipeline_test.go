@@ -34,10 +34,10 @@ func testConfig(t *testing.T, dataDir, siemAddr string) *Config {
 	cfg.Ingest.Syslog = syslog.Config{UDP: []string{"127.0.0.1:0"}, TCP: []string{"127.0.0.1:0"}}
 	cfg.Forwarder = forwarder.Config{
 		Hostname: "outpost-test",
-		Destination: forwarder.Destination{
+		Destinations: []forwarder.Destination{{
 			Address:    siemAddr,
 			BackoffMax: 300 * time.Millisecond,
-		},
+		}},
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

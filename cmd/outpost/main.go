@@ -55,7 +55,7 @@ func newRootCmd() *cobra.Command {
 			}
 			udp, tcp := p.SyslogAddrs()
 			logger.Info("listening", "syslog_udp", udp, "syslog_tcp", tcp, "http", p.HTTPAddr(),
-				"forwarding_to", cfg.Forwarder.Destination.Address)
+				"forwarding_to", forwardingTo(cfg))
 			// SIGHUP reloads the rules; a set with problems is rejected
 			// (logged) and the running one stays.
 			hup := make(chan os.Signal, 1)
@@ -113,7 +113,7 @@ got and what crossed the "link" compared with what came in.`,
 	demoCmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (JetStream store and Badger state) for a look afterwards")
 	demoCmd.Flags().IntVar(&noise, "noise", 5000, "benign lines to hide the attack in")
 
-	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd())
+	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd(), newStatusCmd())
 	return root
 }
 
@@ -156,4 +156,13 @@ func newReceiveCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:6514", "TCP address to listen on")
 	return cmd
+}
+
+// forwardingTo lists the destinations' addresses for the start-up log line.
+func forwardingTo(cfg *pipeline.Config) []string {
+	var out []string
+	for _, d := range cfg.Forwarder.Destinations {
+		out = append(out, d.Name+"="+d.Transport+"://"+d.Address)
+	}
+	return out
 }

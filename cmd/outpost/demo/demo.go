@@ -61,7 +61,7 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	cfg := &pipeline.Config{DataDir: dir}
 	cfg.HTTP.Listen = "off"
 	cfg.Ingest.Syslog = syslog.Config{UDP: []string{"127.0.0.1:0"}, TCP: []string{"127.0.0.1:0"}}
-	cfg.Forwarder = forwarder.Config{Hostname: "outpost-demo", Destination: forwarder.Destination{Address: siem.Addr().String()}}
+	cfg.Forwarder = forwarder.Config{Hostname: "outpost-demo", Destinations: []forwarder.Destination{{Address: siem.Addr().String()}}}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
