@@ -106,7 +106,7 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 				l.errorf(file, v.Line, "", "lists.%s: expected {file: PATH, column: N, header: BOOL}", name)
 				continue
 			}
-			if err := l.readListFile(path.Join(path.Dir(strings.TrimPrefix(strings.TrimPrefix(file, l.root), "/")), spec.File), spec.Column, spec.Header, list); err != nil {
+			if err := l.readListFile(path.Join(path.Dir(l.rel[file]), spec.File), spec.Column, spec.Header, list); err != nil {
 				l.errorf(file, v.Line, "", "lists.%s: %v", name, err)
 				continue
 			}
@@ -239,6 +239,8 @@ var helperNames = map[string]bool{"cidr": true, "is_private": true, "is_public":
 // compileStep compiles st's condition against the Event with the helpers.
 func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 	if strings.TrimSpace(st.Condition) == "" {
+		// Reported by the caller; a step without a program must never load.
+		bad("empty condition")
 		return
 	}
 	p := &patcher{l: l}

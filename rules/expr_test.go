@@ -90,6 +90,10 @@ macros:
 rules:
   - {id: r, title: T, kind: match, severity: 1, condition: a}
 `, "nest too deep"},
+		{"empty expect", `
+rules:
+  - {id: r, title: T, kind: absence, severity: 1, condition: 'true', for: 5m, expect: ""}
+`, "expect: expected an expression"},
 		{"bad cidr at run time is an eval error, a bad list entry is skipped", `
 lists:
   l: ["not/a/prefix"]
@@ -126,5 +130,14 @@ func TestFingerprintFollowsTheDefinition(t *testing.T) {
 	c := load("rules:\n  - {id: r, title: T, kind: threshold, severity: 1, condition: 'true', threshold: 4, window: 1m}\n")
 	if a.Fingerprint != b.Fingerprint || a.Fingerprint == c.Fingerprint {
 		t.Errorf("fingerprints %s %s %s", a.Fingerprint, b.Fingerprint, c.Fingerprint)
+	}
+}
+
+// List files are found whatever form the rules dir is given in.
+func TestListFilesRelativeToTheDir(t *testing.T) {
+	for _, dir := range []string{"testdata", "./testdata", "testdata/"} {
+		if _, err := LoadDir(dir); err != nil {
+			t.Errorf("LoadDir(%q): %v", dir, err)
+		}
 	}
 }

@@ -49,6 +49,7 @@ type loader struct {
 	seen   map[string]string // rule id -> where it was first defined
 	lists  map[string]*List
 	macros map[string]*macro
+	rel    map[string]string // display name -> path inside fsys
 	errs   []string
 }
 
@@ -78,6 +79,7 @@ func load(fsys fs.FS, root string) (*Set, error) {
 		set:   &Set{byID: map[string]*Rule{}},
 		seen:  map[string]string{},
 		lists: map[string]*List{}, macros: map[string]*macro{},
+		rel:   map[string]string{},
 	}
 	var sections []section
 	for _, f := range files {
@@ -86,6 +88,7 @@ func load(fsys fs.FS, root string) (*Set, error) {
 			l.errs = append(l.errs, fmt.Sprintf("%s: %v", path.Join(root, f), err))
 			continue
 		}
+		l.rel[path.Join(root, f)] = f
 		sections = append(sections, l.sections(path.Join(root, f), data)...)
 	}
 	for _, s := range sections {

@@ -167,6 +167,9 @@ func (l *loader) rule(file string, n *yaml.Node) {
 		}
 		r.Steps = []*Step{{Name: "condition", Condition: cond, By: r.GroupBy, Count: 1}}
 		if exp, ok := nodes["expect"]; ok {
+			if exp.Kind != yaml.ScalarNode || strings.TrimSpace(exp.Value) == "" {
+				bad("expect", "expected an expression for the event that must follow, or leave expect out")
+			}
 			r.Steps = append(r.Steps, &Step{Name: "expect", Condition: exp.Value, By: r.GroupBy, Count: 1})
 		}
 		keys := []string{"condition", "expect"}

@@ -13,8 +13,9 @@ import (
 // Handler processes one batch of messages. It returns nil when every message
 // is done with (processed, or dead-lettered as poison); the batch is then
 // acked. It returns an error only for a transient failure (a publish or a
-// disk write that could not complete): the batch is then redelivered after
-// a backoff, so handlers must be idempotent.
+// disk write that could not complete): the same batch is then handed to it
+// again after a backoff, before anything newer, so handlers must be
+// idempotent.
 type Handler func(ctx context.Context, msgs []jetstream.Msg) error
 
 // ConsumerConfig names a durable pull consumer.
@@ -73,17 +74,31 @@ func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logge
 		if len(msgs) == 0 {
 			continue
 		}
-		if err := h(ctx, msgs); err != nil {
-			delay := backoff.Delay(failures)
-			failures++
-			if ctx.Err() == nil {
-				logger.Warn("batch failed, will be redelivered", "consumer", cc.Durable, "messages", len(msgs), "retry_in", delay, "err", err)
+		// A failed batch is retried here, as it is, before anything newer
+		// is fetched: redelivery through JetStream would let later messages
+		// overtake it, and the windows and watermarks care about order.
+		for attempt := 0; ; attempt++ {
+			err := h(ctx, msgs)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				for _, m := range msgs {
+					_ = m.Nak()
+				}
+				return nil
+			}
+			delay := backoff.Delay(attempt)
+			if attempt == 0 || attempt%10 == 0 {
+				logger.Warn("batch failed; retrying it", "consumer", cc.Durable, "messages", len(msgs), "attempt", attempt+1, "retry_in", delay, "err", err)
+			}
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
 			}
 			for _, m := range msgs {
-				_ = m.NakWithDelay(delay)
+				_ = m.InProgress() // keep them ours while we retry
 			}
-			_ = backoff.Sleep(ctx, failures)
-			continue
 		}
 		failures = 0
 		for _, m := range msgs {

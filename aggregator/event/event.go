@@ -69,7 +69,12 @@ type Match struct {
 	// step, or an absence rule's 0 (trigger) / 1 (expected event).
 	Step int `json:"step,omitempty"`
 	// Value is the rule's `field` of the event, for distinct and new_value.
-	Value  string            `json:"value,omitempty"`
+	Value string `json:"value,omitempty"`
+	// Seen is the event time capped at its receipt plus the clock skew
+	// Outpost tolerates: how far this match may move the windows'
+	// watermark, so one sender dated in the future cannot make every
+	// absence deadline pass.
+	Seen   time.Time         `json:"seen,omitzero"`
 	Fields map[string]string `json:"fields,omitempty"`
 }
 

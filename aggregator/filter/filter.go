@@ -15,6 +15,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +37,11 @@ const maxFutureSkew = 5 * time.Minute
 // Stage is the rule filter.
 type Stage struct {
 	lateness func(source string) time.Duration
-	// newest is the newest event time seen per source (capped at receipt
-	// plus maxFutureSkew): the source's watermark before lateness.
-	newest map[string]time.Time
+	// newest is the newest event time seen per (source, host) — capped at
+	// receipt plus maxFutureSkew — the watermark before lateness. Per host,
+	// not per source: one sender with a fast clock or a local-time RFC 3164
+	// stamp must not make every other sender's events look late.
+	newest map[watermarkKey]time.Time
 	late   *prometheus.CounterVec
 
 	bus   *bus.Bus
@@ -60,7 +63,7 @@ type Stage struct {
 func New(b *bus.Bus, set *rules.Set, lateness func(source string) time.Duration, logger *slog.Logger, reg prometheus.Registerer) *Stage {
 	s := &Stage{
 		lateness: lateness,
-		newest:   map[string]time.Time{},
+		newest:   map[watermarkKey]time.Time{},
 		late: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_filter_late_events_total",
 			Help: "Events older than their source's watermark minus its allowed lateness, dead-lettered, by source.",
@@ -134,8 +137,8 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, j
 	s.events.Inc()
 	if s.isLate(ev) {
 		s.late.WithLabelValues(ev.Source).Inc()
-		reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event (%s)",
-			ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, s.newest[ev.Source].Format(time.RFC3339))
+		reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event from %s",
+			ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, ev.Host)
 		data, _ := json.Marshal(ev)
 		return s.bus.DeadLetter(ctx, "late", reason, data, ev.Sender)
 	}
@@ -155,7 +158,7 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, j
 			s.matches.WithLabelValues(r.ID).Inc()
 			data, err := json.Marshal(event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
-				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev),
+				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
 			})
 			if err != nil {
 				return err
@@ -170,20 +173,36 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, j
 	return nil
 }
 
-// isLate reports whether ev is behind its source's watermark, and moves
-// the watermark on.
+// maxWatermarks bounds the per-host watermarks; past it they start over
+// (nothing is judged late until each host is seen again).
+const maxWatermarks = 100_000
+
+type watermarkKey struct{ source, host string }
+
+// seenTime is ev's time capped at its receipt plus maxFutureSkew.
+func seenTime(ev *event.Event) time.Time {
+	if !ev.Received.IsZero() && ev.Time.After(ev.Received.Add(maxFutureSkew)) {
+		return ev.Received.Add(maxFutureSkew)
+	}
+	return ev.Time
+}
+
+// isLate reports whether ev is behind its host's watermark by more than its
+// source's allowed lateness, and moves the watermark on.
 func (s *Stage) isLate(ev *event.Event) bool {
-	src := ev.Source
-	newest := s.newest[src]
-	if !newest.IsZero() && ev.Time.Before(newest.Add(-s.lateness(src))) {
+	k := watermarkKey{ev.Source, ev.Host}
+	if k.host == "" {
+		k.host, _, _ = strings.Cut(ev.Sender, ":")
+	}
+	newest := s.newest[k]
+	if !newest.IsZero() && ev.Time.Before(newest.Add(-s.lateness(ev.Source))) {
 		return true
 	}
-	t := ev.Time
-	if !ev.Received.IsZero() && t.After(ev.Received.Add(maxFutureSkew)) {
-		t = ev.Received.Add(maxFutureSkew)
-	}
-	if t.After(newest) {
-		s.newest[src] = t
+	if t := seenTime(ev); t.After(newest) {
+		if len(s.newest) >= maxWatermarks {
+			clear(s.newest)
+		}
+		s.newest[k] = t
 	}
 	return false
 }

@@ -60,8 +60,10 @@ func (p *Pipeline) setRules(set *rules.Set) {
 	p.rulesMu.Lock()
 	p.rules = set
 	p.rulesMu.Unlock()
-	p.filter.SetRules(set)
+	// Windows first: once the filter runs a new rule, its matches must find
+	// the rule on the other side.
 	p.windows.SetRules(set)
+	p.filter.SetRules(set)
 	p.reload.loaded.Set(float64(len(set.Rules)))
 }
 

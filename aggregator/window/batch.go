@@ -76,7 +76,12 @@ func (s *Stage) newBatch() *batch {
 	return &batch{s: s, txn: s.db.NewTransaction(true), states: map[string]*loaded{}}
 }
 
-func (b *batch) load(r *rules.Rule, key string) (*State, error) {
+// load returns the state of (r, key) for this batch. A key not yet stored
+// counts against the rule's key cap unless uncapped (deadline checks must
+// always see their state).
+func (b *batch) load(r *rules.Rule, key string) (*State, error) { return b.loadState(r, key, true) }
+
+func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error) {
 	sk := stateKey(r, key)
 	if l, ok := b.states[sk]; ok {
 		return l.st, nil
@@ -87,7 +92,7 @@ func (b *batch) load(r *rules.Rule, key string) (*State, error) {
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		existed = false
-		if b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
+		if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
 			return nil, errKeyCap
 		}
 	case err != nil:
@@ -127,7 +132,9 @@ func (b *batch) commit(maxTime int64) error {
 				b.drops = append(b.drops, timerKey(l.deadline, sk))
 			}
 			if l.st.Deadline != 0 {
-				if err := b.set(badger.NewEntry(timerKey(l.st.Deadline, sk), nil)); err != nil {
+				// A timer lives no longer than its state: an orphan left by a
+				// state that expired meanwhile goes away by itself.
+				if err := b.set(badger.NewEntry(timerKey(l.st.Deadline, sk), nil).WithTTL(b.ttl(l.r))); err != nil {
 					return err
 				}
 			}
@@ -197,6 +204,7 @@ func (b *batch) del(k []byte) error {
 
 type dueTimer struct {
 	timerKey          []byte
+	deadline          int64
 	rule, fingerprint string
 	key               string
 }
@@ -220,7 +228,8 @@ func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
 			b.dropTimer(k)
 			continue
 		}
-		out = append(out, dueTimer{timerKey: k, rule: rule, fingerprint: fp, key: key})
+		deadline := int64(binary.BigEndian.Uint64(k[len(timerPrefix):]))
+		out = append(out, dueTimer{timerKey: k, deadline: deadline, rule: rule, fingerprint: fp, key: key})
 	}
 	return out, nil
 }

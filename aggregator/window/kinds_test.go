@@ -2,6 +2,8 @@ package window
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -191,5 +193,67 @@ rules:
 		if _, v := Apply(r, st, match(0, s.sec, "e"+s.value, s.value), 0); v != s.want {
 			t.Errorf("%s at %ds: verdict %v, want %v", s.value, s.sec, v, s.want)
 		}
+	}
+}
+
+// Repeats of one value must not push the other values out of a distinct
+// rule's bounded state (NSG v2 logs one tuple per flow begin, continue and
+// end; web traffic repeats 443 endlessly).
+func TestDistinctSurvivesRepeats(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: scan, title: T, kind: distinct, severity: 5, condition: "true", group_by: [src_ip], field: dst_port, threshold: 25, window: 5m}
+`)
+	st := &State{}
+	n, fired := 0, false
+	for port := 1; port <= 25 && !fired; port++ {
+		a, _ := Apply(r, st, &event.Match{Key: "k", Time: t0.Add(time.Duration(n) * 400 * time.Millisecond), EventID: fmt.Sprint(n), Value: fmt.Sprint(port)}, 0)
+		fired = a != nil
+		n++
+		for i := 0; i < 20 && !fired; i++ {
+			a, _ := Apply(r, st, &event.Match{Key: "k", Time: t0.Add(time.Duration(n) * 400 * time.Millisecond), EventID: fmt.Sprint(n), Value: "443"}, 0)
+			fired = a != nil
+			n++
+		}
+	}
+	if !fired {
+		t.Errorf("25 distinct ports among %d events in %s did not fire", n, time.Duration(n)*400*time.Millisecond)
+	}
+}
+
+// Events sharing the timestamp of the last event an alert used are new
+// events, not duplicates (one-second timestamps make ties common).
+func TestSpentTiesAreNotDuplicates(t *testing.T) {
+	r := loadRule(t, threshold3in60s)
+	st := &State{}
+	var verdicts []Verdict
+	for i, sec := range []int{0, 0, 1, 1, 1, 2} {
+		_, v := Apply(r, st, &event.Match{Key: "k", Time: t0.Add(time.Duration(sec) * time.Second), EventID: fmt.Sprint(i)}, 0)
+		verdicts = append(verdicts, v)
+	}
+	want := []Verdict{Counted, Counted, Fired, Counted, Counted, Fired}
+	if !slices.Equal(verdicts, want) {
+		t.Errorf("verdicts %v, want %v", verdicts, want)
+	}
+	// The event that completed the first window, redelivered, is a duplicate.
+	if _, v := Apply(r, st, &event.Match{Key: "k", Time: t0.Add(2 * time.Second), EventID: "5"}, 0); v != Duplicate {
+		t.Errorf("redelivered spent event: %v", v)
+	}
+}
+
+// A silence inside a backlog (the gap and the event after it read in one
+// go) is reported, with the same id the timer would have given it.
+func TestAbsenceGapInsideBacklog(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: quiet, title: T, kind: absence, severity: 5, condition: "true", group_by: [host], for: 30m}
+`)
+	live, backlog := &State{}, &State{}
+	Apply(r, live, match(0, 0, "e1", ""), 0)
+	timerAlert, _ := Expire(r, live, "k=v", t0.Add(31*time.Minute).UnixNano())
+	Apply(r, backlog, match(0, 0, "e1", ""), 0)
+	a, v := Apply(r, backlog, match(0, 45*60, "e2", ""), 0)
+	if v != Fired || a == nil || timerAlert == nil || a.ID != timerAlert.ID {
+		t.Fatalf("backlog verdict %v alert %+v, timer alert %+v", v, a, timerAlert)
 	}
 }

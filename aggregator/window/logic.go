@@ -35,6 +35,10 @@ type State struct {
 	Values    []string `json:"v,omitempty"` // distinct: value of each event
 	LastAlert int64    `json:"a,omitempty"`
 	Spent     int64    `json:"s,omitempty"`
+	// SpentIDs are the ids of the events spent at exactly Spent: an event
+	// at that time is a duplicate only if it is one of them (timestamps of
+	// one-second resolution make ties common).
+	SpentIDs []string `json:"si,omitempty"`
 
 	// new_value: the earliest event time of the key, and the values seen.
 	First int64    `json:"f,omitempty"`
@@ -49,7 +53,7 @@ type State struct {
 
 // Empty reports whether the state holds nothing worth keeping.
 func (st *State) Empty() bool {
-	return len(st.Times) == 0 && st.LastAlert == 0 && st.Spent == 0 && st.First == 0 && st.Deadline == 0
+	return len(st.Times) == 0 && st.LastAlert == 0 && st.Spent == 0 && st.First == 0 && st.Deadline == 0 && st.Since == 0
 }
 
 // Verdict says what Apply did with a match.
@@ -87,10 +91,12 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	case rules.KindNewValue:
 		return applyNewValue(r, st, m, t)
 	case rules.KindAbsence:
-		applyAbsence(r, st, m, t)
+		if a := applyAbsence(r, st, m, t); a != nil {
+			return a, Fired
+		}
 		return nil, Counted
 	}
-	if (st.Spent != 0 && t <= st.Spent) || st.has(m.EventID, m.Step) {
+	if st.spent(t, m.EventID) || st.has(m.EventID, m.Step) {
 		return nil, Duplicate
 	}
 	st.insert(r, t, m)
@@ -135,6 +141,12 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	}
 	// The events up to the last one used are spent either way: the next
 	// alert needs new ones.
+	st.SpentIDs = st.SpentIDs[:0]
+	for i, tt := range st.Times {
+		if tt == last {
+			st.SpentIDs = append(st.SpentIDs, st.IDs[i])
+		}
+	}
 	st.dropThrough(last)
 	st.Spent = last
 	if suppressed(r, st, first) {
@@ -148,6 +160,11 @@ func suppressed(r *rules.Rule, st *State, t int64) bool {
 	return r.Suppress > 0 && st.LastAlert != 0 && absDur(t-st.LastAlert) < r.Suppress
 }
 
+// spent reports whether an event at t with id was used by an alert already.
+func (st *State) spent(t int64, id string) bool {
+	return st.Spent != 0 && (t < st.Spent || (t == st.Spent && slices.Contains(st.SpentIDs, id)))
+}
+
 func (st *State) has(id string, step int) bool {
 	for i, v := range st.IDs {
 		if v == id && (st.Steps == nil || st.Steps[i] == step) {
@@ -157,8 +174,20 @@ func (st *State) has(id string, step int) bool {
 	return false
 }
 
-// insert adds the match in event-time order.
+// insert adds the match in event-time order. For distinct, a key keeps one
+// entry per value, its latest: repeats of a value (a port seen a thousand
+// times) must not push the other values out of the bounded state.
 func (st *State) insert(r *rules.Rule, t int64, m *event.Match) {
+	if r.Kind == rules.KindDistinct {
+		if j := slices.Index(st.Values, m.Value); j >= 0 {
+			if st.Times[j] >= t {
+				return
+			}
+			st.Times = slices.Delete(st.Times, j, j+1)
+			st.IDs = slices.Delete(st.IDs, j, j+1)
+			st.Values = slices.Delete(st.Values, j, j+1)
+		}
+	}
 	i := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t })
 	st.Times = slices.Insert(st.Times, i, t)
 	st.IDs = slices.Insert(st.IDs, i, m.EventID)
@@ -342,16 +371,26 @@ func applyNewValue(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Al
 
 // applyAbsence arms, re-arms or disarms the key's deadline. Without
 // `expect`, every event of the key moves the deadline to its time plus
-// `for` (a source gone silent). With `expect`, the trigger (step 0) arms it
-// once and an expected event (step 1) within `for` after it disarms it.
-func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) {
+// `for` (a source gone silent) — but an event that comes after the deadline
+// proves a silence happened (a backlog read at once holds the gap and the
+// event after it), so that silence is reported first, with the id Expire
+// would give it. With `expect`, the trigger (step 0) arms it once and an
+// expected event (step 1) within `for` after it disarms it.
+func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Alert {
 	expect := len(r.Steps) > 1
 	switch {
 	case !expect:
+		var a *event.Alert
+		if st.Deadline != 0 && t > st.Deadline {
+			a, _ = Expire(r, st, m.Key, t)
+		}
 		if t > st.Since || st.Deadline == 0 {
-			st.Since, st.SinceID = max(t, st.Since), m.EventID
+			if t > st.Since {
+				st.Since, st.SinceID = t, m.EventID
+			}
 			st.Deadline = st.Since + int64(r.For)
 		}
+		return a
 	case m.Step == 0:
 		if st.Deadline == 0 {
 			st.Since, st.SinceID, st.Deadline = t, m.EventID, t+int64(r.For)
@@ -361,6 +400,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) {
 			st.Deadline = 0
 		}
 	}
+	return nil
 }
 
 // Expire fires an absence rule's alert when the watermark has passed the

@@ -200,7 +200,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	defer s.mu.Unlock()
 	set := s.rules.Load()
 	b := s.newBatch()
-	defer b.txn.Discard()
+	defer func() { b.txn.Discard() }() // the txn in hand: commits may have split it
 	var alerts []*event.Alert
 	maxTime := s.maxTime
 	for _, msg := range msgs {
@@ -210,7 +210,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			s.deadLetter(ctx, msg, err)
 			continue
 		}
-		maxTime = max(maxTime, m.Time.UnixNano())
+		seen := m.Time
+		if !m.Seen.IsZero() && m.Seen.Before(seen) {
+			seen = m.Seen
+		}
+		maxTime = max(maxTime, seen.UnixNano())
 		r := set.Rule(m.RuleID)
 		if r == nil {
 			s.unknown.Inc()
@@ -222,9 +226,13 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			st, err = b.load(r, m.Key)
 			if errors.Is(err, errKeyCap) {
 				s.keyCap.WithLabelValues(r.ID).Inc()
-				continue
-			}
-			if err != nil {
+				if r.Kind != rules.KindMatch {
+					continue
+				}
+				// A match rule fails open: flooding keys must not blind
+				// it; it alerts without its suppression state.
+				st = &State{}
+			} else if err != nil {
 				return err
 			}
 		}
@@ -271,7 +279,7 @@ func (s *Stage) expire(ctx context.Context) error {
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
-	defer b.txn.Discard()
+	defer func() { b.txn.Discard() }() // the txn in hand: commits may have split it
 	due, err := b.dueTimers(wm, 1000)
 	if err != nil || len(due) == 0 {
 		return err
@@ -283,9 +291,15 @@ func (s *Stage) expire(ctx context.Context) error {
 			b.dropTimer(d.timerKey) // the rule changed or went away
 			continue
 		}
-		st, err := b.load(r, d.key)
+		st, err := b.loadState(r, d.key, false)
 		if err != nil {
 			return err
+		}
+		if st.Deadline != d.deadline {
+			// Stale: the deadline moved, or the state expired by TTL
+			// while its timer stayed.
+			b.dropTimer(d.timerKey)
+			continue
 		}
 		a, v := Expire(r, st, d.key, wm)
 		if v != Counted {

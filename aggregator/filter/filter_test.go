@@ -1,0 +1,43 @@
+package filter
+
+import (
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+func TestLatenessIsPerHost(t *testing.T) {
+	s := &Stage{lateness: func(string) time.Duration { return 2 * time.Minute }, newest: map[watermarkKey]time.Time{}}
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	ev := func(host string, at time.Time) *event.Event {
+		return &event.Event{Source: "syslog", Host: host, Time: at, Received: now}
+	}
+	// A host whose clock runs an hour ahead (or logs local time east of UTC).
+	if s.isLate(ev("fast", now.Add(time.Hour))) {
+		t.Fatal("first event late")
+	}
+	// Other hosts are judged against their own watermark.
+	for i := range 100 {
+		if s.isLate(ev("good", now.Add(time.Duration(i)*time.Second))) {
+			t.Fatalf("event %d of a correct host judged late", i)
+		}
+	}
+	// The good host's watermark is now+99s.
+	if !s.isLate(ev("good", now.Add(-10*time.Minute))) {
+		t.Error("an event 10 minutes behind its host was not late")
+	}
+	if s.isLate(ev("good", now.Add(time.Minute))) {
+		t.Error("an event within the allowed lateness was late")
+	}
+}
+
+func TestSeenTimeCapsTheFuture(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	if got := seenTime(&event.Event{Time: now.AddDate(73, 0, 0), Received: now}); !got.Equal(now.Add(maxFutureSkew)) {
+		t.Errorf("seen = %v", got)
+	}
+	if got := seenTime(&event.Event{Time: now.Add(-time.Hour), Received: now}); !got.Equal(now.Add(-time.Hour)) {
+		t.Errorf("seen = %v", got)
+	}
+}
