@@ -3,6 +3,7 @@ package syslog
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -84,5 +85,34 @@ func TestNormalize(t *testing.T) {
 				t.Errorf("normalize(%q)\n got %+v\nwant %+v", tt.msg, ev, want)
 			}
 		})
+	}
+}
+
+func TestNormalizeWindowsLogon(t *testing.T) {
+	p := NewParser()
+	var ev event.Event
+	msg := `<86>1 2026-11-23T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4624" TargetUserName="administrator" TargetDomainName="CONTOSO" IpAddress="203.0.113.70" IpPort="50123" LogonType="10"] An account was successfully logged on.`
+	if err := p.Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Category != "authentication" || ev.Action != "logon" || ev.Outcome != "success" || ev.User != "administrator" ||
+		ev.SrcIP != "203.0.113.70" || ev.SrcPort != 50123 || ev.Attrs["logon_type"] != "10" {
+		t.Errorf("event %+v", ev)
+	}
+	ev = event.Event{}
+	msg = `<86>1 2026-11-23T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4625" TargetUserName="bob" IpAddress="-" LogonType="3"] An account failed to log on.`
+	if err := p.Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Outcome != "failure" || ev.SrcIP != "" || ev.User != "bob" {
+		t.Errorf("event %+v", ev)
+	}
+	ev = event.Event{}
+	msg = `<86>1 2026-11-23T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4688"] A new process has been created.`
+	if err := p.Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Action != "" {
+		t.Errorf("4688 normalized as %q", ev.Action)
 	}
 }
