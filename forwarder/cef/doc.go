@@ -47,6 +47,8 @@
 //	cs4Label, cs4       "Evidence Event IDs", EventIDs joined by ","    4000
 //	cs5Label, cs5       "Description", Description                      4000
 //	cs6Label, cs6       "Fields", the other Fields as "k=v; k=v"        4000
+//	flexString1Label/1  "Distinct Values", Values                       1023
+//	flexString2Label/2  "Sequence Steps", Steps as name@time             1023
 //
 // Addresses are written in canonical form; one that does not parse as an
 // IP address (or has an IPv6 zone) is not sent as an address, and neither

@@ -152,6 +152,7 @@ const (
 	maxDeviceHostLen       = 100
 	maxMsgLen              = 1023
 	maxCustomStringLen     = 4000
+	maxFlexStringLen       = 1023
 )
 
 // textFields are the alert fields copied to a CEF key as they are, in output
@@ -239,6 +240,24 @@ func (e *Encoder) appendExtension(b *builder, a *event.Alert) {
 	b.write(a.Description)
 	b.close()
 	appendOtherFields(b, a.Fields, mapped)
+	b.openLabelled("flexString1Label", "Distinct Values", "flexString1", maxFlexStringLen)
+	b.writeList(a.Values)
+	b.close()
+	if len(a.Steps) > 0 {
+		b.openLabelled("flexString2Label", "Sequence Steps", "flexString2", maxFlexStringLen)
+		b.writeList(stepList(a.Steps))
+		b.close()
+	}
+}
+
+// stepList renders a sequence's steps as name@time (UTC, seconds), in
+// order; the event ids are in cs4.
+func stepList(steps []event.StepHit) []string {
+	out := make([]string, len(steps))
+	for i, s := range steps {
+		out[i] = s.Name + "@" + s.Time.UTC().Format(time.RFC3339)
+	}
+	return out
 }
 
 // appendTime writes t as epoch milliseconds, the one timestamp form every

@@ -183,6 +183,12 @@ func wantLine(o Options, a *event.Alert) ([7]string, []pair) {
 		}
 	}
 	labelled("cs6Label", "Fields", "cs6", wantValue(strings.Join(kv, "; "), 4000))
+	labelled("flexString1Label", "Distinct Values", "flexString1", wantList(a.Values, 1023))
+	var steps []string
+	for _, st := range a.Steps {
+		steps = append(steps, st.Name+"@"+st.Time.UTC().Format(time.RFC3339))
+	}
+	labelled("flexString2Label", "Sequence Steps", "flexString2", wantList(steps, 1023))
 	return header, pairs
 }
 
