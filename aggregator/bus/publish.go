@@ -208,7 +208,7 @@ func pack(items []item) []pending {
 			out = append(out, pending{msg: &nats.Msg{Subject: it.subject}})
 			cur = &out[len(out)-1]
 		}
-		cur.msg.Data = appendBatch(cur.msg.Data, it.data)
+		cur.msg.Data = AppendLine(cur.msg.Data, it.data)
 		cur.events++
 	}
 	return out

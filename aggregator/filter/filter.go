@@ -49,6 +49,9 @@ type Stage struct {
 	log   *slog.Logger
 	vm    vm.VM       // used by the one consuming goroutine only
 	hits  []rules.Hit // reused per rule evaluation
+	// batches holds each MATCHES partition's matches of the batch of events
+	// in hand, as JSON lines.
+	batches [][]byte
 
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
@@ -100,7 +103,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.Consume(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamEvents,
 		Durable: "outpost-filter",
-		Batch:   512,
+		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of events
 	}, s.log, s.handle)
 }
 
@@ -108,14 +111,35 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	set := s.rules.Load()
 	js := s.bus.JetStream()
 	parts := uint32(s.bus.Partitions())
+	if len(s.batches) != int(parts) {
+		s.batches = make([][]byte, parts)
+	}
 	var futures []jetstream.PubAckFuture
+	// flush publishes partition p's batch of matches as one message.
+	flush := func(p int) error {
+		if len(s.batches[p]) == 0 {
+			return nil
+		}
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: s.batches[p]})
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+		s.batches[p] = nil // the message owns the bytes now
+		return nil
+	}
 	for _, msg := range msgs {
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
-			return s.evaluate(ctx, set, ev, js, parts, &futures)
+			return s.evaluate(ctx, set, ev, parts, flush)
 		}, func(line []byte, err error) error {
 			return s.bus.DeadLetter(ctx, "filter", err.Error(), line, "")
 		})
 		if err != nil {
+			return err
+		}
+	}
+	for p := range s.batches {
+		if err := flush(p); err != nil {
 			return err
 		}
 	}
@@ -131,9 +155,10 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	return nil
 }
 
-// evaluate runs every rule on one event and publishes its matches
-// asynchronously, appending their futures.
-func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, js jetstream.JetStream, parts uint32, futures *[]jetstream.PubAckFuture) error {
+// evaluate runs every rule on one event and adds its matches to their
+// partition's batch (JSON lines, published by flush when full and at the
+// end of the batch of events).
+func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, parts uint32, flush func(int) error) error {
 	s.events.Inc()
 	if s.isLate(ev) {
 		s.late.WithLabelValues(ev.Source).Inc()
@@ -163,11 +188,13 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, j
 			if err != nil {
 				return err
 			}
-			f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(int(partition(r.ID, h.Key, parts))), Data: data})
-			if err != nil {
-				return err
+			p := int(partition(r.ID, h.Key, parts))
+			if len(s.batches[p])+1+len(data) > bus.MaxBatchBytes {
+				if err := flush(p); err != nil {
+					return err
+				}
 			}
-			*futures = append(*futures, f)
+			s.batches[p] = bus.AppendLine(s.batches[p], data)
 		}
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
+	"github.com/outpost-siem/outpost/forwarder"
+	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
 
 // BenchmarkSyslogToEvents measures durable ingest: RFC 5424 sshd lines of
@@ -70,6 +72,72 @@ func BenchmarkSyslogToEvents(b *testing.B) {
 			b.Fatal("events not all acked by JetStream within 5 minutes")
 		}
 		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkPipeline measures the whole appliance with the shipped pack:
+// syslog over one loopback TCP connection → EVENTS → rule filter → MATCHES
+// → windows (Badger, fsync per batch) → ALERTS → CEF to a TCP receiver.
+// The input is sshd logon failures and successes from 1,000 addresses,
+// ~150 bytes each, event time advancing 1 ms per line. One op is one
+// event; the clock stops when every event was evaluated and every match
+// applied.
+func BenchmarkPipeline(b *testing.B) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer siem.Close()
+	cfg := &Config{DataDir: b.TempDir()}
+	cfg.HTTP.Listen = "off"
+	cfg.Ingest.Syslog = syslog.Config{TCP: []string{"127.0.0.1:0"}}
+	cfg.Forwarder = forwarder.Config{Hostname: "bench", Destinations: []forwarder.Destination{{Address: siem.Addr().String()}}}
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Open(ctx, cfg, "bench", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	_, tcp := p.SyslogAddrs()
+	conn, err := net.Dial("tcp", tcp[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	w := bufio.NewWriterSize(conn, 64<<10)
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	b.SetBytes(150)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		outcome := "Failed"
+		if i%10 == 0 {
+			outcome = "Accepted"
+		}
+		msg := fmt.Sprintf("<38>1 %s web-01 sshd 4242 - - %s password for root from 203.0.%d.%d port %d ssh2",
+			base.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), outcome, i%1000>>8, i%1000&255, 1024+i%60000)
+		fmt.Fprintf(w, "%d %s", len(msg), msg)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		s := sumCounters(p.reg, "outpost_filter_events_total", "outpost_filter_matches_total", "outpost_windows_matches_total")
+		if s[0] >= float64(b.N) && s[1] == s[2] {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not settled after 10 minutes: %v", s)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")

@@ -189,7 +189,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.Consume(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamMatches,
 		Durable: "outpost-windows",
-		Batch:   512,
+		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of matches
 	}, s.log, s.handle)
 }
 
@@ -204,42 +204,48 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	var alerts []*event.Alert
 	maxTime := s.maxTime
 	for _, msg := range msgs {
-		var m event.Match
-		if err := json.Unmarshal(msg.Data(), &m); err != nil {
-			// Not ours to fix: the filter wrote it. Keep it for a human.
-			s.deadLetter(ctx, msg, err)
-			continue
-		}
-		seen := m.Time
-		if !m.Seen.IsZero() && m.Seen.Before(seen) {
-			seen = m.Seen
-		}
-		maxTime = max(maxTime, seen.UnixNano())
-		r := set.Rule(m.RuleID)
-		if r == nil {
-			s.unknown.Inc()
-			continue
-		}
-		st := &State{}
-		if !Stateless(r) {
-			var err error
-			st, err = b.load(r, m.Key)
-			if errors.Is(err, errKeyCap) {
-				s.keyCap.WithLabelValues(r.ID).Inc()
-				if r.Kind != rules.KindMatch {
-					continue
-				}
-				// A match rule fails open: flooding keys must not blind
-				// it; it alerts without its suppression state.
-				st = &State{}
-			} else if err != nil {
-				return err
+		err := bus.SplitLines(msg.Data(), func(line []byte) error {
+			var m event.Match
+			if err := json.Unmarshal(line, &m); err != nil {
+				// Not ours to fix: the filter wrote it. Keep it for a human.
+				s.deadLetter(ctx, line, err)
+				return nil
 			}
-		}
-		a, v := Apply(r, st, &m, s.cfg.MaxLateness())
-		s.verdicts.WithLabelValues(verdictNames[v]).Inc()
-		if a != nil {
-			alerts = append(alerts, a)
+			seen := m.Time
+			if !m.Seen.IsZero() && m.Seen.Before(seen) {
+				seen = m.Seen
+			}
+			maxTime = max(maxTime, seen.UnixNano())
+			r := set.Rule(m.RuleID)
+			if r == nil {
+				s.unknown.Inc()
+				return nil
+			}
+			st := &State{}
+			if !Stateless(r) {
+				var err error
+				st, err = b.load(r, m.Key)
+				if errors.Is(err, errKeyCap) {
+					s.keyCap.WithLabelValues(r.ID).Inc()
+					if r.Kind != rules.KindMatch {
+						return nil
+					}
+					// A match rule fails open: flooding keys must not blind
+					// it; it alerts without its suppression state.
+					st = &State{}
+				} else if err != nil {
+					return err
+				}
+			}
+			a, v := Apply(r, st, &m, s.cfg.MaxLateness())
+			s.verdicts.WithLabelValues(verdictNames[v]).Inc()
+			if a != nil {
+				alerts = append(alerts, a)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if err := s.publish(ctx, alerts); err != nil {
@@ -376,8 +382,8 @@ func (s *Stage) publish(ctx context.Context, alerts []*event.Alert) error {
 	return nil
 }
 
-func (s *Stage) deadLetter(ctx context.Context, msg jetstream.Msg, cause error) {
-	if err := s.bus.DeadLetter(ctx, "windows", cause.Error(), msg.Data(), ""); err != nil {
+func (s *Stage) deadLetter(ctx context.Context, line []byte, cause error) {
+	if err := s.bus.DeadLetter(ctx, "windows", cause.Error(), line, ""); err != nil {
 		s.log.Error("dead-lettering an unreadable message failed", "err", err)
 	}
 }
