@@ -79,7 +79,7 @@ func load(fsys fs.FS, root string) (*Set, error) {
 		set:   &Set{byID: map[string]*Rule{}},
 		seen:  map[string]string{},
 		lists: map[string]*List{}, macros: map[string]*macro{},
-		rel:   map[string]string{},
+		rel: map[string]string{},
 	}
 	var sections []section
 	for _, f := range files {

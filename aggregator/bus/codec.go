@@ -2,8 +2,8 @@ package bus
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
+	json "github.com/goccy/go-json"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )

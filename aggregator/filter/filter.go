@@ -10,8 +10,8 @@ package filter
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	json "github.com/goccy/go-json"
 	"hash/fnv"
 	"log/slog"
 	"strconv"

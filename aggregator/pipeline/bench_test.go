@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -94,6 +95,10 @@ func BenchmarkPipeline(b *testing.B) {
 	cfg.HTTP.Listen = "off"
 	cfg.Ingest.Syslog = syslog.Config{TCP: []string{"127.0.0.1:0"}}
 	cfg.Forwarder = forwarder.Config{Hostname: "bench", Destinations: []forwarder.Destination{{Address: siem.Addr().String()}}}
+	if os.Getenv("OUTPOST_BENCH_NOSYNC") != "" {
+		f := false
+		cfg.State.SyncWrites = &f
+	}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}

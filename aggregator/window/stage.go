@@ -18,9 +18,9 @@ package window
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	json "github.com/goccy/go-json"
 	"log/slog"
 	"strings"
 	"sync"
