@@ -1,9 +1,9 @@
 package azureblob
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 )
 
 // SourceName is the component label of the source's metrics and the
@@ -28,9 +28,8 @@ const (
 	transportBlock  = "block_blob"
 )
 
-// metrics are the source's Prometheus instruments. The component_* names
-// and help strings are shared with the other sources (see the syslog
-// package); one registry accepts them all only while they stay identical.
+// metrics are the source's Prometheus instruments: the component_* ones
+// every source shares (package instrument) and the Blob reader's own.
 type metrics struct {
 	events, bytes *prometheus.CounterVec
 	errors        *prometheus.CounterVec
@@ -40,23 +39,11 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	component := prometheus.Labels{"component": SourceName}
+	c := instrument.NewComponent(SourceName,
+		[]string{transportAppend, transportBlock},
+		[]string{errJSON, errSchema, errOversize, errLayout, errList, errRead, errPublish, errState})
 	m := &metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "outpost_component_received_events_total",
-			Help:        "Events the component received and decoded.",
-			ConstLabels: component,
-		}, []string{"transport"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "outpost_component_received_bytes_total",
-			Help:        "Raw bytes the component received, before framing and decoding.",
-			ConstLabels: component,
-		}, []string{"transport"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "outpost_component_errors_total",
-			Help:        "Errors the component met, by error type.",
-			ConstLabels: component,
-		}, []string{"error_type"}),
+		events: c.Events, bytes: c.Bytes, errors: c.Errors,
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_azure_blob_polls_total",
 			Help: "Polls of a storage account, by result (ok or error).",
@@ -70,26 +57,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Checkpoints advanced after JetStream acked the events before them.",
 		}),
 	}
-	for _, t := range []string{transportAppend, transportBlock} {
-		m.events.WithLabelValues(t)
-		m.bytes.WithLabelValues(t)
-	}
-	for _, t := range []string{errJSON, errSchema, errOversize, errLayout, errList, errRead, errPublish, errState} {
-		m.errors.WithLabelValues(t)
-	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	if reg == nil {
-		return m, nil
-	}
-	all := []prometheus.Collector{m.events, m.bytes, m.errors, m.polls, m.blobs, m.checkpoints}
-	for i, c := range all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range all[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("registering metrics: %w", err)
-		}
+	if err := c.Register(reg, m.polls, m.blobs, m.checkpoints); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 	"github.com/outpost-siem/outpost/aggregator/state"
 )
 
@@ -55,7 +56,7 @@ type Source struct {
 	db    *state.DB
 	log   *slog.Logger
 	m     *metrics
-	limit *logLimiter
+	limit *instrument.LogLimiter
 	now   func() time.Time
 }
 
@@ -82,7 +83,7 @@ func New(cfg Config, sink Sink, db *state.DB, logger *slog.Logger, reg prometheu
 		db:    db,
 		log:   logger.With("component", SourceName),
 		m:     m,
-		limit: newLogLimiter(logEvery),
+		limit: instrument.NewLogLimiter(logEvery),
 		now:   time.Now,
 	}, nil
 }
@@ -107,7 +108,7 @@ func (s *Source) Run(ctx context.Context) error {
 		wg.Go(func() { a.run(ctx) })
 	}
 	wg.Wait()
-	for kind, n := range s.limit.flush() {
+	for kind, n := range s.limit.Flush() {
 		s.log.Warn("azure blob problems since the last report", "error_type", kind, "count", n)
 	}
 	return nil
@@ -115,7 +116,7 @@ func (s *Source) Run(ctx context.Context) error {
 
 // logProblem logs a problem of one kind, rate-limited.
 func (s *Source) logProblem(kind, msg string, args ...any) {
-	if n, ok := s.limit.allow(kind); ok {
+	if n, ok := s.limit.Allow(kind); ok {
 		s.log.Warn(msg, append(args, "error_type", kind, "count", n)...)
 	}
 }

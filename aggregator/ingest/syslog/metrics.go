@@ -1,9 +1,9 @@
 package syslog
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 )
 
 // Values of the error_type label, besides the FrameError kinds.
@@ -14,10 +14,8 @@ const (
 	errPublish = "publish" // the sink refused an event or a dead letter
 )
 
-// metrics are the source's Prometheus instruments. The component_* names
-// follow Vector's instrumentation spec and are shared with the other
-// sources, told apart by the component label; their help strings must stay
-// identical across packages for one registry to accept them all.
+// metrics are the source's Prometheus instruments: the component_* ones
+// every source shares (package instrument) and syslog's own.
 type metrics struct {
 	eventsUDP, eventsTCP prometheus.Counter
 	bytesUDP, bytesTCP   prometheus.Counter
@@ -28,27 +26,14 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	component := prometheus.Labels{"component": SourceName}
-	events := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name:        "outpost_component_received_events_total",
-		Help:        "Events the component received and decoded.",
-		ConstLabels: component,
-	}, []string{"transport"})
-	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name:        "outpost_component_received_bytes_total",
-		Help:        "Raw bytes the component received, before framing and decoding.",
-		ConstLabels: component,
-	}, []string{"transport"})
+	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
+		[]string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish})
 	m := &metrics{
-		eventsUDP: events.WithLabelValues("udp"),
-		eventsTCP: events.WithLabelValues("tcp"),
-		bytesUDP:  bytes.WithLabelValues("udp"),
-		bytesTCP:  bytes.WithLabelValues("tcp"),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "outpost_component_errors_total",
-			Help:        "Errors the component met, by error type.",
-			ConstLabels: component,
-		}, []string{"error_type"}),
+		eventsUDP: c.Events.WithLabelValues("udp"),
+		eventsTCP: c.Events.WithLabelValues("tcp"),
+		bytesUDP:  c.Bytes.WithLabelValues("udp"),
+		bytesTCP:  c.Bytes.WithLabelValues("tcp"),
+		errors:    c.Errors,
 		fallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_rfc3164_fallback_total",
 			Help: "Messages without a valid PRI or timestamp, taken whole as the message (RFC 3164 §4.3).",
@@ -62,21 +47,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Syslog TCP connections closed at once because max_connections were open.",
 		}),
 	}
-	// Create every error series up front so a dashboard sees 0, not nothing.
-	for _, t := range []string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish} {
-		m.errors.WithLabelValues(t)
-	}
-	if reg == nil {
-		return m, nil
-	}
-	all := []prometheus.Collector{events, bytes, m.errors, m.fallback, m.openConns, m.rejectedConns}
-	for i, c := range all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range all[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("registering metrics: %w", err)
-		}
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

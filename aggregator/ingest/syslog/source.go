@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 )
 
 // Sink is where the source hands what it read.
@@ -56,7 +57,7 @@ type Source struct {
 	sink  Sink
 	log   *slog.Logger
 	m     *metrics
-	limit *logLimiter
+	limit *instrument.LogLimiter
 
 	mu        sync.Mutex
 	listening bool
@@ -92,7 +93,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		sink:  sink,
 		log:   logger.With("component", "syslog"),
 		m:     m,
-		limit: newLogLimiter(logEvery),
+		limit: instrument.NewLogLimiter(logEvery),
 	}, nil
 }
 
@@ -210,7 +211,7 @@ func (s *Source) Run(ctx context.Context) error {
 		<-done
 	}
 
-	for kind, n := range s.limit.flush() {
+	for kind, n := range s.limit.Flush() {
 		s.log.Warn("syslog problems since the last report", "error_type", kind, "count", n)
 	}
 	return r.failure()
@@ -300,7 +301,7 @@ func (r *run) sinkFailed(what string, err error) error {
 // the kind was logged less than a minute ago; the next line then carries
 // the count of what was not logged.
 func (s *Source) logProblem(kind, msg string, args ...any) {
-	n, ok := s.limit.allow(kind)
+	n, ok := s.limit.Allow(kind)
 	if !ok {
 		return
 	}

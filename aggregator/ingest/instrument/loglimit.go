@@ -1,15 +1,15 @@
-package syslog
+package instrument
 
 import (
 	"sync"
 	"time"
 )
 
-// logLimiter keeps repeated problems from flooding the log: the first
+// LogLimiter keeps repeated problems from flooding the log: the first
 // occurrence of each kind is logged, later ones at most once per interval,
 // and that line carries how many occurred since the previous one. Kinds come
 // from a fixed set, so its memory is bounded.
-type logLimiter struct {
+type LogLimiter struct {
 	every time.Duration
 	now   func() time.Time
 
@@ -22,14 +22,15 @@ type limitState struct {
 	pending int       // occurrences since then, not yet logged
 }
 
-func newLogLimiter(every time.Duration) *logLimiter {
-	return &logLimiter{every: every, now: time.Now, kinds: make(map[string]*limitState)}
+// NewLogLimiter returns a limiter that logs each kind at most once per every.
+func NewLogLimiter(every time.Duration) *LogLimiter {
+	return &LogLimiter{every: every, now: time.Now, kinds: make(map[string]*limitState)}
 }
 
-// allow records one occurrence of kind. If a line may be logged now it
+// Allow records one occurrence of kind. If a line may be logged now it
 // returns true and the number of occurrences that line reports, this one
 // included.
-func (l *logLimiter) allow(kind string) (count int, ok bool) {
+func (l *LogLimiter) Allow(kind string) (count int, ok bool) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -46,9 +47,9 @@ func (l *logLimiter) allow(kind string) (count int, ok bool) {
 	return count, true
 }
 
-// flush returns the occurrences of each kind not yet logged and forgets
+// Flush returns the occurrences of each kind not yet logged and forgets
 // them, for a last line at shutdown.
-func (l *logLimiter) flush() map[string]int {
+func (l *LogLimiter) Flush() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make(map[string]int)

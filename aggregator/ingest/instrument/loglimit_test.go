@@ -1,4 +1,4 @@
-package syslog
+package instrument
 
 import (
 	"maps"
@@ -8,7 +8,7 @@ import (
 
 func TestLogLimiter(t *testing.T) {
 	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newLogLimiter(time.Minute)
+	l := NewLogLimiter(time.Minute)
 	l.now = func() time.Time { return now }
 
 	type step struct {
@@ -26,15 +26,15 @@ func TestLogLimiter(t *testing.T) {
 		{time.Minute, "rfc5424", 1},
 	} {
 		now = now.Add(s.after)
-		count, ok := l.allow(s.kind)
+		count, ok := l.Allow(s.kind)
 		if ok != (s.count > 0) || count != s.count {
 			t.Errorf("step %d: allow(%s) = %d, %v; want %d", i, s.kind, count, ok, s.count)
 		}
 	}
-	if got, want := l.flush(), map[string]int{"oversize": 1}; !maps.Equal(got, want) {
+	if got, want := l.Flush(), map[string]int{"oversize": 1}; !maps.Equal(got, want) {
 		t.Errorf("flush() = %v, want %v", got, want)
 	}
-	if got := l.flush(); len(got) != 0 {
+	if got := l.Flush(); len(got) != 0 {
 		t.Errorf("second flush() = %v, want nothing", got)
 	}
 }
