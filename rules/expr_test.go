@@ -141,3 +141,37 @@ func TestListFilesRelativeToTheDir(t *testing.T) {
 		}
 	}
 }
+
+func TestCEFMapping(t *testing.T) {
+	set, err := LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - id: del
+    title: T
+    kind: match
+    severity: 5
+    condition: "true"
+    fields: [user]
+    cef: {act: action, duser: attrs.target, cn1: attrs.count}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Rules[0]
+	carried := r.CarriedFields(&event.Event{User: "dana", Action: "delete", Attrs: map[string]string{"target": "eve", "count": "7"}})
+	fields, cefMap := r.AlertFields(carried)
+	if len(fields) != 1 || fields["user"] != "dana" {
+		t.Errorf("fields %v", fields)
+	}
+	if cefMap["act"] != "delete" || cefMap["duser"] != "eve" || cefMap["cn1"] != "7" || cefMap["cn1Label"] != "attrs.count" {
+		t.Errorf("cef %v", cefMap)
+	}
+	_, err = LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: bad, title: T, kind: match, severity: 5, condition: "true", cef: {externalId: user, act: nosuch}}
+`)}}, ".")
+	for _, want := range []string{`cef: "externalId" is not a CEF key a rule may map`, `cef: act: unknown field "nosuch"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err %v lacks %q", err, want)
+		}
+	}
+}

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-siem/outpost/forwarder/cef"
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
 
 var ruleKeys = []string{"id", "title", "description", "kind", "severity", "tags", "enabled",
 	"condition", "group_by", "threshold", "window", "suppress", "fields", "field", "steps",
-	"unordered", "for", "expect", "learning"}
+	"unordered", "for", "expect", "learning", "cef"}
 
 // kindKeys are the keys that only some kinds take.
 var kindKeys = map[string][]Kind{
@@ -113,6 +115,9 @@ func (l *loader) rule(file string, n *yaml.Node) {
 		} else {
 			bad("fields", "unknown field %q (expected one of: %s, or attrs.<name>)", f, knownFields())
 		}
+	}
+	if n, ok := nodes["cef"]; ok {
+		l.cefMapping(r, n, func(f string, a ...any) { bad("cef", f, a...) })
 	}
 	r.Field = scalar(nodes["field"])
 	if r.Field != "" {
@@ -306,4 +311,38 @@ func knownFields() string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// fieldName is what a field mapped to a CEF key may be called: it becomes
+// the label of custom keys, written unescaped.
+var fieldName = regexp.MustCompile(`^[A-Za-z0-9_.]+$`)
+
+// cefMapping reads `cef:`, CEF key → event field, and adds the fields to
+// those the rule carries.
+func (l *loader) cefMapping(r *Rule, n *yaml.Node, bad func(string, ...any)) {
+	var m map[string]string
+	if err := n.Decode(&m); err != nil {
+		bad("expected a mapping of CEF key to event field, e.g. {act: action, fname: attrs.file}")
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	r.CEF = map[string]string{}
+	for _, key := range keys {
+		field := m[key]
+		if !cef.IsMappable(key) {
+			bad("%q is not a CEF key a rule may map (one of: %s)", key, strings.Join(cef.MappableKeys(), ", "))
+			continue
+		}
+		g, ok := lookupField(field)
+		if !ok || !fieldName.MatchString(field) {
+			bad("%s: unknown field %q (expected one of: %s, or attrs.<name>)", key, field, knownFields())
+			continue
+		}
+		r.CEF[key] = field
+		r.cefGetters = append(r.cefGetters, namedGetter{field, g})
+	}
 }

@@ -74,7 +74,10 @@ type Rule struct {
 	Learning    time.Duration // new_value
 	Suppress    time.Duration // at most one alert per key per Suppress, event time
 	Fields      []string      // event fields carried into the alert
-	Steps       []*Step
+	// CEF maps CEF extension keys to event fields, replacing or adding to
+	// the encoder's default mapping for this rule's alerts.
+	CEF   map[string]string
+	Steps []*Step
 	// Fingerprint changes when anything that affects the rule's state
 	// changes; window state is kept under it, so a reload keeps the state
 	// of unchanged rules and starts changed ones afresh.
@@ -83,8 +86,14 @@ type Rule struct {
 	File string
 	Line int
 
-	value  getter
-	fields []getter
+	value      getter
+	fields     []getter
+	cefGetters []namedGetter // the fields CEF maps, carried too
+}
+
+type namedGetter struct {
+	name string
+	get  getter
 }
 
 // Hit is one step of r satisfied by an event.
@@ -151,16 +160,46 @@ func (r *Rule) key(st *Step, ev *event.Event) (string, bool) {
 // CarriedFields returns the fields the rule carries into its alert, from ev.
 // Empty values are left out.
 func (r *Rule) CarriedFields(ev *event.Event) map[string]string {
-	if len(r.fields) == 0 {
+	if len(r.fields) == 0 && len(r.cefGetters) == 0 {
 		return nil
 	}
-	m := make(map[string]string, len(r.fields))
+	m := make(map[string]string, len(r.fields)+len(r.cefGetters))
 	for i, g := range r.fields {
 		if v := g(ev); v != "" {
 			m[r.Fields[i]] = v
 		}
 	}
+	for _, g := range r.cefGetters {
+		if v := g.get(ev); v != "" {
+			m[g.name] = v
+		}
+	}
 	return m
+}
+
+// AlertFields splits the fields a match carried into those the alert lists
+// (`fields:`) and its CEF mapping (CEF key → value, and "<key>Label" → the
+// field's name for custom keys).
+func (r *Rule) AlertFields(carried map[string]string) (fields, cefMap map[string]string) {
+	if len(r.CEF) == 0 {
+		return carried, nil
+	}
+	fields = make(map[string]string, len(r.Fields))
+	for _, f := range r.Fields {
+		if v, ok := carried[f]; ok {
+			fields[f] = v
+		}
+	}
+	cefMap = make(map[string]string, len(r.CEF))
+	for key, f := range r.CEF {
+		if v, ok := carried[f]; ok {
+			cefMap[key] = v
+			if key == "cs6" || strings.HasPrefix(key, "cn") {
+				cefMap[key+"Label"] = f
+			}
+		}
+	}
+	return fields, cefMap
 }
 
 // Set is a loaded rule set.

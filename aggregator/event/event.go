@@ -112,6 +112,10 @@ type Alert struct {
 	// Fields are the event fields the rule carries into the alert, taken
 	// from the most recent matching event.
 	Fields map[string]string `json:"fields,omitempty"`
+	// CEF holds the rule's own CEF mapping (`cef:` in the rule file): CEF
+	// key → value, and "<key>Label" → the mapped field's name for custom
+	// keys. The forwarder's encoder writes them in place of its defaults.
+	CEF map[string]string `json:"cef,omitempty"`
 }
 
 // StepHit is one step of a sequence alert: which step, when, which event.

@@ -423,6 +423,7 @@ func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert
 }
 
 func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
+	fields, cefMap := r.AlertFields(m.Fields)
 	return &event.Alert{
 		ID:          id,
 		RuleID:      r.ID,
@@ -433,7 +434,8 @@ func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
 		Kind:        string(r.Kind),
 		GroupBy:     r.GroupBy,
 		Key:         m.Key,
-		Fields:      m.Fields,
+		Fields:      fields,
+		CEF:         cefMap,
 	}
 }
 

@@ -221,7 +221,8 @@ func (e *Encoder) appendExtension(b *builder, a *event.Alert) {
 		b.pairs++
 	}
 
-	mapped := appendNetwork(b, a.Fields)
+	fields := withOverrides(a)
+	mapped := appendNetwork(b, fields)
 	appendMsg(b, a)
 
 	b.openLabelled("cs1Label", "Group Key", "cs1", maxCustomStringLen)
@@ -239,7 +240,14 @@ func (e *Encoder) appendExtension(b *builder, a *event.Alert) {
 	b.openLabelled("cs5Label", "Description", "cs5", maxCustomStringLen)
 	b.write(a.Description)
 	b.close()
-	appendOtherFields(b, a.Fields, mapped)
+	appendMapped(b, a)
+	if v, ok := a.CEF["cs6"]; ok {
+		b.openLabelled("cs6Label", labelFor(a, "cs6"), "cs6", maxCustomStringLen)
+		b.write(v)
+		b.close()
+	} else {
+		appendOtherFields(b, a.Fields, mapped)
+	}
 	b.openLabelled("flexString1Label", "Distinct Values", "flexString1", maxFlexStringLen)
 	b.writeList(a.Values)
 	b.close()
@@ -382,6 +390,10 @@ func parsePort(s string) (uint16, bool) {
 func appendMsg(b *builder, a *event.Alert) {
 	b.open("msg", maxMsgLen)
 	defer b.close()
+	if v, ok := a.CEF["msg"]; ok {
+		b.write(v) // the rule mapped a field to msg
+		return
+	}
 	if a.Count <= 1 {
 		if d := trimSpace(a.Description); d != "" {
 			b.write(d)
