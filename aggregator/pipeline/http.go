@@ -22,11 +22,12 @@ type httpServer struct {
 	srv *http.Server
 }
 
-func listenHTTP(addr string, reg *prometheus.Registry, ready func() error, status http.HandlerFunc) (*httpServer, error) {
+func listenHTTP(addr string, reg *prometheus.Registry, ready func() error, status, alert http.HandlerFunc) (*httpServer, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /status", status)
+	mux.HandleFunc("GET /alerts/{id}", alert)
 	// Go's profiler, for `go tool pprof http://ADDR/debug/pprof/profile`.
 	// http.listen is loopback by default; keep it there or behind a firewall.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

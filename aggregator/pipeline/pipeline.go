@@ -93,7 +93,7 @@ func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger)
 		return nil, err
 	}
 	if cfg.HTTP.Listen != "off" {
-		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus); err != nil {
+		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus, p.serveAlert); err != nil {
 			return nil, err
 		}
 	}

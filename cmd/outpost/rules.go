@@ -1,11 +1,15 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -56,21 +60,36 @@ func newRulesCmd() *cobra.Command {
 	}
 	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test, not only failures")
 	test.Flags().StringVar(&only, "run", "", "run only tests whose name contains this")
-	var testName string
+	var testName, alertID, addr string
 	explain := &cobra.Command{
-		Use:   "explain [DIR] --test NAME",
-		Short: "Show, for each alert a test case raises, the events that made it fire",
-		Args:  cobra.MaximumNArgs(1),
+		Use:   "explain [DIR] (--test NAME | --alert ID)",
+		Short: "Show which events made an alert fire: for a test case's alerts, or for an alert a running outpost raised",
+		Long: `With --test, explain runs the test case through the engine and shows each
+alert it raises with the events (from the test) that made it fire.
+
+With --alert, it asks a running outpost (http.listen, --addr) for the alert
+with that id (CEF externalId) from ALERTS, and shows its evidence: the
+group key, the window, the ids of the events that made it fire, a
+sequence's steps, a distinct rule's values, the fields it carried. The
+events themselves are not kept once the rule filter has evaluated them.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, _, err := load(args)
-			if err != nil {
-				return err
+			switch {
+			case alertID != "" && testName == "":
+				return explainAlert(cmd.OutOrStdout(), addr, alertID)
+			case testName != "" && alertID == "":
+				set, _, err := load(args)
+				if err != nil {
+					return err
+				}
+				return explainTest(cmd.OutOrStdout(), set, testName)
 			}
-			return explainTest(cmd.OutOrStdout(), set, testName)
+			return errors.New("give one of --test NAME or --alert ID")
 		},
 	}
 	explain.Flags().StringVar(&testName, "test", "", "the test case's name")
-	_ = explain.MarkFlagRequired("test")
+	explain.Flags().StringVar(&alertID, "alert", "", "an alert id (CEF externalId)")
+	explain.Flags().StringVar(&addr, "addr", "127.0.0.1:9464", "the running outpost's http.listen address (with --alert)")
 	cmd.AddCommand(lint, test, explain)
 	return cmd
 }
@@ -167,4 +186,38 @@ func describeEvent(ev *event.Event) string {
 	}
 	add("message", ev.Message)
 	return strings.Join(parts, " ")
+}
+
+func explainAlert(w io.Writer, addr, id string) error {
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + addr + "/alerts/" + url.PathEscape(id))
+	if err != nil {
+		return fmt.Errorf("asking outpost at %s (is http.listen set?): %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("alert %s: %s: %s", id, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var a event.Alert
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		return fmt.Errorf("decoding the alert: %w", err)
+	}
+	fmt.Fprintf(w, "%s (%s), rule %s, kind %s, severity %d\n", a.Title, a.ID, a.RuleID, a.Kind, a.Severity)
+	fmt.Fprintf(w, "  %s\n", ruletest.Describe(&a))
+	for _, s := range a.Steps {
+		fmt.Fprintf(w, "  step %-12s at %s  event %s\n", s.Name, s.Time.Format(time.RFC3339), s.EventID)
+	}
+	if len(a.Steps) == 0 && len(a.EventIDs) > 0 {
+		fmt.Fprintf(w, "  events: %s\n", strings.Join(a.EventIDs, ", "))
+	}
+	keys := make([]string, 0, len(a.Fields))
+	for k := range a.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s = %s\n", k, a.Fields[k])
+	}
+	return nil
 }
