@@ -65,40 +65,43 @@ func main() {
 		fmt.Fprintf(os.Stderr, "loadgen: wrote lines=%d bytes=%d file=%s\n", cfg.n, len(buf), *out)
 		return
 	}
-	secs, err := send(*tcp, buf, *timeout)
+	began, secs, err := send(*tcp, buf, *timeout)
 	if err != nil {
 		fail("%v", err)
 	}
-	fmt.Printf("loadgen: lines=%d bytes=%d seconds=%.3f lines_per_s=%.0f\n", cfg.n, len(buf), secs, float64(cfg.n)/secs)
+	// began (unix seconds) lets a script time the receiver from the first
+	// byte rather than from the start of loadgen, which first builds the lines.
+	fmt.Printf("loadgen: lines=%d bytes=%d seconds=%.3f lines_per_s=%.0f began=%.6f\n",
+		cfg.n, len(buf), secs, float64(cfg.n)/secs, float64(began.UnixNano())/1e9)
 }
 
 // send writes buf over one TCP connection to addr, which must be on
-// 127.0.0.1, and returns the seconds from dial to close.
-func send(addr string, buf []byte, timeout time.Duration) (float64, error) {
+// 127.0.0.1, and returns when it dialled and the seconds from dial to close.
+func send(addr string, buf []byte, timeout time.Duration) (time.Time, float64, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil || host != "127.0.0.1" {
-		return 0, fmt.Errorf("-tcp: want 127.0.0.1:PORT, got %q", addr)
+		return time.Time{}, 0, fmt.Errorf("-tcp: want 127.0.0.1:PORT, got %q", addr)
 	}
 	begin := time.Now()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return 0, fmt.Errorf("connecting to %s: %w", addr, err)
+		return begin, 0, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(begin.Add(timeout)); err != nil {
-		return 0, err
+		return begin, 0, err
 	}
 	w := bufio.NewWriterSize(conn, 256<<10)
 	if _, err := w.Write(buf); err != nil {
-		return 0, fmt.Errorf("sending to %s: %w", addr, err)
+		return begin, 0, fmt.Errorf("sending to %s: %w", addr, err)
 	}
 	if err := w.Flush(); err != nil {
-		return 0, fmt.Errorf("sending to %s: %w", addr, err)
+		return begin, 0, fmt.Errorf("sending to %s: %w", addr, err)
 	}
 	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		return 0, fmt.Errorf("closing %s: %w", addr, err)
+		return begin, 0, fmt.Errorf("closing %s: %w", addr, err)
 	}
-	return time.Since(begin).Seconds(), nil
+	return begin, time.Since(begin).Seconds(), nil
 }
 
 func fail(format string, args ...any) {

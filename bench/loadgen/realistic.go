@@ -150,4 +150,3 @@ func (g *generator) add(p plan, lines []timed) {
 	}
 	g.plans = append(g.plans, p)
 }
-

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# bench/outpost/run.sh N: the whole appliance (`outpost run`, embedded NATS,
+# the shipped pack, a forwarder to `outpost receive`) fed N syslog lines over
+# one loopback TCP connection, octet-counted. Per run it prints
+#   ingest_eps    N / (first byte sent -> outpost_bus_published_events_total = N)
+#   pipeline_eps  N / (first byte sent -> every event through the rule filter,
+#                 every match applied to window state, every raised alert
+#                 received as CEF by the receiver)
+#   vmhwm_mib     peak resident memory of `outpost run` (VmHWM)
+#   data_mib      size of data_dir (JetStream + Badger) at the end
+#   alerts        CEF messages received, by rule
+# and the medians. Environment: RUNS (3), MIX (sshd|realistic), IPS (1000),
+# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. bench/lib.sh
+n=${1:-1000000} runs=${RUNS:-3} mix=${MIX:-sshd} ips=${IPS:-1000} rate=${RATE:-1000}
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/outpost" ./cmd/outpost
+build_loadgen "$tmp"
+gen=(-n "$n" -ips "$ips" -rate "$rate" -mix "$mix")
+"$tmp/loadgen" "${gen[@]}" -out "$tmp/lines.txt" -expect 2>&1 | grep -E 'expect|planted' || true
+rm -f "$tmp/lines.txt"
+ingest=() pipeline=() hwm=() disk=()
+for run in $(seq "$runs"); do
+	dir="$tmp/run$run" && mkdir "$dir"
+	syslog=$(free_port) http=$(free_port) recv=$(free_port)
+	sed -e "s|@DATA@|$dir/data|; s|@HTTP@|$http|; s|@SYSLOG@|$syslog|; s|@RECV@|$recv|" bench/outpost/outpost.yaml >"$dir/outpost.yaml"
+	"$tmp/outpost" receive --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
+	pids+=($!)
+	"$tmp/outpost" run -c "$dir/outpost.yaml" >"$dir/outpost.log" 2>&1 &
+	op=$!
+	pids+=("$op")
+	wait_until 30 listening "$syslog"
+	wait_until 30 listening "$http"
+	url="http://127.0.0.1:$http/metrics"
+	prof=
+	if [[ -n ${PROFILE:-} ]]; then
+		mkdir -p "$PROFILE"
+		curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=10" &
+		prof=$!
+	fi
+	"$tmp/loadgen" "${gen[@]}" -tcp "127.0.0.1:$syslog" >"$dir/send.txt"
+	published() { (($(metric "$url" outpost_bus_published_events_total) >= n)); }
+	drained() {
+		(($(metric "$url" outpost_filter_events_total) >= n)) || return 1
+		local m w a
+		m=$(metric "$url" outpost_filter_matches_total) w=$(metric "$url" outpost_windows_matches_total)
+		a=$(metric "$url" outpost_alerts_raised_total)
+		((m == w && $(wc -l <"$dir/cef.txt") >= a))
+	}
+	STEP=0.1 wait_until 600 published
+	t_ingest=$(now)
+	STEP=0.1 wait_until 600 drained
+	t_pipe=$(now)
+	start=$(began "$dir/send.txt")
+	ingest+=("$(rate "$n" "$start" "$t_ingest")") pipeline+=("$(rate "$n" "$start" "$t_pipe")")
+	hwm+=("$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$op/status")")
+	disk+=("$(du -sm "$dir/data" | cut -f1)")
+	[[ -z $prof ]] || wait "$prof" || true
+	echo "run $run: ingest_eps=${ingest[-1]} pipeline_eps=${pipeline[-1]} vmhwm_mib=${hwm[-1]} data_mib=${disk[-1]} alerts=$(wc -l <"$dir/cef.txt") ($(cut -d' ' -f2- "$dir/send.txt"))"
+	awk -F'|' '{ print $5 }' "$dir/cef.txt" | sort | uniq -c | sed 's/^/    /'
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	pids=()
+	rm -rf "$dir/data"
+done
+echo "outpost mix=$mix n=$n ips=$ips runs=$runs median ingest_eps=$(median "${ingest[@]}") pipeline_eps=$(median "${pipeline[@]}") vmhwm_mib=$(median "${hwm[@]}") data_mib=$(median "${disk[@]}")"
