@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
 )
 
 // Config is the `state` section of outpost.yaml.
@@ -29,6 +31,9 @@ type Config struct {
 	SyncWrites *bool `yaml:"sync_writes"`
 	// GCInterval is how often the value log is garbage-collected.
 	GCInterval time.Duration `yaml:"gc_interval"`
+	// CacheSize is Badger's block cache (its index cache gets half as
+	// much). Default 128MiB.
+	CacheSize config.ByteSize `yaml:"cache_size"`
 }
 
 // Validate applies defaults.
@@ -39,6 +44,12 @@ func (c *Config) Validate() error {
 	}
 	if c.GCInterval == 0 {
 		c.GCInterval = 5 * time.Minute
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 128 << 20
+	}
+	if c.CacheSize < 1<<20 {
+		return fmt.Errorf("state.cache_size: must be at least 1MiB, got %s", c.CacheSize)
 	}
 	if c.GCInterval < time.Second {
 		return fmt.Errorf("state.gc_interval: must be at least 1s, got %s", c.GCInterval)
@@ -56,11 +67,19 @@ type DB struct {
 // Open opens (creating if needed) the database in dir.
 func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
 	log := logger.With("component", "state")
+	// Badger's defaults size it for a database server (5 memtables of
+	// 64 MiB, a 256 MiB block cache); Outpost's state is small values under
+	// many keys, on a VM that also runs JetStream, so it gets less memory.
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(*cfg.SyncWrites).
 		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(true)
+		WithCompactL0OnClose(true).
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(3).
+		WithBlockCacheSize(int64(cfg.CacheSize)).
+		WithIndexCacheSize(int64(cfg.CacheSize) / 2).
+		WithValueLogFileSize(256 << 20)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening state in %s: %w", dir, err)
