@@ -1,7 +1,10 @@
 package azureblob
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -40,26 +43,69 @@ func (s Secret) resolve(key string) (string, error) {
 	return "", fmt.Errorf("%s: not set", key)
 }
 
-// clientOptions: the SDK retries 429, 503 and transport errors itself
-// (exponential, honouring Retry-After) before an error reaches the poller,
-// which then backs off the whole account.
-func clientOptions() *azblob.ClientOptions {
+// defaultRetry: the SDK retries 429, 503 and transport errors itself
+// (exponential, honouring Retry-After up to MaxRetryDelay) before an error
+// reaches the poller, which then backs off the whole account.
+func defaultRetry() policy.RetryOptions {
+	return policy.RetryOptions{
+		MaxRetries:    3,
+		TryTimeout:    2 * time.Minute,
+		RetryDelay:    time.Second,
+		MaxRetryDelay: 30 * time.Second,
+	}
+}
+
+func clientOptions(retry policy.RetryOptions) *azblob.ClientOptions {
 	return &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{
-		Retry: policy.RetryOptions{
-			MaxRetries:    3,
-			TryTimeout:    2 * time.Minute,
-			RetryDelay:    time.Second,
-			MaxRetryDelay: 30 * time.Second,
-		},
-		Telemetry: policy.TelemetryOptions{Disabled: true},
+		Retry:           retry,
+		Telemetry:       policy.TelemetryOptions{Disabled: true},
+		PerCallPolicies: []policy.Policy{redactURLs{}},
 	}}
+}
+
+// redactURLs keeps SAS tokens out of errors. On a transport failure
+// (connection refused or reset, timeout) net/http returns a *url.Error
+// that quotes the whole request URL, query included, and azcore passes it
+// on as is; with auth sas, or a connection string carrying a SAS, that
+// query holds the signature, and the poller logs the errors it gets. The
+// policy runs outside the SDK's retries, so it sees the final error, and
+// cuts the query off every *url.Error in it. (azcore.ResponseError, for a
+// response, already prints the path only.)
+type redactURLs struct{}
+
+func (redactURLs) Do(req *policy.Request) (*http.Response, error) {
+	resp, err := req.Next()
+	var ue *url.Error
+	for e := err; errors.As(e, &ue); e = ue.Err {
+		if i := strings.IndexByte(ue.URL, '?'); i >= 0 {
+			ue.URL = ue.URL[:i] + "?[redacted]"
+		}
+	}
+	return resp, err
+}
+
+// sasQuery checks a SAS token and returns it without a leading '?'. Its
+// errors never quote the token.
+func sasQuery(key, sas string) (string, error) {
+	sas = strings.TrimPrefix(sas, "?")
+	if strings.Contains(sas, "://") {
+		return "", fmt.Errorf("%s: give the SAS token (the query string after '?'), not the SAS URL", key)
+	}
+	q, err := url.ParseQuery(sas)
+	if err != nil || strings.ContainsFunc(sas, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", fmt.Errorf("%s: not a SAS token: want a URL query string such as sv=…&sp=rl&sig=…", key)
+	}
+	if q.Get("sig") == "" {
+		return "", fmt.Errorf("%s: the SAS token has no sig parameter", key)
+	}
+	return sas, nil
 }
 
 // newServiceClient builds the account's client from its auth settings,
 // reading secrets from env or files. Credentials do no network I/O until
 // the first request.
-func newServiceClient(key string, a Account) (*service.Client, error) {
-	opts := clientOptions()
+func newServiceClient(key string, a Account, retry policy.RetryOptions) (*service.Client, error) {
+	opts := clientOptions(retry)
 	var (
 		c   *azblob.Client
 		err error
@@ -82,11 +128,15 @@ func newServiceClient(key string, a Account) (*service.Client, error) {
 		}
 		c, err = azblob.NewClientWithSharedKeyCredential(a.URL, cred, opts)
 	case AuthSAS:
-		sas, rerr := a.SAS.resolve(key + ".sas")
+		raw, rerr := a.SAS.resolve(key + ".sas")
 		if rerr != nil {
 			return nil, rerr
 		}
-		c, err = azblob.NewClientWithNoCredential(strings.TrimRight(a.URL, "/")+"/?"+strings.TrimPrefix(sas, "?"), opts)
+		sas, rerr := sasQuery(key+".sas", raw)
+		if rerr != nil {
+			return nil, rerr
+		}
+		c, err = azblob.NewClientWithNoCredential(strings.TrimRight(a.URL, "/")+"/?"+sas, opts)
 	default: // managed identity
 		mio := &azidentity.ManagedIdentityCredentialOptions{}
 		if a.ClientID != "" {

@@ -2,6 +2,7 @@ package azureblob
 
 import (
 	"fmt"
+	"log/slog"
 	"net/url"
 	"regexp"
 	"strings"
@@ -97,16 +98,20 @@ type Container struct {
 }
 
 // Secret is a credential given inline, by environment variable or by file
-// (exactly one). It never prints: String and LogValue say "[redacted]".
+// (exactly one). It never prints: fmt (String, GoString), slog (LogValue)
+// and encoding/json (MarshalJSON, which slog's JSON handler uses for a
+// struct holding a Secret) all say "[redacted]".
 type Secret struct {
 	Value string `yaml:"value"`
 	Env   string `yaml:"env"`
 	File  string `yaml:"file"`
 }
 
-func (s Secret) String() string   { return "[redacted]" }
-func (s Secret) GoString() string { return "[redacted]" }
-func (s Secret) isSet() bool      { return s.Value != "" || s.Env != "" || s.File != "" }
+func (s Secret) String() string               { return "[redacted]" }
+func (s Secret) GoString() string             { return "[redacted]" }
+func (s Secret) LogValue() slog.Value         { return slog.StringValue("[redacted]") }
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+func (s Secret) isSet() bool                  { return s.Value != "" || s.Env != "" || s.File != "" }
 
 var (
 	// accountNameRE is what an account label may be: it goes into
@@ -114,6 +119,8 @@ var (
 	accountNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 	// containerRE is Azure's container naming rule.
 	containerRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
+	// guidRE is a managed identity's client id.
+	guidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$`)
 )
 
 // Validate applies defaults in place and returns every problem
@@ -198,8 +205,11 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 	checkSecret("connection_string", a.ConnectionString, a.Auth == AuthConnectionString)
 	checkSecret("account_key", a.AccountKey, a.Auth == AuthSharedKey)
 	checkSecret("sas", a.SAS, a.Auth == AuthSAS)
-	if a.ClientID != "" && a.Auth != AuthManagedIdentity {
+	switch {
+	case a.ClientID != "" && a.Auth != AuthManagedIdentity:
 		errs.Addf("%s.client_id: only used with auth managed_identity; remove it", key)
+	case a.ClientID != "" && !guidRE.MatchString(a.ClientID):
+		errs.Addf("%s.client_id: %q must be the user-assigned identity's client id, a GUID like 7d3a7c1e-0b6f-4e0a-9c55-2f1f6a0b9d41", key, a.ClientID)
 	}
 	switch {
 	case needURL && a.URL == "":
@@ -208,8 +218,13 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 		errs.Addf("%s.url: the connection string carries the endpoint; remove url", key)
 	case a.URL != "":
 		u, err := url.Parse(a.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "":
 			errs.Addf("%s.url: %q must be an http(s) URL without a query (put a SAS token in sas)", key, a.URL)
+		case a.Auth == AuthManagedIdentity && u.Scheme != "https":
+			// azcore refuses to send a bearer token over plain HTTP: every
+			// request would fail.
+			errs.Addf("%s.url: %q must be https for auth managed_identity", key, a.URL)
 		}
 	}
 	if a.Lookback == 0 {

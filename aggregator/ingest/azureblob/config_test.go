@@ -2,6 +2,7 @@ package azureblob
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +74,11 @@ accounts:
 
 func TestSecretNeverPrints(t *testing.T) {
 	a := Account{Name: "a", ConnectionString: Secret{Value: "AccountKey=hunter2"}, AccountKey: Secret{Value: "hunter2"}}
-	for _, s := range []string{fmt.Sprint(a), fmt.Sprintf("%+v", a), fmt.Sprintf("%#v", a.AccountKey), fmt.Sprintf("%v", []Account{a})} {
+	var logs strings.Builder
+	for _, h := range []slog.Handler{slog.NewTextHandler(&logs, nil), slog.NewJSONHandler(&logs, nil)} {
+		slog.New(h).Info("config", "account", a, "key", a.AccountKey, "accounts", []Account{a})
+	}
+	for _, s := range []string{fmt.Sprint(a), fmt.Sprintf("%+v", a), fmt.Sprintf("%#v", a.AccountKey), fmt.Sprintf("%v", []Account{a}), logs.String()} {
 		if strings.Contains(s, "hunter2") {
 			t.Errorf("secret printed: %s", s)
 		}

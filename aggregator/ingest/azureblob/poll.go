@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -66,6 +67,9 @@ func (a *account) poll(ctx context.Context) error {
 	for _, c := range a.cfg.Containers {
 		if err := a.pollContainer(ctx, c.Name, now); err != nil {
 			errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
+			if isThrottled(err) {
+				break // the account is over its limits: back off, all of it
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -100,19 +104,26 @@ func (a *account) pollContainer(ctx context.Context, name string, now time.Time)
 	}
 
 	// List the open hours, then read what changed; both bounded by
-	// concurrency.
+	// concurrency. A request still throttled after the SDK's retries
+	// stops the poll from starting more: they would be throttled too, and
+	// the account backs off instead.
 	var (
-		mu    sync.Mutex
-		blobs []blobRef
-		errs  []error
+		mu        sync.Mutex
+		blobs     []blobRef
+		errs      []error
+		throttled atomic.Bool
 	)
 	a.parallel(len(prefixes), func(i int) {
+		if throttled.Load() {
+			return
+		}
 		got, err := a.list(ctx, name, prefixes[i])
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			a.m.errors.WithLabelValues(errList).Inc()
 			errs = append(errs, fmt.Errorf("listing %s: %w", prefixes[i], err))
+			throttled.CompareAndSwap(false, isThrottled(err))
 			return
 		}
 		blobs = append(blobs, got...)
@@ -120,18 +131,24 @@ func (a *account) pollContainer(ctx context.Context, name string, now time.Time)
 	// Older hours first: their events are older, and watermarks move forward.
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].name < blobs[j].name })
 	a.parallel(len(blobs), func(i int) {
+		if throttled.Load() {
+			return
+		}
 		if err := a.readBlob(ctx, blobs[i]); err != nil {
 			mu.Lock()
 			errs = append(errs, fmt.Errorf("reading %s: %w", blobs[i].name, err))
 			mu.Unlock()
+			throttled.CompareAndSwap(false, isThrottled(err))
 		}
 	})
 	if len(errs) > 0 || ctx.Err() != nil {
 		return errors.Join(append(errs, ctx.Err())...)
 	}
+	// Catching up from an old start, continue at the last hour listed, but
+	// never past the open window: its hours can still grow.
 	next := open
-	if last.Before(now.Truncate(time.Hour)) {
-		next = last // catching up from an old start: continue after what was listed
+	if last.Before(open) {
+		next = last
 	}
 	if next.After(from) {
 		return a.saveResume(rkey, next)

@@ -213,6 +213,13 @@ func isNotFound(err error) bool {
 		(errors.As(err, &re) && re.StatusCode == http.StatusNotFound)
 }
 
+// isThrottled tells a 429 or 503 that outlasted the SDK's retries: the
+// account is over its scalability targets.
+func isThrottled(err error) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && (re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusServiceUnavailable)
+}
+
 func isConditionNotMet(err error) bool {
 	var re *azcore.ResponseError
 	return bloberror.HasCode(err, bloberror.ConditionNotMet) ||

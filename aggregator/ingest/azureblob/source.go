@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
@@ -58,6 +59,9 @@ type Source struct {
 	m     *metrics
 	limit *instrument.LogLimiter
 	now   func() time.Time
+	// retry is the SDK's retry policy for every request (defaultRetry;
+	// tests shorten it).
+	retry policy.RetryOptions
 }
 
 // New validates cfg, registers the source's metrics on reg and returns the
@@ -85,6 +89,7 @@ func New(cfg Config, sink Sink, db *state.DB, logger *slog.Logger, reg prometheu
 		m:     m,
 		limit: instrument.NewLogLimiter(logEvery),
 		now:   time.Now,
+		retry: defaultRetry(),
 	}, nil
 }
 
@@ -97,7 +102,7 @@ func New(cfg Config, sink Sink, db *state.DB, logger *slog.Logger, reg prometheu
 func (s *Source) Run(ctx context.Context) error {
 	accounts := make([]*account, 0, len(s.cfg.Accounts))
 	for i, ac := range s.cfg.Accounts {
-		svc, err := newServiceClient(fmt.Sprintf("ingest.azure_blob.accounts[%d]", i), ac)
+		svc, err := newServiceClient(fmt.Sprintf("ingest.azure_blob.accounts[%d]", i), ac, s.retry)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package azureblob
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,6 +46,14 @@ type rig struct {
 	az   *azblob.Client
 	bus  *bus.Bus
 	db   *state.DB
+
+	// logger, when set, is the logger of the sources started next
+	// (default testLogger); tune, when set, adjusts each before it runs
+	// (its clock, its retry policy).
+	logger *slog.Logger
+	tune   func(*Source)
+	// reg is the metric registry of the last source started.
+	reg *prometheus.Registry
 }
 
 func newRig(t *testing.T) *rig {
@@ -63,6 +72,12 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
+	return &rig{t: t, conn: conn, az: az, bus: b, db: openTestDB(t)}
+}
+
+// openTestDB opens a Badger state database in a temp dir for the test.
+func openTestDB(t *testing.T) *state.DB {
+	t.Helper()
 	var sc state.Config
 	if err := sc.Validate(); err != nil {
 		t.Fatal(err)
@@ -72,7 +87,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &rig{t: t, conn: conn, az: az, bus: b, db: db}
+	return db
 }
 
 func (r *rig) config(containers ...Container) Config {
@@ -90,9 +105,17 @@ func (r *rig) config(containers ...Container) Config {
 // start runs a source until the returned stop is called.
 func (r *rig) start(cfg Config) (stop func()) {
 	r.t.Helper()
-	s, err := New(cfg, r.bus, r.db, testLogger(), prometheus.NewRegistry())
+	logger := r.logger
+	if logger == nil {
+		logger = testLogger()
+	}
+	r.reg = prometheus.NewRegistry()
+	s, err := New(cfg, r.bus, r.db, logger, r.reg)
 	if err != nil {
 		r.t.Fatal(err)
+	}
+	if r.tune != nil {
+		r.tune(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -163,23 +186,36 @@ func (r *rig) newFlowBlob(container, name string) *flowBlob {
 }
 
 func (f *flowBlob) add(record string) {
+	f.r.t.Helper()
+	if err := f.tryAdd(record); err != nil {
+		f.r.t.Fatal(err)
+	}
+}
+
+// tryAdd is add for goroutines other than the test's (a proxy hook).
+func (f *flowBlob) tryAdd(record string) error {
 	data := record
 	if len(f.records) > 0 {
 		data = "," + record // every record block after the first starts with a comma
 	}
 	id := blockID('B', len(f.records)+1)
 	if _, err := f.bb.StageBlock(context.Background(), id, streaming.NopCloser(strings.NewReader(data)), nil); err != nil {
-		f.r.t.Fatal(err)
+		return err
 	}
 	f.records = append(f.records, id)
-	f.commit()
+	return f.tryCommit()
 }
 
 func (f *flowBlob) commit() {
-	ids := append(append([]string{blockID('A', 0)}, f.records...), blockID('Z', 0))
-	if _, err := f.bb.CommitBlockList(context.Background(), ids, nil); err != nil {
+	if err := f.tryCommit(); err != nil {
 		f.r.t.Fatal(err)
 	}
+}
+
+func (f *flowBlob) tryCommit() error {
+	ids := append(append([]string{blockID('A', 0)}, f.records...), blockID('Z', 0))
+	_, err := f.bb.CommitBlockList(context.Background(), ids, nil)
+	return err
 }
 
 // streamCount is how many events EVENTS holds (its messages are batches
@@ -409,4 +445,86 @@ func TestWholeDocumentBlockBlob(t *testing.T) {
 	r.waitCount(bus.StreamEvents, 2)
 	put(strings.Replace(name, "/VAULTS/KV/", "/VAULTS/KV2/", 1), rec(3))
 	r.waitCount(bus.StreamEvents, 3)
+}
+
+// endpoint is Azurite's blob service URL for the dev account,
+// http://127.0.0.1:<port>/devstoreaccount1.
+func (r *rig) endpoint() string {
+	r.t.Helper()
+	for _, kv := range strings.Split(r.conn, ";") {
+		if v, ok := strings.CutPrefix(kv, "BlobEndpoint="); ok {
+			return v
+		}
+	}
+	r.t.Fatalf("no BlobEndpoint in %q", r.conn)
+	return ""
+}
+
+// metric is one series of the last started source's metrics, by name and
+// label pairs (name, value, …); 0 when it is not there.
+func (r *rig) metric(name string, labels ...string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond until it holds, failing the test after 20s.
+func (r *rig) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out after 20s waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// deadLetters returns the messages of DEADLETTER, oldest first.
+func (r *rig) deadLetters() []*jetstream.RawStreamMsg {
+	r.t.Helper()
+	ctx := context.Background()
+	s, err := r.bus.JetStream().Stream(ctx, bus.StreamDeadLetter)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
