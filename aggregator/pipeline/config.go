@@ -20,11 +20,15 @@ import (
 // deploy/outpost.example.yaml documents every key with its default.
 type Config struct {
 	// DataDir holds JetStream's store (embedded server) and Badger's state.
-	DataDir string     `yaml:"data_dir"`
-	Log     LogConfig  `yaml:"log"`
-	HTTP    HTTPConfig `yaml:"http"`
-	NATS    bus.Config `yaml:"nats"`
-	Ingest  struct {
+	DataDir string `yaml:"data_dir"`
+	// MemoryLimit is a soft limit on the process's memory (Go's
+	// GOMEMLIMIT): the garbage collector works harder near it instead of
+	// letting the heap double. 0: no limit.
+	MemoryLimit config.ByteSize `yaml:"memory_limit"`
+	Log         LogConfig       `yaml:"log"`
+	HTTP        HTTPConfig      `yaml:"http"`
+	NATS        bus.Config      `yaml:"nats"`
+	Ingest      struct {
 		Syslog    syslog.Config    `yaml:"syslog"`
 		AzureBlob azureblob.Config `yaml:"azure_blob"`
 	} `yaml:"ingest"`

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	_ "time/tzdata" // RFC 3164 time zones on hosts without zoneinfo (distroless)
 
@@ -49,6 +50,9 @@ func newRootCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			logger := newLogger(cfg.Log, os.Stderr)
+			if cfg.MemoryLimit > 0 {
+				debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+			}
 			p, err := pipeline.Open(ctx, cfg, version, logger)
 			if err != nil {
 				return err
