@@ -86,6 +86,14 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 	if l, ok := b.states[sk]; ok {
 		return l.st, nil
 	}
+	if cached, ok := b.s.cache.Get(sk); ok {
+		// A copy: the batch may still fail, and the cache must keep
+		// holding what is committed.
+		st := cached.clone()
+		b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: true}
+		b.order = append(b.order, sk)
+		return st, nil
+	}
 	st := &State{}
 	existed := true
 	item, err := b.txn.Get([]byte(sk))
@@ -171,6 +179,14 @@ func (b *batch) commit(maxTime int64) error {
 	}
 	if err := b.txn.Commit(); err != nil {
 		return fmt.Errorf("committing window state: %w", err)
+	}
+	// Committed: the cache may hold these states now.
+	for _, sk := range b.order {
+		if st := b.states[sk].st; st.Empty() {
+			b.s.cache.Remove(sk)
+		} else {
+			b.s.cache.Add(sk, st)
+		}
 	}
 	return nil
 }

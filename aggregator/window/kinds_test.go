@@ -257,3 +257,15 @@ rules:
 		t.Fatalf("backlog verdict %v alert %+v, timer alert %+v", v, a, timerAlert)
 	}
 }
+
+// The windows cache hands each batch a copy: changing it must not change
+// the committed state the cache holds.
+func TestCloneIsDeep(t *testing.T) {
+	st := &State{Times: []int64{1, 2}, IDs: []string{"a", "b"}, Values: []string{"x", "y"}, Seen: []string{"DE"}, SpentIDs: []string{"z"}}
+	c := st.clone()
+	c.Times[0], c.IDs[0], c.Values[0], c.Seen[0], c.SpentIDs[0] = 9, "q", "q", "q", "q"
+	c.Times = append(c.Times, 3)
+	if st.Times[0] != 1 || st.IDs[0] != "a" || st.Values[0] != "x" || st.Seen[0] != "DE" || st.SpentIDs[0] != "z" || len(st.Times) != 2 {
+		t.Errorf("clone shares memory with the original: %+v", st)
+	}
+}

@@ -51,6 +51,18 @@ type State struct {
 	SinceID  string `json:"x,omitempty"`
 }
 
+// clone returns a deep copy.
+func (st *State) clone() *State {
+	c := *st
+	c.Times = slices.Clone(st.Times)
+	c.IDs = slices.Clone(st.IDs)
+	c.Steps = slices.Clone(st.Steps)
+	c.Values = slices.Clone(st.Values)
+	c.SpentIDs = slices.Clone(st.SpentIDs)
+	c.Seen = slices.Clone(st.Seen)
+	return &c
+}
+
 // Empty reports whether the state holds nothing worth keeping.
 func (st *State) Empty() bool {
 	return len(st.Times) == 0 && st.LastAlert == 0 && st.Spent == 0 && st.First == 0 && st.Deadline == 0 && st.Since == 0

@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,9 @@ type Config struct {
 	// (outpost_windows_key_cap_hits_total), which bounds the state a flood
 	// of distinct addresses can create.
 	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
+	// CacheKeys is how many recently used window states are kept in memory
+	// in front of Badger. Default 100,000.
+	CacheKeys int `yaml:"cache_keys"`
 }
 
 // Validate applies defaults.
@@ -81,6 +85,9 @@ func (c *Config) Validate() error {
 	if c.MaxKeysPerRule == 0 {
 		c.MaxKeysPerRule = 1_000_000
 	}
+	if c.CacheKeys == 0 {
+		c.CacheKeys = 100_000
+	}
 	var errs config.Errors
 	if c.AllowedLateness < 0 || c.StateGrace < 0 || c.IdleAdvance < 0 {
 		errs.Addf("windows.allowed_lateness, windows.state_grace and windows.idle_advance must not be negative")
@@ -89,6 +96,9 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			errs.Addf("windows.source_lateness.%s: must not be negative", k)
 		}
+	}
+	if c.CacheKeys < 0 {
+		errs.Addf("windows.cache_keys: must be positive")
 	}
 	if c.MaxKeysPerRule < 0 {
 		errs.Addf("windows.max_keys_per_rule: must be positive")
@@ -135,6 +145,10 @@ type Stage struct {
 	maxTime     int64
 	lastAdvance time.Time
 	liveKeys    map[string]int // live group keys per rule id (see countKeys)
+	// cache holds recently used committed states in front of Badger, so a
+	// hot key is not read and decoded on every batch. Write-through: a
+	// state enters it only after its commit.
+	cache *lru.Cache[string, *State]
 
 	verdicts *prometheus.CounterVec
 	keyCap   *prometheus.CounterVec
@@ -144,8 +158,9 @@ type Stage struct {
 
 // New returns the stage. cfg must have been validated.
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
+	cache, _ := lru.New[string, *State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
 	s := &Stage{
-		cfg: cfg, bus: b, db: db,
+		cfg: cfg, bus: b, db: db, cache: cache,
 		log: logger.With("component", "windows"),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
