@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"hash/fnv"
 	"testing"
 	"time"
 
@@ -39,5 +40,18 @@ func TestSeenTimeCapsTheFuture(t *testing.T) {
 	}
 	if got := seenTime(&event.Event{Time: now.Add(-time.Hour), Received: now}); !got.Equal(now.Add(-time.Hour)) {
 		t.Errorf("seen = %v", got)
+	}
+}
+
+// partition is FNV-1a over rule, 0, key, as hash/fnv computes it.
+func TestPartitionIsFNV1a(t *testing.T) {
+	for _, c := range []struct{ rule, key string }{{"ssh-brute-force", "src_ip=203.0.113.5"}, {"", ""}, {"r", "k=é"}} {
+		h := fnv.New32a()
+		h.Write([]byte(c.rule))
+		h.Write([]byte{0})
+		h.Write([]byte(c.key))
+		if got, want := partition(c.rule, c.key, 16), h.Sum32()%16; got != want {
+			t.Errorf("partition(%q, %q) = %d, want %d", c.rule, c.key, got, want)
+		}
 	}
 }
