@@ -187,6 +187,11 @@ func (d *destination) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if len(alerts) == 0 {
 		return nil
 	}
+	// ids must line up with the alerts that are sent, not those fetched.
+	ids = ids[:0]
+	for _, a := range alerts {
+		ids = append(ids, a.ID)
+	}
 
 	rendered := map[*link][][]byte{}
 	render := func(l *link) [][]byte {
@@ -220,6 +225,9 @@ func (d *destination) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		n, err := l.snd.send(ctx, chunk)
 		d.m.connected.Store(l.snd.connected())
+		if n > 0 && l == d.primary {
+			d.recovered(l) // progress: a primary that delivers part of a batch is not down
+		}
 		if n > 0 {
 			// Delivered: remember the ids before the batch is acked.
 			if rerr := d.sent.record(ids[done : done+n]); rerr != nil {
@@ -328,8 +336,10 @@ func ctxErr(ctx context.Context, err error) error {
 // worked on, so a batch waiting for a receiver is not redelivered behind
 // our back. The returned func stops it.
 func keepInProgress(msgs []jetstream.Msg, interval time.Duration) func() {
-	done := make(chan struct{})
+	msgs = slices.Clone(msgs) // the caller reuses its slice for the next fetch
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -343,7 +353,7 @@ func keepInProgress(msgs []jetstream.Msg, interval time.Duration) func() {
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() { close(done); <-exited }
 }
 
 // destMetrics are one destination's counters. The sent counts are atomics

@@ -52,6 +52,11 @@ func (s *relpSender) send(ctx context.Context, msgs [][]byte) (int, error) {
 			return 0, err
 		}
 	}
+	// Shutdown must not wait on a receiver that stopped reading: ending ctx
+	// expires the connection's deadlines.
+	conn := s.conn
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	acked := make([]bool, len(msgs))
 	inflight := make(map[int]int, s.dest.RELP.Window) // txnr → index in msgs
 	next, prefix := 0, 0
@@ -63,6 +68,10 @@ func (s *relpSender) send(ctx context.Context, msgs [][]byte) (int, error) {
 		if ctx.Err() != nil {
 			return fail("write", ctx.Err())
 		}
+		// The deadline is set before the frames are written: bufio flushes
+		// on its own once a window outgrows its buffer, and that write must
+		// not run under a stale deadline (or none, on a fresh session).
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.dest.WriteTimeout))
 		sent := false
 		for next < len(msgs) && len(inflight) < s.dest.RELP.Window {
 			inflight[s.nextTxnr()] = next
@@ -71,7 +80,6 @@ func (s *relpSender) send(ctx context.Context, msgs [][]byte) (int, error) {
 			sent = true
 		}
 		if sent {
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.dest.WriteTimeout))
 			if err := s.w.Flush(); err != nil {
 				return fail("write", err)
 			}
