@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,4 +150,126 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkLatency measures receipt-to-CEF latency under load: sshd lines
+// at a fixed rate (OUTPOST_BENCH_RATE, default 15,000/s — about half the
+// whole pipeline's sustained rate with the shipped pack) for 10 s, with a
+// probe line among them every 10 ms that a match rule turns into an alert.
+// A probe carries its send time as its event time, and the receiver notes
+// when its CEF arrives (rt= is the event time in ms), so each probe gives
+// one send-to-CEF latency. The loop is bounded by the 10 s, not by b.N.
+func BenchmarkLatency(b *testing.B) {
+	rate := 15000
+	if v, err := strconv.Atoi(os.Getenv("OUTPOST_BENCH_RATE")); err == nil && v > 0 {
+		rate = v
+	}
+	// The shipped pack plus a probe rule.
+	rulesDir := b.TempDir()
+	if err := os.CopyFS(rulesDir, os.DirFS("../../rules/pack")); err != nil {
+		b.Fatal(err)
+	}
+	probe := "rules:\n  - {id: probe, title: Probe, kind: match, severity: 1, condition: 'app == \"probe\"', fields: [msg_id]}\n"
+	if err := os.WriteFile(filepath.Join(rulesDir, "probe.yaml"), []byte(probe), 0o644); err != nil {
+		b.Fatal(err)
+	}
+
+	siem, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer siem.Close()
+	var latencies []time.Duration
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		c, err := siem.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		sc := bufio.NewScanner(c)
+		sc.Buffer(make([]byte, 64<<10), 64<<10)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.Contains(line, "|probe|") {
+				continue
+			}
+			i := strings.Index(line, "|rt=") // rt is the first extension key
+			if i < 0 {
+				continue
+			}
+			ms, err := strconv.ParseInt(strings.Fields(line[i+4:])[0], 10, 64)
+			if err != nil {
+				continue
+			}
+			latencies = append(latencies, time.Since(time.UnixMilli(ms)))
+		}
+	}()
+
+	cfg := &Config{DataDir: b.TempDir()}
+	cfg.HTTP.Listen = "off"
+	cfg.Rules.Dir = rulesDir
+	cfg.Ingest.Syslog = syslog.Config{TCP: []string{"127.0.0.1:0"}}
+	cfg.Forwarder = forwarder.Config{Hostname: "bench", Destinations: []forwarder.Destination{{Address: siem.Addr().String()}}}
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Open(ctx, cfg, "bench", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	_, tcp := p.SyslogAddrs()
+	conn, err := net.Dial("tcp", tcp[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(conn, 64<<10)
+	b.ResetTimer()
+	const runFor = 10 * time.Second
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	sent, probes := 0, 0
+	for now := range tick.C {
+		if now.Sub(start) > runFor {
+			break
+		}
+		due := int(float64(rate) * now.Sub(start).Seconds())
+		for ; sent < due; sent++ {
+			msg := fmt.Sprintf("<38>1 %s web-01 sshd 4242 - - Failed password for root from 203.0.%d.%d port %d ssh2",
+				time.Now().UTC().Format(time.RFC3339Nano), sent%1000>>8, sent%1000&255, 1024+sent%60000)
+			fmt.Fprintf(w, "%d %s", len(msg), msg)
+		}
+		msg := fmt.Sprintf("<38>1 %s web-02 probe 1 p%d - probe", time.Now().UTC().Format(time.RFC3339Nano), probes)
+		fmt.Fprintf(w, "%d %s", len(msg), msg)
+		probes++
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tick.Stop()
+	// Let the last probes through, then stop everything.
+	deadline := time.Now().Add(30 * time.Second)
+	for sumCounters(p.reg, "outpost_filter_matches_total")[0] > sumCounters(p.reg, "outpost_windows_matches_total")[0] && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.StopTimer()
+	conn.Close()
+	cancel()
+	<-done
+	siem.Close()
+	<-collected
+	if len(latencies) == 0 {
+		b.Fatalf("no probe alert arrived (sent %d events, %d probes; counters %v)", sent, probes,
+			sumCounters(p.reg, "outpost_component_received_events_total", "outpost_component_errors_total", "outpost_syslog_rfc3164_fallback_total", "outpost_bus_published_events_total", "outpost_filter_events_total", "outpost_filter_late_events_total", "outpost_filter_matches_total", "outpost_windows_matches_total", "outpost_alerts_raised_total", "outpost_forwarder_sent_alerts_total"))
+	}
+	slices.Sort(latencies)
+	pct := func(q float64) time.Duration { return latencies[min(len(latencies)-1, int(q*float64(len(latencies))))] }
+	b.ReportMetric(float64(sent)/runFor.Seconds(), "events/s")
+	b.ReportMetric(float64(len(latencies)), "probes")
+	b.ReportMetric(float64(pct(0.50).Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-ms")
 }

@@ -112,7 +112,16 @@ func isRFC5424(msg []byte) bool {
 func (p *Parser) parse5424(msg []byte, ev *event.Event) error {
 	m, err := p.rfc5424.Parse(msg)
 	if err != nil {
-		return fmt.Errorf("rfc5424: %w", err)
+		// RFC 5424 allows at most 6 digits of fractional seconds, but
+		// senders that format with nanoseconds (Go's RFC3339Nano, some
+		// agents) write up to 9. Be lenient as rsyslog is: cut the
+		// fraction to 6 digits and parse again.
+		if fixed, ok := trimSecFrac(msg); ok {
+			m, err = p.rfc5424.Parse(fixed)
+		}
+		if err != nil {
+			return fmt.Errorf("rfc5424: %w", err)
+		}
 	}
 	sm, ok := m.(*rfc5424.SyslogMessage)
 	if !ok || sm == nil || sm.Facility == nil || sm.Severity == nil {
@@ -149,3 +158,34 @@ func deref(s *string) string {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// trimSecFrac returns msg with the timestamp's fractional seconds cut to 6
+// digits, when the timestamp (the field after "<PRI>1 ") has more.
+func trimSecFrac(msg []byte) ([]byte, bool) {
+	start := bytes.Index(msg, []byte(">1 "))
+	if start < 0 {
+		return nil, false
+	}
+	start += 3
+	end := bytes.IndexByte(msg[start:], ' ')
+	if end < 0 {
+		return nil, false
+	}
+	end += start
+	ts := msg[start:end]
+	dot := bytes.IndexByte(ts, '.')
+	if dot < 0 {
+		return nil, false
+	}
+	digits := 0
+	for dot+1+digits < len(ts) && isDigit(ts[dot+1+digits]) {
+		digits++
+	}
+	if digits <= 6 {
+		return nil, false
+	}
+	out := make([]byte, 0, len(msg))
+	out = append(out, msg[:start+dot+1+6]...)
+	out = append(out, msg[start+dot+1+digits:]...)
+	return out, true
+}

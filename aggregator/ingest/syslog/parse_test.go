@@ -259,10 +259,9 @@ func TestParseRFC5424Errors(t *testing.T) {
 	for _, in := range []string{
 		"<34>1 2003-10-11T22:14:15.003Z mymachine", // header cut short
 		"<34>1 garbage", // no timestamp
-		"<34>1 2003-10-11T22:14:15.003456789Z h a p m - nanoseconds", // RFC 5424 allows 6 digits
-		`<34>1 - h a p m [x@1 a="b"][x@1 c="d"] duplicate SD-ID`,     // RFC 5424 6.3.2
-		`<34>1 - h a p m [x@1 a="unterminated] msg`,                  // bad SD
-		"<999>1 - - - - - -", // PRI out of range
+		`<34>1 - h a p m [x@1 a="b"][x@1 c="d"] duplicate SD-ID`, // RFC 5424 6.3.2
+		`<34>1 - h a p m [x@1 a="unterminated] msg`,              // bad SD
+		"<999>1 - - - - - -",                                     // PRI out of range
 	} {
 		t.Run(in, func(t *testing.T) {
 			var ev event.Event
@@ -324,4 +323,21 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name string, labels map[s
 		}
 	}
 	return 0
+}
+
+// Nine digits of fractional seconds (Go's RFC3339Nano) are beyond RFC 5424's
+// six but common; they are cut to six rather than rejected.
+func TestNanosecondTimestamps(t *testing.T) {
+	p := NewParser()
+	for _, ts := range []string{"2026-11-23T10:00:00.123456789Z", "2026-11-23T10:00:00.1234567+01:00", "2026-11-23T10:00:00.123456Z"} {
+		var ev event.Event
+		msg := "<38>1 " + ts + " web-01 sshd 4242 - - Failed password for root from 203.0.113.5 port 22 ssh2"
+		if err := p.Parse([]byte(msg), time.Now(), "127.0.0.1:1", &ev); err != nil {
+			t.Errorf("%s: %v", ts, err)
+			continue
+		}
+		if ev.Time.Nanosecond()/1000 != 123456 || ev.SrcIP != "203.0.113.5" {
+			t.Errorf("%s: time %v, src %q", ts, ev.Time, ev.SrcIP)
+		}
+	}
 }
