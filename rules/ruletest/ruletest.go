@@ -17,8 +17,15 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// Lateness is the allowed lateness tests run with: the windows stage's default.
-const Lateness = time.Minute
+// defaults are the windows stage's default settings, which tests run with:
+// events stay in state for the largest allowed lateness of any source, and
+// the watermark is the newest event time minus the default allowed
+// lateness — as in the pipeline.
+var defaults = func() window.Config {
+	var c window.Config
+	_ = c.Validate()
+	return c
+}()
 
 // Result is the outcome of one test case.
 type Result struct {
@@ -73,13 +80,13 @@ func Alerts(set *rules.Set, t *rules.Test) ([]*event.Alert, error) {
 					order = append(order, k)
 				}
 				m := &event.Match{RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID, Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev)}
-				if a, _ := window.Apply(r, st, m, Lateness); a != nil {
+				if a, _ := window.Apply(r, st, m, defaults.MaxLateness()); a != nil {
 					alerts = append(alerts, a)
 				}
 			}
 		}
 	}
-	watermark := maxTime.Add(t.Advance - Lateness).UnixNano()
+	watermark := maxTime.Add(t.Advance - defaults.AllowedLateness).UnixNano()
 	for _, k := range order {
 		if a, _ := window.Expire(k.r, states[k], k.key, watermark); a != nil {
 			alerts = append(alerts, a)
