@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/filter"
 	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
+	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/window"
@@ -44,8 +45,8 @@ type Pipeline struct {
 	forwarder *forwarder.Forwarder
 	http      *httpServer
 	reload    *reloader
-	rulesMu   sync.Mutex      // guards rules across reloads
-	ingest    *ingestCounters // the sources' received counters, for Status
+	rulesMu   sync.Mutex              // guards rules across reloads
+	sources   []*instrument.Component // the sources' received counters, for Status
 }
 
 // Open loads the rules, opens the state and the bus, and opens every
@@ -70,15 +71,14 @@ func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger)
 	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
 		return nil, err
 	}
-	p.ingest = &ingestCounters{Registerer: p.reg}
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
-	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.ingest); err != nil {
+	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
 		return nil, err
 	}
 	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
 		// It publishes with PublishEvents, not the publisher: it checkpoints
 		// only after JetStream acked, which the publisher's queue hides.
-		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.ingest); err != nil {
+		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
 			return nil, err
 		}
 	}
@@ -87,6 +87,10 @@ func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger)
 	p.registerReload()
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
 		return nil, err
+	}
+	p.sources = append(p.sources, p.syslog.Metrics())
+	if p.azure != nil {
+		p.sources = append(p.sources, p.azure.Metrics())
 	}
 	p.registerLinkRatio()
 	if err = p.syslog.Listen(); err != nil {

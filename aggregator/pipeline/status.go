@@ -3,10 +3,8 @@ package pipeline
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/outpost-siem/outpost/forwarder"
 )
@@ -23,66 +21,19 @@ type Status struct {
 	Destinations []forwarder.Status `json:"destinations"`
 }
 
-// ingestCounters keeps references to the sources' received events/bytes
-// counters as they are registered, so the ratio gauge can read them
-// without gathering the registry it is itself registered in (a GaugeFunc
-// that calls Gather on its own registry recurses).
-type ingestCounters struct {
-	prometheus.Registerer
-	events, bytes []prometheus.Collector
-}
-
-func (c *ingestCounters) Register(col prometheus.Collector) error {
-	if err := c.Registerer.Register(col); err != nil {
-		return err
+// received sums the events and bytes every source received.
+func (p *Pipeline) received() (events, bytes float64) {
+	for _, c := range p.sources {
+		e, b := c.Received()
+		events, bytes = events+e, bytes+b
 	}
-	ch := make(chan *prometheus.Desc, 16)
-	go func() { col.Describe(ch); close(ch) }()
-	for d := range ch {
-		s := d.String()
-		switch {
-		case strings.Contains(s, `"outpost_component_received_bytes_total"`):
-			c.bytes = append(c.bytes, col)
-		case strings.Contains(s, `"outpost_component_received_events_total"`):
-			c.events = append(c.events, col)
-		}
-	}
-	return nil
-}
-
-func (c *ingestCounters) MustRegister(cs ...prometheus.Collector) {
-	for _, col := range cs {
-		if err := c.Register(col); err != nil {
-			panic(err)
-		}
-	}
-}
-
-// sum collects cs and adds up their counter values.
-func sum(cs []prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() {
-		for _, c := range cs {
-			c.Collect(ch)
-		}
-		close(ch)
-	}()
-	total := 0.0
-	for m := range ch {
-		var pb dto.Metric
-		if m.Write(&pb) == nil && pb.Counter != nil {
-			total += pb.Counter.GetValue()
-		}
-	}
-	return total
+	return events, bytes
 }
 
 // Status reports the link economy now.
 func (p *Pipeline) Status() Status {
 	s := Status{Destinations: p.forwarder.Status()}
-	if p.ingest != nil {
-		s.EventsIn, s.BytesIn = sum(p.ingest.events), sum(p.ingest.bytes)
-	}
+	s.EventsIn, s.BytesIn = p.received()
 	for _, d := range s.Destinations {
 		s.AlertsOut += d.AlertsOut
 		s.BytesOut += d.BytesOut
@@ -100,10 +51,11 @@ func (p *Pipeline) registerLinkRatio() {
 		Help: "Bytes received by the sources per byte sent to the SIEM (all destinations), since start; 0 before anything was sent.",
 	}, func() float64 {
 		out := p.forwarder.SentBytes()
-		if out == 0 || p.ingest == nil {
+		if out == 0 {
 			return 0
 		}
-		return sum(p.ingest.bytes) / float64(out)
+		_, in := p.received()
+		return in / float64(out)
 	}))
 }
 

@@ -36,6 +36,7 @@ type metrics struct {
 	polls         *prometheus.CounterVec
 	blobs         prometheus.Counter
 	checkpoints   prometheus.Counter
+	component     *instrument.Component
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		[]string{transportAppend, transportBlock},
 		[]string{errJSON, errSchema, errOversize, errLayout, errList, errRead, errPublish, errState})
 	m := &metrics{
-		events: c.Events, bytes: c.Bytes, errors: c.Errors,
+		events: c.Events, bytes: c.Bytes, errors: c.Errors, component: c,
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_azure_blob_polls_total",
 			Help: "Polls of a storage account, by result (ok or error).",

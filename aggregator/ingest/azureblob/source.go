@@ -155,3 +155,7 @@ func (a *account) run(ctx context.Context) {
 		}
 	}
 }
+
+// Metrics returns the source's component metrics (events and bytes
+// received), for the link economy the pipeline reports.
+func (s *Source) Metrics() *instrument.Component { return s.m.component }

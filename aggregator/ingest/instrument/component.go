@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Component is the shared metrics of one source, told apart from the
@@ -48,6 +49,24 @@ func NewComponent(name string, transports, errorTypes []string) *Component {
 		c.Errors.WithLabelValues(t)
 	}
 	return c
+}
+
+// Received returns the events and bytes received so far, all transports.
+func (c *Component) Received() (events, bytes float64) {
+	return sumCounters(c.Events), sumCounters(c.Bytes)
+}
+
+func sumCounters(v *prometheus.CounterVec) float64 {
+	ch := make(chan prometheus.Metric, 16)
+	go func() { v.Collect(ch); close(ch) }()
+	total := 0.0
+	for m := range ch {
+		var pb dto.Metric
+		if m.Write(&pb) == nil {
+			total += pb.GetCounter().GetValue()
+		}
+	}
+	return total
 }
 
 // Register registers the component's metrics and extra on reg, all or

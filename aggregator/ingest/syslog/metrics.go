@@ -23,6 +23,7 @@ type metrics struct {
 	fallback             prometheus.Counter
 	openConns            prometheus.Gauge
 	rejectedConns        prometheus.Counter
+	component            *instrument.Component
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,6 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytesUDP:  c.Bytes.WithLabelValues("udp"),
 		bytesTCP:  c.Bytes.WithLabelValues("tcp"),
 		errors:    c.Errors,
+		component: c,
 		fallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_rfc3164_fallback_total",
 			Help: "Messages without a valid PRI or timestamp, taken whole as the message (RFC 3164 §4.3).",

@@ -327,3 +327,7 @@ func trimTrailer(b []byte) []byte {
 func senderOf(ap netip.AddrPort) string {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
 }
+
+// Metrics returns the source's component metrics (events and bytes
+// received), for the link economy the pipeline reports.
+func (s *Source) Metrics() *instrument.Component { return s.m.component }

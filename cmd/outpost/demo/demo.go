@@ -100,13 +100,13 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	for _, m := range got {
 		fmt.Fprintln(w, "  "+m)
 	}
-	st := p.Stats()
+	st := p.Status()
 	fmt.Fprintln(w, "\nWhat crossed the link:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  events in\t%s\t%s\n", humanize.Comma(int64(st.EventsIn)), humanize.IBytes(uint64(st.BytesIn)))
 	fmt.Fprintf(tw, "  alerts out\t%s\t%s\n", humanize.Comma(int64(st.AlertsOut)), humanize.IBytes(uint64(st.BytesOut)))
 	tw.Flush()
-	fmt.Fprintf(w, "  reduction   %.0f× fewer bytes to the SIEM\n", st.Ratio())
+	fmt.Fprintf(w, "  reduction   %.0f× fewer bytes to the SIEM\n", st.Ratio)
 	if len(got) != expectedAlerts {
 		return fmt.Errorf("expected %d alerts, the SIEM stand-in got %d", expectedAlerts, len(got))
 	}
