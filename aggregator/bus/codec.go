@@ -2,31 +2,76 @@ package bus
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+
 	json "github.com/goccy/go-json"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
 
-// EVENTS and MATCHES messages carry batches as JSON lines (one encoded
-// Event or Match per line, no trailing newline). One JetStream message and one ack
-// per batch instead of per event is what lets ingest keep up with a syslog
-// relay; the rule filter acks a message only after every event in it was
-// evaluated and its matches acked. A batch never exceeds MaxBatchBytes
-// (NATS's default max payload is 1 MiB).
+// EVENTS and MATCHES messages carry batches of records: one JetStream
+// message and one ack per batch instead of per event is what lets ingest
+// keep up with a syslog relay; the rule filter acks a message only after
+// every event in it was evaluated and its matches acked. A batch never
+// exceeds MaxBatchBytes (NATS's default max payload is 1 MiB).
+//
+// A batch is binary: the byte batchBinary, then each record as a uvarint
+// length and the record (event.AppendEvent / event.AppendMatch). A batch
+// starting with any other byte is JSON lines, one JSON object per line, as
+// versions before the binary encoding wrote them: still read, so a stream
+// left by an upgrade drains.
 const MaxBatchBytes = 256 << 10
 
-// AppendLine appends one encoded record to a batch payload.
-func AppendLine(batch, encoded []byte) []byte {
-	if len(batch) > 0 {
-		batch = append(batch, '\n')
+const batchBinary = 0xB1
+
+// AppendRecord appends one encoded record to a batch payload (nil starts
+// a new batch).
+func AppendRecord(batch, rec []byte) []byte {
+	if len(batch) == 0 {
+		batch = append(batch, batchBinary)
 	}
-	return append(batch, encoded...)
+	batch = binary.AppendUvarint(batch, uint64(len(rec)))
+	return append(batch, rec...)
 }
 
-// SplitLines calls fn for each non-empty line of a batch payload; fn's
-// error stops it and is returned.
-func SplitLines(data []byte, fn func(line []byte) error) error {
+// Fits reports whether a record of n bytes can be appended to batch
+// without going over MaxBatchBytes. An empty batch takes any record.
+func Fits(batch []byte, n int) bool {
+	return len(batch) == 0 || len(batch)+binary.MaxVarintLen64+n <= MaxBatchBytes
+}
+
+// errTruncated: a binary batch whose last record is cut short.
+var errTruncated = errors.New("batch truncated")
+
+// records calls fn for each record of a batch and whether it is JSON. The
+// unreadable rest of a damaged binary batch goes to bad, once.
+func records(data []byte, fn func(rec []byte, isJSON bool) error, bad func(rec []byte, err error) error) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if data[0] != batchBinary {
+		return splitLines(data, func(line []byte) error { return fn(line, true) })
+	}
+	data = data[1:]
+	for len(data) > 0 {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || n > uint64(len(data)-k) {
+			return bad(data, errTruncated)
+		}
+		rec := data[k : k+int(n)]
+		data = data[k+int(n):]
+		if err := fn(rec, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitLines calls fn for each non-empty line of a JSON-lines batch.
+func splitLines(data []byte, fn func(line []byte) error) error {
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -44,15 +89,44 @@ func SplitLines(data []byte, fn func(line []byte) error) error {
 	return nil
 }
 
-// DecodeEvents calls fn for each event of an EVENTS message. A line that
+// DecodeEvents calls fn for each event of an EVENTS message. A record that
 // does not decode is passed to bad with its error, and decoding goes on
-// with the next line; fn's error stops decoding and is returned.
-func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(line []byte, err error) error) error {
-	return SplitLines(data, func(line []byte) error {
-		var ev event.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return bad(line, fmt.Errorf("decoding event: %w", err))
+// with the next; fn's error stops decoding and is returned. The event
+// handed to fn is reused for the next record: fn must not keep it.
+func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte, err error) error) error {
+	var r wire.Reader
+	var ev event.Event
+	return records(data, func(rec []byte, isJSON bool) error {
+		var err error
+		if isJSON {
+			ev = event.Event{}
+			err = json.Unmarshal(rec, &ev)
+		} else {
+			err = event.DecodeEvent(rec, &ev, &r)
+		}
+		if err != nil {
+			return bad(rec, fmt.Errorf("decoding event: %w", err))
 		}
 		return fn(&ev)
-	})
+	}, bad)
+}
+
+// DecodeMatches calls fn for each match of a MATCHES message, as
+// DecodeEvents does for events.
+func DecodeMatches(data []byte, fn func(*event.Match) error, bad func(rec []byte, err error) error) error {
+	var r wire.Reader
+	var m event.Match
+	return records(data, func(rec []byte, isJSON bool) error {
+		var err error
+		if isJSON {
+			m = event.Match{}
+			err = json.Unmarshal(rec, &m)
+		} else {
+			err = event.DecodeMatch(rec, &m, &r)
+		}
+		if err != nil {
+			return bad(rec, fmt.Errorf("decoding match: %w", err))
+		}
+		return fn(&m)
+	}, bad)
 }

@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,11 +12,11 @@ import (
 func TestPackAndDecode(t *testing.T) {
 	var items []item
 	for i := range 3 {
-		data, _ := json.Marshal(event.Event{ID: string(rune('a' + i)), Source: "syslog"})
+		data := event.AppendEvent(nil, &event.Event{ID: string(rune('a' + i)), Source: "syslog"})
 		items = append(items, item{subject: "events.syslog", data: data})
 	}
 	items = append(items, item{msg: nats.NewMsg("deadletter.syslog")})
-	data, _ := json.Marshal(event.Event{ID: "z", Source: "azure.signin"})
+	data := event.AppendEvent(nil, &event.Event{ID: "z", Source: "azure.signin"})
 	items = append(items, item{subject: "events.azure.signin", data: data})
 
 	msgs := pack(items)
@@ -48,6 +47,47 @@ func TestPackRespectsMaxBatchBytes(t *testing.T) {
 	}
 }
 
+// A binary batch cut short delivers what precedes the damage and passes
+// the rest to bad once.
+func TestDecodeEventsTruncatedBatch(t *testing.T) {
+	var batch []byte
+	for _, id := range []string{"1", "2", "3"} {
+		batch = AppendRecord(batch, event.AppendEvent(nil, &event.Event{ID: id, Source: "syslog"}))
+	}
+	var ids []string
+	var bad int
+	err := DecodeEvents(batch[:len(batch)-3], func(ev *event.Event) error { ids = append(ids, ev.ID); return nil },
+		func([]byte, error) error { bad++; return nil })
+	if err != nil || strings.Join(ids, ",") != "1,2" || bad != 1 {
+		t.Errorf("ids %v bad %d err %v", ids, bad, err)
+	}
+}
+
+func TestDecodeMatches(t *testing.T) {
+	var batch []byte
+	for _, k := range []string{"a", "b"} {
+		batch = AppendRecord(batch, event.AppendMatch(nil, &event.Match{RuleID: "r", Key: k}))
+	}
+	// A record that is not a match, between good ones.
+	batch = AppendRecord(batch, []byte{0xff})
+	batch = AppendRecord(batch, event.AppendMatch(nil, &event.Match{RuleID: "r", Key: "c"}))
+	var keys []string
+	var bad int
+	err := DecodeMatches(batch, func(m *event.Match) error { keys = append(keys, m.Key); return nil },
+		func([]byte, error) error { bad++; return nil })
+	if err != nil || strings.Join(keys, ",") != "a,b,c" || bad != 1 {
+		t.Errorf("keys %v bad %d err %v", keys, bad, err)
+	}
+	// JSON lines, as versions before the binary encoding wrote MATCHES.
+	keys = nil
+	err = DecodeMatches([]byte(`{"rule":"r","key":"x"}`+"\n"+`{"rule":"r","key":"y"}`), func(m *event.Match) error { keys = append(keys, m.Key); return nil },
+		func([]byte, error) error { bad++; return nil })
+	if err != nil || strings.Join(keys, ",") != "x,y" {
+		t.Errorf("JSON lines: keys %v err %v", keys, err)
+	}
+}
+
+// JSON lines, as versions before the binary encoding wrote EVENTS.
 func TestDecodeEventsKeepsGoingPastABadLine(t *testing.T) {
 	data := []byte(`{"id":"1"}` + "\n" + `{"id":` + "\n" + `{"id":"3"}`)
 	var ids []string

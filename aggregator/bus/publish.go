@@ -21,7 +21,7 @@ var ErrClosed = errors.New("publisher closed")
 
 // Publisher takes events from the sources and publishes them to EVENTS:
 // whatever is queued goes out as few messages as possible (events of one
-// source packed as JSON lines, up to MaxBatchBytes each), published
+// source packed in one binary batch, up to MaxBatchBytes each), published
 // asynchronously, with JetStream's acks awaited per round.
 //
 // Publish only enqueues: it blocks while the queue is full, which is how
@@ -94,16 +94,14 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 
 // Publish queues ev for EVENTS under events.<ev.Source>.
 func (p *Publisher) Publish(ctx context.Context, ev *event.Event) error {
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encoding event: %w", err)
-	}
+	data := event.AppendEvent(make([]byte, 0, 256), ev)
 	if len(data) > p.maxPayload {
 		// It could never be published; keep a sample for a human instead
 		// of retrying forever.
 		p.tooBig.Inc()
 		reason := fmt.Sprintf("event of %d bytes encoded exceeds the NATS max payload of %d", len(data), p.maxPayload)
-		return p.enqueue(ctx, item{msg: deadLetterMsg(ev.Source, reason, data[:min(len(data), 64<<10)], ev.Sender)})
+		sample, _ := json.Marshal(ev)
+		return p.enqueue(ctx, item{msg: deadLetterMsg(ev.Source, reason, sample[:min(len(sample), 64<<10)], ev.Sender)})
 	}
 	return p.enqueue(ctx, item{subject: "events." + ev.Source, data: data})
 }
@@ -204,11 +202,11 @@ func pack(items []item) []pending {
 			cur = nil
 			continue
 		}
-		if cur == nil || cur.msg.Subject != it.subject || len(cur.msg.Data)+1+len(it.data) > MaxBatchBytes {
+		if cur == nil || cur.msg.Subject != it.subject || !Fits(cur.msg.Data, len(it.data)) {
 			out = append(out, pending{msg: &nats.Msg{Subject: it.subject}})
 			cur = &out[len(out)-1]
 		}
-		cur.msg.Data = AppendLine(cur.msg.Data, it.data)
+		cur.msg.Data = AppendRecord(cur.msg.Data, it.data)
 		cur.events++
 	}
 	return out
@@ -298,11 +296,7 @@ func (b Backoff) Sleep(ctx context.Context, attempt int) error {
 func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
 	items := make([]item, 0, len(evs))
 	for _, ev := range evs {
-		data, err := json.Marshal(ev)
-		if err != nil {
-			return fmt.Errorf("encoding event: %w", err)
-		}
-		items = append(items, item{subject: "events." + ev.Source, data: data})
+		items = append(items, item{subject: "events." + ev.Source, data: event.AppendEvent(nil, ev)})
 	}
 	msgs := pack(items)
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))

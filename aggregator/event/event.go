@@ -3,8 +3,11 @@
 // to MATCHES, and the Alert the windows publish to ALERTS.
 //
 // It is a leaf package: every stage imports it, it imports nothing of
-// Outpost's. Field names in the `json` tags are the wire format; the `expr`
-// tags are the names rule conditions use, and they are the same on purpose.
+// Outpost's but the wire primitives. On EVENTS and MATCHES, events and
+// matches travel in the binary encoding of codec.go; the `json` tags are
+// their JSON form (dead letters, the HTTP API, batches written by older
+// versions) and the ALERTS wire format. The `expr` tags are the names rule
+// conditions use, the same as the JSON names on purpose.
 package event
 
 import "time"

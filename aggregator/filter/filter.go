@@ -49,8 +49,9 @@ type Stage struct {
 	vm    vm.VM       // used by the one consuming goroutine only
 	hits  []rules.Hit // reused per rule evaluation
 	// batches holds each MATCHES partition's matches of the batch of events
-	// in hand, as JSON lines.
+	// in hand (bus.AppendRecord); rec is scratch for one match.
 	batches [][]byte
+	rec     []byte
 
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
@@ -155,7 +156,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 }
 
 // evaluate runs every rule on one event and adds its matches to their
-// partition's batch (JSON lines, published by flush when full and at the
+// partition's batch (published by flush when full and at the
 // end of the batch of events).
 func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, parts uint32, flush func(int) error) error {
 	s.events.Inc()
@@ -180,20 +181,17 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 		}
 		for _, h := range s.hits {
 			s.matches.WithLabelValues(r.ID).Inc()
-			data, err := json.Marshal(event.Match{
+			s.rec = event.AppendMatch(s.rec[:0], &event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
 				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
 			})
-			if err != nil {
-				return err
-			}
 			p := int(partition(r.ID, h.Key, parts))
-			if len(s.batches[p])+1+len(data) > bus.MaxBatchBytes {
+			if !bus.Fits(s.batches[p], len(s.rec)) {
 				if err := flush(p); err != nil {
 					return err
 				}
 			}
-			s.batches[p] = bus.AppendLine(s.batches[p], data)
+			s.batches[p] = bus.AppendRecord(s.batches[p], s.rec)
 		}
 	}
 	return nil

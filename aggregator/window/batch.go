@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	json "github.com/goccy/go-json"
 	"strings"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 
 // Badger keys of the windows stage (see aggregator/state):
 //
-//	w/<rule>@<fingerprint>\x00<group key>   State (JSON), with a TTL
+//	w/<rule>@<fingerprint>\x00<group key>   State (codec.go), with a TTL
 //	t/<deadline, 8 bytes BE><state key>       absence timer index: armed deadlines in time order
 //	m/windows                                  newest match event time seen (8 bytes BE), for the watermark
 //
@@ -106,7 +105,7 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 	case err != nil:
 		return nil, fmt.Errorf("reading window state: %w", err)
 	default:
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, st) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decodeState(v, st) }); err != nil {
 			// A state we cannot read is a bug or disk damage; start the
 			// window over rather than stop the pipeline.
 			b.s.log.Error("discarding unreadable window state", "key", sk, "err", err)
@@ -159,10 +158,7 @@ func (b *batch) commit(maxTime int64) error {
 		if !l.existed {
 			b.s.liveKeys[l.r.ID]++
 		}
-		v, err := json.Marshal(l.st)
-		if err != nil {
-			return err
-		}
+		v := appendState(nil, l.st)
 		if err := b.set(badger.NewEntry([]byte(sk), v).WithTTL(b.ttl(l.r))); err != nil {
 			return err
 		}

@@ -219,13 +219,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	var alerts []*event.Alert
 	maxTime := s.maxTime
 	for _, msg := range msgs {
-		err := bus.SplitLines(msg.Data(), func(line []byte) error {
-			var m event.Match
-			if err := json.Unmarshal(line, &m); err != nil {
-				// Not ours to fix: the filter wrote it. Keep it for a human.
-				s.deadLetter(ctx, line, err)
-				return nil
-			}
+		err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
 			seen := m.Time
 			if !m.Seen.IsZero() && m.Seen.Before(seen) {
 				seen = m.Seen
@@ -252,11 +246,15 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 					return err
 				}
 			}
-			a, v := Apply(r, st, &m, s.cfg.MaxLateness())
+			a, v := Apply(r, st, m, s.cfg.MaxLateness())
 			s.verdicts.WithLabelValues(verdictNames[v]).Inc()
 			if a != nil {
 				alerts = append(alerts, a)
 			}
+			return nil
+		}, func(rec []byte, err error) error {
+			// Not ours to fix: the filter wrote it. Keep it for a human.
+			s.deadLetter(ctx, rec, err)
 			return nil
 		})
 		if err != nil {

@@ -1,0 +1,149 @@
+package event
+
+import (
+	"fmt"
+
+	"github.com/outpost-siem/outpost/aggregator/internal/wire"
+)
+
+// The binary encodings of Event and Match on the bus (inside EVENTS and
+// MATCHES batches; see aggregator/bus). Each record starts with its format
+// version; fields follow in declaration order, strings length-prefixed,
+// times as wire.AppendTime. ALERTS and DEADLETTER stay JSON: they are read
+// by people and other tools, and carry a few messages a second.
+const (
+	eventV1 = 1
+	matchV1 = 1
+)
+
+// AppendEvent appends ev's binary encoding to b.
+func AppendEvent(b []byte, ev *Event) []byte {
+	b = append(b, eventV1)
+	b = wire.AppendString(b, ev.ID)
+	b = wire.AppendString(b, ev.Source)
+	b = wire.AppendTime(b, ev.Time)
+	b = wire.AppendTime(b, ev.Received)
+	b = wire.AppendString(b, ev.Sender)
+	b = wire.AppendString(b, ev.Host)
+	b = wire.AppendString(b, ev.App)
+	b = wire.AppendString(b, ev.ProcID)
+	b = wire.AppendString(b, ev.MsgID)
+	b = wire.AppendVarint(b, int64(ev.Facility))
+	b = wire.AppendVarint(b, int64(ev.Severity))
+	b = wire.AppendString(b, ev.Message)
+	b = wire.AppendString(b, ev.Category)
+	b = wire.AppendString(b, ev.Action)
+	b = wire.AppendString(b, ev.Outcome)
+	b = wire.AppendString(b, ev.User)
+	b = wire.AppendString(b, ev.SrcIP)
+	b = wire.AppendVarint(b, int64(ev.SrcPort))
+	b = wire.AppendString(b, ev.DstIP)
+	b = wire.AppendVarint(b, int64(ev.DstPort))
+	b = wire.AppendString(b, ev.Protocol)
+	return appendMap(b, ev.Attrs)
+}
+
+// DecodeEvent decodes a record written by AppendEvent into ev. r is
+// scratch the caller may reuse across records (nil is fine); the strings
+// of ev share one copy of data.
+func DecodeEvent(data []byte, ev *Event, r *wire.Reader) error {
+	if r == nil {
+		r = new(wire.Reader)
+	}
+	r.Reset(data, true)
+	if v := r.Byte(); v != eventV1 && r.Err() == nil {
+		return fmt.Errorf("event encoding version %d unknown", v)
+	}
+	*ev = Event{
+		ID:       r.String(),
+		Source:   r.String(),
+		Time:     r.Time(),
+		Received: r.Time(),
+		Sender:   r.String(),
+		Host:     r.String(),
+		App:      r.String(),
+		ProcID:   r.String(),
+		MsgID:    r.String(),
+		Facility: r.Int(),
+		Severity: r.Int(),
+		Message:  r.String(),
+		Category: r.String(),
+		Action:   r.String(),
+		Outcome:  r.String(),
+		User:     r.String(),
+		SrcIP:    r.String(),
+		SrcPort:  r.Int(),
+		DstIP:    r.String(),
+		DstPort:  r.Int(),
+		Protocol: r.String(),
+	}
+	ev.Attrs = readMap(r)
+	if err := r.Done(); err != nil {
+		return fmt.Errorf("decoding event: %w", err)
+	}
+	return nil
+}
+
+// AppendMatch appends m's binary encoding to b.
+func AppendMatch(b []byte, m *Match) []byte {
+	b = append(b, matchV1)
+	b = wire.AppendString(b, m.RuleID)
+	b = wire.AppendString(b, m.Key)
+	b = wire.AppendTime(b, m.Time)
+	b = wire.AppendString(b, m.EventID)
+	b = wire.AppendVarint(b, int64(m.Step))
+	b = wire.AppendString(b, m.Value)
+	b = wire.AppendTime(b, m.Seen)
+	return appendMap(b, m.Fields)
+}
+
+// DecodeMatch decodes a record written by AppendMatch into m. Every string
+// is its own copy: the windows keep ids and keys for long, and must not
+// keep whole records alive with them. r is reusable scratch (nil is fine).
+func DecodeMatch(data []byte, m *Match, r *wire.Reader) error {
+	if r == nil {
+		r = new(wire.Reader)
+	}
+	r.Reset(data, false)
+	if v := r.Byte(); v != matchV1 && r.Err() == nil {
+		return fmt.Errorf("match encoding version %d unknown", v)
+	}
+	*m = Match{
+		RuleID:  r.String(),
+		Key:     r.String(),
+		Time:    r.Time(),
+		EventID: r.String(),
+		Step:    r.Int(),
+		Value:   r.String(),
+		Seen:    r.Time(),
+	}
+	m.Fields = readMap(r)
+	if err := r.Done(); err != nil {
+		return fmt.Errorf("decoding match: %w", err)
+	}
+	return nil
+}
+
+func appendMap(b []byte, m map[string]string) []byte {
+	b = wire.AppendUvarint(b, uint64(len(m)))
+	for k, v := range m {
+		b = wire.AppendString(b, k)
+		b = wire.AppendString(b, v)
+	}
+	return b
+}
+
+// readMap reads appendMap's encoding; an empty map reads as nil, as JSON's
+// omitempty leaves it.
+func readMap(r *wire.Reader) map[string]string {
+	n := r.Count(2)
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]string, n)
+	for range n {
+		k := r.String()
+		m[k] = r.String()
+	}
+	return m
+}
