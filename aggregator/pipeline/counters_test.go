@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// sumCounters sums every series of each named counter family.
+// sumCounters sums every series of each named counter or gauge family.
 func sumCounters(g prometheus.Gatherer, names ...string) []float64 {
 	out := make([]float64, len(names))
 	mfs, err := g.Gather()
@@ -17,7 +17,7 @@ func sumCounters(g prometheus.Gatherer, names ...string) []float64 {
 				continue
 			}
 			for _, m := range mf.GetMetric() {
-				out[i] += m.GetCounter().GetValue()
+				out[i] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -248,9 +248,19 @@ func TestRestartKeepsWindowState(t *testing.T) {
 	p1 := start(t, testConfig(t, dir, siem.Addr().String()))
 	send(t, "tcp", p1.tcp, octet(sshFail(t0, attacker, 1)), octet(sshFail(t0.Add(5*time.Second), attacker, 2)), octet(sshFail(t0.Add(10*time.Second), attacker, 3)))
 	p1.waitSettled(t, 3)
+	// One attacker on one host: a key in each rule the failures match
+	// (ssh-brute-force, password-spray, brute-force-then-success by address,
+	// log-source-silent by host).
+	keys := sumCounters(p1.reg, "outpost_windows_live_keys")[0]
+	if keys != 4 {
+		t.Errorf("outpost_windows_live_keys = %v, want 4", keys)
+	}
 	p1.stop()
 
 	p2 := start(t, testConfig(t, dir, siem.Addr().String()))
+	if got := sumCounters(p2.reg, "outpost_windows_live_keys")[0]; got != keys {
+		t.Errorf("after the restart outpost_windows_live_keys = %v, want %v (recounted from Badger)", got, keys)
+	}
 	send(t, "tcp", p2.tcp, octet(sshFail(t0.Add(15*time.Second), attacker, 4)), octet(sshFail(t0.Add(20*time.Second), attacker, 5)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -152,11 +152,13 @@ func (b *batch) commit(maxTime int64) error {
 					return err
 				}
 				b.s.liveKeys[l.r.ID]--
+				b.s.keysTotal.Add(-1)
 			}
 			continue
 		}
 		if !l.existed {
 			b.s.liveKeys[l.r.ID]++
+			b.s.keysTotal.Add(1)
 		}
 		v := appendState(nil, l.st)
 		if err := b.set(badger.NewEntry([]byte(sk), v).WithTTL(b.ttl(l.r))); err != nil {
@@ -288,6 +290,11 @@ func (s *Stage) countKeys() error {
 	})
 	if err == nil {
 		s.liveKeys = counts
+		total := 0
+		for _, n := range counts {
+			total += n
+		}
+		s.keysTotal.Store(int64(total))
 	}
 	return err
 }

@@ -145,6 +145,7 @@ type Stage struct {
 	maxTime     int64
 	lastAdvance time.Time
 	liveKeys    map[string]int // live group keys per rule id (see countKeys)
+	keysTotal   atomic.Int64   // their sum, for the gauge (read without mu)
 	// cache holds recently used committed states in front of Badger, so a
 	// hot key is not read and decoded on every batch. Write-through: a
 	// state enters it only after its commit.
@@ -180,7 +181,11 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		}),
 	}
 	s.rules.Store(set)
-	reg.MustRegister(s.verdicts, s.keyCap, s.alerts, s.unknown)
+	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outpost_windows_live_keys",
+		Help: "Group keys with window state in Badger, all rules (recounted every 10 minutes; keys expired by TTL meanwhile still count).",
+	}, func() float64 { return float64(s.keysTotal.Load()) })
+	reg.MustRegister(s.verdicts, s.keyCap, s.alerts, s.unknown, live)
 	return s
 }
 
