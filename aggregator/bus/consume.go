@@ -18,6 +18,20 @@ import (
 // idempotent.
 type Handler func(ctx context.Context, msgs []jetstream.Msg) error
 
+// AsyncHandler processes one batch in two parts: it returns once the work
+// in memory is done and the batch's writes are started, with a wait that
+// returns once they are durable (JetStream's acks, a Badger commit); a nil
+// wait means they already are. Consume hands it the next batch before it
+// calls the previous batch's wait, so one batch's I/O overlaps the next
+// one's processing, and acks messages only after their wait returned nil.
+//
+// When a wait fails, Consume still calls the wait of the batch handed after
+// it (the handler must make that one fail too: it was built on effects that
+// never became durable) and then hands both again, oldest first, one at a
+// time, each waited for before the next, until they succeed. As with
+// Handler, a handler must be idempotent.
+type AsyncHandler func(ctx context.Context, msgs []jetstream.Msg) (wait func() error, err error)
+
 // ConsumerConfig names a durable pull consumer.
 type ConsumerConfig struct {
 	Stream  string
@@ -30,6 +44,20 @@ type ConsumerConfig struct {
 // Consume runs a durable pull consumer until ctx ends, handing batches to h
 // and acking them after h returns nil. It returns nil on a clean stop.
 func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logger, h Handler) error {
+	return b.ConsumeAsync(ctx, cc, logger, func(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
+		return nil, h(ctx, msgs)
+	})
+}
+
+// unsettled is a batch handed to an AsyncHandler whose wait was not called.
+type unsettled struct {
+	msgs []jetstream.Msg
+	wait func() error
+}
+
+// ConsumeAsync is Consume for an AsyncHandler: at most one batch is in
+// flight while the next is handled.
+func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.Logger, h AsyncHandler) error {
 	if cc.Batch <= 0 {
 		cc.Batch = 256
 	}
@@ -50,19 +78,45 @@ func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logge
 		}
 		return fmt.Errorf("creating consumer %s on %s: %w", cc.Durable, cc.Stream, err)
 	}
-	backoff := Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+	c := &consumer{cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}
+	var inflight *unsettled
+	// settle waits for the batch in flight and acks it. If its wait fails,
+	// it hands it again, and next (handled on top of it) after it: retried
+	// says so. ok is false if ctx ended.
+	settle := func(next *unsettled) (ok, retried bool) {
+		u := inflight
+		inflight = nil
+		if u == nil {
+			return true, false
+		}
+		err := u.wait()
+		if err == nil {
+			c.ack(ctx, u.msgs)
+			return true, false
+		}
+		if next != nil && next.wait != nil {
+			_ = next.wait() // fails too; its effects are redone below
+		}
+		if ctx.Err() != nil {
+			c.nak(u, next)
+			return false, true
+		}
+		return c.retry(ctx, err, u, next), true
+	}
 	failures := 0
-	msgs := make([]jetstream.Msg, 0, cc.Batch)
 	for ctx.Err() == nil {
-		// Take what is there without waiting; only when nothing is, wait
-		// (up to 500ms) for the next message. Fetch(n) alone would hold a
-		// half-full batch until its deadline, adding its wait to every
-		// stage's latency.
-		msgs = msgs[:0]
+		// Take what is there without waiting; only when nothing is, settle
+		// the batch in flight, then wait (up to 500ms) for the next message.
+		// Fetch(n) alone would hold a half-full batch until its deadline,
+		// adding its wait to every stage's latency.
+		msgs := make([]jetstream.Msg, 0, cc.Batch)
 		batch, err := cons.FetchNoWait(cc.Batch)
 		if err == nil {
 			msgs = collect(batch, msgs, cc.Durable, logger)
 			if len(msgs) == 0 {
+				if ok, _ := settle(nil); !ok {
+					return nil
+				}
 				batch, err = cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
 				if err == nil {
 					msgs = collect(batch, msgs, cc.Durable, logger)
@@ -71,50 +125,106 @@ func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logge
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				break
 			}
 			logger.Warn("fetching from consumer failed", "consumer", cc.Durable, "err", err)
-			_ = backoff.Sleep(ctx, failures)
+			_ = c.backoff.Sleep(ctx, failures)
 			failures++
 			continue
 		}
+		failures = 0
 		if len(msgs) == 0 {
 			continue
 		}
-		// A failed batch is retried here, as it is, before anything newer
-		// is fetched: redelivery through JetStream would let later messages
-		// overtake it, and the windows and watermarks care about order.
-		for attempt := 0; ; attempt++ {
-			err := h(ctx, msgs)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				for _, m := range msgs {
-					_ = m.Nak()
-				}
+		cur := &unsettled{msgs: msgs}
+		cur.wait, err = h(ctx, msgs)
+		if err != nil {
+			// Nothing of cur took effect; settle what is in flight, then
+			// hand cur again until it succeeds.
+			if ok, _ := settle(nil); !ok || !c.retry(ctx, err, cur) {
 				return nil
 			}
-			delay := backoff.Delay(attempt)
+			continue
+		}
+		ok, retried := settle(cur)
+		switch {
+		case !ok:
+			return nil
+		case retried: // cur was handled again and acked with its predecessor
+		case cur.wait == nil:
+			c.ack(ctx, cur.msgs)
+		default:
+			inflight = cur
+		}
+	}
+	settle(nil)
+	return nil
+}
+
+type consumer struct {
+	cc      ConsumerConfig
+	log     *slog.Logger
+	h       AsyncHandler
+	backoff Backoff
+}
+
+func (c *consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil && ctx.Err() == nil {
+			c.log.Warn("ack failed; the message will be redelivered", "consumer", c.cc.Durable, "err", err)
+		}
+	}
+}
+
+func (c *consumer) nak(us ...*unsettled) {
+	for _, u := range us {
+		if u == nil {
+			continue
+		}
+		for _, m := range u.msgs {
+			_ = m.Nak()
+		}
+	}
+}
+
+// retry hands each batch again, in order and one at a time, until it
+// succeeds, then acks it; cause is why the first one failed. A failed batch is retried here, before anything
+// newer is fetched: redelivery through JetStream would let later messages
+// overtake it, and the windows and watermarks care about order. It returns
+// false if ctx ended first (the batches are then nak'ed).
+func (c *consumer) retry(ctx context.Context, cause error, us ...*unsettled) bool {
+	for i, u := range us {
+		if u == nil {
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			for _, m := range u.msgs {
+				_ = m.InProgress() // keep them ours while we retry
+			}
+			delay := c.backoff.Delay(attempt)
 			if attempt == 0 || attempt%10 == 0 {
-				logger.Warn("batch failed; retrying it", "consumer", cc.Durable, "messages", len(msgs), "attempt", attempt+1, "retry_in", delay, "err", err)
+				c.log.Warn("batch failed; retrying it", "consumer", c.cc.Durable, "messages", len(u.msgs), "attempt", attempt+1, "retry_in", delay, "err", cause)
 			}
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():
 			}
-			for _, m := range msgs {
-				_ = m.InProgress() // keep them ours while we retry
+			if ctx.Err() != nil {
+				c.nak(us[i:]...)
+				return false
 			}
-		}
-		failures = 0
-		for _, m := range msgs {
-			if err := m.Ack(); err != nil && ctx.Err() == nil {
-				logger.Warn("ack failed; the message will be redelivered", "consumer", cc.Durable, "err", err)
+			wait, err := c.h(ctx, u.msgs)
+			if err == nil && wait != nil {
+				err = wait()
 			}
+			if err == nil {
+				break
+			}
+			cause = err
 		}
+		c.ack(ctx, u.msgs)
 	}
-	return nil
+	return true
 }
 
 func collect(batch jetstream.MessageBatch, msgs []jetstream.Msg, durable string, logger *slog.Logger) []jetstream.Msg {

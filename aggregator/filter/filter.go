@@ -100,14 +100,17 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
 // Run consumes EVENTS until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
-	return s.bus.Consume(ctx, bus.ConsumerConfig{
+	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamEvents,
 		Durable: "outpost-filter",
 		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of events
 	}, s.log, s.handle)
 }
 
-func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
+// handle evaluates a batch of events and publishes its matches; the wait
+// it returns collects JetStream's acks, so the next batch is evaluated
+// while they are on their way.
+func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	set := s.rules.Load()
 	js := s.bus.JetStream()
 	parts := uint32(s.bus.Partitions())
@@ -128,6 +131,12 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		s.batches[p] = nil // the message owns the bytes now
 		return nil
 	}
+	fail := func(err error) (func() error, error) {
+		for p := range s.batches {
+			s.batches[p] = s.batches[p][:0] // the batch will be evaluated again
+		}
+		return nil, err
+	}
 	for _, msg := range msgs {
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			return s.evaluate(ctx, set, ev, parts, flush)
@@ -135,24 +144,26 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return s.bus.DeadLetter(ctx, "filter", err.Error(), line, "")
 		})
 		if err != nil {
-			return err
+			return fail(err)
 		}
 	}
 	for p := range s.batches {
 		if err := flush(p); err != nil {
-			return err
+			return fail(err)
 		}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
+	return func() error {
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
-	}
-	return nil
+		return nil
+	}, nil
 }
 
 // evaluate runs every rule on one event and adds its matches to their

@@ -17,6 +17,7 @@ import (
 	"github.com/influxdata/go-syslog/v3/rfc5424"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/forwarder"
 	"github.com/outpost-siem/outpost/forwarder/receiver"
@@ -258,9 +259,9 @@ func TestRestartKeepsWindowState(t *testing.T) {
 	p1.stop()
 
 	p2 := start(t, testConfig(t, dir, siem.Addr().String()))
-	if got := sumCounters(p2.reg, "outpost_windows_live_keys")[0]; got != keys {
-		t.Errorf("after the restart outpost_windows_live_keys = %v, want %v (recounted from Badger)", got, keys)
-	}
+	waitFor(t, "the live keys recounted from Badger after the restart", func() bool {
+		return sumCounters(p2.reg, "outpost_windows_live_keys")[0] == keys
+	})
 	send(t, "tcp", p2.tcp, octet(sshFail(t0.Add(15*time.Second), attacker, 4)), octet(sshFail(t0.Add(20*time.Second), attacker, 5)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -352,5 +353,64 @@ func TestExternalNATS(t *testing.T) {
 	}
 	if jsz.Streams != 4 {
 		t.Errorf("external server has %d streams, want 4 (EVENTS, MATCHES, ALERTS, DEADLETTER)", jsz.Streams)
+	}
+}
+
+// When the windows cannot get an alert acked (ALERTS is gone), the batch's
+// state is not committed; once ALERTS is back, the batch and any applied on
+// top of it are applied again from Badger, and the alert is raised exactly
+// once, counting every event.
+func TestWindowsRetryAfterFailedAlertPublish(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	p := start(t, testConfig(t, t.TempDir(), siem.Addr().String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := p.bus.JetStream()
+	waitFor(t, "the forwarder's consumer", func() bool {
+		_, err := js.Consumer(ctx, bus.StreamAlerts, "outpost-forwarder-siem")
+		return err == nil
+	})
+	st, err := js.Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alertsCfg := st.CachedInfo().Config
+	if err := js.DeleteStream(ctx, bus.StreamAlerts); err != nil {
+		t.Fatal(err)
+	}
+	attacker := "198.51.100.77"
+	for i := range 5 {
+		send(t, "tcp", p.tcp, octet(sshFail(t0.Add(time.Duration(i)*time.Second), attacker, i)))
+		time.Sleep(50 * time.Millisecond) // several batches, some on top of the failing one
+	}
+	waitFor(t, "the filter to evaluate the events", func() bool { return p.counter("outpost_filter_events_total") == 5 })
+	time.Sleep(time.Second) // the windows retry meanwhile
+	if got := p.counter("outpost_alerts_raised_total"); got != 0 {
+		t.Fatalf("%v alerts raised without ALERTS", got)
+	}
+	if _, err := js.CreateStream(ctx, alertsCfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the alert once ALERTS is back", func() bool { return p.counter("outpost_alerts_raised_total") == 1 })
+	p.waitSettled(t, 5)
+	send(t, "tcp", p.tcp, octet(sshFail(t0.Add(6*time.Second), attacker, 6)))
+	p.waitSettled(t, 6)
+	st, err = js.Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Fatalf("ALERTS holds %d alerts, want 1", n)
+	}
+	m, err := st.GetMsg(ctx, st.CachedInfo().State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), `"count":5`) {
+		t.Errorf("the alert does not count the 5 events: %s", m.Data)
 	}
 }

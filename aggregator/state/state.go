@@ -79,7 +79,10 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
 		WithNumMemtables(3).
 		WithBlockCacheSize(int64(cfg.CacheSize)).
 		WithIndexCacheSize(int64(cfg.CacheSize) / 2).
-		WithValueLogFileSize(256 << 20)
+		WithValueLogFileSize(256 << 20).
+		// Each key prefix has one writer, which orders its own writes (the
+		// windows stage commits its batches in order from one goroutine).
+		WithDetectConflicts(false)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening state in %s: %w", dir, err)

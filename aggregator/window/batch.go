@@ -59,6 +59,18 @@ type batch struct {
 	states map[string]*loaded
 	order  []string
 	drops  [][]byte
+
+	// What became of the batch's matches, for the metrics once committed.
+	verdicts [len(verdictNames)]int
+	unknown  int
+	keyCaps  map[string]int // by rule
+}
+
+func (b *batch) keyCapHit(rule string) {
+	if b.keyCaps == nil {
+		b.keyCaps = map[string]int{}
+	}
+	b.keyCaps[rule]++
 }
 
 type loaded struct {
@@ -85,13 +97,22 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 	if l, ok := b.states[sk]; ok {
 		return l.st, nil
 	}
+	// A layer (applied, being committed) holds the newest state; then the
+	// cache (committed); then Badger. A copy each time: the batch may still
+	// fail, and layers and cache must keep what they hold.
+	for i := len(b.s.layers) - 1; i >= 0; i-- {
+		if l, ok := b.s.layers[i].b.states[sk]; ok {
+			if l.st.Empty() { // deleted, or never written, by that commit
+				if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
+					return nil, errKeyCap
+				}
+				return b.keep(r, sk, &State{}, false), nil
+			}
+			return b.keep(r, sk, l.st.clone(), true), nil
+		}
+	}
 	if cached, ok := b.s.cache.Get(sk); ok {
-		// A copy: the batch may still fail, and the cache must keep
-		// holding what is committed.
-		st := cached.clone()
-		b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: true}
-		b.order = append(b.order, sk)
-		return st, nil
+		return b.keep(r, sk, cached.clone(), true), nil
 	}
 	st := &State{}
 	existed := true
@@ -112,9 +133,15 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 			st = &State{}
 		}
 	}
+	return b.keep(r, sk, st, existed), nil
+}
+
+// keep makes st the batch's state of sk. existed says whether sk is in
+// Badger (or will be once the layers before this batch are committed).
+func (b *batch) keep(r *rules.Rule, sk string, st *State, existed bool) *State {
 	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: existed}
 	b.order = append(b.order, sk)
-	return st, nil
+	return st
 }
 
 func (b *batch) dropTimer(k []byte) { b.drops = append(b.drops, k) }
@@ -130,8 +157,26 @@ func (b *batch) ttl(r *rules.Rule) time.Duration {
 	return d
 }
 
-// commit writes the states, the timer index and the watermark mark.
-func (b *batch) commit(maxTime int64) error {
+// account counts the keys the batch adds and removes against the rules'
+// key caps (under the stage's lock; the write happens later, elsewhere).
+func (b *batch) account() {
+	for _, sk := range b.order {
+		l := b.states[sk]
+		switch empty := l.st.Empty(); {
+		case empty && l.existed:
+			b.s.liveKeys[l.r.ID]--
+			b.s.keysTotal.Add(-1)
+		case !empty && !l.existed:
+			b.s.liveKeys[l.r.ID]++
+			b.s.keysTotal.Add(1)
+		}
+	}
+}
+
+// write writes the states, the timer index and the watermark mark, and
+// commits. It runs on the committer goroutine and touches nothing of the
+// stage but the DB.
+func (b *batch) write(maxTime int64) error {
 	for _, sk := range b.order {
 		l := b.states[sk]
 		if l.deadline != l.st.Deadline {
@@ -151,17 +196,10 @@ func (b *batch) commit(maxTime int64) error {
 				if err := b.del([]byte(sk)); err != nil {
 					return err
 				}
-				b.s.liveKeys[l.r.ID]--
-				b.s.keysTotal.Add(-1)
 			}
 			continue
 		}
-		if !l.existed {
-			b.s.liveKeys[l.r.ID]++
-			b.s.keysTotal.Add(1)
-		}
-		v := appendState(nil, l.st)
-		if err := b.set(badger.NewEntry([]byte(sk), v).WithTTL(b.ttl(l.r))); err != nil {
+		if err := b.set(badger.NewEntry([]byte(sk), appendState(nil, l.st)).WithTTL(b.ttl(l.r))); err != nil {
 			return err
 		}
 	}
@@ -177,14 +215,6 @@ func (b *batch) commit(maxTime int64) error {
 	}
 	if err := b.txn.Commit(); err != nil {
 		return fmt.Errorf("committing window state: %w", err)
-	}
-	// Committed: the cache may hold these states now.
-	for _, sk := range b.order {
-		if st := b.states[sk].st; st.Empty() {
-			b.s.cache.Remove(sk)
-		} else {
-			b.s.cache.Add(sk, st)
-		}
 	}
 	return nil
 }

@@ -2,18 +2,24 @@
 // (rule, group key)'s window in Badger, in event time, and publishes an
 // alert to ALERTS when a rule's condition holds.
 //
-// Ordering per batch, which is what makes a crash at any point safe:
+// Per batch of matches, in this order, which is what makes a crash at any
+// point safe:
 //
-//  1. apply every match to its group state (in memory, in a Badger txn);
-//  2. publish the alerts, each with its deterministic id as Nats-Msg-Id,
-//     and wait for JetStream's acks;
-//  3. commit the Badger txn;
-//  4. ack the matches.
+//  1. apply every match to its group state, in memory;
+//  2. publish the alerts, each with its deterministic id as Nats-Msg-Id;
+//  3. once JetStream acked every alert, commit the states to Badger;
+//  4. once committed, ack the matches.
 //
 // A crash before 3 redelivers the batch: the same states give the same
 // alerts with the same ids, which JetStream's duplicate window drops. A crash
 // between 3 and 4 redelivers matches the state already holds; apply treats
 // them as duplicates.
+//
+// Steps 3 and 4 of one batch overlap step 1 of the next (bus.ConsumeAsync):
+// one committer goroutine waits for each batch's alert acks and commits
+// batches in order, while the stage applies the next batch on top of the
+// states still being committed (layers). If a commit fails, every batch
+// after it fails too and both are applied again from what Badger holds.
 package window
 
 import (
@@ -147,9 +153,16 @@ type Stage struct {
 	liveKeys    map[string]int // live group keys per rule id (see countKeys)
 	keysTotal   atomic.Int64   // their sum, for the gauge (read without mu)
 	// cache holds recently used committed states in front of Badger, so a
-	// hot key is not read and decoded on every batch. Write-through: a
-	// state enters it only after its commit.
+	// hot key is not read and decoded on every batch. A state enters it only
+	// after its commit.
 	cache *lru.Cache[string, *State]
+	// layers are the batches applied in memory whose commit is not known
+	// to have succeeded, oldest first; their states shadow the cache and
+	// Badger. jobs hands them to the committer; failed is set by it when a
+	// commit failed, and cleared by resetAfterFailure.
+	layers []*layer
+	jobs   chan *layer
+	failed atomic.Bool
 
 	verdicts *prometheus.CounterVec
 	keyCap   *prometheus.CounterVec
@@ -161,7 +174,7 @@ type Stage struct {
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
 	cache, _ := lru.New[string, *State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
 	s := &Stage{
-		cfg: cfg, bus: b, db: db, cache: cache,
+		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4),
 		log: logger.With("component", "windows"),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
@@ -204,9 +217,12 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("counting window state keys: %w", err)
 	}
 	tctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // the committer's last commit ends before the DB may close
 	defer cancel()
+	wg.Go(func() { s.runCommitter(tctx) })
 	go s.runTimers(tctx)
-	return s.bus.Consume(ctx, bus.ConsumerConfig{
+	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamMatches,
 		Durable: "outpost-windows",
 		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of matches
@@ -215,12 +231,26 @@ func (s *Stage) Run(ctx context.Context) error {
 
 var verdictNames = [...]string{Counted: "counted", Fired: "fired", Suppressed: "suppressed", Duplicate: "duplicate"}
 
-func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
+// errEarlierFailed fails a batch applied on top of one whose commit failed.
+var errEarlierFailed = errors.New("an earlier batch's commit failed")
+
+// layer is one applied batch on its way to Badger.
+type layer struct {
+	b       *batch
+	maxTime int64
+	alerts  []jetstream.PubAckFuture
+	done    chan struct{} // closed when committed or failed
+	err     error
+}
+
+func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.resetAfterFailure(ctx); err != nil {
+		return nil, err
+	}
 	set := s.rules.Load()
 	b := s.newBatch()
-	defer func() { b.txn.Discard() }() // the txn in hand: commits may have split it
 	var alerts []*event.Alert
 	maxTime := s.maxTime
 	for _, msg := range msgs {
@@ -232,7 +262,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			maxTime = max(maxTime, seen.UnixNano())
 			r := set.Rule(m.RuleID)
 			if r == nil {
-				s.unknown.Inc()
+				b.unknown++
 				return nil
 			}
 			st := &State{}
@@ -240,7 +270,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				var err error
 				st, err = b.load(r, m.Key)
 				if errors.Is(err, errKeyCap) {
-					s.keyCap.WithLabelValues(r.ID).Inc()
+					b.keyCapHit(r.ID)
 					if r.Kind != rules.KindMatch {
 						return nil
 					}
@@ -252,7 +282,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				}
 			}
 			a, v := Apply(r, st, m, s.cfg.MaxLateness())
-			s.verdicts.WithLabelValues(verdictNames[v]).Inc()
+			b.verdicts[v]++
 			if a != nil {
 				alerts = append(alerts, a)
 			}
@@ -263,19 +293,122 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return nil
 		})
 		if err != nil {
-			return err
+			b.txn.Discard()
+			return nil, err
 		}
 	}
-	if err := s.publish(ctx, alerts); err != nil {
-		return err
-	}
-	if err := b.commit(maxTime); err != nil {
-		return err
+	l, err := s.submit(ctx, b, alerts, maxTime)
+	if err != nil {
+		return nil, err
 	}
 	if maxTime > s.maxTime {
 		s.maxTime, s.lastAdvance = maxTime, time.Now()
 	}
-	return nil
+	return func() error { return s.settle(ctx, l) }, nil
+}
+
+// submit publishes a batch's alerts (without waiting for their acks),
+// makes its states a layer and queues it for the committer.
+func (s *Stage) submit(ctx context.Context, b *batch, alerts []*event.Alert, maxTime int64) (*layer, error) {
+	futures, err := s.publish(alerts)
+	if err != nil {
+		b.txn.Discard()
+		return nil, err
+	}
+	b.account()
+	l := &layer{b: b, maxTime: maxTime, alerts: futures, done: make(chan struct{})}
+	s.layers = append(s.layers, l)
+	select {
+	case s.jobs <- l:
+		return l, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// settle waits until l is committed (or failed), then moves the committed
+// layers into the cache.
+func (s *Stage) settle(ctx context.Context, l *layer) error {
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.popCommitted()
+	return l.err
+}
+
+// popCommitted moves the oldest layers, as long as they committed, into
+// the cache.
+func (s *Stage) popCommitted() {
+	for len(s.layers) > 0 {
+		l := s.layers[0]
+		select {
+		case <-l.done:
+		default:
+			return
+		}
+		if l.err != nil {
+			return // resetAfterFailure drops it
+		}
+		for _, sk := range l.b.order {
+			if st := l.b.states[sk].st; st.Empty() {
+				s.cache.Remove(sk)
+			} else {
+				s.cache.Add(sk, st)
+			}
+		}
+		s.layers[0] = nil
+		s.layers = s.layers[1:]
+	}
+}
+
+// resetAfterFailure, after a failed commit, waits for every layer to be done with
+// (the committer fails them all), drops them and recounts the keys, so the
+// next batch applies its matches to what Badger holds.
+func (s *Stage) resetAfterFailure(ctx context.Context) error {
+	if !s.failed.Load() {
+		return nil
+	}
+	for _, l := range s.layers {
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.layers = nil
+	s.failed.Store(false)
+	return s.countKeys()
+}
+
+// runCommitter commits the queued layers in order: each once its alerts
+// are acked. After a failure it fails every layer until resetAfterFailure.
+func (s *Stage) runCommitter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-s.jobs:
+			err := errEarlierFailed
+			if !s.failed.Load() {
+				err = s.awaitAlerts(ctx, l.alerts)
+				if err == nil {
+					err = l.b.write(l.maxTime)
+				}
+			}
+			l.b.txn.Discard() // the txn in hand: writes may have split it
+			if err != nil {
+				s.failed.Store(true)
+			} else {
+				s.count(l.b) // counted once, when durable: a retried batch is not counted twice
+			}
+			l.err = err
+			close(l.done)
+		}
+	}
 }
 
 // Watermark is the event time up to which the stage takes its input as
@@ -297,15 +430,18 @@ func (s *Stage) Watermark() int64 {
 func (s *Stage) expire(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.resetAfterFailure(ctx); err != nil {
+		return err
+	}
 	wm := s.Watermark()
 	if wm == 0 {
 		return nil
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
-	defer func() { b.txn.Discard() }() // the txn in hand: commits may have split it
 	due, err := b.dueTimers(wm, 1000)
 	if err != nil || len(due) == 0 {
+		b.txn.Discard()
 		return err
 	}
 	var alerts []*event.Alert
@@ -317,6 +453,7 @@ func (s *Stage) expire(ctx context.Context) error {
 		}
 		st, err := b.loadState(r, d.key, false)
 		if err != nil {
+			b.txn.Discard()
 			return err
 		}
 		if st.Deadline != d.deadline {
@@ -327,16 +464,25 @@ func (s *Stage) expire(ctx context.Context) error {
 		}
 		a, v := Expire(r, st, d.key, wm)
 		if v != Counted {
-			s.verdicts.WithLabelValues(verdictNames[v]).Inc()
+			b.verdicts[v]++
 		}
 		if a != nil {
 			alerts = append(alerts, a)
 		}
 	}
-	if err := s.publish(ctx, alerts); err != nil {
+	l, err := s.submit(ctx, b, alerts, s.maxTime)
+	if err != nil {
 		return err
 	}
-	return b.commit(s.maxTime)
+	// Wait here, holding mu: the committer needs no lock, and batches
+	// queued before this one are committed first.
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.popCommitted()
+	return l.err
 }
 
 func (s *Stage) runTimers(ctx context.Context) {
@@ -362,29 +508,49 @@ func (s *Stage) runTimers(ctx context.Context) {
 	}
 }
 
-// publish sends alerts and waits for every ack. The alert id is the
-// Nats-Msg-Id, so a replay within the stream's duplicate window is dropped
-// by JetStream itself.
-func (s *Stage) publish(ctx context.Context, alerts []*event.Alert) error {
+// publish sends alerts without waiting for their acks. The alert id is
+// the Nats-Msg-Id, so a replay within the stream's duplicate window is
+// dropped by JetStream itself.
+func (s *Stage) publish(alerts []*event.Alert) ([]jetstream.PubAckFuture, error) {
 	if len(alerts) == 0 {
-		return nil
+		return nil, nil
 	}
 	js := s.bus.JetStream()
 	futures := make([]jetstream.PubAckFuture, 0, len(alerts))
 	for _, a := range alerts {
 		data, err := json.Marshal(a)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m := nats.NewMsg("alerts." + SeverityName(a.Severity))
 		m.Header.Set(jetstream.MsgIDHeader, a.ID)
 		m.Data = data
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
-			return fmt.Errorf("publishing alert %s: %w", a.ID, err)
+			return nil, fmt.Errorf("publishing alert %s: %w", a.ID, err)
 		}
 		futures = append(futures, f)
 	}
+	return futures, nil
+}
+
+// count adds a committed batch's verdicts to the metrics.
+func (s *Stage) count(b *batch) {
+	for v, n := range b.verdicts {
+		if n > 0 {
+			s.verdicts.WithLabelValues(verdictNames[v]).Add(float64(n))
+		}
+	}
+	if b.unknown > 0 {
+		s.unknown.Add(float64(b.unknown))
+	}
+	for rule, n := range b.keyCaps {
+		s.keyCap.WithLabelValues(rule).Add(float64(n))
+	}
+}
+
+// awaitAlerts waits for every alert's ack.
+func (s *Stage) awaitAlerts(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case ack := <-f.Ok():
