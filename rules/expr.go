@@ -261,6 +261,7 @@ func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 		return
 	}
 	st.program = prog
+	st.guards = guardsOf(prog.Node())
 }
 
 // prefixCache holds parsed CIDR arguments; rule conditions use a handful of

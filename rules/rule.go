@@ -53,6 +53,7 @@ type Step struct {
 	Count     int      // sequence: events this step needs (default 1)
 
 	program *vm.Program
+	guards  []guard // conjuncts checked before program runs (guard.go)
 	by      []getter
 }
 
@@ -109,6 +110,9 @@ type Hit struct {
 // goroutine to avoid allocating a VM per event.
 func (r *Rule) Evaluate(v *vm.VM, ev *event.Event, hits []Hit) (_ []Hit, noKey int, err error) {
 	for i, st := range r.Steps {
+		if !passes(st.guards, ev) {
+			continue
+		}
 		out, err := v.Run(st.program, ev)
 		if err != nil {
 			return hits, noKey, err

@@ -55,6 +55,7 @@ type Stage struct {
 
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
+	byRule     map[string]prometheus.Counter // matches' children, looked up once
 	noKey      *prometheus.CounterVec
 	evalErrors *prometheus.CounterVec
 	lastErrLog time.Time
@@ -191,7 +192,7 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 			s.noKey.WithLabelValues(r.ID).Add(float64(noKey))
 		}
 		for _, h := range s.hits {
-			s.matches.WithLabelValues(r.ID).Inc()
+			s.matchCounter(r.ID).Inc()
 			s.rec = event.AppendMatch(s.rec[:0], &event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
 				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
@@ -206,6 +207,19 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 		}
 	}
 	return nil
+}
+
+// matchCounter returns outpost_filter_matches_total{rule=id}.
+func (s *Stage) matchCounter(id string) prometheus.Counter {
+	c, ok := s.byRule[id]
+	if !ok {
+		if s.byRule == nil {
+			s.byRule = map[string]prometheus.Counter{}
+		}
+		c = s.matches.WithLabelValues(id)
+		s.byRule[id] = c
+	}
+	return c
 }
 
 // maxWatermarks bounds the per-host watermarks; past it they start over

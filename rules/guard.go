@@ -1,0 +1,75 @@
+package rules
+
+import (
+	"github.com/expr-lang/expr/ast"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// guard is one conjunct of a step's condition of the form
+// `field == "constant"` on a string field of the Event. Evaluate checks a
+// step's guards, a plain string compare each, before it runs the
+// condition's program: an event whose source or action rules a rule out
+// costs no VM run. The program still decides every event that passes.
+type guard struct {
+	get  getter
+	want string
+}
+
+// stringFields are the Event fields a guard may test: strings, read by a
+// getter without conversion.
+var stringFields = map[string]bool{
+	"id": true, "source": true, "sender": true, "host": true, "app": true, "proc_id": true,
+	"msg_id": true, "message": true, "category": true, "action": true, "outcome": true,
+	"user": true, "src_ip": true, "dst_ip": true, "protocol": true,
+}
+
+// guardsOf returns the `field == "constant"` conjuncts of a compiled
+// condition's top-level `&&` chain (macros already expanded).
+func guardsOf(n ast.Node) []guard {
+	var out []guard
+	var walk func(ast.Node)
+	walk = func(n ast.Node) {
+		b, ok := n.(*ast.BinaryNode)
+		if !ok {
+			return
+		}
+		switch b.Operator {
+		case "&&", "and":
+			walk(b.Left)
+			walk(b.Right)
+		case "==":
+			id, s := asFieldAndString(b.Left, b.Right)
+			if id == "" {
+				id, s = asFieldAndString(b.Right, b.Left)
+			}
+			if id != "" {
+				out = append(out, guard{get: fieldGetters[id], want: s})
+			}
+		}
+	}
+	walk(n)
+	return out
+}
+
+func asFieldAndString(a, b ast.Node) (string, string) {
+	id, ok := a.(*ast.IdentifierNode)
+	if !ok || !stringFields[id.Value] {
+		return "", ""
+	}
+	s, ok := b.(*ast.StringNode)
+	if !ok {
+		return "", ""
+	}
+	return id.Value, s.Value
+}
+
+// passes reports whether ev satisfies every guard.
+func passes(gs []guard, ev *event.Event) bool {
+	for _, g := range gs {
+		if g.get(ev) != g.want {
+			return false
+		}
+	}
+	return true
+}
