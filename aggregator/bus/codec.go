@@ -112,7 +112,8 @@ func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte,
 }
 
 // DecodeMatches calls fn for each match of a MATCHES message, as
-// DecodeEvents does for events.
+// DecodeEvents does for events. A match's Fields are decoded by its
+// CarriedFields, on demand.
 func DecodeMatches(data []byte, fn func(*event.Match) error, bad func(rec []byte, err error) error) error {
 	var r wire.Reader
 	var m event.Match
@@ -122,7 +123,7 @@ func DecodeMatches(data []byte, fn func(*event.Match) error, bad func(rec []byte
 			m = event.Match{}
 			err = json.Unmarshal(rec, &m)
 		} else {
-			err = event.DecodeMatch(rec, &m, &r)
+			err = event.DecodeMatchLazy(rec, &m, &r)
 		}
 		if err != nil {
 			return bad(rec, fmt.Errorf("decoding match: %w", err))

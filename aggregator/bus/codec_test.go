@@ -66,14 +66,20 @@ func TestDecodeEventsTruncatedBatch(t *testing.T) {
 func TestDecodeMatches(t *testing.T) {
 	var batch []byte
 	for _, k := range []string{"a", "b"} {
-		batch = AppendRecord(batch, event.AppendMatch(nil, &event.Match{RuleID: "r", Key: k}))
+		batch = AppendRecord(batch, event.AppendMatch(nil, &event.Match{RuleID: "r", Key: k, Fields: map[string]string{"user": k + "-user"}}))
 	}
 	// A record that is not a match, between good ones.
 	batch = AppendRecord(batch, []byte{0xff})
 	batch = AppendRecord(batch, event.AppendMatch(nil, &event.Match{RuleID: "r", Key: "c"}))
 	var keys []string
 	var bad int
-	err := DecodeMatches(batch, func(m *event.Match) error { keys = append(keys, m.Key); return nil },
+	err := DecodeMatches(batch, func(m *event.Match) error {
+		keys = append(keys, m.Key)
+		if m.Key != "c" && m.CarriedFields()["user"] != m.Key+"-user" {
+			t.Errorf("match %s: fields %v", m.Key, m.CarriedFields())
+		}
+		return nil
+	},
 		func([]byte, error) error { bad++; return nil })
 	if err != nil || strings.Join(keys, ",") != "a,b,c" || bad != 1 {
 		t.Errorf("keys %v bad %d err %v", keys, bad, err)

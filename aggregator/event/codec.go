@@ -101,6 +101,17 @@ func AppendMatch(b []byte, m *Match) []byte {
 // is its own copy: the windows keep ids and keys for long, and must not
 // keep whole records alive with them. r is reusable scratch (nil is fine).
 func DecodeMatch(data []byte, m *Match, r *wire.Reader) error {
+	if err := DecodeMatchLazy(data, m, r); err != nil {
+		return err
+	}
+	m.CarriedFields()
+	return nil
+}
+
+// DecodeMatchLazy is DecodeMatch leaving Fields encoded until
+// CarriedFields is called; until then m refers to data, which must not
+// change.
+func DecodeMatchLazy(data []byte, m *Match, r *wire.Reader) error {
 	if r == nil {
 		r = new(wire.Reader)
 	}
@@ -117,7 +128,10 @@ func DecodeMatch(data []byte, m *Match, r *wire.Reader) error {
 		Value:   r.String(),
 		Seen:    r.Time(),
 	}
-	m.Fields = readMap(r)
+	m.rawFields = r.Rest()
+	if err := skipMap(r); err != nil {
+		return fmt.Errorf("decoding match: %w", err)
+	}
 	if err := r.Done(); err != nil {
 		return fmt.Errorf("decoding match: %w", err)
 	}
@@ -131,6 +145,15 @@ func appendMap(b []byte, m map[string]string) []byte {
 		b = wire.AppendString(b, v)
 	}
 	return b
+}
+
+// skipMap checks and skips appendMap's encoding.
+func skipMap(r *wire.Reader) error {
+	n := r.Count(2)
+	for range 2 * n {
+		r.Skip()
+	}
+	return r.Err()
 }
 
 // readMap reads appendMap's encoding; an empty map reads as nil, as JSON's

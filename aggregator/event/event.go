@@ -10,7 +10,11 @@
 // conditions use, the same as the JSON names on purpose.
 package event
 
-import "time"
+import (
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/internal/wire"
+)
 
 // Event is one normalized log record.
 //
@@ -79,6 +83,21 @@ type Match struct {
 	// absence deadline pass.
 	Seen   time.Time         `json:"seen,omitzero"`
 	Fields map[string]string `json:"fields,omitempty"`
+
+	// rawFields, set by DecodeMatchLazy, holds Fields still encoded: the
+	// windows need them only for the few matches that raise an alert.
+	rawFields []byte
+}
+
+// CarriedFields returns Fields, decoding them first if the match was
+// decoded lazily.
+func (m *Match) CarriedFields() map[string]string {
+	if m.rawFields != nil {
+		var r wire.Reader
+		r.Reset(m.rawFields, false)
+		m.Fields, m.rawFields = readMap(&r), nil
+	}
+	return m.Fields
 }
 
 // Alert is a derived security event, the only thing that leaves Outpost.

@@ -435,7 +435,7 @@ func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert
 }
 
 func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
-	fields, cefMap := r.AlertFields(m.Fields)
+	fields, cefMap := r.AlertFields(m.CarriedFields())
 	return &event.Alert{
 		ID:          id,
 		RuleID:      r.ID,

@@ -163,6 +163,27 @@ func (r *Reader) String() string {
 	return string(r.b[start:end])
 }
 
+// Skip skips a length-prefixed string.
+func (r *Reader) Skip() {
+	n := r.Uvarint()
+	if r.err != nil {
+		return
+	}
+	if n > uint64(len(r.b)-r.off) {
+		r.fail(ErrShort)
+		return
+	}
+	r.off += int(n)
+}
+
+// Rest returns the unread bytes (not a copy), or nil if none are left.
+func (r *Reader) Rest() []byte {
+	if r.off >= len(r.b) {
+		return nil
+	}
+	return r.b[r.off:]
+}
+
 // Time reads a time written by AppendTime: UTC when its offset was 0,
 // otherwise a fixed zone with that offset (as RFC 3339 parsing gives).
 func (r *Reader) Time() time.Time {
