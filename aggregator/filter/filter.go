@@ -203,6 +203,9 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 					return err
 				}
 			}
+			if s.batches[p] == nil {
+				s.batches[p] = make([]byte, 0, 32<<10) // fewer copies as it grows
+			}
 			s.batches[p] = bus.AppendRecord(s.batches[p], s.rec)
 		}
 	}
