@@ -56,6 +56,8 @@ type Stage struct {
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
 	byRule     map[string]prometheus.Counter // matches' children, looked up once
+	coalesced  prometheus.Counter
+	silences   map[string]*silence // see coalesce
 	noKey      *prometheus.CounterVec
 	evalErrors *prometheus.CounterVec
 	lastErrLog time.Time
@@ -80,8 +82,12 @@ func New(b *bus.Bus, set *rules.Set, lateness func(source string) time.Duration,
 		}),
 		matches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_filter_matches_total",
-			Help: "Events that satisfied a rule's condition, by rule.",
+			Help: "Matches published to MATCHES (an event that satisfied a rule's condition), by rule.",
 		}, []string{"rule"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_filter_absence_matches_coalesced_total",
+			Help: "Matches of absence rules without expect held back because a newer match of the same key made them irrelevant (not published, not in outpost_filter_matches_total).",
+		}),
 		noKey: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_filter_matches_without_key_total",
 			Help: "Matching events skipped because a group_by field was empty, by rule.",
@@ -92,7 +98,7 @@ func New(b *bus.Bus, set *rules.Set, lateness func(source string) time.Duration,
 		}, []string{"rule"}),
 	}
 	s.rules.Store(set)
-	reg.MustRegister(s.events, s.matches, s.noKey, s.evalErrors, s.late)
+	reg.MustRegister(s.events, s.matches, s.noKey, s.evalErrors, s.late, s.coalesced)
 	return s
 }
 
@@ -133,6 +139,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return nil
 	}
 	fail := func(err error) (func() error, error) {
+		clear(s.silences)
 		for p := range s.batches {
 			s.batches[p] = s.batches[p][:0] // the batch will be evaluated again
 		}
@@ -147,6 +154,9 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if err != nil {
 			return fail(err)
 		}
+	}
+	if err := s.flushSilences(parts, flush); err != nil {
+		return fail(err)
 	}
 	for p := range s.batches {
 		if err := flush(p); err != nil {
@@ -192,23 +202,112 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 			s.noKey.WithLabelValues(r.ID).Add(float64(noKey))
 		}
 		for _, h := range s.hits {
-			s.matchCounter(r.ID).Inc()
-			s.rec = event.AppendMatch(s.rec[:0], &event.Match{
+			m := event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
 				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
-			})
-			p := int(partition(r.ID, h.Key, parts))
-			if !bus.Fits(s.batches[p], len(s.rec)) {
-				if err := flush(p); err != nil {
+			}
+			if r.Kind == rules.KindAbsence && len(r.Steps) == 1 {
+				if err := s.coalesce(r, &m, parts, flush); err != nil {
 					return err
 				}
+				continue
 			}
-			if s.batches[p] == nil {
-				s.batches[p] = make([]byte, 0, 32<<10) // fewer copies as it grows
+			if err := s.emit(&m, parts, flush); err != nil {
+				return err
 			}
-			s.batches[p] = bus.AppendRecord(s.batches[p], s.rec)
 		}
 	}
+	return nil
+}
+
+// emit adds m to its partition's batch, publishing the batch first if m
+// would not fit.
+func (s *Stage) emit(m *event.Match, parts uint32, flush func(int) error) error {
+	s.matchCounter(m.RuleID).Inc()
+	s.rec = event.AppendMatch(s.rec[:0], m)
+	p := int(partition(m.RuleID, m.Key, parts))
+	if !bus.Fits(s.batches[p], len(s.rec)) {
+		if err := flush(p); err != nil {
+			return err
+		}
+	}
+	if s.batches[p] == nil {
+		s.batches[p] = make([]byte, 0, 32<<10) // fewer copies as it grows
+	}
+	s.batches[p] = bus.AppendRecord(s.batches[p], s.rec)
+	return nil
+}
+
+// silence is what coalesce keeps per (absence rule, key) for the batch in
+// hand: the newest event time of the key's matches published, and the
+// newest match since then, held back.
+type silence struct {
+	anchor  int64
+	pending event.Match
+	held    bool
+}
+
+// coalesce publishes the matches of an absence rule without `expect` (a
+// source going silent: every event of the key matches) sparingly. Applied
+// to the key's state, such a match only moves the deadline to its time
+// plus `for`, or reports a silence if it comes after the deadline. So of
+// the matches after a published one (the anchor) and within `for` of it,
+// only the newest changes anything: each one held back is replaced by a
+// newer one, and the last is published at the end of the batch, or as soon
+// as a match outside (anchor, anchor+for] arrives, which is published as
+// is. The windows end up in the state every match would have given them,
+// raising the same alerts, with a match per key per `for` of event time
+// instead of one per event.
+func (s *Stage) coalesce(r *rules.Rule, m *event.Match, parts uint32, flush func(int) error) error {
+	k := m.RuleID + "\x00" + m.Key
+	sl := s.silences[k]
+	if sl == nil {
+		if s.silences == nil {
+			s.silences = map[string]*silence{}
+		}
+		sl = &silence{}
+		s.silences[k] = sl
+		sl.anchor = m.Time.UnixNano()
+		return s.emit(m, parts, flush)
+	}
+	t := m.Time.UnixNano()
+	inReach := t > sl.anchor && t <= sl.anchor+int64(r.For)
+	if sl.held && inReach && t > sl.pending.Time.UnixNano() {
+		s.coalesced.Inc()
+		if sl.pending.Seen.After(m.Seen) {
+			m.Seen = sl.pending.Seen // the watermark moves as far as with both
+		}
+		sl.pending = *m
+		return nil
+	}
+	if sl.held {
+		// m is older than the one held, or beyond reach: publish in order.
+		sl.held = false
+		sl.anchor = max(sl.anchor, sl.pending.Time.UnixNano())
+		if err := s.emit(&sl.pending, parts, flush); err != nil {
+			return err
+		}
+		inReach = t > sl.anchor && t <= sl.anchor+int64(r.For)
+	}
+	if inReach {
+		sl.pending, sl.held = *m, true
+		return nil
+	}
+	sl.anchor = max(sl.anchor, t)
+	return s.emit(m, parts, flush)
+}
+
+// flushSilences publishes the matches coalesce holds; at the end of a
+// batch of events.
+func (s *Stage) flushSilences(parts uint32, flush func(int) error) error {
+	for _, sl := range s.silences {
+		if sl.held {
+			if err := s.emit(&sl.pending, parts, flush); err != nil {
+				return err
+			}
+		}
+	}
+	clear(s.silences)
 	return nil
 }
 
