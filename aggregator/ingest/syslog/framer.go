@@ -92,6 +92,10 @@ func NewFramer(r io.Reader, maxSize int) *Framer {
 	}
 }
 
+// Buffered returns how many bytes were read from the stream and not yet
+// framed: 0 means the next Next will read.
+func (f *Framer) Buffered() int { return f.r.Buffered() }
+
 // Next returns the next message. A bad frame gives a *FrameError and the
 // Framer stays usable; io.EOF means the stream ended cleanly between frames
 // (an unterminated last LF frame is still delivered, as rsyslog does); any

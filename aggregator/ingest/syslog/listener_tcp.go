@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
 // errShuttingDown ends a connection's reads when Run stops.
@@ -58,9 +61,10 @@ func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
 }
 
 // serveConn reads frames from one connection until the peer closes it, it
-// stays idle too long, reading fails, the sink fails, or Run stops. When
-// Run stops, the frames already buffered are still delivered: reads from
-// the socket fail at once, so only what was received before is processed.
+// stays idle past the idle timeout, or Run stops. It only frames: frames go
+// in chunks to the parsers (parseChunks), so one busy sender is parsed on
+// every core, and each chunk is published only after the one before it
+// from the same connection, so a connection's events keep their order.
 func (r *run) serveConn(conn net.Conn) {
 	defer conn.Close()
 	sender := connSender(conn)
@@ -68,13 +72,39 @@ func (r *run) serveConn(conn net.Conn) {
 	stop := context.AfterFunc(r.ctx, cr.shutdown)
 	defer stop()
 	fr := NewFramer(cr, int(r.cfg.MaxMessageSize))
-	p := r.newParser()
+	turn := make(chan struct{}) // the first chunk's turn to publish has come
+	close(turn)
+	c := newChunk(sender, turn)
+	sent := true
+	// send hands the chunk to the parsers; sent is false once Run gives up
+	// on publishing (the sink failed or the drain timed out).
+	send := func() {
+		if len(c.ends) == 0 || !sent {
+			return
+		}
+		next := c.next // once sent, c may be parsed, pooled and reused at once
+		select {
+		case r.chunks <- c:
+			c = newChunk(sender, next)
+		case <-r.pubCtx.Done():
+			sent = false
+		}
+	}
+	cr.beforeRead = send
+	defer send()
 	for {
 		frame, err := fr.Next()
 		var fe *FrameError
 		switch {
 		case err == nil:
-			err = r.deliver(p, frame, time.Now(), sender, r.m.eventsTCP)
+			c.add(frame)
+			if len(c.ends) >= chunkFrames || len(c.data) >= chunkBytes {
+				send()
+			}
+			if !sent || r.failure() != nil {
+				return // the sink failed; Run is stopping
+			}
+			continue
 		case errors.As(err, &fe):
 			err = r.reject(fe.Kind, fe.Error(), fe.Sample, sender)
 		case err == io.EOF, cr.closing.Load():
@@ -88,6 +118,86 @@ func (r *run) serveConn(conn net.Conn) {
 		}
 		if err != nil {
 			return // the sink failed; Run is stopping
+		}
+	}
+}
+
+// Chunks of TCP frames: at most chunkFrames frames or about chunkBytes.
+const (
+	chunkFrames = 256
+	chunkBytes  = 64 << 10
+)
+
+// parseWorkers parse and publish TCP frames, shared by every connection.
+var parseWorkers = max(2, runtime.GOMAXPROCS(0))
+
+// chunk is frames of one connection, back to back in data, frame i ending
+// at ends[i]. Its events are published once turn is closed (the previous
+// chunk of the connection is published), then next is closed.
+type chunk struct {
+	sender     string
+	received   time.Time
+	data       []byte
+	ends       []int
+	turn, next chan struct{}
+}
+
+var chunkPool = sync.Pool{New: func() any {
+	return &chunk{data: make([]byte, 0, chunkBytes+4096), ends: make([]int, 0, chunkFrames)}
+}}
+
+func newChunk(sender string, turn chan struct{}) *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.sender, c.data, c.ends, c.received = sender, c.data[:0], c.ends[:0], time.Time{}
+	c.turn, c.next = turn, make(chan struct{})
+	return c
+}
+
+func (c *chunk) add(frame []byte) {
+	if len(c.ends) == 0 {
+		c.received = time.Now()
+	}
+	c.data = append(c.data, frame...)
+	c.ends = append(c.ends, len(c.data))
+}
+
+// parseChunks parses chunks and publishes their events, in each
+// connection's order, until the channel is closed. Chunks are taken in the
+// order they were sent, so the oldest chunk in hand always has its turn:
+// no worker waits on one that is not being worked on.
+func (r *run) parseChunks() {
+	p := r.newParser()
+	var evs []*event.Event
+	for c := range r.chunks {
+		evs = evs[:0]
+		start := 0
+		for _, end := range c.ends {
+			msg := trimTrailer(c.data[start:end])
+			start = end
+			if len(msg) == 0 || r.failure() != nil {
+				continue
+			}
+			ev := new(event.Event)
+			if err := p.Parse(msg, c.received, c.sender, ev); err != nil {
+				_ = r.reject(errRFC5424, err.Error(), msg, c.sender) // a sink failure is recorded by r.fail
+				continue
+			}
+			evs = append(evs, ev)
+		}
+		<-c.turn
+		for _, ev := range evs {
+			if r.failure() != nil {
+				break
+			}
+			r.m.eventsTCP.Inc()
+			if err := r.sink.Publish(r.pubCtx, ev); err != nil {
+				_ = r.sinkFailed("publishing event", err)
+				break
+			}
+		}
+		close(c.next)
+		if cap(c.data) <= 2*chunkBytes { // an oversized frame's chunk is not kept
+			chunkPool.Put(c)
 		}
 	}
 }
@@ -106,9 +216,15 @@ type connReader struct {
 	idle    time.Duration
 	bytes   prometheus.Counter
 	closing atomic.Bool
+	// beforeRead, if set, runs before every read of the connection: frames
+	// in hand must not wait on the network.
+	beforeRead func()
 }
 
 func (c *connReader) Read(p []byte) (int, error) {
+	if c.beforeRead != nil {
+		c.beforeRead()
+	}
 	if c.idle > 0 {
 		c.conn.SetReadDeadline(time.Now().Add(c.idle))
 	}

@@ -187,7 +187,11 @@ func (s *Source) Run(ctx context.Context) error {
 	defer stopPub()
 	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx}
 
-	var wg sync.WaitGroup
+	var wg, parsers sync.WaitGroup
+	r.chunks = make(chan *chunk, 2*parseWorkers)
+	for range parseWorkers {
+		parsers.Go(r.parseChunks)
+	}
 	for _, c := range udp {
 		wg.Go(func() { r.serveUDP(c) })
 	}
@@ -201,7 +205,12 @@ func (s *Source) Run(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() {
+		wg.Wait()
+		close(r.chunks) // the readers are gone; the parsers finish what they hold
+		parsers.Wait()
+		close(done)
+	}()
 	drain := time.NewTimer(drainTimeout)
 	defer drain.Stop()
 	select {
@@ -224,6 +233,7 @@ type run struct {
 	cancel context.CancelFunc
 	pubCtx context.Context // ends drainTimeout after ctx, for publishing what was read
 	open   atomic.Int64    // open TCP connections
+	chunks chan *chunk     // TCP frames on their way to the parsers
 
 	failMu sync.Mutex
 	failed error

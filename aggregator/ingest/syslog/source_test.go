@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -495,5 +496,42 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatalf("condition not met within %s", waitFor)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// One busy connection is parsed by several goroutines, chunk by chunk;
+// its events still reach the sink complete and in order.
+func TestTCPOneConnectionKeepsOrder(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	c := dial(t, "tcp", ts.tcpAddr())
+	const n = 20000
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(octet(fmt.Sprintf("<13>Oct 11 22:14:15 h a: %d", i)))
+		if i%3000 == 0 { // writes of uneven size, frames split across them
+			write(t, c, b.String())
+			b.Reset()
+		}
+	}
+	write(t, c, b.String())
+	evs, _ := sink.wait(t, n, 0)
+	for i, ev := range evs {
+		if ev.Message != strconv.Itoa(i) {
+			t.Fatalf("event %d is %q", i, ev.Message)
+		}
+	}
+}
+
+// A complete frame is delivered while the next one is still arriving: the
+// reader never holds frames while it waits on the network.
+func TestTCPFrameNotHeldBehindAPartialOne(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	c := dial(t, "tcp", ts.tcpAddr())
+	write(t, c, octet("<13>Oct 11 22:14:15 h a: first")+"40 <13>Oct 11")
+	evs, _ := sink.wait(t, 1, 0)
+	if evs[0].Message != "first" {
+		t.Errorf("got %q", evs[0].Message)
 	}
 }
