@@ -37,8 +37,26 @@ type ConsumerConfig struct {
 	Stream  string
 	Durable string
 	Filters []string      // subject filters; empty = the whole stream
-	Batch   int           // messages per fetch; default 256
+	Batch   int           // most messages per fetch; default 256
 	AckWait time.Duration // default 30s
+	// BatchBytes, if set, sizes each fetch to about this many bytes from
+	// the sizes of the messages seen so far (at most Batch messages, at
+	// first 16): a stream of small messages (a steady trickle) then gives
+	// batches as large as a backlog of full ones. Stages whose cost is per
+	// batch as much as per message need it.
+	BatchBytes int
+}
+
+// fetchSize picks how many messages to fetch next: BatchBytes over the
+// average message size, within [1, Batch].
+func (cc *ConsumerConfig) fetchSize(avg float64) int {
+	if cc.BatchBytes <= 0 {
+		return cc.Batch
+	}
+	if avg <= 0 {
+		return min(16, cc.Batch)
+	}
+	return max(1, min(cc.Batch, int(float64(cc.BatchBytes)/avg)))
 }
 
 // Consume runs a durable pull consumer until ctx ends, handing batches to h
@@ -104,13 +122,15 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		return c.retry(ctx, err, u, next), true
 	}
 	failures := 0
+	var avgSize float64 // bytes per message, for BatchBytes
 	for ctx.Err() == nil {
 		// Take what is there without waiting; only when nothing is, settle
 		// the batch in flight, then wait (up to 500ms) for the next message.
 		// Fetch(n) alone would hold a half-full batch until its deadline,
 		// adding its wait to every stage's latency.
-		msgs := make([]jetstream.Msg, 0, cc.Batch)
-		batch, err := cons.FetchNoWait(cc.Batch)
+		size := cc.fetchSize(avgSize)
+		msgs := make([]jetstream.Msg, 0, size)
+		batch, err := cons.FetchNoWait(size)
 		if err == nil {
 			msgs = collect(batch, msgs, cc.Durable, logger)
 			if len(msgs) == 0 {
@@ -135,6 +155,13 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		failures = 0
 		if len(msgs) == 0 {
 			continue
+		}
+		for _, m := range msgs {
+			// A moving average over the last few dozen messages.
+			if avgSize == 0 {
+				avgSize = float64(len(m.Data()))
+			}
+			avgSize += (float64(len(m.Data())) - avgSize) / 32
 		}
 		cur := &unsettled{msgs: msgs}
 		cur.wait, err = h(ctx, msgs)

@@ -110,3 +110,18 @@ func TestConsumeAsyncRetriesInOrder(t *testing.T) {
 		t.Errorf("waited %v, want %v", waited, wantWaits)
 	}
 }
+
+func TestFetchSize(t *testing.T) {
+	cc := ConsumerConfig{Batch: 512, BatchBytes: 4 << 20}
+	for _, c := range []struct {
+		avg  float64
+		want int
+	}{{0, 16}, {4096, 512}, {256 << 10, 16}, {64 << 10, 64}, {100 << 20, 1}} {
+		if got := cc.fetchSize(c.avg); got != c.want {
+			t.Errorf("average %v bytes: fetch %d, want %d", c.avg, got, c.want)
+		}
+	}
+	if got := (&ConsumerConfig{Batch: 7}).fetchSize(123); got != 7 {
+		t.Errorf("without BatchBytes: fetch %d, want Batch", got)
+	}
+}

@@ -108,9 +108,10 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 // Run consumes EVENTS until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
-		Stream:  bus.StreamEvents,
-		Durable: "outpost-filter",
-		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of events
+		Stream:     bus.StreamEvents,
+		Durable:    "outpost-filter",
+		Batch:      256,
+		BatchBytes: 4 << 20, // about 16 full messages of events
 	}, s.log, s.handle)
 }
 

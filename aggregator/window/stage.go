@@ -225,7 +225,11 @@ func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamMatches,
 		Durable: "outpost-windows",
-		Batch:   16, // messages; each holds up to bus.MaxBatchBytes of matches
+		// Each touched key's state is rewritten once per batch, so batches
+		// are sized in bytes: the filter's many small messages (one per
+		// partition per batch of events) make as large a batch as full ones.
+		Batch:      512,
+		BatchBytes: 4 << 20,
 	}, s.log, s.handle)
 }
 
