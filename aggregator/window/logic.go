@@ -108,7 +108,9 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		}
 		return nil, Counted
 	}
-	if st.spent(t, m.EventID) || st.has(m.EventID, m.Step) {
+	// An event newer than every event held cannot be one of them: has,
+	// a scan of the ids, is only needed for one that is not.
+	if st.spent(t, m.EventID) || (len(st.Times) > 0 && t <= st.Times[len(st.Times)-1] && st.has(m.EventID, m.Step)) {
 		return nil, Duplicate
 	}
 	st.insert(r, t, m)
@@ -138,18 +140,23 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	}
 	sort.Ints(picked)
 	first, last := st.Times[picked[0]], st.Times[picked[len(picked)-1]]
-	a := newAlert(r, m, alertID(r.ID, m.Key, first, ""))
-	a.Count = len(picked)
-	a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
-	for _, i := range picked[:min(len(picked), maxEvidence)] {
-		a.EventIDs = append(a.EventIDs, st.IDs[i])
-		if r.Kind == rules.KindSequence {
-			a.Steps = append(a.Steps, event.StepHit{Name: r.Steps[st.Steps[i]].Name, Time: time.Unix(0, st.Times[i]).UTC(), EventID: st.IDs[i]})
+	// A suppressed window makes no alert (its id is a hash): only the
+	// bookkeeping below.
+	var a *event.Alert
+	if !suppressed(r, st, first) {
+		a = newAlert(r, m, alertID(r.ID, m.Key, first, ""))
+		a.Count = len(picked)
+		a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+		for _, i := range picked[:min(len(picked), maxEvidence)] {
+			a.EventIDs = append(a.EventIDs, st.IDs[i])
+			if r.Kind == rules.KindSequence {
+				a.Steps = append(a.Steps, event.StepHit{Name: r.Steps[st.Steps[i]].Name, Time: time.Unix(0, st.Times[i]).UTC(), EventID: st.IDs[i]})
+			}
 		}
-	}
-	if r.Kind == rules.KindDistinct {
-		a.Values = st.distinctValues(lo, hi)
-		a.Count = len(a.Values)
+		if r.Kind == rules.KindDistinct {
+			a.Values = st.distinctValues(lo, hi)
+			a.Count = len(a.Values)
+		}
 	}
 	// The events up to the last one used are spent either way: the next
 	// alert needs new ones.
@@ -161,7 +168,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	}
 	st.dropThrough(last)
 	st.Spent = last
-	if suppressed(r, st, first) {
+	if a == nil {
 		return nil, Suppressed
 	}
 	st.LastAlert = last
