@@ -91,6 +91,7 @@ events themselves are not kept once the rule filter has evaluated them.`,
 	explain.Flags().StringVar(&alertID, "alert", "", "an alert id (CEF externalId)")
 	explain.Flags().StringVar(&addr, "addr", "127.0.0.1:9464", "the running outpost's http.listen address (with --alert)")
 	cmd.AddCommand(lint, test, explain)
+	cmd.AddCommand(newReplayCmd())
 	return cmd
 }
 
