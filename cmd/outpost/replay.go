@@ -322,7 +322,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	seed := maphash.MakeSeed()
 	for range workers {
 		w := &replayWorker{
-			rules: rs, parser: syslog.NewParser(syslog.WithLocation(loc)), received: opts.Received,
+			rules: rs, parser: syslog.NewParser(syslog.WithLocation(loc), syslog.WithoutIDs()), received: opts.Received,
 			seed: seed, shards: nshards,
 		}
 		wg.Go(func() {

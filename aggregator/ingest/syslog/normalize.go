@@ -130,6 +130,9 @@ func parseIP(s string) string {
 	if err != nil {
 		return ""
 	}
+	if ip.Is4() {
+		return s // ParseAddr takes IPv4 only in its canonical form: no copy needed
+	}
 	return ip.Unmap().String()
 }
 

@@ -41,6 +41,12 @@ func WithLocation(loc *time.Location) ParserOption {
 	}
 }
 
+// WithoutIDs leaves Event.ID empty, for a caller that sets its own ids
+// (outpost rules replay numbers lines).
+func WithoutIDs() ParserOption {
+	return func(p *Parser) { p.ids = nil }
+}
+
 // NewParser returns a Parser.
 func NewParser(opts ...ParserOption) *Parser {
 	p := &Parser{
@@ -55,6 +61,13 @@ func NewParser(opts ...ParserOption) *Parser {
 		o(p)
 	}
 	return p
+}
+
+func (p *Parser) nextID() string {
+	if p.ids == nil {
+		return ""
+	}
+	return p.ids.Next()
 }
 
 // Parse parses one syslog message (framing already removed) received at
@@ -76,7 +89,7 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		msg = bytes.ToValidUTF8(msg, []byte("\uFFFD"))
 	}
 	*ev = event.Event{
-		ID:       p.ids.Next(),
+		ID:       p.nextID(),
 		Source:   SourceName,
 		Received: received,
 		Sender:   sender,

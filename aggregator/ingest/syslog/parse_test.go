@@ -341,3 +341,14 @@ func TestNanosecondTimestamps(t *testing.T) {
 		}
 	}
 }
+
+func TestParseIPCanonical(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1": "10.0.0.1", "::ffff:10.0.0.1": "10.0.0.1", "2001:DB8::0001": "2001:db8::1",
+		"010.0.0.1": "", "300.1.1.1": "", "host": "",
+	} {
+		if got := parseIP(in); got != want {
+			t.Errorf("parseIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
