@@ -57,7 +57,7 @@ type Stage struct {
 	matches    *prometheus.CounterVec
 	byRule     map[string]prometheus.Counter // matches' children, looked up once
 	coalesced  prometheus.Counter
-	silences   map[string]*silence // see coalesce
+	silences   map[silenceKey]*silence // see coalesce
 	noKey      *prometheus.CounterVec
 	evalErrors *prometheus.CounterVec
 	lastErrLog time.Time
@@ -242,6 +242,8 @@ func (s *Stage) emit(m *event.Match, parts uint32, flush func(int) error) error 
 // silence is what coalesce keeps per (absence rule, key) for the batch in
 // hand: the newest event time of the key's matches published, and the
 // newest match since then, held back.
+type silenceKey struct{ rule, key string }
+
 type silence struct {
 	anchor  int64
 	pending event.Match
@@ -260,11 +262,11 @@ type silence struct {
 // raising the same alerts, with a match per key per `for` of event time
 // instead of one per event.
 func (s *Stage) coalesce(r *rules.Rule, m *event.Match, parts uint32, flush func(int) error) error {
-	k := m.RuleID + "\x00" + m.Key
+	k := silenceKey{m.RuleID, m.Key}
 	sl := s.silences[k]
 	if sl == nil {
 		if s.silences == nil {
-			s.silences = map[string]*silence{}
+			s.silences = map[silenceKey]*silence{}
 		}
 		sl = &silence{}
 		s.silences[k] = sl
