@@ -326,6 +326,8 @@ func (s *Stage) submit(ctx context.Context, b *batch, alerts []*event.Alert, max
 	case s.jobs <- l:
 		return l, nil
 	case <-ctx.Done():
+		s.layers = s.layers[:len(s.layers)-1] // never queued: nothing will settle it
+		b.txn.Discard()
 		return nil, ctx.Err()
 	}
 }
