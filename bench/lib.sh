@@ -1,5 +1,13 @@
 # Helpers sourced by bench/*/run.sh. Every wait is bounded.
 
+# cleanup, for `trap cleanup EXIT`: kills the script's background processes
+# (the array pids) and removes its temp dir ($tmp).
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+
 # free_port prints a TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -47,12 +47,9 @@ func AppendEvent(b []byte, ev *Event) []byte {
 // scratch the caller may reuse across records (nil is fine); the strings
 // of ev share one copy of data.
 func DecodeEvent(data []byte, ev *Event, r *wire.Reader) error {
-	if r == nil {
-		r = new(wire.Reader)
-	}
-	r.Reset(data, true)
-	if v := r.Byte(); v != eventV1 && r.Err() == nil {
-		return fmt.Errorf("event encoding version %d unknown", v)
+	r, err := open(data, r, true, eventV1, "event")
+	if err != nil {
+		return err
 	}
 	*ev = Event{
 		ID:       r.String(),
@@ -112,12 +109,9 @@ func DecodeMatch(data []byte, m *Match, r *wire.Reader) error {
 // CarriedFields is called; until then m refers to data, which must not
 // change.
 func DecodeMatchLazy(data []byte, m *Match, r *wire.Reader) error {
-	if r == nil {
-		r = new(wire.Reader)
-	}
-	r.Reset(data, false)
-	if v := r.Byte(); v != matchV1 && r.Err() == nil {
-		return fmt.Errorf("match encoding version %d unknown", v)
+	r, err := open(data, r, false, matchV1, "match")
+	if err != nil {
+		return err
 	}
 	*m = Match{
 		RuleID:  r.String(),
@@ -136,6 +130,19 @@ func DecodeMatchLazy(data []byte, m *Match, r *wire.Reader) error {
 		return fmt.Errorf("decoding match: %w", err)
 	}
 	return nil
+}
+
+// open starts reading a record: r (or a new Reader) over data, past its
+// version byte, which must be version.
+func open(data []byte, r *wire.Reader, shared bool, version byte, what string) (*wire.Reader, error) {
+	if r == nil {
+		r = new(wire.Reader)
+	}
+	r.Reset(data, shared)
+	if v := r.Byte(); v != version && r.Err() == nil {
+		return nil, fmt.Errorf("%s encoding version %d unknown", what, v)
+	}
+	return r, nil
 }
 
 func appendMap(b []byte, m map[string]string) []byte {

@@ -17,12 +17,7 @@ cd "$(dirname "$0")/../.."
 n=${1:-1000000} runs=${RUNS:-3} mix=${MIX:-sshd} ips=${IPS:-1000} rate=${RATE:-1000}
 tmp=$(mktemp -d)
 pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap cleanup EXIT # bench/lib.sh: kills pids, removes tmp
 go build -o "$tmp/outpost" ./cmd/outpost
 build_loadgen "$tmp"
 gen=(-n "$n" -ips "$ips" -rate "$rate" -mix "$mix")

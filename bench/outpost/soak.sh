@@ -61,12 +61,7 @@ esac
 n=${N:-$(awk -v p="$pace" -v d="$dur_s" 'BEGIN { printf "%.0f", p * d }')}
 tmp=$(mktemp -d)
 pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap cleanup EXIT # bench/lib.sh: kills pids, removes tmp
 if [[ -n ${OUTPOST_BIN:-} ]]; then op_bin=$OUTPOST_BIN; else
 	go build -o "$tmp/outpost" ./cmd/outpost
 	op_bin=$tmp/outpost
