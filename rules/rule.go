@@ -145,6 +145,13 @@ func (r *Rule) key(st *Step, ev *event.Event) (string, bool) {
 	if len(st.by) == 0 {
 		return "", true
 	}
+	if len(st.by) == 1 { // the common case: one string built, no builder
+		v := st.by[0](ev)
+		if v == "" {
+			return "", false
+		}
+		return r.GroupBy[0] + "=" + keyEscaper.Replace(v), true
+	}
 	var b strings.Builder
 	for i, g := range st.by {
 		v := g(ev)
