@@ -69,15 +69,7 @@ func BenchmarkSyslogToEvents(b *testing.B) {
 		msg := fmt.Sprintf("<38>1 %s web-01 sshd 4242 - - Failed password for root from 203.0.%d.%d port %d ssh2", ts, i>>8&255, i&255, 1024+i%60000)
 		input = fmt.Appendf(input, "%d %s", len(msg), msg)
 	}
-	b.SetBytes(150)
-	b.ReportAllocs()
-	b.ResetTimer()
-	if _, err := w.Write(input); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	startAndSend(b, w, input)
 	deadline := time.Now().Add(5 * time.Minute)
 	for sumCounters(reg, "outpost_bus_published_events_total")[0] < float64(b.N) {
 		if time.Now().After(deadline) {
@@ -87,6 +79,21 @@ func BenchmarkSyslogToEvents(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// startAndSend starts the clock and writes the prepared input (messages of
+// about 150 bytes) to the connection.
+func startAndSend(b *testing.B, w *bufio.Writer, input []byte) {
+	b.Helper()
+	b.SetBytes(150)
+	b.ReportAllocs()
+	b.ResetTimer()
+	if _, err := w.Write(input); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkPipeline measures the whole appliance with the shipped pack:
@@ -139,15 +146,7 @@ func BenchmarkPipeline(b *testing.B) {
 			base.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), outcome, i%1000>>8, i%1000&255, 1024+i%60000)
 		input = fmt.Appendf(input, "%d %s", len(msg), msg)
 	}
-	b.SetBytes(150)
-	b.ReportAllocs()
-	b.ResetTimer()
-	if _, err := w.Write(input); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	startAndSend(b, w, input)
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
 		s := sumCounters(p.reg, "outpost_filter_events_total", "outpost_filter_matches_total", "outpost_windows_matches_total")

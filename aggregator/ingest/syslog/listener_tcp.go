@@ -172,26 +172,19 @@ func (r *run) parseChunks() {
 		evs = evs[:0]
 		start := 0
 		for _, end := range c.ends {
-			msg := trimTrailer(c.data[start:end])
+			msg := c.data[start:end]
 			start = end
-			if len(msg) == 0 || r.failure() != nil {
+			if r.failure() != nil {
 				continue
 			}
-			ev := new(event.Event)
-			if err := p.Parse(msg, c.received, c.sender, ev); err != nil {
-				_ = r.reject(errRFC5424, err.Error(), msg, c.sender) // a sink failure is recorded by r.fail
-				continue
+			// A sink failure while dead-lettering is recorded by r.fail.
+			if ev, _ := r.parse(p, msg, c.received, c.sender); ev != nil {
+				evs = append(evs, ev)
 			}
-			evs = append(evs, ev)
 		}
 		<-c.turn
 		for _, ev := range evs {
-			if r.failure() != nil {
-				break
-			}
-			r.m.eventsTCP.Inc()
-			if err := r.sink.Publish(r.pubCtx, ev); err != nil {
-				_ = r.sinkFailed("publishing event", err)
+			if r.failure() != nil || r.publish(ev, r.m.eventsTCP) != nil {
 				break
 			}
 		}

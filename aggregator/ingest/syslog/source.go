@@ -264,14 +264,30 @@ func (r *run) newParser() *Parser {
 // deliver parses one message and publishes it. It returns an error only
 // when the sink failed, and then the reader that called it must stop.
 func (r *run) deliver(p *Parser, msg []byte, received time.Time, sender string, events prometheus.Counter) error {
+	ev, err := r.parse(p, msg, received, sender)
+	if ev == nil {
+		return err
+	}
+	return r.publish(ev, events)
+}
+
+// parse parses one message; a message that does not parse is rejected
+// (counted, logged, dead-lettered) and gives no event. The error is the
+// sink's, from dead-lettering.
+func (r *run) parse(p *Parser, msg []byte, received time.Time, sender string) (*event.Event, error) {
 	msg = trimTrailer(msg)
 	if len(msg) == 0 {
-		return nil
+		return nil, nil
 	}
 	ev := new(event.Event)
 	if err := p.Parse(msg, received, sender, ev); err != nil {
-		return r.reject(errRFC5424, err.Error(), msg, sender)
+		return nil, r.reject(errRFC5424, err.Error(), msg, sender)
 	}
+	return ev, nil
+}
+
+// publish counts ev and hands it to the sink; an error is the sink's.
+func (r *run) publish(ev *event.Event, events prometheus.Counter) error {
 	events.Inc()
 	if err := r.sink.Publish(r.pubCtx, ev); err != nil {
 		return r.sinkFailed("publishing event", err)
