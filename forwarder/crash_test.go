@@ -14,6 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
 func freePort(t *testing.T) int {
@@ -40,17 +43,15 @@ func TestOutpostSIGKILL(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	r := listenStream(t, "127.0.0.1:0", nil)
-	natsPort := freePort(t)
 	cfg := fmt.Sprintf(`data_dir: %s
 http: {listen: "off"}
 log: {level: warn}
-nats: {listen: "127.0.0.1:%d"}
 ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
 forwarder:
   hostname: outpost-crash
   destinations:
     - {name: siem, address: %q, framing: octet-counting, backoff_max: 200ms}
-`, filepath.Join(dir, "data"), natsPort, freePort(t), r.addr())
+`, filepath.Join(dir, "data"), freePort(t), r.addr())
 	cf := filepath.Join(dir, "outpost.yaml")
 	if err := os.WriteFile(cf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -71,42 +72,13 @@ forwarder:
 		})
 		return cmd
 	}
-	connect := func() (*nats.Conn, jetstream.JetStream) {
-		var nc *nats.Conn
-		var err error
-		waitFor(t, 30*time.Second, "outpost's NATS", func() bool {
-			nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
-			return err == nil
-		})
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc, js
-	}
 
-	child := run()
-	nc, js := connect()
+	// Only Outpost may publish alerts, so they are put into its data dir
+	// before it starts, by the same bus it opens.
 	const n = 4000
 	alerts := testAlerts(n)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	waitFor(t, 30*time.Second, "the ALERTS stream", func() bool { _, err := js.Stream(ctx, "ALERTS"); return err == nil })
-	for _, a := range alerts {
-		data, _ := json.Marshal(a)
-		m := nats.NewMsg("alerts.high")
-		m.Header.Set(jetstream.MsgIDHeader, a.ID)
-		m.Data = data
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("publishing alerts timed out")
-	}
-	nc.Close()
+	seedAlerts(t, filepath.Join(dir, "data"), alerts)
+	child := run()
 	waitFor(t, 30*time.Second, "some alerts delivered", func() bool { return r.count() >= n/4 })
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -121,4 +93,36 @@ forwarder:
 	time.Sleep(300 * time.Millisecond)
 	dups := checkAll(t, r.messages(), n)
 	t.Logf("SIGKILL after %d of %d alerts: %d duplicates after the restart", atKill, n, dups)
+}
+
+// seedAlerts opens the embedded bus on dataDir, publishes alerts to ALERTS
+// and closes it again.
+func seedAlerts(t *testing.T, dataDir string, alerts []event.Alert) {
+	t.Helper()
+	var bc bus.Config
+	if err := bc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := bus.Open(ctx, bc, dataDir, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	js := b.JetStream()
+	for _, a := range alerts {
+		data, _ := json.Marshal(a)
+		m := nats.NewMsg("alerts.high")
+		m.Header.Set(jetstream.MsgIDHeader, a.ID)
+		m.Data = data
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("publishing alerts timed out")
+	}
 }

@@ -14,6 +14,10 @@
 // sources instead of silently deleting unprocessed data. ALERTS keeps
 // delivered alerts until max_age for audit and replay and, when full, drops
 // the oldest (see docs/operations.md); DEADLETTER drops the oldest.
+//
+// The embedded server has no anonymous user: only Outpost's own in-process
+// connection may publish or change anything, and nats.listen opens the
+// client port to a read-only key only (auth.go).
 package bus
 
 import (
@@ -29,6 +33,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // Stream names.
@@ -55,13 +60,22 @@ func Open(ctx context.Context, cfg Config, dataDir string, logger *slog.Logger) 
 	var opts []nats.Option
 	url := cfg.URL
 	if url == "" {
-		ns, err := startEmbedded(cfg, dataDir, b.log)
+		ns, self, err := startEmbedded(cfg, dataDir, b.log)
 		if err != nil {
 			return nil, err
 		}
 		b.server = ns
 		url = ns.ClientURL()
-		opts = append(opts, nats.InProcessServer(ns))
+		pub, err := self.PublicKey()
+		if err != nil {
+			b.shutdownServer()
+			return nil, fmt.Errorf("reading outpost's nats key: %w", err)
+		}
+		opts = append(opts,
+			nats.InProcessServer(ns),
+			nats.Nkey(pub, self.Sign),
+			nats.CustomInboxPrefix(internalInboxPrefix),
+		)
 	} else if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
@@ -94,38 +108,57 @@ func Open(ctx context.Context, cfg Config, dataDir string, logger *slog.Logger) 
 	return b, nil
 }
 
-func startEmbedded(cfg Config, dataDir string, log *slog.Logger) (*server.Server, error) {
+// startEmbedded starts the embedded server with the users of auth.go and
+// returns it with the key Outpost's own connection signs in with.
+func startEmbedded(cfg Config, dataDir string, log *slog.Logger) (*server.Server, nkeys.KeyPair, error) {
+	users, self, created, err := serverUsers(cfg, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	opts := &server.Options{
 		ServerName: "outpost",
 		JetStream:  true,
 		StoreDir:   filepath.Join(dataDir, "jetstream"),
 		NoSigs:     true,
 		DontListen: cfg.Listen == "",
+		Nkeys:      users,
 		// JetStream's own limits are the streams'; let them use the disk.
 		JetStreamMaxStore: -1,
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("nats.listen %q: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("nats.listen %q: %w", cfg.Listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("nats.listen %q: bad port: %w", cfg.Listen, err)
+			return nil, nil, fmt.Errorf("nats.listen %q: bad port: %w", cfg.Listen, err)
 		}
 		opts.Host, opts.Port = host, p
+		if t := cfg.TLS; t.enabled() {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+				CertFile: t.CertFile, KeyFile: t.KeyFile, CaFile: t.ClientCAFile, Verify: t.ClientCAFile != "",
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("nats.tls: %w", err)
+			}
+			opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, t.ClientCAFile != ""
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("configuring embedded NATS: %w", err)
+		return nil, nil, fmt.Errorf("configuring embedded NATS: %w", err)
 	}
 	ns.SetLoggerV2(serverLogger{log}, false, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
-		return nil, errors.New("embedded NATS did not become ready within 30s (is the data dir writable?)")
+		return nil, nil, errors.New("embedded NATS did not become ready within 30s (is the data dir writable? is nats.listen free?)")
 	}
-	return ns, nil
+	if created {
+		log.Info("generated the read-only NATS key for nats.listen", "file", ReaderKeyFile(dataDir))
+	}
+	return ns, self, nil
 }
 
 func (b *Bus) ensureStreams(ctx context.Context) error {

@@ -16,8 +16,12 @@ type Config struct {
 	CredsFile string `yaml:"creds_file"`
 	// Listen is where the embedded server accepts NATS clients, e.g.
 	// "127.0.0.1:4222" to let the `nats` CLI look inside. Empty: in-process
-	// only, no socket at all.
+	// only, no socket at all. Clients must authenticate with the read-only
+	// nkey generated into <data_dir>/nats/reader.nk; only Outpost itself,
+	// in-process, may publish. An address off loopback requires TLS.
 	Listen string `yaml:"listen"`
+	// TLS for the client port opened by Listen.
+	TLS ListenTLS `yaml:"tls"`
 	// Replicas of each stream; 1 on one machine, 3 on a cluster.
 	Replicas int `yaml:"replicas"`
 	// Partitions of MATCHES, by hash(rule, group key). Fixed for the life of
@@ -29,6 +33,18 @@ type Config struct {
 
 	Streams Streams `yaml:"streams"`
 }
+
+// ListenTLS is TLS on the embedded server's client port. With CertFile and
+// KeyFile set, every client must speak TLS; with ClientCAFile set too, it
+// must also present a certificate signed by that CA (the nkey is still
+// required).
+type ListenTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+func (t ListenTLS) enabled() bool { return t.CertFile != "" }
 
 // Streams holds the limits of each stream.
 type Streams struct {
@@ -69,9 +85,22 @@ func (c *Config) Validate() error {
 		errs.Addf("nats.listen: only applies to the embedded server; remove it or nats.url")
 	}
 	if c.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		host, _, err := net.SplitHostPort(c.Listen)
+		if err != nil {
 			errs.Addf("nats.listen: %q is not host:port: %v", c.Listen, err)
+		} else if !isLoopback(host) && !c.TLS.enabled() {
+			errs.Addf("nats.listen: %q is reachable off this machine; set nats.tls.cert_file and key_file, or listen on 127.0.0.1", c.Listen)
 		}
+	}
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs.Addf("nats.tls: cert_file and key_file go together")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		errs.Addf("nats.tls.client_ca_file: needs cert_file and key_file")
+	}
+	if (t.CertFile != "" || t.ClientCAFile != "") && c.Listen == "" {
+		errs.Addf("nats.tls: only applies with nats.listen")
 	}
 	defaults := []struct {
 		name  string
@@ -99,4 +128,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errs.Err()
+}
+
+// isLoopback reports whether a listen host only accepts local connections.
+// An empty host listens on every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
@@ -108,10 +110,12 @@ func TestLateEventsAreDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := st.GetLastMsgForSubject(ctx, "deadletter.late")
-	if err != nil {
-		t.Fatalf("no dead letter for the late event: %v", err)
-	}
+	// The counter moves before the dead letter's publish is acked.
+	var msg *jetstream.RawStreamMsg
+	waitFor(t, "the dead letter for the late event", func() bool {
+		msg, err = st.GetLastMsgForSubject(ctx, "deadletter.late")
+		return err == nil
+	})
 	if r := msg.Header.Get("Outpost-Reason"); !strings.HasPrefix(r, "late: event time 2026-11-23T10:00:00Z") {
 		t.Errorf("reason %q", r)
 	}
