@@ -65,7 +65,8 @@ func Open(ctx context.Context, cfg Config, dataDir string, logger *slog.Logger) 
 			return nil, err
 		}
 		b.server = ns
-		url = ns.ClientURL()
+		// In-process: no socket and no TLS, whatever the port speaks.
+		url = "nats://in-process"
 		pub, err := self.PublicKey()
 		if err != nil {
 			b.shutdownServer()
@@ -133,6 +134,9 @@ func startEmbedded(cfg Config, dataDir string, log *slog.Logger) (*server.Server
 		p, err := strconv.Atoi(port)
 		if err != nil {
 			return nil, nil, fmt.Errorf("nats.listen %q: bad port: %w", cfg.Listen, err)
+		}
+		if p == 0 { // as for net.Listen: any free port (the server's own 0 means 4222)
+			p = server.RANDOM_PORT
 		}
 		opts.Host, opts.Port = host, p
 		if t := cfg.TLS; t.enabled() {
