@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"path"
 	"strings"
@@ -106,7 +107,15 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 				l.errorf(file, v.Line, "", "lists.%s: expected {file: PATH, column: N, header: BOOL}", name)
 				continue
 			}
-			if err := l.readListFile(path.Join(path.Dir(l.rel[file]), spec.File), spec.Column, spec.Header, list); err != nil {
+			p := path.Join(path.Dir(l.rel[file]), spec.File)
+			if path.IsAbs(spec.File) || !fs.ValidPath(p) {
+				l.errorf(file, v.Line, "", "lists.%s: list file %q %s", name, spec.File, outsideDir)
+				continue
+			}
+			if err := l.readListFile(p, spec.Column, spec.Header, list); escapes(err) {
+				l.errorf(file, v.Line, "", "lists.%s: list file %q %s", name, spec.File, outsideDir)
+				continue
+			} else if err != nil {
 				l.errorf(file, v.Line, "", "lists.%s: %v", name, err)
 				continue
 			}
@@ -118,10 +127,10 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 	}
 }
 
-// readListFile reads p (relative to the rules dir): *.csv by column, any
-// other file one value per line; '#' starts a comment line.
+// readListFile reads p (a valid path inside the rules dir): *.csv by
+// column, any other file one value per line; '#' starts a comment line.
 func (l *loader) readListFile(p string, column int, header bool, list *List) error {
-	f, err := l.fsys.Open(path.Clean(p))
+	f, err := l.fsys.Open(p)
 	if err != nil {
 		return fmt.Errorf("reading list file: %w", err)
 	}
