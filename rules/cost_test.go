@@ -9,6 +9,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -96,4 +97,31 @@ func TestLoadDirRejectsCostlyCondition(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "999999 elements") {
 		t.Errorf("err = %v, want %q ... 999999 elements", err, want)
 	}
+}
+
+// FuzzConditionCost: on any parsable condition the estimate terminates
+// without panicking, is positive, and a condition it accepts compiles to a
+// tree no larger than the limit.
+func FuzzConditionCost(f *testing.F) {
+	for _, s := range []string{
+		`all(1..999999, # > 0)`, `any(1..10, {# == dst_port})`, `dst_port in 1..65535`,
+		`let a = 1..10; any(a, {any(a, {# == 1})})`, `any(split(message, " "), {any(split(message, " "), {# == "x"})})`,
+		`reduce(1..100, #acc + #, 0) > 3`, `-9223372036854775807..9223372036854775807`, `repeat("x", 3)`,
+		`sortBy(keys(attrs), #, "desc")[0] == "a"`, `filter(map(1..30, {# * 2}), # > 3)`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		tree, err := parser.Parse(src)
+		if err != nil {
+			return
+		}
+		cost, errs := conditionCost(tree.Node)
+		if cost < 1 {
+			t.Errorf("%q: cost %d", src, cost)
+		}
+		if len(errs) == 0 && countNodes(tree.Node) > maxConditionCost {
+			t.Errorf("%q: accepted with %d nodes", src, countNodes(tree.Node))
+		}
+	})
 }

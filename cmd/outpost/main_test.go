@@ -73,3 +73,36 @@ func TestCheckConfigRedactsSASInURL(t *testing.T) {
 		t.Errorf("the error should name the key and show the url without its query:\n%s", out)
 	}
 }
+
+// check-config loads rules.dir as `outpost run` does: a rule file that is a
+// symlink out of the directory is an error naming it.
+func TestCheckConfigRefusesSymlinkOutOfRulesDir(t *testing.T) {
+	example, err := os.ReadFile("../../deploy/outpost.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	dir := filepath.Join(base, "rules")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(base, "elsewhere.yaml")
+	if err := os.WriteFile(outside, []byte("rules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "linked.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(example), "  dir: \"\"\n", "  dir: "+dir+"\n", 1)
+	if cfg == string(example) {
+		t.Fatal("the example config has no rules `dir: \"\"` line to replace")
+	}
+	path := filepath.Join(base, "outpost.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := execute("check-config", "-c", path)
+	if err == nil || !strings.Contains(out, "linked.yaml: resolves outside the rules directory") {
+		t.Errorf("err %v, output:\n%s", err, out)
+	}
+}
