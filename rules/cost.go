@@ -100,9 +100,9 @@ func (c *coster) cost(n ast.Node) int64 {
 			c.note(size, "the range %s (%d elements)", n, size)
 			return max(size, 1)
 		case "in":
-			// expr compiles `x in a..b` with constant bounds to two
-			// compares; it builds no array.
-			if r, ok := n.Right.(*ast.BinaryNode); ok && r.Operator == ".." {
+			// expr's optimizer turns `x in a..b`, constant bounds and x
+			// an int, into two compares: it builds no array.
+			if r, ok := n.Right.(*ast.BinaryNode); ok && r.Operator == ".." && c.isInt(n.Left) {
 				if _, _, ok := c.rangeBounds(r); ok {
 					return add(2, c.cost(n.Left))
 				}
@@ -257,6 +257,25 @@ func (r *eventReader) Visit(node *ast.Node) {
 	case *ast.PointerNode:
 		r.found = true
 	}
+}
+
+// intFields are the Event's int fields.
+var intFields = map[string]bool{"facility": true, "severity": true, "src_port": true, "dst_port": true}
+
+// isInt reports whether n is surely an int before type checking: what
+// expr's optimizer needs to see to compile `n in a..b` to compares.
+func (c *coster) isInt(n ast.Node) bool {
+	if _, ok := constInt(n); ok {
+		return true
+	}
+	switch n := n.(type) {
+	case *ast.IdentifierNode:
+		_, shadowed := c.vars[n.Value]
+		return intFields[n.Value] && !shadowed
+	case *ast.BuiltinNode:
+		return n.Name == "int" || n.Name == "len"
+	}
+	return false
 }
 
 // rangeBounds returns a range's bounds, reporting one that is not an

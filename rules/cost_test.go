@@ -29,6 +29,7 @@ func TestConditionCostIsBounded(t *testing.T) {
 		{"nested walk over event data", `any(split(message, " "), {any(split(message, " "), {# == "x"})})`,
 			"iterates over event data inside another iteration over event data"},
 		{"repeat", `repeat(message, 1000000) != ""`, "repeat"},
+		{"in a range, not an int", `float(dst_port) in 1..999999`, "1..999999 (999999 elements)"},
 		{"a macro hides the range", `big`, "1..999999 (999999 elements)"},
 		{"macros multiply", `m5`, "expand"},
 	}
@@ -65,7 +66,7 @@ func TestConditionCostAllowsTheReasonable(t *testing.T) {
 	conds := []string{
 		`any(1..10, {# == dst_port})`,
 		`dst_port in 1..65535`,
-		`dst_port in -5..5 || dst_port not in 0..1023`,
+		`dst_port in -5..5 || dst_port not in 0..1023 || len(message) in 1..99999`,
 		`any(split(message, " "), {# in ["root", "admin"]})`,
 		`all(1..20, {any(1..20, {# + 1 > 0})})`,
 		`let p = dst_port; p > 0 && count(keys(attrs), {len(#) > 3}) > 1`,
