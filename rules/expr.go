@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"path"
 	"strings"
@@ -106,7 +107,15 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 				l.errorf(file, v.Line, "", "lists.%s: expected {file: PATH, column: N, header: BOOL}", name)
 				continue
 			}
-			if err := l.readListFile(path.Join(path.Dir(l.rel[file]), spec.File), spec.Column, spec.Header, list); err != nil {
+			p := path.Join(path.Dir(l.rel[file]), spec.File)
+			if path.IsAbs(spec.File) || !fs.ValidPath(p) {
+				l.errorf(file, v.Line, "", "lists.%s: list file %q %s", name, spec.File, outsideDir)
+				continue
+			}
+			if err := l.readListFile(p, spec.Column, spec.Header, list); escapes(err) {
+				l.errorf(file, v.Line, "", "lists.%s: list file %q %s", name, spec.File, outsideDir)
+				continue
+			} else if err != nil {
 				l.errorf(file, v.Line, "", "lists.%s: %v", name, err)
 				continue
 			}
@@ -118,10 +127,10 @@ func (l *loader) listSection(file string, n *yaml.Node) {
 	}
 }
 
-// readListFile reads p (relative to the rules dir): *.csv by column, any
-// other file one value per line; '#' starts a comment line.
+// readListFile reads p (a valid path inside the rules dir): *.csv by
+// column, any other file one value per line; '#' starts a comment line.
 func (l *loader) readListFile(p string, column int, header bool, list *List) error {
-	f, err := l.fsys.Open(path.Clean(p))
+	f, err := l.fsys.Open(p)
 	if err != nil {
 		return fmt.Errorf("reading list file: %w", err)
 	}
@@ -190,18 +199,33 @@ func (l *loader) macroSection(file string, n *yaml.Node) {
 	}
 }
 
+func countNodes(n ast.Node) int {
+	c := nodeCounter(0)
+	ast.Walk(&n, &c)
+	return int(c)
+}
+
+type nodeCounter int
+
+func (c *nodeCounter) Visit(*ast.Node) { *c++ }
+
 func isEventField(name string) bool {
 	_, ok := fieldGetters[name]
 	return ok || name == "time" || name == "received" || name == "attrs"
 }
 
 // patcher expands macros and checks in_list's list names while expr
-// compiles a condition.
+// compiles a condition. nodes counts the nodes its macros expanded to, over
+// every depth, so macros that use each other several times cannot blow a
+// condition up past maxMacroNodes.
 type patcher struct {
 	l     *loader
 	depth int
+	nodes *int
 	errs  []string
 }
+
+func newPatcher(l *loader) *patcher { return &patcher{l: l, nodes: new(int)} }
 
 func (p *patcher) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
@@ -214,11 +238,18 @@ func (p *patcher) Visit(node *ast.Node) {
 			p.errs = append(p.errs, fmt.Sprintf("macro %q: macros nest too deep (a cycle?)", n.Value))
 			return
 		}
+		if *p.nodes > maxMacroNodes {
+			return // reported once, where the count went over
+		}
 		tree, err := parser.Parse(m.src)
 		if err != nil {
 			return // reported when the macro was read
 		}
-		inner := &patcher{l: p.l, depth: p.depth + 1}
+		if *p.nodes += countNodes(tree.Node); *p.nodes > maxMacroNodes {
+			p.errs = append(p.errs, fmt.Sprintf("macro %q: the condition's macros expand to more than %d nodes", n.Value, maxMacroNodes))
+			return
+		}
+		inner := &patcher{l: p.l, depth: p.depth + 1, nodes: p.nodes}
 		ast.Walk(&tree.Node, inner)
 		p.errs = append(p.errs, inner.errs...)
 		ast.Patch(node, tree.Node)
@@ -243,7 +274,23 @@ func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 		bad("empty condition")
 		return
 	}
-	p := &patcher{l: l}
+	// Expand macros and bound the cost on a tree of our own first: a
+	// condition too costly to run is not compiled either (expr's optimizer
+	// would build the arrays of its constant ranges). Syntax and macro
+	// errors are left to expr.Compile and its patcher, which report them
+	// with the type errors.
+	if tree, err := parser.Parse(st.Condition); err == nil {
+		p := newPatcher(l)
+		if ast.Walk(&tree.Node, p); len(p.errs) == 0 {
+			if _, errs := conditionCost(tree.Node); len(errs) > 0 {
+				for _, e := range errs {
+					bad("%s", e)
+				}
+				return
+			}
+		}
+	}
+	p := newPatcher(l)
 	prog, err := expr.Compile(st.Condition,
 		expr.Env(event.Event{}), expr.AsBool(), expr.Patch(p),
 		expr.Function("cidr", fnCIDR, new(func(string, string) bool)),

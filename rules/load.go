@@ -15,7 +15,10 @@ import (
 )
 
 // LoadDir loads every *.yaml and *.yml file under dir. List files named by
-// `lists:` are read relative to dir.
+// `lists:` are read relative to the file that names them. Nothing outside
+// dir is read: the files are opened through an os.Root, so a symlink that
+// leads out of dir (or is absolute) is a load error, as is a list path
+// that climbs out of it; symlinks that stay inside are followed.
 func LoadDir(dir string) (*Set, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -24,7 +27,23 @@ func LoadDir(dir string) (*Set, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("rules dir %s is not a directory", dir)
 	}
-	return load(os.DirFS(dir), dir)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading rules dir: %w", err)
+	}
+	defer root.Close()
+	return load(root.FS(), dir)
+}
+
+// outsideDir is how a path that leads out of the rules dir is reported.
+const outsideDir = "resolves outside the rules directory (symlinks must be relative and stay inside it)"
+
+// escapes reports whether err is os.Root refusing a path that leads out of
+// the rules dir. os does not export that error, so its text is matched;
+// any other error is reported as it is, and the file is not read either way.
+func escapes(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
 // LoadFS loads every *.yaml and *.yml file in fsys; name prefixes the file
@@ -84,6 +103,10 @@ func load(fsys fs.FS, root string) (*Set, error) {
 	var sections []section
 	for _, f := range files {
 		data, err := fs.ReadFile(fsys, f)
+		if escapes(err) {
+			l.errs = append(l.errs, fmt.Sprintf("%s: %s", path.Join(root, f), outsideDir))
+			continue
+		}
 		if err != nil {
 			l.errs = append(l.errs, fmt.Sprintf("%s: %v", path.Join(root, f), err))
 			continue

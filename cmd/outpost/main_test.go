@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,5 +36,73 @@ func TestCheckConfig(t *testing.T) {
 	out, err = execute("check-config", "-c", "testdata/missing.yaml")
 	if err == nil || !strings.Contains(out, "reading config") {
 		t.Errorf("missing config: err %v, output %s", err, out)
+	}
+}
+
+// A SAS token put in an account's url by mistake is a config error, and
+// check-config's message must not quote the signature.
+func TestCheckConfigRedactsSASInURL(t *testing.T) {
+	example, err := os.ReadFile("../../deploy/outpost.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sig = "c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+	accounts := `    accounts:
+      - name: prodlogs
+        url: https://prodlogs.blob.core.windows.net/?sv=2022-11-02&ss=b&srt=co&sp=rl&sig=` + sig + `
+        auth: sas
+        sas: {env: OUTPOST_TEST_SAS}
+        containers: [{name: insights-logs-signinlogs}]
+`
+	cfg := strings.Replace(string(example), "    accounts: []\n", accounts, 1)
+	if cfg == string(example) {
+		t.Fatal("the example config has no `accounts: []` line to replace")
+	}
+	path := filepath.Join(t.TempDir(), "outpost.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := execute("check-config", "-c", path)
+	if err == nil {
+		t.Fatalf("check-config accepted a url with a query: %s", out)
+	}
+	if strings.Contains(out, sig) || strings.Contains(err.Error(), sig) || strings.Contains(out, "sig=") {
+		t.Errorf("check-config printed the SAS signature:\n%s", out)
+	}
+	if !strings.Contains(out, "ingest.azure_blob.accounts[0].url") || !strings.Contains(out, "https://prodlogs.blob.core.windows.net/?[redacted]") {
+		t.Errorf("the error should name the key and show the url without its query:\n%s", out)
+	}
+}
+
+// check-config loads rules.dir as `outpost run` does: a rule file that is a
+// symlink out of the directory is an error naming it.
+func TestCheckConfigRefusesSymlinkOutOfRulesDir(t *testing.T) {
+	example, err := os.ReadFile("../../deploy/outpost.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	dir := filepath.Join(base, "rules")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(base, "elsewhere.yaml")
+	if err := os.WriteFile(outside, []byte("rules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "linked.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(example), "  dir: \"\"\n", "  dir: "+dir+"\n", 1)
+	if cfg == string(example) {
+		t.Fatal("the example config has no rules `dir: \"\"` line to replace")
+	}
+	path := filepath.Join(base, "outpost.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := execute("check-config", "-c", path)
+	if err == nil || !strings.Contains(out, "linked.yaml: resolves outside the rules directory") {
+		t.Errorf("err %v, output:\n%s", err, out)
 	}
 }

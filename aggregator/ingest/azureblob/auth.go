@@ -77,11 +77,23 @@ func (redactURLs) Do(req *policy.Request) (*http.Response, error) {
 	resp, err := req.Next()
 	var ue *url.Error
 	for e := err; errors.As(e, &ue); e = ue.Err {
-		if i := strings.IndexByte(ue.URL, '?'); i >= 0 {
-			ue.URL = ue.URL[:i] + "?[redacted]"
-		}
+		ue.URL = redactURL(ue.URL)
 	}
 	return resp, err
+}
+
+// redactURL cuts the query off a URL for an error or a log: with a SAS it
+// holds the signature. A "sig=" outside a query (a token pasted into the
+// path) is cut off too.
+func redactURL(u string) string {
+	i := strings.IndexByte(u, '?')
+	if j := strings.Index(strings.ToLower(u), "sig="); j >= 0 && (i < 0 || j < i) {
+		return u[:j] + "[redacted]"
+	}
+	if i >= 0 {
+		return u[:i] + "?[redacted]"
+	}
+	return u
 }
 
 // sasQuery checks a SAS token and returns it without a leading '?'. Its

@@ -320,3 +320,33 @@ func TestManagedIdentityConfig(t *testing.T) {
 		})
 	}
 }
+
+// A url carrying a SAS, in its query or pasted into its path, is refused,
+// and the error shows it without the signature, as the logs do.
+func TestConfigURLErrorRedactsSAS(t *testing.T) {
+	for _, u := range []string{
+		"https://x.blob.core.windows.net/?sv=2022-11-02&sp=rl&sig=SECRETSIG",
+		"https://x.blob.core.windows.net/sv=2022-11-02&sp=rl&SIG=SECRETSIG",
+		"http://x.blob.core.windows.net/?sig=SECRETSIG", // also not https, for managed identity
+	} {
+		c := Config{Accounts: []Account{{Name: "a", URL: u, Containers: []Container{{Name: "insights-logs-signinlogs"}}}}}
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("%s: accepted", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "SECRETSIG") || !strings.Contains(err.Error(), "[redacted]") {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	for in, want := range map[string]string{
+		"https://x/?a=1&sig=s":  "https://x/?[redacted]",
+		"https://x/p&sig=s?a=1": "https://x/p&[redacted]",
+		"https://x/container/b": "https://x/container/b",
+		"https://x/c?comp=list": "https://x/c?[redacted]",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -40,6 +40,11 @@ type checkpoint struct {
 	// delivered ones keep their index and id.
 	Blocks    int    `json:"blocks,omitempty"`
 	LastBlock string `json:"last_block,omitempty"`
+	// BlockDigest chains the ids and sizes of those Blocks record blocks
+	// (blockDigest): a delivered block replaced, resized or moved, not
+	// only the last one, shows as a different digest. Empty in checkpoints
+	// written before it existed; then only LastBlock is compared.
+	BlockDigest string `json:"block_digest,omitempty"`
 	// Records counts the records delivered from a block blob that does not
 	// have the flow-log block layout (read as a whole document).
 	Records int `json:"records,omitempty"`

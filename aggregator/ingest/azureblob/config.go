@@ -219,12 +219,13 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 	case a.URL != "":
 		u, err := url.Parse(a.URL)
 		switch {
-		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "":
-			errs.Addf("%s.url: %q must be an http(s) URL without a query (put a SAS token in sas)", key, a.URL)
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" ||
+			strings.Contains(strings.ToLower(a.URL), "sig="):
+			errs.Addf("%s.url: %q must be an http(s) URL without a query (put a SAS token in sas)", key, redactURL(a.URL))
 		case a.Auth == AuthManagedIdentity && u.Scheme != "https":
 			// azcore refuses to send a bearer token over plain HTTP: every
 			// request would fail.
-			errs.Addf("%s.url: %q must be https for auth managed_identity", key, a.URL)
+			errs.Addf("%s.url: %q must be https for auth managed_identity", key, redactURL(a.URL))
 		}
 	}
 	if a.Lookback == 0 {

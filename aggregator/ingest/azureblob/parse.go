@@ -58,7 +58,10 @@ func (o Origin) eventID(index int) string {
 func Parse(rec []byte, o Origin) ([]*event.Event, error) {
 	rec = bytes.TrimSpace(rec)
 	if len(rec) == 0 || rec[0] != '{' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrSchema)
+		if len(rec) > 0 && json.Valid(rec) {
+			return nil, fmt.Errorf("%w: valid JSON but not an object", ErrSchema)
+		}
+		return nil, errors.New("decoding record: not JSON")
 	}
 	var env envelope
 	if err := json.Unmarshal(rec, &env); err != nil {

@@ -191,8 +191,10 @@ func TestParseRejects(t *testing.T) {
 		name, container, rec string
 		schema               bool
 	}{
-		{"not json", "insights-logs-signinlogs", `not json`, true},
+		{"not json", "insights-logs-signinlogs", `not json`, false},
+		{"empty", "insights-logs-signinlogs", ``, false},
 		{"array", "insights-logs-signinlogs", `[1,2]`, true},
+		{"string", "insights-logs-signinlogs", `"x"`, true},
 		{"truncated", "insights-logs-signinlogs", `{"time":"2026-03-02T09:14:05Z","properties":{"userPrincipalName":"a@b"`, false},
 		{"sign-in without properties", "insights-logs-signinlogs", `{"time":"2026-03-02T09:14:05Z","resultType":"0"}`, true},
 		{"properties not an object", "insights-logs-auditlogs", `{"properties":[1]}`, true},

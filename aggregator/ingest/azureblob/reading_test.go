@@ -228,3 +228,28 @@ func TestCatchUpFromStartTime(t *testing.T) {
 		t.Errorf("resume hour = %v %v %v, want %v (now − lookback)", from, found, err, hour.Add(-3*time.Hour))
 	}
 }
+
+// A record that is not JSON at all is a json error; valid JSON of the
+// wrong shape is a schema error.
+func TestNotJSONIsLabelledJSON(t *testing.T) {
+	r := newRig(t)
+	const cont = "insights-logs-signinlogs"
+	r.createContainer(cont)
+	now := time.Now().UTC()
+	r.appendBlob(cont, hourPath("tenantId="+tenant+"/", now)+"PT1H.json", "this is not json\n[1,2]\n"+signInLine(1, now, "203.0.113.1", "0"))
+	r.start(r.config(Container{Name: cont}))
+	r.waitCount(bus.StreamEvents, 1)
+	r.waitCount(bus.StreamDeadLetter, 2)
+	for kind, want := range map[string]float64{"json": 1, "schema": 1} {
+		if n := r.metric("outpost_component_errors_total", "component", SourceName, "error_type", kind); n != want {
+			t.Errorf("error_type %s = %v, want %v", kind, n, want)
+		}
+	}
+	var reasons []string
+	for _, m := range r.deadLetters() {
+		reasons = append(reasons, m.Header.Get("Outpost-Reason"))
+	}
+	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], "json: ") || !strings.HasPrefix(reasons[1], "schema: ") {
+		t.Errorf("dead-letter reasons %q, want json: ..., schema: ...", reasons)
+	}
+}
