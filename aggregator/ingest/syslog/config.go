@@ -20,12 +20,15 @@ const (
 	DefaultMaxConnections = 1024
 	DefaultUDPReadBuffer  = 8 << 20
 	DefaultTimezone       = "UTC"
+	// DefaultListen is where udp and tcp listen when both are left out.
+	DefaultListen = "0.0.0.0:514"
 )
 
 // Config is the `ingest.syslog` section of outpost.yaml.
 type Config struct {
 	// UDP lists the addresses to receive datagrams on, e.g. "0.0.0.0:514".
-	// Empty: no UDP.
+	// An empty list ([]): no UDP. When both udp and tcp are left out (nil),
+	// each defaults to ["0.0.0.0:514"].
 	UDP []string `yaml:"udp"`
 	// TCP lists the addresses to accept connections on. Empty: no TCP.
 	TCP []string `yaml:"tcp"`
@@ -52,6 +55,9 @@ type Config struct {
 // (config.Errors), each naming its key as `ingest.syslog.<key>`.
 func (c *Config) Validate() error {
 	var errs config.Errors
+	if c.UDP == nil && c.TCP == nil { // left out, not set to []
+		c.UDP, c.TCP = []string{DefaultListen}, []string{DefaultListen}
+	}
 	seen := make(map[string]bool)
 	checkAddrs := func(key string, addrs []string) {
 		for i, a := range addrs {

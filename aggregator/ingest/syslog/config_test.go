@@ -1,9 +1,12 @@
 package syslog
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -74,5 +77,31 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if err := (&Config{MaxMessageSize: 16<<20 + 1}).Validate(); err == nil {
 		t.Error("accepted max_message_size above 16 MiB")
+	}
+}
+
+// Left out, udp and tcp default to 0.0.0.0:514 as documented; an explicit
+// empty list turns that transport off.
+func TestConfigDefaultListeners(t *testing.T) {
+	for _, tt := range []struct {
+		yaml     string
+		udp, tcp []string
+	}{
+		{"{}", []string{"0.0.0.0:514"}, []string{"0.0.0.0:514"}},
+		{"timezone: UTC", []string{"0.0.0.0:514"}, []string{"0.0.0.0:514"}},
+		{"udp: []\ntcp: []", nil, nil},
+		{"tcp: ['127.0.0.1:5514']", nil, []string{"127.0.0.1:5514"}},
+		{"udp: ['127.0.0.1:5514']\ntcp: []", []string{"127.0.0.1:5514"}, nil},
+	} {
+		var c Config
+		if err := config.DecodeStrict("t.yaml", []byte(tt.yaml), &c); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.UDP, tt.udp) || !slices.Equal(c.TCP, tt.tcp) {
+			t.Errorf("%q: udp %q tcp %q, want %q %q", tt.yaml, c.UDP, c.TCP, tt.udp, tt.tcp)
+		}
 	}
 }
