@@ -12,7 +12,10 @@ import (
 
 // Limits and defaults of the `ingest.syslog` section.
 const (
-	DefaultMaxMessageSize = 64 << 10
+	// DefaultMaxMessageSize is the largest UDP payload over IPv4, so the
+	// limit means something for datagrams too: one over IPv6 that is longer
+	// is counted as oversize.
+	DefaultMaxMessageSize = 65507
 	// MinMaxMessageSize is the size RFC 3164 §6.1 and RFC 5424 §6.1 say
 	// every receiver must accept.
 	MinMaxMessageSize     = 480
@@ -34,7 +37,8 @@ type Config struct {
 	TCP []string `yaml:"tcp"`
 	// MaxMessageSize bounds one message (one datagram or one TCP frame).
 	// Longer input is counted and dead-lettered, never truncated into an
-	// event. Default 64KiB; at least 480 B, at most 16MiB.
+	// event. Default 65507 B (the largest IPv4 UDP payload); at least
+	// 480 B, at most 16MiB.
 	MaxMessageSize config.ByteSize `yaml:"max_message_size"`
 	// Timezone is the IANA zone RFC 3164 timestamps are read in (they carry
 	// none). Default "UTC".

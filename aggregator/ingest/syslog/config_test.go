@@ -14,7 +14,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{MaxMessageSize: 64 << 10, Timezone: "UTC", MaxConnections: 1024}
+	want := Config{MaxMessageSize: 65507, Timezone: "UTC", MaxConnections: 1024}
 	if c.MaxMessageSize != want.MaxMessageSize || c.Timezone != want.Timezone ||
 		c.MaxConnections != want.MaxConnections || c.IdleTimeout != 0 {
 		t.Errorf("defaults %+v, want %+v", c, want)

@@ -12,6 +12,9 @@ const (
 	errRead    = "read"    // a socket read failed
 	errAccept  = "accept"  // accepting a TCP connection failed
 	errPublish = "publish" // the sink refused an event or a dead letter
+	// errFallback is a message taken whole as an RFC 3164 §4.3 fallback
+	// (no valid PRI or timestamp): an event all the same.
+	errFallback = "fallback"
 )
 
 // metrics are the source's Prometheus instruments: the component_* ones
@@ -28,7 +31,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
-		[]string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish})
+		[]string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish, errFallback})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
 		eventsTCP: c.Events.WithLabelValues("tcp"),

@@ -257,7 +257,11 @@ func (r *run) failure() error {
 
 func (r *run) newParser() *Parser {
 	p := NewParser(WithLocation(r.loc))
-	p.fallback = r.m.fallback
+	fallbackErrors := r.m.errors.WithLabelValues(errFallback)
+	p.fallback = func() {
+		r.m.fallback.Inc()
+		fallbackErrors.Inc() // still an event, but the input was not syslog
+	}
 	return p
 }
 

@@ -535,3 +535,28 @@ func TestTCPFrameNotHeldBehindAPartialOne(t *testing.T) {
 		t.Errorf("got %q", evs[0].Message)
 	}
 }
+
+// With the default limit, a datagram too large for IPv4 (it can only come
+// over IPv6) is oversize, not an event; the largest IPv4 datagram is one.
+// Input taken whole as the message (RFC 3164 §4.3) is an event and counted
+// as error_type="fallback".
+func TestUDPDefaultLimitAndFallback(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{UDP: []string{"[::1]:0"}}, sink)
+	c := dial(t, "udp", ts.udpAddr())
+	write(t, c, "<13>Oct 11 22:14:15 h a: "+strings.Repeat("x", 65507-25)) // largest IPv4 payload
+	write(t, c, "<13>Oct 11 22:14:15 h a: "+strings.Repeat("y", 65508-25))
+	write(t, c, "\x8b\x01 random bytes")
+	evs, dls := sink.wait(t, 2, 1)
+	if len(evs[0].Message) != 65507-25 || evs[1].Message != "\ufffd\x01 random bytes" {
+		t.Errorf("events %.30q, %.30q", evs[0].Message, evs[1].Message)
+	}
+	if !strings.HasPrefix(dls[0].reason, "oversize: ") {
+		t.Errorf("dead letter reason %q", dls[0].reason)
+	}
+	for kind, want := range map[string]float64{"oversize": 1, "fallback": 1} {
+		if got := ts.metric(t, "outpost_component_errors_total", map[string]string{"error_type": kind}); got != want {
+			t.Errorf("errors_total{%s} = %v, want %v", kind, got, want)
+		}
+	}
+}
