@@ -105,6 +105,13 @@ func (r *run) serveConn(conn net.Conn) {
 				return // the sink failed; Run is stopping
 			}
 			continue
+		case errors.As(err, &fe) && fe.Kind == KindRELP:
+			// Not syslog input, so not dead-lettered: the sender needs
+			// reconfiguring, and the log line says how.
+			r.m.errors.WithLabelValues(KindRELP).Inc()
+			r.logProblem(KindRELP, "RELP sender refused on a plain syslog TCP port: Outpost has no RELP input; "+
+				"use omfwd with protocol=\"tcp\" TCP_Framing=\"octet-counted\" (or TLS) instead of omrelp", "sender", sender)
+			return
 		case errors.As(err, &fe):
 			err = r.reject(fe.Kind, fe.Error(), fe.Sample, sender)
 		case err == io.EOF, cr.closing.Load():

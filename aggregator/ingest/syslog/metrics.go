@@ -31,7 +31,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
-		[]string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish, errFallback})
+		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
 		eventsTCP: c.Events.WithLabelValues("tcp"),

@@ -560,3 +560,27 @@ func TestUDPDefaultLimitAndFallback(t *testing.T) {
 		}
 	}
 }
+
+// rsyslog's omrelp pointed at the plain TCP port: its open command is
+// refused, counted and logged with the fix, and gives no events.
+func TestTCPRefusesRELP(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	offers := "relp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog"
+	c := dial(t, "tcp", ts.tcpAddr())
+	write(t, c, fmt.Sprintf("1 open %d %s\n", len(offers), offers))
+	expectClosed(t, c)
+	// A syslog sender after it is served as ever.
+	ok := dial(t, "tcp", ts.tcpAddr())
+	write(t, ok, "<13>Oct 11 22:14:15 h a: after\n")
+	evs, _ := sink.wait(t, 1, 0)
+	if got := messages(evs); !slices.Equal(got, []string{"after"}) {
+		t.Errorf("events %q, want only the syslog one", got)
+	}
+	if n := ts.metric(t, "outpost_component_errors_total", map[string]string{"error_type": "relp"}); n != 1 {
+		t.Errorf("errors_total{relp} = %v, want 1", n)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "RELP") || !strings.Contains(logs, "omfwd") {
+		t.Errorf("log does not name the fix:\n%s", logs)
+	}
+}
