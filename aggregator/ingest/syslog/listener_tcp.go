@@ -69,8 +69,14 @@ func (r *run) serveConn(conn net.Conn) {
 	defer conn.Close()
 	sender := connSender(conn)
 	cr := &connReader{conn: conn, idle: r.cfg.IdleTimeout, bytes: r.m.bytesTCP}
-	stop := context.AfterFunc(r.ctx, cr.shutdown)
+	stop := context.AfterFunc(r.ctx, func() { cr.shutdown(time.Now().Add(r.drainTimeout / 2)) })
 	defer stop()
+	cut := 0 // frames read at shutdown that will not be published
+	defer func() {
+		if cut > 0 {
+			r.cutLines(cut)
+		}
+	}()
 	fr := NewFramer(cr, int(r.cfg.MaxMessageSize))
 	turn := make(chan struct{}) // the first chunk's turn to publish has come
 	close(turn)
@@ -87,7 +93,11 @@ func (r *run) serveConn(conn net.Conn) {
 		case r.chunks <- c:
 			c = newChunk(sender, next)
 		case <-r.pubCtx.Done():
+			// The stop timeout passed: what is read from now on is
+			// only counted.
 			sent = false
+			cut += len(c.ends)
+			cr.cut = true
 		}
 	}
 	cr.beforeRead = send
@@ -96,12 +106,15 @@ func (r *run) serveConn(conn net.Conn) {
 		frame, err := fr.Next()
 		var fe *FrameError
 		switch {
+		case err == nil && cr.cut:
+			cut++ // read after the drain's bound, only to count it
+			continue
 		case err == nil:
 			c.add(frame)
 			if len(c.ends) >= chunkFrames || len(c.data) >= chunkBytes {
 				send()
 			}
-			if !sent || r.failure() != nil {
+			if r.failure() != nil {
 				return // the sink failed; Run is stopping
 			}
 			continue
@@ -190,8 +203,14 @@ func (r *run) parseChunks() {
 			}
 		}
 		<-c.turn
-		for _, ev := range evs {
-			if r.failure() != nil || r.publish(ev, r.m.eventsTCP) != nil {
+		for i, ev := range evs {
+			if r.failure() != nil {
+				break
+			}
+			if r.publish(ev, r.m.eventsTCP) != nil {
+				if r.ctx.Err() != nil { // the drain timed out at shutdown
+					r.cutLines(len(evs) - i)
+				}
 				break
 			}
 		}
@@ -209,13 +228,31 @@ func connSender(conn net.Conn) string {
 	return conn.RemoteAddr().String()
 }
 
-// connReader is the connection as the Framer sees it: it counts bytes,
-// applies the idle timeout, and fails every read once Run stops.
+// Draining a connection at shutdown.
+const (
+	// drainQuiet is how long a draining connection may stay silent before
+	// it counts as read to the end: the kernel's queue is empty.
+	drainQuiet = 20 * time.Millisecond
+	// cutCountBytes bounds what is read past the drain's bound, only to
+	// count the lines it holds.
+	cutCountBytes = 1 << 20
+)
+
+// connReader is the connection as the Framer sees it: it counts bytes and
+// applies the idle timeout. Once Run stops it drains: it reads what the
+// kernel holds until the connection is quiet for drainQuiet, and then
+// fails every read. If the drain's bound comes first, it sets cut and
+// reads on a little, so the lines it could not publish are counted.
 type connReader struct {
 	conn    net.Conn
 	idle    time.Duration
 	bytes   prometheus.Counter
 	closing atomic.Bool
+	until   atomic.Int64 // when the drain must end, Unix ns; set before closing
+	// cut is set when the drain reached its bound with input still coming.
+	// Only the reading goroutine touches it.
+	cut      bool
+	cutBytes int
 	// beforeRead, if set, runs before every read of the connection: frames
 	// in hand must not wait on the network.
 	beforeRead func()
@@ -232,15 +269,57 @@ func (c *connReader) Read(p []byte) (int, error) {
 	// sets a deadline in the past: either this load sees closing, or that
 	// past deadline comes after ours and the Read below fails at once.
 	if c.closing.Load() {
-		return 0, errShuttingDown
+		return c.drainRead(p)
 	}
 	n, err := c.conn.Read(p)
 	c.bytes.Add(float64(n))
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && c.closing.Load() {
+		return c.drainRead(p) // woken by shutdown, not idle
+	}
 	return n, err
 }
 
-// shutdown makes the current and every later Read fail.
-func (c *connReader) shutdown() {
+// drainRead reads what the kernel has queued, waiting at most drainQuiet
+// for it, and never past the drain's bound (then it sets cut).
+func (c *connReader) drainRead(p []byte) (int, error) {
+	now := time.Now()
+	deadline := now.Add(drainQuiet)
+	if !c.cut {
+		if until := time.Unix(0, c.until.Load()); !now.Before(until) {
+			c.cut = true
+		} else if deadline.After(until) {
+			deadline = until
+		}
+	}
+	if c.cut {
+		if c.cutBytes >= cutCountBytes {
+			return 0, errShuttingDown
+		}
+		p = p[:min(len(p), cutCountBytes-c.cutBytes)]
+	}
+	c.conn.SetReadDeadline(deadline)
+	n, err := c.conn.Read(p)
+	c.bytes.Add(float64(n))
+	if c.cut {
+		c.cutBytes += n
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 {
+			return n, nil
+		}
+		if !c.cut && !time.Now().Before(time.Unix(0, c.until.Load())) {
+			c.cut = true // the bound came first: read on only to count
+			return c.drainRead(p)
+		}
+		return 0, errShuttingDown
+	}
+	return n, err
+}
+
+// shutdown starts the drain, which ends at until at the latest, and wakes
+// a Read blocked on the network.
+func (c *connReader) shutdown(until time.Time) {
+	c.until.Store(until.UnixNano())
 	c.closing.Store(true)
 	c.conn.SetReadDeadline(time.Unix(1, 0))
 }

@@ -15,6 +15,9 @@ const (
 	// errFallback is a message taken whole as an RFC 3164 §4.3 fallback
 	// (no valid PRI or timestamp): an event all the same.
 	errFallback = "fallback"
+	// errShutdownCut names the log line for lines the stop timeout cut; they
+	// are counted in outpost_syslog_shutdown_cut_lines_total.
+	errShutdownCut = "shutdown_cut"
 )
 
 // metrics are the source's Prometheus instruments: the component_* ones
@@ -26,6 +29,7 @@ type metrics struct {
 	fallback             prometheus.Counter
 	openConns            prometheus.Gauge
 	rejectedConns        prometheus.Counter
+	shutdownCut          prometheus.Counter
 	component            *instrument.Component
 }
 
@@ -51,8 +55,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_rejected_connections_total",
 			Help: "Syslog TCP connections closed at once because max_connections were open.",
 		}),
+		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_shutdown_cut_lines_total",
+			Help: "Syslog TCP lines received at shutdown but not published: the stop timeout ended the drain first.",
+		}),
 	}
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns); err != nil {
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

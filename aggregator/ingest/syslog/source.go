@@ -59,6 +59,10 @@ type Source struct {
 	m     *metrics
 	limit *instrument.LogLimiter
 
+	// drainTimeout bounds the publishing of what was read after ctx ends;
+	// TCP connections are drained for the first half of it.
+	drainTimeout time.Duration
+
 	mu        sync.Mutex
 	listening bool
 	started   bool
@@ -94,6 +98,8 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		log:   logger.With("component", "syslog"),
 		m:     m,
 		limit: instrument.NewLogLimiter(logEvery),
+
+		drainTimeout: drainTimeout,
 	}, nil
 }
 
@@ -159,10 +165,12 @@ func (s *Source) closeSockets() {
 }
 
 // Run serves until ctx is done. Then it stops in order: it closes the
-// listeners, lets each connection finish the frames it has already read
-// and closes it, waits for every goroutine, and returns nil. Input already
-// read is published with up to 5 s of grace after ctx ends, so a blocked
-// bus cannot hold shutdown forever.
+// listeners, drains each connection (reads what the kernel has received
+// until the connection is quiet, frames it) and closes it, waits for every
+// goroutine, and returns nil. Input read is published with up to 5 s of
+// grace after ctx ends, so a blocked bus cannot hold shutdown forever;
+// connections are drained for the first half of it, and lines the bound
+// cuts off are counted (outpost_syslog_shutdown_cut_lines_total).
 //
 // If the sink fails while ctx is still live (the bus is gone), Run stops
 // the same way and returns that error. Run can be called once.
@@ -211,7 +219,7 @@ func (s *Source) Run(ctx context.Context) error {
 		parsers.Wait()
 		close(done)
 	}()
-	drain := time.NewTimer(drainTimeout)
+	drain := time.NewTimer(s.drainTimeout)
 	defer drain.Stop()
 	select {
 	case <-done:
@@ -325,6 +333,13 @@ func (r *run) sinkFailed(what string, err error) error {
 	}
 	r.logProblem(errPublish, "syslog input lost at shutdown", "err", err)
 	return err
+}
+
+// cutLines counts n TCP lines read at shutdown that the stop timeout kept
+// from the bus.
+func (r *run) cutLines(n int) {
+	r.m.shutdownCut.Add(float64(n))
+	r.logProblem(errShutdownCut, "syslog lines cut at shutdown by the stop timeout", "lines", n)
 }
 
 // logProblem logs one occurrence of a problem of the given kind, unless

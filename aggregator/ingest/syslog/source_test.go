@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -108,13 +109,16 @@ type testSource struct {
 	runFails bool
 }
 
-func startSource(t *testing.T, cfg Config, sink Sink) *testSource {
+func startSource(t *testing.T, cfg Config, sink Sink, tweaks ...func(*Source)) *testSource {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
 	src, err := New(cfg, sink, slog.New(slog.NewTextHandler(logs, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, tweak := range tweaks {
+		tweak(src)
 	}
 	if err := src.Listen(); err != nil {
 		t.Fatal(err)
@@ -582,5 +586,102 @@ func TestTCPRefusesRELP(t *testing.T) {
 	}
 	if logs := ts.logs.String(); !strings.Contains(logs, "RELP") || !strings.Contains(logs, "omfwd") {
 		t.Errorf("log does not name the fix:\n%s", logs)
+	}
+}
+
+// unacked returns how many bytes c has sent that the peer's kernel has not
+// acknowledged yet (SIOCOUTQ).
+func unacked(t *testing.T, c net.Conn) int {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return n
+}
+
+// What the kernel has accepted on an open connection when Run stops is
+// read, framed and published before the connection is closed, even while
+// the bus holds the source back.
+func TestShutdownDrainsWhatTheKernelAccepted(t *testing.T) {
+	sink := &memSink{gate: make(chan struct{})}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	c := dial(t, "tcp", ts.tcpAddr())
+	// More than the source holds in memory while the bus is blocked, and
+	// no more than the kernel's receive buffer takes on top of that.
+	const n = 6000
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "<13>Oct 11 22:14:15 h a: %d\n", i)
+	}
+	write(t, c, b.String())
+	waitUntil(t, func() bool { return unacked(t, c) == 0 })
+
+	ts.cancel()
+	time.Sleep(50 * time.Millisecond)
+	close(sink.gate)
+	if err := ts.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	sink.mu.Lock()
+	evs := sink.events
+	sink.mu.Unlock()
+	if len(evs) != n {
+		t.Fatalf("%d of %d lines published", len(evs), n)
+	}
+	for i, ev := range evs {
+		if ev.Message != strconv.Itoa(i) {
+			t.Fatalf("event %d is %q", i, ev.Message)
+		}
+	}
+	if v := ts.metric(t, "outpost_syslog_shutdown_cut_lines_total", nil); v != 0 {
+		t.Errorf("shutdown_cut_lines_total = %v, want 0", v)
+	}
+}
+
+// A sender that does not pause, to a bus that does not drain: the stop
+// timeout ends the drain, and the lines it cut off are counted.
+func TestShutdownCutIsCounted(t *testing.T) {
+	sink := &memSink{gate: make(chan struct{})} // never opens
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink,
+		func(s *Source) { s.drainTimeout = 400 * time.Millisecond })
+	c := dial(t, "tcp", ts.tcpAddr())
+	line := []byte("<13>Oct 11 22:14:15 h a: x\n")
+	batch := bytes.Repeat(line, 1000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(3 * time.Second)
+		c.SetWriteDeadline(deadline)
+		for time.Now().Before(deadline) {
+			if _, err := c.Write(batch); err != nil {
+				return // closed by the source, or the deadline
+			}
+		}
+	}()
+	waitUntil(t, func() bool { return unacked(t, c) > 0 }) // the source is behind
+	start := time.Now()
+	if err := ts.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Run took %s to stop with a drain timeout of 400ms", d)
+	}
+	<-done
+	if v := ts.metric(t, "outpost_syslog_shutdown_cut_lines_total", nil); v == 0 {
+		t.Error("shutdown_cut_lines_total = 0, want the lines cut off")
+	} else {
+		t.Logf("%v lines cut", v)
+	}
+	if !strings.Contains(ts.logs.String(), "cut at shutdown") {
+		t.Errorf("no log line for the cut:\n%s", ts.logs.String())
 	}
 }
