@@ -21,8 +21,13 @@ const (
 	MinMaxMessageSize     = 480
 	MaxMaxMessageSize     = 16 << 20
 	DefaultMaxConnections = 1024
-	DefaultUDPReadBuffer  = 8 << 20
-	DefaultTimezone       = "UTC"
+	// DefaultMaxConnectionsPerSource leaves room for a relay's several
+	// connections, not for one address to take the table.
+	DefaultMaxConnectionsPerSource = 64
+	DefaultIdleTimeout             = 10 * time.Minute
+	DefaultFrameTimeout            = 30 * time.Second
+	DefaultUDPReadBuffer           = 8 << 20
+	DefaultTimezone                = "UTC"
 	// DefaultListen is where udp and tcp listen when both are left out.
 	DefaultListen = "0.0.0.0:514"
 )
@@ -44,11 +49,20 @@ type Config struct {
 	// none). Default "UTC".
 	Timezone string `yaml:"timezone"`
 	// MaxConnections caps concurrent TCP connections over all TCP
-	// listeners; one more is accepted and closed at once. Default 1024.
+	// listeners. When they are open, a new connection takes the place of
+	// the one that has delivered no frame for longest, if that has been
+	// idle for a second; otherwise it is accepted and closed at once.
+	// Default 1024.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSource caps the TCP connections from one source
+	// address. Default 64.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
 	// IdleTimeout closes a TCP connection that sent nothing for this long.
-	// Default 0: never.
+	// Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// FrameTimeout closes a TCP connection whose frame, once begun, has
+	// not arrived whole within this long (a slowloris sender). Default 30s.
+	FrameTimeout time.Duration `yaml:"frame_timeout"`
 	// UDPReadBuffer is the kernel receive buffer asked for each UDP socket
 	// (SO_RCVBUF); bursts beyond it are dropped by the kernel. Linux caps
 	// it at net.core.rmem_max, so raise that sysctl too. Default 8MiB.
@@ -105,8 +119,23 @@ func (c *Config) Validate() error {
 	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > 1<<30 {
 		errs.Addf("ingest.syslog.udp_read_buffer: must be between 1 and 1GiB, got %d", c.UDPReadBuffer)
 	}
+	if c.MaxConnectionsPerSource == 0 {
+		c.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
+	}
+	if c.MaxConnectionsPerSource < 0 {
+		errs.Addf("ingest.syslog.max_connections_per_source: must be positive, got %d", c.MaxConnectionsPerSource)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
 	if c.IdleTimeout < 0 {
-		errs.Addf("ingest.syslog.idle_timeout: must not be negative, got %s", c.IdleTimeout)
+		errs.Addf("ingest.syslog.idle_timeout: must be positive, got %s", c.IdleTimeout)
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = DefaultFrameTimeout
+	}
+	if c.FrameTimeout < 0 {
+		errs.Addf("ingest.syslog.frame_timeout: must be positive, got %s", c.FrameTimeout)
 	}
 	return errs.Err()
 }

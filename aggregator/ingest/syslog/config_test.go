@@ -16,7 +16,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{MaxMessageSize: 65507, Timezone: "UTC", MaxConnections: 1024}
 	if c.MaxMessageSize != want.MaxMessageSize || c.Timezone != want.Timezone ||
-		c.MaxConnections != want.MaxConnections || c.IdleTimeout != 0 {
+		c.MaxConnections != want.MaxConnections || c.MaxConnectionsPerSource != 64 ||
+		c.IdleTimeout != 10*time.Minute || c.FrameTimeout != 30*time.Second {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 }
@@ -62,7 +63,7 @@ func TestConfigErrors(t *testing.T) {
 		`ingest.syslog.max_message_size: must be 480 B to 16 MiB, got 479 B`,
 		`ingest.syslog.timezone: "Mars/Olympus" is not an IANA time zone`,
 		`ingest.syslog.max_connections: must be positive, got -1`,
-		`ingest.syslog.idle_timeout: must not be negative, got -1s`,
+		`ingest.syslog.idle_timeout: must be positive, got -1s`,
 	} {
 		found := false
 		for _, l := range lines {

@@ -83,6 +83,11 @@ type Framer struct {
 	buf       []byte // the frame being assembled, or the sample of a bad one
 	err       error  // sticky: once the stream is done, every call returns it
 	started   bool   // the start of the stream was checked for RELP
+	// inFrame is true while Next reads inside a frame, false while it
+	// waits for a frame to start; results counts what Next returned. The
+	// reader reads them during its reads, for frame deadlines.
+	inFrame bool
+	results uint64
 }
 
 // NewFramer returns a Framer that reads r and delivers frames of at most
@@ -114,6 +119,8 @@ func (f *Framer) Next() ([]byte, error) {
 	if cap(f.buf) > retainedBuffer {
 		f.buf = nil
 	}
+	f.results++
+	defer func() { f.inFrame = false }()
 	if !f.started {
 		f.started = true
 		if n := f.relpOpen(); n > 0 {
@@ -124,11 +131,13 @@ func (f *Framer) Next() ([]byte, error) {
 		}
 	}
 	for f.err == nil {
+		f.inFrame = false
 		first, err := f.r.Peek(1)
 		if err != nil {
 			f.err = err
 			break
 		}
+		f.inFrame = true
 		var frame []byte
 		if '0' <= first[0] && first[0] <= '9' {
 			frame, err = f.octetCounted()
@@ -152,6 +161,7 @@ func (f *Framer) relpOpen() int {
 	const cmd = " open "
 	digits := 0
 	for i := 0; ; i++ {
+		f.inFrame = i > 0 // the first byte may be long in coming; the rest not
 		b, err := f.r.Peek(i + 1)
 		if err != nil {
 			return 0 // the stream ended or failed; Next reports it

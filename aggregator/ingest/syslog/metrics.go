@@ -18,6 +18,9 @@ const (
 	// errShutdownCut names the log line for lines the stop timeout cut; they
 	// are counted in outpost_syslog_shutdown_cut_lines_total.
 	errShutdownCut = "shutdown_cut"
+	// errFrameTimeout is a TCP frame that did not arrive whole within
+	// frame_timeout of its start (slowloris); the connection is closed.
+	errFrameTimeout = "frame_timeout"
 )
 
 // metrics are the source's Prometheus instruments: the component_* ones
@@ -28,14 +31,15 @@ type metrics struct {
 	errors               *prometheus.CounterVec
 	fallback             prometheus.Counter
 	openConns            prometheus.Gauge
-	rejectedConns        prometheus.Counter
+	rejectedConns        *prometheus.CounterVec
+	evictedConns         prometheus.Counter
 	shutdownCut          prometheus.Counter
 	component            *instrument.Component
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
-		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback})
+		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback, errFrameTimeout})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
 		eventsTCP: c.Events.WithLabelValues("tcp"),
@@ -51,16 +55,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_open_connections",
 			Help: "Open syslog TCP connections.",
 		}),
-		rejectedConns: prometheus.NewCounter(prometheus.CounterOpts{
+		rejectedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_syslog_rejected_connections_total",
-			Help: "Syslog TCP connections closed at once because max_connections were open.",
+			Help: "Syslog TCP connections closed at once, by reason: max_connections, max_connections_per_source or not_allowed.",
+		}, []string{"reason"}),
+		evictedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_evicted_connections_total",
+			Help: "Idle syslog TCP connections closed to make room for a new one when max_connections were open.",
 		}),
 		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_shutdown_cut_lines_total",
 			Help: "Syslog TCP lines received at shutdown but not published: the stop timeout ended the drain first.",
 		}),
 	}
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.shutdownCut); err != nil {
+	for _, reason := range []string{rejectFull, rejectPerSource, rejectNotAllow} {
+		m.rejectedConns.WithLabelValues(reason)
+	}
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.evictedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

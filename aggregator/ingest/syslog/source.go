@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,7 +192,8 @@ func (s *Source) Run(ctx context.Context) error {
 	// before the stop still reaches the bus.
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPub()
-	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx}
+	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx,
+		conns: newConnTable(s.cfg.MaxConnections, s.cfg.MaxConnectionsPerSource, s.m.openConns)}
 
 	var wg, parsers sync.WaitGroup
 	r.chunks = make(chan *chunk, 2*parseWorkers)
@@ -240,7 +240,7 @@ type run struct {
 	ctx    context.Context // ends when Run must stop reading
 	cancel context.CancelFunc
 	pubCtx context.Context // ends drainTimeout after ctx, for publishing what was read
-	open   atomic.Int64    // open TCP connections
+	conns  *connTable      // open TCP connections
 	chunks chan *chunk     // TCP frames on their way to the parsers
 
 	failMu sync.Mutex
