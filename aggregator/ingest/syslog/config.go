@@ -2,7 +2,10 @@ package syslog
 
 import (
 	"errors"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,10 +66,35 @@ type Config struct {
 	// FrameTimeout closes a TCP connection whose frame, once begun, has
 	// not arrived whole within this long (a slowloris sender). Default 30s.
 	FrameTimeout time.Duration `yaml:"frame_timeout"`
+	// Allow restricts listeners to senders in the listed prefixes (CIDR,
+	// IPv4 or IPv6; a bare address is one host). The key is a listen
+	// address as written in udp or tcp; it restricts every listener on it,
+	// UDP and TCP. A listener not named serves any sender. A refused
+	// connection is closed at once, a refused datagram dropped; both are
+	// counted.
+	Allow map[string][]string `yaml:"allow"`
 	// UDPReadBuffer is the kernel receive buffer asked for each UDP socket
 	// (SO_RCVBUF); bursts beyond it are dropped by the kernel. Linux caps
 	// it at net.core.rmem_max, so raise that sysctl too. Default 8MiB.
 	UDPReadBuffer config.ByteSize `yaml:"udp_read_buffer"`
+
+	allow map[string]allowList // Allow, parsed by Validate
+}
+
+// allowList is the prefixes a listener serves; nil serves everyone.
+type allowList []netip.Prefix
+
+func (l allowList) allows(a netip.Addr) bool {
+	if l == nil {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range l {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate applies defaults in place and returns every problem
@@ -91,6 +119,22 @@ func (c *Config) Validate() error {
 	}
 	checkAddrs("udp", c.UDP)
 	checkAddrs("tcp", c.TCP)
+	c.allow = make(map[string]allowList, len(c.Allow))
+	for _, addr := range slices.Sorted(maps.Keys(c.Allow)) {
+		if !slices.Contains(c.UDP, addr) && !slices.Contains(c.TCP, addr) {
+			errs.Addf("ingest.syslog.allow[%q]: not a listen address in ingest.syslog.udp or ingest.syslog.tcp", addr)
+		}
+		list := allowList{} // not nil: an empty list allows no one
+		for i, s := range c.Allow[addr] {
+			p, err := parsePrefix(s)
+			if err != nil {
+				errs.Addf("ingest.syslog.allow[%q][%d]: %q is not a prefix such as 10.0.0.0/8 or 2001:db8::/32: %v", addr, i, s, err)
+				continue
+			}
+			list = append(list, p)
+		}
+		c.allow[addr] = list
+	}
 
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
@@ -138,6 +182,27 @@ func (c *Config) Validate() error {
 		errs.Addf("ingest.syslog.frame_timeout: must be positive, got %s", c.FrameTimeout)
 	}
 	return errs.Err()
+}
+
+// parsePrefix parses a CIDR prefix or a bare address (one host), with an
+// IPv4-mapped IPv6 prefix taken as the IPv4 one it maps.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // checkHostPort says what is wrong with addr as a listen address, or "".

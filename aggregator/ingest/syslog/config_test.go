@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -103,6 +104,43 @@ func TestConfigDefaultListeners(t *testing.T) {
 		}
 		if !slices.Equal(c.UDP, tt.udp) || !slices.Equal(c.TCP, tt.tcp) {
 			t.Errorf("%q: udp %q tcp %q, want %q %q", tt.yaml, c.UDP, c.TCP, tt.udp, tt.tcp)
+		}
+	}
+}
+
+func TestConfigAllow(t *testing.T) {
+	c := Config{
+		TCP:   []string{"0.0.0.0:514"},
+		Allow: map[string][]string{"0.0.0.0:514": {"10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "::ffff:198.51.100.0/120"}},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	l := c.allow["0.0.0.0:514"]
+	for addr, want := range map[string]bool{
+		"10.1.2.3": true, "11.0.0.1": false, "2001:db8::1": true, "2001:db9::1": false,
+		"192.0.2.7": true, "192.0.2.8": false, "::ffff:10.0.0.1": true, "198.51.100.9": true,
+	} {
+		if got := l.allows(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("allows(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	if !allowList(nil).allows(netip.MustParseAddr("203.0.113.1")) || (allowList{}).allows(netip.MustParseAddr("10.0.0.1")) {
+		t.Error("no list must allow all, an empty list none")
+	}
+
+	bad := Config{TCP: []string{"0.0.0.0:514"}, Allow: map[string][]string{"0.0.0.0:514": {"10.0.0.0/33", "host"}, "0.0.0.0:515": nil}}
+	err := bad.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted bad allow lists")
+	}
+	for _, want := range []string{
+		`ingest.syslog.allow["0.0.0.0:514"][0]: "10.0.0.0/33" is not a prefix`,
+		`ingest.syslog.allow["0.0.0.0:514"][1]: "host" is not a prefix`,
+		`ingest.syslog.allow["0.0.0.0:515"]: not a listen address`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%s", want, err)
 		}
 	}
 }

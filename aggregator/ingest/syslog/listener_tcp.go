@@ -25,7 +25,7 @@ var errEvicted = errors.New("syslog connection evicted: the table is full")
 
 // serveTCP accepts connections until the listener is closed. Each
 // connection gets one goroutine, counted in wg so Run waits for it.
-func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
+func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
 	var delay time.Duration
 	for {
 		conn, err := l.Accept()
@@ -45,7 +45,15 @@ func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
 			continue
 		}
 		delay = 0
-		entry, reason := r.conns.admit(conn, connAddr(conn).Addr(), time.Now())
+		src := connAddr(conn).Addr()
+		if !allow.allows(src) {
+			r.m.rejectedConns.WithLabelValues(rejectNotAllow).Inc()
+			r.logProblem("rejected_"+rejectNotAllow, "syslog connection refused: the sender is not in allow",
+				"sender", connSender(conn), "listener", l.Addr().String())
+			conn.Close()
+			continue
+		}
+		entry, reason := r.conns.admit(conn, src, time.Now())
 		if entry == nil {
 			r.m.rejectedConns.WithLabelValues(reason).Inc()
 			r.logProblem("rejected_"+reason, "syslog connection rejected: "+reason+" are open",

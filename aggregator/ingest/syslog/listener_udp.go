@@ -18,7 +18,7 @@ const maxDatagram = 64 << 10
 
 // serveUDP reads datagrams until the socket is closed or the sink fails.
 // One datagram is one message.
-func (r *run) serveUDP(conn *net.UDPConn) {
+func (r *run) serveUDP(conn *net.UDPConn, allow allowList) {
 	limit := int(r.cfg.MaxMessageSize)
 	// One byte more than the limit, so a datagram that does not fit is
 	// seen to be too long instead of silently arriving truncated. Beyond
@@ -27,6 +27,7 @@ func (r *run) serveUDP(conn *net.UDPConn) {
 	p := r.newParser()
 	var lastPeer netip.AddrPort
 	var sender string
+	allowed := allow.allows(lastPeer.Addr())
 	for {
 		n, peer, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -46,6 +47,13 @@ func (r *run) serveUDP(conn *net.UDPConn) {
 		r.m.bytesUDP.Add(float64(n))
 		if peer != lastPeer { // most traffic comes from few peers: reuse the string
 			lastPeer, sender = peer, senderOf(peer)
+			allowed = allow.allows(peer.Addr())
+		}
+		if !allowed {
+			r.m.rejectedDatagrams.WithLabelValues(rejectNotAllow).Inc()
+			r.logProblem("rejected_datagram_"+rejectNotAllow, "syslog datagram dropped: the sender is not in allow",
+				"sender", sender, "listener", conn.LocalAddr().String())
+			continue
 		}
 		if n > limit {
 			reason := fmt.Sprintf("%s: datagram longer than the limit of %d bytes", KindOversize, limit)

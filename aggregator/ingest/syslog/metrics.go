@@ -33,6 +33,7 @@ type metrics struct {
 	openConns            prometheus.Gauge
 	rejectedConns        *prometheus.CounterVec
 	evictedConns         prometheus.Counter
+	rejectedDatagrams    *prometheus.CounterVec
 	shutdownCut          prometheus.Counter
 	component            *instrument.Component
 }
@@ -59,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_rejected_connections_total",
 			Help: "Syslog TCP connections closed at once, by reason: max_connections, max_connections_per_source or not_allowed.",
 		}, []string{"reason"}),
+		rejectedDatagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_rejected_datagrams_total",
+			Help: "Syslog UDP datagrams dropped, by reason: not_allowed.",
+		}, []string{"reason"}),
 		evictedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_evicted_connections_total",
 			Help: "Idle syslog TCP connections closed to make room for a new one when max_connections were open.",
@@ -71,7 +76,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, reason := range []string{rejectFull, rejectPerSource, rejectNotAllow} {
 		m.rejectedConns.WithLabelValues(reason)
 	}
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.evictedConns, m.shutdownCut); err != nil {
+	m.rejectedDatagrams.WithLabelValues(rejectNotAllow)
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.evictedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

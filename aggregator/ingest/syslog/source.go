@@ -67,6 +67,8 @@ type Source struct {
 	started   bool
 	udp       []*net.UDPConn
 	tcp       []net.Listener
+	udpAllow  []allowList // per socket in udp; nil: any sender
+	tcpAllow  []allowList
 }
 
 // New validates cfg, registers the source's metrics on reg and returns the
@@ -124,6 +126,7 @@ func (s *Source) Listen() error {
 		// Best effort: the kernel silently caps it at net.core.rmem_max.
 		_ = uc.SetReadBuffer(int(s.cfg.UDPReadBuffer))
 		s.udp = append(s.udp, uc)
+		s.udpAllow = append(s.udpAllow, s.cfg.allow[addr])
 	}
 	for _, addr := range s.cfg.TCP {
 		l, err := lc.Listen(context.Background(), "tcp", addr)
@@ -132,6 +135,7 @@ func (s *Source) Listen() error {
 			return fmt.Errorf("opening syslog listener: %w", err)
 		}
 		s.tcp = append(s.tcp, l)
+		s.tcpAllow = append(s.tcpAllow, s.cfg.allow[addr])
 	}
 	s.listening = true
 	return nil
@@ -159,7 +163,7 @@ func (s *Source) closeSockets() {
 	for _, l := range s.tcp {
 		l.Close()
 	}
-	s.udp, s.tcp = nil, nil
+	s.udp, s.tcp, s.udpAllow, s.tcpAllow = nil, nil, nil, nil
 	s.listening = false
 }
 
@@ -183,7 +187,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("syslog: Run called twice")
 	}
 	s.started = true
-	udp, tcp := s.udp, s.tcp
+	udp, tcp, udpAllow, tcpAllow := s.udp, s.tcp, s.udpAllow, s.tcpAllow
 	s.mu.Unlock()
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -200,11 +204,11 @@ func (s *Source) Run(ctx context.Context) error {
 	for range parseWorkers {
 		parsers.Go(r.parseChunks)
 	}
-	for _, c := range udp {
-		wg.Go(func() { r.serveUDP(c) })
+	for i, c := range udp {
+		wg.Go(func() { r.serveUDP(c, udpAllow[i]) })
 	}
-	for _, l := range tcp {
-		wg.Go(func() { r.serveTCP(l, &wg) })
+	for i, l := range tcp {
+		wg.Go(func() { r.serveTCP(l, tcpAllow[i], &wg) })
 	}
 
 	<-runCtx.Done()

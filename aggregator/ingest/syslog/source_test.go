@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -769,4 +770,41 @@ func TestMaxConnectionsPerSource(t *testing.T) {
 	if n := ts.metric(t, "outpost_syslog_rejected_connections_total", map[string]string{"reason": "max_connections_per_source"}); n != 1 {
 		t.Errorf("rejected_connections_total{max_connections_per_source} = %v, want 1", n)
 	}
+}
+
+// A listener with an allow list serves only the prefixes on it, over TCP
+// and UDP, and counts what it refused; a listener without one serves all.
+func TestAllowList(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{
+		UDP:   []string{"127.0.0.1:0"},
+		TCP:   []string{"127.0.0.1:0", "[::1]:0"},
+		Allow: map[string][]string{"127.0.0.1:0": {"127.0.0.2/32", "::1/128"}},
+	}, sink)
+	udpAddr := ts.udpAddr()
+	_, tcp := ts.Addrs()
+
+	expectClosed(t, dialFrom(t, "127.0.0.3", tcp[0].String()))
+	write(t, dialFrom(t, "127.0.0.2", tcp[0].String()), "<13>Oct 11 22:14:15 h a: tcp allowed\n")
+	write(t, dialFrom(t, "::1", tcp[1].String()), "<13>Oct 11 22:14:15 h a: no list\n")
+	for _, from := range []string{"127.0.0.3", "127.0.0.2"} {
+		u, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(from)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(udpAddr)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		write(t, u, "<13>Oct 11 22:14:15 h a: udp from "+from)
+	}
+	evs, _ := sink.wait(t, 3, 0)
+	got := messages(evs)
+	slices.Sort(got)
+	if want := []string{"no list", "tcp allowed", "udp from 127.0.0.2"}; !slices.Equal(got, want) {
+		t.Errorf("messages %q, want %q", got, want)
+	}
+	if n := ts.metric(t, "outpost_syslog_rejected_connections_total", map[string]string{"reason": "not_allowed"}); n != 1 {
+		t.Errorf("rejected_connections_total{not_allowed} = %v, want 1", n)
+	}
+	waitUntil(t, func() bool {
+		return ts.metric(t, "outpost_syslog_rejected_datagrams_total", map[string]string{"reason": "not_allowed"}) == 1
+	})
 }
