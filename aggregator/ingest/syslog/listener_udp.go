@@ -24,12 +24,14 @@ func (r *run) serveUDP(conn *net.UDPConn, allow allowList) {
 	// seen to be too long instead of silently arriving truncated. Beyond
 	// maxDatagram no datagram can exceed the limit.
 	buf := make([]byte, min(limit+1, maxDatagram))
+	oob := make([]byte, oobSize)
+	var drops uint32 // the kernel's drop count last seen; it counts from 0 per socket
 	p := r.newParser()
 	var lastPeer netip.AddrPort
 	var sender string
 	allowed := allow.allows(lastPeer.Addr())
 	for {
-		n, peer, err := conn.ReadFromUDPAddrPort(buf)
+		n, oobn, _, peer, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || r.ctx.Err() != nil {
 				return
@@ -45,6 +47,10 @@ func (r *run) serveUDP(conn *net.UDPConn, allow allowList) {
 		}
 		received := time.Now()
 		r.m.bytesUDP.Add(float64(n))
+		if d, ok := kernelDrops(oob[:oobn]); ok && d != drops {
+			r.m.kernelDrops.Add(float64(d - drops)) // uint32 arithmetic survives a wrap
+			drops = d
+		}
 		if peer != lastPeer { // most traffic comes from few peers: reuse the string
 			lastPeer, sender = peer, senderOf(peer)
 			allowed = allow.allows(peer.Addr())

@@ -34,6 +34,7 @@ type metrics struct {
 	rejectedConns        *prometheus.CounterVec
 	evictedConns         prometheus.Counter
 	rejectedDatagrams    *prometheus.CounterVec
+	kernelDrops          prometheus.Counter
 	shutdownCut          prometheus.Counter
 	component            *instrument.Component
 }
@@ -64,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_rejected_datagrams_total",
 			Help: "Syslog UDP datagrams dropped, by reason: not_allowed.",
 		}, []string{"reason"}),
+		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_udp_kernel_drops_total",
+			Help: "Syslog UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL); reported with the next datagram read.",
+		}),
 		evictedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_evicted_connections_total",
 			Help: "Idle syslog TCP connections closed to make room for a new one when max_connections were open.",
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.rejectedConns.WithLabelValues(reason)
 	}
 	m.rejectedDatagrams.WithLabelValues(rejectNotAllow)
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.evictedConns, m.shutdownCut); err != nil {
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-siem/outpost/aggregator/config"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 )
@@ -116,6 +117,7 @@ func (s *Source) Listen() error {
 		return errors.New("syslog: the source has stopped")
 	}
 	var lc net.ListenConfig
+	capped := 0 // the smallest receive buffer the kernel granted below the ask
 	for _, addr := range s.cfg.UDP {
 		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
@@ -123,8 +125,13 @@ func (s *Source) Listen() error {
 			return fmt.Errorf("opening syslog listener: %w", err)
 		}
 		uc := pc.(*net.UDPConn)
-		// Best effort: the kernel silently caps it at net.core.rmem_max.
+		// The kernel silently caps it at net.core.rmem_max: read it back.
 		_ = uc.SetReadBuffer(int(s.cfg.UDPReadBuffer))
+		if got, err := readBuffer(uc); err == nil && got < int(s.cfg.UDPReadBuffer) && (capped == 0 || got < capped) {
+			capped = got
+		}
+		// Without it, drops are still in /proc/net/snmp, only not ours.
+		_ = countKernelDrops(uc)
 		s.udp = append(s.udp, uc)
 		s.udpAllow = append(s.udpAllow, s.cfg.allow[addr])
 	}
@@ -138,6 +145,11 @@ func (s *Source) Listen() error {
 		s.tcpAllow = append(s.tcpAllow, s.cfg.allow[addr])
 	}
 	s.listening = true
+	if capped > 0 {
+		s.log.Warn("the kernel capped the UDP receive buffer: bursts beyond it are dropped (counted in outpost_syslog_udp_kernel_drops_total); raise net.core.rmem_max to at least udp_read_buffer",
+			"udp_read_buffer", s.cfg.UDPReadBuffer.String(), "granted", config.ByteSize(capped).String(),
+			"fix", fmt.Sprintf("sysctl -w net.core.rmem_max=%d", int64(s.cfg.UDPReadBuffer)))
+	}
 	return nil
 }
 
