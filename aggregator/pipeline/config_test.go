@@ -24,7 +24,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.NATS.Partitions != 16 || cfg.Windows.AllowedLateness != 2*time.Minute || cfg.Windows.LatenessFor("azure.signin") != 2*time.Hour || cfg.Ingest.Syslog.MaxMessageSize != 64<<10 {
+	if cfg.NATS.Partitions != 16 || cfg.Windows.AllowedLateness != 2*time.Minute || cfg.Windows.LatenessFor("azure.signin") != 2*time.Hour || cfg.Ingest.Syslog.MaxMessageSize != 65507 {
 		t.Errorf("example config values: %+v", cfg)
 	}
 	if _, err := LoadConfig("../../deploy/outpost.compose.yaml"); err != nil {

@@ -2,7 +2,10 @@ package syslog
 
 import (
 	"errors"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,46 +15,95 @@ import (
 
 // Limits and defaults of the `ingest.syslog` section.
 const (
-	DefaultMaxMessageSize = 64 << 10
+	// DefaultMaxMessageSize is the largest UDP payload over IPv4, so the
+	// limit means something for datagrams too: one over IPv6 that is longer
+	// is counted as oversize.
+	DefaultMaxMessageSize = 65507
 	// MinMaxMessageSize is the size RFC 3164 §6.1 and RFC 5424 §6.1 say
 	// every receiver must accept.
 	MinMaxMessageSize     = 480
 	MaxMaxMessageSize     = 16 << 20
 	DefaultMaxConnections = 1024
-	DefaultUDPReadBuffer  = 8 << 20
-	DefaultTimezone       = "UTC"
+	// DefaultMaxConnectionsPerSource leaves room for a relay's several
+	// connections, not for one address to take the table.
+	DefaultMaxConnectionsPerSource = 64
+	DefaultIdleTimeout             = 10 * time.Minute
+	DefaultFrameTimeout            = 30 * time.Second
+	DefaultUDPReadBuffer           = 8 << 20
+	DefaultTimezone                = "UTC"
+	// DefaultListen is where udp and tcp listen when both are left out.
+	DefaultListen = "0.0.0.0:514"
 )
 
 // Config is the `ingest.syslog` section of outpost.yaml.
 type Config struct {
 	// UDP lists the addresses to receive datagrams on, e.g. "0.0.0.0:514".
-	// Empty: no UDP.
+	// An empty list ([]): no UDP. When both udp and tcp are left out (nil),
+	// each defaults to ["0.0.0.0:514"].
 	UDP []string `yaml:"udp"`
 	// TCP lists the addresses to accept connections on. Empty: no TCP.
 	TCP []string `yaml:"tcp"`
 	// MaxMessageSize bounds one message (one datagram or one TCP frame).
 	// Longer input is counted and dead-lettered, never truncated into an
-	// event. Default 64KiB; at least 480 B, at most 16MiB.
+	// event. Default 65507 B (the largest IPv4 UDP payload); at least
+	// 480 B, at most 16MiB.
 	MaxMessageSize config.ByteSize `yaml:"max_message_size"`
 	// Timezone is the IANA zone RFC 3164 timestamps are read in (they carry
 	// none). Default "UTC".
 	Timezone string `yaml:"timezone"`
 	// MaxConnections caps concurrent TCP connections over all TCP
-	// listeners; one more is accepted and closed at once. Default 1024.
+	// listeners. When they are open, a new connection takes the place of
+	// the one that has delivered no frame for longest, if that has been
+	// idle for a second; otherwise it is accepted and closed at once.
+	// Default 1024.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSource caps the TCP connections from one source
+	// address. Default 64.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
 	// IdleTimeout closes a TCP connection that sent nothing for this long.
-	// Default 0: never.
+	// Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// FrameTimeout closes a TCP connection whose frame, once begun, has
+	// not arrived whole within this long (a slowloris sender). Default 30s.
+	FrameTimeout time.Duration `yaml:"frame_timeout"`
+	// Allow restricts listeners to senders in the listed prefixes (CIDR,
+	// IPv4 or IPv6; a bare address is one host). The key is a listen
+	// address as written in udp or tcp; it restricts every listener on it,
+	// UDP and TCP. A listener not named serves any sender. A refused
+	// connection is closed at once, a refused datagram dropped; both are
+	// counted.
+	Allow map[string][]string `yaml:"allow"`
 	// UDPReadBuffer is the kernel receive buffer asked for each UDP socket
 	// (SO_RCVBUF); bursts beyond it are dropped by the kernel. Linux caps
 	// it at net.core.rmem_max, so raise that sysctl too. Default 8MiB.
 	UDPReadBuffer config.ByteSize `yaml:"udp_read_buffer"`
+
+	allow map[string]allowList // Allow, parsed by Validate
+}
+
+// allowList is the prefixes a listener serves; nil serves everyone.
+type allowList []netip.Prefix
+
+func (l allowList) allows(a netip.Addr) bool {
+	if l == nil {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range l {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate applies defaults in place and returns every problem
 // (config.Errors), each naming its key as `ingest.syslog.<key>`.
 func (c *Config) Validate() error {
 	var errs config.Errors
+	if c.UDP == nil && c.TCP == nil { // left out, not set to []
+		c.UDP, c.TCP = []string{DefaultListen}, []string{DefaultListen}
+	}
 	seen := make(map[string]bool)
 	checkAddrs := func(key string, addrs []string) {
 		for i, a := range addrs {
@@ -67,6 +119,22 @@ func (c *Config) Validate() error {
 	}
 	checkAddrs("udp", c.UDP)
 	checkAddrs("tcp", c.TCP)
+	c.allow = make(map[string]allowList, len(c.Allow))
+	for _, addr := range slices.Sorted(maps.Keys(c.Allow)) {
+		if !slices.Contains(c.UDP, addr) && !slices.Contains(c.TCP, addr) {
+			errs.Addf("ingest.syslog.allow[%q]: not a listen address in ingest.syslog.udp or ingest.syslog.tcp", addr)
+		}
+		list := allowList{} // not nil: an empty list allows no one
+		for i, s := range c.Allow[addr] {
+			p, err := parsePrefix(s)
+			if err != nil {
+				errs.Addf("ingest.syslog.allow[%q][%d]: %q is not a prefix such as 10.0.0.0/8 or 2001:db8::/32: %v", addr, i, s, err)
+				continue
+			}
+			list = append(list, p)
+		}
+		c.allow[addr] = list
+	}
 
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
@@ -95,10 +163,46 @@ func (c *Config) Validate() error {
 	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > 1<<30 {
 		errs.Addf("ingest.syslog.udp_read_buffer: must be between 1 and 1GiB, got %d", c.UDPReadBuffer)
 	}
+	if c.MaxConnectionsPerSource == 0 {
+		c.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
+	}
+	if c.MaxConnectionsPerSource < 0 {
+		errs.Addf("ingest.syslog.max_connections_per_source: must be positive, got %d", c.MaxConnectionsPerSource)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
 	if c.IdleTimeout < 0 {
-		errs.Addf("ingest.syslog.idle_timeout: must not be negative, got %s", c.IdleTimeout)
+		errs.Addf("ingest.syslog.idle_timeout: must be positive, got %s", c.IdleTimeout)
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = DefaultFrameTimeout
+	}
+	if c.FrameTimeout < 0 {
+		errs.Addf("ingest.syslog.frame_timeout: must be positive, got %s", c.FrameTimeout)
 	}
 	return errs.Err()
+}
+
+// parsePrefix parses a CIDR prefix or a bare address (one host), with an
+// IPv4-mapped IPv6 prefix taken as the IPv4 one it maps.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // checkHostPort says what is wrong with addr as a listen address, or "".

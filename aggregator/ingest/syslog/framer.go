@@ -12,6 +12,9 @@ const (
 	KindOversize  = "oversize"   // a frame longer than the size limit; skipped
 	KindBadLength = "bad_length" // an octet count that is not 1 to 8 digits, not 0, then SP
 	KindTruncated = "truncated"  // the stream ended inside an octet-counted frame
+	// KindRELP is a stream that starts with a RELP open command: a RELP
+	// sender (rsyslog omrelp) on a plain syslog port. The stream is over.
+	KindRELP = "relp"
 )
 
 const (
@@ -50,6 +53,8 @@ func (e *FrameError) Error() string {
 		return fmt.Sprintf("%s: no LF within the limit of %d bytes", e.Kind, e.Max)
 	case KindBadLength:
 		return e.Kind + ": expected an octet count of 1 to 8 digits, not all zero, then a space"
+	case KindRELP:
+		return e.Kind + ": the stream starts with a RELP open command, not syslog"
 	case KindTruncated:
 		if e.Len > 0 {
 			return fmt.Sprintf("%s: the stream ended inside a frame of %d bytes", e.Kind, e.Len)
@@ -77,6 +82,12 @@ type Framer struct {
 	sampleMax int
 	buf       []byte // the frame being assembled, or the sample of a bad one
 	err       error  // sticky: once the stream is done, every call returns it
+	started   bool   // the start of the stream was checked for RELP
+	// inFrame is true while Next reads inside a frame, false while it
+	// waits for a frame to start; results counts what Next returned. The
+	// reader reads them during its reads, for frame deadlines.
+	inFrame bool
+	results uint64
 }
 
 // NewFramer returns a Framer that reads r and delivers frames of at most
@@ -100,16 +111,33 @@ func (f *Framer) Buffered() int { return f.r.Buffered() }
 // Framer stays usable; io.EOF means the stream ended cleanly between frames
 // (an unterminated last LF frame is still delivered, as rsyslog does); any
 // other error is the reader's, and final.
+//
+// A stream that starts with a RELP open command ("1 open 85 relp_version=…",
+// RFC-less librelp framing that would otherwise pass for an octet-counted
+// frame and a few LF frames) gives one FrameError of KindRELP, then io.EOF.
 func (f *Framer) Next() ([]byte, error) {
 	if cap(f.buf) > retainedBuffer {
 		f.buf = nil
 	}
+	f.results++
+	defer func() { f.inFrame = false }()
+	if !f.started {
+		f.started = true
+		if n := f.relpOpen(); n > 0 {
+			f.err = io.EOF
+			b, _ := f.r.Peek(n)
+			f.buf = append(f.buf[:0], b...)
+			return nil, f.frameError(KindRELP, 0)
+		}
+	}
 	for f.err == nil {
+		f.inFrame = false
 		first, err := f.r.Peek(1)
 		if err != nil {
 			f.err = err
 			break
 		}
+		f.inFrame = true
 		var frame []byte
 		if '0' <= first[0] && first[0] <= '9' {
 			frame, err = f.octetCounted()
@@ -123,6 +151,31 @@ func (f *Framer) Next() ([]byte, error) {
 		// advances every round.
 	}
 	return nil, f.err
+}
+
+// relpOpen returns the length of "TXNR SP open SP" if the stream starts
+// with it (TXNR being 1 to 9 digits: a RELP session's first command), else
+// 0. It peeks one byte more only while what it saw could still be that, so
+// it never waits for input a syslog sender would not send.
+func (f *Framer) relpOpen() int {
+	const cmd = " open "
+	digits := 0
+	for i := 0; ; i++ {
+		f.inFrame = i > 0 // the first byte may be long in coming; the rest not
+		b, err := f.r.Peek(i + 1)
+		if err != nil {
+			return 0 // the stream ended or failed; Next reports it
+		}
+		c := b[i]
+		switch {
+		case i == digits && digits < 9 && isDigit(c):
+			digits++
+		case digits == 0 || c != cmd[i-digits]:
+			return 0
+		case i-digits == len(cmd)-1:
+			return i + 1
+		}
+	}
 }
 
 // octetCounted reads "LEN SP MSG".

@@ -98,6 +98,11 @@ func FuzzFramer(f *testing.F) {
 		"10 01234",
 		"99999999 abc",
 		"\r\n\r\n\x00\n",
+		"1 open 85 relp_version=0\nrelp_software=librelp\ncommands=syslog\n",
+		"1 ope",
+		"123456789 open x",
+		"1234567890 open x",
+		"7 openers\n",
 	} {
 		f.Add([]byte(s), uint8(10), uint64(1))
 	}

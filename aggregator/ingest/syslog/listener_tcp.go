@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -19,9 +20,12 @@ import (
 // errShuttingDown ends a connection's reads when Run stops.
 var errShuttingDown = errors.New("syslog source shutting down")
 
+// errEvicted ends the reads of a connection a new one took the place of.
+var errEvicted = errors.New("syslog connection evicted: the table is full")
+
 // serveTCP accepts connections until the listener is closed. Each
 // connection gets one goroutine, counted in wg so Run waits for it.
-func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
+func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
 	var delay time.Duration
 	for {
 		conn, err := l.Accept()
@@ -41,21 +45,26 @@ func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
 			continue
 		}
 		delay = 0
-		if r.open.Add(1) > int64(r.cfg.MaxConnections) {
-			r.open.Add(-1)
-			r.m.rejectedConns.Inc()
-			r.logProblem("rejected", "syslog connection rejected: max_connections are open",
-				"sender", connSender(conn), "max_connections", r.cfg.MaxConnections)
+		src := connAddr(conn).Addr()
+		if !allow.allows(src) {
+			r.m.rejectedConns.WithLabelValues(rejectNotAllow).Inc()
+			r.logProblem("rejected_"+rejectNotAllow, "syslog connection refused: the sender is not in allow",
+				"sender", connSender(conn), "listener", l.Addr().String())
 			conn.Close()
 			continue
 		}
-		r.m.openConns.Inc()
+		entry, reason := r.conns.admit(conn, src, time.Now())
+		if entry == nil {
+			r.m.rejectedConns.WithLabelValues(reason).Inc()
+			r.logProblem("rejected_"+reason, "syslog connection rejected: "+reason+" are open",
+				"sender", connSender(conn), "max_connections", r.cfg.MaxConnections,
+				"max_connections_per_source", r.cfg.MaxConnectionsPerSource)
+			conn.Close()
+			continue
+		}
 		wg.Go(func() {
-			defer func() {
-				r.open.Add(-1)
-				r.m.openConns.Dec()
-			}()
-			r.serveConn(conn)
+			defer r.conns.remove(entry)
+			r.serveConn(entry)
 		})
 	}
 }
@@ -65,13 +74,21 @@ func (r *run) serveTCP(l net.Listener, wg *sync.WaitGroup) {
 // in chunks to the parsers (parseChunks), so one busy sender is parsed on
 // every core, and each chunk is published only after the one before it
 // from the same connection, so a connection's events keep their order.
-func (r *run) serveConn(conn net.Conn) {
+func (r *run) serveConn(entry *tableConn) {
+	conn := entry.conn
 	defer conn.Close()
 	sender := connSender(conn)
-	cr := &connReader{conn: conn, idle: r.cfg.IdleTimeout, bytes: r.m.bytesTCP}
-	stop := context.AfterFunc(r.ctx, cr.shutdown)
+	cr := &connReader{conn: conn, idle: r.cfg.IdleTimeout, frameTimeout: r.cfg.FrameTimeout, bytes: r.m.bytesTCP, entry: entry}
+	stop := context.AfterFunc(r.ctx, func() { cr.shutdown(time.Now().Add(r.drainTimeout / 2)) })
 	defer stop()
+	cut := 0 // frames read at shutdown that will not be published
+	defer func() {
+		if cut > 0 {
+			r.cutLines(cut)
+		}
+	}()
 	fr := NewFramer(cr, int(r.cfg.MaxMessageSize))
+	cr.fr = fr
 	turn := make(chan struct{}) // the first chunk's turn to publish has come
 	close(turn)
 	c := newChunk(sender, turn)
@@ -87,7 +104,11 @@ func (r *run) serveConn(conn net.Conn) {
 		case r.chunks <- c:
 			c = newChunk(sender, next)
 		case <-r.pubCtx.Done():
+			// The stop timeout passed: what is read from now on is
+			// only counted.
 			sent = false
+			cut += len(c.ends)
+			cr.cut = true
 		}
 	}
 	cr.beforeRead = send
@@ -96,20 +117,38 @@ func (r *run) serveConn(conn net.Conn) {
 		frame, err := fr.Next()
 		var fe *FrameError
 		switch {
+		case err == nil && cr.cut:
+			cut++ // read after the drain's bound, only to count it
+			continue
 		case err == nil:
 			c.add(frame)
 			if len(c.ends) >= chunkFrames || len(c.data) >= chunkBytes {
 				send()
 			}
-			if !sent || r.failure() != nil {
+			if r.failure() != nil {
 				return // the sink failed; Run is stopping
 			}
 			continue
+		case errors.As(err, &fe) && fe.Kind == KindRELP:
+			// Not syslog input, so not dead-lettered: the sender needs
+			// reconfiguring, and the log line says how.
+			r.m.errors.WithLabelValues(KindRELP).Inc()
+			r.logProblem(KindRELP, "RELP sender refused on a plain syslog TCP port: Outpost has no RELP input; "+
+				"use omfwd with protocol=\"tcp\" TCP_Framing=\"octet-counted\" (or TLS) instead of omrelp", "sender", sender)
+			return
 		case errors.As(err, &fe):
 			err = r.reject(fe.Kind, fe.Error(), fe.Sample, sender)
 		case err == io.EOF, cr.closing.Load():
 			return
-		case errors.Is(err, os.ErrDeadlineExceeded) && r.cfg.IdleTimeout > 0:
+		case errors.Is(err, errEvicted):
+			r.m.evictedConns.Inc() // routine when the table is full
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded) && cr.frameBound:
+			r.m.errors.WithLabelValues(errFrameTimeout).Inc()
+			r.logProblem(errFrameTimeout, "syslog connection closed: a frame took longer than frame_timeout to arrive",
+				"sender", sender, "frame_timeout", r.cfg.FrameTimeout)
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return // idle for too long: routine, not worth a line
 		default:
 			r.m.errors.WithLabelValues(errRead).Inc()
@@ -183,8 +222,14 @@ func (r *run) parseChunks() {
 			}
 		}
 		<-c.turn
-		for _, ev := range evs {
-			if r.failure() != nil || r.publish(ev, r.m.eventsTCP) != nil {
+		for i, ev := range evs {
+			if r.failure() != nil {
+				break
+			}
+			if r.publish(ev, r.m.eventsTCP) != nil {
+				if r.ctx.Err() != nil { // the drain timed out at shutdown
+					r.cutLines(len(evs) - i)
+				}
 				break
 			}
 		}
@@ -202,13 +247,50 @@ func connSender(conn net.Conn) string {
 	return conn.RemoteAddr().String()
 }
 
-// connReader is the connection as the Framer sees it: it counts bytes,
-// applies the idle timeout, and fails every read once Run stops.
+// connAddr is the peer's address, IPv4 on a dual-stack socket as IPv4.
+func connAddr(conn net.Conn) netip.AddrPort {
+	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// Draining a connection at shutdown.
+const (
+	// drainQuiet is how long a draining connection may stay silent before
+	// it counts as read to the end: the kernel's queue is empty.
+	drainQuiet = 20 * time.Millisecond
+	// cutCountBytes bounds what is read past the drain's bound, only to
+	// count the lines it holds.
+	cutCountBytes = 1 << 20
+)
+
+// connReader is the connection as the Framer sees it: it counts bytes and
+// applies the idle timeout. Once Run stops it drains: it reads what the
+// kernel holds until the connection is quiet for drainQuiet, and then
+// fails every read. If the drain's bound comes first, it sets cut and
+// reads on a little, so the lines it could not publish are counted.
 type connReader struct {
-	conn    net.Conn
-	idle    time.Duration
-	bytes   prometheus.Counter
-	closing atomic.Bool
+	conn         net.Conn
+	idle         time.Duration
+	frameTimeout time.Duration
+	bytes        prometheus.Counter
+	entry        *tableConn // its place in the table: activity, eviction
+	fr           *Framer    // the Framer reading it, to tell a frame's reads
+	// frameStart is when the frame being read began to arrive, at Next
+	// call frameCall; frameBound says the last deadline set was the
+	// frame's, not the idle timeout's. Only the reading goroutine uses them.
+	frameStart time.Time
+	frameCall  uint64
+	frameBound bool
+	lastCall   uint64 // the Next call of the last read, for activity
+	closing    atomic.Bool
+	until      atomic.Int64 // when the drain must end, Unix ns; set before closing
+	// cut is set when the drain reached its bound with input still coming.
+	// Only the reading goroutine touches it.
+	cut      bool
+	cutBytes int
 	// beforeRead, if set, runs before every read of the connection: frames
 	// in hand must not wait on the network.
 	beforeRead func()
@@ -218,22 +300,100 @@ func (c *connReader) Read(p []byte) (int, error) {
 	if c.beforeRead != nil {
 		c.beforeRead()
 	}
-	if c.idle > 0 {
-		c.conn.SetReadDeadline(time.Now().Add(c.idle))
-	}
-	// Checked after setting the deadline. shutdown stores closing, then
-	// sets a deadline in the past: either this load sees closing, or that
-	// past deadline comes after ours and the Read below fails at once.
+	c.conn.SetReadDeadline(c.deadline(time.Now()))
+	// Checked after setting the deadline. shutdown (and eviction) stores
+	// its flag, then sets a deadline in the past: either this load sees
+	// the flag, or that past deadline comes after ours and the Read below
+	// fails at once.
 	if c.closing.Load() {
-		return 0, errShuttingDown
+		return c.drainRead(p)
+	}
+	if c.entry != nil && c.entry.evicted.Load() {
+		return 0, errEvicted
 	}
 	n, err := c.conn.Read(p)
 	c.bytes.Add(float64(n))
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.closing.Load() {
+			return c.drainRead(p) // woken by shutdown, not idle
+		}
+		if c.entry != nil && c.entry.evicted.Load() {
+			return 0, errEvicted
+		}
+	}
 	return n, err
 }
 
-// shutdown makes the current and every later Read fail.
-func (c *connReader) shutdown() {
+// deadline returns the read deadline at now: the idle timeout, or the
+// frame's if a frame is being read and it comes first. It also records
+// the connection's activity (a new frame since the last read) for the
+// table's eviction.
+func (c *connReader) deadline(now time.Time) time.Time {
+	var d time.Time
+	if c.idle > 0 {
+		d = now.Add(c.idle)
+	}
+	c.frameBound = false
+	if c.fr == nil {
+		return d
+	}
+	if c.entry != nil && c.fr.results != c.lastCall {
+		c.lastCall = c.fr.results
+		c.entry.active.Store(now.UnixNano())
+	}
+	if c.frameTimeout <= 0 || !c.fr.inFrame {
+		return d
+	}
+	if c.frameCall != c.fr.results || c.frameStart.IsZero() {
+		c.frameStart, c.frameCall = now, c.fr.results
+	}
+	if fd := c.frameStart.Add(c.frameTimeout); d.IsZero() || fd.Before(d) {
+		d, c.frameBound = fd, true
+	}
+	return d
+}
+
+// drainRead reads what the kernel has queued, waiting at most drainQuiet
+// for it, and never past the drain's bound (then it sets cut).
+func (c *connReader) drainRead(p []byte) (int, error) {
+	now := time.Now()
+	deadline := now.Add(drainQuiet)
+	if !c.cut {
+		if until := time.Unix(0, c.until.Load()); !now.Before(until) {
+			c.cut = true
+		} else if deadline.After(until) {
+			deadline = until
+		}
+	}
+	if c.cut {
+		if c.cutBytes >= cutCountBytes {
+			return 0, errShuttingDown
+		}
+		p = p[:min(len(p), cutCountBytes-c.cutBytes)]
+	}
+	c.conn.SetReadDeadline(deadline)
+	n, err := c.conn.Read(p)
+	c.bytes.Add(float64(n))
+	if c.cut {
+		c.cutBytes += n
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 {
+			return n, nil
+		}
+		if !c.cut && !time.Now().Before(time.Unix(0, c.until.Load())) {
+			c.cut = true // the bound came first: read on only to count
+			return c.drainRead(p)
+		}
+		return 0, errShuttingDown
+	}
+	return n, err
+}
+
+// shutdown starts the drain, which ends at until at the latest, and wakes
+// a Read blocked on the network.
+func (c *connReader) shutdown(until time.Time) {
+	c.until.Store(until.UnixNano())
 	c.closing.Store(true)
 	c.conn.SetReadDeadline(time.Unix(1, 0))
 }

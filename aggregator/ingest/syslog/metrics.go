@@ -12,6 +12,15 @@ const (
 	errRead    = "read"    // a socket read failed
 	errAccept  = "accept"  // accepting a TCP connection failed
 	errPublish = "publish" // the sink refused an event or a dead letter
+	// errFallback is a message taken whole as an RFC 3164 §4.3 fallback
+	// (no valid PRI or timestamp): an event all the same.
+	errFallback = "fallback"
+	// errShutdownCut names the log line for lines the stop timeout cut; they
+	// are counted in outpost_syslog_shutdown_cut_lines_total.
+	errShutdownCut = "shutdown_cut"
+	// errFrameTimeout is a TCP frame that did not arrive whole within
+	// frame_timeout of its start (slowloris); the connection is closed.
+	errFrameTimeout = "frame_timeout"
 )
 
 // metrics are the source's Prometheus instruments: the component_* ones
@@ -22,13 +31,17 @@ type metrics struct {
 	errors               *prometheus.CounterVec
 	fallback             prometheus.Counter
 	openConns            prometheus.Gauge
-	rejectedConns        prometheus.Counter
+	rejectedConns        *prometheus.CounterVec
+	evictedConns         prometheus.Counter
+	rejectedDatagrams    *prometheus.CounterVec
+	kernelDrops          prometheus.Counter
+	shutdownCut          prometheus.Counter
 	component            *instrument.Component
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
-		[]string{KindOversize, KindBadLength, KindTruncated, errRFC5424, errRead, errAccept, errPublish})
+		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback, errFrameTimeout})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
 		eventsTCP: c.Events.WithLabelValues("tcp"),
@@ -44,12 +57,32 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_open_connections",
 			Help: "Open syslog TCP connections.",
 		}),
-		rejectedConns: prometheus.NewCounter(prometheus.CounterOpts{
+		rejectedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_syslog_rejected_connections_total",
-			Help: "Syslog TCP connections closed at once because max_connections were open.",
+			Help: "Syslog TCP connections closed at once, by reason: max_connections, max_connections_per_source or not_allowed.",
+		}, []string{"reason"}),
+		rejectedDatagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_rejected_datagrams_total",
+			Help: "Syslog UDP datagrams dropped, by reason: not_allowed.",
+		}, []string{"reason"}),
+		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_udp_kernel_drops_total",
+			Help: "Syslog UDP datagrams the kernel dropped because the socket's receive buffer was full (SO_RXQ_OVFL); reported with the next datagram read.",
+		}),
+		evictedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_evicted_connections_total",
+			Help: "Idle syslog TCP connections closed to make room for a new one when max_connections were open.",
+		}),
+		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_shutdown_cut_lines_total",
+			Help: "Syslog TCP lines received at shutdown but not published: the stop timeout ended the drain first.",
 		}),
 	}
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns); err != nil {
+	for _, reason := range []string{rejectFull, rejectPerSource, rejectNotAllow} {
+		m.rejectedConns.WithLabelValues(reason)
+	}
+	m.rejectedDatagrams.WithLabelValues(rejectNotAllow)
+	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

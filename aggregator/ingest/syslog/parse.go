@@ -10,7 +10,6 @@ import (
 	gosyslog "github.com/influxdata/go-syslog/v3"
 	"github.com/influxdata/go-syslog/v3/rfc5424"
 	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -25,7 +24,7 @@ type Parser struct {
 	loc      *time.Location
 	rfc5424  gosyslog.Machine
 	ids      *nuid.NUID
-	fallback prometheus.Counter // counts RFC 3164 §4.3 fallbacks; nil: not counted
+	fallback func() // called for each RFC 3164 §4.3 fallback; nil: not counted
 }
 
 // ParserOption configures a Parser.
@@ -99,7 +98,7 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 			return err
 		}
 	} else if !p.parse3164(string(msg), ev) && p.fallback != nil {
-		p.fallback.Inc()
+		p.fallback()
 	}
 	if ev.Time.IsZero() {
 		ev.Time = received

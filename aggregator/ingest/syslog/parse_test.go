@@ -226,7 +226,7 @@ func TestParse(t *testing.T) {
 			fallback := prometheus.NewCounter(prometheus.CounterOpts{Name: "fallback_total"})
 			reg.MustRegister(fallback)
 			p := NewParser(WithLocation(tt.loc))
-			p.fallback = fallback
+			p.fallback = fallback.Inc
 
 			received := tt.received
 			if received.IsZero() {

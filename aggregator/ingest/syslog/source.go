@@ -15,11 +15,11 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-siem/outpost/aggregator/config"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
 )
@@ -59,11 +59,17 @@ type Source struct {
 	m     *metrics
 	limit *instrument.LogLimiter
 
+	// drainTimeout bounds the publishing of what was read after ctx ends;
+	// TCP connections are drained for the first half of it.
+	drainTimeout time.Duration
+
 	mu        sync.Mutex
 	listening bool
 	started   bool
 	udp       []*net.UDPConn
 	tcp       []net.Listener
+	udpAllow  []allowList // per socket in udp; nil: any sender
+	tcpAllow  []allowList
 }
 
 // New validates cfg, registers the source's metrics on reg and returns the
@@ -94,6 +100,8 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		log:   logger.With("component", "syslog"),
 		m:     m,
 		limit: instrument.NewLogLimiter(logEvery),
+
+		drainTimeout: drainTimeout,
 	}, nil
 }
 
@@ -109,6 +117,7 @@ func (s *Source) Listen() error {
 		return errors.New("syslog: the source has stopped")
 	}
 	var lc net.ListenConfig
+	capped := 0 // the smallest receive buffer the kernel granted below the ask
 	for _, addr := range s.cfg.UDP {
 		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
@@ -116,9 +125,15 @@ func (s *Source) Listen() error {
 			return fmt.Errorf("opening syslog listener: %w", err)
 		}
 		uc := pc.(*net.UDPConn)
-		// Best effort: the kernel silently caps it at net.core.rmem_max.
+		// The kernel silently caps it at net.core.rmem_max: read it back.
 		_ = uc.SetReadBuffer(int(s.cfg.UDPReadBuffer))
+		if got, err := readBuffer(uc); err == nil && got < int(s.cfg.UDPReadBuffer) && (capped == 0 || got < capped) {
+			capped = got
+		}
+		// Without it, drops are still in /proc/net/snmp, only not ours.
+		_ = countKernelDrops(uc)
 		s.udp = append(s.udp, uc)
+		s.udpAllow = append(s.udpAllow, s.cfg.allow[addr])
 	}
 	for _, addr := range s.cfg.TCP {
 		l, err := lc.Listen(context.Background(), "tcp", addr)
@@ -127,8 +142,14 @@ func (s *Source) Listen() error {
 			return fmt.Errorf("opening syslog listener: %w", err)
 		}
 		s.tcp = append(s.tcp, l)
+		s.tcpAllow = append(s.tcpAllow, s.cfg.allow[addr])
 	}
 	s.listening = true
+	if capped > 0 {
+		s.log.Warn("the kernel capped the UDP receive buffer: bursts beyond it are dropped (counted in outpost_syslog_udp_kernel_drops_total); raise net.core.rmem_max to at least udp_read_buffer",
+			"udp_read_buffer", s.cfg.UDPReadBuffer.String(), "granted", config.ByteSize(capped).String(),
+			"fix", fmt.Sprintf("sysctl -w net.core.rmem_max=%d", int64(s.cfg.UDPReadBuffer)))
+	}
 	return nil
 }
 
@@ -154,15 +175,17 @@ func (s *Source) closeSockets() {
 	for _, l := range s.tcp {
 		l.Close()
 	}
-	s.udp, s.tcp = nil, nil
+	s.udp, s.tcp, s.udpAllow, s.tcpAllow = nil, nil, nil, nil
 	s.listening = false
 }
 
 // Run serves until ctx is done. Then it stops in order: it closes the
-// listeners, lets each connection finish the frames it has already read
-// and closes it, waits for every goroutine, and returns nil. Input already
-// read is published with up to 5 s of grace after ctx ends, so a blocked
-// bus cannot hold shutdown forever.
+// listeners, drains each connection (reads what the kernel has received
+// until the connection is quiet, frames it) and closes it, waits for every
+// goroutine, and returns nil. Input read is published with up to 5 s of
+// grace after ctx ends, so a blocked bus cannot hold shutdown forever;
+// connections are drained for the first half of it, and lines the bound
+// cuts off are counted (outpost_syslog_shutdown_cut_lines_total).
 //
 // If the sink fails while ctx is still live (the bus is gone), Run stops
 // the same way and returns that error. Run can be called once.
@@ -176,7 +199,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("syslog: Run called twice")
 	}
 	s.started = true
-	udp, tcp := s.udp, s.tcp
+	udp, tcp, udpAllow, tcpAllow := s.udp, s.tcp, s.udpAllow, s.tcpAllow
 	s.mu.Unlock()
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -185,18 +208,19 @@ func (s *Source) Run(ctx context.Context) error {
 	// before the stop still reaches the bus.
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPub()
-	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx}
+	r := &run{Source: s, ctx: runCtx, cancel: cancel, pubCtx: pubCtx,
+		conns: newConnTable(s.cfg.MaxConnections, s.cfg.MaxConnectionsPerSource, s.m.openConns)}
 
 	var wg, parsers sync.WaitGroup
 	r.chunks = make(chan *chunk, 2*parseWorkers)
 	for range parseWorkers {
 		parsers.Go(r.parseChunks)
 	}
-	for _, c := range udp {
-		wg.Go(func() { r.serveUDP(c) })
+	for i, c := range udp {
+		wg.Go(func() { r.serveUDP(c, udpAllow[i]) })
 	}
-	for _, l := range tcp {
-		wg.Go(func() { r.serveTCP(l, &wg) })
+	for i, l := range tcp {
+		wg.Go(func() { r.serveTCP(l, tcpAllow[i], &wg) })
 	}
 
 	<-runCtx.Done()
@@ -211,7 +235,7 @@ func (s *Source) Run(ctx context.Context) error {
 		parsers.Wait()
 		close(done)
 	}()
-	drain := time.NewTimer(drainTimeout)
+	drain := time.NewTimer(s.drainTimeout)
 	defer drain.Stop()
 	select {
 	case <-done:
@@ -232,7 +256,7 @@ type run struct {
 	ctx    context.Context // ends when Run must stop reading
 	cancel context.CancelFunc
 	pubCtx context.Context // ends drainTimeout after ctx, for publishing what was read
-	open   atomic.Int64    // open TCP connections
+	conns  *connTable      // open TCP connections
 	chunks chan *chunk     // TCP frames on their way to the parsers
 
 	failMu sync.Mutex
@@ -257,7 +281,11 @@ func (r *run) failure() error {
 
 func (r *run) newParser() *Parser {
 	p := NewParser(WithLocation(r.loc))
-	p.fallback = r.m.fallback
+	fallbackErrors := r.m.errors.WithLabelValues(errFallback)
+	p.fallback = func() {
+		r.m.fallback.Inc()
+		fallbackErrors.Inc() // still an event, but the input was not syslog
+	}
 	return p
 }
 
@@ -321,6 +349,13 @@ func (r *run) sinkFailed(what string, err error) error {
 	}
 	r.logProblem(errPublish, "syslog input lost at shutdown", "err", err)
 	return err
+}
+
+// cutLines counts n TCP lines read at shutdown that the stop timeout kept
+// from the bus.
+func (r *run) cutLines(n int) {
+	r.m.shutdownCut.Add(float64(n))
+	r.logProblem(errShutdownCut, "syslog lines cut at shutdown by the stop timeout", "lines", n)
 }
 
 // logProblem logs one occurrence of a problem of the given kind, unless

@@ -108,13 +108,16 @@ type testSource struct {
 	runFails bool
 }
 
-func startSource(t *testing.T, cfg Config, sink Sink) *testSource {
+func startSource(t *testing.T, cfg Config, sink Sink, tweaks ...func(*Source)) *testSource {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
 	src, err := New(cfg, sink, slog.New(slog.NewTextHandler(logs, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, tweak := range tweaks {
+		tweak(src)
 	}
 	if err := src.Listen(); err != nil {
 		t.Fatal(err)
@@ -331,7 +334,7 @@ func TestMaxConnections(t *testing.T) {
 
 	second := dial(t, "tcp", ts.tcpAddr()) // the kernel accepts it, the source closes it
 	expectClosed(t, second)
-	if n := ts.metric(t, "outpost_syslog_rejected_connections_total", nil); n != 1 {
+	if n := ts.metric(t, "outpost_syslog_rejected_connections_total", map[string]string{"reason": "max_connections"}); n != 1 {
 		t.Errorf("rejected_connections_total = %v, want 1", n)
 	}
 	if n := ts.metric(t, "outpost_syslog_open_connections", nil); n != 1 {
@@ -533,5 +536,132 @@ func TestTCPFrameNotHeldBehindAPartialOne(t *testing.T) {
 	evs, _ := sink.wait(t, 1, 0)
 	if evs[0].Message != "first" {
 		t.Errorf("got %q", evs[0].Message)
+	}
+}
+
+// With the default limit, a datagram too large for IPv4 (it can only come
+// over IPv6) is oversize, not an event; the largest IPv4 datagram is one.
+// Input taken whole as the message (RFC 3164 §4.3) is an event and counted
+// as error_type="fallback".
+func TestUDPDefaultLimitAndFallback(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{UDP: []string{"[::1]:0"}}, sink)
+	c := dial(t, "udp", ts.udpAddr())
+	write(t, c, "<13>Oct 11 22:14:15 h a: "+strings.Repeat("x", 65507-25)) // largest IPv4 payload
+	write(t, c, "<13>Oct 11 22:14:15 h a: "+strings.Repeat("y", 65508-25))
+	write(t, c, "\x8b\x01 random bytes")
+	evs, dls := sink.wait(t, 2, 1)
+	if len(evs[0].Message) != 65507-25 || evs[1].Message != "\ufffd\x01 random bytes" {
+		t.Errorf("events %.30q, %.30q", evs[0].Message, evs[1].Message)
+	}
+	if !strings.HasPrefix(dls[0].reason, "oversize: ") {
+		t.Errorf("dead letter reason %q", dls[0].reason)
+	}
+	for kind, want := range map[string]float64{"oversize": 1, "fallback": 1} {
+		if got := ts.metric(t, "outpost_component_errors_total", map[string]string{"error_type": kind}); got != want {
+			t.Errorf("errors_total{%s} = %v, want %v", kind, got, want)
+		}
+	}
+}
+
+// rsyslog's omrelp pointed at the plain TCP port: its open command is
+// refused, counted and logged with the fix, and gives no events.
+func TestTCPRefusesRELP(t *testing.T) {
+	sink := &memSink{}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	offers := "relp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog"
+	c := dial(t, "tcp", ts.tcpAddr())
+	write(t, c, fmt.Sprintf("1 open %d %s\n", len(offers), offers))
+	expectClosed(t, c)
+	// A syslog sender after it is served as ever.
+	ok := dial(t, "tcp", ts.tcpAddr())
+	write(t, ok, "<13>Oct 11 22:14:15 h a: after\n")
+	evs, _ := sink.wait(t, 1, 0)
+	if got := messages(evs); !slices.Equal(got, []string{"after"}) {
+		t.Errorf("events %q, want only the syslog one", got)
+	}
+	if n := ts.metric(t, "outpost_component_errors_total", map[string]string{"error_type": "relp"}); n != 1 {
+		t.Errorf("errors_total{relp} = %v, want 1", n)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "RELP") || !strings.Contains(logs, "omfwd") {
+		t.Errorf("log does not name the fix:\n%s", logs)
+	}
+}
+
+// What the kernel has accepted on an open connection when Run stops is
+// read, framed and published before the connection is closed, even while
+// the bus holds the source back.
+func TestShutdownDrainsWhatTheKernelAccepted(t *testing.T) {
+	sink := &memSink{gate: make(chan struct{})}
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink)
+	c := dial(t, "tcp", ts.tcpAddr())
+	// More than the source holds in memory while the bus is blocked, and
+	// no more than the kernel's receive buffer takes on top of that.
+	const n = 6000
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "<13>Oct 11 22:14:15 h a: %d\n", i)
+	}
+	write(t, c, b.String())
+	waitUntil(t, func() bool { return unacked(t, c) == 0 })
+
+	ts.cancel()
+	time.Sleep(50 * time.Millisecond)
+	close(sink.gate)
+	if err := ts.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	sink.mu.Lock()
+	evs := sink.events
+	sink.mu.Unlock()
+	if len(evs) != n {
+		t.Fatalf("%d of %d lines published", len(evs), n)
+	}
+	for i, ev := range evs {
+		if ev.Message != strconv.Itoa(i) {
+			t.Fatalf("event %d is %q", i, ev.Message)
+		}
+	}
+	if v := ts.metric(t, "outpost_syslog_shutdown_cut_lines_total", nil); v != 0 {
+		t.Errorf("shutdown_cut_lines_total = %v, want 0", v)
+	}
+}
+
+// A sender that does not pause, to a bus that does not drain: the stop
+// timeout ends the drain, and the lines it cut off are counted.
+func TestShutdownCutIsCounted(t *testing.T) {
+	sink := &memSink{gate: make(chan struct{})} // never opens
+	ts := startSource(t, Config{TCP: []string{"127.0.0.1:0"}}, sink,
+		func(s *Source) { s.drainTimeout = 400 * time.Millisecond })
+	c := dial(t, "tcp", ts.tcpAddr())
+	line := []byte("<13>Oct 11 22:14:15 h a: x\n")
+	batch := bytes.Repeat(line, 1000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(3 * time.Second)
+		c.SetWriteDeadline(deadline)
+		for time.Now().Before(deadline) {
+			if _, err := c.Write(batch); err != nil {
+				return // closed by the source, or the deadline
+			}
+		}
+	}()
+	waitUntil(t, func() bool { return unacked(t, c) > 0 }) // the source is behind
+	start := time.Now()
+	if err := ts.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Run took %s to stop with a drain timeout of 400ms", d)
+	}
+	<-done
+	if v := ts.metric(t, "outpost_syslog_shutdown_cut_lines_total", nil); v == 0 {
+		t.Error("shutdown_cut_lines_total = 0, want the lines cut off")
+	} else {
+		t.Logf("%v lines cut", v)
+	}
+	if !strings.Contains(ts.logs.String(), "cut at shutdown") {
+		t.Errorf("no log line for the cut:\n%s", ts.logs.String())
 	}
 }
