@@ -77,10 +77,9 @@ type Match struct {
 	Step int `json:"step,omitempty"`
 	// Value is the rule's `field` of the event, for distinct and new_value.
 	Value string `json:"value,omitempty"`
-	// Seen is the event time capped at its receipt plus the clock skew
-	// Outpost tolerates: how far this match may move the windows'
-	// watermark, so one sender dated in the future cannot make every
-	// absence deadline pass.
+	// Seen is the event time capped at its reception: how far this match
+	// may move the windows' watermark, so one sender dated in the future
+	// cannot make every absence deadline pass.
 	Seen   time.Time         `json:"seen,omitzero"`
 	Fields map[string]string `json:"fields,omitempty"`
 

@@ -28,18 +28,15 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// maxFutureSkew bounds how far ahead of its receipt an event's own time may
-// move its source's watermark: a sender with a clock set years ahead must
-// not make every later event look late.
-const maxFutureSkew = 5 * time.Minute
-
 // Stage is the rule filter.
 type Stage struct {
 	lateness func(source string) time.Duration
-	// newest is the newest event time seen per (source, host) — capped at
-	// receipt plus maxFutureSkew — the watermark before lateness. Per host,
-	// not per source: one sender with a fast clock or a local-time RFC 3164
-	// stamp must not make every other sender's events look late.
+	// newest is the newest event time seen per (source, host) — each
+	// capped at its reception (seenTime) — the watermark before lateness.
+	// Per host, not per source: one sender with a fast clock or a
+	// local-time RFC 3164 stamp must not make every other sender's events
+	// look late; capped, so a datagram claiming a host and stamped ahead
+	// cannot make that host's own events late either.
 	newest map[watermarkKey]time.Time
 	late   *prometheus.CounterVec
 
@@ -333,26 +330,30 @@ const maxWatermarks = 100_000
 
 type watermarkKey struct{ source, host string }
 
-// seenTime is ev's time capped at its receipt plus maxFutureSkew.
+// seenTime is ev's time as the watermarks take it: its own time, or its
+// reception if that is earlier. Sender-chosen timestamps may not move time
+// for others, so an event stamped ahead of its reception counts as
+// received now — for the lateness check and for every watermark it moves.
 func seenTime(ev *event.Event) time.Time {
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received.Add(maxFutureSkew)) {
-		return ev.Received.Add(maxFutureSkew)
+	if !ev.Received.IsZero() && ev.Time.After(ev.Received) {
+		return ev.Received
 	}
 	return ev.Time
 }
 
-// isLate reports whether ev is behind its host's watermark by more than its
-// source's allowed lateness, and moves the watermark on.
+// isLate reports whether ev (at seenTime) is behind its host's watermark by
+// more than its source's allowed lateness, and moves the watermark on.
 func (s *Stage) isLate(ev *event.Event) bool {
 	k := watermarkKey{ev.Source, ev.Host}
 	if k.host == "" {
 		k.host, _, _ = strings.Cut(ev.Sender, ":")
 	}
 	newest := s.newest[k]
-	if !newest.IsZero() && ev.Time.Before(newest.Add(-s.lateness(ev.Source))) {
+	t := seenTime(ev)
+	if !newest.IsZero() && t.Before(newest.Add(-s.lateness(ev.Source))) {
 		return true
 	}
-	if t := seenTime(ev); t.After(newest) {
+	if t.After(newest) {
 		if len(s.newest) >= maxWatermarks {
 			clear(s.newest)
 		}

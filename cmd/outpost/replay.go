@@ -139,7 +139,7 @@ replay runs with GOGC=400 unless GOGC is set: parsing makes garbage fast.`,
 	f.StringVar(&format, "format", "json", "json (one alert per line) or summary (counts by rule)")
 	f.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines parsing lines and evaluating conditions, and as many applying the window logic (each to its share of the group keys)")
 	f.StringVar(&timezone, "timezone", "UTC", "IANA zone RFC 3164 timestamps are read in (as ingest.syslog.timezone)")
-	f.StringVar(&received, "received", "", "reception time given to every line (RFC 3339; default now): the year of RFC 3164 timestamps, the time of lines without one")
+	f.StringVar(&received, "received", "", "reception time given to every line (RFC 3339; default now): the year of RFC 3164 timestamps, the time of lines without one, and the time no watermark passes")
 	f.DurationVar(&advance, "advance", 0, "move the watermark this far past the last event at the end (absence rules)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the replay to this file")
 	_ = f.MarkHidden("cpuprofile")
@@ -667,7 +667,7 @@ func (g *replayGate) check(c *replayChunk) {
 		}
 		ms = ms[n:]
 		seen := seenTime(ev).UnixNano()
-		if g.isLate(ev, ev.Time.UnixNano(), seen) {
+		if g.isLate(ev, seen) {
 			g.late++
 			c.watermarks[i] = lateEvent
 			continue
@@ -679,16 +679,16 @@ func (g *replayGate) check(c *replayChunk) {
 	}
 }
 
-// isLate reports whether ev, at t (seen: capped at its receipt plus the
-// skew tolerated), is more than the lateness behind its host's watermark,
-// and moves the watermark on: the rule filter's isLate. Times are unix ns.
-func (g *replayGate) isLate(ev *event.Event, t, seen int64) bool {
+// isLate reports whether ev, at seen (its time capped at its reception),
+// is more than the lateness behind its host's watermark, and moves the
+// watermark on: the rule filter's isLate. Times are unix ns.
+func (g *replayGate) isLate(ev *event.Event, seen int64) bool {
 	host := ev.Host
 	if host == "" {
 		host, _, _ = strings.Cut(ev.Sender, ":")
 	}
 	newest := g.newest[host]
-	if newest != nil && t < *newest-g.lateness {
+	if newest != nil && seen < *newest-g.lateness {
 		return true
 	}
 	switch {
@@ -706,12 +706,13 @@ func (g *replayGate) isLate(ev *event.Event, t, seen int64) bool {
 	return false
 }
 
-// seenTime is ev's time capped at its receipt plus the clock skew the rule
-// filter tolerates (aggregator/filter: seenTime).
+// seenTime is ev's time capped at its reception, as the rule filter takes
+// it (aggregator/filter: seenTime): an event stamped ahead of its
+// reception is judged by when it was received, and moves no watermark
+// past it.
 func seenTime(ev *event.Event) time.Time {
-	const maxFutureSkew = 5 * time.Minute
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received.Add(maxFutureSkew)) {
-		return ev.Received.Add(maxFutureSkew)
+	if !ev.Received.IsZero() && ev.Time.After(ev.Received) {
+		return ev.Received
 	}
 	return ev.Time
 }

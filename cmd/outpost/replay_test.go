@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"testing/iotest"
 	"time"
 
@@ -674,5 +675,28 @@ func TestReplayEvalErrors(t *testing.T) {
 	if !strings.Contains(report.String(), "replay: rule busy-process: condition failed at run time on 1 events, treated as no match (first: line 2: ") ||
 		!strings.Contains(report.String(), " matches=1 alerts=1 ") {
 		t.Errorf("report:\n%s", report.String())
+	}
+}
+
+// The rule filter's attack, in replay: one line claiming host=victim01,
+// stamped 4m50s after its reception, must not make the 20 genuine victim01
+// lines after it late.
+func TestReplayForgedFutureStamp(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := time.Date(2026, 12, 1, 18, 0, 30, 0, time.UTC)
+	var lines bytes.Buffer
+	fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - forged\n", received.Add(4*time.Minute+50*time.Second).Format(time.RFC3339))
+	for i := range 20 {
+		fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - genuine %d\n", received.Add(time.Duration(i-30)*time.Second).Format(time.RFC3339), i)
+	}
+	alerts, st := replayAll(t, lines.Bytes(), set.Rules, replayOptions{Workers: 2, Received: received})
+	if st.Late != 0 || len(alerts) != 21 {
+		t.Errorf("late=%d alerts=%d, want late=0 alerts=21 (the forged line and 20 genuine ones)", st.Late, len(alerts))
 	}
 }
