@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -45,10 +46,12 @@ type State struct {
 	Seen  []string `json:"n,omitempty"`
 
 	// absence: armed while Deadline != 0; Since and SinceID name the event
-	// the silence is counted from.
-	Deadline int64  `json:"d,omitempty"`
-	Since    int64  `json:"w,omitempty"`
-	SinceID  string `json:"x,omitempty"`
+	// the silence is counted from, SinceFields the fields its match carried,
+	// which the alert reports (it is raised without a match of its own).
+	Deadline    int64             `json:"d,omitempty"`
+	Since       int64             `json:"w,omitempty"`
+	SinceID     string            `json:"x,omitempty"`
+	SinceFields map[string]string `json:"xf,omitempty"`
 }
 
 // clone returns a deep copy.
@@ -60,6 +63,7 @@ func (st *State) clone() *State {
 	c.Values = slices.Clone(st.Values)
 	c.SpentIDs = slices.Clone(st.SpentIDs)
 	c.Seen = slices.Clone(st.Seen)
+	c.SinceFields = maps.Clone(st.SinceFields)
 	return &c
 }
 
@@ -405,7 +409,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 		}
 		if t > st.Since || st.Deadline == 0 {
 			if t > st.Since {
-				st.Since, st.SinceID = t, m.EventID
+				st.Since, st.SinceID, st.SinceFields = t, m.EventID, m.CarriedFields()
 			}
 			st.Deadline = st.Since + int64(r.For)
 		}
@@ -413,6 +417,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 	case m.Step == 0:
 		if st.Deadline == 0 {
 			st.Since, st.SinceID, st.Deadline = t, m.EventID, t+int64(r.For)
+			st.SinceFields = m.CarriedFields()
 		}
 	default:
 		if st.Deadline != 0 && t >= st.Since && t <= st.Deadline {
@@ -434,7 +439,7 @@ func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert
 		return nil, Suppressed
 	}
 	st.LastAlert = since
-	a := newAlert(r, &event.Match{Key: key}, alertID(r.ID, key, since, st.SinceID))
+	a := newAlert(r, &event.Match{Key: key, Fields: st.SinceFields}, alertID(r.ID, key, since, st.SinceID))
 	a.FirstSeen = time.Unix(0, since).UTC()
 	a.LastSeen = a.FirstSeen
 	a.EventIDs = []string{st.SinceID}

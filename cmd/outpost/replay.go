@@ -847,6 +847,11 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 	r := sh.rules[pm.rule]
 	sh.counts[pm.rule].matches++
 	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
+	if r.Kind == rules.KindAbsence {
+		// An absence alert is raised from the state, later: the state keeps
+		// the fields of the event the silence is counted from.
+		sh.match.Fields = r.CarriedFields(ev)
+	}
 	var st *window.State
 	if window.Stateless(r) {
 		sh.scratch = window.State{}
@@ -867,8 +872,8 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 	if a != nil && r.Kind != rules.KindAbsence {
 		// The match carried no fields: they are taken from the event only
 		// for the alerts, the same fields the rule filter would have put
-		// in every match. (An absence alert is about a silence and carries
-		// none.)
+		// in every match. (An absence alert has those of the event before
+		// the silence, from the state.)
 		a.Fields, a.CEF = r.AlertFields(r.CarriedFields(ev))
 	}
 	return a

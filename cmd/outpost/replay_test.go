@@ -700,3 +700,21 @@ rules:
 		t.Errorf("late=%d alerts=%d, want late=0 alerts=21 (the forged line and 20 genuine ones)", st.Late, len(alerts))
 	}
 }
+
+// The reproduction: an absence alert from replay carries the rule's
+// fields (log-source-silent: host, which the CEF encoder sends as dhost).
+func TestReplayAbsenceAlertCarriesFields(t *testing.T) {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := selectRules(set, []string{"log-source-silent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte("<13>1 2026-12-01T18:00:00Z web-01 cron 1 - - hello\n")
+	alerts, _ := replayAll(t, line, rs, replayOptions{Workers: 1, Advance: time.Hour, Received: time.Date(2026, 12, 1, 18, 0, 1, 0, time.UTC)})
+	if len(alerts) != 1 || alerts[0].Fields["host"] != "web-01" {
+		t.Fatalf("alerts %s, want one with fields.host=web-01", alertJSON(t, alerts, false))
+	}
+}

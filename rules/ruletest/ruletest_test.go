@@ -66,3 +66,33 @@ tests:
 		}
 	}
 }
+
+// An absence alert carries the rule's fields, from the event the silence is
+// counted from, as every other kind's alert does.
+func TestAbsenceAlertCarriesFields(t *testing.T) {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tc *rules.Test
+	for _, c := range set.Tests {
+		if c.Name == "a host silent for longer than 30 minutes" {
+			tc = c
+		}
+	}
+	if tc == nil {
+		t.Fatal("the pack's log-source-silent test case is gone")
+	}
+	alerts, err := Alerts(set, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alerts) == 0 {
+		t.Fatal("no alert")
+	}
+	for _, a := range alerts {
+		if want := strings.TrimPrefix(a.Key, "host="); a.Fields["host"] != want {
+			t.Errorf("alert for %s carries fields %v, want host=%s", a.Key, a.Fields, want)
+		}
+	}
+}
