@@ -32,7 +32,7 @@ import (
 type Stage struct {
 	lateness func(source string) time.Duration
 	// newest is the newest event time seen per (source, host) — each
-	// capped at its reception (seenTime) — the watermark before lateness.
+	// capped at its reception (Event.SeenTime) — the watermark before lateness.
 	// Per host, not per source: one sender with a fast clock or a
 	// local-time RFC 3164 stamp must not make every other sender's events
 	// look late; capped, so a datagram claiming a host and stamped ahead
@@ -202,7 +202,7 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 		for _, h := range s.hits {
 			m := event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
-				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
+				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: ev.SeenTime(),
 			}
 			if r.Kind == rules.KindAbsence && len(r.Steps) == 1 {
 				if err := s.coalesce(r, &m, parts, flush); err != nil {
@@ -237,8 +237,8 @@ func (s *Stage) emit(m *event.Match, parts uint32, flush func(int) error) error 
 }
 
 // silence is what coalesce keeps per (absence rule, key) for the batch in
-// hand: the newest event time of the key's matches published, and the
-// newest match since then, held back.
+// hand: the newest time (Match.At, where the windows place a match) of the
+// key's matches published, and the newest match since then, held back.
 type silenceKey struct{ rule, key string }
 
 type silence struct {
@@ -267,23 +267,22 @@ func (s *Stage) coalesce(r *rules.Rule, m *event.Match, parts uint32, flush func
 		}
 		sl = &silence{}
 		s.silences[k] = sl
-		sl.anchor = m.Time.UnixNano()
+		sl.anchor = m.At().UnixNano()
 		return s.emit(m, parts, flush)
 	}
-	t := m.Time.UnixNano()
+	t := m.At().UnixNano()
 	inReach := t > sl.anchor && t <= sl.anchor+int64(r.For)
-	if sl.held && inReach && t > sl.pending.Time.UnixNano() {
+	if sl.held && inReach && t > sl.pending.At().UnixNano() {
+		// Newer where the windows place it, so it also moves their
+		// watermark at least as far as the one it replaces.
 		s.coalesced.Inc()
-		if sl.pending.Seen.After(m.Seen) {
-			m.Seen = sl.pending.Seen // the watermark moves as far as with both
-		}
 		sl.pending = *m
 		return nil
 	}
 	if sl.held {
 		// m is older than the one held, or beyond reach: publish in order.
 		sl.held = false
-		sl.anchor = max(sl.anchor, sl.pending.Time.UnixNano())
+		sl.anchor = max(sl.anchor, sl.pending.At().UnixNano())
 		if err := s.emit(&sl.pending, parts, flush); err != nil {
 			return err
 		}
@@ -330,18 +329,7 @@ const maxWatermarks = 100_000
 
 type watermarkKey struct{ source, host string }
 
-// seenTime is ev's time as the watermarks take it: its own time, or its
-// reception if that is earlier. Sender-chosen timestamps may not move time
-// for others, so an event stamped ahead of its reception counts as
-// received now — for the lateness check and for every watermark it moves.
-func seenTime(ev *event.Event) time.Time {
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received) {
-		return ev.Received
-	}
-	return ev.Time
-}
-
-// isLate reports whether ev (at seenTime) is behind its host's watermark by
+// isLate reports whether ev (at its SeenTime) is behind its host's watermark by
 // more than its source's allowed lateness, and moves the watermark on.
 func (s *Stage) isLate(ev *event.Event) bool {
 	k := watermarkKey{ev.Source, ev.Host}
@@ -349,7 +337,7 @@ func (s *Stage) isLate(ev *event.Event) bool {
 		k.host, _, _ = strings.Cut(ev.Sender, ":")
 	}
 	newest := s.newest[k]
-	t := seenTime(ev)
+	t := ev.SeenTime()
 	if !newest.IsZero() && t.Before(newest.Add(-s.lateness(ev.Source))) {
 		return true
 	}

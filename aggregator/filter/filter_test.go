@@ -35,16 +35,16 @@ func TestLatenessIsPerHost(t *testing.T) {
 
 func TestSeenTimeIsAtMostTheReception(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	if got := seenTime(&event.Event{Time: now.AddDate(73, 0, 0), Received: now}); !got.Equal(now) {
+	if got := (&event.Event{Time: now.AddDate(73, 0, 0), Received: now}).SeenTime(); !got.Equal(now) {
 		t.Errorf("seen = %v", got)
 	}
-	if got := seenTime(&event.Event{Time: now.Add(-time.Hour), Received: now}); !got.Equal(now.Add(-time.Hour)) {
+	if got := (&event.Event{Time: now.Add(-time.Hour), Received: now}).SeenTime(); !got.Equal(now.Add(-time.Hour)) {
 		t.Errorf("seen = %v", got)
 	}
-	if got := seenTime(&event.Event{Time: now.Add(4*time.Minute + 50*time.Second), Received: now}); !got.Equal(now) {
+	if got := (&event.Event{Time: now.Add(4*time.Minute + 50*time.Second), Received: now}).SeenTime(); !got.Equal(now) {
 		t.Errorf("seen = %v, want the reception time", got)
 	}
-	if got := seenTime(&event.Event{Time: now}); !got.Equal(now) {
+	if got := (&event.Event{Time: now}).SeenTime(); !got.Equal(now) {
 		t.Errorf("without a reception time: seen = %v", got)
 	}
 }

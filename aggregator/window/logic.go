@@ -93,8 +93,15 @@ func Stateless(r *rules.Rule) bool { return r.Kind == rules.KindMatch && r.Suppr
 //
 // lateness extends how long an event stays in the state beyond its window,
 // so an event arriving out of order can still complete a window.
+//
+// A match is placed at m.At(): its time, capped at its reception. Every
+// comparison — window spans, eviction, spent events, suppression, learning,
+// absence deadlines — and the alert's times use that, so one event stamped
+// far ahead can neither evict its key's events, spend them, nor move a
+// silence or a deadline past every reception.
 func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*event.Alert, Verdict) {
-	t := m.Time.UnixNano()
+	at := m.At()
+	t := at.UnixNano()
 	switch r.Kind {
 	case rules.KindMatch:
 		if suppressed(r, st, t) {
@@ -102,7 +109,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		}
 		st.LastAlert = t
 		a := newAlert(r, m, alertID(r.ID, m.Key, t, m.EventID))
-		a.Count, a.FirstSeen, a.LastSeen, a.EventIDs = 1, m.Time, m.Time, []string{m.EventID}
+		a.Count, a.FirstSeen, a.LastSeen, a.EventIDs = 1, at, at, []string{m.EventID}
 		return a, Fired
 	case rules.KindNewValue:
 		return applyNewValue(r, st, m, t)
@@ -387,7 +394,7 @@ func applyNewValue(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Al
 	}
 	st.LastAlert = t
 	a := newAlert(r, m, alertID(r.ID, m.Key, 0, m.Value))
-	a.Count, a.FirstSeen, a.LastSeen = 1, m.Time, m.Time
+	a.Count, a.FirstSeen, a.LastSeen = 1, m.At(), m.At()
 	a.EventIDs, a.Values = []string{m.EventID}, []string{m.Value}
 	return a, Fired
 }

@@ -260,11 +260,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	maxTime := s.maxTime
 	for _, msg := range msgs {
 		err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
-			seen := m.Time
-			if !m.Seen.IsZero() && m.Seen.Before(seen) {
-				seen = m.Seen
-			}
-			maxTime = max(maxTime, seen.UnixNano())
+			maxTime = max(maxTime, m.At().UnixNano()) // where Apply places it
 			r := set.Rule(m.RuleID)
 			if r == nil {
 				b.unknown++

@@ -157,3 +157,117 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// The live stage, on an embedded JetStream and Badger: victim01's last
+// genuine match, then one match claiming victim01 stamped 2099 (received a
+// second later), then silence. The silence alert must fire once the
+// watermark passes 30m after that reception — not never, and not at once.
+func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var bcfg bus.Config
+	if err := bcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	var scfg state.Config
+	if err := scfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := state.Open(t.TempDir(), scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	last := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	received := last.Add(time.Second) // the forged datagram's reception
+	clock := &fakeClock{}
+	clock.set(received)
+	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
+	s.now = clock.now
+
+	fields := map[string]string{"host": "victim01"}
+	var data []byte
+	for _, m := range []*event.Match{
+		{RuleID: "silent", Key: "host=victim01", Time: last, Seen: last, EventID: "genuine", Fields: fields},
+		{RuleID: "silent", Key: "host=victim01", Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Seen: received, EventID: "forged", Fields: fields},
+	} {
+		data = bus.AppendRecord(data, event.AppendMatch(nil, m))
+	}
+	if _, err := b.JetStream().Publish(ctx, "matches.0", data); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(ctx, t, "the matches applied", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.maxTime == received.UnixNano() && len(s.layers) == 0
+	})
+
+	// Idle since: the watermark is the wall clock minus the lateness. At
+	// exactly the deadline (reception + 30m) nothing may fire.
+	deadline := received.Add(30 * time.Minute)
+	clock.set(deadline.Add(cfg.AllowedLateness))
+	time.Sleep(1500 * time.Millisecond) // the timers check every second
+	if n := alertCount(ctx, t, b); n != 0 {
+		t.Errorf("%d alerts before the deadline passed", n)
+	}
+	clock.advance(2 * time.Second)
+	ctxWait, cancelWait := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelWait()
+	for alertCount(ctx, t, b) == 0 {
+		select {
+		case <-ctxWait.Done():
+			t.Fatalf("no silence alert for victim01 with the watermark %s past its last reception (+30m)", time.Unix(0, s.watermarkLocked()).UTC().Sub(deadline))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a event.Alert
+	if err := json.Unmarshal(raw.Data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Key != "host=victim01" || a.Fields["host"] != "victim01" || !a.FirstSeen.Equal(received) {
+		t.Errorf("alert %s since %s, want victim01's silence since %s", a.Key, a.FirstSeen.Format(time.RFC3339), received.Format(time.RFC3339))
+	}
+	if n := alertCount(ctx, t, b); n != 1 {
+		t.Errorf("%d alerts, want 1", n)
+	}
+}
+
+func (s *Stage) watermarkLocked() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Watermark()
+}

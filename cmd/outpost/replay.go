@@ -666,7 +666,7 @@ func (g *replayGate) check(c *replayChunk) {
 			n++
 		}
 		ms = ms[n:]
-		seen := seenTime(ev).UnixNano()
+		seen := ev.SeenTime().UnixNano()
 		if g.isLate(ev, seen) {
 			g.late++
 			c.watermarks[i] = lateEvent
@@ -704,17 +704,6 @@ func (g *replayGate) isLate(ev *event.Event, seen int64) bool {
 		g.newest[host] = newest
 	}
 	return false
-}
-
-// seenTime is ev's time capped at its reception, as the rule filter takes
-// it (aggregator/filter: seenTime): an event stamped ahead of its
-// reception is judged by when it was received, and moves no watermark
-// past it.
-func seenTime(ev *event.Event) time.Time {
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received) {
-		return ev.Received
-	}
-	return ev.Time
 }
 
 // replayShard is the windows stage for its share of the group keys, in
@@ -846,7 +835,7 @@ func (sh *replayShard) apply(c *replayChunk) {
 func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert {
 	r := sh.rules[pm.rule]
 	sh.counts[pm.rule].matches++
-	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
+	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, Seen: ev.SeenTime(), EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
 	if r.Kind == rules.KindAbsence {
 		// An absence alert is raised from the state, later: the state keeps
 		// the fields of the event the silence is counted from.

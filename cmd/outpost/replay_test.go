@@ -718,3 +718,43 @@ func TestReplayAbsenceAlertCarriesFields(t *testing.T) {
 		t.Fatalf("alerts %s, want one with fields.host=web-01", alertJSON(t, alerts, false))
 	}
 }
+
+// An absence rule in replay: victim01 sends every 5 minutes until a minute
+// before the reception time, then one line claiming victim01 stamped 2099
+// (received, as every line, at --received), then silence. The silence
+// counts from that reception: it fires once the watermark passes 30m after
+// it, not at once (as a gap up to 2099) and not never.
+func TestReplayForgedFutureStampAbsence(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	var lines bytes.Buffer
+	for at := received.Add(-46 * time.Minute); at.Before(received); at = at.Add(5 * time.Minute) {
+		fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - genuine\n", at.Format(time.RFC3339))
+	}
+	fmt.Fprintf(&lines, "<13>1 2099-01-01T00:00:00Z victim01 sshd - - - forged\n")
+	for _, tc := range []struct {
+		advance time.Duration
+		fires   bool
+	}{
+		{31 * time.Minute, false}, // the watermark, 29m past the reception, is before the deadline
+		{33 * time.Minute, true},
+	} {
+		alerts, _ := replayAll(t, lines.Bytes(), set.Rules, replayOptions{Workers: 2, Received: received, Advance: tc.advance})
+		var since []string
+		for _, a := range alerts {
+			since = append(since, a.FirstSeen.Format(time.RFC3339))
+		}
+		if tc.fires && (len(alerts) != 1 || !alerts[0].FirstSeen.Equal(received) || alerts[0].Fields["host"] != "victim01") {
+			t.Errorf("advance %s: silences since %v, want one, victim01's since %s", tc.advance, since, received.Format(time.RFC3339))
+		}
+		if !tc.fires && len(alerts) != 0 {
+			t.Errorf("advance %s: silences since %v, want none yet", tc.advance, since)
+		}
+	}
+}
