@@ -182,8 +182,13 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 	s.events.Inc()
 	if s.isLate(ev) {
 		s.late.WithLabelValues(ev.Source).Inc()
-		reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event from %s",
-			ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, ev.Host)
+		// The time it was judged at: its reception, if stamped ahead.
+		judged := "event time " + ev.Time.Format(time.RFC3339)
+		if seen := ev.SeenTime(); !seen.Equal(ev.Time) {
+			judged = fmt.Sprintf("received %s (stamped %s, ahead of its reception)", seen.Format(time.RFC3339), ev.Time.Format(time.RFC3339))
+		}
+		reason := fmt.Sprintf("late: %s is more than %s behind the newest %s event from %s",
+			judged, s.lateness(ev.Source), ev.Source, ev.Host)
 		data, _ := json.Marshal(ev)
 		return s.bus.DeadLetter(ctx, "late", reason, data, ev.Sender)
 	}

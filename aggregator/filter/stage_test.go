@@ -146,3 +146,62 @@ func readStream(ctx context.Context, t *testing.T, b *bus.Bus, stream string, fn
 		fn(m)
 	}
 }
+
+// A late event stamped ahead of its reception was judged at its reception:
+// its dead letter's reason says so, and does not call 2099 "behind".
+func TestLateReasonGivesTheTimeJudged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var cfg bus.Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	stale := now.Add(-5 * time.Minute)
+	if err := b.PublishEvents(ctx, []*event.Event{
+		{ID: "now", Source: "syslog", Host: "victim01", Time: now, Received: now},
+		{ID: "stale", Source: "syslog", Host: "victim01", Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Received: stale},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(b, set, func(string) time.Duration { return 2 * time.Minute }, logger, prometheus.NewRegistry())
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	dl, err := b.JetStream().Stream(ctx, bus.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg *jetstream.RawStreamMsg
+	for msg == nil {
+		msg, err = dl.GetLastMsgForSubject(ctx, "deadletter.late")
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("no late dead letter: %v", err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	want := "late: received " + stale.Format(time.RFC3339) + " (stamped 2099-01-01T00:00:00Z, ahead of its reception) is more than 2m0s behind the newest syslog event from victim01"
+	if r := msg.Header.Get("Outpost-Reason"); r != want {
+		t.Errorf("reason\n %q, want\n %q", r, want)
+	}
+}
