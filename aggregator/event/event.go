@@ -63,6 +63,17 @@ type Event struct {
 	Attrs map[string]string `json:"attrs,omitempty" expr:"attrs"`
 }
 
+// SeenTime is the event's time as the watermarks and windows take it: its
+// own time, or its reception if that is earlier. Sender-chosen timestamps
+// may not move time for others, so an event stamped ahead of its reception
+// counts as received then. It is a Match's Seen.
+func (ev *Event) SeenTime() time.Time {
+	if !ev.Received.IsZero() && ev.Time.After(ev.Received) {
+		return ev.Received
+	}
+	return ev.Time
+}
+
 // Match is what the rule filter publishes when one event satisfies one
 // rule's single-event condition. It is small on purpose: the windows stage
 // needs the rule, the group key, the event time and id, and only the fields
@@ -77,16 +88,27 @@ type Match struct {
 	Step int `json:"step,omitempty"`
 	// Value is the rule's `field` of the event, for distinct and new_value.
 	Value string `json:"value,omitempty"`
-	// Seen is the event time capped at its receipt plus the clock skew
-	// Outpost tolerates: how far this match may move the windows'
-	// watermark, so one sender dated in the future cannot make every
-	// absence deadline pass.
+	// Seen is the event time capped at its reception: how far this match
+	// may move the windows' watermark, so one sender dated in the future
+	// cannot make every absence deadline pass.
 	Seen   time.Time         `json:"seen,omitzero"`
 	Fields map[string]string `json:"fields,omitempty"`
 
 	// rawFields, set by DecodeMatchLazy, holds Fields still encoded: the
 	// windows need them only for the few matches that raise an alert.
 	rawFields []byte
+}
+
+// At is where the windows place the match in event time: its Time, or
+// Seen if that is earlier. An event stamped ahead of its reception is
+// placed at its reception, so one datagram dated 2099 can neither freeze
+// its key's window nor pass its deadlines. Matches without Seen (written
+// by older versions, or by rules test) are placed at Time.
+func (m *Match) At() time.Time {
+	if !m.Seen.IsZero() && m.Seen.Before(m.Time) {
+		return m.Seen
+	}
+	return m.Time
 }
 
 // CarriedFields returns Fields, decoding them first if the match was

@@ -49,7 +49,16 @@ rules:
 			}
 			now[host] += step
 			at := base.Add(now[host])
-			matches = append(matches, event.Match{RuleID: r.ID, Key: "host=" + host, Time: at, Seen: at, EventID: fmt.Sprintf("e%d-%d", trial, i)})
+			m := event.Match{RuleID: r.ID, Key: "host=" + host, Time: at, Seen: at, EventID: fmt.Sprintf("e%d-%d", trial, i)}
+			if rng.IntN(15) == 0 {
+				// Stamped ahead of its reception (up to 2099): placed
+				// at its reception, Seen.
+				m.Time = at.Add(time.Second + time.Duration(rng.Int64N(int64(73*365*24*time.Hour))))
+				if rng.IntN(2) == 0 {
+					m.Time = at.Add(time.Duration(1+rng.IntN(600)) * time.Second)
+				}
+			}
+			matches = append(matches, m)
 		}
 		// Cut into batches of events, as the filter sees them.
 		var coalesced []event.Match

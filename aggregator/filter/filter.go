@@ -28,18 +28,15 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// maxFutureSkew bounds how far ahead of its receipt an event's own time may
-// move its source's watermark: a sender with a clock set years ahead must
-// not make every later event look late.
-const maxFutureSkew = 5 * time.Minute
-
 // Stage is the rule filter.
 type Stage struct {
 	lateness func(source string) time.Duration
-	// newest is the newest event time seen per (source, host) — capped at
-	// receipt plus maxFutureSkew — the watermark before lateness. Per host,
-	// not per source: one sender with a fast clock or a local-time RFC 3164
-	// stamp must not make every other sender's events look late.
+	// newest is the newest event time seen per (source, host) — each
+	// capped at its reception (Event.SeenTime) — the watermark before lateness.
+	// Per host, not per source: one sender with a fast clock or a
+	// local-time RFC 3164 stamp must not make every other sender's events
+	// look late; capped, so a datagram claiming a host and stamped ahead
+	// cannot make that host's own events late either.
 	newest map[watermarkKey]time.Time
 	late   *prometheus.CounterVec
 
@@ -185,8 +182,13 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 	s.events.Inc()
 	if s.isLate(ev) {
 		s.late.WithLabelValues(ev.Source).Inc()
-		reason := fmt.Sprintf("late: event time %s is more than %s behind the newest %s event from %s",
-			ev.Time.Format(time.RFC3339), s.lateness(ev.Source), ev.Source, ev.Host)
+		// The time it was judged at: its reception, if stamped ahead.
+		judged := "event time " + ev.Time.Format(time.RFC3339)
+		if seen := ev.SeenTime(); !seen.Equal(ev.Time) {
+			judged = fmt.Sprintf("received %s (stamped %s, ahead of its reception)", seen.Format(time.RFC3339), ev.Time.Format(time.RFC3339))
+		}
+		reason := fmt.Sprintf("late: %s is more than %s behind the newest %s event from %s",
+			judged, s.lateness(ev.Source), ev.Source, ev.Host)
 		data, _ := json.Marshal(ev)
 		return s.bus.DeadLetter(ctx, "late", reason, data, ev.Sender)
 	}
@@ -205,7 +207,7 @@ func (s *Stage) evaluate(ctx context.Context, set *rules.Set, ev *event.Event, p
 		for _, h := range s.hits {
 			m := event.Match{
 				RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
-				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seenTime(ev),
+				Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: ev.SeenTime(),
 			}
 			if r.Kind == rules.KindAbsence && len(r.Steps) == 1 {
 				if err := s.coalesce(r, &m, parts, flush); err != nil {
@@ -240,8 +242,8 @@ func (s *Stage) emit(m *event.Match, parts uint32, flush func(int) error) error 
 }
 
 // silence is what coalesce keeps per (absence rule, key) for the batch in
-// hand: the newest event time of the key's matches published, and the
-// newest match since then, held back.
+// hand: the newest time (Match.At, where the windows place a match) of the
+// key's matches published, and the newest match since then, held back.
 type silenceKey struct{ rule, key string }
 
 type silence struct {
@@ -270,23 +272,22 @@ func (s *Stage) coalesce(r *rules.Rule, m *event.Match, parts uint32, flush func
 		}
 		sl = &silence{}
 		s.silences[k] = sl
-		sl.anchor = m.Time.UnixNano()
+		sl.anchor = m.At().UnixNano()
 		return s.emit(m, parts, flush)
 	}
-	t := m.Time.UnixNano()
+	t := m.At().UnixNano()
 	inReach := t > sl.anchor && t <= sl.anchor+int64(r.For)
-	if sl.held && inReach && t > sl.pending.Time.UnixNano() {
+	if sl.held && inReach && t > sl.pending.At().UnixNano() {
+		// Newer where the windows place it, so it also moves their
+		// watermark at least as far as the one it replaces.
 		s.coalesced.Inc()
-		if sl.pending.Seen.After(m.Seen) {
-			m.Seen = sl.pending.Seen // the watermark moves as far as with both
-		}
 		sl.pending = *m
 		return nil
 	}
 	if sl.held {
 		// m is older than the one held, or beyond reach: publish in order.
 		sl.held = false
-		sl.anchor = max(sl.anchor, sl.pending.Time.UnixNano())
+		sl.anchor = max(sl.anchor, sl.pending.At().UnixNano())
 		if err := s.emit(&sl.pending, parts, flush); err != nil {
 			return err
 		}
@@ -333,26 +334,19 @@ const maxWatermarks = 100_000
 
 type watermarkKey struct{ source, host string }
 
-// seenTime is ev's time capped at its receipt plus maxFutureSkew.
-func seenTime(ev *event.Event) time.Time {
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received.Add(maxFutureSkew)) {
-		return ev.Received.Add(maxFutureSkew)
-	}
-	return ev.Time
-}
-
-// isLate reports whether ev is behind its host's watermark by more than its
-// source's allowed lateness, and moves the watermark on.
+// isLate reports whether ev (at its SeenTime) is behind its host's watermark by
+// more than its source's allowed lateness, and moves the watermark on.
 func (s *Stage) isLate(ev *event.Event) bool {
 	k := watermarkKey{ev.Source, ev.Host}
 	if k.host == "" {
 		k.host, _, _ = strings.Cut(ev.Sender, ":")
 	}
 	newest := s.newest[k]
-	if !newest.IsZero() && ev.Time.Before(newest.Add(-s.lateness(ev.Source))) {
+	t := ev.SeenTime()
+	if !newest.IsZero() && t.Before(newest.Add(-s.lateness(ev.Source))) {
 		return true
 	}
-	if t := seenTime(ev); t.After(newest) {
+	if t.After(newest) {
 		if len(s.newest) >= maxWatermarks {
 			clear(s.newest)
 		}

@@ -282,7 +282,7 @@ func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
 func (s *Stage) loadWatermark() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastAdvance = time.Now()
+	s.lastAdvance = s.now()
 	return s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(markKey))
 		if errors.Is(err, badger.ErrKeyNotFound) {

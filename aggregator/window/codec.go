@@ -2,20 +2,27 @@ package window
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	json "github.com/goccy/go-json"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
 
-// stateV1 is the first byte of a State's binary encoding in Badger. A value
-// starting with '{' is the JSON that versions before it wrote; still read.
-const stateV1 = 1
+// The first byte of a State's binary encoding in Badger: its version.
+// stateV2 added SinceFields at the end; a stateV1 value is the same without
+// them. A value starting with '{' is the JSON that versions before the
+// binary encoding wrote. All three are still read.
+const (
+	stateV1 = 1
+	stateV2 = 2
+)
 
 // appendState appends st's binary encoding: times as deltas from the one
 // before (they are sorted), the rest in declaration order.
 func appendState(b []byte, st *State) []byte {
-	b = append(b, stateV1)
+	b = append(b, stateV2)
 	b = wire.AppendUvarint(b, uint64(len(st.Times)))
 	prev := int64(0)
 	for _, t := range st.Times {
@@ -35,7 +42,15 @@ func appendState(b []byte, st *State) []byte {
 	b = appendStrings(b, st.Seen)
 	b = wire.AppendVarint(b, st.Deadline)
 	b = wire.AppendVarint(b, st.Since)
-	return wire.AppendString(b, st.SinceID)
+	b = wire.AppendString(b, st.SinceID)
+	// Sorted keys: the same state always encodes to the same bytes.
+	keys := slices.Sorted(maps.Keys(st.SinceFields))
+	b = wire.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = wire.AppendString(b, k)
+		b = wire.AppendString(b, st.SinceFields[k])
+	}
+	return b
 }
 
 // decodeState reads appendState's encoding, or the JSON of older versions.
@@ -45,7 +60,8 @@ func decodeState(v []byte, st *State) error {
 		return json.Unmarshal(v, st)
 	}
 	r := wire.NewReader(v)
-	if ver := r.Byte(); ver != stateV1 && r.Err() == nil {
+	ver := r.Byte()
+	if ver != stateV1 && ver != stateV2 && r.Err() == nil {
 		return fmt.Errorf("window state encoding version %d unknown", ver)
 	}
 	if n := r.Count(1); n > 0 {
@@ -72,6 +88,15 @@ func decodeState(v []byte, st *State) error {
 	st.Deadline = r.Varint()
 	st.Since = r.Varint()
 	st.SinceID = r.String()
+	if ver == stateV2 {
+		if n := r.Count(2); n > 0 {
+			st.SinceFields = make(map[string]string, n)
+			for range n {
+				k := r.String()
+				st.SinceFields[k] = r.String()
+			}
+		}
+	}
 	return r.Done()
 }
 

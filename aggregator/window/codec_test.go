@@ -1,6 +1,7 @@
 package window
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -12,6 +13,25 @@ func fullState() *State {
 		IDs:   []string{"a", "b", "c"}, Steps: []int{0, 1, 2}, Values: []string{"u1", "u2", "ü3"},
 		LastAlert: 1_700_000_000_500_000_000, Spent: 1_699_999_999_000_000_000, SpentIDs: []string{"z"},
 		First: -5, Seen: []string{"x", ""}, Deadline: 1_700_000_600_000_000_000, Since: 42, SinceID: "s",
+		SinceFields: map[string]string{"host": "web-01", "app": ""},
+	}
+}
+
+// stateV1Golden is fullState (without SinceFields) as version 1 wrote it.
+const stateV1Golden = "01038080d0e2c6bfce972f80a8d6b9070003016101620163030002040302753102753203c3bc338094bbbfcabfce972f80d8f9a8bfbfce972f01017a090201780080c09b8fbde2ce972f540173"
+
+// State written by version 1 of the binary encoding still reads, with no
+// absence fields.
+func TestStateCodecReadsV1(t *testing.T) {
+	v, err := hex.DecodeString(stateV1Golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullState()
+	want.SinceFields = nil
+	var got State
+	if err := decodeState(v, &got); err != nil || !reflect.DeepEqual(&got, want) {
+		t.Errorf("got %+v, %v\nwant %+v", got, err, *want)
 	}
 }
 
@@ -59,6 +79,9 @@ func TestStateCodecRejectsDamage(t *testing.T) {
 func FuzzDecodeState(f *testing.F) {
 	f.Add(appendState(nil, fullState()))
 	f.Add(appendState(nil, &State{}))
+	if v1, err := hex.DecodeString(stateV1Golden); err == nil {
+		f.Add(v1)
+	}
 	f.Add([]byte(`{"t":[1,2],"i":["a","b"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var st State

@@ -3,6 +3,7 @@ package window
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -267,5 +268,53 @@ func TestCloneIsDeep(t *testing.T) {
 	c.Times = append(c.Times, 3)
 	if st.Times[0] != 1 || st.IDs[0] != "a" || st.Values[0] != "x" || st.Seen[0] != "DE" || st.SpentIDs[0] != "z" || len(st.Times) != 2 {
 		t.Errorf("clone shares memory with the original: %+v", st)
+	}
+}
+
+// An absence alert carries the rule's fields, taken from the event the
+// silence is counted from (the trigger, with expect) — whether the timer
+// fires it, or the event after the gap in a backlog does.
+func TestAbsenceAlertCarriesFields(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: quiet, title: T, kind: absence, severity: 5, condition: "true", group_by: [host], for: 30m, fields: [host, app]}
+`)
+	at := func(sec int, id, app string) *event.Match {
+		m := match(0, sec, id, "")
+		m.Key, m.Fields = "host=web-01", map[string]string{"host": "web-01", "app": app}
+		return m
+	}
+	want := map[string]string{"host": "web-01", "app": "cron"}
+	st := &State{}
+	Apply(r, st, at(0, "e1", "sshd"), 0)
+	Apply(r, st, at(60, "e2", "cron"), 0)
+	var stored State // the fields survive a commit and a restart
+	if err := decodeState(appendState(nil, st), &stored); err != nil {
+		t.Fatal(err)
+	}
+	st = roundTrip(t, &stored)
+	a, _ := Expire(r, st, "host=web-01", t0.Add(time.Hour).UnixNano())
+	if a == nil || !maps.Equal(a.Fields, want) {
+		t.Fatalf("timer alert %+v, want fields %v", a, want)
+	}
+	backlog := &State{}
+	Apply(r, backlog, at(60, "e2", "cron"), 0)
+	a, _ = Apply(r, backlog, at(45*60, "e3", "sshd"), 0)
+	if a == nil || !maps.Equal(a.Fields, want) {
+		t.Fatalf("backlog alert %+v, want fields %v (of the event before the gap)", a, want)
+	}
+
+	// With expect, the trigger's fields.
+	re := loadRule(t, `
+rules:
+  - {id: ack, title: T, kind: absence, severity: 5, condition: 'action == "start"', expect: 'action == "done"', group_by: [host], for: 5m, fields: [host]}
+`)
+	st = &State{}
+	trigger := match(0, 0, "s", "")
+	trigger.Fields = map[string]string{"host": "db-01"}
+	Apply(re, st, trigger, 0)
+	Apply(re, st, match(1, 400, "d", ""), 0) // too late, and carries nothing
+	if a, _ := Expire(re, st, "host=db-01", t0.Add(time.Hour).UnixNano()); a == nil || a.Fields["host"] != "db-01" {
+		t.Fatalf("expect alert %+v, want host=db-01", a)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -45,10 +46,12 @@ type State struct {
 	Seen  []string `json:"n,omitempty"`
 
 	// absence: armed while Deadline != 0; Since and SinceID name the event
-	// the silence is counted from.
-	Deadline int64  `json:"d,omitempty"`
-	Since    int64  `json:"w,omitempty"`
-	SinceID  string `json:"x,omitempty"`
+	// the silence is counted from, SinceFields the fields its match carried,
+	// which the alert reports (it is raised without a match of its own).
+	Deadline    int64             `json:"d,omitempty"`
+	Since       int64             `json:"w,omitempty"`
+	SinceID     string            `json:"x,omitempty"`
+	SinceFields map[string]string `json:"xf,omitempty"`
 }
 
 // clone returns a deep copy.
@@ -60,6 +63,7 @@ func (st *State) clone() *State {
 	c.Values = slices.Clone(st.Values)
 	c.SpentIDs = slices.Clone(st.SpentIDs)
 	c.Seen = slices.Clone(st.Seen)
+	c.SinceFields = maps.Clone(st.SinceFields)
 	return &c
 }
 
@@ -89,8 +93,15 @@ func Stateless(r *rules.Rule) bool { return r.Kind == rules.KindMatch && r.Suppr
 //
 // lateness extends how long an event stays in the state beyond its window,
 // so an event arriving out of order can still complete a window.
+//
+// A match is placed at m.At(): its time, capped at its reception. Every
+// comparison — window spans, eviction, spent events, suppression, learning,
+// absence deadlines — and the alert's times use that, so one event stamped
+// far ahead can neither evict its key's events, spend them, nor move a
+// silence or a deadline past every reception.
 func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*event.Alert, Verdict) {
-	t := m.Time.UnixNano()
+	at := m.At()
+	t := at.UnixNano()
 	switch r.Kind {
 	case rules.KindMatch:
 		if suppressed(r, st, t) {
@@ -98,7 +109,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		}
 		st.LastAlert = t
 		a := newAlert(r, m, alertID(r.ID, m.Key, t, m.EventID))
-		a.Count, a.FirstSeen, a.LastSeen, a.EventIDs = 1, m.Time, m.Time, []string{m.EventID}
+		a.Count, a.FirstSeen, a.LastSeen, a.EventIDs = 1, at, at, []string{m.EventID}
 		return a, Fired
 	case rules.KindNewValue:
 		return applyNewValue(r, st, m, t)
@@ -383,7 +394,7 @@ func applyNewValue(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Al
 	}
 	st.LastAlert = t
 	a := newAlert(r, m, alertID(r.ID, m.Key, 0, m.Value))
-	a.Count, a.FirstSeen, a.LastSeen = 1, m.Time, m.Time
+	a.Count, a.FirstSeen, a.LastSeen = 1, m.At(), m.At()
 	a.EventIDs, a.Values = []string{m.EventID}, []string{m.Value}
 	return a, Fired
 }
@@ -405,7 +416,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 		}
 		if t > st.Since || st.Deadline == 0 {
 			if t > st.Since {
-				st.Since, st.SinceID = t, m.EventID
+				st.Since, st.SinceID, st.SinceFields = t, m.EventID, m.CarriedFields()
 			}
 			st.Deadline = st.Since + int64(r.For)
 		}
@@ -413,6 +424,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 	case m.Step == 0:
 		if st.Deadline == 0 {
 			st.Since, st.SinceID, st.Deadline = t, m.EventID, t+int64(r.For)
+			st.SinceFields = m.CarriedFields()
 		}
 	default:
 		if st.Deadline != 0 && t >= st.Since && t <= st.Deadline {
@@ -434,7 +446,7 @@ func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert
 		return nil, Suppressed
 	}
 	st.LastAlert = since
-	a := newAlert(r, &event.Match{Key: key}, alertID(r.ID, key, since, st.SinceID))
+	a := newAlert(r, &event.Match{Key: key, Fields: st.SinceFields}, alertID(r.ID, key, since, st.SinceID))
 	a.FirstSeen = time.Unix(0, since).UTC()
 	a.LastSeen = a.FirstSeen
 	a.EventIDs = []string{st.SinceID}

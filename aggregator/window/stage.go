@@ -60,9 +60,9 @@ type Config struct {
 	// StateGrace is added to every state key's TTL (window + lateness, or
 	// suppress) so a backlog replayed after downtime still finds its state.
 	StateGrace time.Duration `yaml:"state_grace"`
-	// IdleAdvance: when no match arrived for this long, the watermark moves
-	// on with the wall clock (absence rules need time to pass even when
-	// every source is silent).
+	// IdleAdvance: when no newer match arrived for this long, the watermark
+	// catches up with the wall clock minus AllowedLateness and follows it
+	// (absence rules need time to pass even when every source is silent).
 	IdleAdvance time.Duration `yaml:"idle_advance"`
 	// MaxKeysPerRule caps the live group keys of one rule; matches for new
 	// keys beyond it are dropped and counted
@@ -143,6 +143,7 @@ type Stage struct {
 	db    *state.DB
 	rules atomic.Pointer[rules.Set]
 	log   *slog.Logger
+	now   func() time.Time // the wall clock; tests inject their own
 
 	// mu serializes batches and deadline checks; maxTime (newest match
 	// event time, unix ns) and lastAdvance (wall time it last grew) make the
@@ -174,7 +175,7 @@ type Stage struct {
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
 	cache, _ := lru.New[string, *State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
 	s := &Stage{
-		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4),
+		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4), now: time.Now,
 		log: logger.With("component", "windows"),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
@@ -259,11 +260,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	maxTime := s.maxTime
 	for _, msg := range msgs {
 		err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
-			seen := m.Time
-			if !m.Seen.IsZero() && m.Seen.Before(seen) {
-				seen = m.Seen
-			}
-			maxTime = max(maxTime, seen.UnixNano())
+			maxTime = max(maxTime, m.At().UnixNano()) // where Apply places it
 			r := set.Rule(m.RuleID)
 			if r == nil {
 				b.unknown++
@@ -306,7 +303,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return nil, err
 	}
 	if maxTime > s.maxTime {
-		s.maxTime, s.lastAdvance = maxTime, time.Now()
+		s.maxTime, s.lastAdvance = maxTime, s.now()
 	}
 	return func() error { return s.settle(ctx, l) }, nil
 }
@@ -418,16 +415,21 @@ func (s *Stage) runCommitter(ctx context.Context) {
 }
 
 // Watermark is the event time up to which the stage takes its input as
-// complete: the newest event time seen minus the allowed lateness. While
-// no match arrives for longer than IdleAdvance, it moves on with the wall
-// clock, so an absence rule still fires when every source went silent.
+// complete: the newest event time seen (each capped at its reception)
+// minus the allowed lateness. Once no newer match has arrived for longer
+// than IdleAdvance, it catches up with the wall clock minus the allowed
+// lateness and follows it, so an absence rule still fires when every
+// source went silent, and a backlog's silences fire IdleAdvance after it
+// was read rather than `for` after its last event. It never passes the
+// wall clock minus the allowed lateness by itself: only what a match's
+// reception allows.
 func (s *Stage) Watermark() int64 {
 	if s.maxTime == 0 {
 		return 0
 	}
 	w := s.maxTime - int64(s.cfg.AllowedLateness)
-	if idle := time.Since(s.lastAdvance); idle > s.cfg.IdleAdvance {
-		w += int64(idle - s.cfg.IdleAdvance)
+	if now := s.now(); now.Sub(s.lastAdvance) > s.cfg.IdleAdvance {
+		w = max(w, now.UnixNano()-int64(s.cfg.AllowedLateness))
 	}
 	return w
 }

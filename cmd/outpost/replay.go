@@ -139,7 +139,7 @@ replay runs with GOGC=400 unless GOGC is set: parsing makes garbage fast.`,
 	f.StringVar(&format, "format", "json", "json (one alert per line) or summary (counts by rule)")
 	f.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines parsing lines and evaluating conditions, and as many applying the window logic (each to its share of the group keys)")
 	f.StringVar(&timezone, "timezone", "UTC", "IANA zone RFC 3164 timestamps are read in (as ingest.syslog.timezone)")
-	f.StringVar(&received, "received", "", "reception time given to every line (RFC 3339; default now): the year of RFC 3164 timestamps, the time of lines without one")
+	f.StringVar(&received, "received", "", "reception time given to every line (RFC 3339; default now): the year of RFC 3164 timestamps, the time of lines without one, and the time no watermark passes")
 	f.DurationVar(&advance, "advance", 0, "move the watermark this far past the last event at the end (absence rules)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the replay to this file")
 	_ = f.MarkHidden("cpuprofile")
@@ -666,8 +666,8 @@ func (g *replayGate) check(c *replayChunk) {
 			n++
 		}
 		ms = ms[n:]
-		seen := seenTime(ev).UnixNano()
-		if g.isLate(ev, ev.Time.UnixNano(), seen) {
+		seen := ev.SeenTime().UnixNano()
+		if g.isLate(ev, seen) {
 			g.late++
 			c.watermarks[i] = lateEvent
 			continue
@@ -679,16 +679,16 @@ func (g *replayGate) check(c *replayChunk) {
 	}
 }
 
-// isLate reports whether ev, at t (seen: capped at its receipt plus the
-// skew tolerated), is more than the lateness behind its host's watermark,
-// and moves the watermark on: the rule filter's isLate. Times are unix ns.
-func (g *replayGate) isLate(ev *event.Event, t, seen int64) bool {
+// isLate reports whether ev, at seen (its time capped at its reception),
+// is more than the lateness behind its host's watermark, and moves the
+// watermark on: the rule filter's isLate. Times are unix ns.
+func (g *replayGate) isLate(ev *event.Event, seen int64) bool {
 	host := ev.Host
 	if host == "" {
 		host, _, _ = strings.Cut(ev.Sender, ":")
 	}
 	newest := g.newest[host]
-	if newest != nil && t < *newest-g.lateness {
+	if newest != nil && seen < *newest-g.lateness {
 		return true
 	}
 	switch {
@@ -704,16 +704,6 @@ func (g *replayGate) isLate(ev *event.Event, t, seen int64) bool {
 		g.newest[host] = newest
 	}
 	return false
-}
-
-// seenTime is ev's time capped at its receipt plus the clock skew the rule
-// filter tolerates (aggregator/filter: seenTime).
-func seenTime(ev *event.Event) time.Time {
-	const maxFutureSkew = 5 * time.Minute
-	if !ev.Received.IsZero() && ev.Time.After(ev.Received.Add(maxFutureSkew)) {
-		return ev.Received.Add(maxFutureSkew)
-	}
-	return ev.Time
 }
 
 // replayShard is the windows stage for its share of the group keys, in
@@ -845,7 +835,12 @@ func (sh *replayShard) apply(c *replayChunk) {
 func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert {
 	r := sh.rules[pm.rule]
 	sh.counts[pm.rule].matches++
-	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
+	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, Seen: ev.SeenTime(), EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
+	if r.Kind == rules.KindAbsence {
+		// An absence alert is raised from the state, later: the state keeps
+		// the fields of the event the silence is counted from.
+		sh.match.Fields = r.CarriedFields(ev)
+	}
 	var st *window.State
 	if window.Stateless(r) {
 		sh.scratch = window.State{}
@@ -866,8 +861,8 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 	if a != nil && r.Kind != rules.KindAbsence {
 		// The match carried no fields: they are taken from the event only
 		// for the alerts, the same fields the rule filter would have put
-		// in every match. (An absence alert is about a silence and carries
-		// none.)
+		// in every match. (An absence alert has those of the event before
+		// the silence, from the state.)
 		a.Fields, a.CEF = r.AlertFields(r.CarriedFields(ev))
 	}
 	return a

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"testing/iotest"
 	"time"
 
@@ -674,5 +675,86 @@ func TestReplayEvalErrors(t *testing.T) {
 	if !strings.Contains(report.String(), "replay: rule busy-process: condition failed at run time on 1 events, treated as no match (first: line 2: ") ||
 		!strings.Contains(report.String(), " matches=1 alerts=1 ") {
 		t.Errorf("report:\n%s", report.String())
+	}
+}
+
+// The rule filter's attack, in replay: one line claiming host=victim01,
+// stamped 4m50s after its reception, must not make the 20 genuine victim01
+// lines after it late.
+func TestReplayForgedFutureStamp(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := time.Date(2026, 12, 1, 18, 0, 30, 0, time.UTC)
+	var lines bytes.Buffer
+	fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - forged\n", received.Add(4*time.Minute+50*time.Second).Format(time.RFC3339))
+	for i := range 20 {
+		fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - genuine %d\n", received.Add(time.Duration(i-30)*time.Second).Format(time.RFC3339), i)
+	}
+	alerts, st := replayAll(t, lines.Bytes(), set.Rules, replayOptions{Workers: 2, Received: received})
+	if st.Late != 0 || len(alerts) != 21 {
+		t.Errorf("late=%d alerts=%d, want late=0 alerts=21 (the forged line and 20 genuine ones)", st.Late, len(alerts))
+	}
+}
+
+// The issue's reproduction: an absence alert from replay carries the rule's
+// fields (log-source-silent: host, which the CEF encoder sends as dhost).
+func TestReplayAbsenceAlertCarriesFields(t *testing.T) {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := selectRules(set, []string{"log-source-silent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte("<13>1 2026-12-01T18:00:00Z web-01 cron 1 - - hello\n")
+	alerts, _ := replayAll(t, line, rs, replayOptions{Workers: 1, Advance: time.Hour, Received: time.Date(2026, 12, 1, 18, 0, 1, 0, time.UTC)})
+	if len(alerts) != 1 || alerts[0].Fields["host"] != "web-01" {
+		t.Fatalf("alerts %s, want one with fields.host=web-01", alertJSON(t, alerts, false))
+	}
+}
+
+// An absence rule in replay: victim01 sends every 5 minutes until a minute
+// before the reception time, then one line claiming victim01 stamped 2099
+// (received, as every line, at --received), then silence. The silence
+// counts from that reception: it fires once the watermark passes 30m after
+// it, not at once (as a gap up to 2099) and not never.
+func TestReplayForgedFutureStampAbsence(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	var lines bytes.Buffer
+	for at := received.Add(-46 * time.Minute); at.Before(received); at = at.Add(5 * time.Minute) {
+		fmt.Fprintf(&lines, "<13>1 %s victim01 sshd - - - genuine\n", at.Format(time.RFC3339))
+	}
+	fmt.Fprintf(&lines, "<13>1 2099-01-01T00:00:00Z victim01 sshd - - - forged\n")
+	for _, tc := range []struct {
+		advance time.Duration
+		fires   bool
+	}{
+		{31 * time.Minute, false}, // the watermark, 29m past the reception, is before the deadline
+		{33 * time.Minute, true},
+	} {
+		alerts, _ := replayAll(t, lines.Bytes(), set.Rules, replayOptions{Workers: 2, Received: received, Advance: tc.advance})
+		var since []string
+		for _, a := range alerts {
+			since = append(since, a.FirstSeen.Format(time.RFC3339))
+		}
+		if tc.fires && (len(alerts) != 1 || !alerts[0].FirstSeen.Equal(received) || alerts[0].Fields["host"] != "victim01") {
+			t.Errorf("advance %s: silences since %v, want one, victim01's since %s", tc.advance, since, received.Format(time.RFC3339))
+		}
+		if !tc.fires && len(alerts) != 0 {
+			t.Errorf("advance %s: silences since %v, want none yet", tc.advance, since)
+		}
 	}
 }

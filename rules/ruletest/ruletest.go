@@ -62,8 +62,11 @@ func Alerts(set *rules.Set, t *rules.Test) ([]*event.Alert, error) {
 	var maxTime time.Time
 	var hits []rules.Hit
 	for _, ev := range t.Events {
-		if ev.Time.After(maxTime) {
-			maxTime = ev.Time
+		// An event stamped ahead of its `received` is placed at its
+		// reception, by the watermark as by the windows (Match.Seen).
+		seen := ev.SeenTime()
+		if seen.After(maxTime) {
+			maxTime = seen
 		}
 		for _, id := range t.Rules {
 			r := set.Rule(id)
@@ -79,7 +82,7 @@ func Alerts(set *rules.Set, t *rules.Test) ([]*event.Alert, error) {
 					states[k] = st
 					order = append(order, k)
 				}
-				m := &event.Match{RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID, Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev)}
+				m := &event.Match{RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID, Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seen}
 				if a, _ := window.Apply(r, st, m, defaults.MaxLateness()); a != nil {
 					alerts = append(alerts, a)
 				}

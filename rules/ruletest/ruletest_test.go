@@ -1,9 +1,11 @@
 package ruletest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/outpost-siem/outpost/rules"
 )
@@ -63,6 +65,85 @@ tests:
 	for _, want := range []string{"- expected rule=t2 key=user=b", "+ got      rule=t2 key=user=a count=2"} {
 		if !strings.Contains(res.Diff, want) {
 			t.Errorf("diff lacks %q:\n%s", want, res.Diff)
+		}
+	}
+}
+
+// An absence alert carries the rule's fields, from the event the silence is
+// counted from, as every other kind's alert does.
+func TestAbsenceAlertCarriesFields(t *testing.T) {
+	set, err := rules.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tc *rules.Test
+	for _, c := range set.Tests {
+		if c.Name == "a host silent for longer than 30 minutes" {
+			tc = c
+		}
+	}
+	if tc == nil {
+		t.Fatal("the pack's log-source-silent test case is gone")
+	}
+	alerts, err := Alerts(set, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alerts) == 0 {
+		t.Fatal("no alert")
+	}
+	for _, a := range alerts {
+		if want := strings.TrimPrefix(a.Key, "host="); a.Fields["host"] != want {
+			t.Errorf("alert for %s carries fields %v, want host=%s", a.Key, a.Fields, want)
+		}
+	}
+}
+
+// A test event stamped ahead of its `received` time is placed at its
+// reception, as the pipeline places it: one event of victim01 claiming
+// 2099 neither passes every deadline (web-01's silence, 40m, fired at
+// once) nor freezes victim01's silence, which counts from 1m, its
+// reception.
+func TestFutureStampedEventIsPlacedAtItsReception(t *testing.T) {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m}
+tests:
+  - name: not yet
+    advance: 20m
+    events:
+      - {at: 0m, host: web-01}
+      - {at: 0m, host: victim01}
+      - {time: "2099-01-01T00:00:00Z", received: "2026-01-01T00:01:00Z", host: victim01}
+      - {at: 10m, host: web-01}
+  - name: both silent
+    advance: 1h
+    events:
+      - {at: 0m, host: web-01}
+      - {at: 0m, host: victim01}
+      - {time: "2099-01-01T00:00:00Z", received: "2026-01-01T00:01:00Z", host: victim01}
+      - {at: 10m, host: web-01}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	want := [][]string{
+		nil,
+		{"host=victim01 since " + base.Add(time.Minute).Format(time.RFC3339), "host=web-01 since " + base.Add(10*time.Minute).Format(time.RFC3339)},
+	}
+	for i, tc := range set.Tests {
+		alerts, err := Alerts(set, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range alerts {
+			got = append(got, a.Key+" since "+a.FirstSeen.Format(time.RFC3339))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want[i]) {
+			t.Errorf("%s: silences %v, want %v", tc.Name, got, want[i])
 		}
 	}
 }

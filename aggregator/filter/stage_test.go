@@ -1,0 +1,207 @@
+package filter
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// The attack the fault tests found, through the real stage on an embedded
+// JetStream: one UDP datagram claiming host=victim01, stamped 4m50s ahead
+// of its reception, then 20 genuine victim01 events. Every genuine event
+// must be evaluated (a match each), none dead-lettered as late.
+func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var cfg bus.Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	parser := syslog.NewParser()
+	received := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	parse := func(line string, at time.Time, sender string) *event.Event {
+		ev := &event.Event{}
+		if err := parser.Parse([]byte(line), at, sender, ev); err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	forged := parse("<13>1 2026-12-01T18:04:50Z victim01 sshd - - - forged", received, "127.0.0.66:40000")
+	if err := b.PublishEvents(ctx, []*event.Event{forged}); err != nil {
+		t.Fatal(err)
+	}
+	var genuine []*event.Event
+	for i := range 20 {
+		at := received.Add(time.Duration(i) * time.Second)
+		genuine = append(genuine, parse(fmt.Sprintf("<13>1 %s victim01 sshd - - - genuine %d", at.Format(time.RFC3339), i), at, "127.0.0.10:514"))
+	}
+	if err := b.PublishEvents(ctx, genuine); err != nil {
+		t.Fatal(err)
+	}
+
+	s := New(b, set, func(string) time.Duration { return 2 * time.Minute }, logger, prometheus.NewRegistry())
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	// EVENTS is a work queue: it is empty once the filter acked every batch,
+	// which it does after its matches and dead letters were acked.
+	events, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := events.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the filter left %d messages of EVENTS", info.State.Msgs)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+
+	late := 0
+	readStream(ctx, t, b, bus.StreamDeadLetter, func(m *jetstream.RawStreamMsg) {
+		if m.Subject == "deadletter.late" {
+			late++
+		}
+	})
+	matched := map[string]bool{}
+	readStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+		err := bus.DecodeMatches(m.Data, func(m *event.Match) error {
+			matched[m.EventID] = true
+			return nil
+		}, func(_ []byte, err error) error { return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	missed := 0
+	for _, ev := range genuine {
+		if !matched[ev.ID] {
+			missed++
+		}
+	}
+	if late > 0 || missed > 0 {
+		t.Errorf("after one forged datagram: %d of 20 genuine victim01 events dead-lettered as late, %d raised no match", late, missed)
+	}
+	if !matched[forged.ID] {
+		t.Error("the forged event itself raised no match")
+	}
+}
+
+// readStream calls fn with every message stored in stream.
+func readStream(ctx context.Context, t *testing.T, b *bus.Bus, stream string, fn func(*jetstream.RawStreamMsg)) {
+	t.Helper()
+	st, err := b.JetStream().Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		return
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("reading %s message %d: %v", stream, seq, err)
+		}
+		fn(m)
+	}
+}
+
+// A late event stamped ahead of its reception was judged at its reception:
+// its dead letter's reason says so, and does not call 2099 "behind".
+func TestLateReasonGivesTheTimeJudged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var cfg bus.Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	stale := now.Add(-5 * time.Minute)
+	if err := b.PublishEvents(ctx, []*event.Event{
+		{ID: "now", Source: "syslog", Host: "victim01", Time: now, Received: now},
+		{ID: "stale", Source: "syslog", Host: "victim01", Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Received: stale},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(b, set, func(string) time.Duration { return 2 * time.Minute }, logger, prometheus.NewRegistry())
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	dl, err := b.JetStream().Stream(ctx, bus.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg *jetstream.RawStreamMsg
+	for msg == nil {
+		msg, err = dl.GetLastMsgForSubject(ctx, "deadletter.late")
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("no late dead letter: %v", err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	want := "late: received " + stale.Format(time.RFC3339) + " (stamped 2099-01-01T00:00:00Z, ahead of its reception) is more than 2m0s behind the newest syslog event from victim01"
+	if r := msg.Header.Get("Outpost-Reason"); r != want {
+		t.Errorf("reason\n %q, want\n %q", r, want)
+	}
+}

@@ -1,0 +1,273 @@
+package window
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// fakeClock is a wall clock a test moves by hand, safe to read from the
+// stage's goroutines.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// Once no match has come for idle_advance, the watermark catches up with
+// the wall clock minus the allowed lateness: an absence deadline in a
+// backlog read long after the fact fires then, not `for` + idle_advance +
+// lateness after the backlog's last event. Through the real stage, on an
+// embedded JetStream and Badger, with an injected clock; the alert also
+// carries the rule's fields (item 17, in the live stage).
+func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var bcfg bus.Config
+	if err := bcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	var scfg state.Config
+	if err := scfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := state.Open(t.TempDir(), scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	wall := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	clock := &fakeClock{}
+	clock.set(wall)
+	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
+	s.now = clock.now
+
+	// A backlog: web-01's last event two hours ago, read now.
+	last := wall.Add(-2 * time.Hour)
+	m := &event.Match{RuleID: "silent", Key: "host=web-01", Time: last, Seen: last, EventID: "e1", Fields: map[string]string{"host": "web-01"}}
+	if _, err := b.JetStream().Publish(ctx, "matches.0", bus.AppendRecord(nil, event.AppendMatch(nil, m))); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(ctx, t, "the match applied", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.maxTime == last.UnixNano() && len(s.layers) == 0
+	})
+
+	// Idle, but not yet for idle_advance: nothing fires (the deadline,
+	// last + 30m, is still ahead of last - 2m).
+	clock.advance(cfg.IdleAdvance - time.Second)
+	time.Sleep(1500 * time.Millisecond) // the timers check every second
+	if n := alertCount(ctx, t, b); n != 0 {
+		t.Fatalf("%d alerts before idle_advance passed", n)
+	}
+	s.mu.Lock()
+	wm := s.Watermark()
+	s.mu.Unlock()
+	if want := last.Add(-cfg.AllowedLateness).UnixNano(); wm != want {
+		t.Errorf("watermark before idle_advance %s, want %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
+	}
+
+	clock.advance(2 * time.Second)
+	s.mu.Lock()
+	wm = s.Watermark()
+	s.mu.Unlock()
+	if want := clock.now().Add(-cfg.AllowedLateness).UnixNano(); wm != want {
+		t.Errorf("watermark after idle_advance %s, want the wall clock minus lateness, %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
+	}
+	waitFor(ctx, t, "the silence alert", func() bool { return alertCount(ctx, t, b) > 0 })
+	var a event.Alert
+	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw.Data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Key != "host=web-01" || a.Fields["host"] != "web-01" || !a.FirstSeen.Equal(last) {
+		t.Errorf("alert %+v, want web-01's silence since %s with fields.host", a, last)
+	}
+}
+
+func alertCount(ctx context.Context, t *testing.T, b *bus.Bus) uint64 {
+	t.Helper()
+	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// waitFor polls cond until it holds, for at most 5 seconds.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// The live stage, on an embedded JetStream and Badger: victim01's last
+// genuine match, then one match claiming victim01 stamped 2099 (received a
+// second later), then silence. The silence alert must fire once the
+// watermark passes 30m after that reception — not never, and not at once.
+func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var bcfg bus.Config
+	if err := bcfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	var scfg state.Config
+	if err := scfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := state.Open(t.TempDir(), scfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	last := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	received := last.Add(time.Second) // the forged datagram's reception
+	clock := &fakeClock{}
+	clock.set(received)
+	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
+	s.now = clock.now
+
+	fields := map[string]string{"host": "victim01"}
+	var data []byte
+	for _, m := range []*event.Match{
+		{RuleID: "silent", Key: "host=victim01", Time: last, Seen: last, EventID: "genuine", Fields: fields},
+		{RuleID: "silent", Key: "host=victim01", Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Seen: received, EventID: "forged", Fields: fields},
+	} {
+		data = bus.AppendRecord(data, event.AppendMatch(nil, m))
+	}
+	if _, err := b.JetStream().Publish(ctx, "matches.0", data); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(ctx, t, "the matches applied", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.maxTime == received.UnixNano() && len(s.layers) == 0
+	})
+
+	// Idle since: the watermark is the wall clock minus the lateness. At
+	// exactly the deadline (reception + 30m) nothing may fire.
+	deadline := received.Add(30 * time.Minute)
+	clock.set(deadline.Add(cfg.AllowedLateness))
+	time.Sleep(1500 * time.Millisecond) // the timers check every second
+	if n := alertCount(ctx, t, b); n != 0 {
+		t.Errorf("%d alerts before the deadline passed", n)
+	}
+	clock.advance(2 * time.Second)
+	ctxWait, cancelWait := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelWait()
+	for alertCount(ctx, t, b) == 0 {
+		select {
+		case <-ctxWait.Done():
+			t.Fatalf("no silence alert for victim01 with the watermark %s past its last reception (+30m)", time.Unix(0, s.watermarkLocked()).UTC().Sub(deadline))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a event.Alert
+	if err := json.Unmarshal(raw.Data, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Key != "host=victim01" || a.Fields["host"] != "victim01" || !a.FirstSeen.Equal(received) {
+		t.Errorf("alert %s since %s, want victim01's silence since %s", a.Key, a.FirstSeen.Format(time.RFC3339), received.Format(time.RFC3339))
+	}
+	if n := alertCount(ctx, t, b); n != 1 {
+		t.Errorf("%d alerts, want 1", n)
+	}
+}
+
+func (s *Stage) watermarkLocked() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Watermark()
+}
