@@ -51,57 +51,62 @@ type Pipeline struct {
 
 // Open loads the rules, opens the state and the bus, and opens every
 // listener, so a caller can read Addrs before Run. cfg must have been
-// validated. On error everything opened so far is closed again.
-func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (p *Pipeline, err error) {
-	p = &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			p.close()
-		}
-	}()
-	if p.rules, err = loadRules(cfg.Rules); err != nil {
+// validated. On error everything opened so far is closed again and the
+// error says what could not be opened (a second `outpost run` on the same
+// data_dir or ports fails here, cleanly).
+func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (*Pipeline, error) {
+	p := &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	if err := p.open(ctx, version); err != nil {
+		p.close()
 		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pipeline) open(ctx context.Context, version string) (err error) {
+	cfg, logger := p.cfg, p.log
+	if p.rules, err = loadRules(cfg.Rules); err != nil {
+		return err
 	}
 	if err = os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
+		return fmt.Errorf("creating data dir: %w", err)
 	}
 	if p.db, err = state.Open(filepath.Join(cfg.DataDir, "state"), cfg.State, logger); err != nil {
-		return nil, err
+		return err
 	}
 	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
-		return nil, err
+		return err
 	}
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
-		return nil, err
+		return err
 	}
 	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
 		// It publishes with PublishEvents, not the publisher: it checkpoints
 		// only after JetStream acked, which the publisher's queue hides.
 		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
 	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
 	p.registerReload()
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
-		return nil, err
+		return err
 	}
 	p.sources = append(p.sources, p.syslog.Metrics())
 	if p.azure != nil {
 		p.sources = append(p.sources, p.azure.Metrics())
 	}
 	p.registerLinkRatio()
-	if err = p.syslog.Listen(); err != nil {
-		return nil, err
-	}
 	if cfg.HTTP.Listen != "off" {
 		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus, p.serveAlert); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return p, nil
+	// Last: if a syslog socket cannot be opened, Listen closes the others,
+	// and close() the rest.
+	return p.syslog.Listen()
 }
 
 func loadRules(cfg RulesConfig) (*rules.Set, error) {
