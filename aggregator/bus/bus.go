@@ -24,6 +24,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -46,6 +47,9 @@ type Bus struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	log    *slog.Logger
+
+	mOnce sync.Once
+	m     *metrics
 }
 
 // Open starts the embedded server (unless cfg.URL is set), connects, and
@@ -215,10 +219,21 @@ func (l serverLogger) Tracef(format string, v ...any)  {}
 
 // DeadLetter publishes data that a stage could not process to
 // deadletter.<source> and waits for the ack. The reason and the sender go
-// in headers.
+// in headers. Each stored dead letter is counted in
+// outpost_dead_letters_total{stage, reason}.
 func (b *Bus) DeadLetter(ctx context.Context, source, reason string, data []byte, sender string) error {
-	_, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
-	return err
+	ack, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
+	if err != nil {
+		return err
+	}
+	b.countDeadLetter(ack.Stream, source, reason)
+	return nil
+}
+
+func (b *Bus) countDeadLetter(stream, source, reason string) {
+	m := b.metrics()
+	m.published.WithLabelValues(stream).Inc()
+	m.deadLetters.WithLabelValues(deadLetterLabels(source, reason)).Inc()
 }
 
 func deadLetterMsg(source, reason string, data []byte, sender string) *nats.Msg {

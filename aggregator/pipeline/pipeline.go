@@ -77,6 +77,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
 		return err
 	}
+	if err = p.bus.RegisterMetrics(p.reg); err != nil {
+		return err
+	}
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
 		return err

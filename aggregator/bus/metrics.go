@@ -1,0 +1,80 @@
+package bus
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the bus's own instruments, shared by every path that
+// publishes through it (the Publisher, PublishEvents, DeadLetter), so one
+// counter covers each thing whichever stage sent it.
+type metrics struct {
+	published   *prometheus.CounterVec // stream
+	deadLetters *prometheus.CounterVec // stage, reason
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_bus_published_messages_total",
+			Help: "Messages acknowledged by JetStream, by stream.",
+		}, []string{"stream"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_dead_letters_total",
+			Help: "Messages stored in DEADLETTER, by the stage that sent them and reason class (late, undecodable, oversize, bad_length, truncated, json, schema, layout, unparsable).",
+		}, []string{"stage", "reason"}),
+	}
+}
+
+func (b *Bus) metrics() *metrics {
+	b.mOnce.Do(func() { b.m = newMetrics() })
+	return b.m
+}
+
+// RegisterMetrics registers the bus's metrics on reg. Without it they are
+// kept but not exported.
+func (b *Bus) RegisterMetrics(reg prometheus.Registerer) error {
+	m := b.metrics()
+	for _, c := range []prometheus.Collector{m.published, m.deadLetters} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Dead-letter stages: the `source` argument of DeadLetter, with "late"
+// (the rule filter's late events) folded into "filter".
+var deadLetterStages = map[string]bool{
+	"syslog": true, "azure_blob": true, "filter": true, "windows": true, "forwarder": true,
+}
+
+// Reason classes a source's dead letter may start with ("oversize: …").
+var sourceReasons = map[string]bool{
+	"oversize": true, "bad_length": true, "truncated": true, // syslog framing, and any oversized event
+	"json": true, "schema": true, "layout": true, // azure_blob records
+}
+
+// deadLetterLabels maps DeadLetter's free-text source and reason onto
+// bounded label values: stage is one of deadLetterStages or "other";
+// reason is "late", "undecodable" (a message of Outpost's own that did not
+// decode: filter, windows, forwarder), one of sourceReasons, or
+// "unparsable" (any other input a source could not parse).
+func deadLetterLabels(source, reason string) (stage, class string) {
+	if source == "late" {
+		return "filter", "late"
+	}
+	stage = source
+	if !deadLetterStages[stage] {
+		stage = "other"
+	}
+	switch stage {
+	case "filter", "windows", "forwarder":
+		return stage, "undecodable"
+	}
+	if kind, _, ok := strings.Cut(reason, ":"); ok && sourceReasons[kind] {
+		return stage, kind
+	}
+	return stage, "unparsable"
+}
