@@ -85,7 +85,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, logger *slog.Logger) 
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
 	b.nc = nc
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, b.publishOptions()...)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
@@ -222,8 +222,11 @@ func (l serverLogger) Tracef(format string, v ...any)  {}
 // in headers. Each stored dead letter is counted in
 // outpost_dead_letters_total{stage, reason}.
 func (b *Bus) DeadLetter(ctx context.Context, source, reason string, data []byte, sender string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
 	ack, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
 	if err != nil {
+		b.countPublishError("deadletter."+source, err)
 		return err
 	}
 	b.countDeadLetter(ack.Stream, source, reason)

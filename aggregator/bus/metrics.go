@@ -1,8 +1,12 @@
 package bus
 
 import (
+	"context"
+	"errors"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,6 +16,8 @@ import (
 type metrics struct {
 	published   *prometheus.CounterVec // stream
 	deadLetters *prometheus.CounterVec // stage, reason
+	ackErrors   *prometheus.CounterVec // stream
+	pubErrors   *prometheus.CounterVec // stream, error_type
 }
 
 func newMetrics() *metrics {
@@ -24,6 +30,14 @@ func newMetrics() *metrics {
 			Name: "outpost_dead_letters_total",
 			Help: "Messages stored in DEADLETTER, by the stage that sent them and reason class (late, undecodable, oversize, bad_length, truncated, json, schema, layout, unparsable).",
 		}, []string{"stage", "reason"}),
+		ackErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_bus_ack_errors_total",
+			Help: "Acks JetStream did not confirm within the timeout (retried; the message is redelivered if none is confirmed), by stream.",
+		}, []string{"stream"}),
+		pubErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_bus_publish_errors_total",
+			Help: "Publishes JetStream did not ack, by stream and error_type (timeout, unavailable, rejected, other); each is retried by its stage.",
+		}, []string{"stream", "error_type"}),
 	}
 }
 
@@ -36,7 +50,7 @@ func (b *Bus) metrics() *metrics {
 // kept but not exported.
 func (b *Bus) RegisterMetrics(reg prometheus.Registerer) error {
 	m := b.metrics()
-	for _, c := range []prometheus.Collector{m.published, m.deadLetters} {
+	for _, c := range []prometheus.Collector{m.published, m.deadLetters, m.ackErrors, m.pubErrors} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -77,4 +91,52 @@ func deadLetterLabels(source, reason string) (stage, class string) {
 		return stage, kind
 	}
 	return stage, "unparsable"
+}
+
+// publishOptions bound every asynchronous publish of every stage (the
+// publisher, PublishEvents, the rule filter's matches, the windows'
+// alerts) by PublishTimeout: JetStream does not answer a publish it could
+// not write (a full disk), and a future without a timeout would wait
+// forever. Every failed async publish is counted here, once.
+func (b *Bus) publishOptions() []jetstream.JetStreamOpt {
+	return []jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncTimeout(b.cfg.PublishTimeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			b.countPublishError(m.Subject, err)
+		}),
+	}
+}
+
+// streamOf names the stream of a subject, for labels.
+func streamOf(subject string) string {
+	prefix, _, _ := strings.Cut(subject, ".")
+	switch prefix {
+	case "events":
+		return StreamEvents
+	case "matches":
+		return StreamMatches
+	case "alerts":
+		return StreamAlerts
+	case "deadletter":
+		return StreamDeadLetter
+	}
+	return "other"
+}
+
+func (b *Bus) countPublishError(subject string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // a stop, not a fault
+	}
+	var apiErr *jetstream.APIError
+	kind := "other"
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, context.DeadlineExceeded):
+		kind = "timeout"
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected):
+		kind = "unavailable"
+	case errors.As(err, &apiErr):
+		kind = "rejected"
+	}
+	b.metrics().pubErrors.WithLabelValues(streamOf(subject), kind).Inc()
 }
