@@ -50,6 +50,10 @@ type Bus struct {
 
 	mOnce sync.Once
 	m     *metrics
+	gate  Gate // nil: never held
+
+	health     jsHealth      // see Watch
+	watchEvery time.Duration // default 1s; tests shorten it
 }
 
 // Open starts the embedded server (unless cfg.URL is set), connects, and

@@ -124,6 +124,17 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 	failures := 0
 	var avgSize float64 // bytes per message, for BatchBytes
 	for ctx.Err() == nil {
+		if b.processHeld() {
+			// The disk is almost full: finish the batch in flight, then
+			// fetch nothing (no ack deadline runs out on a held batch)
+			// until there is room again.
+			if ok, _ := settle(nil); !ok {
+				return nil
+			}
+			if b.waitProcess(ctx) != nil {
+				break
+			}
+		}
 		// Take what is there without waiting; only when nothing is, settle
 		// the batch in flight, then wait (up to 500ms) for the next message.
 		// Fetch(n) alone would hold a half-full batch until its deadline,

@@ -25,8 +25,8 @@ var ErrClosed = errors.New("publisher closed")
 // asynchronously, with JetStream's acks awaited per round.
 //
 // Publish only enqueues: it blocks while the queue is full, which is how
-// backpressure from JetStream (a full stream, a lost connection) reaches the
-// sources. A failed publish is retried with backoff until it succeeds or the
+// backpressure from JetStream (a full stream, a lost connection) or from a
+// low disk (SetGate) reaches the sources. A failed publish is retried with backoff until it succeeds or the
 // publisher is stopped; nothing is dropped. Events still queued when the
 // process dies are lost; the queue is small (Capacity) for that reason, and
 // syslog senders have no acknowledgement to hold them anyway.
@@ -156,6 +156,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return nil
 		}
 		items = p.fill(items)
+		// While the disk is low, hold the items: the queue fills and
+		// Publish blocks, which is the sources' back-pressure.
+		if err := p.bus.waitIngest(ctx); err != nil {
+			return nil
+		}
 		if err := p.send(ctx, items); err != nil {
 			return nil // ctx ended mid-retry
 		}
@@ -178,6 +183,10 @@ func (p *Publisher) drain(ctx context.Context, items []item) error {
 	for {
 		items = p.fill(items[:0])
 		if len(items) == 0 {
+			return nil
+		}
+		// At a stop, what was read goes out unless the disk is almost full.
+		if err := p.bus.waitProcess(ctx); err != nil {
 			return nil
 		}
 		if err := p.send(ctx, items); err != nil {
@@ -299,8 +308,12 @@ func (b Backoff) Sleep(ctx context.Context, attempt int) error {
 // returned nil; a failed call may have published some of the events, so the
 // source re-reads from its old checkpoint and downstream stages drop the
 // duplicates by event id (which such sources derive from the record's
-// position, so a re-read gives the same ids).
+// position, so a re-read gives the same ids). While the disk is low it
+// waits (see SetGate).
 func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
+	if err := b.waitIngest(ctx); err != nil {
+		return err
+	}
 	items := make([]item, 0, len(evs))
 	for _, ev := range evs {
 		items = append(items, item{subject: "events." + ev.Source, data: event.AppendEvent(nil, ev)})

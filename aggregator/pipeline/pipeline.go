@@ -35,6 +35,7 @@ type Pipeline struct {
 	reg   *prometheus.Registry
 	bus   *bus.Bus
 	db    *state.DB
+	disk  *state.DiskGuard
 	rules *rules.Set
 
 	publisher *bus.Publisher
@@ -71,6 +72,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if err = os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	if p.disk, err = state.NewDiskGuard(cfg.DataDir, cfg.Disk, logger, p.reg); err != nil {
+		return err
+	}
 	if p.db, err = state.Open(filepath.Join(cfg.DataDir, "state"), cfg.State, logger); err != nil {
 		return err
 	}
@@ -80,6 +84,7 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if err = p.bus.RegisterMetrics(p.reg); err != nil {
 		return err
 	}
+	p.bus.SetGate(p.disk)
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
 		return err
@@ -140,11 +145,26 @@ func (p *Pipeline) Rules() *rules.Set {
 // Registry returns the metrics registry.
 func (p *Pipeline) Registry() *prometheus.Registry { return p.reg }
 
+// ready returns why the pipeline cannot make progress, or nil.
 func (p *Pipeline) ready() error {
+	return errors.Join(p.problems()...)
+}
+
+// problems lists what keeps the pipeline from making progress now.
+func (p *Pipeline) problems() []error {
+	var errs []error
 	if p.bus == nil || !p.bus.Conn().IsConnected() {
-		return errors.New("not connected to NATS")
+		errs = append(errs, errors.New("not connected to NATS"))
 	}
-	return nil
+	if err := p.disk.Check(); err != nil {
+		errs = append(errs, err)
+	}
+	if p.bus != nil {
+		if err := p.bus.Check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // Run runs every stage until ctx ends, then stops them in order: the
@@ -174,7 +194,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		{{name: "filter", run: p.filter.Run}},
 		{{name: "windows", run: p.windows.Run}},
 		{{name: "forwarder", run: p.forwarder.Run}},
-		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}},
+		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}, {name: "disk-watch", run: p.disk.Run}, {name: "nats-watch", run: p.bus.Watch}},
 	}
 	if p.http != nil {
 		layers[len(layers)-1] = append(layers[len(layers)-1], stage{name: "http", run: p.http.run})
