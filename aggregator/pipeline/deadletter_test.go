@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -55,16 +56,17 @@ func TestDeadLettersCounted(t *testing.T) {
 		st, err := js.Stream(context.Background(), "DEADLETTER")
 		return err == nil && st.CachedInfo().State.Msgs == 3
 	})
-	if got := seriesValue(r.reg, "outpost_bus_published_messages_total", map[string]string{"stream": "DEADLETTER"}); got != 3 {
-		t.Errorf("outpost_bus_published_messages_total{stream=DEADLETTER} = %v, want 3", got)
-	}
+	// Each stage counts once the stream has acked, just after the store.
+	waitFor(t, "three dead letters published", func() bool {
+		return seriesValue(r.reg, "outpost_bus_published_messages_total", map[string]string{"stream": "DEADLETTER"}) == 3
+	})
 	for _, want := range []map[string]string{
 		{"stage": "syslog", "reason": "oversize"},
 		{"stage": "filter", "reason": "undecodable"},
 		{"stage": "windows", "reason": "undecodable"},
 	} {
-		if got := seriesValue(r.reg, "outpost_dead_letters_total", want); got != 1 {
-			t.Errorf("outpost_dead_letters_total%v = %v, want 1", want, got)
-		}
+		waitFor(t, fmt.Sprintf("outpost_dead_letters_total%v = 1", want), func() bool {
+			return seriesValue(r.reg, "outpost_dead_letters_total", want) == 1
+		})
 	}
 }
