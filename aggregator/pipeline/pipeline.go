@@ -41,6 +41,7 @@ type Pipeline struct {
 	publisher *bus.Publisher
 	syslog    *syslog.Source
 	azure     *azureblob.Source // nil without ingest.azure_blob.accounts
+	azureRun  *supervised       // runs azure: its failures never stop the rest
 	filter    *filter.Stage
 	windows   *window.Stage
 	forwarder *forwarder.Forwarder
@@ -69,6 +70,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.rules, err = loadRules(cfg.Rules); err != nil {
 		return err
 	}
+	if err = CheckDisk(cfg); err != nil {
+		return err
+	}
 	if err = os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -95,6 +99,11 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
 			return err
 		}
+		failures, err := newSourceFailures(p.reg)
+		if err != nil {
+			return err
+		}
+		p.azureRun = newSupervised(azureblob.SourceName, p.azure.Run, logger, failures)
 	}
 	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
 	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
@@ -159,6 +168,9 @@ func (p *Pipeline) problems() []error {
 	if err := p.disk.Check(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := p.azureRun.Problem(); err != nil {
+		errs = append(errs, err)
+	}
 	if p.bus != nil {
 		if err := p.bus.Check(); err != nil {
 			errs = append(errs, err)
@@ -186,7 +198,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	sources := []stage{{name: "syslog", run: p.syslog.Run}}
 	if p.azure != nil {
-		sources = append(sources, stage{name: "azure_blob", run: p.azure.Run})
+		sources = append(sources, stage{name: "azure_blob", run: p.azureRun.Run})
 	}
 	layers := [][]stage{
 		sources,
