@@ -28,6 +28,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -51,6 +52,13 @@ type Bus struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	log    *slog.Logger
+
+	mOnce sync.Once
+	m     *metrics
+	gate  Gate // nil: never held
+
+	health     jsHealth      // see Watch
+	watchEvery time.Duration // default 1s; tests shorten it
 }
 
 // Open starts the embedded server (unless cfg.URL is set), connects, and
@@ -96,7 +104,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, logger *slog.Logger) 
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
 	}
 	b.nc = nc
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, b.publishOptions()...)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
@@ -252,10 +260,24 @@ func (l serverLogger) Tracef(format string, v ...any)  {}
 
 // DeadLetter publishes data that a stage could not process to
 // deadletter.<source> and waits for the ack. The reason and the sender go
-// in headers.
+// in headers. Each stored dead letter is counted in
+// outpost_dead_letters_total{stage, reason}.
 func (b *Bus) DeadLetter(ctx context.Context, source, reason string, data []byte, sender string) error {
-	_, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
-	return err
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	ack, err := b.js.PublishMsg(ctx, deadLetterMsg(source, reason, data, sender))
+	if err != nil {
+		b.countPublishError("deadletter."+source, err)
+		return err
+	}
+	b.countDeadLetter(ack.Stream, source, reason)
+	return nil
+}
+
+func (b *Bus) countDeadLetter(stream, source, reason string) {
+	m := b.metrics()
+	m.published.WithLabelValues(stream).Inc()
+	m.deadLetters.WithLabelValues(deadLetterLabels(source, reason)).Inc()
 }
 
 func deadLetterMsg(source, reason string, data []byte, sender string) *nats.Msg {

@@ -30,6 +30,10 @@ type Config struct {
 	// DuplicateWindow is how long JetStream remembers alert ids to drop a
 	// replayed alert at publish time.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// PublishTimeout bounds the wait for JetStream's ack of one publish;
+	// past it the publish fails and is retried (counted in
+	// outpost_bus_publish_errors_total). Default 10s.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 
 	Streams Streams `yaml:"streams"`
 }
@@ -80,6 +84,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DuplicateWindow < 0 {
 		errs.Addf("nats.duplicate_window: must be positive, got %s", c.DuplicateWindow)
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 10 * time.Second
+	}
+	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
+		errs.Addf("nats.publish_timeout: must be 100ms to 5m, got %s", c.PublishTimeout)
 	}
 	if c.URL != "" && c.Listen != "" {
 		errs.Addf("nats.listen: only applies to the embedded server; remove it or nats.url")

@@ -96,7 +96,7 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		}
 		return fmt.Errorf("creating consumer %s on %s: %w", cc.Durable, cc.Stream, err)
 	}
-	c := &consumer{cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}
+	c := &consumer{b: b, cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}
 	var inflight *unsettled
 	// settle waits for the batch in flight and acks it. If its wait fails,
 	// it hands it again, and next (handled on top of it) after it: retried
@@ -124,6 +124,17 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 	failures := 0
 	var avgSize float64 // bytes per message, for BatchBytes
 	for ctx.Err() == nil {
+		if b.processHeld() {
+			// The disk is almost full: finish the batch in flight, then
+			// fetch nothing (no ack deadline runs out on a held batch)
+			// until there is room again.
+			if ok, _ := settle(nil); !ok {
+				return nil
+			}
+			if b.waitProcess(ctx) != nil {
+				break
+			}
+		}
 		// Take what is there without waiting; only when nothing is, settle
 		// the batch in flight, then wait (up to 500ms) for the next message.
 		// Fetch(n) alone would hold a half-full batch until its deadline,
@@ -189,18 +200,67 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 }
 
 type consumer struct {
+	b       *Bus
 	cc      ConsumerConfig
 	log     *slog.Logger
 	h       AsyncHandler
 	backoff Backoff
 }
 
+// ackTimeout bounds one ack's round trip to JetStream.
+const ackTimeout = 5 * time.Second
+
+// ack acknowledges a batch and makes sure JetStream got it: a fire-and-
+// forget ack sent while JetStream is down (out of disk, restarting) or
+// across a reconnect is lost without a word, and the message stays in its
+// work queue to be handled again. The acks go out without waiting and the
+// last is a double ack: JetStream processes one connection's acks in
+// order, so its reply confirms the others. If it fails, or the connection
+// reconnected meanwhile, every message is double-acked, each retried with
+// backoff until confirmed, until half the ack wait has passed (past it the
+// server redelivers anyway; handlers are idempotent) or ctx ends.
+// Failures are counted in outpost_bus_ack_errors_total{stream}.
 func (c *consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
+	if len(msgs) == 0 {
+		return
+	}
+	reconnects := c.b.nc.Stats().Reconnects
+	last := len(msgs) - 1
+	for _, m := range msgs[:last] {
+		_ = m.Ack() // confirmed below
+	}
+	if c.doubleAck(ctx, msgs[last]) == nil && c.b.nc.Stats().Reconnects == reconnects {
+		return
+	}
+	deadline := time.Now().Add(c.cc.AckWait / 2)
 	for _, m := range msgs {
-		if err := m.Ack(); err != nil && ctx.Err() == nil {
-			c.log.Warn("ack failed; the message will be redelivered", "consumer", c.cc.Durable, "err", err)
+		for attempt := 0; ; attempt++ {
+			err := c.doubleAck(ctx, m)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.log.Warn("ack not confirmed; the message will be redelivered", "consumer", c.cc.Durable, "err", err)
+				break
+			}
+			if attempt == 0 {
+				c.log.Warn("ack not confirmed; retrying", "consumer", c.cc.Durable, "err", err)
+			}
+			if c.backoff.Sleep(ctx, attempt) != nil {
+				return
+			}
 		}
 	}
+}
+
+func (c *consumer) doubleAck(ctx context.Context, m jetstream.Msg) error {
+	actx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	err := m.DoubleAck(actx)
+	if err != nil && ctx.Err() == nil {
+		c.b.metrics().ackErrors.WithLabelValues(c.cc.Stream).Inc()
+	}
+	return err
 }
 
 func (c *consumer) nak(us ...*unsettled) {

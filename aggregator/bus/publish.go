@@ -25,19 +25,20 @@ var ErrClosed = errors.New("publisher closed")
 // asynchronously, with JetStream's acks awaited per round.
 //
 // Publish only enqueues: it blocks while the queue is full, which is how
-// backpressure from JetStream (a full stream, a lost connection) reaches the
-// sources. A failed publish is retried with backoff until it succeeds or the
+// backpressure from JetStream (a full stream, a lost connection) or from a
+// low disk (SetGate) reaches the sources. A failed publish is retried with backoff until it succeeds or the
 // publisher is stopped; nothing is dropped. Events still queued when the
 // process dies are lost; the queue is small (Capacity) for that reason, and
 // syslog senders have no acknowledgement to hold them anyway.
 type Publisher struct {
+	bus   *Bus
 	js    jetstream.JetStream
 	queue chan item
 	done  chan struct{}
 	batch int
 	log   *slog.Logger
 
-	published  *prometheus.CounterVec
+	m          *metrics
 	events     prometheus.Counter
 	tooBig     prometheus.Counter
 	maxPayload int
@@ -61,15 +62,13 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		cfg.Batch = 4096
 	}
 	p := &Publisher{
-		js:    b.js,
-		queue: make(chan item, cfg.Capacity),
-		done:  make(chan struct{}),
-		batch: cfg.Batch,
-		log:   logger.With("component", "publisher"),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outpost_bus_published_messages_total",
-			Help: "Messages acknowledged by JetStream, by stream.",
-		}, []string{"stream"}),
+		bus:        b,
+		js:         b.js,
+		queue:      make(chan item, cfg.Capacity),
+		done:       make(chan struct{}),
+		batch:      cfg.Batch,
+		log:        logger.With("component", "publisher"),
+		m:          b.metrics(),
 		maxPayload: int(b.nc.MaxPayload()) - 4096, // room for headers
 		tooBig: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_bus_oversized_events_total",
@@ -88,7 +87,7 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		Name: "outpost_bus_publish_queue_events",
 		Help: "Events waiting in memory for their JetStream publish.",
 	}, func() float64 { return float64(len(p.queue)) })
-	reg.MustRegister(p.published, p.events, p.tooBig, p.retries, p.queued)
+	reg.MustRegister(p.events, p.tooBig, p.retries, p.queued)
 	return p
 }
 
@@ -99,25 +98,27 @@ func (p *Publisher) Publish(ctx context.Context, ev *event.Event) error {
 		// It could never be published; keep a sample for a human instead
 		// of retrying forever.
 		p.tooBig.Inc()
-		reason := fmt.Sprintf("event of %d bytes encoded exceeds the NATS max payload of %d", len(data), p.maxPayload)
+		reason := fmt.Sprintf("oversize: event of %d bytes encoded exceeds the NATS max payload of %d", len(data), p.maxPayload)
 		sample, _ := json.Marshal(ev)
-		return p.enqueue(ctx, item{msg: deadLetterMsg(ev.Source, reason, sample[:min(len(sample), 64<<10)], ev.Sender)})
+		return p.enqueue(ctx, item{msg: deadLetterMsg(ev.Source, reason, sample[:min(len(sample), 64<<10)], ev.Sender), source: ev.Source, reason: reason})
 	}
 	return p.enqueue(ctx, item{subject: "events." + ev.Source, data: data})
 }
 
 // item is one queued thing to publish: an encoded event (batched with its
-// neighbours of the same subject) or a whole message (a dead letter).
+// neighbours of the same subject) or a whole message (a dead letter, with
+// its source and reason for the count).
 type item struct {
-	subject string
-	data    []byte
-	msg     *nats.Msg
+	subject        string
+	data           []byte
+	msg            *nats.Msg
+	source, reason string
 }
 
 // DeadLetter queues raw input that could not be parsed for DEADLETTER,
 // with the reason and sender in headers.
 func (p *Publisher) DeadLetter(ctx context.Context, source, reason string, raw []byte, sender string) error {
-	return p.enqueue(ctx, item{msg: deadLetterMsg(source, reason, append([]byte(nil), raw...), sender)})
+	return p.enqueue(ctx, item{msg: deadLetterMsg(source, reason, append([]byte(nil), raw...), sender), source: source, reason: reason})
 }
 
 func (p *Publisher) enqueue(ctx context.Context, m item) error {
@@ -155,6 +156,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return nil
 		}
 		items = p.fill(items)
+		// While the disk is low, hold the items: the queue fills and
+		// Publish blocks, which is the sources' back-pressure.
+		if err := p.bus.waitIngest(ctx); err != nil {
+			return nil
+		}
 		if err := p.send(ctx, items); err != nil {
 			return nil // ctx ended mid-retry
 		}
@@ -179,16 +185,22 @@ func (p *Publisher) drain(ctx context.Context, items []item) error {
 		if len(items) == 0 {
 			return nil
 		}
+		// At a stop, what was read goes out unless the disk is almost full.
+		if err := p.bus.waitProcess(ctx); err != nil {
+			return nil
+		}
 		if err := p.send(ctx, items); err != nil {
 			return nil
 		}
 	}
 }
 
-// pending is one message of a round and how many events it carries.
+// pending is one message of a round and how many events it carries; a
+// dead letter carries its item.
 type pending struct {
 	msg    *nats.Msg
 	events int
+	dead   *item
 }
 
 // pack turns queued items into messages: consecutive events of one
@@ -198,7 +210,7 @@ func pack(items []item) []pending {
 	var cur *pending
 	for _, it := range items {
 		if it.msg != nil {
-			out = append(out, pending{msg: it.msg})
+			out = append(out, pending{msg: it.msg, dead: &it})
 			cur = nil
 			continue
 		}
@@ -236,8 +248,12 @@ func (p *Publisher) send(ctx context.Context, items []item) error {
 			}
 			select {
 			case ack := <-f.Ok():
-				p.published.WithLabelValues(ack.Stream).Inc()
-				p.events.Add(float64(todo[i].events))
+				if d := todo[i].dead; d != nil {
+					p.bus.countDeadLetter(ack.Stream, d.source, d.reason)
+				} else {
+					p.m.published.WithLabelValues(ack.Stream).Inc()
+					p.events.Add(float64(todo[i].events))
+				}
 			case err := <-f.Err():
 				if attempt == 0 {
 					p.log.Warn("publish failed, retrying", "subject", f.Msg().Subject, "err", err)
@@ -292,8 +308,12 @@ func (b Backoff) Sleep(ctx context.Context, attempt int) error {
 // returned nil; a failed call may have published some of the events, so the
 // source re-reads from its old checkpoint and downstream stages drop the
 // duplicates by event id (which such sources derive from the record's
-// position, so a re-read gives the same ids).
+// position, so a re-read gives the same ids). While the disk is low it
+// waits (see SetGate).
 func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
+	if err := b.waitIngest(ctx); err != nil {
+		return err
+	}
 	items := make([]item, 0, len(evs))
 	for _, ev := range evs {
 		items = append(items, item{subject: "events." + ev.Source, data: event.AppendEvent(nil, ev)})
@@ -309,7 +329,8 @@ func (b *Bus) PublishEvents(ctx context.Context, evs []*event.Event) error {
 	}
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			b.metrics().published.WithLabelValues(ack.Stream).Inc()
 		case err := <-f.Err():
 			return fmt.Errorf("publishing events: %w", err)
 		case <-ctx.Done():

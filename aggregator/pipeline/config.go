@@ -35,6 +35,7 @@ type Config struct {
 	Rules     RulesConfig      `yaml:"rules"`
 	Windows   window.Config    `yaml:"windows"`
 	State     state.Config     `yaml:"state"`
+	Disk      state.DiskConfig `yaml:"disk"`
 	Forwarder forwarder.Config `yaml:"forwarder"`
 }
 
@@ -116,6 +117,7 @@ func (c *Config) Validate() error {
 	}
 	add(c.Windows.Validate())
 	add(c.State.Validate())
+	add(c.Disk.Validate())
 	add(c.Forwarder.Validate())
 	if len(errs) == 0 {
 		return nil

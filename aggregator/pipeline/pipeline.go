@@ -35,11 +35,13 @@ type Pipeline struct {
 	reg   *prometheus.Registry
 	bus   *bus.Bus
 	db    *state.DB
+	disk  *state.DiskGuard
 	rules *rules.Set
 
 	publisher *bus.Publisher
 	syslog    *syslog.Source
 	azure     *azureblob.Source // nil without ingest.azure_blob.accounts
+	azureRun  *supervised       // runs azure: its failures never stop the rest
 	filter    *filter.Stage
 	windows   *window.Stage
 	forwarder *forwarder.Forwarder
@@ -51,57 +53,77 @@ type Pipeline struct {
 
 // Open loads the rules, opens the state and the bus, and opens every
 // listener, so a caller can read Addrs before Run. cfg must have been
-// validated. On error everything opened so far is closed again.
-func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (p *Pipeline, err error) {
-	p = &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
-	defer func() {
-		if err != nil {
-			p.close()
-		}
-	}()
-	if p.rules, err = loadRules(cfg.Rules); err != nil {
+// validated. On error everything opened so far is closed again and the
+// error says what could not be opened (a second `outpost run` on the same
+// data_dir or ports fails here, cleanly).
+func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (*Pipeline, error) {
+	p := &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	if err := p.open(ctx, version); err != nil {
+		p.close()
 		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pipeline) open(ctx context.Context, version string) (err error) {
+	cfg, logger := p.cfg, p.log
+	if p.rules, err = loadRules(cfg.Rules); err != nil {
+		return err
+	}
+	if err = CheckDisk(cfg); err != nil {
+		return err
 	}
 	if err = os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	if p.disk, err = state.NewDiskGuard(cfg.DataDir, cfg.Disk, logger, p.reg); err != nil {
+		return err
 	}
 	if p.db, err = state.Open(filepath.Join(cfg.DataDir, "state"), cfg.State, logger); err != nil {
-		return nil, err
+		return err
 	}
 	if p.bus, err = bus.Open(ctx, cfg.NATS, cfg.DataDir, logger); err != nil {
-		return nil, err
+		return err
 	}
+	if err = p.bus.RegisterMetrics(p.reg); err != nil {
+		return err
+	}
+	p.bus.SetGate(p.disk)
 	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
-		return nil, err
+		return err
 	}
 	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
 		// It publishes with PublishEvents, not the publisher: it checkpoints
 		// only after JetStream acked, which the publisher's queue hides.
 		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
-			return nil, err
+			return err
 		}
+		failures, err := newSourceFailures(p.reg)
+		if err != nil {
+			return err
+		}
+		p.azureRun = newSupervised(azureblob.SourceName, p.azure.Run, logger, failures)
 	}
 	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
 	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
 	p.registerReload()
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
-		return nil, err
+		return err
 	}
 	p.sources = append(p.sources, p.syslog.Metrics())
 	if p.azure != nil {
 		p.sources = append(p.sources, p.azure.Metrics())
 	}
 	p.registerLinkRatio()
-	if err = p.syslog.Listen(); err != nil {
-		return nil, err
-	}
 	if cfg.HTTP.Listen != "off" {
 		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus, p.serveAlert); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return p, nil
+	// Last: if a syslog socket cannot be opened, Listen closes the others,
+	// and close() the rest.
+	return p.syslog.Listen()
 }
 
 func loadRules(cfg RulesConfig) (*rules.Set, error) {
@@ -132,11 +154,29 @@ func (p *Pipeline) Rules() *rules.Set {
 // Registry returns the metrics registry.
 func (p *Pipeline) Registry() *prometheus.Registry { return p.reg }
 
+// ready returns why the pipeline cannot make progress, or nil.
 func (p *Pipeline) ready() error {
+	return errors.Join(p.problems()...)
+}
+
+// problems lists what keeps the pipeline from making progress now.
+func (p *Pipeline) problems() []error {
+	var errs []error
 	if p.bus == nil || !p.bus.Conn().IsConnected() {
-		return errors.New("not connected to NATS")
+		errs = append(errs, errors.New("not connected to NATS"))
 	}
-	return nil
+	if err := p.disk.Check(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := p.azureRun.Problem(); err != nil {
+		errs = append(errs, err)
+	}
+	if p.bus != nil {
+		if err := p.bus.Check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // Run runs every stage until ctx ends, then stops them in order: the
@@ -158,7 +198,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	sources := []stage{{name: "syslog", run: p.syslog.Run}}
 	if p.azure != nil {
-		sources = append(sources, stage{name: "azure_blob", run: p.azure.Run})
+		sources = append(sources, stage{name: "azure_blob", run: p.azureRun.Run})
 	}
 	layers := [][]stage{
 		sources,
@@ -166,7 +206,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		{{name: "filter", run: p.filter.Run}},
 		{{name: "windows", run: p.windows.Run}},
 		{{name: "forwarder", run: p.forwarder.Run}},
-		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}},
+		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}, {name: "disk-watch", run: p.disk.Run}, {name: "nats-watch", run: p.bus.Watch}},
 	}
 	if p.http != nil {
 		layers[len(layers)-1] = append(layers[len(layers)-1], stage{name: "http", run: p.http.run})

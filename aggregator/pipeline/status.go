@@ -19,6 +19,9 @@ type Status struct {
 	BytesOut     uint64             `json:"bytes_out"`
 	Ratio        float64            `json:"reduction_ratio"` // bytes in per byte out; 0 before anything went out
 	Destinations []forwarder.Status `json:"destinations"`
+	// Problems are what keeps the pipeline from making progress now (the
+	// reasons /readyz fails); empty when ready.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // received sums the events and bytes every source received.
@@ -34,6 +37,9 @@ func (p *Pipeline) received() (events, bytes float64) {
 func (p *Pipeline) Status() Status {
 	s := Status{Destinations: p.forwarder.Status()}
 	s.EventsIn, s.BytesIn = p.received()
+	for _, err := range p.problems() {
+		s.Problems = append(s.Problems, err.Error())
+	}
 	for _, d := range s.Destinations {
 		s.AlertsOut += d.AlertsOut
 		s.BytesOut += d.BytesOut

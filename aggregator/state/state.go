@@ -79,7 +79,14 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
 		WithNumMemtables(3).
 		WithBlockCacheSize(int64(cfg.CacheSize)).
 		WithIndexCacheSize(int64(cfg.CacheSize) / 2).
-		WithValueLogFileSize(256 << 20).
+		// Badger maps its memtable logs (2x MemTableSize each) and value
+		// log (2x ValueLogFileSize) as sparse files; writing into a page
+		// the full disk cannot back is SIGBUS, not an error. v4 has no
+		// unmapped mode short of InMemory, so Outpost keeps that space
+		// small (values are small and live in the LSM tree, the value log
+		// is nearly unused) and the disk guard (disk.min_free) keeps it
+		// free.
+		WithValueLogFileSize(64 << 20).
 		// Each key prefix has one writer, which orders its own writes (the
 		// windows stage commits its batches in order from one goroutine).
 		WithDetectConflicts(false)

@@ -84,6 +84,9 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := pipeline.CheckDisk(cfg); err != nil {
+				return err
+			}
 			n, err := pipeline.CheckRules(cfg)
 			if err != nil {
 				return err

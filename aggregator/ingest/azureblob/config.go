@@ -1,12 +1,15 @@
 package azureblob
 
 import (
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/outpost-siem/outpost/aggregator/config"
 )
@@ -204,6 +207,19 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 	}
 	checkSecret("connection_string", a.ConnectionString, a.Auth == AuthConnectionString)
 	checkSecret("account_key", a.AccountKey, a.Auth == AuthSharedKey)
+	// Inline secrets can be checked now; env and file ones only at run
+	// time (where a bad one is reported and retried, not fatal). The
+	// messages never quote the secret.
+	if v := a.ConnectionString.Value; v != "" && a.Auth == AuthConnectionString {
+		if _, err := azblob.NewClientFromConnectionString(v, nil); err != nil {
+			errs.Addf("%s.connection_string: not a storage connection string (want AccountName=…;AccountKey=…;BlobEndpoint=… or DefaultEndpointsProtocol=…;EndpointSuffix=…, with a base64 key)", key)
+		}
+	}
+	if v := a.AccountKey.Value; v != "" && a.Auth == AuthSharedKey {
+		if _, err := base64.StdEncoding.DecodeString(v); err != nil {
+			errs.Addf("%s.account_key: not base64 (an account key is the base64 text the portal shows)", key)
+		}
+	}
 	checkSecret("sas", a.SAS, a.Auth == AuthSAS)
 	switch {
 	case a.ClientID != "" && a.Auth != AuthManagedIdentity:

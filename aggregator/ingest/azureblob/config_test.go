@@ -101,3 +101,42 @@ func TestHourPrefix(t *testing.T) {
 		t.Errorf("hourPrefix = %q", got)
 	}
 }
+
+// TestConfigRejectsBadSecrets: a malformed inline connection string or a
+// non-base64 account key can never work; Validate (check-config) says so,
+// without quoting them. Good ones pass.
+func TestConfigRejectsBadSecrets(t *testing.T) {
+	const goodKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+	account := func(auth string, cs, key Secret) Account {
+		a := Account{Name: "a", Auth: auth, ConnectionString: cs, AccountKey: key, Containers: []Container{{Name: "insights-logs-signinlogs"}}}
+		if auth == AuthSharedKey {
+			a.URL, a.AccountName = "https://a.blob.core.windows.net/", "a"
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name string
+		a    Account
+		want string // "" = valid
+	}{
+		{"malformed connection string", account(AuthConnectionString, Secret{Value: "hunter2 is not a connection string"}, Secret{}), "connection_string: not a storage connection string"},
+		{"connection string with a non-base64 key", account(AuthConnectionString, Secret{Value: "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=hunter2!!;BlobEndpoint=http://127.0.0.1:10000/a;"}, Secret{}), "connection_string: not a storage connection string"},
+		{"non-base64 account key", account(AuthSharedKey, Secret{}, Secret{Value: "hunter2!!"}), "account_key: not base64"},
+		{"good connection string", account(AuthConnectionString, Secret{Value: "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=" + goodKey + ";BlobEndpoint=http://127.0.0.1:10000/a;"}, Secret{}), ""},
+		{"good account key", account(AuthSharedKey, Secret{}, Secret{Value: goodKey}), ""},
+		{"key from env, checked at run time", account(AuthSharedKey, Secret{}, Secret{Env: "OUTPOST_TEST_KEY"}), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{Accounts: []Account{tc.a}}
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("rejected: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("error %v, want %q", err, tc.want)
+			case err != nil && strings.Contains(err.Error(), "hunter2"):
+				t.Errorf("the error quotes the secret: %v", err)
+			}
+		})
+	}
+}
