@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -121,12 +122,46 @@ func (d *destination) run(ctx context.Context) error {
 		// Keep a batch's wait under the ack deadline's keep-alive.
 		batch = max(1, min(batch, int(d.cfg.RateLimit.AlertsPerSecond)))
 	}
+	if err := d.resume(ctx); err != nil {
+		return err
+	}
 	return d.bus.Consume(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamAlerts,
 		Durable: d.consumer(),
 		Batch:   batch,
 		AckWait: time.Minute,
 	}, d.log, d.handle)
+}
+
+// resume makes the consumer deliver again from its ack floor, at once.
+//
+// Alerts a previous process fetched and never acked (it crashed, or was
+// killed) are otherwise redelivered only once their AckWait runs out,
+// behind every newer alert: out of order. Resetting the consumer to its ack
+// floor forgets those deliveries, so the first alert this process gets is
+// the oldest one not known delivered, and the rest follow in stream order.
+// What lies above the floor and was acked is fetched again and suppressed
+// by sentIDs. Only one process may consume a destination (the forwarder's
+// order guarantee needs that anyway). A consumer that does not exist yet
+// has nothing to resume.
+func (d *destination) resume(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	js := d.bus.JetStream()
+	// The reset API is answered by the consumer itself: ask only one that
+	// exists.
+	_, err := js.Consumer(ctx, bus.StreamAlerts, d.consumer())
+	if err == nil {
+		_, err = js.ResetConsumer(ctx, bus.StreamAlerts, d.consumer())
+	}
+	switch {
+	case err == nil, errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nil // stopping
+	default:
+		return fmt.Errorf("resetting consumer %s to its ack floor: %w", d.consumer(), err)
+	}
 }
 
 // pass applies the destination's filter.

@@ -29,13 +29,20 @@ import (
 // what a forwarder needs, without the rest of the pipeline.
 type harness struct {
 	t   testing.TB
+	dir string
 	bus *bus.Bus
 	db  *state.DB
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	dir := t.TempDir()
+	return openHarness(t, t.TempDir())
+}
+
+// openHarness opens JetStream and Badger in dir, which may hold the state
+// a crashed harness left (see crash).
+func openHarness(t testing.TB, dir string) *harness {
+	t.Helper()
 	var bc bus.Config
 	if err := bc.Validate(); err != nil {
 		t.Fatal(err)
@@ -51,8 +58,21 @@ func newHarness(t testing.TB) *harness {
 		b.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close(); _ = db.Close() })
-	return &harness{t: t, bus: b, db: db}
+	h := &harness{t: t, dir: dir, bus: b, db: db}
+	t.Cleanup(h.crash)
+	return h
+}
+
+// crash closes JetStream and Badger under whatever still runs on them, as
+// a process that dies does: nothing it had not acked or written is. A
+// forwarder started on the harness must be stopped after crash.
+func (h *harness) crash() {
+	if h.bus == nil {
+		return
+	}
+	h.bus.Close()
+	_ = h.db.Close()
+	h.bus, h.db = nil, nil
 }
 
 func testLogger() *slog.Logger {
