@@ -96,12 +96,16 @@ func newDestMetrics(name string) (*destMetrics, []prometheus.Collector) {
 	m.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outpost_forwarder_errors_total", Help: "Failed dials, handshakes, writes and RELP responses, by type.", ConstLabels: labels,
 	}, []string{"error_type"})
-	for _, k := range []string{"dial", "tls", "write", "read", "refused", "protocol"} {
+	for _, k := range []string{"dial", "tls", "write", "stalled", "read", "refused", "protocol"} {
 		m.errs.WithLabelValues(k)
 	}
 	return m, []prometheus.Collector{
 		counter("outpost_forwarder_sent_alerts_total", "Alerts delivered (to the destination or its fallback).", &m.alerts),
 		counter("outpost_forwarder_sent_bytes_total", "Bytes of syslog messages delivered, framing excluded.", &m.bytes),
+		counter("outpost_forwarder_resent_alerts_total", "Alerts written again on a new connection because the old one failed, stalled or closed before they were confirmed (tcp, tls).", &m.resent),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_forwarder_unconfirmed_alerts", Help: "Alerts written to a tcp or tls connection and not yet confirmed delivered (held un-acked in ALERTS).", ConstLabels: labels,
+		}, func() float64 { return float64(m.unconfirmed.Load()) }),
 		counter("outpost_forwarder_failover_alerts_total", "Alerts delivered to the fallback while the destination was down.", &m.failover),
 		counter("outpost_forwarder_suppressed_alerts_total", "Replayed alerts not sent again because their id was recorded as sent.", &m.suppressed),
 		counter("outpost_forwarder_filtered_alerts_total", "Alerts below min_severity or without one of the tags.", &m.filtered),
