@@ -3,7 +3,6 @@ package forwarder
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -17,7 +16,9 @@ import (
 type entry struct {
 	msg   jetstream.Msg
 	size  int          // len(msg.Data()): what the queue's byte bound counts
-	alert *event.Alert // nil: nothing to send (filtered, dead-lettered, already sent)
+	send  bool         // false: nothing to send (filtered, dead-lettered, already sent)
+	id    string       // the alert's id
+	alert *event.Alert // decoded; dropped once written, decoded again for a resend
 
 	// out is the syslog message, rendered for outFor; it is dropped once
 	// written (a resend renders it again) and outLen kept for the metrics.
@@ -166,9 +167,8 @@ func fetchMsgs(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	for m := range b.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return msgs, err
-	}
+	// A batch that ended early (b.Error) is not a failure: what it
+	// brought is queued, and a lasting problem fails the next Fetch.
 	return msgs, nil
 }
 
@@ -177,21 +177,27 @@ func (d *destination) admit(ctx context.Context, msgs []jetstream.Msg, ferr erro
 	if len(msgs) == 0 {
 		return ferr
 	}
-	start := len(d.queue)
 	var ids []string
 	var idx []int
 	for _, m := range msgs {
+		if md, err := m.Metadata(); err == nil {
+			if md.Sequence.Stream <= d.lastSeq {
+				continue // redelivered while we hold it (AckWait ran out): it is queued already
+			}
+			d.lastSeq = md.Sequence.Stream
+		}
 		e := entry{msg: m, size: len(m.Data())}
 		a := new(event.Alert)
 		switch err := json.Unmarshal(m.Data(), a); {
 		case err != nil:
-			if err := d.bus.DeadLetter(ctx, "forwarder", err.Error(), m.Data(), ""); err != nil {
-				return err // not queued: redelivered after AckWait, or on the next start
+			reason := err.Error()
+			if err := d.retry(ctx, func() error { return d.bus.DeadLetter(ctx, "forwarder", reason, m.Data(), "") }); err != nil {
+				return err
 			}
 		case !d.pass(a):
 			d.m.filtered.Add(1)
 		default:
-			e.alert = a
+			e.alert, e.send, e.id = a, true, a.ID
 			ids = append(ids, a.ID)
 			idx = append(idx, len(d.queue))
 		}
@@ -199,14 +205,13 @@ func (d *destination) admit(ctx context.Context, msgs []jetstream.Msg, ferr erro
 		d.queueBytes += e.size
 	}
 	if len(ids) > 0 {
-		seen, err := d.sent.seen(ids)
-		if err != nil {
-			d.queue = d.queue[:start] // not queued; fetched again after a reset
+		var seen []bool
+		if err := d.retry(ctx, func() (err error) { seen, err = d.sent.seen(ids); return err }); err != nil {
 			return err
 		}
 		for i, s := range seen {
 			if s {
-				d.queue[idx[i]].alert = nil
+				d.queue[idx[i]].send = false
 				d.m.suppressed.Add(1)
 			}
 		}
@@ -217,11 +222,29 @@ func (d *destination) admit(ctx context.Context, msgs []jetstream.Msg, ferr erro
 	return ferr
 }
 
+// retry runs f until it succeeds or ctx ends: a fetched alert is never
+// dropped from the queue (JetStream would hand it out again only after
+// AckWait, out of order).
+func (d *destination) retry(ctx context.Context, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if attempt%10 == 0 {
+			d.log.Warn("forwarder cannot proceed; retrying", "err", err)
+		}
+		if err := d.backoff.Sleep(ctx, attempt); err != nil {
+			return err
+		}
+	}
+}
+
 // unwritten is the index of the first queued alert to be written, or
 // len(queue). Everything before d.next is written, done or not to be sent.
 func (d *destination) unwritten() int {
 	for d.next < len(d.queue) {
-		if e := &d.queue[d.next]; e.alert != nil && e.on == nil && !e.done {
+		if e := &d.queue[d.next]; e.send && e.on == nil && !e.done {
 			break
 		}
 		d.next++
@@ -315,8 +338,14 @@ func (d *destination) write(ctx context.Context) error {
 	var at []int
 	for i := first; i < len(d.queue) && len(chunk) < fetchBatch; i++ {
 		e := &d.queue[i]
-		if e.alert == nil || e.done || e.on != nil {
+		if !e.send || e.done || e.on != nil {
 			continue
+		}
+		if e.alert == nil {
+			e.alert = new(event.Alert)
+			if err := json.Unmarshal(e.msg.Data(), e.alert); err != nil {
+				return fmt.Errorf("decoding alert %s again: %w", e.id, err) // it decoded once
+			}
 		}
 		if e.outFor != l {
 			var cut bool
@@ -350,7 +379,7 @@ func (d *destination) write(ctx context.Context) error {
 			d.drainFailed = false
 		}
 		e.written = true
-		e.outLen, e.out, e.outFor = len(e.out), nil, nil
+		e.outLen, e.out, e.outFor, e.alert = len(e.out), nil, nil, nil
 		if tracked {
 			e.on, e.conn, e.end = l, conn, end
 			d.unconfirm(connRef{l, conn})
@@ -436,7 +465,7 @@ func (d *destination) drain(l *link, tr tracker) {
 // delivered as far as its transport can tell. acked caches the peer's
 // acknowledged bytes per connection for one settle.
 func (d *destination) confirmed(e *entry, acked map[connRef]uint64) bool {
-	if e.alert == nil || e.done {
+	if !e.send || e.done {
 		return true
 	}
 	if e.on == nil {
@@ -472,10 +501,10 @@ func (d *destination) settle(ctx context.Context) error {
 	var ids []string
 	var alerts, bytes int
 	for _, e := range d.queue[:k] {
-		if e.alert == nil {
+		if !e.send {
 			continue
 		}
-		ids = append(ids, e.alert.ID)
+		ids = append(ids, e.id)
 		alerts++
 		bytes += e.outLen
 		if e.on != d.primary {

@@ -59,6 +59,7 @@ type destination struct {
 	queue       []entry
 	next        int             // see unwritten
 	waiting     map[connRef]int // unconfirmed alerts per connection
+	lastSeq     uint64          // stream sequence of the last alert queued
 	queueBytes  int
 	lastWrite   time.Time
 	drainFailed bool

@@ -47,7 +47,7 @@ type Forwarder struct {
 // does no I/O beyond reading TLS files.
 func New(cfg Config, version string, b *bus.Bus, db *state.DB, logger *slog.Logger, reg prometheus.Registerer) (*Forwarder, error) {
 	f := &Forwarder{
-		cfg: cfg, bus: b, log: logger.With("component", "forwarder"), monitorEvery: 10 * time.Second,
+		cfg: cfg, bus: b, log: logger.With("component", "forwarder"), monitorEvery: time.Second,
 		streamFull: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outpost_forwarder_alerts_stream_full",
 			Help: "1 while the ALERTS stream is at 95% or more of its max_bytes: the oldest alerts are being dropped, delivered or not.",
