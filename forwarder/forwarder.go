@@ -4,16 +4,19 @@
 // syslog format (RFC 5424 or RFC 3164) and a transport (tcp, tls, udp,
 // relp) that is redialled with backoff.
 //
-// Delivery contract, per destination: alerts go out in stream order; a
-// batch is acked only after every alert in it was delivered (written and
-// flushed for tcp/tls/udp, "rsp 200" for relp), and the delivered ids were
-// recorded in Badger (see sentIDs). While the receiver is unreachable the
-// batch in hand is retried forever (its ack deadline kept alive) and the
-// rest waits in JetStream, bounded by the ALERTS stream's limits; a
-// destination that is down never holds up another one, nor ingest. A crash
-// replays unacked alerts: the ones whose ids were recorded are suppressed,
-// the rest are sent again with the same CEF externalId. Plain TCP and TLS
-// cannot tell what a receiver that died had not yet read; RELP can.
+// Delivery contract, per destination: alerts go out in stream order and
+// are acked in JetStream, in that order, only once confirmed ("rsp 200"
+// for relp; the kernel took the datagram for udp; for tcp and tls the
+// peer's TCP acknowledged them and resend_window bytes after them, or the
+// receiver answered a graceful close) and their ids were recorded in
+// Badger (see sentIDs and deliver.go). A connection that fails, closes or
+// stalls has everything unconfirmed written again, in order. While the
+// receiver is unreachable the alerts in hand are retried forever (their
+// ack deadlines kept alive) and the rest waits in JetStream, bounded by the
+// ALERTS stream's limits; a destination that is down never holds up
+// another one, nor ingest. A crash replays unacked alerts from the ack
+// floor, in order: the ones whose ids were recorded are suppressed, the
+// rest are sent again with the same CEF externalId.
 package forwarder
 
 import (

@@ -13,9 +13,9 @@ import (
 // sender delivers syslog messages to one receiver over one transport.
 //
 // send delivers msgs in order and returns how many leading messages are
-// delivered as far as the transport can tell: written and flushed to the
-// kernel (tcp, tls, udp), or acknowledged with "rsp 200" by the receiver
-// (relp). It returns len(msgs), nil only when all are. On an error the
+// delivered as far as the transport can tell: handed to the kernel (udp),
+// acknowledged with "rsp 200" by the receiver (relp), or written (tcp,
+// tls: a tracker, which confirms them later). It returns len(msgs), nil only when all are. On an error the
 // connection is closed and the next send redials; the caller retries the
 // undelivered rest, so a receiver may see some messages twice (with the
 // same CEF externalId). send is called from one goroutine only; close
