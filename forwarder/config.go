@@ -93,7 +93,7 @@ type Destination struct {
 	// to at least the receive buffers on the way to the SIEM's application
 	// (Linux: net.ipv4.tcp_rmem's maximum, per hop). Default 8MiB. A
 	// graceful close that the receiver answers with its own confirms
-	// everything before it (the forwarder does that after 1s idle and on
+	// everything before it (the forwarder does that after 0.5s idle and on
 	// shutdown).
 	ResendWindow config.ByteSize `yaml:"resend_window"`
 	// BackoffMax caps the wait between reconnects (exponential with jitter

@@ -48,7 +48,7 @@ const (
 	// idleDrain is how long a tracker link may be idle, with alerts
 	// written on it and not confirmed, before it is closed gracefully to
 	// confirm them (see tracker.drain).
-	idleDrain = time.Second
+	idleDrain = 500 * time.Millisecond
 	// inProgressEvery keeps the held alerts ours (AckWait is a minute).
 	inProgressEvery = 20 * time.Second
 )
