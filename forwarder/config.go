@@ -75,12 +75,27 @@ type Destination struct {
 	// never drops: alerts wait in JetStream.
 	RateLimit RateLimit `yaml:"rate_limit"`
 	// DialTimeout bounds each connect (and TLS handshake); WriteTimeout
-	// each batch write (and, for relp, the wait for its acks); KeepAlive is
+	// each batch write (and, for relp, the wait for its acks), and is how
+	// long a tcp or tls connection may hold bytes the receiver does not
+	// acknowledge without that count shrinking before it is treated as
+	// down (also set as TCP_USER_TIMEOUT); KeepAlive is
 	// the TCP keepalive period, which finds a half-open connection even
 	// when nothing is being sent.
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	KeepAlive    time.Duration `yaml:"keepalive"`
+	// ResendWindow (tcp, tls) is how many bytes after an alert the
+	// receiver's TCP must have acknowledged before the alert counts as
+	// delivered and is acked in JetStream. What a proxy, relay or the
+	// receiver itself acknowledged but had not read yet sits in its
+	// receive buffers, and is lost if it dies or the link is cut; this
+	// window is written again on a new connection after a failure. Set it
+	// to at least the receive buffers on the way to the SIEM's application
+	// (Linux: net.ipv4.tcp_rmem's maximum, per hop). Default 8MiB. A
+	// graceful close that the receiver answers with its own confirms
+	// everything before it (the forwarder does that after 0.5s idle and on
+	// shutdown).
+	ResendWindow config.ByteSize `yaml:"resend_window"`
 	// BackoffMax caps the wait between reconnects (exponential with jitter
 	// from 100ms).
 	BackoffMax time.Duration `yaml:"backoff_max"`
@@ -249,6 +264,12 @@ func (d *Destination) validate(p string, errs *config.Errors) {
 	}
 	if d.RateLimit.AlertsPerSecond < 0 || d.RateLimit.BytesPerSecond < 0 {
 		errs.Addf("%s.rate_limit: must not be negative", p)
+	}
+	if d.ResendWindow == 0 {
+		d.ResendWindow = 8 << 20
+	}
+	if d.ResendWindow < 0 {
+		errs.Addf("%s.resend_window: must not be negative", p)
 	}
 	if d.FailoverAfter == 0 {
 		d.FailoverAfter = 30 * time.Second

@@ -3,8 +3,8 @@ package forwarder
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -54,7 +54,17 @@ type destination struct {
 
 	m          *destMetrics
 	lastErrLog time.Time
-	buf        []byte
+
+	// The delivery loop's state (deliver.go).
+	queue       []entry
+	next        int             // see unwritten
+	waiting     map[connRef]int // unconfirmed alerts per connection
+	lastSeq     uint64          // stream sequence of the last alert queued
+	queueBytes  int
+	lastWrite   time.Time
+	drainFailed bool
+	backoff     bus.Backoff
+	attempt     int
 }
 
 func newDestination(d *Destination, fb *Destination, cfg *Config, version string, b *bus.Bus, sent *sentIDs, logger *slog.Logger, m *destMetrics) (*destination, error) {
@@ -108,25 +118,35 @@ func newLink(d *Destination, cfg *Config, enc *cef.Encoder) (*link, error) {
 
 func (d *destination) consumer() string { return "outpost-forwarder-" + d.cfg.Name }
 
-func (d *destination) run(ctx context.Context) error {
-	defer func() {
-		d.primary.snd.close()
-		if d.fallback != nil {
-			d.fallback.snd.close()
-		}
-		d.m.connected.Store(false)
-	}()
-	batch := 128
-	if d.alertsRL != nil {
-		// Keep a batch's wait under the ack deadline's keep-alive.
-		batch = max(1, min(batch, int(d.cfg.RateLimit.AlertsPerSecond)))
+// resume makes the consumer deliver again from its ack floor, at once.
+//
+// Alerts a previous process fetched and never acked (it crashed, or was
+// killed) are otherwise redelivered only once their AckWait runs out,
+// behind every newer alert: out of order. Resetting the consumer to its ack
+// floor forgets those deliveries, so the first alert this process gets is
+// the oldest one not known delivered, and the rest follow in stream order.
+// What lies above the floor and was acked is fetched again and suppressed
+// by sentIDs. Only one process may consume a destination (the forwarder's
+// order guarantee needs that anyway). A consumer that does not exist yet
+// has nothing to resume.
+func (d *destination) resume(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	js := d.bus.JetStream()
+	// The reset API is answered by the consumer itself: ask only one that
+	// exists.
+	_, err := js.Consumer(ctx, bus.StreamAlerts, d.consumer())
+	if err == nil {
+		_, err = js.ResetConsumer(ctx, bus.StreamAlerts, d.consumer())
 	}
-	return d.bus.Consume(ctx, bus.ConsumerConfig{
-		Stream:  bus.StreamAlerts,
-		Durable: d.consumer(),
-		Batch:   batch,
-		AckWait: time.Minute,
-	}, d.log, d.handle)
+	switch {
+	case err == nil, errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nil // stopping
+	default:
+		return fmt.Errorf("resetting consumer %s to its ack floor: %w", d.consumer(), err)
+	}
 }
 
 // pass applies the destination's filter.
@@ -138,124 +158,6 @@ func (d *destination) pass(a *event.Alert) bool {
 		return true
 	}
 	return slices.ContainsFunc(a.Tags, func(t string) bool { return d.tags[t] })
-}
-
-// handle delivers one batch. It returns nil (the batch is acked) only after
-// every alert in it was delivered, filtered out, suppressed as already
-// sent, or dead-lettered as undecodable. While the receiver is down it
-// keeps retrying the batch in hand, with backoff, and keeps the batch's
-// ack deadline alive: no redelivery, no reordering behind it.
-func (d *destination) handle(ctx context.Context, msgs []jetstream.Msg) error {
-	stop := keepInProgress(msgs, 20*time.Second)
-	defer stop()
-
-	alerts := make([]*event.Alert, 0, len(msgs))
-	for _, m := range msgs {
-		a := new(event.Alert)
-		if err := json.Unmarshal(m.Data(), a); err != nil {
-			if err := d.bus.DeadLetter(ctx, "forwarder", err.Error(), m.Data(), ""); err != nil {
-				return err
-			}
-			continue
-		}
-		if !d.pass(a) {
-			d.m.filtered.Add(1)
-			continue
-		}
-		alerts = append(alerts, a)
-	}
-	if len(alerts) == 0 {
-		return nil
-	}
-	ids := make([]string, len(alerts))
-	for i, a := range alerts {
-		ids[i] = a.ID
-	}
-	seen, err := d.sent.seen(ids)
-	if err != nil {
-		return err
-	}
-	kept := alerts[:0]
-	for i, a := range alerts {
-		if seen[i] {
-			d.m.suppressed.Add(1)
-			continue
-		}
-		kept = append(kept, a)
-	}
-	alerts = kept
-	if len(alerts) == 0 {
-		return nil
-	}
-	// ids must line up with the alerts that are sent, not those fetched.
-	ids = ids[:0]
-	for _, a := range alerts {
-		ids = append(ids, a.ID)
-	}
-
-	rendered := map[*link][][]byte{}
-	render := func(l *link) [][]byte {
-		if r, ok := rendered[l]; ok {
-			return r
-		}
-		now := time.Now()
-		out := make([][]byte, len(alerts))
-		for i, a := range alerts {
-			var cut bool
-			out[i], cut = l.fmt.appendMessage(nil, a, now)
-			if cut {
-				d.m.oversize.Add(1)
-			}
-		}
-		rendered[l] = out
-		return out
-	}
-
-	backoff := bus.Backoff{Min: 100 * time.Millisecond, Max: d.cfg.BackoffMax}
-	done, attempt := 0, 0
-	for done < len(alerts) {
-		l := d.pick()
-		chunk := render(l)[done:]
-		if d.alertsRL != nil || d.bytesRL != nil {
-			// Paced: one message at a time, each after its tokens.
-			chunk = chunk[:1]
-			if err := d.wait(ctx, len(chunk[0])); err != nil {
-				return err
-			}
-		}
-		n, err := l.snd.send(ctx, chunk)
-		d.m.connected.Store(l.snd.connected())
-		if n > 0 && l == d.primary {
-			d.recovered(l) // progress: a primary that delivers part of a batch is not down
-		}
-		if n > 0 {
-			// Delivered: remember the ids before the batch is acked.
-			if rerr := d.sent.record(ids[done : done+n]); rerr != nil {
-				return rerr
-			}
-			bytes := 0
-			for _, m := range chunk[:n] {
-				bytes += len(m)
-			}
-			d.m.alerts.Add(uint64(n))
-			d.m.bytes.Add(uint64(bytes))
-			if l != d.primary {
-				d.m.failover.Add(uint64(n))
-			}
-			done += n
-			attempt = 0
-		}
-		if err == nil {
-			d.recovered(l)
-			continue
-		}
-		d.failed(l, err)
-		if err := backoff.Sleep(ctx, attempt); err != nil {
-			return err
-		}
-		attempt++
-	}
-	return nil
 }
 
 // pick chooses the link for the next send.
@@ -332,36 +234,12 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-// keepInProgress tells JetStream every interval that msgs are still being
-// worked on, so a batch waiting for a receiver is not redelivered behind
-// our back. The returned func stops it.
-func keepInProgress(msgs []jetstream.Msg, interval time.Duration) func() {
-	msgs = slices.Clone(msgs) // the caller reuses its slice for the next fetch
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-exited }
-}
-
 // destMetrics are one destination's counters. The sent counts are atomics
 // that the Prometheus CounterFuncs and Status both read, so the status page
 // and /metrics agree without gathering the registry.
 type destMetrics struct {
 	alerts, bytes, failover, suppressed, filtered, oversize atomic.Uint64
-	backlog, overflow                                       atomic.Uint64
+	backlog, overflow, unconfirmed, resent                  atomic.Uint64
 	connected                                               atomic.Bool
 	errs                                                    *prometheus.CounterVec
 }

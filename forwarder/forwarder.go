@@ -4,16 +4,19 @@
 // syslog format (RFC 5424 or RFC 3164) and a transport (tcp, tls, udp,
 // relp) that is redialled with backoff.
 //
-// Delivery contract, per destination: alerts go out in stream order; a
-// batch is acked only after every alert in it was delivered (written and
-// flushed for tcp/tls/udp, "rsp 200" for relp), and the delivered ids were
-// recorded in Badger (see sentIDs). While the receiver is unreachable the
-// batch in hand is retried forever (its ack deadline kept alive) and the
-// rest waits in JetStream, bounded by the ALERTS stream's limits; a
-// destination that is down never holds up another one, nor ingest. A crash
-// replays unacked alerts: the ones whose ids were recorded are suppressed,
-// the rest are sent again with the same CEF externalId. Plain TCP and TLS
-// cannot tell what a receiver that died had not yet read; RELP can.
+// Delivery contract, per destination: alerts go out in stream order and
+// are acked in JetStream, in that order, only once confirmed ("rsp 200"
+// for relp; the kernel took the datagram for udp; for tcp and tls the
+// peer's TCP acknowledged them and resend_window bytes after them, or the
+// receiver answered a graceful close) and their ids were recorded in
+// Badger (see sentIDs and deliver.go). A connection that fails, closes or
+// stalls has everything unconfirmed written again, in order. While the
+// receiver is unreachable the alerts in hand are retried forever (their
+// ack deadlines kept alive) and the rest waits in JetStream, bounded by the
+// ALERTS stream's limits; a destination that is down never holds up
+// another one, nor ingest. A crash replays unacked alerts from the ack
+// floor, in order: the ones whose ids were recorded are suppressed, the
+// rest are sent again with the same CEF externalId.
 package forwarder
 
 import (
@@ -47,7 +50,7 @@ type Forwarder struct {
 // does no I/O beyond reading TLS files.
 func New(cfg Config, version string, b *bus.Bus, db *state.DB, logger *slog.Logger, reg prometheus.Registerer) (*Forwarder, error) {
 	f := &Forwarder{
-		cfg: cfg, bus: b, log: logger.With("component", "forwarder"), monitorEvery: 10 * time.Second,
+		cfg: cfg, bus: b, log: logger.With("component", "forwarder"), monitorEvery: time.Second,
 		streamFull: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outpost_forwarder_alerts_stream_full",
 			Help: "1 while the ALERTS stream is at 95% or more of its max_bytes: the oldest alerts are being dropped, delivered or not.",
@@ -96,12 +99,16 @@ func newDestMetrics(name string) (*destMetrics, []prometheus.Collector) {
 	m.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outpost_forwarder_errors_total", Help: "Failed dials, handshakes, writes and RELP responses, by type.", ConstLabels: labels,
 	}, []string{"error_type"})
-	for _, k := range []string{"dial", "tls", "write", "read", "refused", "protocol"} {
+	for _, k := range []string{"dial", "tls", "write", "stalled", "read", "refused", "protocol"} {
 		m.errs.WithLabelValues(k)
 	}
 	return m, []prometheus.Collector{
 		counter("outpost_forwarder_sent_alerts_total", "Alerts delivered (to the destination or its fallback).", &m.alerts),
 		counter("outpost_forwarder_sent_bytes_total", "Bytes of syslog messages delivered, framing excluded.", &m.bytes),
+		counter("outpost_forwarder_resent_alerts_total", "Alerts written again on a new connection because the old one failed, stalled or closed before they were confirmed (tcp, tls).", &m.resent),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_forwarder_unconfirmed_alerts", Help: "Alerts written to a tcp or tls connection and not yet confirmed delivered (held un-acked in ALERTS).", ConstLabels: labels,
+		}, func() float64 { return float64(m.unconfirmed.Load()) }),
 		counter("outpost_forwarder_failover_alerts_total", "Alerts delivered to the fallback while the destination was down.", &m.failover),
 		counter("outpost_forwarder_suppressed_alerts_total", "Replayed alerts not sent again because their id was recorded as sent.", &m.suppressed),
 		counter("outpost_forwarder_filtered_alerts_total", "Alerts below min_severity or without one of the tags.", &m.filtered),

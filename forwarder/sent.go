@@ -14,9 +14,8 @@ import (
 // in the shared Badger database under f/<destination>\x00<alert id>, each
 // with a TTL (forwarder.sent_ids_ttl).
 //
-// Ordering is what makes it work: ids are written after the receiver took
-// the alerts (written and flushed, or RELP rsp 200) and before the
-// JetStream ack. A crash between delivery and this write replays the alerts
+// Ordering is what makes it work: ids are written after the alerts were
+// confirmed delivered (see deliver.go) and before the JetStream ack. A crash between delivery and this write replays the alerts
 // as duplicates with the same externalId (at-least-once); a crash between
 // this write and the ack replays them and they are suppressed here. The
 // key is the consuming destination's, so an alert that went to a fallback
