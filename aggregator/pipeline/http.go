@@ -22,7 +22,7 @@ type httpServer struct {
 	srv *http.Server
 }
 
-func listenHTTP(addr string, reg *prometheus.Registry, ready func() error, status, alert http.HandlerFunc) (*httpServer, error) {
+func listenHTTP(addr string, reg *prometheus.Registry, ready func() (error, []error), status, alert http.HandlerFunc) (*httpServer, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -37,8 +37,13 @@ func listenHTTP(addr string, reg *prometheus.Registry, ready func() error, statu
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
+		err, degraded := ready()
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if len(degraded) > 0 {
+			fmt.Fprintf(w, "ready, degraded: %v\n", errors.Join(degraded...))
 			return
 		}
 		fmt.Fprintln(w, "ready")

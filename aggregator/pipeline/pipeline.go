@@ -154,21 +154,28 @@ func (p *Pipeline) Rules() *rules.Set {
 // Registry returns the metrics registry.
 func (p *Pipeline) Registry() *prometheus.Registry { return p.reg }
 
-// ready returns why the pipeline cannot make progress, or nil.
-func (p *Pipeline) ready() error {
-	return errors.Join(p.problems()...)
+// ready returns why the pipeline cannot make progress, or nil; degraded
+// lists what runs impaired while the rest makes progress (a source that
+// cannot run and is being retried). /readyz fails only for the first: a
+// failing Azure account must not take the syslog listeners out of a load
+// balancer.
+func (p *Pipeline) ready() (err error, degraded []error) {
+	return errors.Join(p.blocking()...), p.degraded()
 }
 
-// problems lists what keeps the pipeline from making progress now.
+// problems lists everything Status reports: what stops progress, then what
+// runs degraded.
 func (p *Pipeline) problems() []error {
+	return append(p.blocking(), p.degraded()...)
+}
+
+// blocking lists what keeps the whole pipeline from making progress now.
+func (p *Pipeline) blocking() []error {
 	var errs []error
 	if p.bus == nil || !p.bus.Conn().IsConnected() {
 		errs = append(errs, errors.New("not connected to NATS"))
 	}
 	if err := p.disk.Check(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := p.azureRun.Problem(); err != nil {
 		errs = append(errs, err)
 	}
 	if p.bus != nil {
@@ -177,6 +184,14 @@ func (p *Pipeline) problems() []error {
 		}
 	}
 	return errs
+}
+
+// degraded lists the parts that cannot run while the others do.
+func (p *Pipeline) degraded() []error {
+	if err := p.azureRun.Problem(); err != nil {
+		return []error{err}
+	}
+	return nil
 }
 
 // Run runs every stage until ctx ends, then stops them in order: the

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 func TestBadAzureAccountIsIsolated(t *testing.T) {
 	t.Setenv("OUTPOST_TEST_BAD_CS", "this is not a connection string")
 	cfg := testConfig(t, t.TempDir(), "127.0.0.1:9")
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Ingest.AzureBlob = azureblob.Config{Accounts: []azureblob.Account{{
 		Name: "bad", Auth: azureblob.AuthConnectionString,
 		ConnectionString: azureblob.Secret{Env: "OUTPOST_TEST_BAD_CS"},
@@ -44,9 +46,14 @@ func TestBadAzureAccountIsIsolated(t *testing.T) {
 	r.waitSettled(t, 1)
 	waitFor(t, "the failing source reported", func() bool {
 		pr := p.Status().Problems
-		return len(pr) == 1 && strings.Contains(pr[0], "azure_blob") && p.ready() != nil &&
+		return len(pr) == 1 && strings.Contains(pr[0], "azure_blob") &&
 			r.counter("outpost_source_failures_total") >= 1
 	})
+	// Syslog still works, so the appliance stays ready; /readyz says what
+	// is degraded.
+	if code, body := readyz(t, r); code != http.StatusOK || !strings.Contains(body, "degraded") || !strings.Contains(body, "azure_blob") {
+		t.Errorf("/readyz with a failing source: %d %q, want 200 naming the degraded azure_blob source", code, body)
+	}
 	if pr := p.Status().Problems; strings.Contains(pr[0], "this is not") {
 		t.Errorf("the problem quotes the secret: %q", pr[0])
 	}
