@@ -602,8 +602,25 @@ func TestShutdownDrainsWhatTheKernelAccepted(t *testing.T) {
 	for i := range n {
 		fmt.Fprintf(&b, "<13>Oct 11 22:14:15 h a: %d\n", i)
 	}
-	write(t, c, b.String())
-	waitUntil(t, func() bool { return unacked(t, c) == 0 })
+	in := b.String()
+	write(t, c, in)
+	// Usually the receiving kernel takes every byte; on a loaded machine its
+	// receive window can close first. What counts is what it acknowledged:
+	// wait until that stops growing, and every line inside it must come out.
+	pending, still := unacked(t, c), time.Now()
+	for deadline := time.Now().Add(waitFor); pending > 0 && time.Since(still) < 500*time.Millisecond; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiving kernel kept taking bytes for %s", waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if u := unacked(t, c); u != pending {
+			pending, still = u, time.Now()
+		}
+	}
+	accepted := strings.Count(in[:len(in)-pending], "\n")
+	if pending > 0 {
+		t.Logf("the receiving kernel took %d of %d lines before the stop", accepted, n)
+	}
 
 	ts.cancel()
 	time.Sleep(50 * time.Millisecond)
@@ -614,8 +631,8 @@ func TestShutdownDrainsWhatTheKernelAccepted(t *testing.T) {
 	sink.mu.Lock()
 	evs := sink.events
 	sink.mu.Unlock()
-	if len(evs) != n {
-		t.Fatalf("%d of %d lines published", len(evs), n)
+	if len(evs) < accepted || len(evs) > n {
+		t.Fatalf("%d lines published; the kernel had accepted %d of %d", len(evs), accepted, n)
 	}
 	for i, ev := range evs {
 		if ev.Message != strconv.Itoa(i) {
