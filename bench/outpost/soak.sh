@@ -41,7 +41,10 @@
 # each address's windows hold what run.sh's do; RATE=$PACE makes the clocks
 # agree, and then each address sends PACE/IPS lines per event second, which
 # the pack's 10m and 30m windows keep), SAMPLE (5 s), RUNS (1), DRAIN_MAX
-# (300 s), MEMORY_LIMIT (e.g. 800MiB: memory_limit), MAX_KEYS
+# (300 s), OUTAGE=1 (the SIEM is down: the destination is a loopback port
+# nobody listens on, no `outpost receive`; the drain then does not wait
+# for CEF, the alerts stay in ALERTS), MEMORY_LIMIT (e.g. 800MiB:
+# memory_limit), MAX_KEYS
 # (windows.max_keys_per_rule), KEYS_MARK, PROFILE=DIR (heap profiles at half
 # and end of the load, a 10 s CPU profile from the half on), OUTPOST_BIN and
 # LOADGEN_BIN (prebuilt binaries; default: built from this checkout).
@@ -89,15 +92,19 @@ names=(outpost_bus_published_events_total outpost_filter_events_total outpost_wi
 	outpost_component_received_bytes_total outpost_forwarder_sent_bytes_total)
 
 m_filter=() m_drain=() m_hwm=()
-echo "soak: pace=$pace duration=$duration n=$n mix=$mix ips=$ips rate=$rate sample=${sample}s memory_limit=${MEMORY_LIMIT:-none} max_keys_per_rule=${MAX_KEYS:-default}"
+echo "soak: pace=$pace duration=$duration n=$n mix=$mix ips=$ips rate=$rate sample=${sample}s outage=${OUTAGE:-0} memory_limit=${MEMORY_LIMIT:-none} max_keys_per_rule=${MAX_KEYS:-default}"
 for run in $(seq "$runs"); do
 	dir="$tmp/run$run" && mkdir "$dir"
 	syslog=$(free_port) http=$(free_port) recv=$(free_port)
 	sed -e "s|@DATA@|$dir/data|; s|@HTTP@|$http|; s|@SYSLOG@|$syslog|; s|@RECV@|$recv|" bench/outpost/outpost.yaml >"$dir/outpost.yaml"
 	[[ -z ${MEMORY_LIMIT:-} ]] || echo "memory_limit: $MEMORY_LIMIT" >>"$dir/outpost.yaml"
 	[[ -z ${MAX_KEYS:-} ]] || echo "windows: {max_keys_per_rule: $MAX_KEYS}" >>"$dir/outpost.yaml"
-	"$op_bin" receive --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
-	pids+=($!)
+	if [[ -n ${OUTAGE:-} ]]; then
+		: >"$dir/cef.txt" # nobody listens on $recv: the SIEM is down
+	else
+		"$op_bin" receive --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
+		pids+=($!)
+	fi
 	"$op_bin" run -c "$dir/outpost.yaml" >"$dir/outpost.log" 2>&1 &
 	op=$!
 	pids+=("$op")
@@ -131,7 +138,7 @@ for run in $(seq "$runs"); do
 	drained() {
 		read -ra v <<<"$(scrape "$url" "${names[@]}")"
 		((v[0] >= sent && v[1] >= sent && v[5] <= v[2] + v[6] + v[7])) || return 1
-		(($(wc -l <"$dir/cef.txt") >= v[4]))
+		[[ -n ${OUTAGE:-} ]] || (($(wc -l <"$dir/cef.txt") >= v[4]))
 	}
 	k=0
 	while :; do
