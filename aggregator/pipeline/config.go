@@ -23,7 +23,10 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// MemoryLimit is a soft limit on the process's memory (Go's
 	// GOMEMLIMIT): the garbage collector works harder near it instead of
-	// letting the heap double. 0: no limit.
+	// letting the heap double. Left out or 0: half of the memory available
+	// (the cgroup's memory.max or MemTotal, whichever is lower); GOMEMLIMIT
+	// in the environment wins (GOMEMLIMIT=off: none). See
+	// EffectiveMemoryLimit.
 	MemoryLimit config.ByteSize `yaml:"memory_limit"`
 	Log         LogConfig       `yaml:"log"`
 	HTTP        HTTPConfig      `yaml:"http"`

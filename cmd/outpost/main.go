@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outpost-siem/outpost/aggregator/config"
 	"github.com/outpost-siem/outpost/aggregator/pipeline"
 	"github.com/outpost-siem/outpost/cmd/outpost/demo"
 	"github.com/outpost-siem/outpost/forwarder/receiver"
@@ -50,8 +51,9 @@ func newRootCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			logger := newLogger(cfg.Log, os.Stderr)
-			if cfg.MemoryLimit > 0 {
-				debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+			if limit, from := cfg.EffectiveMemoryLimit(); limit > 0 {
+				debug.SetMemoryLimit(limit)
+				logger.Info("memory limit", "limit", config.ByteSize(limit), "from", from)
 			}
 			p, err := pipeline.Open(ctx, cfg, version, logger)
 			if err != nil {
