@@ -24,7 +24,12 @@ import (
 // loopback port, as `nats.listen` asks.
 func openListeningBus(t *testing.T, dataDir string) *Bus {
 	t.Helper()
-	cfg := Config{Listen: "127.0.0.1:0"}
+	return openBusWith(t, Config{Listen: "127.0.0.1:0"}, dataDir)
+}
+
+// openBusWith validates cfg and opens a bus on dataDir, closed when t ends.
+func openBusWith(t *testing.T, cfg Config, dataDir string) *Bus {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

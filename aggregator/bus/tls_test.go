@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -62,15 +61,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 func TestListenTLS(t *testing.T) {
 	certFile, keyFile := selfSigned(t, t.TempDir())
 	dir := t.TempDir()
-	cfg := Config{Listen: "127.0.0.1:0", TLS: ListenTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: certFile}}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), cfg, dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := openBusWith(t, Config{Listen: "127.0.0.1:0", TLS: ListenTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: certFile}}, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := b.JetStream().Publish(ctx, "alerts.high", []byte("{}")); err != nil {
