@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -69,13 +68,7 @@ func TestListenTLS(t *testing.T) {
 	}
 
 	t.Run("plaintext is refused", func(t *testing.T) {
-		conn, err := net.DialTimeout("tcp", clientAddr(t, b), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		r := bufio.NewReader(conn)
+		conn, r := dialRaw(t, b)
 		info, _ := r.ReadString('\n')
 		if !strings.Contains(info, `"tls_required":true`) {
 			t.Errorf("INFO does not require TLS: %q", info)
