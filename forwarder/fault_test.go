@@ -128,26 +128,32 @@ func newProxy(t *testing.T, backend string) *proxy {
 		t.Fatal(err)
 	}
 	p := &proxy{ln: ln, backend: backend}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, b)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(b, c); b.Close() }()
-			go func() { _, _ = io.Copy(c, b); c.Close() }()
-		}
-	}()
+	go relayAccepts(ln, backend, func(c, b net.Conn) {
+		p.mu.Lock()
+		p.conns = append(p.conns, c, b)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(b, c); b.Close() }()
+		go func() { _, _ = io.Copy(c, b); c.Close() }()
+	})
 	t.Cleanup(func() { ln.Close(); p.cut() })
 	return p
+}
+
+// relayAccepts accepts on ln until it is closed, dials backend for each
+// client and hands the pair to pair; a client whose dial fails is closed.
+func relayAccepts(ln net.Listener, backend string, pair func(client, server net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", backend)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		pair(c, b)
+	}
 }
 
 func (p *proxy) addr() string { return p.ln.Addr().String() }

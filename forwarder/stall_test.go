@@ -36,23 +36,14 @@ func newStallProxy(t *testing.T, backend string) *stallProxy {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
+		relayAccepts(ln, backend, func(c, b net.Conn) {
 			p.mu.Lock()
 			p.conns = append(p.conns, c.(*net.TCPConn), b.(*net.TCPConn))
 			p.mu.Unlock()
 			p.wg.Add(2)
 			go p.pipe(c, b)
 			go func() { defer p.wg.Done(); _, _ = io.Copy(c, b) }() // TLS handshakes; never frozen
-		}
+		})
 	}()
 	t.Cleanup(func() { ln.Close(); p.thaw(); p.cut(); p.wg.Wait() })
 	return p

@@ -24,7 +24,12 @@ import (
 // loopback port, as `nats.listen` asks.
 func openListeningBus(t *testing.T, dataDir string) *Bus {
 	t.Helper()
-	cfg := Config{Listen: "127.0.0.1:0"}
+	return openBusWith(t, Config{Listen: "127.0.0.1:0"}, dataDir)
+}
+
+// openBusWith validates cfg and opens a bus on dataDir, closed when t ends.
+func openBusWith(t *testing.T, cfg Config, dataDir string) *Bus {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +49,19 @@ func clientAddr(t *testing.T, b *Bus) string {
 		t.Fatalf("embedded server is not listening: %v", b.server.Addr())
 	}
 	return addr.String()
+}
+
+// dialRaw opens a plain TCP connection to b's client port, with a 5 s
+// deadline, closed when t ends.
+func dialRaw(t *testing.T, b *Bus) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", clientAddr(t, b), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn, bufio.NewReader(conn)
 }
 
 // streamMsgs is the number of messages in a stream.
@@ -67,13 +85,7 @@ func streamMsgs(t *testing.T, b *Bus, name string) uint64 {
 // nothing may reach ALERTS (whose consumer would send it to the SIEM).
 func TestListenRejectsAnonymousPublish(t *testing.T) {
 	b := openListeningBus(t, t.TempDir())
-	conn, err := net.DialTimeout("tcp", clientAddr(t, b), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(conn)
+	conn, r := dialRaw(t, b)
 	info, err := r.ReadString('\n')
 	if err != nil || !strings.HasPrefix(info, "INFO ") {
 		t.Fatalf("want the server's INFO, got %q, %v", info, err)

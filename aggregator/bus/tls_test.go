@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -62,15 +60,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 func TestListenTLS(t *testing.T) {
 	certFile, keyFile := selfSigned(t, t.TempDir())
 	dir := t.TempDir()
-	cfg := Config{Listen: "127.0.0.1:0", TLS: ListenTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: certFile}}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := Open(context.Background(), cfg, dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := openBusWith(t, Config{Listen: "127.0.0.1:0", TLS: ListenTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: certFile}}, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := b.JetStream().Publish(ctx, "alerts.high", []byte("{}")); err != nil {
@@ -78,13 +68,7 @@ func TestListenTLS(t *testing.T) {
 	}
 
 	t.Run("plaintext is refused", func(t *testing.T) {
-		conn, err := net.DialTimeout("tcp", clientAddr(t, b), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		r := bufio.NewReader(conn)
+		conn, r := dialRaw(t, b)
 		info, _ := r.ReadString('\n')
 		if !strings.Contains(info, `"tls_required":true`) {
 			t.Errorf("INFO does not require TLS: %q", info)

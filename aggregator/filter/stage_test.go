@@ -25,23 +25,7 @@ import (
 func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var cfg bus.Config
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
-rules:
-  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
-`)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, set, logger := openVictimBus(ctx, t)
 
 	parser := syslog.NewParser()
 	received := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
@@ -152,23 +136,7 @@ func readStream(ctx context.Context, t *testing.T, b *bus.Bus, stream string, fn
 func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var cfg bus.Config
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
-rules:
-  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
-`)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, set, logger := openVictimBus(ctx, t)
 	now := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
 	stale := now.Add(-5 * time.Minute)
 	if err := b.PublishEvents(ctx, []*event.Event{
@@ -204,4 +172,28 @@ rules:
 	if r := msg.Header.Get("Outpost-Reason"); r != want {
 		t.Errorf("reason\n %q, want\n %q", r, want)
 	}
+}
+
+// openVictimBus opens an embedded JetStream for t and loads one match rule,
+// victim-event (host == "victim01", grouped by host).
+func openVictimBus(ctx context.Context, t *testing.T) (*bus.Bus, *rules.Set, *slog.Logger) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var cfg bus.Config
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, set, logger
 }

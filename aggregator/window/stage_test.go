@@ -35,6 +35,56 @@ func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	wall := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	b, s, clock := newAbsenceStage(ctx, t, wall)
+	cfg := s.cfg
+
+	// A backlog: web-01's last event two hours ago, read now.
+	last := wall.Add(-2 * time.Hour)
+	m := &event.Match{RuleID: "silent", Key: "host=web-01", Time: last, Seen: last, EventID: "e1", Fields: map[string]string{"host": "web-01"}}
+	if _, err := b.JetStream().Publish(ctx, "matches.0", bus.AppendRecord(nil, event.AppendMatch(nil, m))); err != nil {
+		t.Fatal(err)
+	}
+	defer runStage(ctx, t, s)()
+	waitFor(ctx, t, "the match applied", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.maxTime == last.UnixNano() && len(s.layers) == 0
+	})
+
+	// Idle, but not yet for idle_advance: nothing fires (the deadline,
+	// last + 30m, is still ahead of last - 2m).
+	clock.advance(cfg.IdleAdvance - time.Second)
+	time.Sleep(1500 * time.Millisecond) // the timers check every second
+	if n := alertCount(ctx, t, b); n != 0 {
+		t.Fatalf("%d alerts before idle_advance passed", n)
+	}
+	s.mu.Lock()
+	wm := s.Watermark()
+	s.mu.Unlock()
+	if want := last.Add(-cfg.AllowedLateness).UnixNano(); wm != want {
+		t.Errorf("watermark before idle_advance %s, want %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
+	}
+
+	clock.advance(2 * time.Second)
+	s.mu.Lock()
+	wm = s.Watermark()
+	s.mu.Unlock()
+	if want := clock.now().Add(-cfg.AllowedLateness).UnixNano(); wm != want {
+		t.Errorf("watermark after idle_advance %s, want the wall clock minus lateness, %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
+	}
+	waitFor(ctx, t, "the silence alert", func() bool { return alertCount(ctx, t, b) > 0 })
+	a := firstAlert(ctx, t, b)
+	if a.Key != "host=web-01" || a.Fields["host"] != "web-01" || !a.FirstSeen.Equal(last) {
+		t.Errorf("alert %+v, want web-01's silence since %s with fields.host", a, last)
+	}
+}
+
+// newAbsenceStage opens an embedded JetStream and a Badger dir for t and
+// returns a stage with one absence rule, "silent" (host silent for 30m,
+// grouped by and carrying host), default config, and a clock set to start.
+func newAbsenceStage(ctx context.Context, t *testing.T, start time.Time) (*bus.Bus, *Stage, *fakeClock) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var bcfg bus.Config
 	if err := bcfg.Validate(); err != nil {
@@ -65,56 +115,31 @@ rules:
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	wall := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
 	clock := &fakeClock{}
-	clock.set(wall)
+	clock.set(start)
 	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
 	s.now = clock.now
+	return b, s, clock
+}
 
-	// A backlog: web-01's last event two hours ago, read now.
-	last := wall.Add(-2 * time.Hour)
-	m := &event.Match{RuleID: "silent", Key: "host=web-01", Time: last, Seen: last, EventID: "e1", Fields: map[string]string{"host": "web-01"}}
-	if _, err := b.JetStream().Publish(ctx, "matches.0", bus.AppendRecord(nil, event.AppendMatch(nil, m))); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
+// runStage runs s until the returned func is called; that func waits for
+// Run to return and fails t on its error.
+func runStage(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(runCtx) }()
-	defer func() {
-		stop()
+	return func() {
+		cancel()
 		if err := <-errc; err != nil {
 			t.Error(err)
 		}
-	}()
-	waitFor(ctx, t, "the match applied", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.maxTime == last.UnixNano() && len(s.layers) == 0
-	})
+	}
+}
 
-	// Idle, but not yet for idle_advance: nothing fires (the deadline,
-	// last + 30m, is still ahead of last - 2m).
-	clock.advance(cfg.IdleAdvance - time.Second)
-	time.Sleep(1500 * time.Millisecond) // the timers check every second
-	if n := alertCount(ctx, t, b); n != 0 {
-		t.Fatalf("%d alerts before idle_advance passed", n)
-	}
-	s.mu.Lock()
-	wm := s.Watermark()
-	s.mu.Unlock()
-	if want := last.Add(-cfg.AllowedLateness).UnixNano(); wm != want {
-		t.Errorf("watermark before idle_advance %s, want %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
-	}
-
-	clock.advance(2 * time.Second)
-	s.mu.Lock()
-	wm = s.Watermark()
-	s.mu.Unlock()
-	if want := clock.now().Add(-cfg.AllowedLateness).UnixNano(); wm != want {
-		t.Errorf("watermark after idle_advance %s, want the wall clock minus lateness, %s", time.Unix(0, wm).UTC(), time.Unix(0, want).UTC())
-	}
-	waitFor(ctx, t, "the silence alert", func() bool { return alertCount(ctx, t, b) > 0 })
-	var a event.Alert
+// firstAlert decodes the first message on the alerts stream.
+func firstAlert(ctx context.Context, t *testing.T, b *bus.Bus) event.Alert {
+	t.Helper()
 	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
 	if err != nil {
 		t.Fatal(err)
@@ -123,12 +148,11 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
+	var a event.Alert
 	if err := json.Unmarshal(raw.Data, &a); err != nil {
 		t.Fatal(err)
 	}
-	if a.Key != "host=web-01" || a.Fields["host"] != "web-01" || !a.FirstSeen.Equal(last) {
-		t.Errorf("alert %+v, want web-01's silence since %s with fields.host", a, last)
-	}
+	return a
 }
 
 func alertCount(ctx context.Context, t *testing.T, b *bus.Bus) uint64 {
@@ -165,42 +189,10 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var bcfg bus.Config
-	if err := bcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	var scfg state.Config
-	if err := scfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := state.Open(t.TempDir(), scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
-rules:
-  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}
-`)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg Config
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	last := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
 	received := last.Add(time.Second) // the forged datagram's reception
-	clock := &fakeClock{}
-	clock.set(received)
-	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
-	s.now = clock.now
+	b, s, clock := newAbsenceStage(ctx, t, received)
+	cfg := s.cfg
 
 	fields := map[string]string{"host": "victim01"}
 	var data []byte
@@ -213,15 +205,7 @@ rules:
 	if _, err := b.JetStream().Publish(ctx, "matches.0", data); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}()
+	defer runStage(ctx, t, s)()
 	waitFor(ctx, t, "the matches applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -246,18 +230,7 @@ rules:
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	st, err := b.JetStream().Stream(ctx, bus.StreamAlerts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := st.GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a event.Alert
-	if err := json.Unmarshal(raw.Data, &a); err != nil {
-		t.Fatal(err)
-	}
+	a := firstAlert(ctx, t, b)
 	if a.Key != "host=victim01" || a.Fields["host"] != "victim01" || !a.FirstSeen.Equal(received) {
 		t.Errorf("alert %s since %s, want victim01's silence since %s", a.Key, a.FirstSeen.Format(time.RFC3339), received.Format(time.RFC3339))
 	}
