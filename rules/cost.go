@@ -78,6 +78,14 @@ func (c *coster) note(n int64, format string, args ...any) {
 
 func add(a, b int64) int64 { return min(a+b, costCap) }
 
+// sum is base plus the cost of every node.
+func (c *coster) sum(base int64, nodes []ast.Node) int64 {
+	for _, n := range nodes {
+		base = add(base, c.cost(n))
+	}
+	return base
+}
+
 func mul(a, b int64) int64 {
 	if a != 0 && b > costCap/a {
 		return costCap
@@ -123,11 +131,7 @@ func (c *coster) cost(n ast.Node) int64 {
 	case *ast.SliceNode:
 		return add(1, add(c.cost(n.Node), add(c.cost(n.From), c.cost(n.To))))
 	case *ast.CallNode:
-		t := int64(1)
-		for _, a := range n.Arguments {
-			t = add(t, c.cost(a))
-		}
-		return t
+		return c.sum(1, n.Arguments)
 	case *ast.ConditionalNode:
 		return add(1, add(c.cost(n.Cond), add(c.cost(n.Exp1), c.cost(n.Exp2))))
 	case *ast.VariableDeclaratorNode:
@@ -142,23 +146,11 @@ func (c *coster) cost(n ast.Node) int64 {
 		}
 		return add(v, e)
 	case *ast.SequenceNode:
-		var t int64
-		for _, x := range n.Nodes {
-			t = add(t, c.cost(x))
-		}
-		return t
+		return c.sum(0, n.Nodes)
 	case *ast.ArrayNode:
-		t := int64(1)
-		for _, x := range n.Nodes {
-			t = add(t, c.cost(x))
-		}
-		return t
+		return c.sum(1, n.Nodes)
 	case *ast.MapNode:
-		t := int64(1)
-		for _, x := range n.Pairs {
-			t = add(t, c.cost(x))
-		}
-		return t
+		return c.sum(1, n.Pairs)
 	case *ast.PairNode:
 		return add(c.cost(n.Key), c.cost(n.Value))
 	default: // identifiers, literals, #pointers
@@ -180,11 +172,7 @@ func (c *coster) builtin(n *ast.BuiltinNode) int64 {
 		}
 	}
 	if pred < 1 {
-		t := int64(1)
-		for _, a := range n.Arguments {
-			t = add(t, c.cost(a))
-		}
-		return t
+		return c.sum(1, n.Arguments)
 	}
 	coll := n.Arguments[0]
 	collCost := c.cost(coll)
