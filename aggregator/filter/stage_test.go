@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/rules"
@@ -49,7 +50,10 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := New(b, set, func(string) time.Duration { return 2 * time.Minute }, logger, prometheus.NewRegistry())
+	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(runCtx) }()
@@ -145,7 +149,10 @@ func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s := New(b, set, func(string) time.Duration { return 2 * time.Minute }, logger, prometheus.NewRegistry())
+	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(runCtx) }()

@@ -105,8 +105,12 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		}
 		p.azureRun = newSupervised(azureblob.SourceName, p.azure.Run, logger, failures)
 	}
-	p.filter = filter.New(p.bus, p.rules, cfg.Windows.LatenessFor, logger, p.reg)
-	p.windows = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg)
+	if p.filter, err = filter.New(p.bus, p.rules, cfg.Windows.Lateness, logger, p.reg); err != nil {
+		return err
+	}
+	if p.windows, err = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg); err != nil {
+		return err
+	}
 	p.registerReload()
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
 		return err

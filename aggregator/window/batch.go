@@ -10,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -52,7 +53,8 @@ func timerKey(deadline int64, sk string) []byte {
 	return append(b, sk...)
 }
 
-// batch is one read-modify-write transaction over group states.
+// batch is one read-modify-write transaction over group states: the
+// engine.Txn of the Badger store.
 type batch struct {
 	s      *Stage
 	txn    *badger.Txn
@@ -75,24 +77,19 @@ func (b *batch) keyCapHit(rule string) {
 
 type loaded struct {
 	r        *rules.Rule
-	st       *State
+	st       *engine.State
 	deadline int64 // the deadline indexed when loaded
 	existed  bool  // the key was in Badger when loaded
 }
-
-// errKeyCap is returned by load for a new key of a rule at its key cap.
-var errKeyCap = errors.New("rule at its cap of live group keys")
 
 func (s *Stage) newBatch() *batch {
 	return &batch{s: s, txn: s.db.NewTransaction(true), states: map[string]*loaded{}}
 }
 
-// load returns the state of (r, key) for this batch. A key not yet stored
-// counts against the rule's key cap unless uncapped (deadline checks must
-// always see their state).
-func (b *batch) load(r *rules.Rule, key string) (*State, error) { return b.loadState(r, key, true) }
-
-func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error) {
+// State returns the state of (r, key) for this batch (engine.Txn). A key
+// not yet stored counts against the rule's key cap if capped (deadline
+// checks must always see their state).
+func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
 	sk := stateKey(r, key)
 	if l, ok := b.states[sk]; ok {
 		return l.st, nil
@@ -104,33 +101,33 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 		if l, ok := b.s.layers[i].b.states[sk]; ok {
 			if l.st.Empty() { // deleted, or never written, by that commit
 				if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
-					return nil, errKeyCap
+					return nil, engine.ErrKeyCap
 				}
-				return b.keep(r, sk, &State{}, false), nil
+				return b.keep(r, sk, &engine.State{}, false), nil
 			}
-			return b.keep(r, sk, l.st.clone(), true), nil
+			return b.keep(r, sk, l.st.Clone(), true), nil
 		}
 	}
 	if cached, ok := b.s.cache.Get(sk); ok {
-		return b.keep(r, sk, cached.clone(), true), nil
+		return b.keep(r, sk, cached.Clone(), true), nil
 	}
-	st := &State{}
+	st := &engine.State{}
 	existed := true
 	item, err := b.txn.Get([]byte(sk))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		existed = false
 		if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
-			return nil, errKeyCap
+			return nil, engine.ErrKeyCap
 		}
 	case err != nil:
 		return nil, fmt.Errorf("reading window state: %w", err)
 	default:
-		if err := item.Value(func(v []byte) error { return decodeState(v, st) }); err != nil {
+		if err := item.Value(func(v []byte) error { return engine.DecodeState(v, st) }); err != nil {
 			// A state we cannot read is a bug or disk damage; start the
 			// window over rather than stop the pipeline.
 			b.s.log.Error("discarding unreadable window state", "key", sk, "err", err)
-			st = &State{}
+			st = &engine.State{}
 		}
 	}
 	return b.keep(r, sk, st, existed), nil
@@ -138,13 +135,20 @@ func (b *batch) loadState(r *rules.Rule, key string, capped bool) (*State, error
 
 // keep makes st the batch's state of sk. existed says whether sk is in
 // Badger (or will be once the layers before this batch are committed).
-func (b *batch) keep(r *rules.Rule, sk string, st *State, existed bool) *State {
+func (b *batch) keep(r *rules.Rule, sk string, st *engine.State, existed bool) *engine.State {
 	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: existed}
 	b.order = append(b.order, sk)
 	return st
 }
 
 func (b *batch) dropTimer(k []byte) { b.drops = append(b.drops, k) }
+
+// Armed does nothing: write indexes each state's deadline as it finds it
+// (engine.Txn).
+func (b *batch) Armed(*rules.Rule, string, *engine.State, int64) {}
+
+// Drop deletes a stale deadline's timer key with the batch (engine.Txn).
+func (b *batch) Drop(d engine.Deadline) { b.dropTimer(d.Ref.([]byte)) }
 
 // ttl is how long a state outlives its last update: long enough for every
 // window, suppression, deadline and learning period it takes part in, plus
@@ -199,7 +203,7 @@ func (b *batch) write(maxTime int64) error {
 			}
 			continue
 		}
-		if err := b.set(badger.NewEntry([]byte(sk), appendState(nil, l.st)).WithTTL(b.ttl(l.r))); err != nil {
+		if err := b.set(badger.NewEntry([]byte(sk), engine.AppendState(nil, l.st)).WithTTL(b.ttl(l.r))); err != nil {
 			return err
 		}
 	}
@@ -246,23 +250,17 @@ func (b *batch) del(k []byte) error {
 	return err
 }
 
-type dueTimer struct {
-	timerKey          []byte
-	deadline          int64
-	rule, fingerprint string
-	key               string
-}
-
-// dueTimers lists up to limit armed deadlines before the watermark.
-func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
+// Due lists up to limit armed deadlines before the watermark, from the
+// timer index (engine.Txn).
+func (b *batch) Due(watermark int64, limit int) ([]engine.Deadline, error) {
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false
 	opts.Prefix = []byte(timerPrefix)
 	it := b.txn.NewIterator(opts)
 	defer it.Close()
 	end := timerKey(watermark, "")
-	var out []dueTimer
-	for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
+	var out []engine.Deadline
+	for it.Rewind(); it.Valid() && (limit < 1 || len(out) < limit); it.Next() {
 		k := it.Item().KeyCopy(nil)
 		if bytes.Compare(k, end) >= 0 {
 			break
@@ -273,7 +271,7 @@ func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
 			continue
 		}
 		deadline := int64(binary.BigEndian.Uint64(k[len(timerPrefix):]))
-		out = append(out, dueTimer{timerKey: k, deadline: deadline, rule: rule, fingerprint: fp, key: key})
+		out = append(out, engine.Deadline{At: deadline, Rule: rule, Fingerprint: fp, Key: key, Ref: k})
 	}
 	return out, nil
 }
@@ -282,7 +280,7 @@ func (b *batch) dueTimers(watermark int64, limit int) ([]dueTimer, error) {
 func (s *Stage) loadWatermark() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastAdvance = s.now()
+	s.wm.Restore(0)
 	return s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(markKey))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -293,7 +291,7 @@ func (s *Stage) loadWatermark() error {
 		}
 		return item.Value(func(v []byte) error {
 			if len(v) == 8 {
-				s.maxTime = int64(binary.BigEndian.Uint64(v))
+				s.wm.Restore(int64(binary.BigEndian.Uint64(v)))
 			}
 			return nil
 		})

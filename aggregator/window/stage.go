@@ -28,7 +28,6 @@ import (
 	"fmt"
 	json "github.com/goccy/go-json"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/config"
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/rules"
@@ -47,16 +47,9 @@ import (
 
 // Config is the `windows` section of outpost.yaml.
 type Config struct {
-	// AllowedLateness is how far behind the newest event of its source an
-	// event may arrive and still count; older events are counted and
-	// dead-lettered by the rule filter. It also keeps events in a window's
-	// state this long past the window, and holds back absence deadlines.
-	AllowedLateness time.Duration `yaml:"allowed_lateness"`
-	// SourceLateness overrides AllowedLateness per event source; a key
-	// ending in ".*" matches every source with that prefix. Default:
-	// {"azure.*": 2h}, because Azure files its exports by receive time and
-	// a blob can carry records an hour old.
-	SourceLateness map[string]time.Duration `yaml:"source_lateness"`
+	// Lateness (allowed_lateness, source_lateness) is the engine's: the
+	// rule filter's gate, the watermark and the states all enforce it.
+	engine.Lateness `yaml:",inline"`
 	// StateGrace is added to every state key's TTL (window + lateness, or
 	// suppress) so a backlog replayed after downtime still finds its state.
 	StateGrace time.Duration `yaml:"state_grace"`
@@ -76,12 +69,8 @@ type Config struct {
 
 // Validate applies defaults.
 func (c *Config) Validate() error {
-	if c.AllowedLateness == 0 {
-		c.AllowedLateness = 2 * time.Minute
-	}
-	if c.SourceLateness == nil {
-		c.SourceLateness = map[string]time.Duration{"azure.*": 2 * time.Hour}
-	}
+	var errs config.Errors
+	c.Lateness.Validate(&errs)
 	if c.StateGrace == 0 {
 		c.StateGrace = time.Hour
 	}
@@ -94,14 +83,11 @@ func (c *Config) Validate() error {
 	if c.CacheKeys == 0 {
 		c.CacheKeys = 100_000
 	}
-	var errs config.Errors
-	if c.AllowedLateness < 0 || c.StateGrace < 0 || c.IdleAdvance < 0 {
-		errs.Addf("windows.allowed_lateness, windows.state_grace and windows.idle_advance must not be negative")
+	if c.StateGrace < 0 {
+		errs.Addf("windows.state_grace: must not be negative, got %s", c.StateGrace)
 	}
-	for k, d := range c.SourceLateness {
-		if d < 0 {
-			errs.Addf("windows.source_lateness.%s: must not be negative", k)
-		}
+	if c.IdleAdvance < 0 {
+		errs.Addf("windows.idle_advance: must not be negative, got %s", c.IdleAdvance)
 	}
 	if c.CacheKeys < 0 {
 		errs.Addf("windows.cache_keys: must be positive")
@@ -112,51 +98,30 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
-// LatenessFor returns the allowed lateness of events from source.
-func (c *Config) LatenessFor(source string) time.Duration {
-	if d, ok := c.SourceLateness[source]; ok {
-		return d
-	}
-	best, d := -1, c.AllowedLateness
-	for k, v := range c.SourceLateness {
-		if prefix, ok := strings.CutSuffix(k, "*"); ok && strings.HasPrefix(source, prefix) && len(prefix) > best {
-			best, d = len(prefix), v
-		}
-	}
-	return d
-}
-
-// MaxLateness is the largest allowed lateness of any source: how long an
-// event stays in a window's state past the window.
-func (c *Config) MaxLateness() time.Duration {
-	d := c.AllowedLateness
-	for _, v := range c.SourceLateness {
-		d = max(d, v)
-	}
-	return d
-}
-
-// Stage is the windows stage.
+// Stage is the windows stage: the JetStream adapter around the engine's
+// window logic, with the Badger store (batch.go) and its commit layers.
 type Stage struct {
-	cfg   Config
-	bus   *bus.Bus
-	db    *state.DB
-	rules atomic.Pointer[rules.Set]
-	log   *slog.Logger
-	now   func() time.Time // the wall clock; tests inject their own
+	cfg     Config
+	bus     *bus.Bus
+	db      *state.DB
+	rules   atomic.Pointer[rules.Set]
+	log     *slog.Logger
+	now     func() time.Time // the wall clock; tests inject their own
+	windows *engine.Windows
+	// publish sends a batch's alerts without waiting for their acks; wait
+	// collects them. JetStream's (publishAlerts) unless a test injects one.
+	publish func(alerts []*event.Alert) (wait func(context.Context) error, err error)
 
-	// mu serializes batches and deadline checks; maxTime (newest match
-	// event time, unix ns) and lastAdvance (wall time it last grew) make the
-	// watermark.
-	mu          sync.Mutex
-	maxTime     int64
-	lastAdvance time.Time
-	liveKeys    map[string]int // live group keys per rule id (see countKeys)
-	keysTotal   atomic.Int64   // their sum, for the gauge (read without mu)
+	// mu serializes batches and deadline checks; wm is the watermark
+	// (engine.Watermark: newest match time, idle advance on now).
+	mu        sync.Mutex
+	wm        *engine.Watermark
+	liveKeys  map[string]int // live group keys per rule id (see countKeys)
+	keysTotal atomic.Int64   // their sum, for the gauge (read without mu)
 	// cache holds recently used committed states in front of Badger, so a
 	// hot key is not read and decoded on every batch. A state enters it only
 	// after its commit.
-	cache *lru.Cache[string, *State]
+	cache *lru.Cache[string, *engine.State]
 	// layers are the batches applied in memory whose commit is not known
 	// to have succeeded, oldest first; their states shadow the cache and
 	// Badger. jobs hands them to the committer; failed is set by it when a
@@ -171,12 +136,14 @@ type Stage struct {
 	unknown  prometheus.Counter
 }
 
-// New returns the stage. cfg must have been validated.
-func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) *Stage {
-	cache, _ := lru.New[string, *State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
+// New returns the stage and registers its metrics on reg. cfg must have
+// been validated.
+func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) (*Stage, error) {
+	cache, _ := lru.New[string, *engine.State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
 	s := &Stage{
 		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4), now: time.Now,
-		log: logger.With("component", "windows"),
+		windows: engine.NewWindows(cfg.Lateness),
+		log:     logger.With("component", "windows"),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
 			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate).",
@@ -194,13 +161,19 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			Help: "Matches for a rule no longer loaded (removed or disabled); dropped.",
 		}),
 	}
+	s.publish = s.publishAlerts
+	s.wm = engine.NewWatermark(cfg.AllowedLateness, cfg.IdleAdvance, func() time.Time { return s.now() })
 	s.rules.Store(set)
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outpost_windows_live_keys",
 		Help: "Group keys with window state in Badger, all rules (recounted every 10 minutes; keys expired by TTL meanwhile still count).",
 	}, func() float64 { return float64(s.keysTotal.Load()) })
-	reg.MustRegister(s.verdicts, s.keyCap, s.alerts, s.unknown, live)
-	return s
+	for _, c := range []prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, live} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the windows metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // SetRules swaps the rule set; state of rules that keep their id is kept.
@@ -222,7 +195,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	defer wg.Wait() // the committer's last commit ends before the DB may close
 	defer cancel()
 	wg.Go(func() { s.runCommitter(tctx) })
-	go s.runTimers(tctx)
+	wg.Go(func() { s.runTimers(tctx) })
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
 		Stream:  bus.StreamMatches,
 		Durable: "outpost-windows",
@@ -234,7 +207,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}, s.log, s.handle)
 }
 
-var verdictNames = [...]string{Counted: "counted", Fired: "fired", Suppressed: "suppressed", Duplicate: "duplicate"}
+var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired", engine.Suppressed: "suppressed", engine.Duplicate: "duplicate"}
 
 // errEarlierFailed fails a batch applied on top of one whose commit failed.
 var errEarlierFailed = errors.New("an earlier batch's commit failed")
@@ -243,12 +216,32 @@ var errEarlierFailed = errors.New("an earlier batch's commit failed")
 type layer struct {
 	b       *batch
 	maxTime int64
-	alerts  []jetstream.PubAckFuture
-	done    chan struct{} // closed when committed or failed
+	wait    func(context.Context) error // the alerts' acks
+	done    chan struct{}               // closed when committed or failed
 	err     error
 }
 
+// handle decodes a batch of MATCHES messages and applies it.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
+	return s.apply(ctx, func(each func(*event.Match) error) error {
+		for _, msg := range msgs {
+			err := bus.DecodeMatches(msg.Data(), each, func(rec []byte, err error) error {
+				// Not ours to fix: the filter wrote it. Keep it for a human.
+				s.deadLetter(ctx, rec, err)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// apply applies the matches decode yields to their states (steps 1 and 2
+// of the contract above) and queues the batch for the committer; the func
+// it returns waits for the commit (steps 3 and 4 are the caller's ack).
+func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) error) error) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.resetAfterFailure(ctx); err != nil {
@@ -257,67 +250,52 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
-	maxTime := s.maxTime
-	for _, msg := range msgs {
-		err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
-			maxTime = max(maxTime, m.At().UnixNano()) // where Apply places it
-			r := set.Rule(m.RuleID)
-			if r == nil {
-				b.unknown++
+	maxTime := s.wm.Max()
+	err := decode(func(m *event.Match) error {
+		maxTime = max(maxTime, m.At().UnixNano()) // where Apply places it
+		r := set.Rule(m.RuleID)
+		if r == nil {
+			b.unknown++
+			return nil
+		}
+		res, err := s.windows.Apply(b, r, m)
+		if err != nil {
+			return err
+		}
+		if res.Capped {
+			b.keyCapHit(r.ID)
+			if r.Kind != rules.KindMatch {
 				return nil
 			}
-			st := &State{}
-			if !Stateless(r) {
-				var err error
-				st, err = b.load(r, m.Key)
-				if errors.Is(err, errKeyCap) {
-					b.keyCapHit(r.ID)
-					if r.Kind != rules.KindMatch {
-						return nil
-					}
-					// A match rule fails open: flooding keys must not blind
-					// it; it alerts without its suppression state.
-					st = &State{}
-				} else if err != nil {
-					return err
-				}
-			}
-			a, v := Apply(r, st, m, s.cfg.MaxLateness())
-			b.verdicts[v]++
-			if a != nil {
-				alerts = append(alerts, a)
-			}
-			return nil
-		}, func(rec []byte, err error) error {
-			// Not ours to fix: the filter wrote it. Keep it for a human.
-			s.deadLetter(ctx, rec, err)
-			return nil
-		})
-		if err != nil {
-			b.txn.Discard()
-			return nil, err
 		}
+		b.verdicts[res.Verdict]++
+		if res.Alert != nil {
+			alerts = append(alerts, res.Alert)
+		}
+		return nil
+	})
+	if err != nil {
+		b.txn.Discard()
+		return nil, err
 	}
 	l, err := s.submit(ctx, b, alerts, maxTime)
 	if err != nil {
 		return nil, err
 	}
-	if maxTime > s.maxTime {
-		s.maxTime, s.lastAdvance = maxTime, s.now()
-	}
+	s.wm.Observe(maxTime)
 	return func() error { return s.settle(ctx, l) }, nil
 }
 
 // submit publishes a batch's alerts (without waiting for their acks),
 // makes its states a layer and queues it for the committer.
 func (s *Stage) submit(ctx context.Context, b *batch, alerts []*event.Alert, maxTime int64) (*layer, error) {
-	futures, err := s.publish(alerts)
+	wait, err := s.publish(alerts)
 	if err != nil {
 		b.txn.Discard()
 		return nil, err
 	}
 	b.account()
-	l := &layer{b: b, maxTime: maxTime, alerts: futures, done: make(chan struct{})}
+	l := &layer{b: b, maxTime: maxTime, wait: wait, done: make(chan struct{})}
 	s.layers = append(s.layers, l)
 	select {
 	case s.jobs <- l:
@@ -397,7 +375,7 @@ func (s *Stage) runCommitter(ctx context.Context) {
 		case l := <-s.jobs:
 			err := errEarlierFailed
 			if !s.failed.Load() {
-				err = s.awaitAlerts(ctx, l.alerts)
+				err = l.wait(ctx)
 				if err == nil {
 					err = l.b.write(l.maxTime)
 				}
@@ -414,25 +392,8 @@ func (s *Stage) runCommitter(ctx context.Context) {
 	}
 }
 
-// Watermark is the event time up to which the stage takes its input as
-// complete: the newest event time seen (each capped at its reception)
-// minus the allowed lateness. Once no newer match has arrived for longer
-// than IdleAdvance, it catches up with the wall clock minus the allowed
-// lateness and follows it, so an absence rule still fires when every
-// source went silent, and a backlog's silences fire IdleAdvance after it
-// was read rather than `for` after its last event. It never passes the
-// wall clock minus the allowed lateness by itself: only what a match's
-// reception allows.
-func (s *Stage) Watermark() int64 {
-	if s.maxTime == 0 {
-		return 0
-	}
-	w := s.maxTime - int64(s.cfg.AllowedLateness)
-	if now := s.now(); now.Sub(s.lastAdvance) > s.cfg.IdleAdvance {
-		w = max(w, now.UnixNano()-int64(s.cfg.AllowedLateness))
-	}
-	return w
-}
+// Watermark is the stage's engine.Watermark now. Call with mu held.
+func (s *Stage) Watermark() int64 { return s.wm.At() }
 
 // expire fires the absence rules whose deadline the watermark passed.
 func (s *Stage) expire(ctx context.Context) error {
@@ -441,44 +402,20 @@ func (s *Stage) expire(ctx context.Context) error {
 	if err := s.resetAfterFailure(ctx); err != nil {
 		return err
 	}
-	wm := s.Watermark()
-	if wm == 0 {
-		return nil
-	}
 	set := s.rules.Load()
 	b := s.newBatch()
-	due, err := b.dueTimers(wm, 1000)
-	if err != nil || len(due) == 0 {
-		b.txn.Discard()
-		return err
-	}
 	var alerts []*event.Alert
-	for _, d := range due {
-		r := set.Rule(d.rule)
-		if r == nil || r.Fingerprint != d.fingerprint {
-			b.dropTimer(d.timerKey) // the rule changed or went away
-			continue
-		}
-		st, err := b.loadState(r, d.key, false)
-		if err != nil {
-			b.txn.Discard()
-			return err
-		}
-		if st.Deadline != d.deadline {
-			// Stale: the deadline moved, or the state expired by TTL
-			// while its timer stayed.
-			b.dropTimer(d.timerKey)
-			continue
-		}
-		a, v := Expire(r, st, d.key, wm)
-		if v != Counted {
-			b.verdicts[v]++
-		}
+	n, err := s.windows.FireDue(b, set.Rule, s.wm.At(), 1000, func(_ *rules.Rule, _ engine.Deadline, a *event.Alert, v engine.Verdict) {
+		b.verdicts[v]++
 		if a != nil {
 			alerts = append(alerts, a)
 		}
+	})
+	if err != nil || (n == 0 && len(b.drops) == 0) {
+		b.txn.Discard()
+		return err
 	}
-	l, err := s.submit(ctx, b, alerts, s.maxTime)
+	l, err := s.submit(ctx, b, alerts, s.wm.Max())
 	if err != nil {
 		return err
 	}
@@ -516,12 +453,12 @@ func (s *Stage) runTimers(ctx context.Context) {
 	}
 }
 
-// publish sends alerts without waiting for their acks. The alert id is
-// the Nats-Msg-Id, so a replay within the stream's duplicate window is
-// dropped by JetStream itself.
-func (s *Stage) publish(alerts []*event.Alert) ([]jetstream.PubAckFuture, error) {
+// publishAlerts sends alerts to ALERTS without waiting for their acks.
+// The alert id is the Nats-Msg-Id, so a replay within the stream's
+// duplicate window is dropped by JetStream itself.
+func (s *Stage) publishAlerts(alerts []*event.Alert) (func(context.Context) error, error) {
 	if len(alerts) == 0 {
-		return nil, nil
+		return func(context.Context) error { return nil }, nil
 	}
 	js := s.bus.JetStream()
 	futures := make([]jetstream.PubAckFuture, 0, len(alerts))
@@ -539,7 +476,7 @@ func (s *Stage) publish(alerts []*event.Alert) ([]jetstream.PubAckFuture, error)
 		}
 		futures = append(futures, f)
 	}
-	return futures, nil
+	return func(ctx context.Context) error { return s.awaitAlerts(ctx, futures) }, nil
 }
 
 // count adds a committed batch's verdicts to the metrics.

@@ -49,7 +49,7 @@ func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
 	waitFor(ctx, t, "the match applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.maxTime == last.UnixNano() && len(s.layers) == 0
+		return s.wm.Max() == last.UnixNano() && len(s.layers) == 0
 	})
 
 	// Idle, but not yet for idle_advance: nothing fires (the deadline,
@@ -117,7 +117,10 @@ rules:
 	}
 	clock := &fakeClock{}
 	clock.set(start)
-	s := New(cfg, b, db, set, logger, prometheus.NewRegistry())
+	s, err := New(cfg, b, db, set, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.now = clock.now
 	return b, s, clock
 }
@@ -209,7 +212,7 @@ func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
 	waitFor(ctx, t, "the matches applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.maxTime == received.UnixNano() && len(s.layers) == 0
+		return s.wm.Max() == received.UnixNano() && len(s.layers) == 0
 	})
 
 	// Idle since: the watermark is the wall clock minus the lateness. At

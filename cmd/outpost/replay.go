@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -22,13 +21,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/expr-lang/expr/vm"
 	json "github.com/goccy/go-json"
 	"github.com/spf13/cobra"
 
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
-	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -294,8 +292,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var cfg window.Config
-	_ = cfg.Validate() // the windows stage's defaults, as rules/ruletest uses them
+	lateness := engine.DefaultLateness() // the windows stage's defaults, as rules test uses them
 
 	// At most chunks buffers exist: each is read into, parsed, gated,
 	// applied, emitted and handed back, which bounds memory whatever the
@@ -313,7 +310,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	shards := make([]*replayShard, nshards)
 	for i := range shards {
 		shardq[i] = make(chan *replayChunk, chunks)
-		shards[i] = newReplayShard(i, rs, cfg.MaxLateness())
+		shards[i] = newReplayShard(i, rs, lateness)
 	}
 
 	var wg sync.WaitGroup
@@ -332,7 +329,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 			}
 		})
 	}
-	gate := &replayGate{lateness: int64(cfg.LatenessFor(syslog.SourceName)), allowed: int64(cfg.AllowedLateness), newest: map[string]*int64{}}
+	gate := &replayGate{Gate: engine.NewGate(lateness), wm: engine.NewWatermark(lateness.AllowedLateness, 0, nil)}
 	wg.Go(func() {
 		defer close(emitq)
 		defer func() {
@@ -392,10 +389,10 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 		// The input is done and the shards are idle: fire what the
 		// watermark passes at the end, as rules/ruletest does after a
 		// test's events.
-		if gate.maxTime == 0 {
+		wm := gate.wm.Advanced(opts.Advance)
+		if wm == 0 {
 			return nil
 		}
-		wm := gate.maxTime + int64(opts.Advance) - gate.allowed
 		merged = merged[:0]
 		for _, sh := range shards {
 			merged = sh.expire(merged, wm, -1)
@@ -407,7 +404,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	if err != nil {
 		return nil, err
 	}
-	st.Late = gate.late
+	st.Late = gate.Late
 	for _, sh := range shards {
 		for i, n := range sh.counts {
 			st.Matches += n.matches
@@ -545,8 +542,7 @@ type replayWorker struct {
 	received time.Time
 	seed     maphash.Seed
 	shards   int
-	vm       vm.VM
-	hits     []rules.Hit
+	eval     engine.Evaluator
 	ids      []byte
 	idEnds   []int
 	line     []byte
@@ -607,9 +603,7 @@ func (w *replayWorker) parse(c *replayChunk) {
 		ev.ID = ids[start:w.idEnds[i]]
 		idx := int32(len(c.events) - 1)
 		for ri, r := range w.rules {
-			var noKey int
-			var err error
-			w.hits, noKey, err = r.Evaluate(&w.vm, ev, w.hits[:0])
+			hits, noKey, err := w.eval.Hits(r, ev)
 			if err != nil {
 				e := &c.evalErrs[ri]
 				if e.n++; e.first == nil {
@@ -618,7 +612,7 @@ func (w *replayWorker) parse(c *replayChunk) {
 				continue
 			}
 			c.noKey[ri] += noKey
-			for _, h := range w.hits {
+			for _, h := range hits {
 				hash := maphash.String(w.seed, h.Key)
 				c.matches = append(c.matches, replayMatch{
 					event: idx, rule: int32(ri), shard: int32(hash % uint64(w.shards)), hash: hash, hit: h,
@@ -637,21 +631,12 @@ func trimLineEnd(b []byte) []byte {
 	return b
 }
 
-// replayGate is the rule filter's lateness check and the windows stage's
-// watermark, in file order.
+// replayGate is the engine's lateness gate and the windows' watermark, in
+// file order.
 type replayGate struct {
-	lateness int64 // the syslog source's allowed lateness
-	allowed  int64 // windows.allowed_lateness, which holds the watermark back
-	// newest is each host's watermark for the lateness check, as the rule
-	// filter keeps it (aggregator/filter: isLate); maxTime is the newest
-	// match time, the windows' watermark before lateness. Unix ns.
-	newest  map[string]*int64
-	maxTime int64
-	late    int
+	*engine.Gate
+	wm *engine.Watermark
 }
-
-// replayMaxWatermarks is the rule filter's bound on per-host watermarks.
-const replayMaxWatermarks = 100_000
 
 // lateEvent marks a late event in replayChunk.watermarks.
 const lateEvent = math.MinInt64
@@ -666,113 +651,47 @@ func (g *replayGate) check(c *replayChunk) {
 			n++
 		}
 		ms = ms[n:]
-		seen := ev.SeenTime().UnixNano()
-		if g.isLate(ev, seen) {
-			g.late++
+		if !g.Admit(ev) {
 			c.watermarks[i] = lateEvent
 			continue
 		}
 		if n > 0 {
-			g.maxTime = max(g.maxTime, seen)
-			c.watermarks[i] = g.maxTime - g.allowed
+			// Every match of ev is placed at its SeenTime (Match.At).
+			g.wm.Observe(ev.SeenTime().UnixNano())
+			c.watermarks[i] = g.wm.At()
 		}
 	}
 }
 
-// isLate reports whether ev, at seen (its time capped at its reception),
-// is more than the lateness behind its host's watermark, and moves the
-// watermark on: the rule filter's isLate. Times are unix ns.
-func (g *replayGate) isLate(ev *event.Event, seen int64) bool {
-	host := ev.Host
-	if host == "" {
-		host, _, _ = strings.Cut(ev.Sender, ":")
-	}
-	newest := g.newest[host]
-	if newest != nil && seen < *newest-g.lateness {
-		return true
-	}
-	switch {
-	case newest != nil && seen <= *newest:
-	case newest != nil && len(g.newest) < replayMaxWatermarks:
-		*newest = seen
-	default:
-		if len(g.newest) >= replayMaxWatermarks {
-			clear(g.newest)
-		}
-		newest = new(int64)
-		*newest = seen
-		g.newest[host] = newest
-	}
-	return false
-}
-
-// replayShard is the windows stage for its share of the group keys, in
-// memory: one State per (rule, key), absence deadlines in a heap.
+// replayShard is the windows stage for its share of the group keys: the
+// engine's window logic over an in-memory store.
 type replayShard struct {
-	id            int32
-	rules         []*rules.Rule
-	stateLateness time.Duration             // how long events stay in state past their window
-	states        []map[uint64]*replayState // per rule, by the hash of the group key
-	timers        timers
-	counts        []struct{ matches, suppressed int } // per rule
-	match         event.Match                         // reused: Apply keeps no pointer to it
-	scratch       window.State                        // the state of a stateless rule, fresh per match
+	id      int32
+	rules   []*rules.Rule
+	index   map[string]int32 // rule id -> index in rules
+	windows *engine.Windows
+	store   *engine.MemStore
+	counts  []struct{ matches, suppressed int } // per rule
+	match   event.Match                         // reused: Apply keeps no pointer to it
 }
 
-func newReplayShard(id int, rs []*rules.Rule, stateLateness time.Duration) *replayShard {
+func newReplayShard(id int, rs []*rules.Rule, l engine.Lateness) *replayShard {
 	sh := &replayShard{
-		id: int32(id), rules: rs, stateLateness: stateLateness,
-		states: make([]map[uint64]*replayState, len(rs)),
+		id: int32(id), rules: rs, index: make(map[string]int32, len(rs)),
+		windows: engine.NewWindows(l), store: engine.NewMemStore(),
 		counts: make([]struct{ matches, suppressed int }, len(rs)),
 	}
-	for i := range sh.states {
-		sh.states[i] = map[uint64]*replayState{}
+	for i, r := range rs {
+		sh.index[r.ID] = int32(i)
 	}
 	return sh
 }
 
-// replayState is the window state of one (rule, group key) with the key's
-// bytes beside it. Found by the key's hash and checked against the key,
-// a state then costs one cache miss fewer than in a map by string: the key
-// the map would compare lives elsewhere in the heap. With 100,000 keys
-// that was a sixth of the windows' time.
-type replayState struct {
-	window.State
-	next   *replayState // another key with the same hash
-	keyLen int
-	inline [replayInlineKey]byte // the key, when it fits
-	long   string                // the key, when it does not
-}
-
-const replayInlineKey = 48 // "src_ip=" and an IPv6 address fit
-
-func (e *replayState) is(key string) bool {
-	if len(key) != e.keyLen {
-		return false
+func (sh *replayShard) rule(id string) *rules.Rule {
+	if i, ok := sh.index[id]; ok {
+		return sh.rules[i]
 	}
-	if len(key) <= replayInlineKey {
-		return string(e.inline[:len(key)]) == key
-	}
-	return e.long == key
-}
-
-// state returns the state of pm's rule and key, created empty if new.
-func (sh *replayShard) state(pm *replayMatch) *window.State {
-	m := sh.states[pm.rule]
-	first := m[pm.hash]
-	for e := first; e != nil; e = e.next {
-		if e.is(pm.hit.Key) {
-			return &e.State
-		}
-	}
-	e := &replayState{next: first, keyLen: len(pm.hit.Key)}
-	if len(pm.hit.Key) <= replayInlineKey {
-		copy(e.inline[:], pm.hit.Key)
-	} else {
-		e.long = pm.hit.Key
-	}
-	m[pm.hash] = e
-	return &e.State
+	return nil
 }
 
 // taggedAlert is an alert with where in its chunk the windows stage would
@@ -825,7 +744,7 @@ func (sh *replayShard) apply(c *replayChunk) {
 				}
 			}
 		}
-		if len(sh.timers) > 0 && sh.timers[0].at < wm {
+		if next := sh.store.NextDeadline(); next != 0 && next < wm {
 			out = sh.expire(out, wm, i)
 		}
 	}
@@ -841,23 +760,11 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 		// the fields of the event the silence is counted from.
 		sh.match.Fields = r.CarriedFields(ev)
 	}
-	var st *window.State
-	if window.Stateless(r) {
-		sh.scratch = window.State{}
-		st = &sh.scratch
-	} else {
-		st = sh.state(pm)
-	}
-	armed := st.Deadline != 0
-	a, v := window.Apply(r, st, &sh.match, sh.stateLateness)
-	if !armed && st.Deadline != 0 {
-		// One timer per armed key: a deadline that moves later is
-		// re-queued when its old time comes (expire).
-		heap.Push(&sh.timers, timer{at: st.Deadline, rule: pm.rule, key: pm.hit.Key, st: st})
-	}
-	if v == window.Suppressed {
+	res, _ := sh.windows.Apply(sh.store, r, &sh.match) // a MemStore never fails
+	if res.Verdict == engine.Suppressed {
 		sh.counts[pm.rule].suppressed++
 	}
+	a := res.Alert
 	if a != nil && r.Kind != rules.KindAbsence {
 		// The match carried no fields: they are taken from the event only
 		// for the alerts, the same fields the rule filter would have put
@@ -869,50 +776,16 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 }
 
 // expire fires the absence deadlines before the watermark wm, as the
-// windows stage's timers do, tagged as raised after event i. A timer whose
-// key was disarmed is dropped; one whose deadline moved later is queued
-// again at the new time.
+// windows stage's timers do, tagged as raised after event i.
 func (sh *replayShard) expire(out []taggedAlert, wm int64, i int32) []taggedAlert {
-	for len(sh.timers) > 0 && sh.timers[0].at < wm {
-		d := heap.Pop(&sh.timers).(timer)
-		st := d.st
-		switch {
-		case st.Deadline == 0:
-			continue
-		case st.Deadline > d.at:
-			d.at = st.Deadline
-			heap.Push(&sh.timers, d)
-			continue
-		}
-		a, v := window.Expire(sh.rules[d.rule], st, d.key, wm)
-		if v == window.Suppressed {
-			sh.counts[d.rule].suppressed++
+	_, _ = sh.windows.FireDue(sh.store, sh.rule, wm, 0, func(r *rules.Rule, d engine.Deadline, a *event.Alert, v engine.Verdict) {
+		ri := sh.index[r.ID]
+		if v == engine.Suppressed {
+			sh.counts[ri].suppressed++
 		}
 		if a != nil {
-			out = append(out, taggedAlert{event: i, match: math.MaxInt32, at: d.at, rule: d.rule, alert: a})
+			out = append(out, taggedAlert{event: i, match: math.MaxInt32, at: d.At, rule: ri, alert: a})
 		}
-	}
+	})
 	return out
-}
-
-// timer is the absence deadline of one armed (rule, key).
-type timer struct {
-	at   int64 // unix nanoseconds
-	rule int32
-	key  string
-	st   *window.State
-}
-
-// timers is a min-heap of timers by time.
-type timers []timer
-
-func (h timers) Len() int           { return len(h) }
-func (h timers) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h timers) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timers) Push(x any)        { *h = append(*h, x.(timer)) }
-func (h *timers) Pop() any {
-	old := *h
-	d := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return d
 }

@@ -24,7 +24,6 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
-	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/rules"
 	"github.com/outpost-siem/outpost/rules/ruletest"
 )
@@ -616,35 +615,6 @@ func TestReplayStops(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > goroutines {
 		t.Errorf("%d goroutines left, %d before", n, goroutines)
-	}
-}
-
-// TestReplayStateKeys: states are found by the hash of the key and told
-// apart by the key itself, short (inline) or long, when hashes collide.
-func TestReplayStateKeys(t *testing.T) {
-	set, err := rules.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := newReplayShard(0, []*rules.Rule{set.Rule("ssh-brute-force")}, time.Hour)
-	long := "src_ip=" + strings.Repeat("a", replayInlineKey)
-	keys := []string{"src_ip=192.0.2.1", "src_ip=192.0.2.2", long, long + "b", ""}
-	states := map[*window.State]string{}
-	for _, k := range keys {
-		pm := &replayMatch{hash: 42, hit: rules.Hit{Key: k}} // every key collides
-		st := sh.state(pm)
-		if other, ok := states[st]; ok {
-			t.Fatalf("%q and %q share a state", k, other)
-		}
-		states[st] = k
-	}
-	for st, k := range states {
-		if got := sh.state(&replayMatch{hash: 42, hit: rules.Hit{Key: k}}); got != st {
-			t.Errorf("%q: a second lookup found another state", k)
-		}
-	}
-	if n := len(sh.states[0]); n != 1 {
-		t.Errorf("%d hash buckets, want 1", n)
 	}
 }
 

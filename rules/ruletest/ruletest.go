@@ -1,6 +1,6 @@
 // Package ruletest runs the test cases of rule files (`tests:`) through the
-// real rule engine — the conditions as the rule filter runs them and the
-// window logic the windows stage runs — in memory, in event time.
+// rule engine the appliance runs (aggregator/engine), in memory, in event
+// time: what a rule test shows is what the appliance does.
 package ruletest
 
 import (
@@ -10,22 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/expr-lang/expr/vm"
-
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/rules"
 )
-
-// defaults are the windows stage's default settings, which tests run with:
-// events stay in state for the largest allowed lateness of any source, and
-// the watermark is the newest event time minus the default allowed
-// lateness — as in the pipeline.
-var defaults = func() window.Config {
-	var c window.Config
-	_ = c.Validate()
-	return c
-}()
 
 // Result is the outcome of one test case.
 type Result struct {
@@ -49,53 +37,26 @@ func Run(set *rules.Set, t *rules.Test) *Result {
 	return res
 }
 
-// Alerts returns what the test's events raise.
+// Alerts returns what the test's events raise: they go, in the order
+// written, through the engine the appliance runs (engine.Local, with the
+// default lateness: the gate, the conditions, the windows, the watermark
+// and its deadlines), and at the end the watermark moves on by the test's
+// `advance`.
 func Alerts(set *rules.Set, t *rules.Test) ([]*event.Alert, error) {
-	var v vm.VM
-	type keyed struct {
-		r   *rules.Rule
-		key string
+	rs := make([]*rules.Rule, 0, len(t.Rules))
+	for _, id := range t.Rules {
+		rs = append(rs, set.Rule(id))
 	}
-	states := map[keyed]*window.State{}
-	var order []keyed
+	lo := engine.NewLocal(rs, engine.DefaultLateness())
 	var alerts []*event.Alert
-	var maxTime time.Time
-	var hits []rules.Hit
 	for _, ev := range t.Events {
-		// An event stamped ahead of its `received` is placed at its
-		// reception, by the watermark as by the windows (Match.Seen).
-		seen := ev.SeenTime()
-		if seen.After(maxTime) {
-			maxTime = seen
+		out, err := lo.Event(ev)
+		if err != nil {
+			return nil, err
 		}
-		for _, id := range t.Rules {
-			r := set.Rule(id)
-			var err error
-			if hits, _, err = r.Evaluate(&v, ev, hits[:0]); err != nil {
-				return nil, fmt.Errorf("rule %s on event %s: %w", id, ev.ID, err)
-			}
-			for _, h := range hits {
-				k := keyed{r, h.Key}
-				st, ok := states[k]
-				if !ok {
-					st = &window.State{}
-					states[k] = st
-					order = append(order, k)
-				}
-				m := &event.Match{RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID, Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: seen}
-				if a, _ := window.Apply(r, st, m, defaults.MaxLateness()); a != nil {
-					alerts = append(alerts, a)
-				}
-			}
-		}
+		alerts = append(alerts, out...)
 	}
-	watermark := maxTime.Add(t.Advance - defaults.AllowedLateness).UnixNano()
-	for _, k := range order {
-		if a, _ := window.Expire(k.r, states[k], k.key, watermark); a != nil {
-			alerts = append(alerts, a)
-		}
-	}
-	return alerts, nil
+	return append(alerts, lo.Finish(t.Advance)...), nil
 }
 
 // diff pairs every expected alert with an alert that has its rule (and

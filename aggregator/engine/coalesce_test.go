@@ -1,4 +1,4 @@
-package filter
+package engine
 
 import (
 	"fmt"
@@ -8,11 +8,7 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -20,7 +16,7 @@ import (
 // every match would: the same alerts (ids included) and the same state.
 // Random batches of matches for a few keys — mostly in time order, with
 // gaps longer than `for`, ties, and some out of order — go to the windows'
-// own Apply once as they are and once through coalesce.
+// own Apply once as they are and once through a Coalescer.
 func TestCoalescedAbsenceMatchesChangeNothing(t *testing.T) {
 	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
 rules:
@@ -62,23 +58,16 @@ rules:
 		}
 		// Cut into batches of events, as the filter sees them.
 		var coalesced []event.Match
-		s := &Stage{matches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"rule"}), coalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "c"})}
+		emit := func(m *event.Match) error { coalesced = append(coalesced, *m); return nil }
+		var c Coalescer
 		for start := 0; start < len(matches); {
 			end := min(len(matches), start+1+rng.IntN(60))
-			s.batches = make([][]byte, 1)
 			for i := range matches[start:end] {
-				if err := s.coalesce(r, &matches[start+i], 1, func(int) error { return nil }); err != nil {
+				if err := c.Add(r, &matches[start+i], emit); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := s.flushSilences(1, func(int) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
-			err := bus.DecodeMatches(s.batches[0], func(m *event.Match) error {
-				coalesced = append(coalesced, *m)
-				return nil
-			}, func(_ []byte, err error) error { return err })
-			if err != nil {
+			if err := c.Flush(emit); err != nil {
 				t.Fatal(err)
 			}
 			start = end
@@ -102,20 +91,19 @@ rules:
 
 	// One host sending every second: a batch of 1,000 events publishes the
 	// first and the last.
-	s := &Stage{matches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m"}, []string{"rule"}), coalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "c"})}
-	s.batches = make([][]byte, 1)
+	var c Coalescer
+	var ids []string
+	emit := func(m *event.Match) error { ids = append(ids, m.EventID); return nil }
 	for i := range 1000 {
 		at := base.Add(time.Duration(i) * time.Second)
 		m := event.Match{RuleID: r.ID, Key: "host=a", Time: at, Seen: at, EventID: fmt.Sprint(i)}
-		if err := s.coalesce(r, &m, 1, func(int) error { return nil }); err != nil {
+		if err := c.Add(r, &m, emit); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.flushSilences(1, func(int) error { return nil }); err != nil {
+	if err := c.Flush(emit); err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	_ = bus.DecodeMatches(s.batches[0], func(m *event.Match) error { ids = append(ids, m.EventID); return nil }, nil)
 	if !slices.Equal(ids, []string{"0", "999"}) {
 		t.Errorf("published %v, want [0 999]", ids)
 	}
@@ -129,16 +117,16 @@ type absenceState struct {
 // applyAll applies ms in order per key, as the windows would, and returns
 // the alert ids and the final states.
 func applyAll(r *rules.Rule, ms []event.Match) ([]string, map[string]absenceState) {
-	states := map[string]*window.State{}
+	states := map[string]*State{}
 	var alerts []string
 	for i := range ms {
 		m := &ms[i]
 		st := states[m.Key]
 		if st == nil {
-			st = &window.State{}
+			st = &State{}
 			states[m.Key] = st
 		}
-		if a, _ := window.Apply(r, st, m, 2*time.Minute); a != nil {
+		if a, _ := Apply(r, st, m, 2*time.Minute); a != nil {
 			alerts = append(alerts, a.ID)
 		}
 	}

@@ -1,7 +1,6 @@
-package window
+package engine
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,16 +14,12 @@ func match(step int, sec int, id, value string) *event.Match {
 	return &event.Match{Key: "k=v", Time: t0.Add(time.Duration(sec) * time.Second), EventID: id, Step: step, Value: value}
 }
 
-// roundTrip stores and loads the state as the windows stage does across a
-// restart.
+// roundTrip stores and loads the state as the Badger store does across a
+// restart: through the binary codec.
 func roundTrip(t *testing.T, st *State) *State {
 	t.Helper()
-	b, err := json.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out State
-	if err := json.Unmarshal(b, &out); err != nil {
+	if err := DecodeState(AppendState(nil, st), &out); err != nil {
 		t.Fatal(err)
 	}
 	return &out
@@ -263,7 +258,7 @@ rules:
 // the committed state the cache holds.
 func TestCloneIsDeep(t *testing.T) {
 	st := &State{Times: []int64{1, 2}, IDs: []string{"a", "b"}, Values: []string{"x", "y"}, Seen: []string{"DE"}, SpentIDs: []string{"z"}}
-	c := st.clone()
+	c := st.Clone()
 	c.Times[0], c.IDs[0], c.Values[0], c.Seen[0], c.SpentIDs[0] = 9, "q", "q", "q", "q"
 	c.Times = append(c.Times, 3)
 	if st.Times[0] != 1 || st.IDs[0] != "a" || st.Values[0] != "x" || st.Seen[0] != "DE" || st.SpentIDs[0] != "z" || len(st.Times) != 2 {
@@ -289,7 +284,7 @@ rules:
 	Apply(r, st, at(0, "e1", "sshd"), 0)
 	Apply(r, st, at(60, "e2", "cron"), 0)
 	var stored State // the fields survive a commit and a restart
-	if err := decodeState(appendState(nil, st), &stored); err != nil {
+	if err := DecodeState(AppendState(nil, st), &stored); err != nil {
 		t.Fatal(err)
 	}
 	st = roundTrip(t, &stored)

@@ -1,4 +1,4 @@
-package window
+package engine
 
 import (
 	"fmt"
@@ -19,9 +19,9 @@ const (
 	stateV2 = 2
 )
 
-// appendState appends st's binary encoding: times as deltas from the one
+// AppendState appends st's binary encoding: times as deltas from the one
 // before (they are sorted), the rest in declaration order.
-func appendState(b []byte, st *State) []byte {
+func AppendState(b []byte, st *State) []byte {
 	b = append(b, stateV2)
 	b = wire.AppendUvarint(b, uint64(len(st.Times)))
 	prev := int64(0)
@@ -53,8 +53,8 @@ func appendState(b []byte, st *State) []byte {
 	return b
 }
 
-// decodeState reads appendState's encoding, or the JSON of older versions.
-func decodeState(v []byte, st *State) error {
+// DecodeState reads AppendState's encoding, or the JSON of older versions.
+func DecodeState(v []byte, st *State) error {
 	*st = State{}
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, st)

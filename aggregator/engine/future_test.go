@@ -1,4 +1,4 @@
-package window
+package engine
 
 import (
 	"fmt"
@@ -52,7 +52,7 @@ rules:
 		// The silence counts from the last genuine event, at 20s: its
 		// deadline is 30m20s, whatever the forged one claims.
 		deadline := t0.Add(30*time.Minute + 20*time.Second).UnixNano()
-		if a, _ := Expire(r, st.clone(), "host=victim01", deadline); a != nil {
+		if a, _ := Expire(r, st.Clone(), "host=victim01", deadline); a != nil {
 			t.Fatalf("fired at the deadline, before it passed: %+v", a)
 		}
 		a, _ := Expire(r, st, "host=victim01", deadline+int64(time.Second))

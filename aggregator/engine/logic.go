@@ -1,4 +1,4 @@
-package window
+package engine
 
 import (
 	"crypto/sha256"
@@ -54,8 +54,8 @@ type State struct {
 	SinceFields map[string]string `json:"xf,omitempty"`
 }
 
-// clone returns a deep copy.
-func (st *State) clone() *State {
+// Clone returns a deep copy.
+func (st *State) Clone() *State {
 	c := *st
 	c.Times = slices.Clone(st.Times)
 	c.IDs = slices.Clone(st.IDs)

@@ -1,4 +1,4 @@
-package window
+package engine
 
 import (
 	"encoding/hex"
@@ -30,7 +30,7 @@ func TestStateCodecReadsV1(t *testing.T) {
 	want := fullState()
 	want.SinceFields = nil
 	var got State
-	if err := decodeState(v, &got); err != nil || !reflect.DeepEqual(&got, want) {
+	if err := DecodeState(v, &got); err != nil || !reflect.DeepEqual(&got, want) {
 		t.Errorf("got %+v, %v\nwant %+v", got, err, *want)
 	}
 }
@@ -38,7 +38,7 @@ func TestStateCodecReadsV1(t *testing.T) {
 func TestStateCodecRoundTrip(t *testing.T) {
 	for _, st := range []*State{fullState(), {}, {Times: []int64{-1, 0, 1}, IDs: []string{"", "", ""}}} {
 		var got State
-		if err := decodeState(appendState(nil, st), &got); err != nil {
+		if err := DecodeState(AppendState(nil, st), &got); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(&got, st) {
@@ -54,31 +54,31 @@ func TestStateCodecReadsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got State
-	if err := decodeState(old, &got); err != nil || !reflect.DeepEqual(&got, fullState()) {
+	if err := DecodeState(old, &got); err != nil || !reflect.DeepEqual(&got, fullState()) {
 		t.Errorf("got %+v, %v", got, err)
 	}
-	if len(appendState(nil, fullState())) >= len(old) {
-		t.Errorf("binary %d bytes, JSON %d", len(appendState(nil, fullState())), len(old))
+	if len(AppendState(nil, fullState())) >= len(old) {
+		t.Errorf("binary %d bytes, JSON %d", len(AppendState(nil, fullState())), len(old))
 	}
 }
 
 func TestStateCodecRejectsDamage(t *testing.T) {
-	v := appendState(nil, fullState())
+	v := AppendState(nil, fullState())
 	for n := range len(v) {
 		var st State
-		if err := decodeState(v[:n], &st); err == nil {
+		if err := DecodeState(v[:n], &st); err == nil {
 			t.Fatalf("truncated to %d of %d bytes: no error", n, len(v))
 		}
 	}
 	var st State
-	if err := decodeState(append([]byte{7}, v[1:]...), &st); err == nil {
+	if err := DecodeState(append([]byte{7}, v[1:]...), &st); err == nil {
 		t.Error("unknown version: no error")
 	}
 }
 
 func FuzzDecodeState(f *testing.F) {
-	f.Add(appendState(nil, fullState()))
-	f.Add(appendState(nil, &State{}))
+	f.Add(AppendState(nil, fullState()))
+	f.Add(AppendState(nil, &State{}))
 	if v1, err := hex.DecodeString(stateV1Golden); err == nil {
 		f.Add(v1)
 	}
@@ -86,14 +86,14 @@ func FuzzDecodeState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var st State
 		if len(data) > 0 && data[0] == '{' {
-			_ = decodeState(data, &st) // JSON: encoding/json's own fuzzing covers it
+			_ = DecodeState(data, &st) // JSON: encoding/json's own fuzzing covers it
 			return
 		}
-		if decodeState(data, &st) != nil {
+		if DecodeState(data, &st) != nil {
 			return
 		}
 		var again State
-		if err := decodeState(appendState(nil, &st), &again); err != nil || !reflect.DeepEqual(st, again) {
+		if err := DecodeState(AppendState(nil, &st), &again); err != nil || !reflect.DeepEqual(st, again) {
 			t.Fatalf("unstable: %+v\n%+v %v", st, again, err)
 		}
 	})
