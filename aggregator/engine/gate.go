@@ -22,9 +22,10 @@ const MaxHostWatermarks = 100_000
 //
 // A Gate is used by one goroutine, in the order events arrived.
 type Gate struct {
-	lateness Lateness
-	newest   map[hostKey]*int64 // unix ns
-	bySource map[string]int64   // LatenessFor, looked up once per source
+	lateness  Lateness
+	newest    map[hostKey]*int64 // unix ns
+	bySource  map[string]int64   // LatenessFor, looked up once per source
+	newestAll int64              // the newest SeenTime admitted, any host
 	// Late counts the events judged late.
 	Late int
 }
@@ -55,6 +56,7 @@ func (g *Gate) Admit(ev *event.Event) bool {
 		g.Late++
 		return false
 	}
+	g.newestAll = max(g.newestAll, seen)
 	switch {
 	case newest != nil && seen <= *newest:
 	case newest != nil:
@@ -69,6 +71,10 @@ func (g *Gate) Admit(ev *event.Event) bool {
 	}
 	return true
 }
+
+// Newest is the newest SeenTime (unix ns) of any event the gate admitted:
+// what moves the watermark on (Watermark.Observe).
+func (g *Gate) Newest() int64 { return g.newestAll }
 
 // LateReason explains why Admit refused ev, for its dead letter: the time
 // it was judged at (its reception, if stamped ahead) and the lateness.

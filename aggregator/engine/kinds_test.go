@@ -162,9 +162,11 @@ rules:
 	}
 	st = &State{}
 	Apply(re, st, match(0, 0, "s", ""), 0)
-	Apply(re, st, match(1, 400, "d", ""), 0) // too late
-	if a, _ := Expire(re, st, "k=v", t0.Add(time.Hour).UnixNano()); a == nil {
-		t.Error("did not fire although the expected event came after `for`")
+	// Too late: the deadline passed unmet, which the late event itself
+	// proves (it reports the alert), or else the watermark does.
+	a, _ = Apply(re, st, match(1, 400, "d", ""), 0)
+	if late, _ := Expire(re, st, "k=v", t0.Add(time.Hour).UnixNano()); (a == nil) == (late == nil) {
+		t.Error("did not fire once although the expected event came after `for`")
 	}
 }
 
@@ -308,8 +310,11 @@ rules:
 	trigger := match(0, 0, "s", "")
 	trigger.Fields = map[string]string{"host": "db-01"}
 	Apply(re, st, trigger, 0)
-	Apply(re, st, match(1, 400, "d", ""), 0) // too late, and carries nothing
-	if a, _ := Expire(re, st, "host=db-01", t0.Add(time.Hour).UnixNano()); a == nil || a.Fields["host"] != "db-01" {
+	a, _ = Apply(re, st, match(1, 400, "d", ""), 0) // too late, and carries nothing
+	if a == nil {
+		a, _ = Expire(re, st, "host=db-01", t0.Add(time.Hour).UnixNano())
+	}
+	if a == nil || a.Fields["host"] != "db-01" {
 		t.Fatalf("expect alert %+v, want host=db-01", a)
 	}
 }

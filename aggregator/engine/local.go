@@ -63,8 +63,8 @@ func (lo *Local) Event(ev *event.Event) ([]*event.Alert, error) {
 	if !lo.Gate.Admit(ev) {
 		return nil, nil
 	}
+	lo.Watermark.Observe(lo.Gate.Newest())
 	err := lo.eval.Evaluate(lo.rules, ev, func(r *rules.Rule, m *event.Match) error {
-		lo.Watermark.Observe(m.At().UnixNano())
 		res, err := lo.windows.Apply(lo.Store, r, m)
 		if res.Alert != nil {
 			lo.out = append(lo.out, res.Alert)

@@ -401,26 +401,28 @@ func applyNewValue(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Al
 
 // applyAbsence arms, re-arms or disarms the key's deadline. Without
 // `expect`, every event of the key moves the deadline to its time plus
-// `for` (a source gone silent) — but an event that comes after the deadline
-// proves a silence happened (a backlog read at once holds the gap and the
-// event after it), so that silence is reported first, with the id Expire
-// would give it. With `expect`, the trigger (step 0) arms it once and an
-// expected event (step 1) within `for` after it disarms it.
+// `for` (a source gone silent). With `expect`, the trigger (step 0) arms it
+// once and an expected event (step 1) within `for` after it disarms it.
+//
+// Either way, an event of the key that comes after the deadline proves
+// the deadline passed unmet (a backlog read at once holds the gap and the
+// event after it), so that alert is reported first, with the id Expire
+// gives it. So whether a driver's deadline check ran before this match or
+// not, the key ends in the same state having raised the same alerts.
 func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Alert {
+	var a *event.Alert
+	if st.Deadline != 0 && t > st.Deadline {
+		a, _ = Expire(r, st, m.Key, t)
+	}
 	expect := len(r.Steps) > 1
 	switch {
 	case !expect:
-		var a *event.Alert
-		if st.Deadline != 0 && t > st.Deadline {
-			a, _ = Expire(r, st, m.Key, t)
-		}
 		if t > st.Since || st.Deadline == 0 {
 			if t > st.Since {
 				st.Since, st.SinceID, st.SinceFields = t, m.EventID, m.CarriedFields()
 			}
 			st.Deadline = st.Since + int64(r.For)
 		}
-		return a
 	case m.Step == 0:
 		if st.Deadline == 0 {
 			st.Since, st.SinceID, st.Deadline = t, m.EventID, t+int64(r.For)
@@ -431,7 +433,7 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 			st.Deadline = 0
 		}
 	}
-	return nil
+	return a
 }
 
 // Expire fires an absence rule's alert when the watermark has passed the

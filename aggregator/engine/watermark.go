@@ -3,14 +3,19 @@ package engine
 import "time"
 
 // Watermark is the event time up to which the engine takes its input as
-// complete: the newest match time seen (Match.At, capped at reception)
-// minus the allowed lateness. Once no newer match has arrived for longer
-// than IdleAdvance of the injected clock, it catches up with that clock
-// minus the allowed lateness and follows it, so an absence rule still
-// fires when every source went silent, and a backlog's silences fire
-// IdleAdvance after it was read rather than `for` after its last event. It
-// never passes the clock minus the allowed lateness by itself: only what a
-// match's reception allows.
+// complete: the newest event time the Gate admitted (SeenTime, capped at
+// reception: Gate.Newest) minus the allowed lateness. Once it has not
+// moved for longer than IdleAdvance of the injected clock, it catches up
+// with that clock minus the allowed lateness and follows it, so an absence
+// rule still fires when every source went silent, and a backlog's
+// silences fire IdleAdvance after it was read rather than `for` after its
+// last event. It never passes the clock minus the allowed lateness by
+// itself: only what an event's reception allows.
+//
+// The live windows stage does not see the events, only matches: the rule
+// filter sends it Gate.Newest as of the start of each batch of events
+// (aggregator/filter), so every match it applies afterwards comes from an
+// event the gate admitted after that.
 //
 // A Watermark is not safe for concurrent use.
 type Watermark struct {
@@ -18,7 +23,7 @@ type Watermark struct {
 	idleAdvance time.Duration // 0: never (rules test, rules replay)
 	now         func() time.Time
 
-	maxTime     int64     // newest match time, unix ns; 0 before any
+	maxTime     int64     // newest event time, unix ns; 0 before any
 	lastAdvance time.Time // clock time maxTime last grew
 }
 
@@ -32,7 +37,7 @@ func NewWatermark(lateness, idleAdvance time.Duration, now func() time.Time) *Wa
 	return w
 }
 
-// Restore sets the newest match time seen before a restart; idle time
+// Restore sets the newest event time seen before a restart; idle time
 // counts from now.
 func (w *Watermark) Restore(maxTime int64) {
 	w.maxTime = maxTime
@@ -41,7 +46,7 @@ func (w *Watermark) Restore(maxTime int64) {
 	}
 }
 
-// Observe moves the newest match time on to at (unix ns), if newer.
+// Observe moves the newest event time on to at (unix ns), if newer.
 func (w *Watermark) Observe(at int64) {
 	if at > w.maxTime {
 		w.maxTime = at
@@ -51,7 +56,7 @@ func (w *Watermark) Observe(at int64) {
 	}
 }
 
-// Max is the newest match time seen (unix ns), 0 before any.
+// Max is the newest event time seen (unix ns), 0 before any.
 func (w *Watermark) Max() int64 { return w.maxTime }
 
 // At is the watermark (unix ns); 0 while no match was seen.
@@ -68,7 +73,7 @@ func (w *Watermark) At() int64 {
 	return wm
 }
 
-// Advanced is the watermark d past the newest match: where a test's
+// Advanced is the watermark d past the newest event: where a test's
 // `advance` or replay's --advance leaves it at the end of the input.
 func (w *Watermark) Advanced(d time.Duration) int64 {
 	if w.maxTime == 0 {

@@ -126,12 +126,18 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.batches = make([][]byte, parts)
 	}
 	var futures []jetstream.PubAckFuture
+	// Every match of this batch comes from an event admitted after the
+	// events seen so far: the windows may take those as complete.
+	var header nats.Header
+	if wm := s.gate.Newest(); wm > 0 {
+		header = nats.Header{bus.HeaderWatermark: []string{strconv.FormatInt(wm, 10)}}
+	}
 	// flush publishes partition p's batch of matches as one message.
 	flush := func(p int) error {
 		if len(s.batches[p]) == 0 {
 			return nil
 		}
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: s.batches[p]})
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: s.batches[p], Header: header})
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ import (
 //
 //	w/<rule>@<fingerprint>\x00<group key>   State (codec.go), with a TTL
 //	t/<deadline, 8 bytes BE><state key>       absence timer index: armed deadlines in time order
-//	m/windows                                  newest match event time seen (8 bytes BE), for the watermark
+//	m/windows                                  newest event time seen (8 bytes BE), for the watermark
 //
 // The rule's fingerprint is in the state key, so editing a rule starts its
 // state afresh while a reload keeps the state of every unchanged rule.
@@ -276,7 +276,7 @@ func (b *batch) Due(watermark int64, limit int) ([]engine.Deadline, error) {
 	return out, nil
 }
 
-// loadWatermark restores the newest match time seen before a restart.
+// loadWatermark restores the newest event time seen before a restart.
 func (s *Stage) loadWatermark() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

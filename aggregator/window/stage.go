@@ -28,6 +28,7 @@ import (
 	"fmt"
 	json "github.com/goccy/go-json"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,7 @@ type Stage struct {
 	publish func(alerts []*event.Alert) (wait func(context.Context) error, err error)
 
 	// mu serializes batches and deadline checks; wm is the watermark
-	// (engine.Watermark: newest match time, idle advance on now).
+	// (engine.Watermark: newest event time, idle advance on now).
 	mu        sync.Mutex
 	wm        *engine.Watermark
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
@@ -136,9 +137,16 @@ type Stage struct {
 	unknown  prometheus.Counter
 }
 
+// Option configures a Stage.
+type Option func(*Stage)
+
+// WithClock makes now the stage's wall clock (the watermark's idle
+// advance): for tests and `rules`-driven comparisons.
+func WithClock(now func() time.Time) Option { return func(s *Stage) { s.now = now } }
+
 // New returns the stage and registers its metrics on reg. cfg must have
 // been validated.
-func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer) (*Stage, error) {
+func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Stage, error) {
 	cache, _ := lru.New[string, *engine.State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
 	s := &Stage{
 		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4), now: time.Now,
@@ -162,6 +170,9 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		}),
 	}
 	s.publish = s.publishAlerts
+	for _, o := range opts {
+		o(s)
+	}
 	s.wm = engine.NewWatermark(cfg.AllowedLateness, cfg.IdleAdvance, func() time.Time { return s.now() })
 	s.rules.Store(set)
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -221,27 +232,44 @@ type layer struct {
 	err     error
 }
 
-// handle decodes a batch of MATCHES messages and applies it.
+// handle decodes a batch of MATCHES messages and applies it. The batch
+// moves the watermark to the newest event time its messages' headers
+// carry (bus.HeaderWatermark), or, for a message without one, to its
+// matches' times.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
-	return s.apply(ctx, func(each func(*event.Match) error) error {
+	return s.apply(ctx, func(each func(*event.Match) error) (int64, error) {
+		var newest int64
 		for _, msg := range msgs {
-			err := bus.DecodeMatches(msg.Data(), each, func(rec []byte, err error) error {
+			byHeader := false
+			if v := msg.Headers().Get(bus.HeaderWatermark); v != "" {
+				if wm, err := strconv.ParseInt(v, 10, 64); err == nil {
+					newest, byHeader = max(newest, wm), true
+				}
+			}
+			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
+				if !byHeader {
+					newest = max(newest, m.At().UnixNano())
+				}
+				return each(m)
+			}, func(rec []byte, err error) error {
 				// Not ours to fix: the filter wrote it. Keep it for a human.
 				s.deadLetter(ctx, rec, err)
 				return nil
 			})
 			if err != nil {
-				return err
+				return 0, err
 			}
 		}
-		return nil
+		return newest, nil
 	})
 }
 
 // apply applies the matches decode yields to their states (steps 1 and 2
-// of the contract above) and queues the batch for the committer; the func
-// it returns waits for the commit (steps 3 and 4 are the caller's ack).
-func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) error) error) (func() error, error) {
+// of the contract above) and queues the batch for the committer; decode
+// returns the newest event time the batch lets the watermark move to. The
+// func apply returns waits for the commit (steps 3 and 4 are the caller's
+// ack).
+func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) error) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.resetAfterFailure(ctx); err != nil {
@@ -250,9 +278,7 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
-	maxTime := s.wm.Max()
-	err := decode(func(m *event.Match) error {
-		maxTime = max(maxTime, m.At().UnixNano()) // where Apply places it
+	newest, err := decode(func(m *event.Match) error {
 		r := set.Rule(m.RuleID)
 		if r == nil {
 			b.unknown++
@@ -278,6 +304,7 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 		b.txn.Discard()
 		return nil, err
 	}
+	maxTime := max(s.wm.Max(), newest)
 	l, err := s.submit(ctx, b, alerts, maxTime)
 	if err != nil {
 		return nil, err
@@ -395,17 +422,33 @@ func (s *Stage) runCommitter(ctx context.Context) {
 // Watermark is the stage's engine.Watermark now. Call with mu held.
 func (s *Stage) Watermark() int64 { return s.wm.At() }
 
-// expire fires the absence rules whose deadline the watermark passed.
-func (s *Stage) expire(ctx context.Context) error {
+// CheckDeadlines fires every absence deadline the watermark has passed
+// now, and returns once their alerts are acked and the states committed.
+// Run does this every second; a test calls it to know it happened.
+func (s *Stage) CheckDeadlines(ctx context.Context) error {
+	for {
+		n, err := s.expire(ctx)
+		if err != nil || n < expireLimit {
+			return err
+		}
+	}
+}
+
+// expireLimit is how many deadlines one expire looks at.
+const expireLimit = 1000
+
+// expire fires the absence rules whose deadline the watermark passed, up
+// to expireLimit of them, and says how many it looked at.
+func (s *Stage) expire(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.resetAfterFailure(ctx); err != nil {
-		return err
+		return 0, err
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
-	n, err := s.windows.FireDue(b, set.Rule, s.wm.At(), 1000, func(_ *rules.Rule, _ engine.Deadline, a *event.Alert, v engine.Verdict) {
+	n, err := s.windows.FireDue(b, set.Rule, s.wm.At(), expireLimit, func(_ *rules.Rule, _ engine.Deadline, a *event.Alert, v engine.Verdict) {
 		b.verdicts[v]++
 		if a != nil {
 			alerts = append(alerts, a)
@@ -413,21 +456,21 @@ func (s *Stage) expire(ctx context.Context) error {
 	})
 	if err != nil || (n == 0 && len(b.drops) == 0) {
 		b.txn.Discard()
-		return err
+		return n, err
 	}
 	l, err := s.submit(ctx, b, alerts, s.wm.Max())
 	if err != nil {
-		return err
+		return n, err
 	}
 	// Wait here, holding mu: the committer needs no lock, and batches
 	// queued before this one are committed first.
 	select {
 	case <-l.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return n, ctx.Err()
 	}
 	s.popCommitted()
-	return l.err
+	return n, l.err
 }
 
 func (s *Stage) runTimers(ctx context.Context) {
@@ -446,7 +489,7 @@ func (s *Stage) runTimers(ctx context.Context) {
 			}
 			s.mu.Unlock()
 		case <-t.C:
-			if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+			if _, err := s.expire(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("checking absence deadlines failed; will retry", "err", err)
 			}
 		}

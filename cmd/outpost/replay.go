@@ -44,19 +44,24 @@ const replayGCPercent = 400
 
 func newReplayCmd() *cobra.Command {
 	var (
-		input, format, timezone, received, cpuProfile string
-		ruleIDs                                       []string
-		workers                                       int
-		advance                                       time.Duration
+		input, inputFormat, format, timezone, received, cpuProfile string
+		ruleIDs                                                    []string
+		workers                                                    int
+		advance                                                    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "replay [DIR] --input FILE",
-		Short: "Run the rules over a file of syslog lines and print the alerts they would have raised",
+		Short: "Run the rules over a file of syslog lines (or events) and print the alerts they would have raised",
 		Long: `replay reads FILE (- for stdin), one syslog message per line, RFC 5424 or
 RFC 3164, parses each line as the syslog source does, and runs the rules
-(DIR, default the shipped pack; --rule to pick some) over the events as the
-appliance does: the rule filter's lateness check and each rule's condition,
-then the window logic per rule and group key, in event time, in file order.
+(DIR, default the shipped pack; --rule to pick some) over the events with
+the engine the appliance runs (aggregator/engine): the lateness gate and
+each rule's condition, then the window logic per rule and group key, in
+event time, in file order.
+With --input-format events, each line is a normalized event as JSON (the
+fields of docs/rules.md: time, source, host, src_ip, ..., attrs), as the
+sources publish them: Azure records, or events taken from a dead letter.
+An event keeps its own id, received and sender where it has them.
 It prints the alerts (--format json: one alert per line, as published to
 ALERTS; summary: counts by rule) and ends with a report on stderr:
 
@@ -69,7 +74,7 @@ it fire, and replaying a file again gives the same alert ids. Lines the
 syslog source would dead-letter (RFC 5424 it cannot parse, over 64KiB) are
 unparsed; an event more than 2m (windows.allowed_lateness) behind the newest
 event of its host is late and not evaluated. Absence deadlines fire as the
-watermark (the newest match time minus 2m) passes them; at the end of the
+watermark (the newest event time minus 2m) passes them; at the end of the
 input it moves on by --advance. Window state stays in memory for the whole
 replay: no state TTL, no windows.max_keys_per_rule.
 
@@ -80,6 +85,8 @@ replay runs with GOGC=400 unless GOGC is set: parsing makes garbage fast.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
+			case inputFormat != "syslog" && inputFormat != "events":
+				return fmt.Errorf("--input-format: want syslog or events, got %q", inputFormat)
 			case format != "json" && format != "summary":
 				return fmt.Errorf("--format: want json or summary, got %q", format)
 			case workers < 1:
@@ -87,7 +94,7 @@ replay runs with GOGC=400 unless GOGC is set: parsing makes garbage fast.`,
 			case advance < 0:
 				return fmt.Errorf("--advance: must not be negative, got %s", advance)
 			}
-			opts := replayOptions{Workers: workers, Advance: advance, Received: time.Now()}
+			opts := replayOptions{Workers: workers, Advance: advance, Received: time.Now(), Events: inputFormat == "events"}
 			var err error
 			if opts.Location, err = time.LoadLocation(timezone); err != nil {
 				return fmt.Errorf("--timezone: %q is not an IANA time zone: %w", timezone, err)
@@ -133,6 +140,7 @@ replay runs with GOGC=400 unless GOGC is set: parsing makes garbage fast.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&input, "input", "", "file of syslog messages, one per line (- for stdin)")
+	f.StringVar(&inputFormat, "input-format", "syslog", "syslog (one message per line) or events (one normalized event as JSON per line)")
 	f.StringArrayVar(&ruleIDs, "rule", nil, "run only this rule (repeat for more); default every enabled rule")
 	f.StringVar(&format, "format", "json", "json (one alert per line) or summary (counts by rule)")
 	f.IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines parsing lines and evaluating conditions, and as many applying the window logic (each to its share of the group keys)")
@@ -250,6 +258,8 @@ type replayOptions struct {
 	// Advance moves the watermark past the last match at the end, so
 	// absence deadlines after the input can fire (a test's `advance`).
 	Advance time.Duration
+	// Events: each line is an event.Event as JSON, not a syslog message.
+	Events bool
 }
 
 // replayStats counts what a replay saw. Lines = Events + Unparsed + empty
@@ -319,7 +329,7 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	seed := maphash.MakeSeed()
 	for range workers {
 		w := &replayWorker{
-			rules: rs, parser: syslog.NewParser(syslog.WithLocation(loc), syslog.WithoutIDs()), received: opts.Received,
+			rules: rs, parser: syslog.NewParser(syslog.WithLocation(loc), syslog.WithoutIDs()), received: opts.Received, events: opts.Events,
 			seed: seed, shards: nshards,
 		}
 		wg.Go(func() {
@@ -441,10 +451,9 @@ type replayChunk struct {
 	matches   []replayMatch // in event order, then rule order
 	noKey     []int         // per rule
 	evalErrs  []evalError   // per rule
-	// watermarks holds, per event that matched, the windows' watermark
-	// after it (the newest match time so far minus the allowed lateness):
-	// where the windows stage would check absence deadlines. It is
-	// lateEvent for a late event.
+	// watermarks holds, per event, the watermark after it (the newest
+	// event time so far minus the allowed lateness): where deadlines are
+	// checked, after the event's matches. It is lateEvent for a late event.
 	watermarks []int64
 	alerts     [][]taggedAlert // per shard
 	parsed     chan struct{}   // a worker is done with the chunk
@@ -539,6 +548,7 @@ func readChunks(ctx context.Context, in io.Reader, free <-chan *replayChunk, wor
 type replayWorker struct {
 	rules    []*rules.Rule
 	parser   *syslog.Parser
+	events   bool // lines are JSON events (--input-format events)
 	received time.Time
 	seed     maphash.Seed
 	shards   int
@@ -574,11 +584,11 @@ func (w *replayWorker) parse(c *replayChunk) {
 		if len(line) == 0 {
 			continue // the syslog source skips empty frames
 		}
-		if len(line) > syslog.DefaultMaxMessageSize {
+		if len(line) > syslog.DefaultMaxMessageSize && !w.events {
 			c.unparsed++ // the source would dead-letter it as oversize
 			continue
 		}
-		if line[0] != '<' {
+		if line[0] != '<' && !w.events {
 			// A log file's line (rsyslog, /var/log/auth.log) has no PRI.
 			// The one RFC 3164 assumes then, user.notice, lets its
 			// header be read as the sender's would have been.
@@ -591,16 +601,18 @@ func (w *replayWorker) parse(c *replayChunk) {
 			c.events = append(c.events, event.Event{})
 		}
 		ev := &c.events[len(c.events)-1]
-		if err := w.parser.Parse(line, w.received, replaySender, ev); err != nil {
+		if err := w.decode(line, ev); err != nil {
 			c.unparsed++
 			c.events = c.events[:len(c.events)-1]
 			continue
 		}
-		start := 0
-		if i > 0 {
-			start = w.idEnds[i-1]
+		if ev.ID == "" {
+			start := 0
+			if i > 0 {
+				start = w.idEnds[i-1]
+			}
+			ev.ID = ids[start:w.idEnds[i]]
 		}
-		ev.ID = ids[start:w.idEnds[i]]
 		idx := int32(len(c.events) - 1)
 		for ri, r := range w.rules {
 			hits, noKey, err := w.eval.Hits(r, ev)
@@ -620,6 +632,29 @@ func (w *replayWorker) parse(c *replayChunk) {
 			}
 		}
 	}
+}
+
+// decode reads one line into ev (overwriting all of it): a syslog message
+// as the syslog source parses it, or an event as JSON. An event needs a
+// time; it keeps its own received and sender, or gets replay's.
+func (w *replayWorker) decode(line []byte, ev *event.Event) error {
+	if !w.events {
+		return w.parser.Parse(line, w.received, replaySender, ev)
+	}
+	*ev = event.Event{}
+	if err := json.Unmarshal(line, ev); err != nil {
+		return err
+	}
+	if ev.Time.IsZero() {
+		return errors.New("event without a time")
+	}
+	if ev.Received.IsZero() {
+		ev.Received = w.received
+	}
+	if ev.Sender == "" {
+		ev.Sender = replaySender
+	}
+	return nil
 }
 
 // trimLineEnd strips the CR and NUL bytes senders leave at the end of a
@@ -655,11 +690,8 @@ func (g *replayGate) check(c *replayChunk) {
 			c.watermarks[i] = lateEvent
 			continue
 		}
-		if n > 0 {
-			// Every match of ev is placed at its SeenTime (Match.At).
-			g.wm.Observe(ev.SeenTime().UnixNano())
-			c.watermarks[i] = g.wm.At()
-		}
+		g.wm.Observe(g.Newest())
+		c.watermarks[i] = g.wm.At()
 	}
 }
 
