@@ -54,7 +54,7 @@ type PublisherConfig struct {
 
 // NewPublisher returns a publisher on b. Run must be running for Publish to
 // make progress.
-func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg prometheus.Registerer) *Publisher {
+func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	if cfg.Capacity <= 0 {
 		cfg.Capacity = 8192
 	}
@@ -87,8 +87,12 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		Name: "outpost_bus_publish_queue_events",
 		Help: "Events waiting in memory for their JetStream publish.",
 	}, func() float64 { return float64(len(p.queue)) })
-	reg.MustRegister(p.events, p.tooBig, p.retries, p.queued)
-	return p
+	for _, c := range []prometheus.Collector{p.events, p.tooBig, p.retries, p.queued} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the publisher's metrics: %w", err)
+		}
+	}
+	return p, nil
 }
 
 // Publish queues ev for EVENTS under events.<ev.Source>.

@@ -43,7 +43,10 @@ func BenchmarkSyslogToEvents(b *testing.B) {
 	}
 	defer bs.Close()
 	reg := prometheus.NewRegistry()
-	pub := bus.NewPublisher(bs, bus.PublisherConfig{}, log, reg)
+	pub, err := bus.NewPublisher(bs, bus.PublisherConfig{}, log, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
 	src, err := syslog.New(syslog.Config{TCP: []string{"127.0.0.1:0"}}, pub, log, reg)
 	if err != nil {
 		b.Fatal(err)

@@ -89,7 +89,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		return err
 	}
 	p.bus.SetGate(p.disk)
-	p.publisher = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg)
+	if p.publisher, err = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg); err != nil {
+		return err
+	}
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
 		return err
 	}
@@ -111,7 +113,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.windows, err = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg); err != nil {
 		return err
 	}
-	p.registerReload()
+	if err := p.registerReload(); err != nil {
+		return err
+	}
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
 		return err
 	}
@@ -119,7 +123,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.azure != nil {
 		p.sources = append(p.sources, p.azure.Metrics())
 	}
-	p.registerLinkRatio()
+	if err := p.registerLinkRatio(); err != nil {
+		return err
+	}
 	if cfg.HTTP.Listen != "off" {
 		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus, p.serveAlert); err != nil {
 			return err

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,7 +25,7 @@ type reloader struct {
 	loaded  prometheus.Gauge
 }
 
-func (p *Pipeline) registerReload() {
+func (p *Pipeline) registerReload() error {
 	p.reload = &reloader{
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_rules_reloads_total",
@@ -36,7 +37,12 @@ func (p *Pipeline) registerReload() {
 		}),
 	}
 	p.reload.loaded.Set(float64(len(p.rules.Rules)))
-	p.reg.MustRegister(p.reload.reloads, p.reload.loaded)
+	for _, c := range []prometheus.Collector{p.reload.reloads, p.reload.loaded} {
+		if err := p.reg.Register(c); err != nil {
+			return fmt.Errorf("registering the reload metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // ReloadRules loads the rules again (from rules.dir, or the shipped pack)

@@ -51,8 +51,8 @@ func (p *Pipeline) Status() Status {
 }
 
 // registerLinkRatio exposes bytes in per byte out as a gauge.
-func (p *Pipeline) registerLinkRatio() {
-	p.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+func (p *Pipeline) registerLinkRatio() error {
+	return p.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outpost_link_reduction_ratio",
 		Help: "Bytes received by the sources per byte sent to the SIEM (all destinations), since start; 0 before anything was sent.",
 	}, func() float64 {

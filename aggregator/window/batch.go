@@ -16,7 +16,7 @@ import (
 
 // Badger keys of the windows stage (see aggregator/state):
 //
-//	w/<rule>@<fingerprint>\x00<group key>   State (codec.go), with a TTL
+//	w/<rule>@<fingerprint>\x00<group key>   engine.State (aggregator/engine/codec.go), with a TTL
 //	t/<deadline, 8 bytes BE><state key>       absence timer index: armed deadlines in time order
 //	m/windows                                  newest event time seen (8 bytes BE), for the watermark
 //

@@ -1,6 +1,9 @@
-// Package window is the stateful stage: it consumes MATCHES, keeps each
-// (rule, group key)'s window in Badger, in event time, and publishes an
-// alert to ALERTS when a rule's condition holds.
+// Package window is the stateful stage: it consumes MATCHES, applies them
+// with the engine's window logic (aggregator/engine: Windows, Watermark)
+// to each (rule, group key)'s state, kept in Badger in event time, and
+// publishes an alert to ALERTS when a rule's condition holds. It is the
+// adapter and the Badger store: decode, apply, publish, commit, ack; the
+// semantics are the engine's.
 //
 // Per batch of matches, in this order, which is what makes a crash at any
 // point safe:
