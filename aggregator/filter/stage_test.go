@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
@@ -59,37 +60,20 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 	go func() { errc <- s.Run(runCtx) }()
 	// EVENTS is a work queue: it is empty once the filter acked every batch,
 	// which it does after its matches and dead letters were acked.
-	events, err := b.JetStream().Stream(ctx, bus.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := events.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs == 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the filter left %d messages of EVENTS", info.State.Msgs)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
 	stop()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
 
 	late := 0
-	readStream(ctx, t, b, bus.StreamDeadLetter, func(m *jetstream.RawStreamMsg) {
+	bustest.ReadStream(ctx, t, b, bus.StreamDeadLetter, func(m *jetstream.RawStreamMsg) {
 		if m.Subject == "deadletter.late" {
 			late++
 		}
 	})
 	matched := map[string]bool{}
-	readStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+	bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
 		err := bus.DecodeMatches(m.Data, func(m *event.Match) error {
 			matched[m.EventID] = true
 			return nil
@@ -109,29 +93,6 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 	}
 	if !matched[forged.ID] {
 		t.Error("the forged event itself raised no match")
-	}
-}
-
-// readStream calls fn with every message stored in stream.
-func readStream(ctx context.Context, t *testing.T, b *bus.Bus, stream string, fn func(*jetstream.RawStreamMsg)) {
-	t.Helper()
-	st, err := b.JetStream().Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs == 0 {
-		return
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("reading %s message %d: %v", stream, seq, err)
-		}
-		fn(m)
 	}
 }
 
@@ -186,15 +147,7 @@ func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 func openVictimBus(ctx context.Context, t *testing.T) (*bus.Bus, *rules.Set, *slog.Logger) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var cfg bus.Config
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, cfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.Open(ctx, t)
 	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
 rules:
   - {id: victim-event, title: T, kind: match, severity: 5, condition: 'host == "victim01"', group_by: [host]}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/filter"
@@ -289,15 +290,7 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var bcfg bus.Config
-	if err := bcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := bustest.Open(ctx, t)
 	var scfg state.Config
 	if err := scfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -346,7 +339,7 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	// EVENTS and MATCHES are work queues: empty once every batch was
 	// acked, which the windows do after the batch's state is committed.
 	for _, stream := range []string{bus.StreamEvents, bus.StreamMatches} {
-		drained(ctx, t, b, stream)
+		bustest.WaitDrained(ctx, t, b, stream)
 	}
 	if !end.IsZero() {
 		if end.Sub(now()) <= wcfg.IdleAdvance {
@@ -358,7 +351,7 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 		}
 	}
 	var alerts []*event.Alert
-	readAll(ctx, t, b, bus.StreamAlerts, func(m *jetstream.RawStreamMsg) {
+	bustest.ReadStream(ctx, t, b, bus.StreamAlerts, func(m *jetstream.RawStreamMsg) {
 		var a event.Alert
 		if err := json.Unmarshal(m.Data, &a); err != nil {
 			t.Fatal(err)
@@ -366,50 +359,4 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 		alerts = append(alerts, &a)
 	})
 	return alerts
-}
-
-// drained waits until stream holds no message.
-func drained(ctx context.Context, t *testing.T, b *bus.Bus, stream string) {
-	t.Helper()
-	st, err := b.JetStream().Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s still holds %d messages", stream, info.State.Msgs)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// readAll calls fn with every message stored in stream.
-func readAll(ctx context.Context, t *testing.T, b *bus.Bus, stream string, fn func(*jetstream.RawStreamMsg)) {
-	t.Helper()
-	st, err := b.JetStream().Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs == 0 {
-		return
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("reading %s message %d: %v", stream, seq, err)
-		}
-		fn(m)
-	}
 }
