@@ -49,11 +49,11 @@ func (l *Lateness) Validate(errs *config.Errors) {
 		return
 	}
 	if l.AllowedLateness < 0 {
-		errs.Addf("windows.allowed_lateness: must not be negative, got %s", l.AllowedLateness)
+		errs.Add("windows.allowed_lateness", "must not be negative, got %s", l.AllowedLateness)
 	}
 	for k, d := range l.SourceLateness {
 		if d < 0 {
-			errs.Addf("windows.source_lateness.%s: must not be negative, got %s", k, d)
+			errs.Add("windows.source_lateness."+k, "must not be negative, got %s", d)
 		}
 	}
 }
