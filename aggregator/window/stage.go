@@ -69,8 +69,9 @@ type Config struct {
 
 // Validate applies defaults.
 func (c *Config) Validate() error {
-	var errs config.Errors
-	c.Lateness.Validate(&errs)
+	var errs, lateness config.Errors
+	c.Lateness.Validate(&lateness)
+	errs.Append("windows", lateness.Err())
 	if c.StateGrace == 0 {
 		c.StateGrace = time.Hour
 	}
