@@ -166,7 +166,7 @@ func (c *Config) Validate() error {
 		c.Hostname = h
 	}
 	if len(c.Hostname) > 255 || strings.IndexFunc(c.Hostname, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
-		errs.Addf("forwarder.hostname: %q must be 1-255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)", c.Hostname)
+		errs.Add("forwarder.hostname", "%q must be 1-255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)", c.Hostname)
 	}
 	if c.Instance == "" {
 		c.Instance = c.Hostname
@@ -175,10 +175,10 @@ func (c *Config) Validate() error {
 		c.SentIDsTTL = 7 * 24 * time.Hour
 	}
 	if c.SentIDsTTL < time.Minute {
-		errs.Addf("forwarder.sent_ids_ttl: must be at least 1m, got %s", c.SentIDsTTL)
+		errs.Add("forwarder.sent_ids_ttl", "must be at least 1m, got %s", c.SentIDsTTL)
 	}
 	if len(c.Destinations) == 0 {
-		errs.Addf("forwarder.destinations: required: at least one SIEM syslog receiver (name, address)")
+		errs.Add("forwarder.destinations", "required: at least one SIEM syslog receiver (name, address)")
 	}
 	names := map[string]bool{}
 	for i := range c.Destinations {
@@ -192,9 +192,9 @@ func (c *Config) Validate() error {
 		}
 		switch {
 		case !validName.MatchString(d.Name):
-			errs.Addf("%s.name: %q must be 1-64 letters, digits, - or _ (it names a JetStream consumer)", p, d.Name)
+			errs.Add(p+".name", "%q must be 1-64 letters, digits, - or _ (it names a JetStream consumer)", d.Name)
 		case names[d.Name]:
-			errs.Addf("%s.name: %q is used twice", p, d.Name)
+			errs.Add(p+".name", "%q is used twice", d.Name)
 		}
 		names[d.Name] = true
 		d.validate(p, &errs)
@@ -204,7 +204,7 @@ func (c *Config) Validate() error {
 			continue
 		}
 		if d.Fallback == d.Name || !names[d.Fallback] {
-			errs.Addf("forwarder.destinations[%s].fallback: %q must name another destination", d.Name, d.Fallback)
+			errs.Add(fmt.Sprintf("forwarder.destinations[%s].fallback", d.Name), "%q must name another destination", d.Fallback)
 		}
 	}
 	return errs.Err()
@@ -212,64 +212,64 @@ func (c *Config) Validate() error {
 
 func (d *Destination) validate(p string, errs *config.Errors) {
 	if d.Address == "" {
-		errs.Addf("%s.address: required: host:port of the SIEM's syslog receiver", p)
+		errs.Add(p+".address", "required: host:port of the SIEM's syslog receiver")
 	} else if _, _, err := net.SplitHostPort(d.Address); err != nil {
-		errs.Addf("%s.address: %q is not host:port: %v", p, d.Address, err)
+		errs.Add(p+".address", "%q is not host:port: %v", d.Address, err)
 	}
 	d.Transport = cmpOr(d.Transport, TransportTCP)
 	switch d.Transport {
 	case TransportTCP, TransportTLS, TransportUDP, TransportRELP:
 	default:
-		errs.Addf("%s.transport: %q must be tcp, tls, udp or relp", p, d.Transport)
+		errs.Add(p+".transport", "%q must be tcp, tls, udp or relp", d.Transport)
 	}
 	d.Format = cmpOr(d.Format, FormatRFC5424)
 	if d.Format != FormatRFC5424 && d.Format != FormatRFC3164 {
-		errs.Addf("%s.format: %q must be rfc5424 or rfc3164", p, d.Format)
+		errs.Add(p+".format", "%q must be rfc5424 or rfc3164", d.Format)
 	}
 	d.Framing = cmpOr(d.Framing, FramingLF)
 	if d.Framing != FramingLF && d.Framing != FramingOctetCounting {
-		errs.Addf("%s.framing: %q must be lf or octet-counting", p, d.Framing)
+		errs.Add(p+".framing", "%q must be lf or octet-counting", d.Framing)
 	}
 	d.Facility = cmpOr(d.Facility, "local4")
 	if _, ok := facilities[d.Facility]; !ok {
-		errs.Addf("%s.facility: unknown facility %q (e.g. local4, authpriv)", p, d.Facility)
+		errs.Add(p+".facility", "unknown facility %q (e.g. local4, authpriv)", d.Facility)
 	}
 	if d.MinSeverity < 0 || d.MinSeverity > 10 {
-		errs.Addf("%s.min_severity: must be 0-10, got %d", p, d.MinSeverity)
+		errs.Add(p+".min_severity", "must be 0-10, got %d", d.MinSeverity)
 	}
 	if d.Transport != TransportTLS && (d.TLS.CAFile != "" || d.TLS.CertFile != "" || d.TLS.KeyFile != "" || d.TLS.ServerName != "") {
-		errs.Addf("%s.tls: only applies to transport tls", p)
+		errs.Add(p+".tls", "only applies to transport tls")
 	}
 	if (d.TLS.CertFile == "") != (d.TLS.KeyFile == "") {
-		errs.Addf("%s.tls: cert_file and key_file go together (mutual TLS)", p)
+		errs.Add(p+".tls", "cert_file and key_file go together (mutual TLS)")
 	}
 	d.TLS.MinVersion = cmpOr(d.TLS.MinVersion, "1.2")
 	if d.TLS.MinVersion != "1.2" && d.TLS.MinVersion != "1.3" {
-		errs.Addf("%s.tls.min_version: %q must be 1.2 or 1.3", p, d.TLS.MinVersion)
+		errs.Add(p+".tls.min_version", "%q must be 1.2 or 1.3", d.TLS.MinVersion)
 	}
 	if d.RELP.Window == 0 {
 		d.RELP.Window = 128
 	}
 	if d.RELP.Window < 1 || d.RELP.Window > 4096 {
-		errs.Addf("%s.relp.window: must be 1-4096, got %d", p, d.RELP.Window)
+		errs.Add(p+".relp.window", "must be 1-4096, got %d", d.RELP.Window)
 	}
 	if d.MaxMessageSize == 0 && d.Transport == TransportUDP {
 		d.MaxMessageSize = 2048
 	}
 	if d.MaxMessageSize < 0 || (d.MaxMessageSize > 0 && d.MaxMessageSize < 480) {
-		errs.Addf("%s.max_message_size: must be 0 (no cap) or at least 480 (RFC 5426), got %d", p, d.MaxMessageSize)
+		errs.Add(p+".max_message_size", "must be 0 (no cap) or at least 480 (RFC 5426), got %d", d.MaxMessageSize)
 	}
 	if d.Transport == TransportUDP && d.MaxMessageSize > 65507 {
-		errs.Addf("%s.max_message_size: a UDP datagram carries at most 65507 bytes", p)
+		errs.Add(p+".max_message_size", "a UDP datagram carries at most 65507 bytes")
 	}
 	if d.RateLimit.AlertsPerSecond < 0 || d.RateLimit.BytesPerSecond < 0 {
-		errs.Addf("%s.rate_limit: must not be negative", p)
+		errs.Add(p+".rate_limit", "must not be negative")
 	}
 	if d.ResendWindow == 0 {
 		d.ResendWindow = 8 << 20
 	}
 	if d.ResendWindow < 0 {
-		errs.Addf("%s.resend_window: must not be negative", p)
+		errs.Add(p+".resend_window", "must not be negative")
 	}
 	if d.FailoverAfter == 0 {
 		d.FailoverAfter = 30 * time.Second
@@ -287,7 +287,7 @@ func (d *Destination) validate(p string, errs *config.Errors) {
 		d.BackoffMax = 30 * time.Second
 	}
 	if d.DialTimeout < 0 || d.WriteTimeout < 0 || d.BackoffMax < 0 || d.KeepAlive < 0 || d.FailoverAfter < 0 {
-		errs.Addf("%s: timeouts, keepalive, failover_after and backoff_max must be positive", p)
+		errs.Add(p, "timeouts, keepalive, failover_after and backoff_max must be positive")
 	}
 }
 

@@ -71,46 +71,46 @@ func (c *Config) Validate() error {
 		c.Replicas = 1
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		errs.Addf("nats.replicas: must be 1 to 5, got %d", c.Replicas)
+		errs.Add("nats.replicas", "must be 1 to 5, got %d", c.Replicas)
 	}
 	if c.Partitions == 0 {
 		c.Partitions = 16
 	}
 	if c.Partitions < 1 || c.Partitions > 1024 {
-		errs.Addf("nats.partitions: must be 1 to 1024, got %d", c.Partitions)
+		errs.Add("nats.partitions", "must be 1 to 1024, got %d", c.Partitions)
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 10 * time.Minute
 	}
 	if c.DuplicateWindow < 0 {
-		errs.Addf("nats.duplicate_window: must be positive, got %s", c.DuplicateWindow)
+		errs.Add("nats.duplicate_window", "must be positive, got %s", c.DuplicateWindow)
 	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = 10 * time.Second
 	}
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
-		errs.Addf("nats.publish_timeout: must be 100ms to 5m, got %s", c.PublishTimeout)
+		errs.Add("nats.publish_timeout", "must be 100ms to 5m, got %s", c.PublishTimeout)
 	}
 	if c.URL != "" && c.Listen != "" {
-		errs.Addf("nats.listen: only applies to the embedded server; remove it or nats.url")
+		errs.Add("nats.listen", "only applies to the embedded server; remove it or nats.url")
 	}
 	if c.Listen != "" {
 		host, _, err := net.SplitHostPort(c.Listen)
 		if err != nil {
-			errs.Addf("nats.listen: %q is not host:port: %v", c.Listen, err)
+			errs.Add("nats.listen", "%q is not host:port: %v", c.Listen, err)
 		} else if !isLoopback(host) && !c.TLS.enabled() {
-			errs.Addf("nats.listen: %q is reachable off this machine; set nats.tls.cert_file and key_file, or listen on 127.0.0.1", c.Listen)
+			errs.Add("nats.listen", "%q is reachable off this machine; set nats.tls.cert_file and key_file, or listen on 127.0.0.1", c.Listen)
 		}
 	}
 	t := c.TLS
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		errs.Addf("nats.tls: cert_file and key_file go together")
+		errs.Add("nats.tls", "cert_file and key_file go together")
 	}
 	if t.ClientCAFile != "" && t.CertFile == "" {
-		errs.Addf("nats.tls.client_ca_file: needs cert_file and key_file")
+		errs.Add("nats.tls.client_ca_file", "needs cert_file and key_file")
 	}
 	if (t.CertFile != "" || t.ClientCAFile != "") && c.Listen == "" {
-		errs.Addf("nats.tls: only applies with nats.listen")
+		errs.Add("nats.tls", "only applies with nats.listen")
 	}
 	defaults := []struct {
 		name  string
@@ -131,10 +131,10 @@ func (c *Config) Validate() error {
 			d.s.MaxAge = d.age
 		}
 		if d.s.MaxBytes < 1<<20 {
-			errs.Addf("nats.streams.%s.max_bytes: must be at least 1MiB, got %s", d.name, d.s.MaxBytes)
+			errs.Add("nats.streams."+d.name+".max_bytes", "must be at least 1MiB, got %s", d.s.MaxBytes)
 		}
 		if d.s.MaxAge < time.Minute {
-			errs.Addf("nats.streams.%s.max_age: must be at least 1m, got %s", d.name, d.s.MaxAge)
+			errs.Add("nats.streams."+d.name+".max_age", "must be at least 1m, got %s", d.s.MaxAge)
 		}
 	}
 	return errs.Err()

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -57,8 +59,8 @@ func kindName(k yaml.Kind) string {
 }
 
 // DecodeStrict decodes one YAML document from data into out. Unknown keys
-// are errors. The returned error names the file and lists every problem the
-// decoder found, one per line, each with its line number.
+// are errors. The returned error is an *ErrorList with every problem the
+// decoder found, each with file and line; it renders one per line.
 func DecodeStrict(file string, data []byte, out any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -69,27 +71,133 @@ func DecodeStrict(file string, data []byte, out any) error {
 	if err == nil {
 		return nil
 	}
+	var errs Errors
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		msgs := make([]string, 0, len(te.Errors))
 		for _, e := range te.Errors {
-			msgs = append(msgs, file+": "+strings.TrimPrefix(e, "yaml: "))
+			errs = append(errs, problemAt(file, e))
 		}
-		return errors.New(strings.Join(msgs, "\n"))
+	} else {
+		errs = append(errs, problemAt(file, err.Error()))
 	}
-	return fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+	return errs.Err()
+}
+
+// problemAt turns one of the YAML decoder's messages, "line 3: field foo
+// not found in type ...", into a Problem with its line. The decoder's
+// messages carry no column and no key path.
+func problemAt(file, msg string) Problem {
+	p := Problem{File: file, Msg: strings.TrimPrefix(msg, "yaml: ")}
+	if rest, ok := strings.CutPrefix(p.Msg, "line "); ok {
+		if num, tail, ok := strings.Cut(rest, ": "); ok {
+			if n, err := strconv.Atoi(num); err == nil && n > 0 {
+				p.Line, p.Msg = n, tail
+			}
+		}
+	}
+	return p
+}
+
+// Problem is one thing wrong with a config.
+type Problem struct {
+	// File is the config file, when the problem was found reading it
+	// (DecodeStrict); "" for problems Validate found in decoded values.
+	File string
+	// Path is the key's dotted path from the top of the file, e.g.
+	// "forwarder.destinations[siem].address"; "" when unknown (the YAML
+	// decoder's errors give only a line).
+	Path string
+	// Line and Column are 1-based positions in File; 0 when unknown.
+	Line, Column int
+	// Msg says what is wrong, without the path or position.
+	Msg string
+}
+
+// String renders the problem as a user reads it:
+// "[file: ][line N[, column C]: ][path: ]msg".
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File + ": ")
+	}
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d", p.Line)
+		if p.Column > 0 {
+			fmt.Fprintf(&b, ", column %d", p.Column)
+		}
+		b.WriteString(": ")
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
 }
 
 // Errors collects validation problems so a user sees all of them at once.
-type Errors []string
+type Errors []Problem
 
-// Addf records one problem.
-func (e *Errors) Addf(format string, args ...any) { *e = append(*e, fmt.Sprintf(format, args...)) }
+// Add records one problem at the key path (see Problem.Path).
+func (e *Errors) Add(path, format string, args ...any) {
+	*e = append(*e, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
 
-// Err returns nil when nothing was recorded, else one error listing all.
+// Append records the problems err carries (an *ErrorList, e.g. from a
+// section's Validate) with prefix put in front of their paths, for a
+// component that does not know where in the file it sits. Any other error
+// becomes one problem at prefix. A nil err records nothing.
+func (e *Errors) Append(prefix string, err error) {
+	if err == nil {
+		return
+	}
+	var list *ErrorList
+	if !errors.As(err, &list) {
+		*e = append(*e, Problem{Path: prefix, Msg: err.Error()})
+		return
+	}
+	for _, p := range list.Problems {
+		p.Path = joinPath(prefix, p.Path)
+		*e = append(*e, p)
+	}
+}
+
+func joinPath(prefix, path string) string {
+	switch {
+	case prefix == "":
+		return path
+	case path == "":
+		return prefix
+	case strings.HasPrefix(path, "["):
+		return prefix + path
+	default:
+		return prefix + "." + path
+	}
+}
+
+// Err returns nil when nothing was recorded, else an *ErrorList of all.
 func (e Errors) Err() error {
 	if len(e) == 0 {
 		return nil
 	}
-	return errors.New(strings.Join(e, "\n"))
+	return &ErrorList{Problems: slices.Clone(e)}
+}
+
+// ErrorList is the error Errors.Err and DecodeStrict return. Get the
+// problems with errors.As:
+//
+//	var list *config.ErrorList
+//	if errors.As(err, &list) {
+//		for _, p := range list.Problems { ... }
+//	}
+type ErrorList struct {
+	Problems []Problem
+}
+
+// Error renders one problem per line.
+func (l *ErrorList) Error() string {
+	lines := make([]string, len(l.Problems))
+	for i, p := range l.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
 }

@@ -36,8 +36,8 @@ func DefaultLateness() Lateness {
 	return l
 }
 
-// Validate applies defaults and records problems under windows.* in errs
-// (nil: only the defaults).
+// Validate applies defaults and records problems in errs (nil: only the
+// defaults), their paths relative to the section Lateness is inlined in.
 func (l *Lateness) Validate(errs *config.Errors) {
 	if l.AllowedLateness == 0 {
 		l.AllowedLateness = 2 * time.Minute
@@ -49,11 +49,11 @@ func (l *Lateness) Validate(errs *config.Errors) {
 		return
 	}
 	if l.AllowedLateness < 0 {
-		errs.Addf("windows.allowed_lateness: must not be negative, got %s", l.AllowedLateness)
+		errs.Add("allowed_lateness", "must not be negative, got %s", l.AllowedLateness)
 	}
 	for k, d := range l.SourceLateness {
 		if d < 0 {
-			errs.Addf("windows.source_lateness.%s: must not be negative, got %s", k, d)
+			errs.Add("source_lateness."+k, "must not be negative, got %s", d)
 		}
 	}
 }

@@ -1,11 +1,9 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/config"
@@ -78,30 +76,28 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
-// Validate applies defaults and returns every problem of every section.
+// Validate applies defaults and returns every problem of every section, as
+// a *config.ErrorList.
 func (c *Config) Validate() error {
 	var errs config.Errors
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, strings.Split(err.Error(), "\n")...)
-		}
-	}
+	// Each section's Validate names its keys from the top of the file.
+	add := func(err error) { errs.Append("", err) }
 	if c.DataDir == "" {
-		errs.Addf("data_dir: required, e.g. /var/lib/outpost")
+		errs.Add("data_dir", "required, e.g. /var/lib/outpost")
 	}
 	switch c.Log.Level {
 	case "":
 		c.Log.Level = "info"
 	case "debug", "info", "warn", "error":
 	default:
-		errs.Addf("log.level: %q must be debug, info, warn or error", c.Log.Level)
+		errs.Add("log.level", "%q must be debug, info, warn or error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "":
 		c.Log.Format = "text"
 	case "text", "json":
 	default:
-		errs.Addf("log.format: %q must be text or json", c.Log.Format)
+		errs.Add("log.format", "%q must be text or json", c.Log.Format)
 	}
 	switch c.HTTP.Listen {
 	case "":
@@ -109,21 +105,18 @@ func (c *Config) Validate() error {
 	case "off":
 	default:
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			errs.Addf("http.listen: %q is not host:port or off: %v", c.HTTP.Listen, err)
+			errs.Add("http.listen", "%q is not host:port or off: %v", c.HTTP.Listen, err)
 		}
 	}
 	add(c.NATS.Validate())
 	add(c.Ingest.Syslog.Validate())
 	add(c.Ingest.AzureBlob.Validate())
 	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 && len(c.Ingest.AzureBlob.Accounts) == 0 {
-		errs.Addf("ingest.syslog: no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp (or configure ingest.azure_blob.accounts)")
+		errs.Add("ingest.syslog", "no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp (or configure ingest.azure_blob.accounts)")
 	}
 	add(c.Windows.Validate())
 	add(c.State.Validate())
 	add(c.Disk.Validate())
 	add(c.Forwarder.Validate())
-	if len(errs) == 0 {
-		return nil
-	}
-	return errors.New(strings.Join(errs, "\n"))
+	return errs.Err()
 }

@@ -1,11 +1,15 @@
 package pipeline
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -88,4 +92,71 @@ forwarder: {destinations: [{address: "", framing: newline}]}
 			}
 		})
 	}
+}
+
+// LoadConfig's problems are values a caller gets with errors.As, each with
+// the key path apart from the message (validation) or the file and line
+// (decoding): nothing to split or parse.
+func TestConfigProblemsAsList(t *testing.T) {
+	problems := func(t *testing.T, body string) []config.Problem {
+		t.Helper()
+		_, err := LoadConfig(writeConfig(t, body))
+		var list *config.ErrorList
+		if !errors.As(err, &list) {
+			t.Fatalf("error %v (%T) carries no *config.ErrorList", err, err)
+		}
+		return list.Problems
+	}
+
+	t.Run("validation", func(t *testing.T) {
+		got := problems(t, `
+data_dir: /x
+log: {level: chatty}
+nats: {replicas: 9}
+ingest: {syslog: {tcp: ["nonsense"]}}
+windows: {cache_keys: -1, allowed_lateness: -1s}
+state: {cache_size: 1KiB}
+forwarder: {destinations: [{name: a, address: "h:1"}, {name: b, address: "", fallback: c}]}
+`)
+		var paths []string
+		for _, p := range got {
+			if p.File != "" || p.Line != 0 || p.Msg == "" || strings.HasPrefix(p.Msg, p.Path) {
+				t.Errorf("problem %+v: want no file or line, and a message without the path", p)
+			}
+			paths = append(paths, p.Path)
+		}
+		want := []string{
+			"log.level",
+			"nats.replicas",
+			"ingest.syslog.tcp[0]",
+			"windows.allowed_lateness",
+			"windows.cache_keys",
+			"state.cache_size",
+			"forwarder.destinations[b].address",
+			"forwarder.destinations[b].fallback",
+		}
+		if !slices.Equal(paths, want) {
+			t.Errorf("paths:\n%q\nwant:\n%q", paths, want)
+		}
+	})
+
+	t.Run("decoding", func(t *testing.T) {
+		got := problems(t, "data_dir: /x\nnats:\n  urll: nats://x\nwindows:\n  allowed_lateness: soon\n  bogus: 1\n")
+		want := []struct {
+			line int
+			msg  string
+		}{
+			{3, "field urll not found in type bus.Config"},
+			{5, "cannot unmarshal !!str `soon` into time.Duration"},
+			{6, "field bogus not found in type window.Config"},
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d problems, want %d: %+v", len(got), len(want), got)
+		}
+		for i, w := range want {
+			if p := got[i]; p.Line != w.line || p.Msg != w.msg || !strings.HasSuffix(p.File, "outpost.yaml") || p.Path != "" {
+				t.Errorf("problem %d: %+v, want line %d %q", i, p, w.line, w.msg)
+			}
+		}
+	})
 }

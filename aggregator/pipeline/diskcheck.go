@@ -37,8 +37,10 @@ func CheckDisk(cfg *Config) error {
 	s := cfg.NATS.Streams
 	need := s.Events.MaxBytes + s.Matches.MaxBytes + s.Alerts.MaxBytes + s.DeadLetter.MaxBytes
 	if need+cfg.Disk.MinFree > total {
-		return fmt.Errorf("nats.streams: max_bytes add up to %s, plus disk.min_free %s, but data_dir's filesystem (%s) holds %s in all; lower them",
+		var errs config.Errors
+		errs.Add("nats.streams", "max_bytes add up to %s, plus disk.min_free %s, but data_dir's filesystem (%s) holds %s in all; lower them",
 			need, cfg.Disk.MinFree, dir, total)
+		return errs.Err()
 	}
 	return nil
 }

@@ -38,13 +38,13 @@ func (c *DiskConfig) Validate() error {
 		c.MinFree = 1 << 30
 	}
 	if c.MinFree < 512<<20 {
-		errs.Addf("disk.min_free: must be at least 512MiB (Badger's mapped files need it), got %s", c.MinFree)
+		errs.Add("disk.min_free", "must be at least 512MiB (Badger's mapped files need it), got %s", c.MinFree)
 	}
 	if c.CheckInterval == 0 {
 		c.CheckInterval = time.Second
 	}
 	if c.CheckInterval < 10*time.Millisecond || c.CheckInterval > time.Minute {
-		errs.Addf("disk.check_interval: must be 10ms to 1m, got %s", c.CheckInterval)
+		errs.Add("disk.check_interval", "must be 10ms to 1m, got %s", c.CheckInterval)
 	}
 	return errs.Err()
 }

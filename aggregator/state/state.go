@@ -38,6 +38,7 @@ type Config struct {
 
 // Validate applies defaults.
 func (c *Config) Validate() error {
+	var errs config.Errors
 	if c.SyncWrites == nil {
 		t := true
 		c.SyncWrites = &t
@@ -49,12 +50,12 @@ func (c *Config) Validate() error {
 		c.CacheSize = 128 << 20
 	}
 	if c.CacheSize < 1<<20 {
-		return fmt.Errorf("state.cache_size: must be at least 1MiB, got %s", c.CacheSize)
+		errs.Add("state.cache_size", "must be at least 1MiB, got %s", c.CacheSize)
 	}
 	if c.GCInterval < time.Second {
-		return fmt.Errorf("state.gc_interval: must be at least 1s, got %s", c.GCInterval)
+		errs.Add("state.gc_interval", "must be at least 1s, got %s", c.GCInterval)
 	}
-	return nil
+	return errs.Err()
 }
 
 // DB is the shared Badger database.

@@ -73,8 +73,9 @@ type Config struct {
 
 // Validate applies defaults.
 func (c *Config) Validate() error {
-	var errs config.Errors
-	c.Lateness.Validate(&errs)
+	var errs, lateness config.Errors
+	c.Lateness.Validate(&lateness)
+	errs.Append("windows", lateness.Err())
 	if c.StateGrace == 0 {
 		c.StateGrace = time.Hour
 	}
@@ -88,16 +89,16 @@ func (c *Config) Validate() error {
 		c.CacheKeys = 100_000
 	}
 	if c.StateGrace < 0 {
-		errs.Addf("windows.state_grace: must not be negative, got %s", c.StateGrace)
+		errs.Add("windows.state_grace", "must not be negative, got %s", c.StateGrace)
 	}
 	if c.IdleAdvance < 0 {
-		errs.Addf("windows.idle_advance: must not be negative, got %s", c.IdleAdvance)
+		errs.Add("windows.idle_advance", "must not be negative, got %s", c.IdleAdvance)
 	}
 	if c.CacheKeys < 0 {
-		errs.Addf("windows.cache_keys: must be positive")
+		errs.Add("windows.cache_keys", "must be positive")
 	}
 	if c.MaxKeysPerRule < 0 {
-		errs.Addf("windows.max_keys_per_rule: must be positive")
+		errs.Add("windows.max_keys_per_rule", "must be positive")
 	}
 	return errs.Err()
 }

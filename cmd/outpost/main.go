@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -84,10 +85,10 @@ func newRootCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := pipeline.LoadConfig(configPath)
 			if err != nil {
-				return err
+				return printProblems(cmd.ErrOrStderr(), configPath, err)
 			}
 			if err := pipeline.CheckDisk(cfg); err != nil {
-				return err
+				return printProblems(cmd.ErrOrStderr(), configPath, err)
 			}
 			n, err := pipeline.CheckRules(cfg)
 			if err != nil {
@@ -124,6 +125,27 @@ got and what crossed the "link" compared with what came in.`,
 
 	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd(), newStatusCmd())
 	return root
+}
+
+// printProblems prints the config problems err carries, one per line as
+// "file: [line N: ][key.path: ]message", and returns a one-line summary
+// for cobra to print; an error without problems (a file that cannot be
+// read) is returned as it is.
+func printProblems(w io.Writer, file string, err error) error {
+	var list *config.ErrorList
+	if !errors.As(err, &list) {
+		return err
+	}
+	for _, p := range list.Problems {
+		if p.File == "" {
+			p.File = file
+		}
+		fmt.Fprintln(w, p)
+	}
+	if len(list.Problems) == 1 {
+		return fmt.Errorf("%s: invalid config: 1 problem", file)
+	}
+	return fmt.Errorf("%s: invalid config: %d problems", file, len(list.Problems))
 }
 
 func newLogger(c pipeline.LogConfig, w io.Writer) *slog.Logger {

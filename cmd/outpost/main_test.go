@@ -106,3 +106,37 @@ func TestCheckConfigRefusesSymlinkOutOfRulesDir(t *testing.T) {
 		t.Errorf("err %v, output:\n%s", err, out)
 	}
 }
+
+// check-config prints each problem on its own line, naming the file and
+// the key (or the line, for what the YAML decoder found), and fails with a
+// count.
+func TestCheckConfigPrintsProblems(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		body  string
+		lines []string
+		err   string
+	}{
+		{"data_dir: /x\nlog: {level: chatty}\nnats: {replicas: 9}\nforwarder: {destinations: [{address: \"h:1\"}]}\n", []string{
+			"outpost.yaml: log.level: \"chatty\" must be debug, info, warn or error\n",
+			"outpost.yaml: nats.replicas: must be 1 to 5, got 9\n",
+		}, "outpost.yaml: invalid config: 2 problems"},
+		{"data_dir: /x\nnats:\n  urll: nats://x\n", []string{
+			"outpost.yaml: line 3: field urll not found in type bus.Config\n",
+		}, "outpost.yaml: invalid config: 1 problem"},
+	} {
+		path := filepath.Join(dir, "outpost.yaml")
+		if err := os.WriteFile(path, []byte(tt.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := execute("check-config", "-c", path)
+		if err == nil || !strings.HasSuffix(err.Error(), tt.err) {
+			t.Errorf("err %v, want one ending %q", err, tt.err)
+		}
+		for _, l := range tt.lines {
+			if !strings.Contains(out, dir+string(filepath.Separator)+l) {
+				t.Errorf("output lacks the line %q:\n%s", l, out)
+			}
+		}
+	}
+}

@@ -135,31 +135,31 @@ func (c *Config) Validate() error {
 		c.PollInterval = DefaultPollInterval
 	}
 	if c.PollInterval < 100*time.Millisecond {
-		errs.Addf("%s.poll_interval: must be at least 100ms, got %s", p, c.PollInterval)
+		errs.Add(p+".poll_interval", "must be at least 100ms, got %s", c.PollInterval)
 	}
 	if c.DiscoveryInterval == 0 {
 		c.DiscoveryInterval = DefaultDiscoveryInterval
 	}
 	if c.DiscoveryInterval < c.PollInterval {
-		errs.Addf("%s.discovery_interval: must be at least poll_interval (%s), got %s", p, c.PollInterval, c.DiscoveryInterval)
+		errs.Add(p+".discovery_interval", "must be at least poll_interval (%s), got %s", c.PollInterval, c.DiscoveryInterval)
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
 	if c.Concurrency < 1 || c.Concurrency > 64 {
-		errs.Addf("%s.concurrency: must be 1 to 64, got %d", p, c.Concurrency)
+		errs.Add(p+".concurrency", "must be 1 to 64, got %d", c.Concurrency)
 	}
 	if c.MaxRecordSize == 0 {
 		c.MaxRecordSize = DefaultMaxRecordSize
 	}
 	if c.MaxRecordSize < 4<<10 || c.MaxRecordSize > MaxMaxRecordSize {
-		errs.Addf("%s.max_record_size: must be 4KiB to %s, got %s", p, config.ByteSize(MaxMaxRecordSize), c.MaxRecordSize)
+		errs.Add(p+".max_record_size", "must be 4KiB to %s, got %s", config.ByteSize(MaxMaxRecordSize), c.MaxRecordSize)
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
 	}
 	if c.MaxBackoff < c.PollInterval {
-		errs.Addf("%s.max_backoff: must be at least poll_interval (%s), got %s", p, c.PollInterval, c.MaxBackoff)
+		errs.Add(p+".max_backoff", "must be at least poll_interval (%s), got %s", c.PollInterval, c.MaxBackoff)
 	}
 	names := make(map[string]bool)
 	for i := range c.Accounts {
@@ -170,9 +170,9 @@ func (c *Config) Validate() error {
 
 func (a *Account) validate(key string, discovery time.Duration, names map[string]bool, errs *config.Errors) {
 	if !accountNameRE.MatchString(a.Name) {
-		errs.Addf("%s.name: %q must be 1-63 letters, digits, '.', '_' or '-'", key, a.Name)
+		errs.Add(key+".name", "%q must be 1-63 letters, digits, '.', '_' or '-'", a.Name)
 	} else if names[a.Name] {
-		errs.Addf("%s.name: %q is used by another account", key, a.Name)
+		errs.Add(key+".name", "%q is used by another account", a.Name)
 	}
 	names[a.Name] = true
 	if a.Auth == "" {
@@ -187,9 +187,9 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 		}
 		switch {
 		case want && n != 1:
-			errs.Addf("%s.%s: set exactly one of value, env, file for auth %s", key, name, a.Auth)
+			errs.Add(key+"."+name, "set exactly one of value, env, file for auth %s", a.Auth)
 		case !want && n != 0:
-			errs.Addf("%s.%s: only used with auth %s; remove it", key, name, strings.ReplaceAll(name, "account_key", AuthSharedKey))
+			errs.Add(key+"."+name, "only used with auth %s; remove it", strings.ReplaceAll(name, "account_key", AuthSharedKey))
 		}
 	}
 	needURL := true
@@ -199,11 +199,11 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 		needURL = false
 	case AuthSharedKey:
 		if a.AccountName == "" {
-			errs.Addf("%s.account_name: required for auth shared_key", key)
+			errs.Add(key+".account_name", "required for auth shared_key")
 		}
 	case AuthSAS:
 	default:
-		errs.Addf("%s.auth: %q must be managed_identity, connection_string, shared_key or sas", key, a.Auth)
+		errs.Add(key+".auth", "%q must be managed_identity, connection_string, shared_key or sas", a.Auth)
 	}
 	checkSecret("connection_string", a.ConnectionString, a.Auth == AuthConnectionString)
 	checkSecret("account_key", a.AccountKey, a.Auth == AuthSharedKey)
@@ -212,58 +212,58 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 	// messages never quote the secret.
 	if v := a.ConnectionString.Value; v != "" && a.Auth == AuthConnectionString {
 		if _, err := azblob.NewClientFromConnectionString(v, nil); err != nil {
-			errs.Addf("%s.connection_string: not a storage connection string (want AccountName=…;AccountKey=…;BlobEndpoint=… or DefaultEndpointsProtocol=…;EndpointSuffix=…, with a base64 key)", key)
+			errs.Add(key+".connection_string", "not a storage connection string (want AccountName=…;AccountKey=…;BlobEndpoint=… or DefaultEndpointsProtocol=…;EndpointSuffix=…, with a base64 key)")
 		}
 	}
 	if v := a.AccountKey.Value; v != "" && a.Auth == AuthSharedKey {
 		if _, err := base64.StdEncoding.DecodeString(v); err != nil {
-			errs.Addf("%s.account_key: not base64 (an account key is the base64 text the portal shows)", key)
+			errs.Add(key+".account_key", "not base64 (an account key is the base64 text the portal shows)")
 		}
 	}
 	checkSecret("sas", a.SAS, a.Auth == AuthSAS)
 	switch {
 	case a.ClientID != "" && a.Auth != AuthManagedIdentity:
-		errs.Addf("%s.client_id: only used with auth managed_identity; remove it", key)
+		errs.Add(key+".client_id", "only used with auth managed_identity; remove it")
 	case a.ClientID != "" && !guidRE.MatchString(a.ClientID):
-		errs.Addf("%s.client_id: %q must be the user-assigned identity's client id, a GUID like 7d3a7c1e-0b6f-4e0a-9c55-2f1f6a0b9d41", key, a.ClientID)
+		errs.Add(key+".client_id", "%q must be the user-assigned identity's client id, a GUID like 7d3a7c1e-0b6f-4e0a-9c55-2f1f6a0b9d41", a.ClientID)
 	}
 	switch {
 	case needURL && a.URL == "":
-		errs.Addf("%s.url: required, e.g. https://<account>.blob.core.windows.net/", key)
+		errs.Add(key+".url", "required, e.g. https://<account>.blob.core.windows.net/")
 	case !needURL && a.URL != "":
-		errs.Addf("%s.url: the connection string carries the endpoint; remove url", key)
+		errs.Add(key+".url", "the connection string carries the endpoint; remove url")
 	case a.URL != "":
 		u, err := url.Parse(a.URL)
 		switch {
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" ||
 			strings.Contains(strings.ToLower(a.URL), "sig="):
-			errs.Addf("%s.url: %q must be an http(s) URL without a query (put a SAS token in sas)", key, redactURL(a.URL))
+			errs.Add(key+".url", "%q must be an http(s) URL without a query (put a SAS token in sas)", redactURL(a.URL))
 		case a.Auth == AuthManagedIdentity && u.Scheme != "https":
 			// azcore refuses to send a bearer token over plain HTTP: every
 			// request would fail.
-			errs.Addf("%s.url: %q must be https for auth managed_identity", key, redactURL(a.URL))
+			errs.Add(key+".url", "%q must be https for auth managed_identity", redactURL(a.URL))
 		}
 	}
 	if a.Lookback == 0 {
 		a.Lookback = DefaultLookback
 	}
 	if a.Lookback < time.Hour || a.Lookback > 7*24*time.Hour {
-		errs.Addf("%s.lookback: must be 1h to 168h, got %s", key, a.Lookback)
+		errs.Add(key+".lookback", "must be 1h to 168h, got %s", a.Lookback)
 	} else if a.Lookback <= discovery {
-		errs.Addf("%s.lookback: must be longer than discovery_interval (%s), got %s", key, discovery, a.Lookback)
+		errs.Add(key+".lookback", "must be longer than discovery_interval (%s), got %s", discovery, a.Lookback)
 	}
 	if len(a.Containers) == 0 {
-		errs.Addf("%s.containers: list at least one container, e.g. insights-logs-signinlogs", key)
+		errs.Add(key+".containers", "list at least one container, e.g. insights-logs-signinlogs")
 	}
 	seen := make(map[string]bool)
 	for j := range a.Containers {
 		c := &a.Containers[j]
 		ck := fmt.Sprintf("%s.containers[%d]", key, j)
 		if !containerRE.MatchString(c.Name) {
-			errs.Addf("%s.name: %q is not a container name (3-63 lowercase letters, digits and single '-')", ck, c.Name)
+			errs.Add(ck+".name", "%q is not a container name (3-63 lowercase letters, digits and single '-')", c.Name)
 		}
 		if seen[c.Name] {
-			errs.Addf("%s.name: %q is listed twice; put all its prefixes in one entry", ck, c.Name)
+			errs.Add(ck+".name", "%q is listed twice; put all its prefixes in one entry", c.Name)
 		}
 		seen[c.Name] = true
 		if len(c.Prefixes) == 0 {
@@ -271,7 +271,7 @@ func (a *Account) validate(key string, discovery time.Duration, names map[string
 		}
 		for k, pre := range c.Prefixes {
 			if strings.Contains(pre, "y=") {
-				errs.Addf("%s.prefixes[%d]: %q must stop above the y=YYYY/ level; hours are chosen by lookback and start_time", ck, k, pre)
+				errs.Add(fmt.Sprintf("%s.prefixes[%d]", ck, k), "%q must stop above the y=YYYY/ level; hours are chosen by lookback and start_time", pre)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package syslog
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -108,11 +109,11 @@ func (c *Config) Validate() error {
 	checkAddrs := func(key string, addrs []string) {
 		for i, a := range addrs {
 			if err := checkHostPort(a); err != "" {
-				errs.Addf("ingest.syslog.%s[%d]: %q is not host:port: %s", key, i, a, err)
+				errs.Add(fmt.Sprintf("ingest.syslog.%s[%d]", key, i), "%q is not host:port: %s", a, err)
 				continue
 			}
 			if seen[key+" "+a] && !strings.HasSuffix(a, ":0") { // port 0: the system picks one each time
-				errs.Addf("ingest.syslog.%s[%d]: %q is listed twice", key, i, a)
+				errs.Add(fmt.Sprintf("ingest.syslog.%s[%d]", key, i), "%q is listed twice", a)
 			}
 			seen[key+" "+a] = true
 		}
@@ -122,13 +123,13 @@ func (c *Config) Validate() error {
 	c.allow = make(map[string]allowList, len(c.Allow))
 	for _, addr := range slices.Sorted(maps.Keys(c.Allow)) {
 		if !slices.Contains(c.UDP, addr) && !slices.Contains(c.TCP, addr) {
-			errs.Addf("ingest.syslog.allow[%q]: not a listen address in ingest.syslog.udp or ingest.syslog.tcp", addr)
+			errs.Add(fmt.Sprintf("ingest.syslog.allow[%q]", addr), "not a listen address in ingest.syslog.udp or ingest.syslog.tcp")
 		}
 		list := allowList{} // not nil: an empty list allows no one
 		for i, s := range c.Allow[addr] {
 			p, err := parsePrefix(s)
 			if err != nil {
-				errs.Addf("ingest.syslog.allow[%q][%d]: %q is not a prefix such as 10.0.0.0/8 or 2001:db8::/32: %v", addr, i, s, err)
+				errs.Add(fmt.Sprintf("ingest.syslog.allow[%q][%d]", addr, i), "%q is not a prefix such as 10.0.0.0/8 or 2001:db8::/32: %v", s, err)
 				continue
 			}
 			list = append(list, p)
@@ -140,7 +141,7 @@ func (c *Config) Validate() error {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if c.MaxMessageSize < MinMaxMessageSize || c.MaxMessageSize > MaxMaxMessageSize {
-		errs.Addf("ingest.syslog.max_message_size: must be %s to %s, got %s",
+		errs.Add("ingest.syslog.max_message_size", "must be %s to %s, got %s",
 			config.ByteSize(MinMaxMessageSize), config.ByteSize(MaxMaxMessageSize), c.MaxMessageSize)
 	}
 
@@ -148,38 +149,38 @@ func (c *Config) Validate() error {
 		c.Timezone = DefaultTimezone
 	}
 	if _, err := time.LoadLocation(c.Timezone); err != nil {
-		errs.Addf("ingest.syslog.timezone: %q is not an IANA time zone such as Europe/Berlin: %v", c.Timezone, err)
+		errs.Add("ingest.syslog.timezone", "%q is not an IANA time zone such as Europe/Berlin: %v", c.Timezone, err)
 	}
 
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.MaxConnections < 0 {
-		errs.Addf("ingest.syslog.max_connections: must be positive, got %d", c.MaxConnections)
+		errs.Add("ingest.syslog.max_connections", "must be positive, got %d", c.MaxConnections)
 	}
 	if c.UDPReadBuffer == 0 {
 		c.UDPReadBuffer = DefaultUDPReadBuffer
 	}
 	if c.UDPReadBuffer < 0 || c.UDPReadBuffer > 1<<30 {
-		errs.Addf("ingest.syslog.udp_read_buffer: must be between 1 and 1GiB, got %d", c.UDPReadBuffer)
+		errs.Add("ingest.syslog.udp_read_buffer", "must be between 1 and 1GiB, got %d", c.UDPReadBuffer)
 	}
 	if c.MaxConnectionsPerSource == 0 {
 		c.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
 	}
 	if c.MaxConnectionsPerSource < 0 {
-		errs.Addf("ingest.syslog.max_connections_per_source: must be positive, got %d", c.MaxConnectionsPerSource)
+		errs.Add("ingest.syslog.max_connections_per_source", "must be positive, got %d", c.MaxConnectionsPerSource)
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.IdleTimeout < 0 {
-		errs.Addf("ingest.syslog.idle_timeout: must be positive, got %s", c.IdleTimeout)
+		errs.Add("ingest.syslog.idle_timeout", "must be positive, got %s", c.IdleTimeout)
 	}
 	if c.FrameTimeout == 0 {
 		c.FrameTimeout = DefaultFrameTimeout
 	}
 	if c.FrameTimeout < 0 {
-		errs.Addf("ingest.syslog.frame_timeout: must be positive, got %s", c.FrameTimeout)
+		errs.Add("ingest.syslog.frame_timeout", "must be positive, got %s", c.FrameTimeout)
 	}
 	return errs.Err()
 }
