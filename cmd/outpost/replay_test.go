@@ -98,9 +98,8 @@ func TestReplayPackTests(t *testing.T) {
 				rs = append(rs, set.Rule(id))
 			}
 			got, st := replayAll(t, lines.Bytes(), rs, replayOptions{Workers: 2, Received: received, Advance: tc.Advance})
-			// The rule filter drops an event more than 2m behind its host's
-			// newest as late; ruletest feeds every event to the windows.
-			// Where the two differ the alerts must still be the same.
+			// The engine's gate drops an event more than 2m behind its
+			// host's newest as late, in replay as in rules test: counted.
 			late := 0
 			newest := map[string]time.Time{}
 			for _, e := range events {
