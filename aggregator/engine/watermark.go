@@ -48,11 +48,21 @@ func (w *Watermark) Restore(maxTime int64) {
 
 // Observe moves the newest event time on to at (unix ns), if newer.
 func (w *Watermark) Observe(at int64) {
+	if w.now != nil {
+		w.ObserveAt(at, w.now())
+	} else {
+		w.ObserveAt(at, time.Time{})
+	}
+}
+
+// ObserveAt is Observe for an event time that arrived at arrived (the
+// clock's time then): idle time counts from arrived. The windows stage
+// moves its watermark only once a batch is committed, by what arrived
+// with it.
+func (w *Watermark) ObserveAt(at int64, arrived time.Time) {
 	if at > w.maxTime {
 		w.maxTime = at
-		if w.now != nil {
-			w.lastAdvance = w.now()
-		}
+		w.lastAdvance = arrived
 	}
 }
 

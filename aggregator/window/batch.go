@@ -62,6 +62,10 @@ type batch struct {
 	order  []string
 	drops  [][]byte
 
+	// added counts, per rule, the new keys this batch created so far: the
+	// key cap holds within one batch too (account makes them live).
+	added map[string]int
+
 	// What became of the batch's matches, for the metrics once committed.
 	verdicts [len(verdictNames)]int
 	unknown  int
@@ -100,7 +104,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 	for i := len(b.s.layers) - 1; i >= 0; i-- {
 		if l, ok := b.s.layers[i].b.states[sk]; ok {
 			if l.st.Empty() { // deleted, or never written, by that commit
-				if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
+				if !b.admitNew(r, capped) {
 					return nil, engine.ErrKeyCap
 				}
 				return b.keep(r, sk, &engine.State{}, false), nil
@@ -117,7 +121,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		existed = false
-		if capped && b.s.liveKeys[r.ID] >= b.s.cfg.MaxKeysPerRule {
+		if !b.admitNew(r, capped) {
 			return nil, engine.ErrKeyCap
 		}
 	case err != nil:
@@ -131,6 +135,23 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		}
 	}
 	return b.keep(r, sk, st, existed), nil
+}
+
+// admitNew reports whether a new key of r may be created: uncapped (a
+// deadline check), or the rule's live keys plus those this batch already
+// created stay under windows.max_keys_per_rule; it counts the key then.
+func (b *batch) admitNew(r *rules.Rule, capped bool) bool {
+	if !capped {
+		return true
+	}
+	if b.s.liveKeys[r.ID]+b.added[r.ID] >= b.s.cfg.MaxKeysPerRule {
+		return false
+	}
+	if b.added == nil {
+		b.added = map[string]int{}
+	}
+	b.added[r.ID]++
+	return true
 }
 
 // keep makes st the batch's state of sk. existed says whether sk is in

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -43,15 +42,6 @@ const (
 	suppressedMatchRule = `
   - {id: each, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host], suppress: 10m}`
 )
-
-// knownBug skips a test that shows a bug of the stage not fixed yet,
-// unless OUTPOST_KNOWN_BUGS=1, which runs it (and shows it fail).
-func knownBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("OUTPOST_KNOWN_BUGS") != "1" {
-		t.Skip("bug: " + why + " (OUTPOST_KNOWN_BUGS=1 runs it)")
-	}
-}
 
 // step is what the fake publisher does with one publish call.
 type step struct {
@@ -676,7 +666,7 @@ func TestPublishErrorDiscardsTheBatch(t *testing.T) {
 		if len(h.s.layers) != 1 {
 			t.Errorf("%d layers, want the one in flight", len(h.s.layers))
 		}
-		if got, want := time.Unix(0, h.s.wm.Max()).UTC(), m1.Time; !got.Equal(want) {
+		if got, want := time.Unix(0, h.s.newestApplied()).UTC(), m1.Time; !got.Equal(want) {
 			t.Errorf("newest match time %s, want %s (the discarded batch's must not count)", got, want)
 		}
 		if got := h.s.keysTotal.Load(); got != 1 {
@@ -932,7 +922,7 @@ func TestKeyCapDropsNewKeysAndMatchRulesFailOpen(t *testing.T) {
 // in a single batch, with max_keys_per_rule 2, may not all get state.
 func TestKeyCapHoldsWithinOneBatch(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "the key cap counts a batch's new keys only at submit (batch.account), so batch.State lets one batch create any number of new keys past max_keys_per_rule")
+	// Before the fix: the key cap counts a batch's new keys only at submit (batch.account), so batch.State lets one batch create any number of new keys past max_keys_per_rule.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.MaxKeysPerRule = 2 })
@@ -951,7 +941,7 @@ func TestKeyCapHoldsWithinOneBatch(t *testing.T) {
 // still apply on what Badger holds — not on the older state in the cache.
 func TestFailureAfterAnUnsettledCommitAppliesOnBadger(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "resetAfterFailure drops committed but unsettled layers without moving their states into the cache, so the next batch applies on an older cached state and overwrites the commit")
+	// Before the fix: resetAfterFailure drops committed but unsettled layers without moving their states into the cache, so the next batch applies on an older cached state and overwrites the commit.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h := newHarness(ctx, t, thresholdRule, nil)
@@ -1006,7 +996,7 @@ func TestFailureAfterAnUnsettledCommitAppliesOnBadger(t *testing.T) {
 // report host=a silent on a watermark only the failed batch set.
 func TestFailedBatchDoesNotMoveTheWatermark(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "apply observes a batch's newest match time before its commit and resetAfterFailure does not roll it back, so expire fires deadlines on a watermark set by matches Badger never got")
+	// Before the fix: apply observes a batch's newest match time before its commit and resetAfterFailure does not roll it back, so expire fires deadlines on a watermark set by matches Badger never got.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h := newHarness(ctx, t, absenceRule, nil)
@@ -1064,7 +1054,7 @@ func TestCancelledSubmitDropsTheLayer(t *testing.T) {
 		if len(h.s.layers) != len(settles) {
 			t.Errorf("%d layers, want the %d queued (the cancelled one dropped)", len(h.s.layers), len(settles))
 		}
-		if got := time.Unix(0, h.s.wm.Max()).UTC(); !got.Equal(t0) {
+		if got := time.Unix(0, h.s.newestApplied()).UTC(); !got.Equal(t0) {
 			t.Errorf("newest match time %s, want %s", got, t0)
 		}
 	})

@@ -230,7 +230,8 @@ var errEarlierFailed = errors.New("an earlier batch's commit failed")
 // layer is one applied batch on its way to Badger.
 type layer struct {
 	b       *batch
-	maxTime int64
+	maxTime int64                       // newest event time once committed (the watermark's)
+	arrived time.Time                   // the clock when it was applied
 	wait    func(context.Context) error // the alerts' acks
 	done    chan struct{}               // closed when committed or failed
 	err     error
@@ -308,13 +309,22 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 		b.txn.Discard()
 		return nil, err
 	}
-	maxTime := max(s.wm.Max(), newest)
-	l, err := s.submit(ctx, b, alerts, maxTime)
+	l, err := s.submit(ctx, b, alerts, max(s.newestApplied(), newest))
 	if err != nil {
 		return nil, err
 	}
-	s.wm.Observe(maxTime)
 	return func() error { return s.settle(ctx, l) }, nil
+}
+
+// newestApplied is the newest event time of the batches applied so far,
+// committed or not: what the next layer's mark starts from. The watermark
+// itself moves only with commits (popCommitted), so a batch that fails
+// never moves it.
+func (s *Stage) newestApplied() int64 {
+	if n := len(s.layers); n > 0 {
+		return max(s.wm.Max(), s.layers[n-1].maxTime)
+	}
+	return s.wm.Max()
 }
 
 // submit publishes a batch's alerts (without waiting for their acks),
@@ -326,7 +336,7 @@ func (s *Stage) submit(ctx context.Context, b *batch, alerts []*event.Alert, max
 		return nil, err
 	}
 	b.account()
-	l := &layer{b: b, maxTime: maxTime, wait: wait, done: make(chan struct{})}
+	l := &layer{b: b, maxTime: maxTime, arrived: s.now(), wait: wait, done: make(chan struct{})}
 	s.layers = append(s.layers, l)
 	select {
 	case s.jobs <- l:
@@ -365,6 +375,7 @@ func (s *Stage) popCommitted() {
 		if l.err != nil {
 			return // resetAfterFailure drops it
 		}
+		s.wm.ObserveAt(l.maxTime, l.arrived)
 		for _, sk := range l.b.order {
 			if st := l.b.states[sk].st; st.Empty() {
 				s.cache.Remove(sk)
@@ -391,6 +402,10 @@ func (s *Stage) resetAfterFailure(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	// The layers that committed before the failure, and were not settled
+	// yet, are in Badger: their states go to the cache like any commit's,
+	// or the cache would hold older ones.
+	s.popCommitted()
 	s.layers = nil
 	s.failed.Store(false)
 	return s.countKeys()
@@ -462,7 +477,7 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 		b.txn.Discard()
 		return n, err
 	}
-	l, err := s.submit(ctx, b, alerts, s.wm.Max())
+	l, err := s.submit(ctx, b, alerts, s.newestApplied())
 	if err != nil {
 		return n, err
 	}
