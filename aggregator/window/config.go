@@ -1,0 +1,69 @@
+package window
+
+import (
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
+	"github.com/outpost-siem/outpost/aggregator/engine"
+)
+
+// Config is the `windows` section of outpost.yaml.
+type Config struct {
+	// Lateness (allowed_lateness, source_lateness) is the engine's: the
+	// rule filter's gate, the watermark and the states all enforce it.
+	engine.Lateness `yaml:",inline"`
+	// StateGrace is added to every state key's TTL (window + lateness, or
+	// suppress) so a backlog replayed after downtime still finds its state.
+	StateGrace time.Duration `yaml:"state_grace"`
+	// IdleAdvance: when no newer match arrived for this long, the watermark
+	// catches up with the wall clock minus AllowedLateness and follows it
+	// (absence rules need time to pass even when every source is silent).
+	IdleAdvance time.Duration `yaml:"idle_advance"`
+	// MaxKeysPerRule caps the live group keys of one rule; matches for new
+	// keys beyond it are dropped and counted
+	// (outpost_windows_key_cap_hits_total), which bounds the state a flood
+	// of distinct addresses can create.
+	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
+	// CacheKeys is how many recently used window states are kept in memory
+	// in front of Badger. Default 100,000.
+	CacheKeys int `yaml:"cache_keys"`
+}
+
+// Validate applies defaults.
+func (c *Config) Validate() error {
+	var errs, lateness config.Errors
+	c.Lateness.Validate(&lateness)
+	errs.Append("windows", lateness.Err())
+	if c.StateGrace == 0 {
+		c.StateGrace = time.Hour
+	}
+	if c.IdleAdvance == 0 {
+		c.IdleAdvance = 5 * time.Minute
+	}
+	if c.MaxKeysPerRule == 0 {
+		c.MaxKeysPerRule = 1_000_000
+	}
+	if c.CacheKeys == 0 {
+		c.CacheKeys = 100_000
+	}
+	if c.StateGrace < 0 {
+		errs.Add("windows.state_grace", "must not be negative, got %s", c.StateGrace)
+	}
+	if c.IdleAdvance < 0 {
+		errs.Add("windows.idle_advance", "must not be negative, got %s", c.IdleAdvance)
+	}
+	if c.CacheKeys < 0 {
+		errs.Add("windows.cache_keys", "must be positive")
+	}
+	if c.MaxKeysPerRule < 0 {
+		errs.Add("windows.max_keys_per_rule", "must be positive")
+	}
+	return errs.Err()
+}
+
+// Option configures a Stage.
+type Option func(*Stage)
+
+// WithClock makes now the stage's wall clock (the watermark's idle
+// advance): for tests and `rules`-driven comparisons.
+func WithClock(now func() time.Time) Option { return func(s *Stage) { s.now = now } }
