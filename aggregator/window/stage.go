@@ -24,9 +24,9 @@ package window
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	json "github.com/goccy/go-json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
