@@ -3,10 +3,9 @@ package bus
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
-
-	json "github.com/goccy/go-json"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"

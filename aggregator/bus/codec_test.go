@@ -104,3 +104,27 @@ func TestDecodeEventsKeepsGoingPastABadLine(t *testing.T) {
 		t.Errorf("ids %v bad %d err %v", ids, bad, err)
 	}
 }
+
+// Damaged JSON lines are bad records, never a crash. A key cut short
+// after a backslash made github.com/goccy/go-json (used here before)
+// read past the end of its buffer and panic, depending on what lay
+// beyond it (goccy/go-json#604); many rounds, with small allocations
+// next to the buffer, make that likely.
+func TestDecodeDamagedJSONLines(t *testing.T) {
+	lines := []string{`{"\`, `{"ti\`, `{"rule":"r","\`, `{"\u`, `{"id\`, `{"\29\`}
+	var neighbours [][]byte
+	for i := range 5000 {
+		for _, line := range lines {
+			neighbours = append(neighbours[:0], []byte(strings.Repeat("A", 8+i%9)))
+			bad := 0
+			count := func([]byte, error) error { bad++; return nil }
+			if err := DecodeMatches([]byte(line), func(*event.Match) error { return nil }, count); err != nil || bad != 1 {
+				t.Fatalf("match %q: bad %d err %v", line, bad, err)
+			}
+			if err := DecodeEvents([]byte(line), func(*event.Event) error { return nil }, count); err != nil || bad != 2 {
+				t.Fatalf("event %q: bad %d err %v", line, bad, err)
+			}
+		}
+	}
+	_ = neighbours
+}

@@ -1,11 +1,10 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
-
-	json "github.com/goccy/go-json"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )

@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,6 +70,18 @@ func TestMatchRoundTrip(t *testing.T) {
 		if g, w := jsonOf(t, &got), jsonOf(t, m); g != w {
 			t.Errorf("round trip\n got %s\nwant %s", g, w)
 		}
+	}
+}
+
+// A Match's JSON leaves out a zero Seen (`omitzero`, which encoding/json
+// has had since Go 1.24 and github.com/goccy/go-json, used before, ignored:
+// it wrote "seen":"0001-01-01T00:00:00Z").
+func TestMatchJSONOmitsZeroSeen(t *testing.T) {
+	if got := jsonOf(t, &Match{RuleID: "r", Time: time.Unix(0, 0).UTC()}); strings.Contains(got, "seen") {
+		t.Errorf("zero Seen written: %s", got)
+	}
+	if got := jsonOf(t, sampleMatch()); !strings.Contains(got, `"seen":"2026-11-23T10:00:00-05:00"`) {
+		t.Errorf("Seen missing: %s", got)
 	}
 }
 

@@ -27,6 +27,7 @@ package window
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,8 +35,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	json "github.com/goccy/go-json"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
