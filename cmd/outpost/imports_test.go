@@ -1,4 +1,4 @@
-package outpost_test
+package main
 
 import (
 	"errors"
