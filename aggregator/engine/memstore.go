@@ -13,18 +13,19 @@ import (
 // armed key: a deadline that moves later is queued again when its old time
 // comes. Not safe for concurrent use.
 type MemStore struct {
-	hash   func(key string) uint64              // maphash with a seed of its own; tests collide keys
-	rules  map[*rules.Rule]map[uint64]*memState // by the hash of the group key
-	timers memTimers
+	seed    maphash.Seed
+	collide bool                                 // tests: every key hashes alike
+	rules   map[*rules.Rule]map[uint64]*memState // by the hash of the group key
+	// last and lastStates are the rule looked up last and its states: a
+	// run of matches of one rule skips the lookup by rule.
+	last       *rules.Rule
+	lastStates map[uint64]*memState
+	timers     memTimers
 }
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
-	seed := maphash.MakeSeed()
-	return &MemStore{
-		hash:  func(key string) uint64 { return maphash.String(seed, key) },
-		rules: map[*rules.Rule]map[uint64]*memState{},
-	}
+	return &MemStore{seed: maphash.MakeSeed(), rules: map[*rules.Rule]map[uint64]*memState{}}
 }
 
 // memState is the state of one (rule, group key) with the key's bytes
@@ -54,12 +55,18 @@ func (e *memState) is(key string) bool {
 
 // State returns the state of (r, key), created empty if new.
 func (s *MemStore) State(r *rules.Rule, key string, _ bool) (*State, error) {
-	m := s.rules[r]
-	if m == nil {
-		m = map[uint64]*memState{}
-		s.rules[r] = m
+	m := s.lastStates
+	if r != s.last {
+		if m = s.rules[r]; m == nil {
+			m = map[uint64]*memState{}
+			s.rules[r] = m
+		}
+		s.last, s.lastStates = r, m
 	}
-	h := s.hash(key)
+	var h uint64
+	if !s.collide {
+		h = maphash.String(s.seed, key)
+	}
 	first := m[h]
 	for e := first; e != nil; e = e.next {
 		if e.is(key) {
