@@ -56,7 +56,7 @@ func timerKey(deadline int64, sk string) []byte {
 // batch is one read-modify-write transaction over group states: the
 // engine.Txn of the Badger store.
 type batch struct {
-	s      *Stage
+	s      *store
 	txn    *badger.Txn
 	states map[string]*loaded
 	order  []string
@@ -84,10 +84,6 @@ type loaded struct {
 	st       *engine.State
 	deadline int64 // the deadline indexed when loaded
 	existed  bool  // the key was in Badger when loaded
-}
-
-func (s *Stage) newBatch() *batch {
-	return &batch{s: s, txn: s.db.NewTransaction(true), states: map[string]*loaded{}}
 }
 
 // State returns the state of (r, key) for this batch (engine.Txn). A key
@@ -297,53 +293,12 @@ func (b *batch) Due(watermark int64, limit int) ([]engine.Deadline, error) {
 	return out, nil
 }
 
-// loadWatermark restores the newest event time seen before a restart.
+// loadWatermark restores the newest event time committed before a
+// restart; idle time counts from now.
 func (s *Stage) loadWatermark() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.wm.Restore(0)
-	return s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(markKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) == 8 {
-				s.wm.Restore(int64(binary.BigEndian.Uint64(v)))
-			}
-			return nil
-		})
-	})
-}
-
-// countKeys counts the live group keys per rule, reading keys only. Keys
-// that expired by TTL since the last count are not seen, so the count
-// drifts up between counts and never under the truth.
-func (s *Stage) countKeys() error {
-	counts := map[string]int{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte(statePrefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if rule, _, _, ok := parseStateKey(string(it.Item().Key())); ok {
-				counts[rule]++
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		s.liveKeys = counts
-		total := 0
-		for _, n := range counts {
-			total += n
-		}
-		s.keysTotal.Store(int64(total))
-	}
+	mark, err := s.loadMark()
+	s.wm.Restore(mark)
 	return err
 }

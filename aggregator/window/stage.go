@@ -41,7 +41,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,11 +53,11 @@ import (
 )
 
 // Stage is the windows stage: the JetStream adapter around the engine's
-// window logic, with the Badger store (batch.go) and its commit layers.
+// window logic over the Badger store (store.go, batch.go): decode, apply,
+// publish, commit, ack.
 type Stage struct {
 	cfg     Config
 	bus     *bus.Bus
-	db      *state.DB
 	rules   atomic.Pointer[rules.Set]
 	log     *slog.Logger
 	now     func() time.Time // the wall clock; tests inject their own
@@ -67,23 +66,13 @@ type Stage struct {
 	// collects them. JetStream's (publishAlerts) unless a test injects one.
 	publish func(alerts []*event.Alert) (wait func(context.Context) error, err error)
 
-	// mu serializes batches and deadline checks; wm is the watermark
-	// (engine.Watermark: newest event time, idle advance on now).
-	mu        sync.Mutex
-	wm        *engine.Watermark
-	liveKeys  map[string]int // live group keys per rule id (see countKeys)
-	keysTotal atomic.Int64   // their sum, for the gauge (read without mu)
-	// cache holds recently used committed states in front of Badger, so a
-	// hot key is not read and decoded on every batch. A state enters it only
-	// after its commit.
-	cache *lru.Cache[string, *engine.State]
-	// layers are the batches applied in memory whose commit is not known
-	// to have succeeded, oldest first; their states shadow the cache and
-	// Badger. jobs hands them to the committer; failed is set by it when a
-	// commit failed, and cleared by resetAfterFailure.
-	layers []*layer
-	jobs   chan *layer
-	failed atomic.Bool
+	// mu serializes batches and deadline checks, and every use of the
+	// store; wm is the watermark (engine.Watermark: newest event time,
+	// idle advance on now). jobs hands the layers to the committer.
+	mu sync.Mutex
+	wm *engine.Watermark
+	*store
+	jobs chan *layer
 
 	verdicts *prometheus.CounterVec
 	keyCap   *prometheus.CounterVec
@@ -94,11 +83,11 @@ type Stage struct {
 // New returns the stage and registers its metrics on reg. cfg must have
 // been validated.
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Stage, error) {
-	cache, _ := lru.New[string, *engine.State](max(cfg.CacheKeys, 1)) // errs only for a size < 1
+	log := logger.With("component", "windows")
 	s := &Stage{
-		cfg: cfg, bus: b, db: db, cache: cache, jobs: make(chan *layer, 4), now: time.Now,
+		cfg: cfg, bus: b, store: newStore(cfg, db, log), jobs: make(chan *layer, 4), now: time.Now,
 		windows: engine.NewWindows(cfg.Lateness),
-		log:     logger.With("component", "windows"),
+		log:     log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
 			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate).",
@@ -305,54 +294,17 @@ func (s *Stage) settle(ctx context.Context, l *layer) error {
 	return l.err
 }
 
-// popCommitted moves the oldest layers, as long as they committed, into
-// the cache.
-func (s *Stage) popCommitted() {
-	for len(s.layers) > 0 {
-		l := s.layers[0]
-		select {
-		case <-l.done:
-		default:
-			return
-		}
-		if l.err != nil {
-			return // resetAfterFailure drops it
-		}
-		s.wm.ObserveAt(l.maxTime, l.arrived)
-		for _, sk := range l.b.order {
-			if st := l.b.states[sk].st; st.Empty() {
-				s.cache.Remove(sk)
-			} else {
-				s.cache.Add(sk, st)
-			}
-		}
-		s.layers[0] = nil
-		s.layers = s.layers[1:]
-	}
-}
+// popCommitted moves the committed layers into the cache, and the
+// watermark on by what they brought.
+func (s *Stage) popCommitted() { s.settleCommitted(s.committed) }
 
-// resetAfterFailure, after a failed commit, waits for every layer to be done with
-// (the committer fails them all), drops them and recounts the keys, so the
-// next batch applies its matches to what Badger holds.
-func (s *Stage) resetAfterFailure(ctx context.Context) error {
-	if !s.failed.Load() {
-		return nil
-	}
-	for _, l := range s.layers {
-		select {
-		case <-l.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	// The layers that committed before the failure, and were not settled
-	// yet, are in Badger: their states go to the cache like any commit's,
-	// or the cache would hold older ones.
-	s.popCommitted()
-	s.layers = nil
-	s.failed.Store(false)
-	return s.countKeys()
-}
+// resetAfterFailure, after a failed commit, lets the next batch apply on
+// what Badger holds (store.reset).
+func (s *Stage) resetAfterFailure(ctx context.Context) error { return s.reset(ctx, s.committed) }
+
+// committed moves the watermark on by a committed layer's newest event
+// time, idle time counting from when the layer was applied.
+func (s *Stage) committed(l *layer) { s.wm.ObserveAt(l.maxTime, l.arrived) }
 
 // runCommitter commits the queued layers in order: each once its alerts
 // are acked. After a failure it fails every layer until resetAfterFailure.
