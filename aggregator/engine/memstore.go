@@ -20,13 +20,28 @@ type MemStore struct {
 	// run of matches of one rule skips the lookup by rule.
 	last       *rules.Rule
 	lastStates map[uint64]*memState
-	timers     memTimers
+	// hinted, hintKey and hintHash: the next State of hintKey may use
+	// hintHash (Hint).
+	hinted   bool
+	hintKey  string
+	hintHash uint64
+	timers   memTimers
 }
 
 // NewMemStore returns an empty store.
-func NewMemStore() *MemStore {
-	return &MemStore{seed: maphash.MakeSeed(), rules: map[*rules.Rule]map[uint64]*memState{}}
+func NewMemStore() *MemStore { return NewMemStoreSeeded(maphash.MakeSeed()) }
+
+// NewMemStoreSeeded returns an empty store that hashes group keys with
+// seed (hash/maphash), so a driver that hashed a key with the same seed
+// can Hint it.
+func NewMemStoreSeeded(seed maphash.Seed) *MemStore {
+	return &MemStore{seed: seed, rules: map[*rules.Rule]map[uint64]*memState{}}
 }
+
+// Hint tells the store that key hashes to h with its seed: the next State
+// of key takes h instead of hashing it again. `rules replay` hashes every
+// key once to pick the shard that owns it.
+func (s *MemStore) Hint(key string, h uint64) { s.hinted, s.hintKey, s.hintHash = true, key, h }
 
 // memState is the state of one (rule, group key) with the key's bytes
 // beside it. Found by the key's hash and checked against the key, a state
@@ -64,9 +79,14 @@ func (s *MemStore) State(r *rules.Rule, key string, _ bool) (*State, error) {
 		s.last, s.lastStates = r, m
 	}
 	var h uint64
-	if !s.collide {
+	switch {
+	case s.collide:
+	case s.hinted && key == s.hintKey:
+		h = s.hintHash
+	default:
 		h = maphash.String(s.seed, key)
 	}
+	s.hinted = false
 	first := m[h]
 	for e := first; e != nil; e = e.next {
 		if e.is(key) {

@@ -56,16 +56,18 @@ func replayLog(ctx context.Context, in io.Reader, rs []*rules.Rule, opts replayO
 	order := make(chan *replayChunk, chunks)
 	emitq := make(chan *replayChunk, chunks)
 	shardq := make([]chan *replayChunk, nshards)
+	// One seed: a worker hashes each group key to pick its shard, and the
+	// shard's store finds its state by that hash.
+	seed := maphash.MakeSeed()
 	shards := make([]*replayShard, nshards)
 	for i := range shards {
 		shardq[i] = make(chan *replayChunk, chunks)
-		shards[i] = newReplayShard(i, rs, lateness)
+		shards[i] = newReplayShard(i, rs, lateness, seed)
 	}
 
 	var wg sync.WaitGroup
 	readErr := make(chan error, 1)
 	wg.Go(func() { readErr <- readChunks(ctx, in, free, work, order) })
-	seed := maphash.MakeSeed()
 	for range workers {
 		w := &replayWorker{
 			rules: rs, parser: syslog.NewParser(syslog.WithLocation(loc), syslog.WithoutIDs()), received: opts.Received, events: opts.Events,

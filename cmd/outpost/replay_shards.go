@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
@@ -52,10 +53,10 @@ type replayShard struct {
 	match   event.Match                         // reused: Apply keeps no pointer to it
 }
 
-func newReplayShard(id int, rs []*rules.Rule, l engine.Lateness) *replayShard {
+func newReplayShard(id int, rs []*rules.Rule, l engine.Lateness, seed maphash.Seed) *replayShard {
 	sh := &replayShard{
 		id: int32(id), rules: rs, index: make(map[string]int32, len(rs)),
-		windows: engine.NewWindows(l), store: engine.NewMemStore(),
+		windows: engine.NewWindows(l), store: engine.NewMemStoreSeeded(seed),
 		counts: make([]struct{ matches, suppressed int }, len(rs)),
 	}
 	for i, r := range rs {
@@ -137,6 +138,7 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 		// the fields of the event the silence is counted from.
 		sh.match.Fields = r.CarriedFields(ev)
 	}
+	sh.store.Hint(pm.hit.Key, pm.hash)
 	res, _ := sh.windows.Apply(sh.store, r, &sh.match) // a MemStore never fails
 	if res.Verdict == engine.Suppressed {
 		sh.counts[pm.rule].suppressed++
