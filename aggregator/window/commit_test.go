@@ -19,10 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/state/statetest"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -132,24 +132,8 @@ type harness struct {
 func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(*Config)) *harness {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var bcfg bus.Config
-	if err := bcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	var scfg state.Config
-	if err := scfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := state.Open(t.TempDir(), scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	b := bustest.Open(ctx, t)
+	db := statetest.Open(t)
 	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte("rules:" + ruleItems + "\n")}}, ".")
 	if err != nil {
 		t.Fatal(err)

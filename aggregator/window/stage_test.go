@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/state/statetest"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -86,24 +87,8 @@ func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
 func newAbsenceStage(ctx context.Context, t *testing.T, start time.Time) (*bus.Bus, *Stage, *fakeClock) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var bcfg bus.Config
-	if err := bcfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := bus.Open(ctx, bcfg, t.TempDir(), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	var scfg state.Config
-	if err := scfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := state.Open(t.TempDir(), scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	b := bustest.Open(ctx, t)
+	db := statetest.Open(t)
 	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
 rules:
   - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 30m, fields: [host]}

@@ -27,7 +27,7 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/filter"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
-	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/state/statetest"
 	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/rules"
 	"github.com/outpost-siem/outpost/rules/ruletest"
@@ -292,15 +292,7 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := bustest.Open(ctx, t)
-	var scfg state.Config
-	if err := scfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := state.Open(t.TempDir(), scfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := statetest.Open(t)
 	var wcfg window.Config
 	if err := wcfg.Validate(); err != nil {
 		t.Fatal(err)
