@@ -28,10 +28,10 @@ const batchBinary = 0xB1
 
 // HeaderWatermark, on a MATCHES message, is the newest event time (unix
 // nanoseconds, decimal) the rule filter had admitted before the batch of
-// events the message's matches come from: how far the windows may move
-// their watermark (engine.Watermark) once they applied it. A message
-// without it (written by an older version) moves the watermark by its
-// matches' times.
+// events the message's matches come from — or, on the batch's last
+// message, after it: how far the windows may move their watermark
+// (engine.Watermark) once they applied the message. A message without it
+// (written by an older version) moves the watermark by its matches' times.
 const HeaderWatermark = "Outpost-Watermark"
 
 // AppendRecord appends one encoded record to a batch payload (nil starts

@@ -13,9 +13,10 @@ import "time"
 // itself: only what an event's reception allows.
 //
 // The live windows stage does not see the events, only matches: the rule
-// filter sends it Gate.Newest as of the start of each batch of events
-// (aggregator/filter), so every match it applies afterwards comes from an
-// event the gate admitted after that.
+// filter sends it Gate.Newest as of the start of each batch of events, and
+// as of its end on the batch's last message (aggregator/filter), so every
+// match the windows apply afterwards comes from an event the gate
+// admitted after that.
 //
 // A Watermark is not safe for concurrent use.
 type Watermark struct {

@@ -127,11 +127,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	}
 	var futures []jetstream.PubAckFuture
 	// Every match of this batch comes from an event admitted after the
-	// events seen so far: the windows may take those as complete.
-	var header nats.Header
-	if wm := s.gate.Newest(); wm > 0 {
-		header = nats.Header{bus.HeaderWatermark: []string{strconv.FormatInt(wm, 10)}}
-	}
+	// events seen so far: the windows may take those as complete once they
+	// applied a message of this batch. The batch's last message says the
+	// batch's own events are complete too: every message of the batch is
+	// before it in MATCHES.
+	header := watermarkHeader(s.gate.Newest())
 	// flush publishes partition p's batch of matches as one message.
 	flush := func(p int) error {
 		if len(s.batches[p]) == 0 {
@@ -178,7 +178,16 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	if err := s.coalesce.Flush(emit); err != nil {
 		return fail(err)
 	}
+	last := -1
 	for p := range s.batches {
+		if len(s.batches[p]) > 0 {
+			last = p
+		}
+	}
+	for p := range s.batches {
+		if p == last {
+			header = watermarkHeader(s.gate.Newest())
+		}
 		if err := flush(p); err != nil {
 			return fail(err)
 		}
@@ -197,6 +206,15 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		}
 		return nil
 	}, nil
+}
+
+// watermarkHeader is the bus.HeaderWatermark header for newest (unix ns),
+// or none before any event.
+func watermarkHeader(newest int64) nats.Header {
+	if newest == 0 {
+		return nil
+	}
+	return nats.Header{bus.HeaderWatermark: []string{strconv.FormatInt(newest, 10)}}
 }
 
 // emit adds m to its partition's batch, publishing the batch first if m

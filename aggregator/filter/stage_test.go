@@ -157,3 +157,78 @@ rules:
 	}
 	return b, set, logger
 }
+
+// The windows move their watermark by what the filter says it had seen
+// (bus.HeaderWatermark): a batch's messages carry the newest event time
+// admitted before the batch, its last message the newest after it. Two
+// batches of events over many hosts (so many partitions), one after the
+// other: the first batch's messages carry nothing but the last, which
+// carries its newest; the second's carry the first's newest, but the last.
+func TestMatchesCarryTheWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := bustest.Open(ctx, t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: any, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	batch := func(from int) ([]*event.Event, time.Time) {
+		var evs []*event.Event
+		var newest time.Time
+		for i := range 40 {
+			at := base.Add(time.Duration(from+i) * time.Second)
+			evs = append(evs, &event.Event{ID: fmt.Sprint("e", from+i), Source: "syslog", Host: fmt.Sprint("h", i), Time: at, Received: at})
+			newest = at
+		}
+		return evs, newest
+	}
+	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	publish := func(evs []*event.Event) []string {
+		if err := b.PublishEvents(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
+		var hs []string
+		bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+			hs = append(hs, m.Header.Get(bus.HeaderWatermark))
+		})
+		return hs
+	}
+	check := func(name string, hs []string, before, after string) {
+		t.Helper()
+		if len(hs) < 2 {
+			t.Fatalf("%s: %d MATCHES messages; the test wants a batch over several partitions", name, len(hs))
+		}
+		for i, h := range hs[:len(hs)-1] {
+			if h != before {
+				t.Errorf("%s, message %d: watermark %q, want %q (before the batch)", name, i, h, before)
+			}
+		}
+		if got := hs[len(hs)-1]; got != after {
+			t.Errorf("%s, last message: watermark %q, want %q (the batch's newest)", name, got, after)
+		}
+	}
+	first, newest1 := batch(0)
+	hs := publish(first)
+	check("first batch", hs, "", fmt.Sprint(newest1.UnixNano()))
+	second, newest2 := batch(100)
+	check("second batch", publish(second)[len(hs):], fmt.Sprint(newest1.UnixNano()), fmt.Sprint(newest2.UnixNano()))
+
+}

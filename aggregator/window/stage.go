@@ -25,9 +25,10 @@
 // after it fails too and both are applied again from what Badger holds.
 //
 // The watermark (engine.Watermark) moves only when a batch is committed,
-// by the newest event time the rule filter had admitted before it
-// (bus.HeaderWatermark): a batch that fails never moved it, and after a
-// crash it starts from the mark committed with the last batch.
+// by the newest event time the rule filter had admitted before the
+// matches it holds (bus.HeaderWatermark): a batch that fails never moved
+// it, and after a crash it starts from the mark committed with the last
+// batch.
 package window
 
 import (
