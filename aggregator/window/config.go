@@ -15,7 +15,7 @@ type Config struct {
 	// StateGrace is added to every state key's TTL (window + lateness, or
 	// suppress) so a backlog replayed after downtime still finds its state.
 	StateGrace time.Duration `yaml:"state_grace"`
-	// IdleAdvance: when no newer match arrived for this long, the watermark
+	// IdleAdvance: when the watermark has not moved for this long, it
 	// catches up with the wall clock minus AllowedLateness and follows it
 	// (absence rules need time to pass even when every source is silent).
 	IdleAdvance time.Duration `yaml:"idle_advance"`

@@ -3,6 +3,7 @@ package window
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
@@ -231,4 +233,47 @@ func (s *Stage) watermarkLocked() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.Watermark()
+}
+
+// The watermark header (bus.HeaderWatermark) moves the windows' watermark
+// by what the filter had admitted; a header that is not a number counts as
+// none (the message's matches move it, as from an older version). Three
+// messages: one whose header says later than its match, one with a
+// garbled header, one with none.
+func TestWatermarkHeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wall := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	b, s, _ := newAbsenceStage(ctx, t, wall)
+	at := wall.Add(-time.Hour)
+	publish := func(m *event.Match, header string) {
+		t.Helper()
+		msg := nats.NewMsg("matches.0")
+		msg.Data = bus.AppendRecord(nil, event.AppendMatch(nil, m))
+		if header != "" {
+			msg.Header.Set(bus.HeaderWatermark, header)
+		}
+		if _, err := b.JetStream().PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	web01 := func(id string, when time.Time) *event.Match {
+		return &event.Match{RuleID: "silent", Key: "host=web-01", Time: when, Seen: when, EventID: id}
+	}
+	defer runStage(ctx, t, s)()
+	wait := func(what string, want time.Time) {
+		t.Helper()
+		waitFor(ctx, t, what, func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.wm.Max() == want.UnixNano() && len(s.layers) == 0
+		})
+	}
+	// The filter had admitted an event 5 minutes newer than this match.
+	publish(web01("e1", at), fmt.Sprint(at.Add(5*time.Minute).UnixNano()))
+	wait("the header's time", at.Add(5*time.Minute))
+	// Garbled: the match's own time counts, and it is older: no move.
+	publish(web01("e2", at.Add(time.Minute)), "soon")
+	publish(web01("e3", at.Add(10*time.Minute)), "")
+	wait("the header-less match's time", at.Add(10*time.Minute))
 }
