@@ -98,9 +98,10 @@ func (w *Windows) Apply(tx Txn, r *rules.Rule, m *event.Match) (Applied, error) 
 
 // FireDue fires the absence deadlines before watermark listed by tx.Due,
 // at most limit of them (< 1: all), calling fired with each deadline that
-// raised an alert or was suppressed (a nil alert). rule finds a rule by id; a deadline whose rule is gone or
-// was edited, or whose state no longer holds it, is dropped. It returns
-// how many deadlines it looked at: limit means there may be more.
+// raised an alert or was suppressed (a nil alert). rule finds a rule by
+// id; a deadline whose rule is gone or was edited, or whose state no
+// longer holds it, is dropped. It returns how many deadlines it looked at:
+// limit means there may be more.
 func (w *Windows) FireDue(tx Txn, rule func(id string) *rules.Rule, watermark int64, limit int, fired func(r *rules.Rule, d Deadline, a *event.Alert, v Verdict)) (int, error) {
 	if watermark == 0 {
 		return 0, nil
