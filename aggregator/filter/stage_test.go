@@ -55,16 +55,11 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
+	stop := runStage(ctx, t, s)
 	// EVENTS is a work queue: it is empty once the filter acked every batch,
 	// which it does after its matches and dead letters were acked.
 	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
 	stop()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
 
 	late := 0
 	bustest.ReadStream(ctx, t, b, bus.StreamDeadLetter, func(m *jetstream.RawStreamMsg) {
@@ -114,9 +109,7 @@ func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
+	stop := runStage(ctx, t, s)
 	dl, err := b.JetStream().Stream(ctx, bus.StreamDeadLetter)
 	if err != nil {
 		t.Fatal(err)
@@ -133,9 +126,6 @@ func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 		}
 	}
 	stop()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
 	want := "late: received " + stale.Format(time.RFC3339) + " (stamped 2099-01-01T00:00:00Z, ahead of its reception) is more than 2m0s behind the newest syslog event from victim01"
 	if r := msg.Header.Get("Outpost-Reason"); r != want {
 		t.Errorf("reason\n %q, want\n %q", r, want)
@@ -191,15 +181,8 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}()
+	stop := runStage(ctx, t, s)
+	defer stop()
 	publish := func(evs []*event.Event) []string {
 		if err := b.PublishEvents(ctx, evs); err != nil {
 			t.Fatal(err)
@@ -231,4 +214,19 @@ rules:
 	second, newest2 := batch(100)
 	check("second batch", publish(second)[len(hs):], fmt.Sprint(newest1.UnixNano()), fmt.Sprint(newest2.UnixNano()))
 
+}
+
+// runStage runs s until the returned func is called; that func waits for
+// Run to return and fails t on its error.
+func runStage(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(runCtx) }()
+	return func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
 }

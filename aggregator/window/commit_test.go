@@ -290,23 +290,10 @@ func (h *harness) timers(t *testing.T) []timer {
 	return out
 }
 
-// mark is the newest match time Badger holds for the watermark (m/windows).
+// mark is the newest event time Badger holds for the watermark (m/windows).
 func (h *harness) mark(t *testing.T) time.Time {
 	t.Helper()
-	var at int64
-	err := h.s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(markKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			at = int64(binary.BigEndian.Uint64(v))
-			return nil
-		})
-	})
+	at, err := h.s.loadMark()
 	if err != nil {
 		t.Fatal(err)
 	}
