@@ -277,3 +277,60 @@ func TestWatermarkHeader(t *testing.T) {
 	publish(web01("e3", at.Add(10*time.Minute)), "")
 	wait("the header-less match's time", at.Add(10*time.Minute))
 }
+
+// The race the watermark header closes. One batch of events holds, in
+// this order, host a at +20m and host b at +2h; MATCHES carries b's
+// message first (partitions reorder a batch) and the windows apply it in
+// a batch of its own, then check their deadlines. Moved by b's match, the
+// watermark would pass a's deadline (+30m) before a's +20m match arrives:
+// a false silence since +0. With the filter's headers — the newest event
+// time before the batch on b's message, after it on the batch's last —
+// nothing fires in between, and once both are in, a's true silence since
+// +20m does. (Without the headers the same messages raise the false one.)
+func TestReorderedBatchDoesNotFireEarly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wall := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	b, s, _ := newAbsenceStage(ctx, t, wall)
+	t0 := wall.Add(-6 * time.Hour)
+	publish := func(subject string, m *event.Match, header time.Time) {
+		t.Helper()
+		msg := nats.NewMsg(subject)
+		msg.Data = bus.AppendRecord(nil, event.AppendMatch(nil, m))
+		msg.Header.Set(bus.HeaderWatermark, fmt.Sprint(header.UnixNano()))
+		if _, err := b.JetStream().PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host := func(h, id string, at time.Time) *event.Match {
+		return &event.Match{RuleID: "silent", Key: "host=" + h, Time: at, Seen: at, EventID: id, Fields: map[string]string{"host": h}}
+	}
+	applied := func(what string, newest time.Time) {
+		t.Helper()
+		bustest.WaitDrained(ctx, t, b, bus.StreamMatches) // acked: applied and committed
+		waitFor(ctx, t, what, func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.wm.Max() == newest.UnixNano() && len(s.layers) == 0
+		})
+		if err := s.CheckDeadlines(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer runStage(ctx, t, s)()
+	publish("matches.0", host("a", "a0", t0), t0) // an earlier batch: a at +0
+	applied("a's first match", t0)
+	publish("matches.0", host("b", "b1", t0.Add(2*time.Hour)), t0) // before the batch: +0
+	applied("b's match", t0)
+	if n := alertCount(ctx, t, b); n != 0 {
+		t.Fatalf("%d alerts with a's +20m match still to come", n)
+	}
+	publish("matches.1", host("a", "a1", t0.Add(20*time.Minute)), t0.Add(2*time.Hour)) // the batch's last
+	applied("a's second match", t0.Add(2*time.Hour))
+	if n := alertCount(ctx, t, b); n != 1 {
+		t.Fatalf("%d alerts, want a's silence since +20m", n)
+	}
+	if a := firstAlert(ctx, t, b); a.Key != "host=a" || !a.FirstSeen.Equal(t0.Add(20*time.Minute)) {
+		t.Errorf("alert %s since %s, want host=a since %s", a.Key, a.FirstSeen, t0.Add(20*time.Minute))
+	}
+}
