@@ -63,8 +63,8 @@ type Applied struct {
 	// Capped: the rule was at its key cap and the key is new. A match rule
 	// fails open (a flood of keys must not blind it): it alerts without its
 	// suppression state, and Verdict says so. Any other kind drops the
-	// match, and Verdict means nothing.
-	Capped bool
+	// match (Dropped), and Verdict means nothing.
+	Capped, Dropped bool
 }
 
 // Apply applies match m of rule r to its state in tx.
@@ -80,6 +80,7 @@ func (w *Windows) Apply(tx Txn, r *rules.Rule, m *event.Match) (Applied, error) 
 		case errors.Is(err, ErrKeyCap):
 			out.Capped = true
 			if r.Kind != rules.KindMatch {
+				out.Dropped = true
 				return out, nil
 			}
 			w.scratch = State{}

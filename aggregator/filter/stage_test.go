@@ -55,7 +55,7 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runStage(ctx, t, s)
+	stop := bustest.Run(ctx, t, s.Run)
 	// EVENTS is a work queue: it is empty once the filter acked every batch,
 	// which it does after its matches and dead letters were acked.
 	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
@@ -109,7 +109,7 @@ func TestLateReasonGivesTheTimeJudged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runStage(ctx, t, s)
+	stop := bustest.Run(ctx, t, s.Run)
 	dl, err := b.JetStream().Stream(ctx, bus.StreamDeadLetter)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runStage(ctx, t, s)
+	stop := bustest.Run(ctx, t, s.Run)
 	defer stop()
 	publish := func(evs []*event.Event) []string {
 		if err := b.PublishEvents(ctx, evs); err != nil {
@@ -214,19 +214,4 @@ rules:
 	second, newest2 := batch(100)
 	check("second batch", publish(second)[len(hs):], fmt.Sprint(newest1.UnixNano()), fmt.Sprint(newest2.UnixNano()))
 
-}
-
-// runStage runs s until the returned func is called; that func waits for
-// Run to return and fails t on its error.
-func runStage(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
-	t.Helper()
-	runCtx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
-	return func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}
 }

@@ -228,9 +228,9 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 		}
 		if res.Capped {
 			b.keyCapHit(r.ID)
-			if r.Kind != rules.KindMatch {
-				return nil
-			}
+		}
+		if res.Dropped {
+			return nil
 		}
 		b.verdicts[res.Verdict]++
 		if res.Alert != nil {

@@ -48,7 +48,7 @@ func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
 	if _, err := b.JetStream().Publish(ctx, "matches.0", bus.AppendRecord(nil, event.AppendMatch(nil, m))); err != nil {
 		t.Fatal(err)
 	}
-	defer runStage(ctx, t, s)()
+	defer bustest.Run(ctx, t, s.Run)()
 	waitFor(ctx, t, "the match applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -110,21 +110,6 @@ rules:
 	}
 	s.now = clock.now
 	return b, s, clock
-}
-
-// runStage runs s until the returned func is called; that func waits for
-// Run to return and fails t on its error.
-func runStage(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
-	t.Helper()
-	runCtx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(runCtx) }()
-	return func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}
 }
 
 // firstAlert decodes the first message on the alerts stream.
@@ -195,7 +180,7 @@ func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
 	if _, err := b.JetStream().Publish(ctx, "matches.0", data); err != nil {
 		t.Fatal(err)
 	}
-	defer runStage(ctx, t, s)()
+	defer bustest.Run(ctx, t, s.Run)()
 	waitFor(ctx, t, "the matches applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -260,7 +245,7 @@ func TestWatermarkHeader(t *testing.T) {
 	web01 := func(id string, when time.Time) *event.Match {
 		return &event.Match{RuleID: "silent", Key: "host=web-01", Time: when, Seen: when, EventID: id}
 	}
-	defer runStage(ctx, t, s)()
+	defer bustest.Run(ctx, t, s.Run)()
 	wait := func(what string, want time.Time) {
 		t.Helper()
 		waitFor(ctx, t, what, func() bool {
@@ -317,7 +302,7 @@ func TestReorderedBatchDoesNotFireEarly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer runStage(ctx, t, s)()
+	defer bustest.Run(ctx, t, s.Run)()
 	publish("matches.0", host("a", "a0", t0), t0) // an earlier batch: a at +0
 	applied("a's first match", t0)
 	publish("matches.0", host("b", "b1", t0.Add(2*time.Hour)), t0) // before the batch: +0

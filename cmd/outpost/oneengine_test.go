@@ -313,22 +313,10 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	if err := b.PublishEvents(ctx, events); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for _, run := range []func(context.Context) error{f.Run, w.Run} {
-		wg.Go(func() { errs <- run(runCtx) })
-	}
-	defer func() {
-		stop()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Error(err)
-			}
-		}
-	}()
+	stopFilter := bustest.Run(ctx, t, f.Run)
+	defer stopFilter()
+	stopWindows := bustest.Run(ctx, t, w.Run)
+	defer stopWindows()
 	// EVENTS and MATCHES are work queues: empty once every batch was
 	// acked, which the windows do after the batch's state is committed.
 	for _, stream := range []string{bus.StreamEvents, bus.StreamMatches} {

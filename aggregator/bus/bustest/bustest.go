@@ -76,3 +76,18 @@ func WaitDrained(ctx context.Context, t testing.TB, b *bus.Bus, stream string) {
 		}
 	}
 }
+
+// Run runs a stage's Run (run) until the returned func is called; that
+// func waits for Run to return and fails t on its error.
+func Run(ctx context.Context, t testing.TB, run func(context.Context) error) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- run(runCtx) }()
+	return func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
