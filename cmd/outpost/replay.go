@@ -156,24 +156,16 @@ func selectRules(set *rules.Set, ids []string) ([]*rules.Rule, error) {
 	if len(ids) == 0 {
 		return set.Rules, nil
 	}
-	want := map[string]bool{}
 	var unknown []string
 	for _, id := range ids {
 		if set.Rule(id) == nil {
 			unknown = append(unknown, id)
 		}
-		want[id] = true
 	}
 	if len(unknown) > 0 {
 		return nil, fmt.Errorf("--rule: no enabled rule %s in the set", strings.Join(unknown, ", "))
 	}
-	var rs []*rules.Rule
-	for _, r := range set.Rules {
-		if want[r.ID] {
-			rs = append(rs, r)
-		}
-	}
-	return rs, nil
+	return set.Only(ids).Rules, nil
 }
 
 func startCPUProfile(path string) (func(), error) {
