@@ -45,6 +45,22 @@ type ConsumerConfig struct {
 	// batches as large as a backlog of full ones. Stages whose cost is per
 	// batch as much as per message need it.
 	BatchBytes int
+	// InFlight is how many batches an AsyncHandler may have handed whose
+	// waits have not returned (default 1: one batch's I/O overlaps the
+	// next one's processing).
+	InFlight int
+	// MaxAckPending is the consumer's limit of delivered, unacked
+	// messages; default Batch x (InFlight + 3).
+	MaxAckPending int
+	// Flush, if set, asks the handler to make what it was handed durable
+	// now rather than at its own pace (a checkpoint now). Consume calls it
+	// before it blocks on a wait with nothing else to do: when retrying,
+	// when the disk is held, at the InFlight limit, at the end.
+	Flush func()
+	// Reset, if set, is called before a batch is handed again after a
+	// failure: the handler drops what it holds of batches not yet durable
+	// (they are all handed again, in order).
+	Reset func()
 }
 
 // fetchSize picks how many messages to fetch next: BatchBytes over the
@@ -67,14 +83,32 @@ func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logge
 	})
 }
 
-// unsettled is a batch handed to an AsyncHandler whose wait was not called.
+// unsettled is a batch handed to an AsyncHandler whose wait was not called;
+// gen is the recovery generation it was handed in (see ConsumeAsync).
 type unsettled struct {
 	msgs []jetstream.Msg
 	wait func() error
+	gen  int
 }
 
-// ConsumeAsync is Consume for an AsyncHandler: at most one batch is in
-// flight while the next is handled.
+// settled is what became of an unsettled batch's wait.
+type settled struct {
+	u   *unsettled
+	err error
+}
+
+// errEarlierFailed fails, without acking it, a batch handed after one
+// whose wait failed: it was built on effects that never became durable.
+var errEarlierFailed = errors.New("a batch handed before it failed")
+
+// ConsumeAsync is Consume for an AsyncHandler. Up to cc.InFlight batches
+// are handed and not yet settled at a time; a goroutine calls their waits
+// in order and acks each batch whose wait returned nil, so a handler whose
+// writes become durable together (a checkpoint every interval) has every
+// batch since the last one in flight. When a wait fails, every batch handed
+// after it fails too (its wait is still called, but it is not acked), and
+// all of them are handed again, oldest first, one at a time, each waited
+// for before the next, before anything newer is fetched.
 func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.Logger, h AsyncHandler) error {
 	if cc.Batch <= 0 {
 		cc.Batch = 256
@@ -82,12 +116,18 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 	if cc.AckWait <= 0 {
 		cc.AckWait = 30 * time.Second
 	}
+	if cc.InFlight <= 0 {
+		cc.InFlight = 1
+	}
+	if cc.MaxAckPending <= 0 {
+		cc.MaxAckPending = cc.Batch * (cc.InFlight + 3)
+	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, cc.Stream, jetstream.ConsumerConfig{
 		Durable:        cc.Durable,
 		FilterSubjects: cc.Filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cc.AckWait,
-		MaxAckPending:  cc.Batch * 4,
+		MaxAckPending:  cc.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -97,55 +137,109 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		return fmt.Errorf("creating consumer %s on %s: %w", cc.Durable, cc.Stream, err)
 	}
 	c := &consumer{b: b, cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}
-	var inflight *unsettled
-	// settle waits for the batch in flight and acks it. If its wait fails,
-	// it hands it again, and next (handled on top of it) after it: retried
-	// says so. ok is false if ctx ended.
-	settle := func(next *unsettled) (ok, retried bool) {
-		u := inflight
-		inflight = nil
-		if u == nil {
-			return true, false
+
+	// The waiter: calls the waits in order and acks. Once a wait of
+	// generation g failed, every later batch of g fails without an ack;
+	// the loop below recovers them and moves to generation g+1.
+	pending := make(chan *unsettled, cc.InFlight+1)
+	results := make(chan settled, cc.InFlight+1)
+	waiterDone := make(chan struct{})
+	go func() {
+		defer close(waiterDone)
+		bad := -1
+		for u := range pending {
+			err := u.wait()
+			switch {
+			case u.gen == bad:
+				err = errEarlierFailed
+			case err != nil:
+				bad = u.gen
+			default:
+				c.ack(ctx, u.msgs)
+			}
+			results <- settled{u, err}
 		}
-		err := u.wait()
-		if err == nil {
-			c.ack(ctx, u.msgs)
-			return true, false
+	}()
+	defer func() {
+		close(pending)
+		<-waiterDone
+	}()
+	inflight, gen := 0, 0
+	// take settles one batch in flight, waiting for it if block. After a
+	// failure it takes every batch in flight and hands them again. It
+	// returns false if ctx ended first.
+	take := func(block bool) bool {
+		var r settled
+		if block {
+			if cc.Flush != nil {
+				cc.Flush()
+			}
+			r = <-results
+		} else {
+			select {
+			case r = <-results:
+			default:
+				return true
+			}
 		}
-		if next != nil && next.wait != nil {
-			_ = next.wait() // fails too; its effects are redone below
+		inflight--
+		if r.err == nil {
+			return true
 		}
+		failed, cause := []*unsettled{r.u}, r.err
+		for ; inflight > 0; inflight-- {
+			failed = append(failed, (<-results).u)
+		}
+		gen++
 		if ctx.Err() != nil {
-			c.nak(u, next)
-			return false, true
+			c.nak(failed...)
+			return false
 		}
-		return c.retry(ctx, err, u, next), true
+		return c.retry(ctx, cause, failed...)
+	}
+	// settleAll takes every batch in flight.
+	settleAll := func() bool {
+		for inflight > 0 {
+			if !take(true) {
+				return false
+			}
+		}
+		return true
+	}
+	// poll takes the batches already settled, without waiting.
+	poll := func() bool {
+		for n := inflight; n > 0 && inflight > 0; n-- {
+			if !take(false) {
+				return false
+			}
+		}
+		return true
 	}
 	failures := 0
 	var avgSize float64 // bytes per message, for BatchBytes
 	for ctx.Err() == nil {
 		if b.processHeld() {
-			// The disk is almost full: finish the batch in flight, then
+			// The disk is almost full: finish the batches in flight, then
 			// fetch nothing (no ack deadline runs out on a held batch)
 			// until there is room again.
-			if ok, _ := settle(nil); !ok {
+			if !settleAll() {
 				return nil
 			}
 			if b.waitProcess(ctx) != nil {
 				break
 			}
 		}
-		// Take what is there without waiting; only when nothing is, settle
-		// the batch in flight, then wait (up to 500ms) for the next message.
-		// Fetch(n) alone would hold a half-full batch until its deadline,
-		// adding its wait to every stage's latency.
+		// Take what is there without waiting; only when nothing is, wait
+		// (up to 500ms) for the next message. Fetch(n) alone would hold a
+		// half-full batch until its deadline, adding its wait to every
+		// stage's latency.
 		size := cc.fetchSize(avgSize)
 		msgs := make([]jetstream.Msg, 0, size)
 		batch, err := cons.FetchNoWait(size)
 		if err == nil {
 			msgs = collect(batch, msgs, cc.Durable, logger)
 			if len(msgs) == 0 {
-				if ok, _ := settle(nil); !ok {
+				if !poll() {
 					return nil
 				}
 				batch, err = cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
@@ -174,28 +268,32 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 			}
 			avgSize += (float64(len(m.Data())) - avgSize) / 32
 		}
-		cur := &unsettled{msgs: msgs}
+		cur := &unsettled{msgs: msgs, gen: gen}
 		cur.wait, err = h(ctx, msgs)
 		if err != nil {
 			// Nothing of cur took effect; settle what is in flight, then
 			// hand cur again until it succeeds.
-			if ok, _ := settle(nil); !ok || !c.retry(ctx, err, cur) {
+			if !settleAll() || !c.retry(ctx, err, cur) {
 				return nil
 			}
 			continue
 		}
-		ok, retried := settle(cur)
-		switch {
-		case !ok:
-			return nil
-		case retried: // cur was handled again and acked with its predecessor
-		case cur.wait == nil:
-			c.ack(ctx, cur.msgs)
-		default:
-			inflight = cur
+		if cur.wait == nil {
+			if inflight == 0 {
+				c.ack(ctx, cur.msgs)
+				continue
+			}
+			cur.wait = func() error { return nil } // acked in order, after those before it
+		}
+		pending <- cur // room: inflight <= InFlight before it
+		inflight++
+		for inflight > cc.InFlight {
+			if !take(true) {
+				return nil
+			}
 		}
 	}
-	settle(nil)
+	settleAll()
 	return nil
 }
 
@@ -300,8 +398,14 @@ func (c *consumer) retry(ctx context.Context, cause error, us ...*unsettled) boo
 				c.nak(us[i:]...)
 				return false
 			}
+			if c.cc.Reset != nil {
+				c.cc.Reset()
+			}
 			wait, err := c.h(ctx, u.msgs)
 			if err == nil && wait != nil {
+				if c.cc.Flush != nil {
+					c.cc.Flush()
+				}
 				err = wait()
 			}
 			if err == nil {

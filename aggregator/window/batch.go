@@ -3,8 +3,6 @@ package window
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -53,20 +51,21 @@ func timerKey(deadline int64, sk string) []byte {
 	return append(b, sk...)
 }
 
-// batch is one read-modify-write transaction over group states: the
-// engine.Txn of the Badger store.
+// batch is one batch of matches, or one deadline check, over the states in
+// memory: the engine.Txn of the store. It changes the states in place;
+// they become durable with the next checkpoint.
 type batch struct {
-	s      *store
-	txn    *badger.Txn
-	states map[string]*loaded
-	order  []string
-	drops  [][]byte
+	s   *store
+	txn *badger.Txn // read-only: states not in memory, and the timer index
+	// states are the states this batch touched, in order.
+	states map[string]*entry
+	order  []*entry
 
 	// added counts, per rule, the new keys this batch created so far: the
-	// key cap holds within one batch too (account makes them live).
+	// key cap holds within one batch too (done makes them live).
 	added map[string]int
 
-	// What became of the batch's matches, for the metrics once committed.
+	// What became of the batch's matches, for the metrics once durable.
 	verdicts [len(verdictNames)]int
 	unknown  int
 	keyCaps  map[string]int // by rule
@@ -79,58 +78,34 @@ func (b *batch) keyCapHit(rule string) {
 	b.keyCaps[rule]++
 }
 
-type loaded struct {
-	r        *rules.Rule
-	st       *engine.State
-	deadline int64 // the deadline indexed when loaded
-	existed  bool  // the key was in Badger when loaded
-}
-
 // State returns the state of (r, key) for this batch (engine.Txn). A key
 // not yet stored counts against the rule's key cap if capped (deadline
 // checks must always see their state).
 func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
 	sk := stateKey(r, key)
-	if l, ok := b.states[sk]; ok {
-		return l.st, nil
+	if e, ok := b.states[sk]; ok {
+		return &e.st, nil
 	}
-	// A layer (applied, being committed) holds the newest state; then the
-	// cache (committed); then Badger. A copy each time: the batch may still
-	// fail, and layers and cache must keep what they hold.
-	for i := len(b.s.layers) - 1; i >= 0; i-- {
-		if l, ok := b.s.layers[i].b.states[sk]; ok {
-			if l.st.Empty() { // deleted, or never written, by that commit
-				if !b.admitNew(r, capped) {
-					return nil, engine.ErrKeyCap
-				}
-				return b.keep(r, sk, &engine.State{}, false), nil
-			}
-			return b.keep(r, sk, l.st.Clone(), true), nil
+	e := b.s.lookup(sk)
+	if e == nil {
+		if b.txn == nil {
+			b.txn = b.s.db.NewTransaction(false)
 		}
-	}
-	if cached, ok := b.s.cache.Get(sk); ok {
-		return b.keep(r, sk, cached.Clone(), true), nil
-	}
-	st := &engine.State{}
-	existed := true
-	item, err := b.txn.Get([]byte(sk))
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-		existed = false
-		if !b.admitNew(r, capped) {
+		var err error
+		if e, err = b.s.load(b.txn, r, sk); err != nil {
+			return nil, err
+		}
+		if !e.stored && !b.admitNew(r, capped) {
 			return nil, engine.ErrKeyCap
 		}
-	case err != nil:
-		return nil, fmt.Errorf("reading window state: %w", err)
-	default:
-		if err := item.Value(func(v []byte) error { return engine.DecodeState(v, st) }); err != nil {
-			// A state we cannot read is a bug or disk damage; start the
-			// window over rather than stop the pipeline.
-			b.s.log.Error("discarding unreadable window state", "key", sk, "err", err)
-			st = &engine.State{}
-		}
+		b.s.keep(sk, e)
+	} else if e.st.Empty() && !e.live && !b.admitNew(r, capped) {
+		return nil, engine.ErrKeyCap
 	}
-	return b.keep(r, sk, st, existed), nil
+	e.r = r
+	b.states[sk] = e
+	b.order = append(b.order, e)
+	return &e.st, nil
 }
 
 // admitNew reports whether a new key of r may be created: uncapped (a
@@ -150,126 +125,49 @@ func (b *batch) admitNew(r *rules.Rule, capped bool) bool {
 	return true
 }
 
-// keep makes st the batch's state of sk. existed says whether sk is in
-// Badger (or will be once the layers before this batch are committed).
-func (b *batch) keep(r *rules.Rule, sk string, st *engine.State, existed bool) *engine.State {
-	b.states[sk] = &loaded{r: r, st: st, deadline: st.Deadline, existed: existed}
-	b.order = append(b.order, sk)
-	return st
-}
-
-func (b *batch) dropTimer(k []byte) { b.drops = append(b.drops, k) }
-
-// Armed does nothing: write indexes each state's deadline as it finds it
-// (engine.Txn).
+// Armed does nothing: the checkpoint indexes each state's deadline as it
+// finds it (engine.Txn).
 func (b *batch) Armed(*rules.Rule, string, *engine.State, int64) {}
 
-// Drop deletes a stale deadline's timer key with the batch (engine.Txn).
-func (b *batch) Drop(d engine.Deadline) { b.dropTimer(d.Ref.([]byte)) }
+// Drop deletes a stale deadline's timer key with the next checkpoint
+// (engine.Txn).
+func (b *batch) Drop(d engine.Deadline) { b.s.drops[string(d.Ref.([]byte))] = struct{}{} }
+
+// done ends the batch: it counts the keys it added and removed against the
+// rules' key caps and lets go of its read transaction.
+func (b *batch) done() {
+	for _, e := range b.order {
+		b.s.account(e)
+	}
+	b.discard()
+}
+
+func (b *batch) discard() {
+	if b.txn != nil {
+		b.txn.Discard()
+		b.txn = nil
+	}
+}
 
 // ttl is how long a state outlives its last update: long enough for every
 // window, suppression, deadline and learning period it takes part in, plus
 // the grace that lets a backlog replayed after downtime find it.
-func (b *batch) ttl(r *rules.Rule) time.Duration {
-	d := r.Window + b.s.cfg.MaxLateness() + r.Suppress + r.For + b.s.cfg.StateGrace
+func (s *store) ttl(r *rules.Rule) time.Duration {
+	d := r.Window + s.cfg.MaxLateness() + r.Suppress + r.For + s.cfg.StateGrace
 	if r.Kind == rules.KindNewValue {
 		d += max(2*r.Learning, 30*24*time.Hour)
 	}
 	return d
 }
 
-// account counts the keys the batch adds and removes against the rules'
-// key caps (under the stage's lock; the write happens later, elsewhere).
-func (b *batch) account() {
-	for _, sk := range b.order {
-		l := b.states[sk]
-		switch empty := l.st.Empty(); {
-		case empty && l.existed:
-			b.s.liveKeys[l.r.ID]--
-			b.s.keysTotal.Add(-1)
-		case !empty && !l.existed:
-			b.s.liveKeys[l.r.ID]++
-			b.s.keysTotal.Add(1)
-		}
-	}
-}
-
-// write writes the states, the timer index and the watermark mark, and
-// commits. It runs on the committer goroutine and touches nothing of the
-// stage but the DB.
-func (b *batch) write(maxTime int64) error {
-	for _, sk := range b.order {
-		l := b.states[sk]
-		if l.deadline != l.st.Deadline {
-			if l.deadline != 0 {
-				b.drops = append(b.drops, timerKey(l.deadline, sk))
-			}
-			if l.st.Deadline != 0 {
-				// A timer lives no longer than its state: an orphan left by a
-				// state that expired meanwhile goes away by itself.
-				if err := b.set(badger.NewEntry(timerKey(l.st.Deadline, sk), nil).WithTTL(b.ttl(l.r))); err != nil {
-					return err
-				}
-			}
-		}
-		if l.st.Empty() {
-			if l.existed {
-				if err := b.del([]byte(sk)); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if err := b.set(badger.NewEntry([]byte(sk), engine.AppendState(nil, l.st)).WithTTL(b.ttl(l.r))); err != nil {
-			return err
-		}
-	}
-	for _, k := range b.drops {
-		if err := b.del(k); err != nil {
-			return err
-		}
-	}
-	if maxTime > 0 {
-		if err := b.set(badger.NewEntry([]byte(markKey), binary.BigEndian.AppendUint64(nil, uint64(maxTime)))); err != nil {
-			return err
-		}
-	}
-	if err := b.txn.Commit(); err != nil {
-		return fmt.Errorf("committing window state: %w", err)
-	}
-	return nil
-}
-
-// set and del write in the batch's transaction, committing and starting a
-// new one when it is full. Splitting is safe: the alerts of the batch were
-// published before commit, and every state is written whole.
-func (b *batch) set(e *badger.Entry) error {
-	err := b.txn.SetEntry(e)
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		if err := b.txn.Commit(); err != nil {
-			return fmt.Errorf("committing window state: %w", err)
-		}
-		b.txn = b.s.db.NewTransaction(true)
-		err = b.txn.SetEntry(e)
-	}
-	return err
-}
-
-func (b *batch) del(k []byte) error {
-	err := b.txn.Delete(k)
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		if err := b.txn.Commit(); err != nil {
-			return fmt.Errorf("committing window state: %w", err)
-		}
-		b.txn = b.s.db.NewTransaction(true)
-		err = b.txn.Delete(k)
-	}
-	return err
-}
-
 // Due lists up to limit armed deadlines before the watermark, from the
-// timer index (engine.Txn).
+// timer index as of the last durable checkpoint, less the keys a later one
+// deletes (engine.Txn). A deadline armed since is indexed by the next
+// checkpoint, before the watermark can move past what armed it.
 func (b *batch) Due(watermark int64, limit int) ([]engine.Deadline, error) {
+	if b.txn == nil {
+		b.txn = b.s.db.NewTransaction(false)
+	}
 	opts := badger.DefaultIteratorOptions
 	opts.PrefetchValues = false
 	opts.Prefix = []byte(timerPrefix)
@@ -282,9 +180,12 @@ func (b *batch) Due(watermark int64, limit int) ([]engine.Deadline, error) {
 		if bytes.Compare(k, end) >= 0 {
 			break
 		}
+		if b.s.dropped(string(k)) {
+			continue
+		}
 		rule, fp, key, ok := parseStateKey(string(k[len(timerPrefix)+8:]))
 		if !ok {
-			b.dropTimer(k)
+			b.s.drops[string(k)] = struct{}{}
 			continue
 		}
 		deadline := int64(binary.BigEndian.Uint64(k[len(timerPrefix):]))

@@ -25,8 +25,16 @@ type Config struct {
 	// of distinct addresses can create.
 	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
 	// CacheKeys is how many recently used window states are kept in memory
-	// in front of Badger. Default 100,000.
+	// in front of Badger. Default 100,000. States changed since the last
+	// checkpoint stay in memory regardless; a checkpoint is taken early
+	// when they reach half of it, and batches wait for the checkpoint being
+	// written when they reach all of it.
 	CacheKeys int `yaml:"cache_keys"`
+	// CheckpointInterval is how often the states changed in memory are
+	// written to Badger together (and the matches that changed them
+	// acked). A crash replays the matches since the last checkpoint.
+	// Default 1s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // Validate applies defaults.
@@ -45,6 +53,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheKeys == 0 {
 		c.CacheKeys = 100_000
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.CheckpointInterval < 0 {
+		errs.Add("windows.checkpoint_interval", "must not be negative, got %s", c.CheckpointInterval)
 	}
 	if c.StateGrace < 0 {
 		errs.Add("windows.state_grace", "must not be negative, got %s", c.StateGrace)

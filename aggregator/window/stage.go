@@ -1,34 +1,40 @@
 // Package window is the stateful stage: it consumes MATCHES, applies them
 // with the engine's window logic (aggregator/engine: Windows, Watermark)
-// to each (rule, group key)'s state, kept in Badger in event time, and
-// publishes an alert to ALERTS when a rule's condition holds. It is the
-// adapter and the Badger store: decode, apply, publish, commit, ack; the
-// semantics are the engine's.
+// to each (rule, group key)'s state, kept in memory and checkpointed to
+// Badger, in event time, and publishes an alert to ALERTS when a rule's
+// condition holds. It is the adapter and the Badger store: decode, apply,
+// publish, checkpoint, ack; the semantics are the engine's.
 //
-// Per batch of matches, in this order, which is what makes a crash at any
-// point safe:
+// State is checkpointed, the way stream processors keep keyed state: the
+// matches change the states in memory, and every checkpoint_interval (or
+// sooner, when many states changed) one checkpoint makes what changed since
+// the last one durable together. In this order, which is what makes a
+// crash at any point safe:
 //
 //  1. apply every match to its group state, in memory;
 //  2. publish the alerts, each with its deterministic id as Nats-Msg-Id;
-//  3. once JetStream acked every alert, commit the states to Badger;
-//  4. once committed, ack the matches.
+//  3. seal: the batches applied so far form an epoch; the states they
+//     changed are encoded as they are now;
+//  4. once JetStream acked every alert of the epoch, write the states and
+//     the timer index to Badger, then the watermark mark;
+//  5. once written, ack the epoch's matches.
 //
-// A crash before 3 redelivers the batch: the same states give the same
-// alerts with the same ids, which JetStream's duplicate window drops. A crash
-// between 3 and 4 redelivers matches the state already holds; apply treats
-// them as duplicates.
+// A crash before 4 completes redelivers every match since the last
+// checkpoint: applied to the states of that checkpoint, they give the same
+// alerts with the same ids, which JetStream's duplicate window drops (the
+// mark is written last, so a watermark never runs ahead of the states). A
+// crash between 4 and 5 redelivers matches the states already hold; apply
+// treats them as duplicates. A failure (an alert not acked, a write that
+// failed) is a crash in miniature: the states in memory are dropped, and
+// every match since the last checkpoint is applied again, in order, to
+// what Badger holds (bus.ConsumeAsync hands them again).
 //
-// Steps 3 and 4 of one batch overlap step 1 of the next (bus.ConsumeAsync):
-// one committer goroutine waits for each batch's alert acks and commits
-// batches in order, while the stage applies the next batch on top of the
-// states still being committed (layers). If a commit fails, every batch
-// after it fails too and both are applied again from what Badger holds.
-//
-// The watermark (engine.Watermark) moves only when a batch is committed,
-// by the newest event time the rule filter had admitted before the
-// matches it holds (bus.HeaderWatermark): a batch that fails never moved
-// it, and after a crash it starts from the mark committed with the last
-// batch.
+// The watermark (engine.Watermark) moves only when a checkpoint is
+// durable, by the newest event time the rule filter had admitted before
+// the matches of its epoch (bus.HeaderWatermark): an epoch that fails
+// never moved it, and after a crash it starts from the mark of the last
+// checkpoint. The absence deadlines it passes are found in the timer index
+// of the durable checkpoints, which holds every deadline armed before it.
 package window
 
 import (
@@ -54,8 +60,8 @@ import (
 )
 
 // Stage is the windows stage: the JetStream adapter around the engine's
-// window logic over the Badger store (store.go, batch.go): decode, apply,
-// publish, commit, ack.
+// window logic over the checkpointed store (store.go, batch.go,
+// checkpoint.go): decode, apply, publish, checkpoint, ack.
 type Stage struct {
 	cfg     Config
 	bus     *bus.Bus
@@ -67,18 +73,28 @@ type Stage struct {
 	// collects them. JetStream's (publishAlerts) unless a test injects one.
 	publish func(alerts []*event.Alert) (wait func(context.Context) error, err error)
 
-	// mu serializes batches and deadline checks, and every use of the
-	// store; wm is the watermark (engine.Watermark: newest event time,
-	// idle advance on now). jobs hands the layers to the committer.
-	mu sync.Mutex
-	wm *engine.Watermark
+	// mu serializes batches, deadline checks and seals, and every use of
+	// the store; wm is the watermark (engine.Watermark: newest event time,
+	// idle advance on now). cur is the epoch batches are applied to,
+	// writing the one being checkpointed (nil if none). sealNow asks the
+	// checkpointer for a checkpoint; checkpointed tells the timers one is
+	// durable. stopped is set once the checkpointer has ended: an epoch
+	// begun after that never becomes durable.
+	mu           sync.Mutex
+	wm           *engine.Watermark
+	cur, writing *epoch
+	stopped      bool
 	*store
-	jobs chan *layer
+	sealNow      chan struct{}
+	checkpointed chan struct{}
 
-	verdicts *prometheus.CounterVec
-	keyCap   *prometheus.CounterVec
-	alerts   prometheus.Counter
-	unknown  prometheus.Counter
+	verdicts    *prometheus.CounterVec
+	keyCap      *prometheus.CounterVec
+	alerts      prometheus.Counter
+	unknown     prometheus.Counter
+	checkpoints *prometheus.CounterVec
+	cpSeconds   prometheus.Histogram
+	cpStates    prometheus.Histogram
 }
 
 // New returns the stage and registers its metrics on reg. cfg must have
@@ -86,12 +102,13 @@ type Stage struct {
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Stage, error) {
 	log := logger.With("component", "windows")
 	s := &Stage{
-		cfg: cfg, bus: b, store: newStore(cfg, db, log), jobs: make(chan *layer, 4), now: time.Now,
+		cfg: cfg, bus: b, store: newStore(cfg, db, log), now: time.Now,
+		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1),
 		windows: engine.NewWindows(cfg.Lateness),
 		log:     log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
-			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate).",
+			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate); counted once checkpointed.",
 		}, []string{"verdict"}),
 		keyCap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_key_cap_hits_total",
@@ -105,18 +122,33 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			Name: "outpost_windows_unknown_rule_matches_total",
 			Help: "Matches for a rule no longer loaded (removed or disabled); dropped.",
 		}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_windows_checkpoints_total",
+			Help: "Checkpoints of window state to Badger, by result (ok, failed).",
+		}, []string{"result"}),
+		cpSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outpost_windows_checkpoint_seconds",
+			Help:    "Time from sealing a checkpoint to its being durable (the alerts' acks, then the Badger write).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		cpStates: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outpost_windows_checkpoint_states",
+			Help:    "States written (or deleted) by one checkpoint.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 11),
+		}),
 	}
 	s.publish = s.publishAlerts
 	for _, o := range opts {
 		o(s)
 	}
+	s.cur = newEpoch(s.now())
 	s.wm = engine.NewWatermark(cfg.AllowedLateness, cfg.IdleAdvance, func() time.Time { return s.now() })
 	s.rules.Store(set)
 	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outpost_windows_live_keys",
-		Help: "Group keys with window state in Badger, all rules (recounted every 10 minutes; keys expired by TTL meanwhile still count).",
+		Help: "Group keys with window state, all rules (recounted every 10 minutes; keys expired by TTL meanwhile still count).",
 	}, func() float64 { return float64(s.keysTotal.Load()) })
-	for _, c := range []prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, live} {
+	for _, c := range []prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -127,7 +159,14 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 // SetRules swaps the rule set; state of rules that keep their id is kept.
 func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
-// Run consumes MATCHES and checks absence deadlines until ctx ends.
+// inFlight is how many batches of matches the consumer may hold unacked:
+// every batch since the last checkpoint. An epoch is sealed at a quarter
+// of it, so the consumer never waits for a checkpoint it did not ask for.
+const inFlight = 1024
+
+// Run consumes MATCHES, checkpoints and checks absence deadlines until
+// ctx ends; a last checkpoint makes what was applied durable before it
+// returns.
 func (s *Stage) Run(ctx context.Context) error {
 	if err := s.loadWatermark(); err != nil {
 		return err
@@ -140,35 +179,30 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer wg.Wait() // the committer's last commit ends before the DB may close
+	defer wg.Wait() // the last checkpoint ends before the DB may close
 	defer cancel()
-	wg.Go(func() { s.runCommitter(tctx) })
+	wg.Go(func() { s.runCheckpoints(tctx) })
 	wg.Go(func() { s.runTimers(tctx) })
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
-		Stream:  bus.StreamMatches,
-		Durable: "outpost-windows",
-		// Each touched key's state is rewritten once per batch, so batches
-		// are sized in bytes: the filter's many small messages (one per
-		// partition per batch of events) make as large a batch as full ones.
+		Stream:     bus.StreamMatches,
+		Durable:    "outpost-windows",
 		Batch:      512,
 		BatchBytes: 4 << 20,
+		InFlight:   inFlight,
+		Flush:      s.requestCheckpoint,
+		Reset:      func() { _ = s.Reset(ctx) },
 	}, s.log, s.handle)
 }
 
 var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired", engine.Suppressed: "suppressed", engine.Duplicate: "duplicate"}
 
-// errEarlierFailed fails a batch applied on top of one whose commit failed.
-var errEarlierFailed = errors.New("an earlier batch's commit failed")
-
-// layer is one applied batch on its way to Badger.
-type layer struct {
-	b       *batch
-	maxTime int64                       // newest event time once committed (the watermark's)
-	arrived time.Time                   // the clock when it was applied
-	wait    func(context.Context) error // the alerts' acks
-	done    chan struct{}               // closed when committed or failed
-	err     error
-}
+// errEarlierFailed fails a batch applied on top of one whose checkpoint
+// (or application) failed; errStopped one applied after the last
+// checkpoint.
+var (
+	errEarlierFailed = errors.New("an earlier batch failed; applying again from the last checkpoint")
+	errStopped       = errors.New("the windows stage stopped before the batch was checkpointed")
+)
 
 // handle decodes a batch of MATCHES messages and applies it. The batch
 // moves the watermark to the newest event time its messages' headers
@@ -203,14 +237,19 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 }
 
 // apply applies the matches decode yields to their states (steps 1 and 2
-// of the contract above) and queues the batch for the committer; decode
-// returns the newest event time the batch lets the watermark move to. The
-// func apply returns waits for the commit (steps 3 and 4 are the caller's
+// of the contract above) in the current epoch; decode returns the newest
+// event time the batch lets the watermark move to. The func apply returns
+// waits until the epoch's checkpoint is durable (step 5 is the caller's
 // ack).
 func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) error) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.resetAfterFailure(ctx); err != nil {
+	if s.failed.Load() {
+		// Applied on top of a batch that failed: it will be handed again
+		// after it, once Reset ran (bus.ConsumeAsync).
+		return func() error { return errEarlierFailed }, nil
+	}
+	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
 	set := s.rules.Load()
@@ -238,113 +277,103 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 		}
 		return nil
 	})
+	if err == nil {
+		err = s.submit(b, alerts, newest)
+	}
 	if err != nil {
-		b.txn.Discard()
+		// The states changed in place: drop them all, with every batch
+		// since the last checkpoint (the consumer hands them again).
+		b.discard()
+		s.fail()
 		return nil, err
 	}
-	l, err := s.submit(ctx, b, alerts, max(s.newestApplied(), newest))
-	if err != nil {
-		return nil, err
-	}
-	return func() error { return s.settle(ctx, l) }, nil
+	ep := s.cur
+	return func() error { return s.await(ep) }, nil
 }
 
-// newestApplied is the newest event time of the batches applied so far,
-// committed or not: what the next layer's mark starts from. The watermark
-// itself moves only with commits (popCommitted), so a batch that fails
-// never moves it.
-func (s *Stage) newestApplied() int64 {
-	if n := len(s.layers); n > 0 {
-		return max(s.wm.Max(), s.layers[n-1].maxTime)
+// prepare, before a batch: when many states wait for a checkpoint that
+// is still being written, it waits for it (bounded memory). Call with mu
+// held.
+func (s *Stage) prepare(ctx context.Context) error {
+	if s.stopped {
+		return errStopped
 	}
-	return s.wm.Max()
+	for len(s.dirty) >= s.cfg.CacheKeys && s.writing != nil {
+		if err := s.waitWriting(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// submit publishes a batch's alerts (without waiting for their acks),
-// makes its states a layer and queues it for the committer.
-func (s *Stage) submit(ctx context.Context, b *batch, alerts []*event.Alert, maxTime int64) (*layer, error) {
-	wait, err := s.publish(alerts)
-	if err != nil {
-		b.txn.Discard()
-		return nil, err
-	}
-	b.account()
-	l := &layer{b: b, maxTime: maxTime, arrived: s.now(), wait: wait, done: make(chan struct{})}
-	s.layers = append(s.layers, l)
+// waitWriting waits, with mu released, for the checkpoint being written.
+func (s *Stage) waitWriting(ctx context.Context) error {
+	w := s.writing
+	s.mu.Unlock()
+	defer s.mu.Lock()
 	select {
-	case s.jobs <- l:
-		return l, nil
-	case <-ctx.Done():
-		s.layers = s.layers[:len(s.layers)-1] // never queued: nothing will settle it
-		b.txn.Discard()
-		return nil, ctx.Err()
-	}
-}
-
-// settle waits until l is committed (or failed), then moves the committed
-// layers into the cache.
-func (s *Stage) settle(ctx context.Context, l *layer) error {
-	select {
-	case <-l.done:
+	case <-w.done:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.popCommitted()
-	return l.err
 }
 
-// popCommitted moves the committed layers into the cache, and the
-// watermark on by what they brought.
-func (s *Stage) popCommitted() { s.settleCommitted(s.committed) }
+// newBatch begins a batch: the engine.Txn of one batch of matches or one
+// deadline check.
+func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string]*entry{}} }
 
-// resetAfterFailure, after a failed commit, lets the next batch apply on
-// what Badger holds (store.reset).
-func (s *Stage) resetAfterFailure(ctx context.Context) error { return s.reset(ctx, s.committed) }
-
-// committed moves the watermark on by a committed layer's newest event
-// time, idle time counting from when the layer was applied.
-func (s *Stage) committed(l *layer) { s.wm.ObserveAt(l.maxTime, l.arrived) }
-
-// runCommitter commits the queued layers in order: each once its alerts
-// are acked. After a failure it fails every layer until resetAfterFailure.
-func (s *Stage) runCommitter(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case l := <-s.jobs:
-			err := errEarlierFailed
-			if !s.failed.Load() {
-				err = l.wait(ctx)
-				if err == nil {
-					err = l.b.write(l.maxTime)
-				}
-			}
-			l.b.txn.Discard() // the txn in hand: writes may have split it
-			if err != nil {
-				s.failed.Store(true)
-			} else {
-				s.count(l.b) // counted once, when durable: a retried batch is not counted twice
-			}
-			l.err = err
-			close(l.done)
-		}
+// submit publishes a batch's alerts (without waiting for their acks) and
+// adds the batch to the current epoch; newest is the newest event time it
+// lets the watermark move to. It asks for a checkpoint when the epoch is
+// large enough.
+func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64) error {
+	wait, err := s.publish(alerts)
+	if err != nil {
+		return err
 	}
+	b.done()
+	ep := s.cur
+	ep.add(b, wait, max(s.newestApplied(), newest), s.now())
+	if len(s.dirty) >= s.cfg.CacheKeys/2 || ep.batches >= inFlight/4 {
+		s.requestCheckpoint()
+	}
+	return nil
+}
+
+// newestApplied is the newest event time of the batches applied so far,
+// checkpointed or not: where the next epoch's mark starts from. The
+// watermark itself moves only with checkpoints, so an epoch that fails
+// never moves it.
+func (s *Stage) newestApplied() int64 {
+	n := max(s.wm.Max(), s.cur.maxTime)
+	if s.writing != nil {
+		n = max(n, s.writing.maxTime)
+	}
+	return n
+}
+
+// await waits until ep is durable or failed.
+func (s *Stage) await(ep *epoch) error {
+	<-ep.done
+	return ep.err
 }
 
 // Watermark is the stage's engine.Watermark now. Call with mu held.
 func (s *Stage) Watermark() int64 { return s.wm.At() }
 
 // CheckDeadlines fires every absence deadline the watermark has passed
-// now, and returns once their alerts are acked and the states committed.
-// Run does this every second; a test calls it to know it happened.
+// now, and returns once their alerts are acked and the states
+// checkpointed. Run does this after every checkpoint and every second; a
+// test calls it to know it happened.
 func (s *Stage) CheckDeadlines(ctx context.Context) error {
 	for {
 		n, err := s.expire(ctx)
-		if err != nil || n < expireLimit {
+		if err != nil {
 			return err
+		}
+		if n < expireLimit {
+			return s.Checkpoint(ctx)
 		}
 	}
 }
@@ -353,11 +382,15 @@ func (s *Stage) CheckDeadlines(ctx context.Context) error {
 const expireLimit = 1000
 
 // expire fires the absence rules whose deadline the watermark passed, up
-// to expireLimit of them, and says how many it looked at.
+// to expireLimit of them, in the current epoch, and says how many it
+// looked at.
 func (s *Stage) expire(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.resetAfterFailure(ctx); err != nil {
+	if s.failed.Load() {
+		return 0, errEarlierFailed // until Reset
+	}
+	if err := s.prepare(ctx); err != nil {
 		return 0, err
 	}
 	set := s.rules.Load()
@@ -369,23 +402,16 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 			alerts = append(alerts, a)
 		}
 	})
-	if err != nil || (n == 0 && len(b.drops) == 0) {
-		b.txn.Discard()
-		return n, err
+	if err == nil && len(b.order) > 0 {
+		err = s.submit(b, alerts, 0)
 	}
-	l, err := s.submit(ctx, b, alerts, s.newestApplied())
 	if err != nil {
+		b.discard()
+		s.fail()
 		return n, err
 	}
-	// Wait here, holding mu: the committer needs no lock, and batches
-	// queued before this one are committed first.
-	select {
-	case <-l.done:
-	case <-ctx.Done():
-		return n, ctx.Err()
-	}
-	s.popCommitted()
-	return n, l.err
+	b.discard()
+	return n, nil
 }
 
 func (s *Stage) runTimers(ctx context.Context) {
@@ -399,13 +425,20 @@ func (s *Stage) runTimers(ctx context.Context) {
 			return
 		case <-recount.C:
 			s.mu.Lock()
-			if err := s.countKeys(); err != nil {
+			if _, err := s.recountKeys(); err != nil {
 				s.log.Warn("counting window state keys failed", "err", err)
 			}
 			s.mu.Unlock()
 		case <-t.C:
-			if _, err := s.expire(ctx); err != nil && ctx.Err() == nil {
+		case <-s.checkpointed:
+		}
+		for {
+			n, err := s.expire(ctx)
+			if err != nil && ctx.Err() == nil {
 				s.log.Warn("checking absence deadlines failed; will retry", "err", err)
+			}
+			if err != nil || n < expireLimit {
+				break
 			}
 		}
 	}
@@ -435,21 +468,6 @@ func (s *Stage) publishAlerts(alerts []*event.Alert) (func(context.Context) erro
 		futures = append(futures, f)
 	}
 	return func(ctx context.Context) error { return s.awaitAlerts(ctx, futures) }, nil
-}
-
-// count adds a committed batch's verdicts to the metrics.
-func (s *Stage) count(b *batch) {
-	for v, n := range b.verdicts {
-		if n > 0 {
-			s.verdicts.WithLabelValues(verdictNames[v]).Add(float64(n))
-		}
-	}
-	if b.unknown > 0 {
-		s.unknown.Add(float64(b.unknown))
-	}
-	for rule, n := range b.keyCaps {
-		s.keyCap.WithLabelValues(rule).Add(float64(n))
-	}
 }
 
 // awaitAlerts waits for every alert's ack.

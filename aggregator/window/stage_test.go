@@ -52,7 +52,7 @@ func TestIdleWatermarkCatchesUpWithTheWallClock(t *testing.T) {
 	waitFor(ctx, t, "the match applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.wm.Max() == last.UnixNano() && len(s.layers) == 0
+		return s.wm.Max() == last.UnixNano() && s.writing == nil && s.cur.batches == 0
 	})
 
 	// Idle, but not yet for idle_advance: nothing fires (the deadline,
@@ -184,7 +184,7 @@ func TestForgedFutureMatchDoesNotSilenceAbsence(t *testing.T) {
 	waitFor(ctx, t, "the matches applied", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.wm.Max() == received.UnixNano() && len(s.layers) == 0
+		return s.wm.Max() == received.UnixNano() && s.writing == nil && s.cur.batches == 0
 	})
 
 	// Idle since: the watermark is the wall clock minus the lateness. At
@@ -251,7 +251,7 @@ func TestWatermarkHeader(t *testing.T) {
 		waitFor(ctx, t, what, func() bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			return s.wm.Max() == want.UnixNano() && len(s.layers) == 0
+			return s.wm.Max() == want.UnixNano() && s.writing == nil && s.cur.batches == 0
 		})
 	}
 	// The filter had admitted an event 5 minutes newer than this match.
@@ -296,7 +296,7 @@ func TestReorderedBatchDoesNotFireEarly(t *testing.T) {
 		waitFor(ctx, t, what, func() bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			return s.wm.Max() == newest.UnixNano() && len(s.layers) == 0
+			return s.wm.Max() == newest.UnixNano() && s.writing == nil && s.cur.batches == 0
 		})
 		if err := s.CheckDeadlines(ctx); err != nil {
 			t.Fatal(err)

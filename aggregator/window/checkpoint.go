@@ -1,0 +1,302 @@
+package window
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-siem/outpost/aggregator/engine"
+)
+
+// epoch is the batches applied since the last seal: their alerts' acks,
+// the newest event time they let the watermark move to and what became of
+// their matches. done is closed once their states are durable, or failed
+// (err).
+type epoch struct {
+	started  time.Time // wall clock of its first batch, for checkpoint_interval
+	waits    []func(context.Context) error
+	maxTime  int64
+	arrived  time.Time // the stage's clock at its last batch: idle time counts from it
+	batches  int
+	verdicts [len(verdictNames)]int
+	unknown  int
+	keyCaps  map[string]int
+	done     chan struct{}
+	err      error
+}
+
+func newEpoch(now time.Time) *epoch { return &epoch{arrived: now, done: make(chan struct{})} }
+
+// add makes a batch part of the epoch: wait collects its alerts' acks.
+func (ep *epoch) add(b *batch, wait func(context.Context) error, maxTime int64, now time.Time) {
+	if ep.batches == 0 {
+		ep.started = time.Now()
+	}
+	ep.batches++
+	ep.waits = append(ep.waits, wait)
+	ep.maxTime, ep.arrived = max(ep.maxTime, maxTime), now
+	for v, n := range b.verdicts {
+		ep.verdicts[v] += n
+	}
+	ep.unknown += b.unknown
+	for rule, n := range b.keyCaps {
+		if ep.keyCaps == nil {
+			ep.keyCaps = map[string]int{}
+		}
+		ep.keyCaps[rule] += n
+	}
+}
+
+func (ep *epoch) finish(err error) {
+	ep.err = err
+	close(ep.done)
+}
+
+// checkpoint is a sealed epoch's writes: timer keys and deleted states
+// first, then states and new timer keys, then the mark.
+type checkpoint struct {
+	ep     *epoch
+	dels   [][]byte
+	sets   []*badger.Entry
+	mark   int64
+	states int
+}
+
+// requestCheckpoint asks the checkpointer for a checkpoint now rather
+// than at the interval.
+func (s *Stage) requestCheckpoint() {
+	select {
+	case s.sealNow <- struct{}{}:
+	default:
+	}
+}
+
+// Checkpoint makes every batch applied so far durable, and returns once
+// it is (or failed).
+func (s *Stage) Checkpoint(ctx context.Context) error {
+	s.mu.Lock()
+	ep := s.cur
+	if ep.batches == 0 && len(s.drops) == 0 {
+		ep = s.writing
+	}
+	s.mu.Unlock()
+	if ep == nil {
+		return nil
+	}
+	s.requestCheckpoint()
+	select {
+	case <-ep.done:
+		return ep.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fail drops the epoch in progress after a failure: its batches, and
+// every batch since the last checkpoint, are applied again from what
+// Badger holds once Reset ran; until then every batch fails. Call with mu
+// held.
+func (s *Stage) fail() {
+	s.failed.Store(true)
+	if s.cur.batches > 0 {
+		s.cur.finish(errEarlierFailed)
+	}
+	s.cur = newEpoch(s.now())
+}
+
+// Reset, after a failure, waits for the checkpoint being written, drops
+// the states in memory and recounts the keys, so the next batch applies
+// its matches to what Badger holds. The consumer calls it before it hands
+// the failed batches again.
+func (s *Stage) Reset(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.failed.Load() {
+		return nil
+	}
+	for s.writing != nil {
+		if err := s.waitWriting(ctx); err != nil {
+			return err
+		}
+	}
+	s.forget()
+	if err := s.countKeys(); err != nil {
+		return fmt.Errorf("counting window state keys: %w", err)
+	}
+	s.failed.Store(false)
+	return nil
+}
+
+// runCheckpoints writes a checkpoint every checkpoint_interval while
+// batches are applied, and when asked (requestCheckpoint); when ctx ends,
+// a last one, then it fails any batch applied after it.
+func (s *Stage) runCheckpoints(ctx context.Context) {
+	tick := time.NewTicker(max(s.cfg.CheckpointInterval/4, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.checkpoint(fctx)
+			cancel()
+			s.mu.Lock()
+			s.stopped = true
+			s.fail()
+			s.mu.Unlock()
+			return
+		case <-tick.C:
+			s.mu.Lock()
+			due := (s.cur.batches > 0 && time.Since(s.cur.started) >= s.cfg.CheckpointInterval) || len(s.drops) > 0
+			s.mu.Unlock()
+			if !due {
+				continue
+			}
+		case <-s.sealNow:
+		}
+		s.checkpoint(ctx)
+	}
+}
+
+// checkpoint seals the epoch in progress and writes it (steps 3 to 4 of
+// the contract in stage.go), then moves the watermark and acks its
+// batches' waits.
+func (s *Stage) checkpoint(ctx context.Context) {
+	s.mu.Lock()
+	if s.failed.Load() {
+		s.mu.Unlock()
+		return // the next batch resets first
+	}
+	cp := s.seal()
+	s.mu.Unlock()
+	if cp == nil {
+		return
+	}
+	start := time.Now()
+	err := s.write(ctx, cp)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing = nil
+	s.sealed, s.sealedDrops = nil, nil
+	if err != nil {
+		s.checkpoints.WithLabelValues("failed").Inc()
+		if ctx.Err() == nil {
+			s.log.Warn("checkpointing window state failed; applying every batch since the last checkpoint again", "err", err)
+		}
+		cp.ep.finish(err)
+		s.fail()
+		return
+	}
+	s.checkpoints.WithLabelValues("ok").Inc()
+	s.cpSeconds.Observe(time.Since(start).Seconds())
+	s.cpStates.Observe(float64(cp.states))
+	s.wm.ObserveAt(cp.ep.maxTime, cp.ep.arrived)
+	s.count(cp.ep)
+	cp.ep.finish(nil)
+	select {
+	case s.checkpointed <- struct{}{}:
+	default:
+	}
+}
+
+// seal ends the epoch in progress: it encodes every state changed since
+// the last seal as it is now, with its timer index changes, and keeps
+// them in sealed until the checkpoint is durable. nil if nothing changed.
+// Call with mu held.
+func (s *Stage) seal() *checkpoint {
+	ep := s.cur
+	if ep.batches == 0 && len(s.drops) == 0 {
+		return nil
+	}
+	s.cur = newEpoch(s.now())
+	cp := &checkpoint{ep: ep, mark: ep.maxTime}
+	for sk, e := range s.dirty {
+		ttl := s.ttl(e.r)
+		if e.indexed != e.st.Deadline {
+			if e.indexed != 0 {
+				cp.dels = append(cp.dels, timerKey(e.indexed, sk))
+			}
+			if e.st.Deadline != 0 {
+				// A timer lives no longer than its state: an orphan left by a
+				// state that expired meanwhile goes away by itself.
+				cp.sets = append(cp.sets, badger.NewEntry(timerKey(e.st.Deadline, sk), nil).WithTTL(ttl))
+			}
+			e.indexed = e.st.Deadline
+		}
+		if e.st.Empty() {
+			if e.stored {
+				cp.dels = append(cp.dels, []byte(sk))
+				e.stored = false
+				cp.states++
+			}
+			s.cache.Remove(sk)
+			continue
+		}
+		cp.sets = append(cp.sets, badger.NewEntry([]byte(sk), engine.AppendState(nil, &e.st)).WithTTL(ttl))
+		e.stored = true
+		cp.states++
+	}
+	for k := range s.drops {
+		cp.dels = append(cp.dels, []byte(k))
+	}
+	s.sealed, s.sealedDrops = s.dirty, s.drops
+	s.dirty, s.drops = make(map[string]*entry, len(s.sealed)), map[string]struct{}{}
+	s.writing = ep
+	return cp
+}
+
+// write waits for the epoch's alerts' acks, then writes the checkpoint:
+// deletions first (a key deleted and set again keeps the set), then the
+// states, then, once they are durable, the mark.
+func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
+	for _, wait := range cp.ep.waits {
+		if err := wait(ctx); err != nil {
+			return err
+		}
+	}
+	if len(cp.dels)+len(cp.sets) > 0 {
+		wb := s.db.NewWriteBatch()
+		for _, k := range cp.dels {
+			if err := wb.Delete(k); err != nil {
+				wb.Cancel()
+				return fmt.Errorf("writing window state: %w", err)
+			}
+		}
+		for _, e := range cp.sets {
+			if err := wb.SetEntry(e); err != nil {
+				wb.Cancel()
+				return fmt.Errorf("writing window state: %w", err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return fmt.Errorf("writing window state: %w", err)
+		}
+	}
+	if cp.mark > 0 {
+		err := s.db.Update(func(txn *badger.Txn) error {
+			return txn.Set([]byte(markKey), binary.BigEndian.AppendUint64(nil, uint64(cp.mark)))
+		})
+		if err != nil {
+			return fmt.Errorf("writing the watermark mark: %w", err)
+		}
+	}
+	return nil
+}
+
+// count adds a checkpointed epoch's verdicts to the metrics: counted once,
+// when durable, so a batch applied again is not counted twice.
+func (s *Stage) count(ep *epoch) {
+	for v, n := range ep.verdicts {
+		if n > 0 {
+			s.verdicts.WithLabelValues(verdictNames[v]).Add(float64(n))
+		}
+	}
+	if ep.unknown > 0 {
+		s.unknown.Add(float64(ep.unknown))
+	}
+	for rule, n := range ep.keyCaps {
+		s.keyCap.WithLabelValues(rule).Add(float64(n))
+	}
+}
