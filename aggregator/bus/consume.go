@@ -49,6 +49,9 @@ type ConsumerConfig struct {
 	// waits have not returned (default 1: one batch's I/O overlaps the
 	// next one's processing).
 	InFlight int
+	// InFlightBytes, if set, also bounds the batches in flight by the
+	// size of their messages (memory: their data is held until acked).
+	InFlightBytes int
 	// MaxAckPending is the consumer's limit of delivered, unacked
 	// messages; default Batch x (InFlight + 3).
 	MaxAckPending int
@@ -86,9 +89,10 @@ func (b *Bus) Consume(ctx context.Context, cc ConsumerConfig, logger *slog.Logge
 // unsettled is a batch handed to an AsyncHandler whose wait was not called;
 // gen is the recovery generation it was handed in (see ConsumeAsync).
 type unsettled struct {
-	msgs []jetstream.Msg
-	wait func() error
-	gen  int
+	msgs  []jetstream.Msg
+	wait  func() error
+	gen   int
+	bytes int
 }
 
 // settled is what became of an unsettled batch's wait.
@@ -164,7 +168,7 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		close(pending)
 		<-waiterDone
 	}()
-	inflight, gen := 0, 0
+	inflight, inflightBytes, gen := 0, 0, 0
 	// take settles one batch in flight, waiting for it if block. After a
 	// failure it takes every batch in flight and hands them again. It
 	// returns false if ctx ended first.
@@ -183,6 +187,7 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 			}
 		}
 		inflight--
+		inflightBytes -= r.u.bytes
 		if r.err == nil {
 			return true
 		}
@@ -190,6 +195,7 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		for ; inflight > 0; inflight-- {
 			failed = append(failed, (<-results).u)
 		}
+		inflightBytes = 0
 		gen++
 		if ctx.Err() != nil {
 			c.nak(failed...)
@@ -261,14 +267,16 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		if len(msgs) == 0 {
 			continue
 		}
+		size = 0
 		for _, m := range msgs {
 			// A moving average over the last few dozen messages.
 			if avgSize == 0 {
 				avgSize = float64(len(m.Data()))
 			}
 			avgSize += (float64(len(m.Data())) - avgSize) / 32
+			size += len(m.Data())
 		}
-		cur := &unsettled{msgs: msgs, gen: gen}
+		cur := &unsettled{msgs: msgs, gen: gen, bytes: size}
 		cur.wait, err = h(ctx, msgs)
 		if err != nil {
 			// Nothing of cur took effect; settle what is in flight, then
@@ -287,7 +295,8 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		}
 		pending <- cur // room: inflight <= InFlight before it
 		inflight++
-		for inflight > cc.InFlight {
+		inflightBytes += cur.bytes
+		for inflight > cc.InFlight || (cc.InFlightBytes > 0 && inflight > 1 && inflightBytes > cc.InFlightBytes) {
 			if !take(true) {
 				return nil
 			}

@@ -3,6 +3,7 @@ package window
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,6 +22,7 @@ type epoch struct {
 	maxTime  int64
 	arrived  time.Time // the stage's clock at its last batch: idle time counts from it
 	batches  int
+	bytes    int // of the batches' messages
 	verdicts [len(verdictNames)]int
 	unknown  int
 	keyCaps  map[string]int
@@ -55,8 +57,8 @@ func (ep *epoch) finish(err error) {
 	close(ep.done)
 }
 
-// checkpoint is a sealed epoch's writes: timer keys and deleted states
-// first, then states and new timer keys, then the mark.
+// checkpoint is a sealed epoch's writes: states and timer keys, then old
+// timer keys and emptied states deleted, then the mark.
 type checkpoint struct {
 	ep     *epoch
 	dels   [][]byte
@@ -90,6 +92,8 @@ func (s *Stage) Checkpoint(ctx context.Context) error {
 	select {
 	case <-ep.done:
 		return ep.err
+	case <-s.dead:
+		return errKilled
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -139,6 +143,9 @@ func (s *Stage) runCheckpoints(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			if s.killed.Load() {
+				return
+			}
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			s.checkpoint(fctx)
 			cancel()
@@ -157,7 +164,27 @@ func (s *Stage) runCheckpoints(ctx context.Context) {
 		case <-s.sealNow:
 		}
 		s.checkpoint(ctx)
+		if s.killed.Load() {
+			return
+		}
 	}
+}
+
+// errKilled is what a test's kill hook returns to stop a checkpoint at a
+// step, as kill -9 would: nothing after it happens.
+var errKilled = errors.New("killed")
+
+// step calls the test's kill hook, if any, at a step of a checkpoint.
+func (s *Stage) step(name string) error {
+	if s.kill == nil {
+		return nil
+	}
+	if err := s.kill(name); err != nil {
+		s.killed.Store(true)
+		close(s.dead)
+		return errKilled
+	}
+	return nil
 }
 
 // checkpoint seals the epoch in progress and writes it (steps 3 to 4 of
@@ -175,7 +202,16 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	err := s.write(ctx, cp)
+	err := s.step("sealed")
+	if err == nil {
+		err = s.write(ctx, cp)
+	}
+	if err == nil {
+		err = s.step("marked")
+	}
+	if errors.Is(err, errKilled) {
+		return // dead: no ack, no watermark, nothing
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.writing = nil
@@ -205,6 +241,14 @@ func (s *Stage) checkpoint(ctx context.Context) {
 // the last seal as it is now, with its timer index changes, and keeps
 // them in sealed until the checkpoint is durable. nil if nothing changed.
 // Call with mu held.
+//
+// A checkpoint is written in parts (Badger splits a large write into
+// several transactions), so a crash may leave any part of it: the sets
+// (states, and the timer key of every armed state, rewritten each time)
+// go before the deletions (old timer keys, emptied states), so a crash
+// leaves at worst a stale timer key, which FireDue recognises and drops,
+// never an armed state without its timer key. The matches of the epoch,
+// redelivered, touch again every state it changed.
 func (s *Stage) seal() *checkpoint {
 	ep := s.cur
 	if ep.batches == 0 && len(s.drops) == 0 {
@@ -212,19 +256,23 @@ func (s *Stage) seal() *checkpoint {
 	}
 	s.cur = newEpoch(s.now())
 	cp := &checkpoint{ep: ep, mark: ep.maxTime}
+	var timers map[string]struct{}
 	for sk, e := range s.dirty {
 		ttl := s.ttl(e.r)
-		if e.indexed != e.st.Deadline {
-			if e.indexed != 0 {
-				cp.dels = append(cp.dels, timerKey(e.indexed, sk))
-			}
-			if e.st.Deadline != 0 {
-				// A timer lives no longer than its state: an orphan left by a
-				// state that expired meanwhile goes away by itself.
-				cp.sets = append(cp.sets, badger.NewEntry(timerKey(e.st.Deadline, sk), nil).WithTTL(ttl))
-			}
-			e.indexed = e.st.Deadline
+		if e.indexed != 0 && e.indexed != e.st.Deadline {
+			cp.dels = append(cp.dels, timerKey(e.indexed, sk))
 		}
+		if e.st.Deadline != 0 {
+			// A timer lives no longer than its state: an orphan left by a
+			// state that expired meanwhile goes away by itself.
+			k := timerKey(e.st.Deadline, sk)
+			cp.sets = append(cp.sets, badger.NewEntry(k, nil).WithTTL(ttl))
+			if timers == nil {
+				timers = map[string]struct{}{}
+			}
+			timers[string(k)] = struct{}{}
+		}
+		e.indexed = e.st.Deadline
 		if e.st.Empty() {
 			if e.stored {
 				cp.dels = append(cp.dels, []byte(sk))
@@ -239,7 +287,9 @@ func (s *Stage) seal() *checkpoint {
 		cp.states++
 	}
 	for k := range s.drops {
-		cp.dels = append(cp.dels, []byte(k))
+		if _, armed := timers[k]; !armed { // dropped as stale, armed again since
+			cp.dels = append(cp.dels, []byte(k))
+		}
 	}
 	s.sealed, s.sealedDrops = s.dirty, s.drops
 	s.dirty, s.drops = make(map[string]*entry, len(s.sealed)), map[string]struct{}{}
@@ -248,31 +298,41 @@ func (s *Stage) seal() *checkpoint {
 }
 
 // write waits for the epoch's alerts' acks, then writes the checkpoint:
-// deletions first (a key deleted and set again keeps the set), then the
-// states, then, once they are durable, the mark.
+// the sets, then the deletions (see seal), then, once they are durable,
+// the mark.
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	for _, wait := range cp.ep.waits {
 		if err := wait(ctx); err != nil {
 			return err
 		}
 	}
-	if len(cp.dels)+len(cp.sets) > 0 {
-		wb := s.db.NewWriteBatch()
-		for _, k := range cp.dels {
-			if err := wb.Delete(k); err != nil {
-				wb.Cancel()
-				return fmt.Errorf("writing window state: %w", err)
+	if err := s.step("acked"); err != nil {
+		return err
+	}
+	// A test's kill hook may stop the write halfway through the sets: the
+	// first half is then flushed on its own.
+	parts := [][]*badger.Entry{cp.sets}
+	if s.kill != nil {
+		parts = [][]*badger.Entry{cp.sets[:len(cp.sets)/2], cp.sets[len(cp.sets)/2:]}
+	}
+	for i, part := range parts {
+		if i > 0 {
+			if err := s.step("half"); err != nil {
+				return err
 			}
 		}
-		for _, e := range cp.sets {
-			if err := wb.SetEntry(e); err != nil {
-				wb.Cancel()
-				return fmt.Errorf("writing window state: %w", err)
-			}
+		if err := s.writeBatch(part, nil); err != nil {
+			return err
 		}
-		if err := wb.Flush(); err != nil {
-			return fmt.Errorf("writing window state: %w", err)
-		}
+	}
+	if err := s.step("sets"); err != nil {
+		return err
+	}
+	if err := s.writeBatch(nil, cp.dels); err != nil {
+		return err
+	}
+	if err := s.step("states"); err != nil {
+		return err
 	}
 	if cp.mark > 0 {
 		err := s.db.Update(func(txn *badger.Txn) error {
@@ -281,6 +341,30 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 		if err != nil {
 			return fmt.Errorf("writing the watermark mark: %w", err)
 		}
+	}
+	return nil
+}
+
+// writeBatch sets sets and deletes dels in one Badger WriteBatch.
+func (s *Stage) writeBatch(sets []*badger.Entry, dels [][]byte) error {
+	if len(dels)+len(sets) == 0 {
+		return nil
+	}
+	wb := s.db.NewWriteBatch()
+	for _, k := range dels {
+		if err := wb.Delete(k); err != nil {
+			wb.Cancel()
+			return fmt.Errorf("writing window state: %w", err)
+		}
+	}
+	for _, e := range sets {
+		if err := wb.SetEntry(e); err != nil {
+			wb.Cancel()
+			return fmt.Errorf("writing window state: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("writing window state: %w", err)
 	}
 	return nil
 }

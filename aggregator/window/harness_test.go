@@ -180,7 +180,7 @@ func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(
 // apply applies ms as one batch; like MATCHES messages without a
 // watermark header, it moves the watermark by the matches' times.
 func (h *harness) apply(ctx context.Context, ms ...*event.Match) (settle func() error, err error) {
-	return h.s.apply(ctx, func(each func(*event.Match) error) (int64, error) {
+	return h.s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
 		var newest int64
 		for _, m := range ms {
 			newest = max(newest, m.At().UnixNano())

@@ -87,6 +87,12 @@ type Stage struct {
 	*store
 	sealNow      chan struct{}
 	checkpointed chan struct{}
+	// kill, in tests, is called at each step of a checkpoint (checkpoint.go:
+	// step); an error stops the stage there as kill -9 would, and closes
+	// dead.
+	kill   func(step string) error
+	killed atomic.Bool
+	dead   chan struct{}
 
 	verdicts    *prometheus.CounterVec
 	keyCap      *prometheus.CounterVec
@@ -103,7 +109,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 	log := logger.With("component", "windows")
 	s := &Stage{
 		cfg: cfg, bus: b, store: newStore(cfg, db, log), now: time.Now,
-		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1),
+		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}),
 		windows: engine.NewWindows(cfg.Lateness),
 		log:     log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -160,9 +166,14 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
 // inFlight is how many batches of matches the consumer may hold unacked:
-// every batch since the last checkpoint. An epoch is sealed at a quarter
-// of it, so the consumer never waits for a checkpoint it did not ask for.
-const inFlight = 1024
+// every batch since the last checkpoint, so the consumer never waits for a
+// checkpoint it did not ask for.
+// inFlightBytes bounds them by size: the consumer holds their data until
+// acked. An epoch is sealed at a quarter of either.
+const (
+	inFlight      = 1024
+	inFlightBytes = 64 << 20
+)
 
 // Run consumes MATCHES, checkpoints and checks absence deadlines until
 // ctx ends; a last checkpoint makes what was applied durable before it
@@ -184,13 +195,14 @@ func (s *Stage) Run(ctx context.Context) error {
 	wg.Go(func() { s.runCheckpoints(tctx) })
 	wg.Go(func() { s.runTimers(tctx) })
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
-		Stream:     bus.StreamMatches,
-		Durable:    "outpost-windows",
-		Batch:      512,
-		BatchBytes: 4 << 20,
-		InFlight:   inFlight,
-		Flush:      s.requestCheckpoint,
-		Reset:      func() { _ = s.Reset(ctx) },
+		Stream:        bus.StreamMatches,
+		Durable:       "outpost-windows",
+		Batch:         512,
+		BatchBytes:    4 << 20,
+		InFlight:      inFlight,
+		InFlightBytes: inFlightBytes,
+		Flush:         s.requestCheckpoint,
+		Reset:         func() { _ = s.Reset(ctx) },
 	}, s.log, s.handle)
 }
 
@@ -209,7 +221,11 @@ var (
 // carry (bus.HeaderWatermark), or, for a message without one, to its
 // matches' times.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
-	return s.apply(ctx, func(each func(*event.Match) error) (int64, error) {
+	size := 0
+	for _, msg := range msgs {
+		size += len(msg.Data())
+	}
+	return s.apply(ctx, size, func(each func(*event.Match) error) (int64, error) {
 		var newest int64
 		for _, msg := range msgs {
 			byHeader := false
@@ -238,10 +254,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 
 // apply applies the matches decode yields to their states (steps 1 and 2
 // of the contract above) in the current epoch; decode returns the newest
-// event time the batch lets the watermark move to. The func apply returns
+// event time the batch lets the watermark move to; size is the bytes of
+// its messages. The func apply returns
 // waits until the epoch's checkpoint is durable (step 5 is the caller's
 // ack).
-func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) error) (newest int64, err error)) (func() error, error) {
+func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed.Load() {
@@ -278,7 +295,7 @@ func (s *Stage) apply(ctx context.Context, decode func(each func(*event.Match) e
 		return nil
 	})
 	if err == nil {
-		err = s.submit(b, alerts, newest)
+		err = s.submit(b, alerts, newest, size)
 	}
 	if err != nil {
 		// The states changed in place: drop them all, with every batch
@@ -325,9 +342,9 @@ func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string
 
 // submit publishes a batch's alerts (without waiting for their acks) and
 // adds the batch to the current epoch; newest is the newest event time it
-// lets the watermark move to. It asks for a checkpoint when the epoch is
-// large enough.
-func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64) error {
+// lets the watermark move to, size the bytes of its messages. It asks for
+// a checkpoint when the epoch is large enough.
+func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int) error {
 	wait, err := s.publish(alerts)
 	if err != nil {
 		return err
@@ -335,7 +352,8 @@ func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64) error {
 	b.done()
 	ep := s.cur
 	ep.add(b, wait, max(s.newestApplied(), newest), s.now())
-	if len(s.dirty) >= s.cfg.CacheKeys/2 || ep.batches >= inFlight/4 {
+	ep.bytes += size
+	if len(s.dirty) >= s.cfg.CacheKeys/2 || ep.batches >= inFlight/4 || ep.bytes >= inFlightBytes/4 {
 		s.requestCheckpoint()
 	}
 	return nil
@@ -403,7 +421,7 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 		}
 	})
 	if err == nil && len(b.order) > 0 {
-		err = s.submit(b, alerts, 0)
+		err = s.submit(b, alerts, 0, 0)
 	}
 	if err != nil {
 		b.discard()

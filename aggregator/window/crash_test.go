@@ -1,0 +1,266 @@
+package window
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
+	"github.com/outpost-siem/outpost/aggregator/engine"
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/state"
+	"github.com/outpost-siem/outpost/aggregator/state/statetest"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// Crash safety of the checkpoint (stage.go's package comment): a stage is
+// killed at every step of a checkpoint (the kill hook stops it there, as
+// kill -9 would: nothing after the step happens), a new stage starts on
+// the same Badger and is handed every batch not acked, as JetStream
+// redelivers them; the alerts JetStream would hold, and the states, equal
+// an uninterrupted run's.
+
+const crashRules = `
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], threshold: 3, window: 2m}
+  - {id: spread, title: T, kind: distinct, severity: 5, condition: 'host != ""', group_by: [host], field: user, threshold: 3, window: 10m, suppress: 5m}
+  - {id: silent, title: T, kind: absence, severity: 5, condition: 'host != ""', group_by: [host], for: 15m, fields: [host]}
+  - {id: each, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host], suppress: 10m}`
+
+// crashStream is a seeded stream of batches of matches of crashRules over
+// 30 hosts, event time moving on about 20s per batch, with ties, a little
+// disorder and hosts that fall silent (absence alerts).
+func crashStream(seed uint64, n int) [][]*event.Match {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out [][]*event.Match
+	at := t0
+	id := 0
+	for b := range n {
+		var batch []*event.Match
+		for range 2 + rng.IntN(8) {
+			host := rng.IntN(30)
+			if b > n/3 && host < 6 {
+				host += 6 // hosts 0-5 fall silent after a third
+			}
+			h := fmt.Sprintf("h%02d", host)
+			when := at.Add(-time.Duration(rng.IntN(30)) * time.Second)
+			id++
+			eid := fmt.Sprintf("e%05d", id)
+			user := fmt.Sprintf("u%d", rng.IntN(5))
+			for _, rule := range []string{"many", "spread", "silent", "each"} {
+				m := match(rule, h, eid, when)
+				if rule == "spread" {
+					m.Value = user
+				}
+				batch = append(batch, m)
+			}
+		}
+		out = append(out, batch)
+		at = at.Add(time.Duration(5+rng.IntN(30)) * time.Second)
+	}
+	return out
+}
+
+// crashRun is one run over one Badger: the alerts every stage of it
+// published (what JetStream would hold: an alert's id is its Nats-Msg-Id).
+type crashRun struct {
+	t         *testing.T
+	db        *state.DB
+	set       *rules.Set
+	mu        sync.Mutex
+	published map[string]string // alert id -> rule
+}
+
+func newCrashRun(t *testing.T) *crashRun {
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte("rules:" + crashRules + "\n")}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &crashRun{t: t, db: statetest.Open(t), set: set, published: map[string]string{}}
+}
+
+// stage starts a stage on the run's Badger, as Run would (watermark and
+// key counts loaded, checkpointer running), with kill as its kill hook.
+func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage, stop func()) {
+	t := r.t
+	cfg := Config{CheckpointInterval: time.Hour}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, bustest.Open(ctx, t), r.db, r.set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{}
+	clock.set(t0)
+	s.now = clock.now
+	s.kill = kill
+	s.publish = func(alerts []*event.Alert) (func(context.Context) error, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, a := range alerts {
+			r.published[a.ID] = a.RuleID
+		}
+		return func(context.Context) error { return nil }, nil
+	}
+	if err := s.loadWatermark(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	err = s.countKeys()
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.runCheckpoints(cctx)
+	}()
+	return s, func() { cancel(); <-done }
+}
+
+// drive hands batches to s in order, a checkpoint (then the deadline
+// checks, as Run does) after every fifth and after the last. It returns
+// how many batches are acked: applied and durable, when the stage was
+// killed.
+func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match) int {
+	t.Helper()
+	acked := 0
+	for i, batch := range batches {
+		_, err := s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
+			var newest int64
+			for _, m := range batch {
+				newest = max(newest, m.At().UnixNano())
+				if err := each(m); err != nil {
+					return 0, err
+				}
+			}
+			return newest, nil
+		})
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if (i+1)%5 != 0 && i != len(batches)-1 {
+			continue
+		}
+		for range 3 { // a checkpoint moves the watermark, which may pass more deadlines
+			switch err := s.Checkpoint(ctx); {
+			case errors.Is(err, errKilled):
+				return acked
+			case err != nil:
+				t.Fatal(err)
+			}
+			acked = i + 1
+			if _, err := s.expire(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return acked
+}
+
+// states is every window state in Badger, encoded, by key.
+func (r *crashRun) states() map[string]string {
+	out := map[string]string{}
+	err := r.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(statePrefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().Key())] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func (r *crashRun) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.published))
+}
+
+func TestKillAtEveryStepOfACheckpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	batches := crashStream(7, 150)
+
+	ref := newCrashRun(t)
+	s, stop := ref.stage(ctx, nil)
+	drive(ctx, t, s, batches)
+	stop()
+	wantIDs, wantStates := ref.ids(), ref.states()
+	kinds := map[string]int{}
+	for _, rule := range ref.published {
+		kinds[rule]++
+	}
+	t.Logf("uninterrupted: %d alerts (by rule %v), %d states", len(wantIDs), kinds, len(wantStates))
+	if len(wantIDs) < 20 || len(kinds) < 4 {
+		t.Fatalf("the stream raises too few alerts to tell anything: %v", kinds)
+	}
+
+	for _, step := range []string{"sealed", "acked", "half", "sets", "states", "marked"} {
+		for _, at := range []int{1, 7, 20} { // the checkpoint killed
+			t.Run(fmt.Sprintf("%s/checkpoint%d", step, at), func(t *testing.T) {
+				run := newCrashRun(t)
+				n := 0
+				s, stop := run.stage(ctx, func(name string) error {
+					if name == "sealed" {
+						n++
+					}
+					if name == step && n == at {
+						return errors.New("kill -9")
+					}
+					return nil
+				})
+				acked := drive(ctx, t, s, batches)
+				stop()
+				if !s.killed.Load() {
+					t.Fatalf("never killed at %s of checkpoint %d", step, at)
+				}
+				// A new stage on the same Badger; JetStream redelivers every
+				// batch not acked.
+				s2, stop2 := run.stage(ctx, nil)
+				drive(ctx, t, s2, batches[acked:])
+				stop2()
+				if got := run.ids(); !slices.Equal(got, wantIDs) {
+					t.Errorf("killed at %s of checkpoint %d (%d batches acked): alerts differ from the uninterrupted run's\n got %d: %v\nwant %d: %v", step, at, acked, len(got), got, len(wantIDs), wantIDs)
+				}
+				if got := run.states(); !maps.Equal(got, wantStates) {
+					diff := 0
+					for k, v := range wantStates {
+						if got[k] != v {
+							diff++
+							var a, b engine.State
+							_ = engine.DecodeState([]byte(v), &a)
+							_ = engine.DecodeState([]byte(got[k]), &b)
+							t.Logf("%q:\n got %+v\nwant %+v", k, b, a)
+						}
+					}
+					t.Errorf("killed at %s of checkpoint %d: %d of %d states differ from the uninterrupted run's (%d states)", step, at, diff, len(wantStates), len(got))
+				}
+			})
+		}
+	}
+}
