@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,6 +92,98 @@ func TestOneEngine(t *testing.T) {
 			t.Errorf("no random stream made %s (%s) fire", r.ID, r.Kind)
 		}
 	}
+}
+
+// TestOneEngineManyKeys holds the live pipeline to the other drivers on a
+// stream of 10^5 source addresses (a distributed brute force) with a
+// cache of 5,000 states and checkpoints every 100ms: nearly every state is
+// evicted, checkpointed and read back from Badger between its matches.
+func TestOneEngineManyKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10^5 keys through the live pipeline")
+	}
+	set, err := rules.LoadFS(fstest.MapFS{"kinds.yaml": {Data: []byte(everyKind)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without in-and-fail: see TestUnorderedSequenceOnAHotKey.
+	set = set.Only([]string{"brute", "spray", "brute-then-in", "root-in", "any-accept", "silent", "backup-unfinished", "new-user"})
+	lines, events := manyKeysStream(t, 1, 100_000)
+	alerts := compareDriversWith(t, set, events, lines, time.Hour, func(c *window.Config) {
+		c.CacheKeys = 5000
+		c.CheckpointInterval = 100 * time.Millisecond
+	})
+	byRule := map[string]int{}
+	for _, a := range alerts {
+		byRule[a.RuleID]++
+	}
+	t.Logf("%d lines from 10^5 addresses: %d alerts %v", len(events), len(alerts), byRule)
+	for _, id := range []string{"brute", "spray", "brute-then-in", "any-accept"} {
+		if byRule[id] == 0 {
+			t.Errorf("no alert of %s: the stream proves little", id)
+		}
+	}
+}
+
+// TestUnorderedSequenceOnAHotKey: on a key with an event every second or
+// two (5 users over the many-keys stream), the live pipeline raises a few
+// unordered-sequence alerts fewer than rules test and rules replay (3 of
+// 760 with 5,000 addresses, 72 of 15,212 with 10^5): each missing one is a
+// "fail" then an "in" the other drivers pair. It is so on 705a950 too,
+// before checkpoints, with the default cache; a state codec round trip in
+// the in-memory store does not change the other drivers' result. Not
+// explained yet: skipped so it does not hide in a red CI, run with
+// OUTPOST_KNOWN_BUGS=1.
+func TestUnorderedSequenceOnAHotKey(t *testing.T) {
+	if os.Getenv("OUTPOST_KNOWN_BUGS") == "" {
+		t.Skip("known discrepancy, not explained yet (see the comment); OUTPOST_KNOWN_BUGS=1 runs it")
+	}
+	set, err := rules.LoadFS(fstest.MapFS{"kinds.yaml": {Data: []byte(everyKind)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, events := manyKeysStream(t, 1, 5000)
+	compareDrivers(t, set.Only([]string{"in-and-fail"}), events, lines, time.Hour)
+}
+
+// manyKeysStream writes a seeded stream of sshd logons from keys distinct
+// IPv6 documentation addresses, each at least once, in shuffled order,
+// with one line in five from one of 40 busy addresses (the ones that
+// alert); event time moves on by up to 2s a line.
+func manyKeysStream(t *testing.T, seed uint64, keys int) ([]byte, []*event.Event) {
+	rng := rand.New(rand.NewPCG(seed, 0x6e75))
+	order := rng.Perm(keys)
+	users := []string{"root", "admin", "alice", "oracle", "deploy"}
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	for i := 0; i < len(order); {
+		addr := 0
+		if rng.IntN(5) == 0 {
+			addr = rng.IntN(40)
+		} else {
+			addr, i = order[i], i+1
+		}
+		ip := fmt.Sprintf("2001:db8::%x:%x", addr>>16, addr&0xffff)
+		user := users[rng.IntN(len(users))]
+		verb := "Failed"
+		if rng.IntN(8) == 0 {
+			verb = "Accepted"
+		}
+		fmt.Fprintf(&buf, "<38>1 %s web-%02d sshd - - - %s password for %s from %s port 50022 ssh2\n", now.Format(time.RFC3339), addr%7, verb, user, ip)
+		now = now.Add(time.Duration(rng.IntN(3)) * time.Second / 2)
+	}
+	lines := buf.Bytes()
+	parser := syslog.NewParser(syslog.WithoutIDs())
+	var events []*event.Event
+	for i, line := range bytes.Split(bytes.TrimSuffix(lines, []byte{'\n'}), []byte{'\n'}) {
+		ev := &event.Event{}
+		if err := parser.Parse(line, differentialReceived, replaySender, ev); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		ev.ID = strconv.Itoa(i + 1)
+		events = append(events, ev)
+	}
+	return lines, events
 }
 
 // everyKind is a rule of each kind over the syslog source's sshd fields
@@ -209,6 +302,13 @@ var differentialReceived = time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)
 // otherwise it reads the events as JSON. It returns the alerts.
 func compareDrivers(t *testing.T, set *rules.Set, events []*event.Event, lines []byte, advance time.Duration) []*event.Alert {
 	t.Helper()
+	return compareDriversWith(t, set, events, lines, advance, nil)
+}
+
+// compareDriversWith is compareDrivers with tweak, if not nil, editing the
+// live windows' config.
+func compareDriversWith(t *testing.T, set *rules.Set, events []*event.Event, lines []byte, advance time.Duration, tweak func(*window.Config)) []*event.Alert {
+	t.Helper()
 	ids := make([]string, 0, len(set.Rules))
 	for _, r := range set.Rules {
 		ids = append(ids, r.ID)
@@ -247,7 +347,7 @@ func compareDrivers(t *testing.T, set *rules.Set, events []*event.Event, lines [
 	if lo.Watermark.Max() > 0 {
 		end = time.Unix(0, lo.Watermark.Max()).Add(advance)
 	}
-	live := liveAlerts(t, set, events, end)
+	live := liveAlerts(t, set, events, end, tweak)
 
 	want := alertJSON(t, tested, true)
 	if got := alertJSON(t, replayed, true); !slices.Equal(got, want) {
@@ -286,14 +386,17 @@ func setDiff(got, want []string) string {
 // end (unless zero), far enough past the last advance for the idle
 // watermark to follow it, checks the deadlines, and returns what ALERTS
 // holds.
-func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Time) []*event.Alert {
+func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Time, tweak func(*window.Config)) []*event.Alert {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := bustest.Open(ctx, t)
 	db := statetest.Open(t)
 	var wcfg window.Config
+	if tweak != nil {
+		tweak(&wcfg)
+	}
 	if err := wcfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
