@@ -26,8 +26,8 @@ import (
 
 // Config is the `state` section of outpost.yaml.
 type Config struct {
-	// SyncWrites fsyncs every commit. A batch of matches is acked only
-	// after its commit, so with sync on, acked state survives power loss;
+	// SyncWrites fsyncs every commit. Matches are acked only after the
+	// windows' checkpoint holding them is committed, so with sync on, acked state survives power loss;
 	// with it off, it survives a process crash but not a host crash.
 	SyncWrites *bool `yaml:"sync_writes"`
 	// GCInterval is how often the value log is garbage-collected.
