@@ -77,7 +77,10 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
 		WithSyncWrites(*cfg.SyncWrites).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true).
-		WithMemTableSize(32 << 20).
+		// 8 MiB memtables: a flush builds an L0 table of that size, and the
+		// table builders' buffers scale with it (32 MiB ones held ~280 MiB
+		// at 300,000 window states; docs/benchmarks.md).
+		WithMemTableSize(8 << 20).
 		WithNumMemtables(3).
 		// Compressing a table block allocates a buffer per block that
 		// stays with the table builder until the table is written: with
