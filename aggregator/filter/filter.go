@@ -53,7 +53,30 @@ type Stage struct {
 	noKey      *prometheus.CounterVec
 	evalErrors *prometheus.CounterVec
 	lastErrLog time.Time
+
+	// sink, if set (Fuse), takes each batch's matches in process instead
+	// of MATCHES; fused holds them meanwhile (a new slice per batch: the
+	// sink keeps it).
+	sink  Sink
+	fused []event.Match
 }
+
+// Sink takes the matches of each batch of events in process, in place of
+// MATCHES: the windows stage, when this process owns every partition
+// (windows.fused).
+type Sink interface {
+	// Consumer adapts the EVENTS consumer to the sink's pace: how many
+	// batches may wait for it, and its Flush and Reset.
+	Consumer(bus.ConsumerConfig) bus.ConsumerConfig
+	// Apply takes a batch's matches, to apply in order; newest is the
+	// newest event time the rule filter admitted, size the bytes of the
+	// batch's messages. ms is the sink's from then on. The wait returns
+	// once they are durable.
+	Apply(ctx context.Context, ms []event.Match, newest int64, size int) (wait func() error, err error)
+}
+
+// Fuse makes sink take the matches instead of MATCHES. Call before Run.
+func (s *Stage) Fuse(sink Sink) { s.sink = sink }
 
 // New returns the stage and registers its metrics on reg. An event older
 // than the newest of its (source, host) by more than lateness allows is
@@ -107,17 +130,22 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
 // Run consumes EVENTS until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
-	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
+	cc := bus.ConsumerConfig{
 		Stream:     bus.StreamEvents,
 		Durable:    "outpost-filter",
 		Batch:      256,
 		BatchBytes: 4 << 20, // about 16 full messages of events
-	}, s.log, s.handle)
+	}
+	if s.sink != nil {
+		cc = s.sink.Consumer(cc)
+	}
+	return s.bus.ConsumeAsync(ctx, cc, s.log, s.handle)
 }
 
 // handle evaluates a batch of events and publishes its matches; the wait
 // it returns collects JetStream's acks, so the next batch is evaluated
-// while they are on their way.
+// while they are on their way. Fused, it hands the matches to the sink
+// and returns its wait.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	set := s.rules.Load()
 	js := s.bus.JetStream()
@@ -146,12 +174,21 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return nil
 	}
 	emit := func(m *event.Match) error { return s.emit(m, parts, flush) }
+	if s.sink != nil {
+		s.fused = nil // the sink keeps the last batch's
+		emit = func(m *event.Match) error {
+			s.matchCounter(m.RuleID).Inc()
+			s.fused = append(s.fused, *m)
+			return nil
+		}
+	}
 	fail := func(err error) (func() error, error) {
 		s.coalesce.Reset()
 		s.coalesce.Coalesced = 0
 		for p := range s.batches {
 			s.batches[p] = s.batches[p][:0] // the batch will be evaluated again
 		}
+		s.fused = nil
 		return nil, err
 	}
 	for _, msg := range msgs {
@@ -177,6 +214,20 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	}
 	if err := s.coalesce.Flush(emit); err != nil {
 		return fail(err)
+	}
+	if s.sink != nil {
+		size := 0
+		for _, msg := range msgs {
+			size += len(msg.Data())
+		}
+		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size)
+		if err != nil {
+			return fail(err)
+		}
+		s.fused = nil
+		s.coalesced.Add(float64(s.coalesce.Coalesced))
+		s.coalesce.Coalesced = 0
+		return wait, nil
 	}
 	last := -1
 	for p := range s.batches {

@@ -113,6 +113,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.windows, err = window.New(cfg.Windows, p.bus, p.db, p.rules, logger, p.reg); err != nil {
 		return err
 	}
+	if cfg.Windows.IsFused() {
+		p.filter.Fuse(p.windows)
+	}
 	if err := p.registerReload(); err != nil {
 		return err
 	}

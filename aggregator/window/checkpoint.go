@@ -22,6 +22,7 @@ type epoch struct {
 	maxTime  int64
 	arrived  time.Time // the stage's clock at its last batch: idle time counts from it
 	batches  int
+	handed   int // of them, batches a consumer handed (not deadline checks)
 	bytes    int // of the batches' messages
 	verdicts [len(verdictNames)]int
 	unknown  int
@@ -106,6 +107,7 @@ func (s *Stage) Checkpoint(ctx context.Context) error {
 func (s *Stage) fail() {
 	s.failed.Store(true)
 	if s.cur.batches > 0 {
+		s.toHandAgain += s.cur.handed
 		s.cur.finish(errEarlierFailed)
 	}
 	s.cur = newEpoch(s.now())
@@ -114,10 +116,16 @@ func (s *Stage) fail() {
 // Reset, after a failure, waits for the checkpoint being written, drops
 // the states in memory and recounts the keys, so the next batch applies
 // its matches to what Badger holds. The consumer calls it before it hands
-// the failed batches again.
+// the failed batches again; the deadline checks, when the failed epochs
+// held only deadline checks (nothing will be handed again).
 func (s *Stage) Reset(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.reset(ctx)
+}
+
+// reset is Reset with mu held.
+func (s *Stage) reset(ctx context.Context) error {
 	if !s.failed.Load() {
 		return nil
 	}
@@ -131,6 +139,7 @@ func (s *Stage) Reset(ctx context.Context) error {
 		return fmt.Errorf("counting window state keys: %w", err)
 	}
 	s.failed.Store(false)
+	s.toHandAgain = 0
 	return nil
 }
 
@@ -221,6 +230,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		if ctx.Err() == nil {
 			s.log.Warn("checkpointing window state failed; applying every batch since the last checkpoint again", "err", err)
 		}
+		s.toHandAgain += cp.ep.handed
 		cp.ep.finish(err)
 		s.fail()
 		return

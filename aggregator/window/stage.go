@@ -84,9 +84,13 @@ type Stage struct {
 	wm           *engine.Watermark
 	cur, writing *epoch
 	stopped      bool
+	// toHandAgain counts the consumers' batches of the epochs failed since
+	// the last Reset: while there are any, their consumer resets.
+	toHandAgain int
 	*store
 	sealNow      chan struct{}
 	checkpointed chan struct{}
+	fusedq       chan *fusedBatch // Apply to runFused: one batch ahead
 	// kill, in tests, is called at each step of a checkpoint (checkpoint.go:
 	// step); an error stops the stage there as kill -9 would, and closes
 	// dead.
@@ -109,7 +113,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 	log := logger.With("component", "windows")
 	s := &Stage{
 		cfg: cfg, bus: b, store: newStore(cfg, db, log), now: time.Now,
-		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}),
+		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}), fusedq: make(chan *fusedBatch, 1),
 		windows: engine.NewWindows(cfg.Lateness),
 		log:     log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -177,7 +181,8 @@ const (
 
 // Run consumes MATCHES, checkpoints and checks absence deadlines until
 // ctx ends; a last checkpoint makes what was applied durable before it
-// returns.
+// returns. Fused with the rule filter (Apply), MATCHES stays empty, but
+// is still consumed: matches left there by an unfused run are not lost.
 func (s *Stage) Run(ctx context.Context) error {
 	if err := s.loadWatermark(); err != nil {
 		return err
@@ -194,6 +199,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { s.runCheckpoints(tctx) })
 	wg.Go(func() { s.runTimers(tctx) })
+	wg.Go(func() { s.runFused(tctx) })
 	return s.bus.ConsumeAsync(ctx, bus.ConsumerConfig{
 		Stream:        bus.StreamMatches,
 		Durable:       "outpost-windows",
@@ -204,6 +210,76 @@ func (s *Stage) Run(ctx context.Context) error {
 		Flush:         s.requestCheckpoint,
 		Reset:         func() { _ = s.Reset(ctx) },
 	}, s.log, s.handle)
+}
+
+// Consumer adapts the rule filter's EVENTS consumer when it hands its
+// matches to the stage in process (filter.Sink; windows.fused): every
+// batch of events since the last checkpoint stays unacked, as MATCHES
+// batches do here.
+func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
+	cc.InFlight, cc.InFlightBytes = inFlight, inFlightBytes
+	cc.Flush = s.requestCheckpoint
+	cc.Reset = func() { _ = s.Reset(context.Background()) }
+	return cc
+}
+
+// Apply queues the matches of one batch of events, handed in process by
+// the rule filter (filter.Sink), for the stage's own goroutine, which
+// applies them as handle applies a batch of MATCHES while the filter
+// evaluates the next batch: newest is the newest event time the filter
+// admitted once the batch was evaluated, size the bytes of its messages.
+// ms is the stage's from then on. The wait returns once the batch is
+// durable, or fails if it could not be applied (the consumer then hands
+// it again, as it does after any failure).
+func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int) (func() error, error) {
+	fb := &fusedBatch{ms: ms, newest: newest, size: size, applied: make(chan struct{})}
+	select {
+	case s.fusedq <- fb:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return func() error {
+		select {
+		case <-fb.applied:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if fb.err != nil {
+			return fb.err
+		}
+		return fb.wait()
+	}, nil
+}
+
+// fusedBatch is a batch of matches handed by Apply.
+type fusedBatch struct {
+	ms      []event.Match
+	newest  int64
+	size    int
+	applied chan struct{} // closed once applied (or failed: err)
+	wait    func() error
+	err     error
+}
+
+// runFused applies the batches Apply queues, in order, until ctx ends.
+func (s *Stage) runFused(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case fb := <-s.fusedq:
+			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error) (int64, error) {
+				for i := range fb.ms {
+					if err := each(&fb.ms[i]); err != nil {
+						return 0, err
+					}
+				}
+				return fb.newest, nil
+			})
+			fb.ms = nil
+			close(fb.applied)
+		}
+	}
 }
 
 var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired", engine.Suppressed: "suppressed", engine.Duplicate: "duplicate"}
@@ -263,7 +339,9 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	defer s.mu.Unlock()
 	if s.failed.Load() {
 		// Applied on top of a batch that failed: it will be handed again
-		// after it, once Reset ran (bus.ConsumeAsync).
+		// after it, once Reset ran (bus.ConsumeAsync). Counted, so the
+		// deadline checks leave the Reset to the consumer.
+		s.toHandAgain++
 		return func() error { return errEarlierFailed }, nil
 	}
 	if err := s.prepare(ctx); err != nil {
@@ -295,7 +373,7 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 		return nil
 	})
 	if err == nil {
-		err = s.submit(b, alerts, newest, size)
+		err = s.submit(b, alerts, newest, size, false)
 	}
 	if err != nil {
 		// The states changed in place: drop them all, with every batch
@@ -342,9 +420,10 @@ func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string
 
 // submit publishes a batch's alerts (without waiting for their acks) and
 // adds the batch to the current epoch; newest is the newest event time it
-// lets the watermark move to, size the bytes of its messages. It asks for
-// a checkpoint when the epoch is large enough.
-func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int) error {
+// lets the watermark move to, size the bytes of its messages; deadlines
+// says it is a deadline check, not a consumer's batch. It asks for a
+// checkpoint when the epoch is large enough.
+func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int, deadlines bool) error {
 	wait, err := s.publish(alerts)
 	if err != nil {
 		return err
@@ -352,6 +431,9 @@ func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int) 
 	b.done()
 	ep := s.cur
 	ep.add(b, wait, max(s.newestApplied(), newest), s.now())
+	if !deadlines {
+		ep.handed++
+	}
 	ep.bytes += size
 	if len(s.dirty) >= s.cfg.CacheKeys/2 || ep.batches >= inFlight/4 || ep.bytes >= inFlightBytes/4 {
 		s.requestCheckpoint()
@@ -405,8 +487,15 @@ const expireLimit = 1000
 func (s *Stage) expire(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failed.Load() && s.toHandAgain == 0 {
+		// Only deadline checks failed: no consumer will hand anything
+		// again, so no consumer will Reset.
+		if err := s.reset(ctx); err != nil {
+			return 0, err
+		}
+	}
 	if s.failed.Load() {
-		return 0, errEarlierFailed // until Reset
+		return 0, errEarlierFailed // until the consumer's Reset
 	}
 	if err := s.prepare(ctx); err != nil {
 		return 0, err
@@ -421,7 +510,7 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 		}
 	})
 	if err == nil && len(b.order) > 0 {
-		err = s.submit(b, alerts, 0, 0)
+		err = s.submit(b, alerts, 0, 0, true)
 	}
 	if err != nil {
 		b.discard()

@@ -94,10 +94,11 @@ func TestOneEngine(t *testing.T) {
 	}
 }
 
-// TestOneEngineManyKeys holds the live pipeline to the other drivers on a
-// stream of 10^5 source addresses (a distributed brute force) with a
-// cache of 5,000 states and checkpoints every 100ms: nearly every state is
-// evicted, checkpointed and read back from Badger between its matches.
+// TestOneEngineManyKeys holds the live pipeline (fused) to the other
+// drivers on a stream of 10^5 source addresses (a distributed brute force)
+// with a cache of 5,000 states and checkpoints every 100ms: nearly every
+// state is evicted, checkpointed and read back from Badger between its
+// matches.
 func TestOneEngineManyKeys(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10^5 keys through the live pipeline")
@@ -112,6 +113,7 @@ func TestOneEngineManyKeys(t *testing.T) {
 	alerts := compareDriversWith(t, set, events, lines, time.Hour, func(c *window.Config) {
 		c.CacheKeys = 5000
 		c.CheckpointInterval = 100 * time.Millisecond
+		c.Fused = new(true) // TestOneEngine runs the small streams both ways
 	})
 	byRule := map[string]int{}
 	for _, a := range alerts {
@@ -348,6 +350,15 @@ func compareDriversWith(t *testing.T, set *rules.Set, events []*event.Event, lin
 		end = time.Unix(0, lo.Watermark.Max()).Add(advance)
 	}
 	live := liveAlerts(t, set, events, end, tweak)
+	if tweak == nil {
+		// The same once more with the rule filter handing its matches to
+		// the windows in process (windows.fused), not over MATCHES.
+		fused := liveAlerts(t, set, events, end, func(c *window.Config) { c.Fused = new(true) })
+		want := alertJSON(t, tested, true)
+		if got := alertJSON(t, fused, true); !slices.Equal(got, want) {
+			t.Errorf("the fused live pipeline and rules test differ (%d and %d alerts):\n%s", len(got), len(want), setDiff(got, want))
+		}
+	}
 
 	want := alertJSON(t, tested, true)
 	if got := alertJSON(t, replayed, true); !slices.Equal(got, want) {
@@ -393,7 +404,9 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := bustest.Open(ctx, t)
 	db := statetest.Open(t)
-	var wcfg window.Config
+	// Checkpoints often: the drains below wait for the acks that follow
+	// them.
+	wcfg := window.Config{CheckpointInterval: 20 * time.Millisecond}
 	if tweak != nil {
 		tweak(&wcfg)
 	}
@@ -412,6 +425,9 @@ func liveAlerts(t *testing.T, set *rules.Set, events []*event.Event, end time.Ti
 	w, err := window.New(wcfg, b, db, set, logger, reg, window.WithClock(now))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wcfg.IsFused() {
+		f.Fuse(w)
 	}
 	if err := b.PublishEvents(ctx, events); err != nil {
 		t.Fatal(err)
