@@ -155,7 +155,9 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	// bookkeeping below.
 	var a *event.Alert
 	if !suppressed(r, st, first) {
-		a = newAlert(r, m, alertID(r.ID, m.Key, first, ""))
+		// The first event's id too: with timestamps of one-second
+		// resolution, two windows of a key can begin at the same time.
+		a = newAlert(r, m, alertID(r.ID, m.Key, first, st.IDs[picked[0]]))
 		a.Count = len(picked)
 		a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
 		for _, i := range picked[:min(len(picked), maxEvidence)] {
@@ -473,7 +475,7 @@ func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
 }
 
 // alertID is deterministic in (rule, group key, window start, event or
-// value): 128 bits of SHA-256 in hex, 32 characters, within CEF
+// value: the window's first event, the matching event, the new value): 128 bits of SHA-256 in hex, 32 characters, within CEF
 // externalId's 40.
 func alertID(rule, key string, windowStart int64, extra string) string {
 	h := sha256.New()
