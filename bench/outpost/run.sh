@@ -10,7 +10,8 @@
 #   data_mib      size of data_dir (JetStream + Badger) at the end
 #   alerts        CEF messages received, by rule
 # and the medians. Environment: RUNS (3), MIX (sshd|realistic), IPS (1000),
-# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run.
+# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run,
+# EXTRA (YAML appended to the config, e.g. 'windows: {fused: true}').
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . bench/lib.sh
@@ -28,6 +29,7 @@ for run in $(seq "$runs"); do
 	dir="$tmp/run$run" && mkdir "$dir"
 	syslog=$(free_port) http=$(free_port) recv=$(free_port)
 	sed -e "s|@DATA@|$dir/data|; s|@HTTP@|$http|; s|@SYSLOG@|$syslog|; s|@RECV@|$recv|" bench/outpost/outpost.yaml >"$dir/outpost.yaml"
+	[[ -z ${EXTRA:-} ]] || echo "$EXTRA" >>"$dir/outpost.yaml"
 	"$tmp/outpost" receive --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
 	pids+=($!)
 	"$tmp/outpost" run -c "$dir/outpost.yaml" >"$dir/outpost.log" 2>&1 &
