@@ -155,9 +155,16 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	// bookkeeping below.
 	var a *event.Alert
 	if !suppressed(r, st, first) {
-		// The first event's id too: with timestamps of one-second
-		// resolution, two windows of a key can begin at the same time.
-		a = newAlert(r, m, alertID(r.ID, m.Key, first, st.IDs[picked[0]]))
+		// With timestamps of one-second resolution, two windows of a key
+		// can begin at the same time: one that begins where an earlier
+		// one's spent events are takes its first event's id too. Any other
+		// id stays (rule, key, window start): the same however the events
+		// were numbered (live, replay, a rule test).
+		extra := ""
+		if first == st.Spent {
+			extra = st.IDs[picked[0]]
+		}
+		a = newAlert(r, m, alertID(r.ID, m.Key, first, extra))
 		a.Count = len(picked)
 		a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
 		for _, i := range picked[:min(len(picked), maxEvidence)] {
@@ -475,7 +482,8 @@ func newAlert(r *rules.Rule, m *event.Match, id string) *event.Alert {
 }
 
 // alertID is deterministic in (rule, group key, window start, event or
-// value: the window's first event, the matching event, the new value): 128 bits of SHA-256 in hex, 32 characters, within CEF
+// value: the matching event, the new value, or the first event of a window
+// that begins in the second an earlier one ended): 128 bits of SHA-256 in hex, 32 characters, within CEF
 // externalId's 40.
 func alertID(rule, key string, windowStart int64, extra string) string {
 	h := sha256.New()

@@ -129,7 +129,7 @@ func TestOneEngineManyKeys(t *testing.T) {
 // sequence could begin in the same second and got one alert id; the live
 // pipeline publishes the id as Nats-Msg-Id and JetStream dropped the
 // second as a duplicate (3 of 760 alerts here, 72 of 15,212 with 10^5
-// addresses). The id now also holds the window's first event
+// addresses). Such a window's id now also holds its first event's
 // (aggregator/engine TestWindowsBeginningInOneSecondHaveTwoIDs).
 func TestUnorderedSequenceOnAHotKey(t *testing.T) {
 	set, err := rules.LoadFS(fstest.MapFS{"kinds.yaml": {Data: []byte(everyKind)}}, ".")
