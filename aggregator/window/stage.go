@@ -91,6 +91,7 @@ type Stage struct {
 	sealNow      chan struct{}
 	checkpointed chan struct{}
 	fusedq       chan *fusedBatch // Apply to runFused: one batch ahead
+	fusedDone    chan struct{}    // closed when runFused has ended
 	// kill, in tests, is called at each step of a checkpoint (checkpoint.go:
 	// step); an error stops the stage there as kill -9 would, and closes
 	// dead.
@@ -113,7 +114,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 	log := logger.With("component", "windows")
 	s := &Stage{
 		cfg: cfg, bus: b, store: newStore(cfg, db, log), now: time.Now,
-		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}), fusedq: make(chan *fusedBatch, 1),
+		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}), fusedq: make(chan *fusedBatch, 1), fusedDone: make(chan struct{}),
 		windows: engine.NewWindows(cfg.Lateness),
 		log:     log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -238,11 +239,18 @@ func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// Not on ctx: at a graceful stop the filter's context ends first, and
+	// its last batches are still applied and checkpointed by the windows,
+	// which stop after it.
 	return func() error {
 		select {
 		case <-fb.applied:
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-s.fusedDone:
+			select {
+			case <-fb.applied:
+			default:
+				return errStopped
+			}
 		}
 		if fb.err != nil {
 			return fb.err
@@ -263,6 +271,7 @@ type fusedBatch struct {
 
 // runFused applies the batches Apply queues, in order, until ctx ends.
 func (s *Stage) runFused(ctx context.Context) {
+	defer close(s.fusedDone)
 	for {
 		select {
 		case <-ctx.Done():
