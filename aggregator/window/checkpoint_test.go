@@ -123,28 +123,7 @@ func (h *harness) expireOK(ctx context.Context, t *testing.T) {
 }
 
 // badgerStates is every window state Badger holds, encoded, by key.
-func (h *harness) badgerStates(t *testing.T) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := h.s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(statePrefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().Key())] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+func (h *harness) badgerStates(t *testing.T) map[string]string { return storedStates(t, h.s.db) }
 
 // Two epochs touching one key. The second batch of an epoch sees the
 // first's state in memory; nothing reaches Badger, the mark or the

@@ -14,7 +14,6 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
@@ -114,22 +113,7 @@ func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage
 		}
 		return func(context.Context) error { return nil }, nil
 	}
-	if err := s.loadWatermark(); err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	err = s.countKeys()
-	s.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.runCheckpoints(cctx)
-	}()
-	return s, func() { cancel(); <-done }
+	return s, startCheckpointer(ctx, t, s)
 }
 
 // drive hands batches to s in order, a checkpoint (then the deadline
@@ -140,17 +124,7 @@ func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match
 	t.Helper()
 	acked := 0
 	for i, batch := range batches {
-		_, err := s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
-			var newest int64
-			for _, m := range batch {
-				newest = max(newest, m.At().UnixNano())
-				if err := each(m); err != nil {
-					return 0, err
-				}
-			}
-			return newest, nil
-		})
-		if err != nil {
+		if _, err := applyBatch(ctx, s, batch); err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
 		if (i+1)%5 != 0 && i != len(batches)-1 {
@@ -173,27 +147,7 @@ func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match
 }
 
 // states is every window state in Badger, encoded, by key.
-func (r *crashRun) states() map[string]string {
-	out := map[string]string{}
-	err := r.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(statePrefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().Key())] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return out
-}
+func (r *crashRun) states() map[string]string { return storedStates(r.t, r.db) }
 
 func (r *crashRun) ids() []string {
 	r.mu.Lock()

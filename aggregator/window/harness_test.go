@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/state/statetest"
 	"github.com/outpost-siem/outpost/rules"
 )
@@ -154,11 +155,20 @@ func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(
 	s.now = clock.now
 	pub := &fakePublisher{}
 	s.publish = pub.publish
+	// Cleanups run last first: the checkpointer stops before the DB closes.
+	t.Cleanup(startCheckpointer(ctx, t, s))
+	return &harness{s: s, set: set, clock: clock, pub: pub}
+}
+
+// startCheckpointer loads s's watermark and key counts as Run does and
+// runs its checkpointer until the func it returns is called.
+func startCheckpointer(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
+	t.Helper()
 	if err := s.loadWatermark(); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	err = s.countKeys()
+	err := s.countKeys()
 	s.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -169,18 +179,13 @@ func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(
 		defer close(done)
 		s.runCheckpoints(cctx)
 	}()
-	// Cleanups run last first: the checkpointer stops before the DB closes.
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return &harness{s: s, set: set, clock: clock, pub: pub}
+	return func() { cancel(); <-done }
 }
 
-// apply applies ms as one batch; like MATCHES messages without a
+// applyBatch applies ms to s as one batch; like MATCHES messages without a
 // watermark header, it moves the watermark by the matches' times.
-func (h *harness) apply(ctx context.Context, ms ...*event.Match) (settle func() error, err error) {
-	return h.s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
+func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func() error, err error) {
+	return s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
 		var newest int64
 		for _, m := range ms {
 			newest = max(newest, m.At().UnixNano())
@@ -190,6 +195,36 @@ func (h *harness) apply(ctx context.Context, ms ...*event.Match) (settle func() 
 		}
 		return newest, nil
 	})
+}
+
+// storedStates is every window state db holds, encoded, by key.
+func storedStates(t *testing.T, db *state.DB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(statePrefix)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().Key())] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// apply applies ms as one batch; like MATCHES messages without a
+// watermark header, it moves the watermark by the matches' times.
+func (h *harness) apply(ctx context.Context, ms ...*event.Match) (settle func() error, err error) {
+	return applyBatch(ctx, h.s, ms)
 }
 
 // expire checks the deadlines once.

@@ -167,17 +167,7 @@ func manyKeysStream(t *testing.T, seed uint64, keys int) ([]byte, []*event.Event
 		now = now.Add(time.Duration(rng.IntN(3)) * time.Second / 2)
 	}
 	lines := buf.Bytes()
-	parser := syslog.NewParser(syslog.WithoutIDs())
-	var events []*event.Event
-	for i, line := range bytes.Split(bytes.TrimSuffix(lines, []byte{'\n'}), []byte{'\n'}) {
-		ev := &event.Event{}
-		if err := parser.Parse(line, differentialReceived, replaySender, ev); err != nil {
-			t.Fatalf("line %d: %v", i+1, err)
-		}
-		ev.ID = strconv.Itoa(i + 1)
-		events = append(events, ev)
-	}
-	return lines, events
+	return lines, parseAsReplay(t, lines)
 }
 
 // everyKind is a rule of each kind over the syslog source's sshd fields
@@ -273,7 +263,13 @@ func randomStream(t *testing.T, seed uint64, n int) ([]byte, []*event.Event) {
 		fmt.Fprintf(&buf, "<38>1 %s %s %s - - - %s\n", at.Format(time.RFC3339), host, app, msg)
 	}
 	lines := buf.Bytes()
-	// The events, parsed as replay parses them.
+	return lines, parseAsReplay(t, lines)
+}
+
+// parseAsReplay is the events the syslog source makes of lines, as replay
+// parses them: ids are line numbers.
+func parseAsReplay(t *testing.T, lines []byte) []*event.Event {
+	t.Helper()
 	parser := syslog.NewParser(syslog.WithoutIDs())
 	var events []*event.Event
 	for i, line := range bytes.Split(bytes.TrimSuffix(lines, []byte{'\n'}), []byte{'\n'}) {
@@ -284,7 +280,7 @@ func randomStream(t *testing.T, seed uint64, n int) ([]byte, []*event.Event) {
 		ev.ID = strconv.Itoa(i + 1)
 		events = append(events, ev)
 	}
-	return lines, events
+	return events
 }
 
 // differentialReceived is every random line's reception: after all of
