@@ -167,15 +167,22 @@ func BenchmarkPipeline(b *testing.B) {
 
 // BenchmarkLatency measures receipt-to-CEF latency under load: sshd lines
 // at a fixed rate (OUTPOST_BENCH_RATE, default 15,000/s — about half the
-// whole pipeline's sustained rate with the shipped pack) for 10 s, with a
+// whole pipeline's sustained rate with the shipped pack) from
+// OUTPOST_BENCH_IPS addresses (1,000) for OUTPOST_BENCH_SECONDS (10), with a
 // probe line among them every 10 ms that a match rule turns into an alert.
 // A probe carries its send time as its event time, and the receiver notes
 // when its CEF arrives (rt= is the event time in ms), so each probe gives
-// one send-to-CEF latency. The loop is bounded by the 10 s, not by b.N.
+// one send-to-CEF latency. The loop is bounded by that time, not by b.N.
 func BenchmarkLatency(b *testing.B) {
 	rate := 15000
 	if v, err := strconv.Atoi(os.Getenv("OUTPOST_BENCH_RATE")); err == nil && v > 0 {
 		rate = v
+	}
+	// Distinct attacking addresses (OUTPOST_BENCH_IPS, 1,000 by default):
+	// with many, every event touches window state of its own.
+	ips := 1000
+	if v, err := strconv.Atoi(os.Getenv("OUTPOST_BENCH_IPS")); err == nil && v > 0 && v <= 1<<24 {
+		ips = v
 	}
 	// The shipped pack plus a probe rule.
 	rulesDir := b.TempDir()
@@ -244,7 +251,10 @@ func BenchmarkLatency(b *testing.B) {
 	}
 	w := bufio.NewWriterSize(conn, 64<<10)
 	b.ResetTimer()
-	const runFor = 10 * time.Second
+	runFor := 10 * time.Second // OUTPOST_BENCH_SECONDS, at most 600
+	if v, err := strconv.Atoi(os.Getenv("OUTPOST_BENCH_SECONDS")); err == nil && v > 0 && v <= 600 {
+		runFor = time.Duration(v) * time.Second
+	}
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	sent, probes := 0, 0
@@ -254,8 +264,9 @@ func BenchmarkLatency(b *testing.B) {
 		}
 		due := int(float64(rate) * now.Sub(start).Seconds())
 		for ; sent < due; sent++ {
-			msg := fmt.Sprintf("<38>1 %s web-01 sshd 4242 - - Failed password for root from 203.0.%d.%d port %d ssh2",
-				time.Now().UTC().Format(time.RFC3339Nano), sent%1000>>8, sent%1000&255, 1024+sent%60000)
+			a := sent % ips
+			msg := fmt.Sprintf("<38>1 %s web-01 sshd 4242 - - Failed password for root from 10.%d.%d.%d port %d ssh2",
+				time.Now().UTC().Format(time.RFC3339Nano), a>>16, a>>8&255, a&255, 1024+sent%60000)
 			fmt.Fprintf(w, "%d %s", len(msg), msg)
 		}
 		msg := fmt.Sprintf("<38>1 %s web-02 probe 1 p%d - probe", time.Now().UTC().Format(time.RFC3339Nano), probes)
