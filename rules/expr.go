@@ -265,7 +265,8 @@ func (p *patcher) Visit(node *ast.Node) {
 	}
 }
 
-var helperNames = map[string]bool{"cidr": true, "is_private": true, "is_public": true, "in_list": true, "iequals": true}
+var helperNames = map[string]bool{"cidr": true, "is_private": true, "is_public": true, "in_list": true, "iequals": true,
+	"like": true, "like_cased": true, "num": true}
 
 // compileStep compiles st's condition against the Event with the helpers.
 func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
@@ -298,6 +299,9 @@ func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 		expr.Function("is_public", fnIsPublic, new(func(string) bool)),
 		expr.Function("iequals", fnIEquals, new(func(string, string) bool)),
 		expr.Function("in_list", l.fnInList(), new(func(string, string) bool)),
+		expr.Function("like", fnLike, new(func(string, string) bool)),
+		expr.Function("like_cased", fnLikeCased, new(func(string, string) bool)),
+		expr.Function("num", fnNum, new(func(string) float64)),
 	)
 	for _, e := range p.errs {
 		bad("%s", e)

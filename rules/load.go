@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-siem/outpost/rules/sigma"
 )
 
 // LoadDir loads every *.yaml and *.yml file under dir. List files named by
@@ -27,12 +29,25 @@ func LoadDir(dir string) (*Set, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("rules dir %s is not a directory", dir)
 	}
+	return Load(dir, SigmaOptions{})
+}
+
+// Load loads the rules dir as LoadDir does, plus the Sigma rules of
+// o.Dirs (see SigmaOptions). An empty dir is the shipped pack.
+func Load(dir string, o SigmaOptions) (*Set, error) {
+	if dir == "" {
+		sub, err := fs.Sub(pack, "pack")
+		if err != nil {
+			return nil, err
+		}
+		return load(sub, "rules/pack", o)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading rules dir: %w", err)
 	}
 	defer root.Close()
-	return load(root.FS(), dir)
+	return load(root.FS(), dir, o)
 }
 
 // outsideDir is how a path that leads out of the rules dir is reported.
@@ -48,7 +63,7 @@ func escapes(err error) bool {
 
 // LoadFS loads every *.yaml and *.yml file in fsys; name prefixes the file
 // names in error messages.
-func LoadFS(fsys fs.FS, name string) (*Set, error) { return load(fsys, name) }
+func LoadFS(fsys fs.FS, name string) (*Set, error) { return load(fsys, name, SigmaOptions{}) }
 
 // LoadError lists every problem found while loading a rule set.
 type LoadError struct {
@@ -70,6 +85,9 @@ type loader struct {
 	macros map[string]*macro
 	rel    map[string]string // display name -> path inside fsys
 	errs   []string
+
+	sigma     SigmaOptions
+	sigmaDocs []sigmaDoc
 }
 
 type section struct {
@@ -78,7 +96,8 @@ type section struct {
 	value *yaml.Node
 }
 
-func load(fsys fs.FS, root string) (*Set, error) {
+// yamlFiles lists the *.yaml and *.yml files of fsys, sorted.
+func yamlFiles(fsys fs.FS, root string) ([]string, error) {
 	var files []string
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -93,12 +112,26 @@ func load(fsys fs.FS, root string) (*Set, error) {
 		return nil, fmt.Errorf("listing rule files in %s: %w", root, err)
 	}
 	sort.Strings(files)
+	return files, nil
+}
+
+func load(fsys fs.FS, root string, o SigmaOptions) (*Set, error) {
+	files, err := yamlFiles(fsys, root)
+	if err != nil {
+		return nil, err
+	}
 	l := &loader{
 		fsys: fsys, root: root,
 		set:   &Set{byID: map[string]*Rule{}},
 		seen:  map[string]string{},
 		lists: map[string]*List{}, macros: map[string]*macro{},
-		rel: map[string]string{},
+		rel:   map[string]string{},
+		sigma: o,
+	}
+	for _, dir := range o.Dirs {
+		if err := l.sigmaDir(dir); err != nil {
+			return nil, err
+		}
 	}
 	var sections []section
 	for _, f := range files {
@@ -133,6 +166,7 @@ func load(fsys fs.FS, root string) (*Set, error) {
 			}
 		}
 	}
+	l.sigmaRules()
 	for _, s := range sections {
 		if s.key.Value == "tests" {
 			l.testSection(s.file, s.value)
@@ -165,6 +199,10 @@ func (l *loader) sections(file string, data []byte) []section {
 			continue
 		}
 		top := doc.Content[0]
+		if sigma.Is(top) {
+			l.sigmaDocs = append(l.sigmaDocs, sigmaDoc{file: file, node: top})
+			continue
+		}
 		if top.Kind != yaml.MappingNode {
 			l.errorf(file, top.Line, "", "expected a mapping with `rules:` (and optionally lists:, macros:, tests:)")
 			continue
@@ -221,4 +259,47 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// sigmaDir reads the Sigma rules under dir (SigmaOptions.Dirs): documents
+// that are not Sigma rules are skipped, and a file that does not parse is
+// a rejected rule, not a failed load.
+func (l *loader) sigmaDir(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("reading Sigma rules dir: %w", err)
+	}
+	defer root.Close()
+	files, err := yamlFiles(root.FS(), dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		name := path.Join(dir, f)
+		data, err := fs.ReadFile(root.FS(), f)
+		if err != nil {
+			reason := err.Error()
+			if escapes(err) {
+				reason = outsideDir
+			}
+			l.set.Rejected = append(l.set.Rejected, Rejected{File: name, Reason: reason})
+			continue
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc yaml.Node
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: name, Reason: strings.TrimPrefix(err.Error(), "yaml: ")})
+				break
+			}
+			if len(doc.Content) > 0 && sigma.Is(doc.Content[0]) {
+				l.sigmaDocs = append(l.sigmaDocs, sigmaDoc{file: name, node: doc.Content[0], lenient: true})
+			}
+		}
+	}
+	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/rules/sigma"
 )
 
 // Kind is a rule kind.
@@ -87,6 +88,8 @@ type Rule struct {
 
 	File string
 	Line int
+	// Sigma is the Sigma rule this rule was translated from, if it was.
+	Sigma *sigma.Rule
 
 	value      getter
 	fields     []getter
@@ -218,7 +221,10 @@ func (r *Rule) AlertFields(carried map[string]string) (fields, cefMap map[string
 type Set struct {
 	Rules []*Rule // enabled rules, in file then document order
 	Tests []*Test // test cases found in the files
-	byID  map[string]*Rule
+	// Rejected are the Sigma rules of SigmaOptions.Dirs that were not
+	// taken, and why.
+	Rejected []Rejected
+	byID     map[string]*Rule
 }
 
 // Rule returns the enabled rule with id, or nil.

@@ -1,0 +1,326 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-siem/outpost/rules/sigma"
+)
+
+// SigmaOptions says which Sigma rules a load takes beyond those found in
+// the rules dir.
+type SigmaOptions struct {
+	// Dirs are directories of Sigma rules (a clone of a team's Sigma
+	// repository), read recursively. Files there that are not Sigma rules
+	// are skipped, and a Sigma rule Outpost cannot run is reported in
+	// Set.Rejected rather than failing the load: such a directory holds
+	// rules for logs Outpost does not have.
+	Dirs []string
+	// Status lists the statuses taken (default stable and test).
+	Status []string
+	// MinLevel is the lowest level taken (default: every level).
+	MinLevel string
+	// Pipelines are added to the shipped ones.
+	Pipelines []*sigma.Pipeline
+}
+
+// Rejected is a Sigma rule a load did not take, and why.
+type Rejected struct {
+	File   string
+	Line   int
+	ID     string
+	Reason string
+	// Skipped: left out by the status or level filter, not a problem.
+	Skipped bool
+}
+
+func (r Rejected) String() string {
+	return fmt.Sprintf("%s:%d: rule %q: %s", r.File, r.Line, r.ID, r.Reason)
+}
+
+// sigmaDoc is a Sigma rule document found while loading.
+type sigmaDoc struct {
+	file    string
+	node    *yaml.Node
+	lenient bool // from SigmaOptions.Dirs: a problem rejects the rule, not the set
+}
+
+// DefaultSigmaStatus is what is taken when SigmaOptions.Status is empty.
+var DefaultSigmaStatus = []string{"stable", "test"}
+
+// sigmaSeverity maps Sigma levels to CEF severity.
+var sigmaSeverity = map[string]int{"informational": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
+
+var attackTag = regexp.MustCompile(`^attack\.t(\d{4})(\.\d{3})?$`)
+
+// sigmaRules turns the Sigma documents found into rules.
+func (l *loader) sigmaRules() {
+	pipelines, err := sigma.Shipped()
+	if err != nil {
+		l.errs = append(l.errs, fmt.Sprintf("shipped Sigma pipelines: %v", err))
+		return
+	}
+	pipelines = append(pipelines, l.sigma.Pipelines...)
+	sigma.SortPipelines(pipelines)
+	status := l.sigma.Status
+	if len(status) == 0 {
+		status = DefaultSigmaStatus
+	}
+	minLevel := slices.Index(sigma.Levels, l.sigma.MinLevel)
+	for _, d := range l.sigmaDocs {
+		line := d.node.Line
+		id := scalar(valueOf(d.node, "id"))
+		reject := func(format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			if d.lenient {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg})
+				return
+			}
+			l.errorf(d.file, line, id, "%s", msg)
+		}
+		if sigma.IsCorrelation(d.node) {
+			reject("Sigma correlation rules are not supported yet")
+			continue
+		}
+		sr, err := sigma.Parse(d.node)
+		if err != nil {
+			var e *sigma.Error
+			if errors.As(err, &e) {
+				line = e.Line
+			}
+			reject("%v", err)
+			continue
+		}
+		rid := sigmaID(sr)
+		if id == "" {
+			id = rid
+		}
+		if d.lenient {
+			st := sr.Status
+			if st == "" {
+				st = "experimental"
+			}
+			if !slices.Contains(status, st) {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: "status " + st + " is not taken (rules.sigma_status)", Skipped: true})
+				continue
+			}
+			if minLevel > 0 && slices.Index(sigma.Levels, sr.Level) < minLevel {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: "level " + sr.Level + " is below rules.sigma_min_level", Skipped: true})
+				continue
+			}
+		}
+		r, err := l.sigmaRule(d, sr, rid, pipelines)
+		if err != nil {
+			var e *sigma.Error
+			if errors.As(err, &e) && e.Line > 0 {
+				line = e.Line
+			}
+			reject("%v", err)
+			continue
+		}
+		if prev, dup := l.seen[r.ID]; dup {
+			reject("id: duplicate id, first defined at %s", prev)
+			continue
+		}
+		l.seen[r.ID] = fmt.Sprintf("%s:%d", d.file, d.node.Line)
+		l.set.Rules = append(l.set.Rules, r)
+		l.set.byID[r.ID] = r
+	}
+}
+
+// sigmaID is the rule id a Sigma rule runs under: its id (a UUID), or
+// when it has none, "sigma-" and a slug of its title.
+func sigmaID(sr *sigma.Rule) string {
+	if id := strings.ToLower(sr.ID); idPattern.MatchString(id) {
+		return id
+	}
+	var b strings.Builder
+	b.WriteString("sigma-")
+	dash := false
+	for _, c := range strings.ToLower(sr.Title) {
+		if ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') {
+			b.WriteRune(c)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	s := strings.TrimRight(b.String(), "-")
+	return s[:min(len(s), 128)]
+}
+
+// sigmaRule translates one Sigma rule into a native one.
+func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*sigma.Pipeline) (*Rule, error) {
+	plan := sigma.PlanFor(pipelines, sr.Logsource, strconv.Quote)
+	switch {
+	case plan.Failure != "":
+		return nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.Failure)
+	case plan.ItemFailure != "":
+		return nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.ItemFailure)
+	case plan.Route == "":
+		return nil, fmt.Errorf("logsource %s: no pipeline routes it to Outpost's events (see docs/sigma.md)", sr.Logsource)
+	}
+	field := func(name string) (string, error) {
+		f, err := sigmaField(plan, name, sr.Logsource)
+		if err != nil {
+			return "", err
+		}
+		return accessor(f), nil
+	}
+	tr, err := sr.Translate(field)
+	if err != nil {
+		return nil, err
+	}
+	r := &Rule{
+		ID: id, Title: sr.Title, Description: sr.Description, Kind: KindMatch,
+		File: d.file, Line: d.node.Line,
+	}
+	r.Severity = 5
+	if s, ok := sigmaSeverity[sr.Level]; ok {
+		r.Severity = s
+	}
+	for _, t := range sr.Tags {
+		if m := attackTag.FindStringSubmatch(strings.ToLower(t)); m != nil {
+			r.Tags = append(r.Tags, "T"+m[1]+m[2])
+		}
+	}
+	for _, f := range sr.Fields {
+		if name, err := sigmaField(plan, f, sr.Logsource); err == nil && !slices.Contains(r.Fields, name) {
+			r.Fields = append(r.Fields, name)
+		}
+	}
+	for _, f := range r.Fields {
+		g, _ := lookupField(f)
+		r.fields = append(r.fields, g)
+	}
+	if a := tr.Aggregation; a != nil {
+		if err := sigmaAggregation(r, sr, a, plan); err != nil {
+			return nil, err
+		}
+	}
+	cond := "(" + plan.Route + ") and (" + tr.Condition + ")"
+	r.Steps = []*Step{{Name: "condition", Condition: cond, By: r.GroupBy, Count: 1}}
+	var problems []string
+	l.compileStep(r, r.Steps[0], func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	l.keyGetters(r.Steps[0], func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("the translated condition does not compile: %s", strings.Join(problems, "; "))
+	}
+	b, _ := yaml.Marshal(d.node)
+	sum := sha256.Sum256(b)
+	r.Fingerprint = hex.EncodeToString(sum[:6])
+	r.Sigma = sr
+	return r, nil
+}
+
+// sigmaAggregation makes r the threshold or distinct rule an older
+// `| count() by X > N` aggregation asks for.
+func sigmaAggregation(r *Rule, sr *sigma.Rule, a *sigma.Aggregation, plan *sigma.Plan) error {
+	if sr.Timeframe == "" {
+		return fmt.Errorf("detection.condition: an aggregation needs timeframe")
+	}
+	w, err := sigmaDuration(sr.Timeframe)
+	if err != nil {
+		return fmt.Errorf("timeframe: %v", err)
+	}
+	r.Window = w
+	switch a.Op {
+	case ">":
+		r.Threshold = a.N + 1
+	case ">=":
+		r.Threshold = max(a.N, 1)
+	default:
+		return fmt.Errorf("detection.condition: count() %s %d: only > and >= are supported (fewer than N needs the window to close)", a.Op, a.N)
+	}
+	r.Kind = KindThreshold
+	if a.Field != "" {
+		f, err := sigmaField(plan, a.Field, sr.Logsource)
+		if err != nil {
+			return fmt.Errorf("detection.condition: count(%s): %v", a.Field, err)
+		}
+		r.Kind, r.Field = KindDistinct, f
+		r.value, _ = lookupField(f)
+	}
+	for _, g := range a.GroupBy {
+		f, err := sigmaField(plan, g, sr.Logsource)
+		if err != nil {
+			return fmt.Errorf("detection.condition: by %s: %v", g, err)
+		}
+		r.GroupBy = append(r.GroupBy, f)
+	}
+	return nil
+}
+
+// sigmaDuration reads a Sigma time span: a number and s, m, h, d, w, M or
+// y.
+func sigmaDuration(s string) (time.Duration, error) {
+	if len(s) < 2 {
+		return 0, fmt.Errorf("%q: expected a number and a unit (s, m, h, d, w, M, y)", s)
+	}
+	n, err := strconv.Atoi(s[:len(s)-1])
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q: expected a positive number and a unit (s, m, h, d, w, M, y)", s)
+	}
+	unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour,
+		'w': 7 * 24 * time.Hour, 'M': 30 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}[s[len(s)-1]]
+	if unit == 0 {
+		return 0, fmt.Errorf("%q: unknown unit (expected s, m, h, d, w, M or y)", s)
+	}
+	return time.Duration(n) * unit, nil
+}
+
+// sigmaField resolves a Sigma field name to an Outpost field name: the
+// pipelines' mapping, or one of Outpost's own names (without regard to
+// case), or attrs.<name> as written.
+func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, error) {
+	f, ok := plan.Fields[name]
+	if !ok {
+		f, ok = plan.Fields[strings.ToLower(name)]
+	}
+	if !ok {
+		if _, own := fieldGetters[strings.ToLower(name)]; own {
+			f, ok = strings.ToLower(name), true
+		} else if strings.HasPrefix(name, "attrs.") {
+			f, ok = name, true
+		}
+	}
+	if !ok {
+		return "", fmt.Errorf("field %q: no pipeline maps it for logsource %s, and it is not an Outpost field (see docs/sigma.md)", name, ls)
+	}
+	if _, known := lookupField(f); !known {
+		return "", fmt.Errorf("field %q: mapped to %q, which is not an Outpost field", name, f)
+	}
+	return f, nil
+}
+
+// accessor is the condition expression reading Outpost field f as a
+// string.
+func accessor(f string) string {
+	if k, ok := strings.CutPrefix(f, "attrs."); ok {
+		return "attrs[" + strconv.Quote(k) + "]"
+	}
+	switch f {
+	case "facility", "severity", "src_port", "dst_port":
+		return "string(" + f + ")"
+	}
+	return f
+}
+
+func valueOf(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
