@@ -45,7 +45,8 @@
 # nobody listens on, no `outpost receive`; the drain then does not wait
 # for CEF, the alerts stay in ALERTS), MEMORY_LIMIT (e.g. 800MiB:
 # memory_limit), MAX_KEYS
-# (windows.max_keys_per_rule), KEYS_MARK, PROFILE=DIR (heap profiles at half
+# (windows.max_keys_per_rule), EXTRA (YAML appended to the config, as in
+# run.sh; not together with MAX_KEYS, both write windows:), KEYS_MARK, PROFILE=DIR (heap profiles at half
 # and end of the load, a 10 s CPU profile from the half on), OUTPOST_BIN and
 # LOADGEN_BIN (prebuilt binaries; default: built from this checkout).
 set -euo pipefail
@@ -99,6 +100,7 @@ for run in $(seq "$runs"); do
 	sed -e "s|@DATA@|$dir/data|; s|@HTTP@|$http|; s|@SYSLOG@|$syslog|; s|@RECV@|$recv|" bench/outpost/outpost.yaml >"$dir/outpost.yaml"
 	[[ -z ${MEMORY_LIMIT:-} ]] || echo "memory_limit: $MEMORY_LIMIT" >>"$dir/outpost.yaml"
 	[[ -z ${MAX_KEYS:-} ]] || echo "windows: {max_keys_per_rule: $MAX_KEYS}" >>"$dir/outpost.yaml"
+	[[ -z ${EXTRA:-} ]] || echo "$EXTRA" >>"$dir/outpost.yaml"
 	if [[ -n ${OUTAGE:-} ]]; then
 		: >"$dir/cef.txt" # nobody listens on $recv: the SIEM is down
 	else

@@ -234,8 +234,10 @@ func (p *condParser) expand(pattern string) ([]string, error) {
 			}
 		}
 	} else {
+		// As pySigma: an identifier starting with _ only when the pattern
+		// does too.
 		for _, id := range p.ids {
-			if ok, _ := path.Match(pattern, id); ok {
+			if ok, _ := path.Match(pattern, id); ok && (!strings.HasPrefix(id, "_") || strings.HasPrefix(pattern, "_")) {
 				out = append(out, id)
 			}
 		}

@@ -38,7 +38,7 @@ const (
 var (
 	transformMods = []string{"base64", "base64offset", "utf16le", "utf16be", "utf16", "wide", "windash"}
 	matchMods     = []string{"contains", "startswith", "endswith", "re", "cidr", "gt", "gte", "lt", "lte", "exists", "fieldref"}
-	flagMods      = []string{"all", "cased", "expand", "i", "ignorecase", "m", "multiline", "s", "dotall"}
+	flagMods      = []string{"all", "cased", "expand", "neq", "i", "ignorecase", "m", "multiline", "s", "dotall"}
 )
 
 func (c *compiler) searchNode(name string, n *yaml.Node) (string, error) {
@@ -152,18 +152,25 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 	// Sort the modifiers into what they are; order matters among the
 	// transformations only.
 	var transforms []string
-	match := ""
-	var all, cased, expand bool
+	match, position := "", "" // position: contains, startswith or endswith
+	var all, cased, expand, neq bool
 	reFlags := ""
 	for _, m := range mods {
 		switch {
 		case slices.Contains(transformMods, m):
 			transforms = append(transforms, m)
+		case m == "contains" || m == "startswith" || m == "endswith":
+			if position != "" {
+				return "", bad(n.Line, "modifiers %q and %q cannot be combined", position, m)
+			}
+			position = m
 		case slices.Contains(matchMods, m):
 			if match != "" {
 				return "", bad(n.Line, "modifiers %q and %q cannot be combined", match, m)
 			}
 			match = m
+		case m == "neq":
+			neq = true
 		case m == "all":
 			all = true
 		case m == "cased":
@@ -184,7 +191,14 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 	if reFlags != "" && match != "re" {
 		return "", bad(n.Line, "the modifiers i, m and s apply to re only")
 	}
-	if slices.Contains(transforms, "base64offset") && match != "contains" {
+	switch {
+	case position == "":
+	case match == "re":
+		position = "" // a regular expression is searched for anywhere already
+	case match != "" && match != "fieldref":
+		return "", bad(n.Line, "modifiers %q and %q cannot be combined", position, match)
+	}
+	if slices.Contains(transforms, "base64offset") && position != "contains" {
 		return "", bad(n.Line, "base64offset needs contains after it (its strings are fragments of the encoding)")
 	}
 	acc := "message"
@@ -192,12 +206,12 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 		if acc, err = c.field(field); err != nil {
 			return "", bad(n.Line, "%v", err)
 		}
-	} else if match == "" {
-		match = "contains" // keywords are full-text search
+	} else if match == "" && position == "" {
+		position = "contains" // keywords are full-text search
 	}
 	var parts []string
 	for _, v := range vals {
-		s, err := c.value(acc, v, transforms, match, cased, expand, reFlags)
+		s, err := c.value(acc, v, transforms, match, position, cased, expand, reFlags)
 		if err != nil {
 			return "", bad(v.line, "%v", err)
 		}
@@ -207,16 +221,21 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 	if all {
 		op = " and "
 	}
-	if len(parts) == 1 {
-		return parts[0], nil
+	out := parts[0]
+	if len(parts) > 1 {
+		out = "(" + strings.Join(parts, ")"+op+"(") + ")"
 	}
-	return "(" + strings.Join(parts, ")"+op+"(") + ")", nil
+	if neq {
+		// v2.1: the field is none of the values (an absent one too).
+		out = "not (" + out + ")"
+	}
+	return out, nil
 }
 
 // value translates one value of a field under its modifiers.
-func (c *compiler) value(acc string, v value, transforms []string, match string, cased, expand bool, reFlags string) (string, error) {
+func (c *compiler) value(acc string, v value, transforms []string, match, position string, cased, expand bool, reFlags string) (string, error) {
 	if v.null {
-		if len(transforms) > 0 || match != "" {
+		if len(transforms) > 0 || match != "" || position != "" {
 			return "", fmt.Errorf("null takes no modifiers")
 		}
 		return acc + ` == ""`, nil
@@ -253,10 +272,12 @@ func (c *compiler) value(acc string, v value, transforms []string, match string,
 			return "", fmt.Errorf("fieldref: %v", err)
 		}
 		// Two absent fields are not equal values.
-		if cased {
-			return fmt.Sprintf(`%s != "" and %s == %s`, acc, acc, other), nil
+		a, o := acc, other
+		if !cased {
+			a, o = "lower("+acc+")", "lower("+other+")"
 		}
-		return fmt.Sprintf(`%s != "" and iequals(%s, %s)`, acc, acc, other), nil
+		op := map[string]string{"": "==", "contains": "contains", "startswith": "startsWith", "endswith": "endsWith"}[position]
+		return fmt.Sprintf(`%s != "" and %s != "" and %s %s %s`, acc, other, a, op, o), nil
 	case "re":
 		if len(transforms) > 0 {
 			return "", fmt.Errorf("re takes no transformation")
@@ -272,7 +293,7 @@ func (c *compiler) value(acc string, v value, transforms []string, match string,
 	}
 	if expand {
 		name, ok := placeholder(v.s)
-		if !ok || len(transforms) > 0 || match != "" {
+		if !ok || len(transforms) > 0 || match != "" || position != "" {
 			return "", fmt.Errorf("expand: only a whole value that is one placeholder (%%name%%) without other modifiers is supported, got %q", v.s)
 		}
 		return fmt.Sprintf("in_list(%s, %s)", strconv.Quote(name), acc), nil
@@ -287,7 +308,7 @@ func (c *compiler) value(acc string, v value, transforms []string, match string,
 	}
 	var parts []string
 	for _, p := range variants {
-		switch match {
+		switch position {
 		case "contains":
 			p = "*" + p + "*"
 		case "startswith":
@@ -436,14 +457,14 @@ func utf16Bytes(s string, be, bom bool) string {
 // option: hyphen, slash, en dash, em dash, horizontal bar.
 var windashChars = []string{"-", "/", "\u2013", "\u2014", "\u2015"}
 
-// windash returns s with every `-` or `/` that begins an option (at the
-// start, or after a space) replaced by each of windashChars, in every
-// combination.
+// windash returns s with every `-` or `/` that begins a word (at the start
+// or after a character that is not a letter, digit or _, and before one
+// that is) replaced by each of windashChars, in every combination.
 func windash(s string) []string {
 	out := []string{""}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if (c == '-' || c == '/') && (i == 0 || s[i-1] == ' ') {
+		if (c == '-' || c == '/') && (i == 0 || !isWordByte(s[i-1])) && i+1 < len(s) && isWordByte(s[i+1]) {
 			next := make([]string, 0, len(out)*len(windashChars))
 			for _, o := range out {
 				for _, d := range windashChars {
@@ -461,4 +482,8 @@ func windash(s string) []string {
 		}
 	}
 	return out
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
