@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -293,7 +295,7 @@ func (l *loader) sigmaDir(dir string) error {
 				break
 			}
 			if err != nil {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: name, Reason: strings.TrimPrefix(err.Error(), "yaml: ")})
+				l.set.Rejected = append(l.set.Rejected, yamlRejected(name, err))
 				break
 			}
 			if len(doc.Content) > 0 && sigma.Is(doc.Content[0]) {
@@ -302,4 +304,18 @@ func (l *loader) sigmaDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// yamlRejected reports a file of a Sigma dir that is not valid YAML, at
+// the line the parser names.
+func yamlRejected(file string, err error) Rejected {
+	msg := err.Error()
+	line := 0
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	return Rejected{File: file, Line: line, Reason: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }

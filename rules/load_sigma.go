@@ -1,14 +1,17 @@
 package rules
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"testing/fstest"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -323,4 +326,58 @@ func valueOf(m *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// ConvertSigma translates the Sigma rules of one file (name, data) and
+// returns them as a native rule file: what `outpost rules convert` prints.
+// Any problem is an error, as in the rules dir.
+func ConvertSigma(name string, data []byte, pipelines []*sigma.Pipeline) ([]byte, error) {
+	base := path.Base(name)
+	if !strings.HasSuffix(base, ".yml") && !strings.HasSuffix(base, ".yaml") {
+		base += ".yml"
+	}
+	set, err := load(fstest.MapFS{base: {Data: data}}, path.Dir(name), SigmaOptions{Pipelines: pipelines})
+	if err != nil {
+		return nil, err
+	}
+	type nativeRule struct {
+		ID          string   `yaml:"id"`
+		Title       string   `yaml:"title"`
+		Description string   `yaml:"description,omitempty"`
+		Kind        Kind     `yaml:"kind"`
+		Severity    int      `yaml:"severity"`
+		Tags        []string `yaml:"tags,omitempty,flow"`
+		Condition   string   `yaml:"condition"`
+		GroupBy     []string `yaml:"group_by,omitempty,flow"`
+		Threshold   int      `yaml:"threshold,omitempty"`
+		Window      string   `yaml:"window,omitempty"`
+		Field       string   `yaml:"field,omitempty"`
+		Fields      []string `yaml:"fields,omitempty,flow"`
+	}
+	var out struct {
+		Rules []nativeRule `yaml:"rules"`
+	}
+	for _, r := range set.Rules {
+		if r.Sigma == nil {
+			continue
+		}
+		nr := nativeRule{ID: r.ID, Title: r.Title, Description: r.Description, Kind: r.Kind, Severity: r.Severity,
+			Tags: r.Tags, Condition: r.Steps[0].Condition, GroupBy: r.GroupBy, Threshold: r.Threshold,
+			Field: r.Field, Fields: r.Fields}
+		if r.Window > 0 {
+			nr.Window = r.Window.String()
+		}
+		out.Rules = append(out.Rules, nr)
+	}
+	if len(out.Rules) == 0 {
+		return nil, fmt.Errorf("%s: no Sigma rule in the file", name)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Translated from the Sigma rules of %s by outpost rules convert.\n", name)
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }

@@ -1,16 +1,24 @@
 package rules_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
 
 	"github.com/outpost-siem/outpost/rules"
 	"github.com/outpost-siem/outpost/rules/ruletest"
 )
 
 // TestSigmaConformance runs the conformance rules and tests of
-// testdata/sigma through the real engine.
+// sigma/testdata/conformance through the real engine.
 func TestSigmaConformance(t *testing.T) {
-	set, err := rules.LoadDir("testdata/sigma")
+	set, err := rules.LoadDir("sigma/testdata/conformance")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,5 +35,87 @@ func TestSigmaConformance(t *testing.T) {
 				t.Errorf("%s", res.Diff)
 			}
 		})
+	}
+}
+
+// TestSigmaDirs loads a Sigma repository: rules Outpost can run are
+// taken, the others are reported with their reason, and the load succeeds.
+func TestSigmaDirs(t *testing.T) {
+	set, err := rules.Load("", rules.SigmaOptions{Dirs: []string{"sigma/testdata/repo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Rule("7a3e0b10-0000-4000-8000-000000000002")
+	if set.Rule("7a3e0b10-0000-4000-8000-000000000001") == nil || r == nil {
+		t.Fatalf("the two linux rules are not loaded; rejected: %v", set.Rejected)
+	}
+	if r.Kind != rules.KindDistinct || r.Threshold != 3 || r.Window != 5*time.Minute || r.Field != "user" || !slices.Equal(r.GroupBy, []string{"src_ip"}) {
+		t.Errorf("count(user) by src_ip > 2 over 5m became %s threshold %d window %s field %s by %v", r.Kind, r.Threshold, r.Window, r.Field, r.GroupBy)
+	}
+	want := map[string]string{
+		"7a3e0b10-0000-4000-8000-000000000003": "status experimental is not taken",
+		"7a3e0b10-0000-4000-8000-000000000004": "auditd records are not parsed",
+		"7a3e0b10-0000-4000-8000-000000000005": "no pipeline routes it",
+		"7a3e0b10-0000-4000-8000-000000000006": `field "LoggedByService": no pipeline maps it`,
+		"7a3e0b10-0000-4000-8000-000000000007": `unknown modifier "sometimes"`,
+		"7a3e0b10-0000-4000-8000-000000000008": "correlation rules are not supported yet",
+		"":                                     "did not find expected",
+	}
+	got := map[string]rules.Rejected{}
+	for _, rj := range set.Rejected {
+		got[rj.ID] = rj
+	}
+	for id, reason := range want {
+		rj, ok := got[id]
+		if !ok || !strings.Contains(rj.Reason, reason) {
+			t.Errorf("rule %q: rejected %+v, want a reason with %q", id, rj, reason)
+		}
+		if skipped := id == "7a3e0b10-0000-4000-8000-000000000003"; rj.Skipped != skipped {
+			t.Errorf("rule %q: skipped = %v, want %v", id, rj.Skipped, skipped)
+		}
+	}
+	if len(set.Rejected) != len(want) {
+		t.Errorf("rejected %d, want %d: %v", len(set.Rejected), len(want), set.Rejected)
+	}
+	if rj := got["7a3e0b10-0000-4000-8000-000000000007"]; rj.Line != 7 || !strings.HasSuffix(rj.File, "azure/bad_modifier.yml") {
+		t.Errorf("the bad modifier is reported at %s:%d, want azure/bad_modifier.yml:7", rj.File, rj.Line)
+	}
+	// Taking experimental rules only.
+	exp, err := rules.Load("", rules.SigmaOptions{Dirs: []string{"sigma/testdata/repo"}, Status: []string{"experimental"}})
+	if err != nil || exp.Rule("7a3e0b10-0000-4000-8000-000000000003") == nil || exp.Rule("7a3e0b10-0000-4000-8000-000000000001") != nil {
+		t.Errorf("with status [experimental], only the experimental rule is taken (err %v)", err)
+	}
+
+	// The aggregation runs as a distinct rule.
+	tc := &rules.Test{Name: "three users from one address", Rules: []string{r.ID}}
+	for i, u := range []string{"root", "admin", "admin", "oracle", "pi"} {
+		tc.Events = append(tc.Events, &event.Event{ID: fmt.Sprint(i), Source: "syslog", App: "sshd", Time: time.Date(2026, 1, 1, 0, 0, i*30, 0, time.UTC),
+			Message: "Failed password for " + u + " from 192.0.2.9 port 22 ssh2", User: u, SrcIP: "192.0.2.9"})
+	}
+	tc.Expect = []rules.Expected{{Rule: r.ID, Key: "src_ip=192.0.2.9", Values: []string{"root", "admin", "oracle"}}}
+	if res := ruletest.Run(set, tc); !res.Pass() {
+		t.Errorf("%v %s", res.Err, res.Diff)
+	}
+}
+
+// TestSigmaProblemsInTheRulesDir: in rules.dir a Sigma rule with a problem
+// fails the load, at its line.
+func TestSigmaProblemsInTheRulesDir(t *testing.T) {
+	for body, want := range map[string]string{
+		"detection:\n  sel: {user|sometimes: x}\n  condition: sel\n":     `x.yml:5: rule "0c0a0002-0000-4000-8000-000000000001": detection.sel.user: unknown modifier "sometimes"`,
+		"detection:\n  sel: {user: x}\n  condition: sel and other\n":     `x.yml:6: rule "0c0a0002-0000-4000-8000-000000000001": detection.condition: "other" is not a search identifier`,
+		"detection:\n  sel: {user|re: '(x'}\n  condition: sel\n":         `x.yml:5: rule "0c0a0002-0000-4000-8000-000000000001": detection.sel.user: re:`,
+		"detection:\n  sel: {Colour: x}\n  condition: sel\n":             `field "Colour": no pipeline maps it`,
+		"detection:\n  sel: {user: x}\n  condition: sel | count() > 3\n": "an aggregation needs timeframe",
+	} {
+		dir := t.TempDir()
+		src := "title: t\nid: 0c0a0002-0000-4000-8000-000000000001\nlogsource: {product: linux, service: sshd}\n" + body
+		if err := os.WriteFile(filepath.Join(dir, "x.yml"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := rules.LoadDir(dir)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s -> %v\nwant an error with %q", body, err, want)
+		}
 	}
 }

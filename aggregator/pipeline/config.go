@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/config"
@@ -12,6 +14,8 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/window"
 	"github.com/outpost-siem/outpost/forwarder"
+	"github.com/outpost-siem/outpost/rules"
+	"github.com/outpost-siem/outpost/rules/sigma"
 )
 
 // Config is outpost.yaml. Every section is owned by its stage's package;
@@ -55,8 +59,55 @@ type HTTPConfig struct {
 
 // RulesConfig is the `rules` section.
 type RulesConfig struct {
-	// Dir holds the rule files (*.yaml). Empty: the shipped pack.
+	// Dir holds the rule files (*.yaml): native rules and Sigma rules.
+	// Empty: the shipped pack.
 	Dir string `yaml:"dir"`
+	// Sigma lists directories of Sigma rules (e.g. a clone of the team's
+	// Sigma repository), read recursively. A rule there that Outpost
+	// cannot run is left out and reported (`outpost rules lint --sigma`),
+	// where a problem in Dir rejects the whole set.
+	Sigma []string `yaml:"sigma"`
+	// SigmaStatus lists the statuses taken from Sigma dirs; default
+	// [stable, test].
+	SigmaStatus []string `yaml:"sigma_status"`
+	// SigmaMinLevel is the lowest level taken from Sigma dirs; default
+	// every level.
+	SigmaMinLevel string `yaml:"sigma_min_level"`
+	// SigmaPipelines are pipeline files (docs/sigma.md) applied after the
+	// shipped ones.
+	SigmaPipelines []string `yaml:"sigma_pipelines"`
+}
+
+// Validate checks the Sigma filters.
+func (c *RulesConfig) Validate() error {
+	var errs config.Errors
+	for _, st := range c.SigmaStatus {
+		if !slices.Contains(sigma.Statuses, st) {
+			errs.Add("rules.sigma_status", "%q is not one of %s", st, strings.Join(sigma.Statuses, ", "))
+		}
+	}
+	if c.SigmaMinLevel != "" && !slices.Contains(sigma.Levels, c.SigmaMinLevel) {
+		errs.Add("rules.sigma_min_level", "%q is not one of %s", c.SigmaMinLevel, strings.Join(sigma.Levels, ", "))
+	}
+	return errs.Err()
+}
+
+// SigmaOptions reads the pipeline files and returns what a rules load
+// takes from the Sigma settings.
+func (c *RulesConfig) SigmaOptions() (rules.SigmaOptions, error) {
+	o := rules.SigmaOptions{Dirs: c.Sigma, Status: c.SigmaStatus, MinLevel: c.SigmaMinLevel}
+	for _, f := range c.SigmaPipelines {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return o, fmt.Errorf("rules.sigma_pipelines: %w", err)
+		}
+		pl, err := sigma.ParsePipeline(f, data)
+		if err != nil {
+			return o, fmt.Errorf("rules.sigma_pipelines: %w", err)
+		}
+		o.Pipelines = append(o.Pipelines, pl)
+	}
+	return o, nil
 }
 
 // LoadConfig reads, decodes (unknown keys are errors) and validates the
@@ -114,6 +165,7 @@ func (c *Config) Validate() error {
 	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 && len(c.Ingest.AzureBlob.Accounts) == 0 {
 		errs.Add("ingest.syslog", "no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp (or configure ingest.azure_blob.accounts)")
 	}
+	add(c.Rules.Validate())
 	add(c.Windows.Validate())
 	add(c.State.Validate())
 	add(c.Disk.Validate())

@@ -140,10 +140,11 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 }
 
 func loadRules(cfg RulesConfig) (*rules.Set, error) {
-	if cfg.Dir == "" {
-		return rules.Pack()
+	o, err := cfg.SigmaOptions()
+	if err != nil {
+		return nil, err
 	}
-	return rules.LoadDir(cfg.Dir)
+	return rules.Load(cfg.Dir, o)
 }
 
 // SyslogAddrs returns the syslog listeners' addresses.

@@ -23,6 +23,9 @@ type reloader struct {
 	mu      sync.Mutex
 	reloads *prometheus.CounterVec
 	loaded  prometheus.Gauge
+	// rejected counts the Sigma rules of rules.sigma the running set left
+	// out for a problem (not those the status or level filter skipped).
+	rejected prometheus.Gauge
 }
 
 func (p *Pipeline) registerReload() error {
@@ -35,9 +38,14 @@ func (p *Pipeline) registerReload() error {
 			Name: "outpost_rules_loaded",
 			Help: "Enabled rules in the running set.",
 		}),
+		rejected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_rules_sigma_rejected",
+			Help: "Sigma rules of rules.sigma the running set left out because Outpost cannot run them (outpost rules lint --sigma lists why).",
+		}),
 	}
 	p.reload.loaded.Set(float64(len(p.rules.Rules)))
-	for _, c := range []prometheus.Collector{p.reload.reloads, p.reload.loaded} {
+	p.reload.rejected.Set(float64(countRejected(p.rules)))
+	for _, c := range []prometheus.Collector{p.reload.reloads, p.reload.loaded, p.reload.rejected} {
 		if err := p.reg.Register(c); err != nil {
 			return fmt.Errorf("registering the reload metrics: %w", err)
 		}
@@ -58,7 +66,7 @@ func (p *Pipeline) ReloadRules() error {
 	}
 	p.setRules(set)
 	p.reload.reloads.WithLabelValues("ok").Inc()
-	p.log.Info("rules reloaded", "rules", len(set.Rules))
+	p.log.Info("rules reloaded", "rules", len(set.Rules), "sigma_rejected", countRejected(set))
 	return nil
 }
 
@@ -71,12 +79,34 @@ func (p *Pipeline) setRules(set *rules.Set) {
 	p.windows.SetRules(set)
 	p.filter.SetRules(set)
 	p.reload.loaded.Set(float64(len(set.Rules)))
+	p.reload.rejected.Set(float64(countRejected(set)))
+	for _, r := range set.Rejected {
+		if !r.Skipped {
+			p.log.Debug("Sigma rule left out", "rule", r.String())
+		}
+	}
+}
+
+// countRejected counts the Sigma rules left out for a problem.
+func countRejected(set *rules.Set) int {
+	n := 0
+	for _, r := range set.Rejected {
+		if !r.Skipped {
+			n++
+		}
+	}
+	return n
 }
 
 // watchRules reloads when a file in rules.dir changes, after the changes
 // settle for a moment (editors and git write several times).
 func (p *Pipeline) watchRules(ctx context.Context) error {
-	if p.cfg.Rules.Dir == "" {
+	var dirs []string
+	if p.cfg.Rules.Dir != "" {
+		dirs = append(dirs, p.cfg.Rules.Dir)
+	}
+	dirs = append(dirs, p.cfg.Rules.Sigma...)
+	if len(dirs) == 0 {
 		<-ctx.Done()
 		return nil
 	}
@@ -85,16 +115,18 @@ func (p *Pipeline) watchRules(ctx context.Context) error {
 		return err
 	}
 	defer w.Close()
-	// Watch every directory under the rules dir (list files may sit in a
-	// subdirectory).
-	err = filepath.WalkDir(p.cfg.Rules.Dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			err = w.Add(path)
+	// Watch every directory under the rules dir and the Sigma dirs (list
+	// files may sit in a subdirectory; Sigma repositories nest).
+	for _, dir := range dirs {
+		err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				err = w.Add(path)
+			}
+			return err
+		})
+		if err != nil {
+			return err
 		}
-		return err
-	})
-	if err != nil {
-		return err
 	}
 	const settle = 500 * time.Millisecond
 	timer := time.NewTimer(time.Hour)

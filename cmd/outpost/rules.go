@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"errors"
 	"fmt"
 	"io"
@@ -23,25 +24,62 @@ func newRulesCmd() *cobra.Command {
 		Use:   "rules",
 		Short: "Check, test and explain rule files",
 	}
+	var sigmaOpts rules.SigmaOptions
+	cmd.PersistentFlags().StringArrayVar(&sigmaOpts.Dirs, "sigma", nil, "a directory of Sigma rules to load too, as rules.sigma (repeatable)")
+	cmd.PersistentFlags().StringSliceVar(&sigmaOpts.Status, "sigma-status", nil, "Sigma statuses taken from --sigma dirs (default stable,test)")
+	cmd.PersistentFlags().StringVar(&sigmaOpts.MinLevel, "sigma-min-level", "", "the lowest Sigma level taken from --sigma dirs")
 	load := func(args []string) (*rules.Set, string, error) {
-		if len(args) == 0 {
-			set, err := rules.Pack()
-			return set, "the shipped pack", err
+		name := "the shipped pack"
+		dir := ""
+		if len(args) > 0 {
+			name, dir = args[0], args[0]
 		}
-		set, err := rules.LoadDir(args[0])
-		return set, args[0], err
+		set, err := rules.Load(dir, sigmaOpts)
+		return set, name, err
 	}
+	var strict bool
 	lint := &cobra.Command{
 		Use:   "lint [DIR]",
 		Short: "Load and validate every rule file (default: the shipped pack); print every problem with file:line",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `lint loads DIR (default: the shipped pack) and every --sigma dir as the
+pipeline would, and prints every problem as file:line: rule "id": why. A
+problem in DIR fails the load. A Sigma rule of a --sigma dir that Outpost
+cannot run is left out: lint prints one line per such rule and a summary,
+and exits non-zero for them only with --strict.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			set, name, err := load(args)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rules enabled, %d tests, no problems\n", name, len(set.Rules), len(set.Tests))
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: %d rules enabled, %d tests, no problems\n", name, len(set.Rules), len(set.Tests))
+			if len(sigmaOpts.Dirs) == 0 {
+				return nil
+			}
+			rejected := printRejected(w, set)
+			if strict && rejected > 0 {
+				return fmt.Errorf("%d Sigma rules rejected (--strict)", rejected)
+			}
 			return nil
+		},
+	}
+	lint.Flags().BoolVar(&strict, "strict", false, "exit non-zero when a Sigma rule of a --sigma dir is rejected")
+	convert := &cobra.Command{
+		Use:   "convert FILE",
+		Short: "Print the native rules a Sigma rule file becomes (for review and diff)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			out, err := rules.ConvertSigma(args[0], data, sigmaOpts.Pipelines)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
 		},
 	}
 	var verbose bool
@@ -90,7 +128,7 @@ events themselves are not kept once the rule filter has evaluated them.`,
 	explain.Flags().StringVar(&testName, "test", "", "the test case's name")
 	explain.Flags().StringVar(&alertID, "alert", "", "an alert id (CEF externalId)")
 	explain.Flags().StringVar(&addr, "addr", "127.0.0.1:9464", "the running outpost's http.listen address (with --alert)")
-	cmd.AddCommand(lint, test, explain)
+	cmd.AddCommand(lint, test, explain, convert)
 	cmd.AddCommand(newReplayCmd())
 	return cmd
 }
@@ -221,4 +259,71 @@ func explainAlert(w io.Writer, addr, id string) error {
 		fmt.Fprintf(w, "  %s = %s\n", k, a.Fields[k])
 	}
 	return nil
+}
+
+// printRejected prints the Sigma rules the load left out, then a summary:
+// how many were loaded, rejected (by reason) and skipped by the filters.
+// It returns how many were rejected.
+func printRejected(w io.Writer, set *rules.Set) int {
+	sigmaRules := 0
+	for _, r := range set.Rules {
+		if r.Sigma != nil {
+			sigmaRules++
+		}
+	}
+	reasons := map[string]int{}
+	rejected, skipped := 0, 0
+	for _, r := range set.Rejected {
+		if r.Skipped {
+			skipped++
+			continue
+		}
+		rejected++
+		fmt.Fprintln(w, r.String())
+		reasons[reasonClass(r.Reason)]++
+	}
+	classes := make([]string, 0, len(reasons))
+	for c := range reasons {
+		classes = append(classes, c)
+	}
+	sort.Slice(classes, func(i, j int) bool {
+		if reasons[classes[i]] != reasons[classes[j]] {
+			return reasons[classes[i]] > reasons[classes[j]]
+		}
+		return classes[i] < classes[j]
+	})
+	var parts []string
+	for _, c := range classes {
+		parts = append(parts, fmt.Sprintf("%s %d", c, reasons[c]))
+	}
+	summary := fmt.Sprintf("Sigma: %d loaded, %d rejected", sigmaRules, rejected)
+	if len(parts) > 0 {
+		summary += ": " + strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(w, "%s; %d skipped by status or level\n", summary, skipped)
+	return rejected
+}
+
+// reasonClass groups rejection reasons for the summary: the reason up to
+// its first quote or colon detail.
+func reasonClass(reason string) string {
+	switch {
+	case strings.HasPrefix(reason, "logsource "):
+		if _, after, ok := strings.Cut(reason, "}: "); ok {
+			return "logsource: " + after
+		}
+		return "logsource"
+	case strings.Contains(reason, "unknown modifier"):
+		return "unsupported modifier"
+	case strings.Contains(reason, "no pipeline maps it"):
+		return "unmapped field"
+	case strings.Contains(reason, "correlation"):
+		return "correlation"
+	case strings.HasPrefix(reason, "invalid YAML"):
+		return "invalid YAML"
+	}
+	if i := strings.IndexAny(reason, ":\""); i > 0 {
+		return strings.TrimSpace(reason[:i])
+	}
+	return reason
 }
