@@ -260,6 +260,12 @@ func sigmaAggregation(r *Rule, sr *sigma.Rule, a *sigma.Aggregation, plan *sigma
 			return fmt.Errorf("detection.condition: by %s: %v", g, err)
 		}
 		r.GroupBy = append(r.GroupBy, f)
+		// The alert carries what it is grouped by (a SIEM correlates on
+		// src, suser, ...), as a native rule would list it in fields.
+		if !slices.Contains(r.Fields, f) {
+			g, _ := lookupField(f)
+			r.Fields, r.fields = append(r.Fields, f), append(r.fields, g)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/forwarder/receiver"
+)
+
+// A Sigma repository in rules.sigma: a linux/sshd count aggregation fires
+// on syslog over TCP and reaches the SIEM as CEF; a keyword rule fires
+// too; a rule Outpost cannot run is left out, counted, and the rest runs.
+func TestSigmaRulesEndToEnd(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	sigmaDir := t.TempDir()
+	writeRules(t, sigmaDir, "sshd_spray.yml", `title: One address tries many accounts over SSH
+id: 9b1e2c3d-0000-4000-8000-000000000001
+status: stable
+level: high
+tags: [attack.credential-access, attack.t1110.003]
+logsource: {product: linux, service: sshd}
+detection:
+  selection:
+    message|contains: 'Failed password for'
+  timeframe: 10m
+  condition: selection | count(user) by src_ip > 2
+fields: [host]
+`)
+	writeRules(t, sigmaDir, "sshd_protocol.yml", `title: SSH bad protocol version
+id: 9b1e2c3d-0000-4000-8000-000000000002
+status: stable
+level: low
+logsource: {product: linux, service: sshd}
+detection:
+  keywords: ['bad protocol version identification']
+  condition: keywords
+`)
+	writeRules(t, sigmaDir, "windows.yml", `title: Not for Outpost yet
+id: 9b1e2c3d-0000-4000-8000-000000000003
+status: stable
+level: high
+logsource: {product: windows, service: security}
+detection:
+  selection: {EventID: 4720}
+  condition: selection
+`)
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "none.yaml", "rules: []\n")
+	cfg.Rules.Sigma = []string{sigmaDir}
+	p := start(t, cfg)
+	if got := p.counter("outpost_rules_sigma_rejected"); got != 1 {
+		t.Errorf("outpost_rules_sigma_rejected = %v, want 1", got)
+	}
+	attacker := "198.51.100.60"
+	var frames []string
+	for i, user := range []string{"root", "admin", "admin", "oracle"} {
+		frames = append(frames, octet(fmt.Sprintf("<38>1 %s web-07 sshd 4242 - - Failed password for %s from %s port %d ssh2",
+			t0.Add(time.Duration(i)*20*time.Second).Format(time.RFC3339), user, attacker, 40000+i)))
+	}
+	frames = append(frames, octet(fmt.Sprintf("<38>1 %s web-07 sshd 4242 - - Bad protocol version identification 'GET / HTTP/1.1' from %s port 5000",
+		t0.Add(2*time.Minute).Format(time.RFC3339), attacker)))
+	send(t, "tcp", p.tcp, frames...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := siem.Wait(ctx, 2)
+	if err != nil {
+		t.Fatalf("CEF: %v (got %q)", err, siem.Messages())
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{
+		"|9b1e2c3d-0000-4000-8000-000000000001|One address tries many accounts over SSH|8|",
+		"src=" + attacker,
+		"T1110.003",
+		"|9b1e2c3d-0000-4000-8000-000000000002|SSH bad protocol version|3|",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("CEF lacks %q:\n%s", want, all)
+		}
+	}
+	p.waitSettled(t, 5)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(siem.Messages()); n != 2 {
+		t.Errorf("%d CEF messages, want 2 (one per rule):\n%s", n, strings.Join(siem.Messages(), "\n"))
+	}
+}
