@@ -12,8 +12,9 @@ import (
 // condition's program: an event whose source or action rules a rule out
 // costs no VM run. The program still decides every event that passes.
 type guard struct {
-	get  getter
-	want string
+	field string
+	get   getter
+	want  string
 }
 
 // stringFields are the Event fields a guard may test: strings, read by a
@@ -44,7 +45,7 @@ func guardsOf(n ast.Node) []guard {
 				id, s = asFieldAndString(b.Right, b.Left)
 			}
 			if id != "" {
-				out = append(out, guard{get: fieldGetters[id], want: s})
+				out = append(out, guard{field: id, get: fieldGetters[id], want: s})
 			}
 		}
 	}
@@ -72,4 +73,64 @@ func passes(gs []guard, ev *event.Event) bool {
 		}
 	}
 	return true
+}
+
+// Index picks, for an event, the rules that can match it: a rule each of
+// whose steps requires `source == "x"` (a guard: Sigma rules' routes, and
+// native rules written so) is tried only on events of source x. The rules
+// an event gets keep the order of the set.
+type Index struct {
+	any      []*Rule            // rules tried on every event
+	bySource map[string][]*Rule // per source: its rules and the any rules, in order
+}
+
+// NewIndex indexes rs.
+func NewIndex(rs []*Rule) *Index {
+	ix := &Index{bySource: map[string][]*Rule{}}
+	sources := make([]string, len(rs))
+	for i, r := range rs {
+		sources[i] = r.source()
+	}
+	for i, r := range rs {
+		if sources[i] == "" {
+			ix.any = append(ix.any, r)
+		}
+		if src := sources[i]; src != "" && ix.bySource[src] == nil {
+			var list []*Rule
+			for j, r2 := range rs {
+				if sources[j] == "" || sources[j] == src {
+					list = append(list, r2)
+				}
+			}
+			ix.bySource[src] = list
+		}
+	}
+	return ix
+}
+
+// For returns the rules to try on ev.
+func (ix *Index) For(ev *event.Event) []*Rule {
+	if rs, ok := ix.bySource[ev.Source]; ok {
+		return rs
+	}
+	return ix.any
+}
+
+// source returns the source every step of r requires, or "".
+func (r *Rule) source() string {
+	src := ""
+	for i, st := range r.Steps {
+		s := ""
+		for _, g := range st.guards {
+			if g.field == "source" {
+				s = g.want
+				break
+			}
+		}
+		if s == "" || (i > 0 && s != src) {
+			return ""
+		}
+		src = s
+	}
+	return src
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,9 @@ type likePattern struct {
 type likeSeg struct {
 	lit  []byte
 	wild []bool // lit[i] is `?`
+	// plain: no `?` in lit, so the segment can be searched for with
+	// indexFold rather than tried at every position.
+	plain bool
 }
 
 // parseLike splits a Sigma wildcard string into its parts: the literal runs
@@ -41,6 +45,7 @@ func parseLike(p string, folded bool) *likePattern {
 	lp := &likePattern{folded: folded}
 	var cur likeSeg
 	flush := func() {
+		cur.plain = !slices.Contains(cur.wild, true)
 		lp.segs = append(lp.segs, cur)
 		cur = likeSeg{}
 	}
@@ -150,6 +155,14 @@ func (lp *likePattern) match(v string) bool {
 		if len(s.lit) == 0 {
 			continue
 		}
+		if s.plain {
+			i := lp.index(v[pos:], s.lit)
+			if i < 0 {
+				return false
+			}
+			pos += i + len(s.lit)
+			continue
+		}
 		found := false
 		for start := pos; start <= len(v); start++ {
 			if end, ok := lp.segAt(s, v, start); ok {
@@ -173,6 +186,63 @@ func (lp *likePattern) match(v string) bool {
 		}
 	}
 	return false
+}
+
+// index returns the first index of lit (lowercase when folded) in v, or -1.
+func (lp *likePattern) index(v string, lit []byte) int {
+	if !lp.folded {
+		return strings.Index(v, string(lit))
+	}
+	return indexFold(v, lit)
+}
+
+// indexFold is strings.Index with ASCII case folding, for a lowercase lit:
+// it jumps between the places where lit's first byte occurs, in either
+// case, with IndexByte.
+func indexFold(v string, lit []byte) int {
+	if len(lit) == 0 {
+		return 0
+	}
+	c0 := lit[0]
+	up := c0
+	if 'a' <= c0 && c0 <= 'z' {
+		up = c0 - ('a' - 'A')
+	}
+	for i := 0; i+len(lit) <= len(v); {
+		j := strings.IndexByte(v[i:], c0)
+		if up != c0 {
+			if k := strings.IndexByte(v[i:], up); k >= 0 && (j < 0 || k < j) {
+				j = k
+			}
+		}
+		if j < 0 {
+			return -1
+		}
+		i += j
+		if i+len(lit) > len(v) {
+			return -1
+		}
+		if equalFoldASCII(v[i:i+len(lit)], lit) {
+			return i
+		}
+		i++
+	}
+	return -1
+}
+
+// equalFoldASCII reports whether v equals the lowercase lit, folding v's
+// ASCII letters.
+func equalFoldASCII(v string, lit []byte) bool {
+	for k := range len(lit) {
+		b := v[k]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if b != lit[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // segAt matches segment s at v[start:] and returns where it ends.

@@ -177,6 +177,7 @@ func load(fsys fs.FS, root string, o SigmaOptions) (*Set, error) {
 	if len(l.errs) > 0 {
 		return nil, &LoadError{Problems: l.errs}
 	}
+	l.set.index = NewIndex(l.set.Rules)
 	return l.set, nil
 }
 

@@ -225,6 +225,16 @@ type Set struct {
 	// taken, and why.
 	Rejected []Rejected
 	byID     map[string]*Rule
+	index    *Index
+}
+
+// For returns the enabled rules to try on ev, in the set's order: those
+// that can match events of its source (see Index).
+func (s *Set) For(ev *event.Event) []*Rule {
+	if s.index == nil {
+		return s.Rules
+	}
+	return s.index.For(ev)
 }
 
 // Rule returns the enabled rule with id, or nil.
@@ -241,5 +251,6 @@ func (s *Set) Only(ids []string) *Set {
 			out.byID[r.ID] = r
 		}
 	}
+	out.index = NewIndex(out.Rules)
 	return out
 }

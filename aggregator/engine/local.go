@@ -19,6 +19,7 @@ type Local struct {
 	Store     *MemStore
 
 	rules   []*rules.Rule
+	index   *rules.Index
 	byID    map[string]*rules.Rule
 	eval    Evaluator
 	windows *Windows
@@ -30,7 +31,7 @@ type Local struct {
 func NewLocal(rs []*rules.Rule, l Lateness) *Local {
 	lo := &Local{
 		Gate: NewGate(l), Watermark: NewWatermark(l.AllowedLateness, 0, nil), Store: NewMemStore(),
-		rules: rs, byID: make(map[string]*rules.Rule, len(rs)), windows: NewWindows(l),
+		rules: rs, index: rules.NewIndex(rs), byID: make(map[string]*rules.Rule, len(rs)), windows: NewWindows(l),
 	}
 	for _, r := range rs {
 		lo.byID[r.ID] = r
@@ -64,7 +65,7 @@ func (lo *Local) Event(ev *event.Event) ([]*event.Alert, error) {
 		return nil, nil
 	}
 	lo.Watermark.Observe(lo.Gate.Newest())
-	err := lo.eval.Evaluate(lo.rules, ev, func(r *rules.Rule, m *event.Match) error {
+	err := lo.eval.Evaluate(lo.index.For(ev), ev, func(r *rules.Rule, m *event.Match) error {
 		res, err := lo.windows.Apply(lo.Store, r, m)
 		if res.Alert != nil {
 			lo.out = append(lo.out, res.Alert)
