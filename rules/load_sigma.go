@@ -65,7 +65,21 @@ var sigmaSeverity = map[string]int{"informational": 1, "low": 3, "medium": 5, "h
 
 var attackTag = regexp.MustCompile(`^attack\.t(\d{4})(\.\d{3})?$`)
 
-// sigmaRules turns the Sigma documents found into rules.
+// sigmaBase is a Sigma detection rule translated, which correlations may
+// reference.
+type sigmaBase struct {
+	r    *Rule
+	sr   *sigma.Rule
+	plan *sigma.Plan
+	// referenced: a correlation references it; generate: one of those
+	// asks that it alert on its own too.
+	referenced, generate bool
+}
+
+// sigmaRules turns the Sigma documents found into rules: the detection
+// rules first, then the correlations over them. A detection rule that a
+// correlation references (without generate: true) does not alert on its
+// own.
 func (l *loader) sigmaRules() {
 	pipelines, err := sigma.Shipped()
 	if err != nil {
@@ -79,19 +93,29 @@ func (l *loader) sigmaRules() {
 		status = DefaultSigmaStatus
 	}
 	minLevel := slices.Index(sigma.Levels, l.sigma.MinLevel)
+	var bases []*sigmaBase
+	byRef := map[string]*sigmaBase{} // by id (lowercase) and by name
+	notTaken := map[string]string{}  // id or name -> why it was not taken
+	var correlations []sigmaDoc
 	for _, d := range l.sigmaDocs {
 		line := d.node.Line
 		id := scalar(valueOf(d.node, "id"))
-		reject := func(format string, args ...any) {
+		name := scalar(valueOf(d.node, "name"))
+		reject := func(skipped bool, format string, args ...any) {
 			msg := fmt.Sprintf(format, args...)
-			if d.lenient {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg})
+			for _, k := range []string{strings.ToLower(id), name} {
+				if k != "" {
+					notTaken[k] = msg
+				}
+			}
+			if d.lenient || skipped {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg, Skipped: skipped})
 				return
 			}
 			l.errorf(d.file, line, id, "%s", msg)
 		}
 		if sigma.IsCorrelation(d.node) {
-			reject("Sigma correlation rules are not supported yet")
+			correlations = append(correlations, d)
 			continue
 		}
 		sr, err := sigma.Parse(d.node)
@@ -100,7 +124,7 @@ func (l *loader) sigmaRules() {
 			if errors.As(err, &e) {
 				line = e.Line
 			}
-			reject("%v", err)
+			reject(false, "%v", err)
 			continue
 		}
 		rid := sigmaID(sr)
@@ -108,36 +132,247 @@ func (l *loader) sigmaRules() {
 			id = rid
 		}
 		if d.lenient {
-			st := sr.Status
-			if st == "" {
-				st = "experimental"
-			}
-			if !slices.Contains(status, st) {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: "status " + st + " is not taken (rules.sigma_status)", Skipped: true})
-				continue
-			}
-			if minLevel > 0 && slices.Index(sigma.Levels, sr.Level) < minLevel {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: "level " + sr.Level + " is below rules.sigma_min_level", Skipped: true})
+			if why := sigmaFiltered(sr.Status, sr.Level, status, minLevel); why != "" {
+				reject(true, "%s", why)
 				continue
 			}
 		}
-		r, err := l.sigmaRule(d, sr, rid, pipelines)
+		r, plan, err := l.sigmaRule(d, sr, rid, pipelines)
 		if err != nil {
 			var e *sigma.Error
 			if errors.As(err, &e) && e.Line > 0 {
 				line = e.Line
 			}
-			reject("%v", err)
+			reject(false, "%v", err)
 			continue
 		}
 		if prev, dup := l.seen[r.ID]; dup {
-			reject("id: duplicate id, first defined at %s", prev)
+			reject(false, "id: duplicate id, first defined at %s", prev)
 			continue
 		}
 		l.seen[r.ID] = fmt.Sprintf("%s:%d", d.file, d.node.Line)
+		b := &sigmaBase{r: r, sr: sr, plan: plan}
+		bases = append(bases, b)
+		byRef[r.ID] = b
+		if sr.ID != "" {
+			byRef[strings.ToLower(sr.ID)] = b
+		}
+		if sr.Name != "" {
+			byRef[sr.Name] = b
+		}
+	}
+	var corrRules []*Rule
+	for _, d := range correlations {
+		line := d.node.Line
+		id := scalar(valueOf(d.node, "id"))
+		reject := func(skipped bool, format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			if d.lenient || skipped {
+				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg, Skipped: skipped})
+				return
+			}
+			l.errorf(d.file, line, id, "%s", msg)
+		}
+		c, err := sigma.ParseCorrelation(d.node)
+		if err != nil {
+			var e *sigma.Error
+			if errors.As(err, &e) {
+				line = e.Line
+			}
+			reject(false, "%v", err)
+			continue
+		}
+		if d.lenient {
+			if why := sigmaFiltered(c.Status, c.Level, status, minLevel); why != "" {
+				reject(true, "%s", why)
+				continue
+			}
+		}
+		r, refs, err := l.sigmaCorrelation(d, c, byRef, notTaken)
+		if err != nil {
+			var e *sigma.Error
+			if errors.As(err, &e) && e.Line > 0 {
+				line = e.Line
+			}
+			reject(false, "%v", err)
+			continue
+		}
+		if id == "" {
+			id = r.ID
+		}
+		if prev, dup := l.seen[r.ID]; dup {
+			reject(false, "id: duplicate id, first defined at %s", prev)
+			continue
+		}
+		l.seen[r.ID] = fmt.Sprintf("%s:%d", d.file, d.node.Line)
+		for _, b := range refs {
+			b.referenced = true
+			b.generate = b.generate || c.Generate
+		}
+		corrRules = append(corrRules, r)
+	}
+	for _, b := range bases {
+		if !b.referenced || b.generate {
+			l.set.Rules = append(l.set.Rules, b.r)
+			l.set.byID[b.r.ID] = b.r
+		}
+	}
+	for _, r := range corrRules {
 		l.set.Rules = append(l.set.Rules, r)
 		l.set.byID[r.ID] = r
 	}
+}
+
+// sigmaFiltered says why the status and level filters leave a rule of a
+// Sigma dir out, or "".
+func sigmaFiltered(st, level string, status []string, minLevel int) string {
+	if st == "" {
+		st = "experimental"
+	}
+	if !slices.Contains(status, st) {
+		return "status " + st + " is not taken (rules.sigma_status)"
+	}
+	if minLevel > 0 && slices.Index(sigma.Levels, level) < minLevel {
+		return "level " + level + " is below rules.sigma_min_level"
+	}
+	return ""
+}
+
+// sigmaCorrelation translates a correlation rule over the translated
+// detection rules: event_count into a threshold rule, value_count into a
+// distinct rule, temporal_ordered into a sequence, temporal into an
+// unordered sequence, each over the referenced rules' conditions. It
+// returns the rule and the detection rules it references.
+func (l *loader) sigmaCorrelation(d sigmaDoc, c *sigma.Correlation, byRef map[string]*sigmaBase, notTaken map[string]string) (*Rule, []*sigmaBase, error) {
+	id := strings.ToLower(c.ID)
+	if !idPattern.MatchString(id) {
+		id = sigmaID(&sigma.Rule{Title: c.Title})
+	}
+	var refs []*sigmaBase
+	for _, ref := range c.Rules {
+		b := byRef[ref]
+		if b == nil {
+			b = byRef[strings.ToLower(ref)]
+		}
+		if b == nil {
+			if why, ok := notTaken[ref]; ok {
+				return nil, nil, fmt.Errorf("correlation.rules: %s was not taken: %s", ref, why)
+			}
+			if why, ok := notTaken[strings.ToLower(ref)]; ok {
+				return nil, nil, fmt.Errorf("correlation.rules: %s was not taken: %s", ref, why)
+			}
+			return nil, nil, fmt.Errorf("correlation.rules: no Sigma rule has the id or name %q (a correlation of correlations is not supported yet)", ref)
+		}
+		if b.r.Kind != KindMatch {
+			return nil, nil, fmt.Errorf("correlation.rules: %s is an aggregation (| count()); a correlation takes detection rules", ref)
+		}
+		refs = append(refs, b)
+	}
+	w, err := sigmaDuration(c.Timespan)
+	if err != nil {
+		return nil, nil, fmt.Errorf("correlation.timespan: %v", err)
+	}
+	// The group-by fields in each referenced rule's events: an alias names
+	// them per rule.
+	by := make([][]string, len(refs))
+	for i, b := range refs {
+		for _, g := range c.GroupBy {
+			field := g
+			if alias, ok := c.Aliases[g]; ok {
+				f, ok := alias[c.Rules[i]]
+				if !ok && b.sr.Name != "" {
+					f, ok = alias[b.sr.Name]
+				}
+				if !ok {
+					return nil, nil, fmt.Errorf("correlation.aliases.%s: no field for rule %s", g, c.Rules[i])
+				}
+				field = f
+			}
+			f, err := sigmaField(b.plan, field, b.sr.Logsource)
+			if err != nil {
+				return nil, nil, fmt.Errorf("correlation.group-by: %v", err)
+			}
+			by[i] = append(by[i], f)
+		}
+	}
+	r := &Rule{ID: id, Title: c.Title, Description: c.Description, Window: w, File: d.file, Line: d.node.Line, GroupBy: by[0]}
+	r.Severity = 5
+	if s, ok := sigmaSeverity[c.Level]; ok {
+		r.Severity = s
+	}
+	for _, t := range c.Tags {
+		if m := attackTag.FindStringSubmatch(strings.ToLower(t)); m != nil {
+			r.Tags = append(r.Tags, "T"+m[1]+m[2])
+		}
+	}
+	switch c.Type {
+	case "event_count", "value_count":
+		for i := range refs {
+			if !slices.Equal(by[i], by[0]) {
+				return nil, nil, fmt.Errorf("correlation.group-by: %v in %s but %v in %s; an %s needs the same fields in every rule", by[0], c.Rules[0], by[i], c.Rules[i], c.Type)
+			}
+		}
+		if r.Threshold, err = c.Threshold(); err != nil {
+			return nil, nil, fmt.Errorf("correlation.%v", err)
+		}
+		r.Kind = KindThreshold
+		if c.Type == "value_count" {
+			r.Kind = KindDistinct
+			for i, b := range refs {
+				f, err := sigmaField(b.plan, c.Field, b.sr.Logsource)
+				if err != nil {
+					return nil, nil, fmt.Errorf("correlation.condition.field: %v", err)
+				}
+				if i == 0 {
+					r.Field = f
+				} else if f != r.Field {
+					return nil, nil, fmt.Errorf("correlation.condition.field: %s in %s but %s in %s", r.Field, c.Rules[0], f, c.Rules[i])
+				}
+			}
+			r.value, _ = lookupField(r.Field)
+		}
+		var conds []string
+		for _, b := range refs {
+			conds = append(conds, "("+b.r.Steps[0].Condition+")")
+		}
+		r.Steps = []*Step{{Name: "condition", Condition: strings.Join(conds, " or "), By: r.GroupBy, Count: 1}}
+	case "temporal", "temporal_ordered":
+		if len(refs) < 2 {
+			return nil, nil, fmt.Errorf("correlation.rules: %s needs at least two rules", c.Type)
+		}
+		if n, ok := c.Condition["gte"]; len(c.Condition) > 0 && (!ok || len(c.Condition) > 1 || n != len(refs)) {
+			return nil, nil, fmt.Errorf("correlation.condition: for %s only {gte: %d} (every rule) is supported", c.Type, len(refs))
+		}
+		r.Kind, r.Unordered = KindSequence, c.Type == "temporal"
+		for i, b := range refs {
+			r.Steps = append(r.Steps, &Step{Name: c.Rules[i], Condition: b.r.Steps[0].Condition, By: by[i], Count: 1})
+		}
+	default:
+		return nil, nil, fmt.Errorf("correlation.type: %s is not supported yet", c.Type)
+	}
+	for _, f := range r.GroupBy {
+		g, _ := lookupField(f)
+		r.Fields, r.fields = append(r.Fields, f), append(r.fields, g)
+	}
+	var problems []string
+	for _, st := range r.Steps {
+		l.compileStep(r, st, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+		l.keyGetters(st, func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
+	}
+	if len(problems) > 0 {
+		return nil, nil, fmt.Errorf("the translated correlation does not compile: %s", strings.Join(problems, "; "))
+	}
+	// A change to the correlation or to a rule it references starts its
+	// state afresh.
+	h := sha256.New()
+	b, _ := yaml.Marshal(d.node)
+	h.Write(b)
+	for _, ref := range refs {
+		h.Write([]byte(ref.r.Fingerprint))
+	}
+	r.Fingerprint = hex.EncodeToString(h.Sum(nil)[:6])
+	r.SigmaCorrelation = c
+	return r, refs, nil
 }
 
 // sigmaID is the rule id a Sigma rule runs under: its id (a UUID), or
@@ -163,15 +398,15 @@ func sigmaID(sr *sigma.Rule) string {
 }
 
 // sigmaRule translates one Sigma rule into a native one.
-func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*sigma.Pipeline) (*Rule, error) {
+func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*sigma.Pipeline) (*Rule, *sigma.Plan, error) {
 	plan := sigma.PlanFor(pipelines, sr.Logsource, strconv.Quote)
 	switch {
 	case plan.Failure != "":
-		return nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.Failure)
+		return nil, nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.Failure)
 	case plan.ItemFailure != "":
-		return nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.ItemFailure)
+		return nil, nil, fmt.Errorf("logsource %s: %s", sr.Logsource, plan.ItemFailure)
 	case plan.Route == "":
-		return nil, fmt.Errorf("logsource %s: no pipeline routes it to Outpost's events (see docs/sigma.md)", sr.Logsource)
+		return nil, nil, fmt.Errorf("logsource %s: no pipeline routes it to Outpost's events (see docs/sigma.md)", sr.Logsource)
 	}
 	field := func(name string) (string, error) {
 		f, err := sigmaField(plan, name, sr.Logsource)
@@ -182,7 +417,7 @@ func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*s
 	}
 	tr, err := sr.Translate(field)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r := &Rule{
 		ID: id, Title: sr.Title, Description: sr.Description, Kind: KindMatch,
@@ -208,7 +443,7 @@ func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*s
 	}
 	if a := tr.Aggregation; a != nil {
 		if err := sigmaAggregation(r, sr, a, plan); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	cond := "(" + plan.Route + ") and (" + tr.Condition + ")"
@@ -217,13 +452,13 @@ func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*s
 	l.compileStep(r, r.Steps[0], func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
 	l.keyGetters(r.Steps[0], func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) })
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("the translated condition does not compile: %s", strings.Join(problems, "; "))
+		return nil, nil, fmt.Errorf("the translated condition does not compile: %s", strings.Join(problems, "; "))
 	}
 	b, _ := yaml.Marshal(d.node)
 	sum := sha256.Sum256(b)
 	r.Fingerprint = hex.EncodeToString(sum[:6])
 	r.Sigma = sr
-	return r, nil
+	return r, plan, nil
 }
 
 // sigmaAggregation makes r the threshold or distinct rule an older
@@ -346,6 +581,11 @@ func ConvertSigma(name string, data []byte, pipelines []*sigma.Pipeline) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	type step struct {
+		Name      string   `yaml:"name"`
+		Condition string   `yaml:"condition"`
+		By        []string `yaml:"by,omitempty,flow"`
+	}
 	type nativeRule struct {
 		ID          string   `yaml:"id"`
 		Title       string   `yaml:"title"`
@@ -353,23 +593,32 @@ func ConvertSigma(name string, data []byte, pipelines []*sigma.Pipeline) ([]byte
 		Kind        Kind     `yaml:"kind"`
 		Severity    int      `yaml:"severity"`
 		Tags        []string `yaml:"tags,omitempty,flow"`
-		Condition   string   `yaml:"condition"`
+		Condition   string   `yaml:"condition,omitempty"`
 		GroupBy     []string `yaml:"group_by,omitempty,flow"`
 		Threshold   int      `yaml:"threshold,omitempty"`
 		Window      string   `yaml:"window,omitempty"`
 		Field       string   `yaml:"field,omitempty"`
+		Unordered   bool     `yaml:"unordered,omitempty"`
+		Steps       []step   `yaml:"steps,omitempty"`
 		Fields      []string `yaml:"fields,omitempty,flow"`
 	}
 	var out struct {
 		Rules []nativeRule `yaml:"rules"`
 	}
 	for _, r := range set.Rules {
-		if r.Sigma == nil {
+		if r.Sigma == nil && r.SigmaCorrelation == nil {
 			continue
 		}
 		nr := nativeRule{ID: r.ID, Title: r.Title, Description: r.Description, Kind: r.Kind, Severity: r.Severity,
-			Tags: r.Tags, Condition: r.Steps[0].Condition, GroupBy: r.GroupBy, Threshold: r.Threshold,
-			Field: r.Field, Fields: r.Fields}
+			Tags: r.Tags, GroupBy: r.GroupBy, Threshold: r.Threshold,
+			Field: r.Field, Unordered: r.Unordered, Fields: r.Fields}
+		if r.Kind == KindSequence {
+			for _, st := range r.Steps {
+				nr.Steps = append(nr.Steps, step{Name: st.Name, Condition: st.Condition, By: st.By})
+			}
+		} else {
+			nr.Condition = r.Steps[0].Condition
+		}
 		if r.Window > 0 {
 			nr.Window = r.Window.String()
 		}

@@ -88,8 +88,10 @@ type Rule struct {
 
 	File string
 	Line int
-	// Sigma is the Sigma rule this rule was translated from, if it was.
-	Sigma *sigma.Rule
+	// Sigma is the Sigma rule this rule was translated from, if it was;
+	// SigmaCorrelation the Sigma correlation rule.
+	Sigma            *sigma.Rule
+	SigmaCorrelation *sigma.Correlation
 
 	value      getter
 	fields     []getter

@@ -25,6 +25,14 @@ func TestSigmaConformance(t *testing.T) {
 	if len(set.Tests) == 0 {
 		t.Fatal("no tests found")
 	}
+	// generate: only a correlation with generate: true keeps the rules it
+	// references alerting on their own.
+	if set.Rule("0c0a0002-0000-4000-8000-000000000002") != nil {
+		t.Error("ssh_success, referenced only by a correlation without generate, alerts on its own")
+	}
+	if set.Rule("0c0a0002-0000-4000-8000-000000000003") == nil || set.Rule("0c0a0002-0000-4000-8000-000000000001") == nil {
+		t.Error("the rules a correlation with generate: true references do not alert on their own")
+	}
 	for _, tc := range set.Tests {
 		t.Run(tc.Name, func(t *testing.T) {
 			res := ruletest.Run(set, tc)
@@ -58,7 +66,7 @@ func TestSigmaDirs(t *testing.T) {
 		"7a3e0b10-0000-4000-8000-000000000005": "no pipeline routes it",
 		"7a3e0b10-0000-4000-8000-000000000006": `field "LoggedByService": no pipeline maps it`,
 		"7a3e0b10-0000-4000-8000-000000000007": `unknown modifier "sometimes"`,
-		"7a3e0b10-0000-4000-8000-000000000008": "correlation rules are not supported yet",
+		"7a3e0b10-0000-4000-8000-000000000008": "correlation.rules: 7a3e0b10-0000-4000-8000-000000000007 was not taken: detection.selection.ResultType: unknown modifier",
 		"":                                     "did not find expected",
 	}
 	got := map[string]rules.Rejected{}
@@ -111,6 +119,52 @@ func TestSigmaProblemsInTheRulesDir(t *testing.T) {
 		dir := t.TempDir()
 		src := "title: t\nid: 0c0a0002-0000-4000-8000-000000000001\nlogsource: {product: linux, service: sshd}\n" + body
 		if err := os.WriteFile(filepath.Join(dir, "x.yml"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := rules.LoadDir(dir)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s -> %v\nwant an error with %q", body, err, want)
+		}
+	}
+}
+
+// TestSigmaCorrelationProblems: each correlation Outpost cannot run is a
+// load error in rules.dir, with its reason.
+func TestSigmaCorrelationProblems(t *testing.T) {
+	base := `title: failure
+id: 0c0a0003-0000-4000-8000-000000000001
+name: fail
+logsource: {product: linux, service: sshd}
+detection:
+  sel: {message|contains: Failed}
+  condition: sel
+---
+title: signin
+id: 0c0a0003-0000-4000-8000-000000000002
+name: signin
+logsource: {product: azure, service: signinlogs}
+detection:
+  sel: {ResultType: 50126}
+  condition: sel
+---
+title: corr
+id: 0c0a0003-0000-4000-8000-000000000009
+correlation:
+`
+	for body, want := range map[string]string{
+		"  type: event_count\n  rules: [nosuch]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n":                                                         `no Sigma rule has the id or name "nosuch"`,
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {lt: 3}\n":                                                            "only gt and gte are supported",
+		"  type: value_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n":                                                           "value_count needs field",
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5x\n  condition: {gte: 3}\n":                                                           "unknown unit",
+		"  type: value_sum\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {field: x, gte: 3}\n":                                                   "value_sum is not supported yet",
+		"  type: event_count\n  rules: [fail, signin]\n  group-by: [acct]\n  timespan: 5m\n  condition: {gte: 3}\n  aliases: {acct: {fail: user, signin: IPAddress}}\n": "needs the same fields in every rule",
+		"  type: temporal\n  rules: [fail, signin]\n  group-by: [acct]\n  timespan: 5m\n  aliases: {acct: {fail: user}}\n":                                              "correlation.aliases.acct: no field for rule signin",
+		"  type: temporal\n  rules: [fail, signin]\n  group-by: [user]\n  timespan: 5m\n  condition: {gte: 1}\n":                                                        "only {gte: 2}",
+		"  type: temporal\n  rules: [fail]\n  group-by: [user]\n  timespan: 5m\n":                                                                                       "needs at least two rules",
+		"  type: eventcount\n  rules: [fail]\n  timespan: 5m\n":                                                                                                         `"eventcount" is not one of`,
+	} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "c.yml"), []byte(base+body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		_, err := rules.LoadDir(dir)

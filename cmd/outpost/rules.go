@@ -267,7 +267,7 @@ func explainAlert(w io.Writer, addr, id string) error {
 func printRejected(w io.Writer, set *rules.Set) int {
 	sigmaRules := 0
 	for _, r := range set.Rules {
-		if r.Sigma != nil {
+		if r.Sigma != nil || r.SigmaCorrelation != nil {
 			sigmaRules++
 		}
 	}
