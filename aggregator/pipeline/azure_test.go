@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob/azuritetest"
 	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
@@ -149,6 +150,137 @@ func TestAzureSignInsEndToEnd(t *testing.T) {
 		"|entra-signin-failures-one-ip|Entra ID sign-in failures from one IP|", "cnt=10",
 		"|management-port-exposed|Management port reachable from the Internet|", "dpt=3389",
 		"src=" + attacker,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("CEF lacks %q:\n%s", want, all)
+		}
+	}
+}
+
+// Sigma rules over Azure logs read from Azurite in Azure's layout: a
+// signinlogs value_count correlation (accounts per address) and an
+// activitylogs detection (a Key Vault secret deleted) reach the SIEM as
+// CEF; the sign-in failures alone raise nothing (the correlation does not
+// generate its rule's alerts).
+func TestSigmaAzureEndToEnd(t *testing.T) {
+	conn := azuritetest.Start(t)
+	az, err := azblob.NewClientFromConnectionString(conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const tenant = "3f6c1e2a-9b47-4d21-a8e5-7c0d2b9f4e13"
+	const sub = "8D2E4F6A-1B3C-4E5D-9F7A-2C4E6A8B0D1F"
+	now := time.Now().UTC()
+	hour := fmt.Sprintf("y=%04d/m=%02d/d=%02d/h=%02d/m=00/", now.Year(), int(now.Month()), now.Day(), now.Hour())
+	for _, c := range []string{"insights-logs-signinlogs", "insights-activity-logs"} {
+		if _, err := az.CreateContainer(ctx, c, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendTo := func(container, name, data string) {
+		t.Helper()
+		ab := az.ServiceClient().NewContainerClient(container).NewAppendBlobClient(name)
+		if _, err := ab.GetProperties(ctx, nil); err != nil {
+			if _, err := ab.Create(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := ab.AppendBlock(ctx, streaming.NopCloser(strings.NewReader(data)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attacker := "203.0.113.88"
+	var signins strings.Builder
+	for i := range 6 {
+		at := now.Add(-4*time.Minute + time.Duration(i)*10*time.Second).Format(time.RFC3339Nano)
+		user := fmt.Sprintf("user%d@fabrikam.example", i%4)
+		fmt.Fprintf(&signins, `{"time":"%s","resourceId":"/tenants/%s/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","tenantId":"%s","resultType":"50126","resultDescription":"Invalid username or password.","callerIpAddress":"%s","Level":4,"properties":{"id":"sig-%d","createdDateTime":"%s","userPrincipalName":"%s","appDisplayName":"Azure Portal","ipAddress":"%s","status":{"errorCode":50126}}}`+"\n",
+			at, tenant, tenant, attacker, i, at, user, attacker)
+	}
+	appendTo("insights-logs-signinlogs", "tenantId="+tenant+"/"+hour+"PT1H.json", signins.String())
+	kv := "/SUBSCRIPTIONS/" + sub + "/RESOURCEGROUPS/RG-SEC/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV-PROD/SECRETS/DB-PASSWORD"
+	activity := fmt.Sprintf(`{"time":"%s","resourceId":"%s","operationName":"MICROSOFT.KEYVAULT/VAULTS/SECRETS/DELETE","category":"Administrative","resultType":"Success","resultSignature":"Succeeded.OK","callerIpAddress":"%s","correlationId":"c0ffee00-0000-4000-8000-000000000001","identity":{"claims":{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"admin@fabrikam.example","ipaddr":"%s"}},"level":"Information","properties":{"eventCategory":"Administrative"}}`+"\n",
+		now.Add(-time.Minute).Format(time.RFC3339Nano), kv, attacker, attacker)
+	appendTo("insights-activity-logs", "resourceId=/SUBSCRIPTIONS/"+sub+"/"+hour+"PT1H.json", activity)
+
+	sigmaDir := t.TempDir()
+	writeRules(t, sigmaDir, "signin.yml", `title: Entra ID password failure
+id: 4e1d0c2b-0000-4000-8000-000000000001
+name: entra_password_failure
+status: stable
+logsource: {product: azure, service: signinlogs}
+detection:
+  selection:
+    ResultType: 50126
+  condition: selection
+---
+title: Password spray against Entra ID from one address
+id: 4e1d0c2b-0000-4000-8000-000000000002
+status: stable
+level: high
+tags: [attack.credential-access, attack.t1110.003]
+correlation:
+  type: value_count
+  rules: [entra_password_failure]
+  group-by: [IPAddress]
+  timespan: 10m
+  condition: {field: UserPrincipalName, gte: 4}
+`)
+	writeRules(t, sigmaDir, "keyvault.yml", `title: Key Vault secret deleted
+id: 4e1d0c2b-0000-4000-8000-000000000003
+status: stable
+level: medium
+tags: [attack.impact, attack.t1485]
+logsource: {product: azure, service: activitylogs}
+detection:
+  selection:
+    operationName|endswith: '/secrets/delete'
+  condition: selection
+fields: [ResourceId, Caller]
+`)
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Ingest.Syslog = syslog.Config{}
+	t.Setenv("OUTPOST_TEST_AZURE_CONN", conn)
+	cfg.Ingest.AzureBlob = azureblob.Config{
+		PollInterval:      200 * time.Millisecond,
+		DiscoveryInterval: time.Second,
+		Accounts: []azureblob.Account{{
+			Name: "logs", Auth: azureblob.AuthConnectionString,
+			ConnectionString: azureblob.Secret{Env: "OUTPOST_TEST_AZURE_CONN"},
+			Containers:       []azureblob.Container{{Name: "insights-logs-signinlogs"}, {Name: "insights-activity-logs"}},
+		}},
+	}
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "none.yaml", "rules: []\n")
+	cfg.Rules.Sigma = []string{sigmaDir}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, cfg)
+	if n := len(p.Rules().Rules); n != 2 {
+		t.Fatalf("%d rules running, want the correlation and the Key Vault rule", n)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := siem.Wait(wctx, 2); err != nil {
+		t.Fatalf("want 2 alerts: %v (got %q)", err, siem.Messages())
+	}
+	waitFor(t, "the 7 Azure events through the rule filter", func() bool { return p.counter("outpost_filter_events_total") == 7 })
+	time.Sleep(500 * time.Millisecond)
+	got := siem.Messages()
+	if len(got) != 2 {
+		t.Fatalf("got %d messages, want exactly 2: %q", len(got), got)
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{
+		"|4e1d0c2b-0000-4000-8000-000000000002|Password spray against Entra ID from one address|8|", "src=" + attacker, "T1110.003",
+		"|4e1d0c2b-0000-4000-8000-000000000003|Key Vault secret deleted|5|", "suser=admin@fabrikam.example",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("CEF lacks %q:\n%s", want, all)
