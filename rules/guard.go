@@ -1,6 +1,9 @@
 package rules
 
 import (
+	"regexp/syntax"
+	"strings"
+
 	"github.com/expr-lang/expr/ast"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -15,7 +18,27 @@ type guard struct {
 	field string
 	get   getter
 	want  string
+	// alts, when set, make the guard "the event holds one of these
+	// literals": a literal run of a like() pattern the condition cannot be
+	// true without (see necessary).
+	alts []litAlt
 }
+
+// litAlt is one literal a field may hold: lowercase and compared with
+// ASCII case folding if folded.
+type litAlt struct {
+	get    getter
+	lit    []byte
+	folded bool
+	// unicode: the literal comes from a case-insensitive regular
+	// expression, which folds Unicode (K matches the Kelvin sign): a value
+	// with non-ASCII text is not ruled out by an ASCII search.
+	unicode bool
+}
+
+// minGuardLiteral is the shortest literal run worth a guard: shorter ones
+// occur in too many values to rule much out.
+const minGuardLiteral = 3
 
 // stringFields are the Event fields a guard may test: strings, read by a
 // getter without conversion.
@@ -50,7 +73,114 @@ func guardsOf(n ast.Node) []guard {
 		}
 	}
 	walk(n)
+	if alts, ok := necessary(n); ok && len(alts) <= maxGuardAlts {
+		out = append(out, guard{alts: alts})
+	}
 	return out
+}
+
+// maxGuardAlts bounds the literals one guard looks for: beyond it, the
+// guard would cost as much as the condition.
+const maxGuardAlts = 16
+
+// necessary returns literals one of which an event must hold for n to be
+// true: a like(field, pattern) call needs the longest literal run of its
+// pattern; `a and b` needs what either needs (the fewer, the better); `a
+// or b` needs what one of them needs; anything else gives nothing (ok is
+// false).
+func necessary(n ast.Node) ([]litAlt, bool) {
+	switch n := n.(type) {
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "&&", "and":
+			l, lok := necessary(n.Left)
+			r, rok := necessary(n.Right)
+			switch {
+			case lok && rok && len(r) < len(l):
+				return r, true
+			case lok:
+				return l, true
+			default:
+				return r, rok
+			}
+		case "||", "or":
+			l, lok := necessary(n.Left)
+			r, rok := necessary(n.Right)
+			if !lok || !rok {
+				return nil, false
+			}
+			return append(l[:len(l):len(l)], r...), true
+		case "matches":
+			_, get, ok := stringAccessor(n.Left)
+			p, isStr := n.Right.(*ast.StringNode)
+			if !ok || !isStr {
+				return nil, false
+			}
+			re, err := syntax.Parse(p.Value, syntax.Perl)
+			if err != nil {
+				return nil, false
+			}
+			alts, ok := regexpLiterals(re.Simplify())
+			for i := range alts {
+				alts[i].get = get
+			}
+			return alts, ok
+		}
+	case *ast.CallNode:
+		id, ok := n.Callee.(*ast.IdentifierNode)
+		if !ok || len(n.Arguments) != 2 || (id.Value != "like" && id.Value != "like_cased") {
+			return nil, false
+		}
+		_, get, ok := stringAccessor(n.Arguments[0])
+		p, isStr := n.Arguments[1].(*ast.StringNode)
+		folded := id.Value == "like"
+		if !ok || !isStr || (folded && !isASCII(p.Value)) {
+			return nil, false
+		}
+		lit := longestLiteral(parseLike(p.Value, folded))
+		if len(lit) < minGuardLiteral {
+			return nil, false
+		}
+		return []litAlt{{get: get, lit: lit, folded: folded}}, true
+	}
+	return nil, false
+}
+
+// stringAccessor recognises a string field of the event: a string field
+// by name, or attrs["key"].
+func stringAccessor(n ast.Node) (string, getter, bool) {
+	switch n := n.(type) {
+	case *ast.IdentifierNode:
+		if stringFields[n.Value] {
+			return n.Value, fieldGetters[n.Value], true
+		}
+	case *ast.MemberNode:
+		id, ok := n.Node.(*ast.IdentifierNode)
+		key, isStr := n.Property.(*ast.StringNode)
+		if ok && isStr && id.Value == "attrs" && !n.Optional && !n.Method {
+			k := key.Value
+			return "attrs." + k, func(e *event.Event) string { return e.Attrs[k] }, true
+		}
+	}
+	return "", nil, false
+}
+
+// longestLiteral returns the longest run of a pattern's literal bytes
+// without `*` or `?`.
+func longestLiteral(lp *likePattern) []byte {
+	var best []byte
+	for _, s := range lp.segs {
+		start := 0
+		for i := 0; i <= len(s.lit); i++ {
+			if i == len(s.lit) || s.wild[i] {
+				if i-start > len(best) {
+					best = s.lit[start:i]
+				}
+				start = i + 1
+			}
+		}
+	}
+	return best
 }
 
 func asFieldAndString(a, b ast.Node) (string, string) {
@@ -67,8 +197,23 @@ func asFieldAndString(a, b ast.Node) (string, string) {
 
 // passes reports whether ev satisfies every guard.
 func passes(gs []guard, ev *event.Event) bool {
-	for _, g := range gs {
-		if g.get(ev) != g.want {
+	for i := range gs {
+		g := &gs[i]
+		if g.alts == nil {
+			if g.get(ev) != g.want {
+				return false
+			}
+			continue
+		}
+			found := false
+		for _, a := range g.alts {
+			v := a.get(ev)
+			if a.folded && indexFold(v, a.lit) >= 0 || !a.folded && strings.Contains(v, string(a.lit)) || a.unicode && !isASCII(v) {
+				found = true
+				break
+			}
+		}
+		if !found {
 			return false
 		}
 	}
@@ -133,4 +278,43 @@ func (r *Rule) source() string {
 		src = s
 	}
 	return src
+}
+
+// regexpLiterals returns literals one of which a text must hold for re to
+// match it somewhere: the longest literal of a concatenation, those of
+// every branch of an alternation.
+func regexpLiterals(re *syntax.Regexp) ([]litAlt, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		folded := re.Flags&syntax.FoldCase != 0
+		lit := string(re.Rune)
+		if len(lit) < minGuardLiteral || (folded && !isASCII(lit)) {
+			return nil, false
+		}
+		if folded {
+			lit = strings.ToLower(lit)
+		}
+		return []litAlt{{lit: []byte(lit), folded: folded, unicode: folded}}, true
+	case syntax.OpCapture:
+		return regexpLiterals(re.Sub[0])
+	case syntax.OpConcat:
+		var best []litAlt
+		for _, sub := range re.Sub {
+			if alts, ok := regexpLiterals(sub); ok && len(alts) == 1 && (best == nil || len(alts[0].lit) > len(best[0].lit)) {
+				best = alts
+			}
+		}
+		return best, best != nil
+	case syntax.OpAlternate:
+		var out []litAlt
+		for _, sub := range re.Sub {
+			alts, ok := regexpLiterals(sub)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, alts...)
+		}
+		return out, true
+	}
+	return nil, false
 }

@@ -1,10 +1,15 @@
 package rules
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"testing"
 	"testing/fstest"
 
 	"github.com/expr-lang/expr/vm"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
 func TestGuardsOf(t *testing.T) {
@@ -71,4 +76,79 @@ func TestGuardsNeverChangeAVerdict(t *testing.T) {
 		t.Fatalf("checked %d, ruled out %d: the test tests nothing", checked, ruledOut)
 	}
 	t.Logf("%d (event, step) pairs, %d ruled out by guards", checked, ruledOut)
+}
+
+// The same over the Sigma conformance rules and their tests' events, whose
+// guards include literals of like() patterns and regular expressions.
+func TestLiteralGuardsNeverChangeAVerdict(t *testing.T) {
+	set, err := LoadDir("sigma/testdata/conformance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vm.VM
+	checked, ruledOut := 0, 0
+	for _, tc := range set.Tests {
+		for _, ev := range tc.Events {
+			for _, r := range set.Rules {
+				for _, st := range r.Steps {
+					out, err := v.Run(st.program, ev)
+					if err != nil {
+						continue
+					}
+					checked++
+					if !passes(st.guards, ev) {
+						ruledOut++
+						if out.(bool) {
+							t.Errorf("rule %s step %q: guards rule out an event the condition accepts: %+v", r.ID, st.Name, ev)
+						}
+					}
+				}
+			}
+		}
+	}
+	if ruledOut == 0 || checked == 0 {
+		t.Fatalf("checked %d, ruled out %d: the test tests nothing", checked, ruledOut)
+	}
+}
+
+// FuzzLiteralGuards: for any pattern, regular expression and message, a
+// condition's literal guard never rules out a message the condition
+// accepts.
+func FuzzLiteralGuards(f *testing.F) {
+	f.Add("*Failed password*", "(?i)kex.*closed", "Failed password for root", false)
+	f.Add("abc?def*", "^rx[0-9]+(foo|bar)baz$", "ABCxDEF rx12barbaz", true)
+	f.Add(`a\*bcd`, "(?i)(ab|cd)efg", "a*bcd abefg", false)
+	f.Add("*", "(?i)kelvin", "\u212aelvin", false) // (?i)k matches the Kelvin sign
+	f.Fuzz(func(t *testing.T, pattern, re, msg string, cased bool) {
+		if len(pattern) > 64 || len(re) > 64 || len(msg) > 256 {
+			return
+		}
+		if _, err := regexp.Compile(re); err != nil {
+			return
+		}
+		fn := "like"
+		if cased {
+			fn = "like_cased"
+		}
+		lp, rq := strconv.Quote(pattern), strconv.Quote(re)
+		for _, cond := range []string{
+			fmt.Sprintf(`%s(message, %s)`, fn, lp),
+			fmt.Sprintf(`message matches %s`, rq),
+			fmt.Sprintf(`attrs["x"] matches %s or %s(message, %s)`, rq, fn, lp),
+			fmt.Sprintf(`%s(attrs["x"], %s) and message matches %s`, fn, lp, rq),
+		} {
+			set, err := LoadFS(fstest.MapFS{"r.yaml": {Data: []byte("rules:\n  - {id: a, title: T, kind: match, severity: 1, condition: " + strconv.Quote(cond) + "}\n")}}, ".")
+			if err != nil {
+				continue
+			}
+			st := set.Rules[0].Steps[0]
+			for _, ev := range []*event.Event{{Message: msg}, {Attrs: map[string]string{"x": msg}}, {Message: msg, Attrs: map[string]string{"x": msg}}} {
+				var v vm.VM
+				out, err := v.Run(st.program, ev)
+				if err == nil && out.(bool) && !passes(st.guards, ev) {
+					t.Fatalf("guards rule out %+v, which %s accepts", ev, cond)
+				}
+			}
+		}
+	})
 }
