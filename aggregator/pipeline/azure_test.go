@@ -11,8 +11,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
 	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
-	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob/azuritetest"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
 

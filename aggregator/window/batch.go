@@ -86,7 +86,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 	if e, ok := b.states[sk]; ok {
 		return &e.st, nil
 	}
-	e := b.s.lookup(sk)
+	e := b.s.lookup(r, sk)
 	if e == nil {
 		if b.txn == nil {
 			b.txn = b.s.db.NewTransaction(false)

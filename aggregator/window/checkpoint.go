@@ -224,6 +224,9 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.writing = nil
+	if err == nil {
+		s.coolSealed()
+	}
 	s.sealed, s.sealedDrops = nil, nil
 	if err != nil {
 		s.checkpoints.WithLabelValues("failed").Inc()

@@ -30,6 +30,11 @@ type Config struct {
 	// when they reach half of it, and batches wait for the checkpoint being
 	// written when they reach all of it.
 	CacheKeys int `yaml:"cache_keys"`
+	// ColdBytes bounds the memory of the states the cache evicted that are
+	// kept encoded behind it (`cold_cache_size`), so that reading one back
+	// is a decode rather than a Badger read. Default 128 MiB (~500,000
+	// small states).
+	ColdBytes config.ByteSize `yaml:"cold_cache_size"`
 	// CheckpointInterval is how often the states changed in memory are
 	// written to Badger together (and the matches that changed them
 	// acked). A crash replays the matches since the last checkpoint.
@@ -64,6 +69,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheKeys == 0 {
 		c.CacheKeys = 100_000
+	}
+	if c.ColdBytes == 0 {
+		c.ColdBytes = 128 << 20
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second

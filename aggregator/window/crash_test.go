@@ -79,6 +79,7 @@ type crashRun struct {
 	set       *rules.Set
 	mu        sync.Mutex
 	published map[string]string // alert id -> rule
+	tweak     func(*Config)
 }
 
 func newCrashRun(t *testing.T) *crashRun {
@@ -94,6 +95,9 @@ func newCrashRun(t *testing.T) *crashRun {
 func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage, stop func()) {
 	t := r.t
 	cfg := Config{CheckpointInterval: time.Hour}
+	if r.tweak != nil {
+		r.tweak(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -156,14 +160,36 @@ func (r *crashRun) ids() []string {
 }
 
 func TestKillAtEveryStepOfACheckpoint(t *testing.T) {
+	// With every state in the cache, and with a cache of 8 states in
+	// front of the cold tier (whose budget holds ~30 of them), so that
+	// states go through eviction, cold and Badger at every step.
+	for _, c := range []struct {
+		name  string
+		tweak func(*Config)
+	}{
+		{"cached", nil},
+		{"cold", func(c *Config) { c.CacheKeys, c.ColdBytes = 8, 4<<10 }},
+	} {
+		t.Run(c.name, func(t *testing.T) { killAtEveryStep(t, c.tweak) })
+	}
+}
+
+func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	batches := crashStream(7, 150)
 
 	ref := newCrashRun(t)
+	ref.tweak = tweak
 	s, stop := ref.stage(ctx, nil)
 	drive(ctx, t, s, batches)
 	stop()
+	if tweak != nil {
+		t.Logf("states read back: %d from cold, %d from Badger", s.coldReads.Load(), s.badgerReads.Load())
+		if s.coldReads.Load() == 0 {
+			t.Fatal("no state was read back from cold: the cold tier is not exercised")
+		}
+	}
 	wantIDs, wantStates := ref.ids(), ref.states()
 	kinds := map[string]int{}
 	for _, rule := range ref.published {
@@ -178,6 +204,7 @@ func TestKillAtEveryStepOfACheckpoint(t *testing.T) {
 		for _, at := range []int{1, 7, 20} { // the checkpoint killed
 			t.Run(fmt.Sprintf("%s/checkpoint%d", step, at), func(t *testing.T) {
 				run := newCrashRun(t)
+				run.tweak = tweak
 				n := 0
 				s, stop := run.stage(ctx, func(name string) error {
 					if name == "sealed" {

@@ -159,7 +159,21 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		Name: "outpost_windows_live_keys",
 		Help: "Group keys with window state, all rules (recounted every 10 minutes; keys expired by TTL meanwhile still count).",
 	}, func() float64 { return float64(s.keysTotal.Load()) })
-	for _, c := range []prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live} {
+	coldBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outpost_windows_cold_bytes",
+		Help: "Memory (estimated) of the window states kept encoded behind the cache (windows.cold_cache_size bounds it).",
+	}, func() float64 { return float64(s.coldBytes.Load()) })
+	reads := []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; badger: read from disk).",
+			ConstLabels: prometheus.Labels{"from": "cold"},
+		}, func() float64 { return float64(s.coldReads.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; badger: read from disk).",
+			ConstLabels: prometheus.Labels{"from": "badger"},
+		}, func() float64 { return float64(s.badgerReads.Load()) }),
+	}
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}

@@ -37,6 +37,17 @@ type store struct {
 	cache  *lru.Cache[string, *entry]
 	dirty  map[string]*entry
 	sealed map[string]*entry
+	// cold holds, encoded, states the cache evicted, up to cfg.ColdBytes
+	// of them: reading one back is a map lookup and a decode, not a
+	// Badger read. A state is in cold or in the cache, never both (taking
+	// it back out removes it), so cold is never staler than the cache;
+	// one the cache evicted while dirty is still in dirty (or sealed),
+	// which lookup looks in first.
+	cold      map[string]coldState
+	coldBytes atomic.Int64
+	// reads counts the states read back into the cache: from cold, and
+	// from Badger (found or not), for the metrics.
+	coldReads, badgerReads atomic.Int64
 	// drops are the timer keys to delete with the next checkpoint (stale
 	// deadlines); sealedDrops those of the checkpoint being written. Due
 	// skips both.
@@ -49,6 +60,18 @@ type store struct {
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
 }
 
+// coldState is an entry in cold: its state encoded (engine.AppendState)
+// and its flags.
+type coldState struct {
+	enc          []byte
+	indexed      int64
+	stored, live bool
+}
+
+// coldOverhead is what a cold state costs beyond its key and encoding: the
+// map's slot and the slice header, for the byte budget.
+const coldOverhead = 64
+
 // entry is one (rule, group key)'s state in memory, and what Badger holds
 // of it once the checkpoints sealed so far are written.
 type entry struct {
@@ -60,32 +83,121 @@ type entry struct {
 }
 
 func newStore(cfg Config, db *state.DB, log *slog.Logger) *store {
-	cache, _ := lru.New[string, *entry](max(cfg.CacheKeys, 1)) // errs only for a size < 1
-	return &store{
-		cfg: cfg, db: db, log: log, cache: cache,
+	s := &store{
+		cfg: cfg, db: db, log: log,
 		dirty: map[string]*entry{}, drops: map[string]struct{}{},
+		cold: map[string]coldState{},
 	}
+	// errs only for a size < 1
+	s.cache, _ = lru.NewWithEvict[string, *entry](max(cfg.CacheKeys, 1), s.evicted)
+	return s
+}
+
+// evicted keeps a state the cache let go of in cold, encoded, within the
+// byte budget (making room by dropping others: Badger holds them).
+func (s *store) evicted(sk string, e *entry) {
+	// A state changed since the last durable checkpoint stays in dirty or
+	// sealed, where the batch that holds it may change it further;
+	// coolSealed keeps it in cold once it is durable.
+	if _, ok := s.dirty[sk]; ok {
+		return
+	}
+	if _, ok := s.sealed[sk]; ok {
+		return
+	}
+	s.freeze(sk, e)
+}
+
+// coolSealed, once the sealed checkpoint is durable, keeps in cold the
+// states of it that neither the cache nor dirty holds (they would
+// otherwise be read back from Badger). Call with the stage's mutex held.
+func (s *store) coolSealed() {
+	for sk, e := range s.sealed {
+		if _, ok := s.dirty[sk]; ok || s.cache.Contains(sk) {
+			continue
+		}
+		s.freeze(sk, e)
+	}
+}
+
+// freeze keeps e in cold, encoded, within the byte budget.
+func (s *store) freeze(sk string, e *entry) {
+	if s.cfg.ColdBytes <= 0 || e.st.Empty() {
+		return
+	}
+	if old, ok := s.cold[sk]; ok {
+		s.dropCold(sk, old)
+	}
+	c := coldState{enc: engine.AppendState(nil, &e.st), indexed: e.indexed, stored: e.stored, live: e.live}
+	size := int64(len(sk) + len(c.enc) + coldOverhead)
+	budget := int64(s.cfg.ColdBytes)
+	for k, old := range s.cold {
+		if s.coldBytes.Load()+size <= budget {
+			break
+		}
+		s.dropCold(k, old)
+	}
+	if s.coldBytes.Load()+size > budget {
+		return
+	}
+	s.cold[sk] = c
+	s.coldBytes.Add(size)
+}
+
+func (s *store) dropCold(sk string, c coldState) {
+	delete(s.cold, sk)
+	s.coldBytes.Add(-int64(len(sk) + len(c.enc) + coldOverhead))
+}
+
+// cacheAdd makes e the most recently used state in the cache; cold lets
+// go of its copy.
+func (s *store) cacheAdd(sk string, e *entry) {
+	if c, ok := s.cold[sk]; ok {
+		s.dropCold(sk, c)
+	}
+	s.cache.Add(sk, e)
 }
 
 // lookup finds the state of sk in memory, marks it dirty (its caller may
 // change it) and makes it the most recently used.
-func (s *store) lookup(sk string) *entry {
+func (s *store) lookup(r *rules.Rule, sk string) *entry {
 	e, ok := s.cache.Get(sk)
 	if !ok {
 		if e, ok = s.dirty[sk]; !ok {
 			if e, ok = s.sealed[sk]; !ok {
-				return nil
+				if e, ok = s.thaw(r, sk); !ok {
+					return nil
+				}
 			}
 		}
-		s.cache.Add(sk, e)
+		s.cacheAdd(sk, e)
 	}
 	s.dirty[sk] = e
 	return e
 }
 
+// thaw decodes sk's state from cold into a new entry.
+func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
+	c, ok := s.cold[sk]
+	if !ok {
+		return nil, false
+	}
+	s.coldReads.Add(1)
+	e := &entry{r: r, indexed: c.indexed, stored: c.stored, live: c.live}
+	if err := engine.DecodeState(c.enc, &e.st); err != nil {
+		// Encoded by this process a moment ago: a bug. Badger holds the
+		// state as of the last checkpoint; read it there.
+		s.log.Error("discarding an unreadable cold window state", "key", sk, "err", err)
+		s.dropCold(sk, c)
+		return nil, false
+	}
+	return e, true
+}
+
 // load reads the state of sk from Badger through txn into a new entry,
 // which it keeps (in the cache, dirty). found says whether Badger held it.
 func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) {
+	s.badgerReads.Add(1)
 	e := &entry{r: r}
 	item, err := txn.Get([]byte(sk))
 	switch {
@@ -107,7 +219,7 @@ func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) 
 
 // keep makes e the state of sk in memory, dirty.
 func (s *store) keep(sk string, e *entry) {
-	s.cache.Add(sk, e)
+	s.cacheAdd(sk, e)
 	s.dirty[sk] = e
 }
 
@@ -115,6 +227,8 @@ func (s *store) keep(sk string, e *entry) {
 // what Badger holds is the truth again.
 func (s *store) forget() {
 	s.cache.Purge()
+	s.cold = map[string]coldState{}
+	s.coldBytes.Store(0)
 	s.dirty, s.sealed = map[string]*entry{}, nil
 	s.drops, s.sealedDrops = map[string]struct{}{}, nil
 }
