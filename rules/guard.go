@@ -205,7 +205,7 @@ func passes(gs []guard, ev *event.Event) bool {
 			}
 			continue
 		}
-			found := false
+		found := false
 		for _, a := range g.alts {
 			v := a.get(ev)
 			if a.folded && indexFold(v, a.lit) >= 0 || !a.folded && strings.Contains(v, string(a.lit)) || a.unicode && !isASCII(v) {
@@ -222,32 +222,44 @@ func passes(gs []guard, ev *event.Event) bool {
 
 // Index picks, for an event, the rules that can match it: a rule each of
 // whose steps requires `source == "x"` (a guard: Sigma rules' routes, and
-// native rules written so) is tried only on events of source x. The rules
-// an event gets keep the order of the set.
+// native rules written so) is tried only on events of source x, and one
+// that also requires `app == "y"` only on those of app y. The rules an
+// event gets keep the order of the set.
 type Index struct {
-	any      []*Rule            // rules tried on every event
-	bySource map[string][]*Rule // per source: its rules and the any rules, in order
+	any   []*Rule              // rules tried on every event
+	byKey map[indexKey][]*Rule // per (source, app) a rule names: the rules that can match such an event, in order
 }
+
+type indexKey struct{ source, app string }
 
 // NewIndex indexes rs.
 func NewIndex(rs []*Rule) *Index {
-	ix := &Index{bySource: map[string][]*Rule{}}
-	sources := make([]string, len(rs))
+	ix := &Index{byKey: map[indexKey][]*Rule{}}
+	keys := make([]indexKey, len(rs))
 	for i, r := range rs {
-		sources[i] = r.source()
-	}
-	for i, r := range rs {
-		if sources[i] == "" {
-			ix.any = append(ix.any, r)
+		keys[i] = indexKey{r.requires("source"), r.requires("app")}
+		if keys[i].source == "" {
+			keys[i].app = "" // indexed by source first
 		}
-		if src := sources[i]; src != "" && ix.bySource[src] == nil {
+	}
+	// Every (source, app) and (source, "") a rule names gets its list.
+	for i, r := range rs {
+		if keys[i].source == "" {
+			ix.any = append(ix.any, r)
+			continue
+		}
+		for _, k := range []indexKey{keys[i], {keys[i].source, ""}} {
+			if _, done := ix.byKey[k]; done {
+				continue
+			}
 			var list []*Rule
 			for j, r2 := range rs {
-				if sources[j] == "" || sources[j] == src {
+				k2 := keys[j]
+				if k2.source == "" || k2.source == k.source && (k2.app == "" || k2.app == k.app) {
 					list = append(list, r2)
 				}
 			}
-			ix.bySource[src] = list
+			ix.byKey[k] = list
 		}
 	}
 	return ix
@@ -255,29 +267,33 @@ func NewIndex(rs []*Rule) *Index {
 
 // For returns the rules to try on ev.
 func (ix *Index) For(ev *event.Event) []*Rule {
-	if rs, ok := ix.bySource[ev.Source]; ok {
+	if rs, ok := ix.byKey[indexKey{ev.Source, ev.App}]; ok {
+		return rs
+	}
+	if rs, ok := ix.byKey[indexKey{ev.Source, ""}]; ok {
 		return rs
 	}
 	return ix.any
 }
 
-// source returns the source every step of r requires, or "".
-func (r *Rule) source() string {
-	src := ""
+// requires returns the value every step of r requires of a string field
+// (an equality guard), or "".
+func (r *Rule) requires(field string) string {
+	val := ""
 	for i, st := range r.Steps {
-		s := ""
+		v := ""
 		for _, g := range st.guards {
-			if g.field == "source" {
-				s = g.want
+			if g.field == field && g.alts == nil {
+				v = g.want
 				break
 			}
 		}
-		if s == "" || (i > 0 && s != src) {
+		if v == "" || (i > 0 && v != val) {
 			return ""
 		}
-		src = s
+		val = v
 	}
-	return src
+	return val
 }
 
 // regexpLiterals returns literals one of which a text must hold for re to

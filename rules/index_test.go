@@ -35,25 +35,32 @@ func TestIndexBySource(t *testing.T) {
 		}
 		return out
 	}
-	for src, want := range map[string][]string{
-		"azure.signin": {"a", "b", "d", "e"},
-		"syslog":       {"b", "c", "d", "e"},
-		"azure.audit":  {"b", "d", "e"},
+	for _, c := range []struct {
+		src, app string
+		want     []string
+	}{
+		{"azure.signin", "", []string{"a", "b", "d", "e"}},
+		{"syslog", "sshd", []string{"b", "c", "d", "e"}},
+		{"syslog", "cron", []string{"b", "d", "e"}},
+		{"syslog", "", []string{"b", "d", "e"}},
+		{"azure.audit", "sshd", []string{"b", "d", "e"}},
 	} {
-		if got := ids(set.For(&event.Event{Source: src})); !slices.Equal(got, want) {
-			t.Errorf("rules for %s: %v, want %v", src, got, want)
+		if got := ids(set.For(&event.Event{Source: c.src, App: c.app})); !slices.Equal(got, c.want) {
+			t.Errorf("rules for source %s app %s: %v, want %v", c.src, c.app, got, c.want)
 		}
 	}
 	// What the index leaves out never matches.
 	var v vm.VM
 	for _, src := range []string{"azure.signin", "syslog", "azure.audit"} {
-		ev := &event.Event{Source: src, Outcome: "failure", App: "sshd", User: "u"}
-		for _, r := range set.Rules {
-			if slices.Contains(set.For(ev), r) {
-				continue
-			}
-			if hits, _, err := r.Evaluate(&v, ev, nil); err != nil || len(hits) > 0 {
-				t.Errorf("rule %s left out for %s matches it (%v)", r.ID, src, err)
+		for _, app := range []string{"sshd", "cron", ""} {
+			ev := &event.Event{Source: src, Outcome: "failure", App: app, User: "u"}
+			for _, r := range set.Rules {
+				if slices.Contains(set.For(ev), r) {
+					continue
+				}
+				if hits, _, err := r.Evaluate(&v, ev, nil); err != nil || len(hits) > 0 {
+					t.Errorf("rule %s left out for %s/%s matches it (%v)", r.ID, src, app, err)
+				}
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/outpost-siem/outpost/rules"
 	"github.com/outpost-siem/outpost/rules/ruletest"
+	"github.com/outpost-siem/outpost/rules/sigma"
 )
 
 // TestSigmaConformance runs the conformance rules and tests of
@@ -170,6 +171,41 @@ correlation:
 		_, err := rules.LoadDir(dir)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s -> %v\nwant an error with %q", body, err, want)
+		}
+	}
+}
+
+// A pipeline that maps a field to something that is not an Outpost field
+// rejects the rules that use it, naming the pipeline's target.
+func TestSigmaPipelineMappingToAnUnknownField(t *testing.T) {
+	pl, err := sigma.ParsePipeline("ours.yaml", []byte(`name: ours
+priority: 20
+transformations:
+  - type: field_name_mapping
+    mapping: {Colour: paint_colour}
+    rule_conditions:
+      - {type: logsource, product: linux, service: sshd}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := "title: t\nid: 0c0a0004-0000-4000-8000-000000000001\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {Colour: red}\n  condition: sel\n"
+	if err := os.WriteFile(filepath.Join(dir, "x.yml"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = rules.Load(dir, rules.SigmaOptions{Pipelines: []*sigma.Pipeline{pl}})
+	if want := `field "Colour": mapped to "paint_colour", which is not an Outpost field`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+	for src, want := range map[string]string{
+		"priority: 1\ntransformations: []\n":                                                                                    "name: required",
+		"name: x\ntransformations:\n  - {type: drop_detection_item}\n":                                                          `type "drop_detection_item" is not supported`,
+		"name: x\ntransformations:\n  - {type: add_condition}\n":                                                                "conditions: required",
+		"name: x\ntransformations:\n  - {type: rule_failure, message: m, rule_conditions: [{type: processing_item_applied}]}\n": "only logsource",
+	} {
+		if _, err := sigma.ParsePipeline("p.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q -> %v, want %q", src, err, want)
 		}
 	}
 }

@@ -91,3 +91,35 @@ detection:
 		t.Errorf("%d CEF messages, want 2 (one per rule):\n%s", n, strings.Join(siem.Messages(), "\n"))
 	}
 }
+
+// A Sigma rule with a problem in rules.dir rejects the reload, with its
+// file and line, and the running rules stay; a file in rules.sigma that
+// changes is picked up.
+func TestSigmaReload(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	good := "title: Root logon\nid: 9b1e2c3d-0000-4000-8000-000000000010\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {user: root}\n  condition: sel\n"
+	writeRules(t, cfg.Rules.Dir, "root.yml", good)
+	cfg.Rules.Sigma = []string{t.TempDir()}
+	p := start(t, cfg)
+	if p.Rules().Rule("9b1e2c3d-0000-4000-8000-000000000010") == nil {
+		t.Fatal("the Sigma rule in rules.dir is not running")
+	}
+	writeRules(t, cfg.Rules.Dir, "bad.yml", "title: Bad\nid: 9b1e2c3d-0000-4000-8000-000000000011\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {user|often: root}\n  condition: sel\n")
+	err = p.ReloadRules()
+	if want := `bad.yml:5: rule "9b1e2c3d-0000-4000-8000-000000000011": detection.sel.user: unknown modifier "often"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("reload: %v, want %q", err, want)
+	}
+	if p.Rules().Rule("9b1e2c3d-0000-4000-8000-000000000010") == nil {
+		t.Fatal("a rejected reload changed the running rules")
+	}
+	// A new rule in the Sigma dir is picked up by the watcher.
+	writeRules(t, cfg.Rules.Dir, "bad.yml", "rules: []\n")
+	writeRules(t, cfg.Rules.Sigma[0], "new.yml", strings.Replace(good, "000000000010", "000000000012", 1))
+	waitFor(t, "the new Sigma rule to be loaded", func() bool { return p.Rules().Rule("9b1e2c3d-0000-4000-8000-000000000012") != nil })
+}

@@ -192,6 +192,14 @@ func explainTest(w io.Writer, set *rules.Set, name string) error {
 		fmt.Fprintf(w, "%s:%d %s: %d alert(s)\n", t.File, t.Line, t.Name, len(alerts))
 		for _, a := range alerts {
 			fmt.Fprintf(w, "\n%s (%s)\n  %s\n", a.Title, a.ID, ruletest.Describe(a))
+			if r := set.Rule(a.RuleID); r != nil && r.Sigma != nil {
+				for _, ref := range r.Sigma.References {
+					fmt.Fprintf(w, "  reference: %s\n", ref)
+				}
+				for _, fp := range r.Sigma.FalsePositives {
+					fmt.Fprintf(w, "  false positive: %s\n", fp)
+				}
+			}
 			for _, id := range a.EventIDs {
 				ev := byID[id]
 				if ev == nil {
