@@ -103,7 +103,7 @@ func TestSigmaReload(t *testing.T) {
 	defer siem.Close()
 	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
 	cfg.Rules.Dir = t.TempDir()
-	good := "title: Root logon\nid: 9b1e2c3d-0000-4000-8000-000000000010\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {user: root}\n  condition: sel\n"
+	good := "title: Root logon\nid: 9b1e2c3d-0000-4000-8000-000000000010\nstatus: stable\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {user: root}\n  condition: sel\n"
 	writeRules(t, cfg.Rules.Dir, "root.yml", good)
 	cfg.Rules.Sigma = []string{t.TempDir()}
 	p := start(t, cfg)
