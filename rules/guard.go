@@ -3,6 +3,7 @@ package rules
 import (
 	"regexp/syntax"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr/ast"
 
@@ -27,6 +28,7 @@ type guard struct {
 // litAlt is one literal a field may hold: lowercase and compared with
 // ASCII case folding if folded.
 type litAlt struct {
+	field  string
 	get    getter
 	lit    []byte
 	folded bool
@@ -111,7 +113,7 @@ func necessary(n ast.Node) ([]litAlt, bool) {
 			}
 			return append(l[:len(l):len(l)], r...), true
 		case "matches":
-			_, get, ok := stringAccessor(n.Left)
+			field, get, ok := stringAccessor(n.Left)
 			p, isStr := n.Right.(*ast.StringNode)
 			if !ok || !isStr {
 				return nil, false
@@ -122,7 +124,7 @@ func necessary(n ast.Node) ([]litAlt, bool) {
 			}
 			alts, ok := regexpLiterals(re.Simplify())
 			for i := range alts {
-				alts[i].get = get
+				alts[i].field, alts[i].get = field, get
 			}
 			return alts, ok
 		}
@@ -131,17 +133,21 @@ func necessary(n ast.Node) ([]litAlt, bool) {
 		if !ok || len(n.Arguments) != 2 || (id.Value != "like" && id.Value != "like_cased") {
 			return nil, false
 		}
-		_, get, ok := stringAccessor(n.Arguments[0])
+		field, get, ok := stringAccessor(n.Arguments[0])
 		p, isStr := n.Arguments[1].(*ast.StringNode)
 		folded := id.Value == "like"
-		if !ok || !isStr || (folded && !isASCII(p.Value)) {
+		if !ok || !isStr {
 			return nil, false
 		}
-		lit := longestLiteral(parseLike(p.Value, folded))
+		// A non-ASCII pattern is matched lowercased (Unicode), which can
+		// turn a non-ASCII letter of the value into an ASCII one: its
+		// ASCII literal rules out only ASCII values.
+		unicode := folded && !isASCII(p.Value)
+		lit := longestLiteral(compileLike(p.Value, !folded))
 		if len(lit) < minGuardLiteral {
 			return nil, false
 		}
-		return []litAlt{{get: get, lit: lit, folded: folded}}, true
+		return []litAlt{{field: field, get: get, lit: lit, folded: folded, unicode: unicode}}, true
 	}
 	return nil, false
 }
@@ -166,13 +172,14 @@ func stringAccessor(n ast.Node) (string, getter, bool) {
 }
 
 // longestLiteral returns the longest run of a pattern's literal bytes
-// without `*` or `?`.
+// without `*` or `?` (or, for a lowercased non-ASCII pattern, non-ASCII
+// bytes).
 func longestLiteral(lp *likePattern) []byte {
 	var best []byte
 	for _, s := range lp.segs {
 		start := 0
 		for i := 0; i <= len(s.lit); i++ {
-			if i == len(s.lit) || s.wild[i] {
+			if i == len(s.lit) || s.wild[i] || lp.lower && s.lit[i] >= utf8.RuneSelf {
 				if i-start > len(best) {
 					best = s.lit[start:i]
 				}
@@ -228,6 +235,9 @@ func passes(gs []guard, ev *event.Event) bool {
 type Index struct {
 	any   []*Rule              // rules tried on every event
 	byKey map[indexKey][]*Rule // per (source, app) a rule names: the rules that can match such an event, in order
+	// the same lists' prefilters (prefilter.go)
+	anyPF *prefilter
+	keyPF map[indexKey]*prefilter
 }
 
 type indexKey struct{ source, app string }
@@ -262,7 +272,24 @@ func NewIndex(rs []*Rule) *Index {
 			ix.byKey[k] = list
 		}
 	}
+	ix.anyPF, ix.keyPF = newPrefilter(ix.any), make(map[indexKey]*prefilter, len(ix.byKey))
+	for k, list := range ix.byKey {
+		ix.keyPF[k] = newPrefilter(list)
+	}
 	return ix
+}
+
+// Candidates returns the rules to try on ev, in the set's order: those For
+// returns, less those whose literals ev's fields lack (prefilter.go). sc is
+// the caller's scratch memory; the result is valid until its next use.
+func (ix *Index) Candidates(ev *event.Event, sc *Scratch) []*Rule {
+	if pf, ok := ix.keyPF[indexKey{ev.Source, ev.App}]; ok {
+		return pf.candidates(ev, sc)
+	}
+	if pf, ok := ix.keyPF[indexKey{ev.Source, ""}]; ok {
+		return pf.candidates(ev, sc)
+	}
+	return ix.anyPF.candidates(ev, sc)
 }
 
 // For returns the rules to try on ev.

@@ -17,9 +17,9 @@ import (
 //
 // ASCII patterns are matched byte by byte with ASCII case folding (a
 // non-ASCII character of the value never equals an ASCII one of the
-// pattern, so no Unicode folding is lost), `?` taking one UTF-8 character;
-// a pattern with non-ASCII characters and no regard to case is matched
-// by a regular expression, which folds Unicode.
+// pattern, so little Unicode folding is lost), `?` taking one UTF-8
+// character; a pattern with non-ASCII characters and no regard to case is
+// matched with the pattern and the value lowercased (Unicode).
 
 // likePattern is a compiled pattern: literal segments split at `*`, each
 // holding `?` as wild bytes (wild[i] says which).
@@ -28,7 +28,7 @@ type likePattern struct {
 	lead   bool // starts with *
 	trail  bool // ends with *
 	folded bool // compare with ASCII case folding
-	re     *regexp.Regexp
+	lower  bool // a non-ASCII pattern, lowercased: lowercase the value too
 }
 
 type likeSeg struct {
@@ -126,15 +126,19 @@ func isASCII(s string) bool {
 // compileLike compiles p; cased keeps case.
 func compileLike(p string, cased bool) *likePattern {
 	if !cased && !isASCII(p) {
-		return &likePattern{re: regexp.MustCompile(likeRegexp(p, false))}
+		// Unicode letters: both sides lowercased (which folds the Kelvin
+		// sign to k, too), then compared exactly.
+		lp := parseLike(strings.ToLower(p), false)
+		lp.lower = true
+		return lp
 	}
 	return parseLike(p, !cased)
 }
 
 // match reports whether v matches the whole pattern.
 func (lp *likePattern) match(v string) bool {
-	if lp.re != nil {
-		return lp.re.MatchString(v)
+	if lp.lower {
+		v = strings.ToLower(v)
 	}
 	segs := lp.segs
 	// A pattern without `*` is one segment that must span v.

@@ -230,6 +230,14 @@ type Set struct {
 	index    *Index
 }
 
+// Candidates returns the enabled rules to try on ev (Index.Candidates).
+func (s *Set) Candidates(ev *event.Event, sc *Scratch) []*Rule {
+	if s.index == nil {
+		return s.Rules
+	}
+	return s.index.Candidates(ev, sc)
+}
+
 // For returns the enabled rules to try on ev, in the set's order: those
 // that can match events of its source (see Index).
 func (s *Set) For(ev *event.Event) []*Rule {

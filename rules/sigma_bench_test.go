@@ -64,7 +64,7 @@ func BenchmarkSigmaFilter(b *testing.B) {
 			for b.Loop() {
 				ev := &evs[i%len(evs)]
 				i++
-				if err := e.Evaluate(set.For(ev), ev, emit); err != nil {
+				if err := e.Evaluate(set.Candidates(ev, &e.Scratch), ev, emit); err != nil {
 					b.Fatal(err)
 				}
 			}

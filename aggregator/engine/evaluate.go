@@ -13,6 +13,8 @@ import (
 type Evaluator struct {
 	vm   vm.VM
 	hits []rules.Hit
+	// Scratch is for rules.Set.Candidates.
+	Scratch rules.Scratch
 
 	// NoKey, if set, is told how many satisfied steps of r were skipped
 	// because a group_by (or value) field was empty.

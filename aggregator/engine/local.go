@@ -65,7 +65,7 @@ func (lo *Local) Event(ev *event.Event) ([]*event.Alert, error) {
 		return nil, nil
 	}
 	lo.Watermark.Observe(lo.Gate.Newest())
-	err := lo.eval.Evaluate(lo.index.For(ev), ev, func(r *rules.Rule, m *event.Match) error {
+	err := lo.eval.Evaluate(lo.index.Candidates(ev, &lo.eval.Scratch), ev, func(r *rules.Rule, m *event.Match) error {
 		res, err := lo.windows.Apply(lo.Store, r, m)
 		if res.Alert != nil {
 			lo.out = append(lo.out, res.Alert)

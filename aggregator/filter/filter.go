@@ -199,7 +199,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 				data, _ := json.Marshal(ev)
 				return s.bus.DeadLetter(ctx, "late", s.gate.LateReason(ev), data, ev.Sender)
 			}
-			return s.eval.Evaluate(set.For(ev), ev, func(r *rules.Rule, m *event.Match) error {
+			return s.eval.Evaluate(set.Candidates(ev, &s.eval.Scratch), ev, func(r *rules.Rule, m *event.Match) error {
 				if engine.Coalescable(r) {
 					return s.coalesce.Add(r, m, emit)
 				}

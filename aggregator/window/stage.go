@@ -432,6 +432,8 @@ func (s *Stage) waitWriting(ctx context.Context) error {
 	select {
 	case <-w.done:
 		return nil
+	case <-s.dead: // a test killed the checkpoint: it will never be done
+		return errKilled
 	case <-ctx.Done():
 		return ctx.Err()
 	}
