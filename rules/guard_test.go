@@ -118,8 +118,8 @@ func FuzzLiteralGuards(f *testing.F) {
 	f.Add("*Failed password*", "(?i)kex.*closed", "Failed password for root", false)
 	f.Add("abc?def*", "^rx[0-9]+(foo|bar)baz$", "ABCxDEF rx12barbaz", true)
 	f.Add(`a\*bcd`, "(?i)(ab|cd)efg", "a*bcd abefg", false)
-	f.Add("*", "(?i)kelvin", "\u212aelvin", false) // (?i)k matches the Kelvin sign
-	f.Add("*\u2013Flag*", "x", "ps \u2013FLAG x", false)    // a non-ASCII pattern: both sides lowercased
+	f.Add("*", "(?i)kelvin", "\u212aelvin", false)       // (?i)k matches the Kelvin sign
+	f.Add("*\u2013Flag*", "x", "ps \u2013FLAG x", false) // a non-ASCII pattern: both sides lowercased
 	f.Add("*\u00c4rger*", "x", "\u00e4RGER x", false)
 	f.Fuzz(func(t *testing.T, pattern, re, msg string, cased bool) {
 		if len(pattern) > 64 || len(re) > 64 || len(msg) > 256 {
