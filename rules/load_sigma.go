@@ -409,6 +409,9 @@ func (l *loader) sigmaRule(d sigmaDoc, sr *sigma.Rule, id string, pipelines []*s
 		return nil, nil, fmt.Errorf("logsource %s: no pipeline routes it to Outpost's events (see docs/sigma.md)", sr.Logsource)
 	}
 	field := func(name string) (string, error) {
+		if plan.Drop[name] {
+			return "", sigma.ErrDropped
+		}
 		f, err := sigmaField(plan, name, sr.Logsource)
 		if err != nil {
 			return "", err
@@ -530,6 +533,18 @@ func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, erro
 	f, ok := plan.Fields[name]
 	if !ok {
 		f, ok = plan.Fields[strings.ToLower(name)]
+	}
+	if !ok {
+		// The longest prefix a field_name_prefix_mapping names.
+		best := ""
+		for p := range plan.Prefixes {
+			if strings.HasPrefix(name, p) && len(p) > len(best) {
+				best = p
+			}
+		}
+		if best != "" {
+			f, ok = plan.Prefixes[best]+name[len(best):], true
+		}
 	}
 	if !ok {
 		if _, own := fieldGetters[strings.ToLower(name)]; own {

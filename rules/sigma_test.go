@@ -200,12 +200,68 @@ transformations:
 	}
 	for src, want := range map[string]string{
 		"priority: 1\ntransformations: []\n":                                                                                    "name: required",
-		"name: x\ntransformations:\n  - {type: drop_detection_item}\n":                                                          `type "drop_detection_item" is not supported`,
+		"name: x\ntransformations:\n  - {type: drop_detection_item}\n":                                                          "include_fields condition naming the fields is required",
+		"name: x\ntransformations:\n  - {type: field_name_suffix}\n":                                                            `type "field_name_suffix" is not supported`,
 		"name: x\ntransformations:\n  - {type: add_condition}\n":                                                                "conditions: required",
 		"name: x\ntransformations:\n  - {type: rule_failure, message: m, rule_conditions: [{type: processing_item_applied}]}\n": "only logsource",
 	} {
 		if _, err := sigma.ParsePipeline("p.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q -> %v, want %q", src, err, want)
 		}
+	}
+}
+
+// field_name_prefix_mapping renames by prefix; drop_detection_item takes
+// items out, and a search identifier left empty leaves the condition.
+func TestSigmaPipelinePrefixAndDrop(t *testing.T) {
+	pl, err := sigma.ParsePipeline("ours.yaml", []byte(`name: ours
+priority: 20
+transformations:
+  - type: field_name_prefix_mapping
+    mapping: {props.: attrs.}
+  - type: drop_detection_item
+    field_name_conditions:
+      - {type: include_fields, fields: [Colour]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := `title: t
+id: 0c0a0005-0000-4000-8000-000000000001
+logsource: {product: linux, service: sshd}
+detection:
+  sel:
+    props.shape: round
+    Colour: red
+  filter:
+    Colour: blue
+  condition: sel and not filter
+`
+	if err := os.WriteFile(filepath.Join(dir, "x.yml"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.Load(dir, rules.SigmaOptions{Pipelines: []*sigma.Pipeline{pl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Rule("0c0a0005-0000-4000-8000-000000000001")
+	if cond := r.Steps[0].Condition; strings.Contains(cond, "not") || !strings.Contains(cond, `attrs["shape"]`) {
+		t.Errorf("condition %q: want the prefix mapped and the dropped filter gone", cond)
+	}
+	tc := &rules.Test{Name: "prefix and drop", Rules: []string{r.ID}, Events: []*event.Event{
+		{ID: "1", Source: "syslog", App: "sshd", Time: time.Unix(0, 0), Attrs: map[string]string{"shape": "ROUND"}},
+		{ID: "2", Source: "syslog", App: "sshd", Time: time.Unix(1, 0), Attrs: map[string]string{"shape": "square"}},
+	}, Expect: []rules.Expected{{Rule: r.ID}}}
+	if res := ruletest.Run(set, tc); !res.Pass() {
+		t.Errorf("%v %s", res.Err, res.Diff)
+	}
+	// Every identifier dropped: the rule cannot run.
+	src = strings.Replace(src, "    props.shape: round\n", "", 1)
+	if err := os.WriteFile(filepath.Join(dir, "x.yml"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rules.Load(dir, rules.SigmaOptions{Pipelines: []*sigma.Pipeline{pl}}); err == nil || !strings.Contains(err.Error(), "was dropped by a pipeline") {
+		t.Errorf("all dropped: %v", err)
 	}
 }

@@ -59,7 +59,9 @@ func (c *compiler) searchNode(name string, n *yaml.Node) (string, error) {
 				if err != nil {
 					return "", err
 				}
-				parts = append(parts, "("+s+")")
+				if s != "" { // "": every item dropped by a pipeline
+					parts = append(parts, "("+s+")")
+				}
 			}
 			return strings.Join(parts, " or "), nil
 		}
@@ -88,10 +90,17 @@ func (c *compiler) mapping(name string, m *yaml.Node) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		parts = append(parts, "("+s+")")
+		if s != "" {
+			parts = append(parts, "("+s+")")
+		}
 	}
 	return strings.Join(parts, " and "), nil
 }
+
+// ErrDropped is what a Resolver returns for a field whose detection items
+// a pipeline drops (drop_detection_item): the item leaves the detection,
+// and a search identifier left empty leaves the condition.
+var ErrDropped = errors.New("dropped by a pipeline")
 
 // value is one value as written: a string (Sigma's wildcard syntax), or
 // null.
@@ -203,7 +212,9 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 	}
 	acc := "message"
 	if field != "" {
-		if acc, err = c.field(field); err != nil {
+		if acc, err = c.field(field); errors.Is(err, ErrDropped) {
+			return "", nil // a pipeline's drop_detection_item
+		} else if err != nil {
 			return "", bad(n.Line, "%v", err)
 		}
 	} else if match == "" && position == "" {

@@ -58,6 +58,9 @@ type Transformation struct {
 	Conditions map[string]string
 	// field_name_mapping: Sigma field -> Outpost field.
 	Mapping map[string]string
+	// drop_detection_item: the fields (field_name_conditions of type
+	// include_fields, plain mode) whose items are dropped.
+	DropFields []string
 	// rule_failure: why.
 	Message        string
 	RuleConditions []Logsource
@@ -65,7 +68,7 @@ type Transformation struct {
 	Line           int
 }
 
-var transformationTypes = []string{"add_condition", "field_name_mapping", "rule_failure", "detection_item_failure"}
+var transformationTypes = []string{"add_condition", "field_name_mapping", "field_name_prefix_mapping", "drop_detection_item", "rule_failure", "detection_item_failure"}
 
 // applies reports whether t applies to a rule of logsource ls.
 func (t *Transformation) applies(ls Logsource) bool {
@@ -106,6 +109,11 @@ func ParsePipeline(file string, data []byte) (*Pipeline, error) {
 			Mapping        map[string]string `yaml:"mapping"`
 			Message        string            `yaml:"message"`
 			RuleCondOp     string            `yaml:"rule_cond_op"`
+			FieldNameConds []struct {
+				Type   string   `yaml:"type"`
+				Fields []string `yaml:"fields"`
+				Mode   string   `yaml:"mode"`
+			} `yaml:"field_name_conditions"`
 			RuleConditions []struct {
 				Type     string `yaml:"type"`
 				Category string `yaml:"category"`
@@ -155,9 +163,19 @@ func ParsePipeline(file string, data []byte) (*Pipeline, error) {
 			if len(t.Conditions) == 0 {
 				return nil, bad("conditions: required")
 			}
-		case "field_name_mapping":
+		case "field_name_mapping", "field_name_prefix_mapping":
 			if len(t.Mapping) == 0 {
 				return nil, bad("mapping: required")
+			}
+		case "drop_detection_item":
+			for _, fc := range rt.FieldNameConds {
+				if fc.Type != "include_fields" || (fc.Mode != "" && fc.Mode != "plain") {
+					return nil, bad("field_name_conditions: only include_fields in plain mode is supported")
+				}
+				t.DropFields = append(t.DropFields, fc.Fields...)
+			}
+			if len(t.DropFields) == 0 {
+				return nil, bad("field_name_conditions: an include_fields condition naming the fields is required")
 			}
 		case "rule_failure", "detection_item_failure":
 			if t.Message == "" {
@@ -214,6 +232,11 @@ type Plan struct {
 	// Fields maps Sigma field names (as written, and lowercased) to
 	// Outpost field names.
 	Fields map[string]string
+	// Prefixes maps Sigma field name prefixes to Outpost ones; the
+	// longest that matches applies to a field no mapping names.
+	Prefixes map[string]string
+	// Drop lists the fields whose detection items are dropped.
+	Drop map[string]bool
 	// Failure is why the rule cannot run, from a rule_failure.
 	Failure string
 	// ItemFailure is why a rule naming a detection item cannot run, from
@@ -223,7 +246,7 @@ type Plan struct {
 
 // PlanFor applies the pipelines to logsource ls.
 func PlanFor(ps []*Pipeline, ls Logsource, quote func(string) string) *Plan {
-	pl := &Plan{Fields: map[string]string{}}
+	pl := &Plan{Fields: map[string]string{}, Prefixes: map[string]string{}, Drop: map[string]bool{}}
 	var route []string
 	for _, p := range ps {
 		for _, t := range p.Transformations {
@@ -244,6 +267,14 @@ func PlanFor(ps []*Pipeline, ls Logsource, quote func(string) string) *Plan {
 				for k, v := range t.Mapping {
 					pl.Fields[k] = v
 					pl.Fields[strings.ToLower(k)] = v
+				}
+			case "field_name_prefix_mapping":
+				for k, v := range t.Mapping {
+					pl.Prefixes[k] = v
+				}
+			case "drop_detection_item":
+				for _, f := range t.DropFields {
+					pl.Drop[f] = true
 				}
 			case "rule_failure":
 				if pl.Failure == "" {

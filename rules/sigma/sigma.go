@@ -241,6 +241,9 @@ func (r *Rule) Translate(field Resolver) (*Translation, error) {
 		if err != nil {
 			return nil, err
 		}
+		if s == "" {
+			return nil, errorf(condNode.Line, "detection: every search identifier the condition names was dropped by a pipeline (drop_detection_item)")
+		}
 		parts = append(parts, s)
 	}
 	if len(parts) == 1 {
@@ -267,7 +270,7 @@ func (c *compiler) node(n node) (string, error) {
 		return c.binary(n.l, n.r, "or")
 	case notNode:
 		x, err := c.node(n.x)
-		if err != nil {
+		if err != nil || x == "" {
 			return "", err
 		}
 		return "not (" + x + ")", nil
@@ -284,7 +287,9 @@ func (c *compiler) node(n node) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			parts = append(parts, "("+s+")")
+			if s != "" {
+				parts = append(parts, "("+s+")")
+			}
 		}
 		return strings.Join(parts, op), nil
 	}
@@ -299,6 +304,13 @@ func (c *compiler) binary(l, r node, op string) (string, error) {
 	rs, err := c.node(r)
 	if err != nil {
 		return "", err
+	}
+	// A side a pipeline dropped leaves the expression.
+	switch {
+	case ls == "":
+		return rs, nil
+	case rs == "":
+		return ls, nil
 	}
 	return "(" + ls + ") " + op + " (" + rs + ")", nil
 }
