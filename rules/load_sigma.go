@@ -569,7 +569,9 @@ func accessor(f string) string {
 		return "attrs[" + strconv.Quote(k) + "]"
 	}
 	switch f {
-	case "facility", "severity", "src_port", "dst_port":
+	case "src_port", "dst_port": // 0: no port, which null and exists see as absent
+		return "(" + f + " == 0 ? \"\" : string(" + f + "))"
+	case "facility", "severity":
 		return "string(" + f + ")"
 	}
 	return f

@@ -319,6 +319,11 @@ func (c *compiler) value(acc string, v value, transforms []string, match, positi
 	}
 	var parts []string
 	for _, p := range variants {
+		// A lone backslash at the end is a literal backslash; written
+		// before a wildcard it would escape it.
+		if position == "contains" || position == "startswith" {
+			p = closeBackslash(p)
+		}
 		switch position {
 		case "contains":
 			p = "*" + p + "*"
@@ -360,6 +365,25 @@ func hasWildcards(s string) bool {
 		}
 	}
 	return false
+}
+
+// closeBackslash doubles a lone backslash at the end of a Sigma string
+// (a literal backslash either way), so that text appended after it is not
+// escaped by it.
+func closeBackslash(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		if i+1 < len(s) && (s[i+1] == '*' || s[i+1] == '?' || s[i+1] == '\\') {
+			i++
+			continue
+		}
+		if i == len(s)-1 {
+			return s + `\`
+		}
+	}
+	return s
 }
 
 // unescape returns the literal a Sigma string without wildcards stands for.
@@ -409,7 +433,7 @@ func transform(s string, mods []string) ([]string, error) {
 
 func transformOne(s, m string) ([]string, error) {
 	if m == "windash" {
-		return windash(s), nil
+		return windash(s)
 	}
 	if hasWildcards(s) {
 		return nil, fmt.Errorf("%s: a value with wildcards cannot be encoded (%q)", m, s)
@@ -470,29 +494,42 @@ var windashChars = []string{"-", "/", "\u2013", "\u2014", "\u2015"}
 
 // windash returns s with every `-` or `/` that begins a word (at the start
 // or after a character that is not a letter, digit or _, and before one
-// that is) replaced by each of windashChars, in every combination.
-func windash(s string) []string {
-	out := []string{""}
+// that is) replaced by each of windashChars, in every combination. It
+// fails when that makes more than maxVariants strings.
+func windash(s string) ([]string, error) {
+	var at []int
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c == '-' || c == '/') && (i == 0 || !isWordByte(s[i-1])) && i+1 < len(s) && isWordByte(s[i+1]) {
-			next := make([]string, 0, len(out)*len(windashChars))
-			for _, o := range out {
-				for _, d := range windashChars {
-					next = append(next, o+d)
-				}
-			}
-			out = next
-			if len(out) > maxVariants {
-				return out // transform reports it
-			}
-			continue
-		}
-		for j := range out {
-			out[j] += string(c)
+		if c := s[i]; (c == '-' || c == '/') && (i == 0 || !isWordByte(s[i-1])) && i+1 < len(s) && isWordByte(s[i+1]) {
+			at = append(at, i)
 		}
 	}
-	return out
+	n := 1
+	for range at {
+		if n *= len(windashChars); n > maxVariants {
+			return nil, fmt.Errorf("windash: the value expands to more than %d strings", maxVariants)
+		}
+	}
+	out := make([]string, 0, n)
+	choice := make([]int, len(at))
+	for range n {
+		var b strings.Builder
+		b.Grow(len(s) + 2*len(at))
+		prev := 0
+		for k, i := range at {
+			b.WriteString(s[prev:i])
+			b.WriteString(windashChars[choice[k]])
+			prev = i + 1
+		}
+		b.WriteString(s[prev:])
+		out = append(out, b.String())
+		for k := len(choice) - 1; k >= 0; k-- { // the next combination
+			if choice[k]++; choice[k] < len(windashChars) {
+				break
+			}
+			choice[k] = 0
+		}
+	}
+	return out, nil
 }
 
 func isWordByte(c byte) bool {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -27,6 +28,13 @@ func TestBase64Offsets(t *testing.T) {
 }
 
 func TestWindash(t *testing.T) {
+	windash := func(s string) []string {
+		out, err := windash(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	if got := windash(" -enc"); len(got) != 5 || got[1] != " /enc" || got[2] != " \u2013enc" {
 		t.Errorf("windash(\" -enc\") = %q", got)
 	}
@@ -40,6 +48,19 @@ func TestWindash(t *testing.T) {
 	}
 	if got := windash("C:/x"); len(got) != 5 {
 		t.Errorf("windash(\"C:/x\") = %q", got)
+	}
+	if got := windash("prüfung -x"); got[1] != "prüfung /x" {
+		t.Errorf("windash(\"prüfung -x\") = %q: the rest must stay as it is", got)
+	}
+}
+
+// A long value expands in time linear in its length (it was quadratic).
+func TestWindashLongValue(t *testing.T) {
+	long := strings.Repeat("a", 200_000) + " -x"
+	start := time.Now()
+	out, err := windash(long)
+	if err != nil || len(out) != 5 || time.Since(start) > 10*time.Second {
+		t.Errorf("windash of 200 kB: %d strings, %v, in %s", len(out), err, time.Since(start))
 	}
 }
 
