@@ -71,6 +71,7 @@ type sigmaBase struct {
 	r    *Rule
 	sr   *sigma.Rule
 	plan *sigma.Plan
+	file string
 	// referenced: a correlation references it; generate: one of those
 	// asks that it alert on its own too.
 	referenced, generate bool
@@ -97,7 +98,19 @@ func (l *loader) sigmaRules() {
 	byRef := map[string]*sigmaBase{} // by id (lowercase) and by name
 	notTaken := map[string]string{}  // id or name -> why it was not taken
 	var correlations []sigmaDoc
-	for _, d := range l.sigmaDocs {
+	// The rules dir's documents first: a repository's copy of a curated
+	// rule (same id) is the duplicate, not the curated one.
+	docs := slices.Clone(l.sigmaDocs)
+	slices.SortStableFunc(docs, func(a, b sigmaDoc) int {
+		switch {
+		case a.lenient == b.lenient:
+			return 0
+		case b.lenient:
+			return -1
+		}
+		return 1
+	})
+	for _, d := range docs {
 		line := d.node.Line
 		id := scalar(valueOf(d.node, "id"))
 		name := scalar(valueOf(d.node, "name"))
@@ -151,7 +164,7 @@ func (l *loader) sigmaRules() {
 			continue
 		}
 		l.seen[r.ID] = fmt.Sprintf("%s:%d", d.file, d.node.Line)
-		b := &sigmaBase{r: r, sr: sr, plan: plan}
+		b := &sigmaBase{r: r, sr: sr, plan: plan, file: d.file}
 		bases = append(bases, b)
 		byRef[r.ID] = b
 		if sr.ID != "" {
@@ -205,9 +218,14 @@ func (l *loader) sigmaRules() {
 			continue
 		}
 		l.seen[r.ID] = fmt.Sprintf("%s:%d", d.file, d.node.Line)
+		// generate: false silences only the rules of the correlation's own
+		// file (as the specification's v2.2 draft says): a correlation
+		// elsewhere, in a repository say, cannot switch off a rule.
 		for _, b := range refs {
-			b.referenced = true
-			b.generate = b.generate || c.Generate
+			if b.file == d.file {
+				b.referenced = true
+				b.generate = b.generate || c.Generate
+			}
 		}
 		corrRules = append(corrRules, r)
 	}
@@ -231,6 +249,9 @@ func sigmaFiltered(st, level string, status []string, minLevel int) string {
 	}
 	if !slices.Contains(status, st) {
 		return "status " + st + " is not taken (rules.sigma_status)"
+	}
+	if level == "" {
+		level = "medium" // what a rule without level runs as (severity 5)
 	}
 	if minLevel > 0 && slices.Index(sigma.Levels, level) < minLevel {
 		return "level " + level + " is below rules.sigma_min_level"
@@ -508,6 +529,9 @@ func sigmaAggregation(r *Rule, sr *sigma.Rule, a *sigma.Aggregation, plan *sigma
 	return nil
 }
 
+// maxWindowDays bounds a Sigma timespan: window state is kept that long.
+const maxWindowDays = 366
+
 // sigmaDuration reads a Sigma time span: a number and s, m, h, d, w, M or
 // y.
 func sigmaDuration(s string) (time.Duration, error) {
@@ -522,6 +546,9 @@ func sigmaDuration(s string) (time.Duration, error) {
 		'w': 7 * 24 * time.Hour, 'M': 30 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}[s[len(s)-1]]
 	if unit == 0 {
 		return 0, fmt.Errorf("%q: unknown unit (expected s, m, h, d, w, M or y)", s)
+	}
+	if time.Duration(n) > maxWindowDays*24*time.Hour/unit { // without overflowing
+		return 0, fmt.Errorf("%q: longer than %d days", s, maxWindowDays)
 	}
 	return time.Duration(n) * unit, nil
 }

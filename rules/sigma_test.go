@@ -265,3 +265,71 @@ detection:
 		t.Errorf("all dropped: %v", err)
 	}
 }
+
+// What the adversarial review found in loading (2026-12-04): a correlation
+// in a repository must not switch off a rule of another file; a
+// repository's copy of a curated rule is the duplicate; a timespan too long
+// for a window is refused rather than overflowing; a rule without level
+// counts as medium for sigma_min_level; a pipeline with an unknown key
+// fails to load.
+func TestSigmaReviewLoading(t *testing.T) {
+	write := func(dir, name, src string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	curated := "title: Root logon\nid: 0c0a0007-0000-4000-8000-000000000001\nname: root_logon\nstatus: stable\nlevel: high\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel: {user: root}\n  condition: sel\n"
+	corr := "title: Many root logons\nid: 0c0a0007-0000-4000-8000-000000000002\nstatus: stable\ncorrelation:\n  type: event_count\n  rules: [root_logon]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n"
+	dir, repo := t.TempDir(), t.TempDir()
+	write(dir, "root.yml", curated)
+	write(repo, "corr.yml", corr)
+	set, err := rules.Load(dir, rules.SigmaOptions{Dirs: []string{repo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Rule("0c0a0007-0000-4000-8000-000000000001") == nil || set.Rule("0c0a0007-0000-4000-8000-000000000002") == nil {
+		t.Error("a correlation in another file switched off the rule it references (or did not load)")
+	}
+	// In one file, generate: false (the default) does silence it.
+	one := t.TempDir()
+	write(one, "both.yml", curated+"---\n"+corr)
+	if set, err := rules.LoadDir(one); err != nil || set.Rule("0c0a0007-0000-4000-8000-000000000001") != nil {
+		t.Errorf("in the correlation's own file, the referenced rule still alerts on its own (err %v)", err)
+	}
+	// A repository copy of the curated rule is the duplicate.
+	write(repo, "copy.yml", strings.Replace(curated, "level: high", "level: low", 1))
+	set, err = rules.Load(dir, rules.SigmaOptions{Dirs: []string{repo}})
+	if err != nil {
+		t.Fatalf("a repository copy of a curated rule broke the load: %v", err)
+	}
+	if r := set.Rule("0c0a0007-0000-4000-8000-000000000001"); r == nil || r.Severity != 8 {
+		t.Errorf("the curated rule is not the one running: %+v", r)
+	}
+	// Timespans.
+	for span, want := range map[string]string{"300y": "longer than 366 days", "9999999999d": "longer than 366 days", "367d": "longer than 366 days"} {
+		bad := t.TempDir()
+		write(bad, "c.yml", curated+"---\n"+strings.Replace(corr, "timespan: 5m", "timespan: "+span, 1))
+		if _, err := rules.LoadDir(bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("timespan %s: %v, want %q", span, err, want)
+		}
+	}
+	// A rule without level is medium for sigma_min_level.
+	nolevel := t.TempDir()
+	write(nolevel, "r.yml", strings.Replace(curated, "level: high\n", "", 1))
+	if set, err := rules.Load("", rules.SigmaOptions{Dirs: []string{nolevel}, MinLevel: "medium"}); err != nil || set.Rule("0c0a0007-0000-4000-8000-000000000001") == nil {
+		t.Errorf("a rule without level (severity 5, medium) is left out by sigma_min_level: medium (err %v)", err)
+	}
+	// Pipelines: an unknown key, a condition that is not a field.
+	for src, want := range map[string]string{
+		"name: x\ntransformations:\n  - {type: add_condition, conditions: {source: syslog}, rule_conditionz: [{type: logsource, product: linux}]}\n": "rule_conditionz",
+		"name: x\ntransformations:\n  - {type: add_condition, conditions: {'source == \"x\" or true': syslog}}\n":                                    "is not a field name",
+	} {
+		if _, err := sigma.ParsePipeline("p.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q -> %v, want %q", src, err, want)
+		}
+	}
+}

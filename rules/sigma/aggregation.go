@@ -51,8 +51,8 @@ func parseAggregation(s string) (*Aggregation, error) {
 	for _, op := range []string{">=", "<=", "==", ">", "<", "="} {
 		if num, ok := strings.CutPrefix(rest, op); ok {
 			n, err := strconv.Atoi(strings.TrimSpace(num))
-			if err != nil || n < 0 {
-				return nil, fmt.Errorf("aggregation %q: expected a whole number after %s", s, op)
+			if err != nil || n < 0 || n > MaxCount {
+				return nil, fmt.Errorf("aggregation %q: expected a whole number from 0 to %d after %s", s, MaxCount, op)
 			}
 			if op == "=" {
 				op = "=="

@@ -43,6 +43,10 @@ var CorrelationTypes = []string{"event_count", "value_count", "temporal", "tempo
 
 var conditionOps = []string{"gt", "gte", "lt", "lte", "eq", "neq"}
 
+// MaxCount bounds the counts of conditions: a window holds at most that
+// many events.
+const MaxCount = 1_000_000
+
 // ParseCorrelation reads a correlation rule document.
 func ParseCorrelation(doc *yaml.Node) (*Correlation, error) {
 	c := &Correlation{Line: doc.Line}
@@ -111,8 +115,8 @@ func ParseCorrelation(doc *yaml.Node) (*Correlation, error) {
 				c.Field = v.Value
 			case slices.Contains(conditionOps, k):
 				n, err := strconv.Atoi(v.Value)
-				if err != nil || n < 0 {
-					return nil, bad("condition", "%s: expected a whole number, got %q", k, v.Value)
+				if err != nil || n < 0 || n > MaxCount {
+					return nil, bad("condition", "%s: expected a whole number from 0 to %d, got %q", k, MaxCount, v.Value)
 				}
 				c.Condition[k] = n
 			default:

@@ -30,8 +30,13 @@ import (
 // Limits that keep one rule from costing every event much: a rule file is
 // input too.
 const (
-	maxValues   = 1000 // values of one field
-	maxVariants = 256  // strings one value expands to (windash, base64offset)
+	maxValues       = 1000 // values of one field
+	maxVariants     = 256  // strings one value expands to (windash, base64offset)
+	maxValueBytes   = 4096 // one value
+	maxOneWildcards = 32   // ? wildcards in one value
+	// MaxConditionBytes bounds a detection's translated condition (and
+	// each part of it as it is built): a rule file is input too.
+	MaxConditionBytes = 256 << 10
 )
 
 // modifiers the specification defines, by what they do.
@@ -79,8 +84,13 @@ func (c *compiler) mapping(name string, m *yaml.Node) (string, error) {
 		return "", errorf(m.Line, "detection.%s: an empty map", name)
 	}
 	var parts []string
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
+		if seen[k.Value] {
+			return "", errorf(k.Line, "detection.%s: %q appears twice in one map", name, k.Value)
+		}
+		seen[k.Value] = true
 		field, mods, _ := strings.Cut(k.Value, "|")
 		var ms []string
 		if mods != "" {
@@ -236,6 +246,9 @@ func (c *compiler) item(name, field string, mods []string, n *yaml.Node) (string
 	if len(parts) > 1 {
 		out = "(" + strings.Join(parts, ")"+op+"(") + ")"
 	}
+	if len(out) > MaxConditionBytes {
+		return "", bad(n.Line, "translates to more than %d bytes of condition", MaxConditionBytes)
+	}
 	if neq {
 		// v2.1: the field is none of the values (an absent one too).
 		out = "not (" + out + ")"
@@ -308,6 +321,19 @@ func (c *compiler) value(acc string, v value, transforms []string, match, positi
 			return "", fmt.Errorf("expand: only a whole value that is one placeholder (%%name%%) without other modifiers is supported, got %q", v.s)
 		}
 		return fmt.Sprintf("in_list(%s, %s)", strconv.Quote(name), acc), nil
+	}
+	if len(v.s) > maxValueBytes {
+		return "", fmt.Errorf("a value of %d bytes, more than %d", len(v.s), maxValueBytes)
+	}
+	if strings.Count(v.s, "?") > maxOneWildcards {
+		return "", fmt.Errorf("more than %d ? wildcards in one value (each multiplies the cost of matching it)", maxOneWildcards)
+	}
+	for i, t := range transforms {
+		if strings.HasPrefix(t, "utf16") || t == "wide" {
+			if i+1 >= len(transforms) || !strings.HasPrefix(transforms[i+1], "base64") {
+				return "", fmt.Errorf("%s: only before base64 or base64offset (log fields are UTF-8 text)", t)
+			}
+		}
 	}
 	variants, err := transform(v.s, transforms)
 	if err != nil {

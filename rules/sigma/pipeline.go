@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -68,6 +69,9 @@ type Transformation struct {
 	Line           int
 }
 
+// conditionField is what an add_condition may name: an Outpost field.
+var conditionField = regexp.MustCompile(`^[a-z_]+$`)
+
 var transformationTypes = []string{"add_condition", "field_name_mapping", "field_name_prefix_mapping", "drop_detection_item", "rule_failure", "detection_item_failure"}
 
 // applies reports whether t applies to a rule of logsource ls.
@@ -122,7 +126,9 @@ func ParsePipeline(file string, data []byte) (*Pipeline, error) {
 			} `yaml:"rule_conditions"`
 		} `yaml:"transformations"`
 	}
-	if err := doc.Decode(&raw); err != nil {
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true) // a misspelt key must not widen what a transformation applies to
+	if err := strict.Decode(&raw); err != nil {
 		return nil, fmt.Errorf("%s: %v", file, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	p := &Pipeline{Name: raw.Name, Priority: raw.Priority, File: file}
@@ -162,6 +168,11 @@ func ParsePipeline(file string, data []byte) (*Pipeline, error) {
 		case "add_condition":
 			if len(t.Conditions) == 0 {
 				return nil, bad("conditions: required")
+			}
+			for k := range t.Conditions {
+				if !conditionField.MatchString(k) {
+					return nil, bad("conditions: %q is not a field name (one of Outpost's string fields)", k)
+				}
 			}
 		case "field_name_mapping", "field_name_prefix_mapping":
 			if len(t.Mapping) == 0 {

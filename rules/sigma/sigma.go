@@ -76,7 +76,8 @@ func Is(doc *yaml.Node) bool {
 		return false
 	}
 	has := func(k string) bool { return valueOf(doc, k) != nil }
-	return has("detection") && has("logsource") || has("correlation")
+	return has("detection") && has("logsource") || has("correlation") ||
+		has("action") && (has("detection") || has("logsource"))
 }
 
 // IsCorrelation reports whether a Sigma document is a correlation rule.
@@ -101,6 +102,9 @@ var (
 // know (custom attributes, which the specification allows) are ignored.
 func Parse(doc *yaml.Node) (*Rule, error) {
 	r := &Rule{Line: doc.Line, node: doc}
+	if a := valueOf(doc, "action"); a != nil {
+		return nil, errorf(a.Line, "action: %s: Sigma v1 rule collections (action: global, reset, repeat) are not supported; write each rule whole", a.Value)
+	}
 	str := func(key string, dst *string) error {
 		n := valueOf(doc, key)
 		if n == nil {
@@ -282,12 +286,16 @@ func (c *compiler) node(n node) (string, error) {
 			op = " and "
 		}
 		var parts []string
+		size := 0
 		for _, name := range n.names {
 			s, err := c.search(name)
 			if err != nil {
 				return "", err
 			}
 			if s != "" {
+				if size += len(s); size > MaxConditionBytes {
+					return "", fmt.Errorf("detection.condition: translates to more than %d bytes", MaxConditionBytes)
+				}
 				parts = append(parts, "("+s+")")
 			}
 		}
@@ -311,6 +319,8 @@ func (c *compiler) binary(l, r node, op string) (string, error) {
 		return rs, nil
 	case rs == "":
 		return ls, nil
+	case len(ls)+len(rs) > MaxConditionBytes:
+		return "", fmt.Errorf("detection.condition: translates to more than %d bytes", MaxConditionBytes)
 	}
 	return "(" + ls + ") " + op + " (" + rs + ")", nil
 }

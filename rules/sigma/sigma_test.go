@@ -125,12 +125,18 @@ func TestTranslateErrors(t *testing.T) {
 		"  sel: {a|contains|startswith: x}\n  condition: sel": "cannot be combined",
 		"  sel: {Unmapped: x}\n  condition: sel":              "not mapped",
 		"  sel: {a|expand: 'C:\\%dir%'}\n  condition: sel":    "placeholder",
-		"  sel: {a: x}":                                                 "condition: required",
-		"  sel: {a: x}\n  condition: other":                             "not a search identifier",
-		"  sel: {a|windash: '-a -b -c -d'}\n  condition: sel":           "more than 256",
-		"  sel: []\n  condition: sel":                                   "empty list",
-		"  sel: {a|i: x}\n  condition: sel":                             "apply to re only",
-		"  sel: {a: x}\n  condition: sel | max(a) > 3\n  timeframe: 1m": "only count()",
+		"  sel: {a: x}":                                                                  "condition: required",
+		"  sel: {a: x}\n  condition: other":                                              "not a search identifier",
+		"  sel: {a|windash: '-a -b -c -d'}\n  condition: sel":                            "more than 256",
+		"  sel: []\n  condition: sel":                                                    "empty list",
+		"  sel: {a|i: x}\n  condition: sel":                                              "apply to re only",
+		"  sel: {a: x}\n  condition: sel | max(a) > 3\n  timeframe: 1m":                  "only count()",
+		"  sel: {a: x}\n  condition: sel | count() > 99999999999999999\n  timeframe: 1m": "a whole number from 0 to",
+		"  sel: {a: x, a: y}\n  condition: sel":                                          "appears twice in one map",
+		"  sel: {a|utf16le|cased: x}\n  condition: sel":                                  "only before base64",
+		"  sel: {a: '" + strings.Repeat("?", 33) + "'}\n  condition: sel":                "? wildcards",
+		"  sel: {a: '" + strings.Repeat("x", 5000) + "'}\n  condition: sel":              "more than 4096",
+		"  sel: {a|contains: [" + strings.Repeat("'-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx', ", 999) + "'y']}\n  condition: " + strings.Repeat("sel or ", 200) + "sel": "more than 262144 bytes",
 	} {
 		r, err := Parse(parseDoc(t, head+body))
 		if err == nil {
@@ -144,6 +150,7 @@ func TestTranslateErrors(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for src, want := range map[string]string{
+		"title: t\naction: global\nlogsource: {product: linux}\n":                                        "v1 rule collections",
 		"logsource: {product: linux}\ndetection: {sel: {a: b}, condition: sel}":                          "title: required",
 		"title: t\nstatus: done\nlogsource: {product: linux}\ndetection: {sel: {a: b}, condition: sel}":  "status",
 		"title: t\nlevel: urgent\nlogsource: {product: linux}\ndetection: {sel: {a: b}, condition: sel}": "level",
