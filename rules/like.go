@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -273,9 +274,16 @@ func (lp *likePattern) segAt(s likeSeg, v string, start int) (int, bool) {
 	return i, true
 }
 
-// likeCache holds compiled patterns by (cased, pattern); rule conditions
-// use constants, so it holds what the loaded rules name.
-var likeCache sync.Map
+// likeCache holds compiled patterns by (cased, pattern). Rule conditions
+// mostly use constants; a condition whose pattern comes from the event
+// (like(message, user)) would fill it with what senders write, so it holds
+// at most maxLikeCache patterns and compiles the rest each time.
+var (
+	likeCache     sync.Map
+	likeCacheSize atomic.Int64
+)
+
+const maxLikeCache = 10_000
 
 type likeKey struct {
 	p     string
@@ -284,11 +292,16 @@ type likeKey struct {
 
 func likeMatch(v, p string, cased bool) bool {
 	k := likeKey{p, cased}
-	c, ok := likeCache.Load(k)
-	if !ok {
-		c, _ = likeCache.LoadOrStore(k, compileLike(p, cased))
+	if c, ok := likeCache.Load(k); ok {
+		return c.(*likePattern).match(v)
 	}
-	return c.(*likePattern).match(v)
+	lp := compileLike(p, cased)
+	if likeCacheSize.Load() < maxLikeCache {
+		if _, loaded := likeCache.LoadOrStore(k, lp); !loaded {
+			likeCacheSize.Add(1)
+		}
+	}
+	return lp.match(v)
 }
 
 func fnLike(params ...any) (any, error) {

@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"regexp"
+	"strconv"
 	"testing"
 )
 
@@ -74,4 +75,17 @@ func FuzzLike(f *testing.F) {
 			t.Fatalf("like(%q, %q, cased=%v) = %v, the regexp says %v", v, p, cased, got, want)
 		}
 	})
+}
+
+// Patterns that come from events do not grow the cache without bound.
+func TestLikeCacheIsBounded(t *testing.T) {
+	for i := range maxLikeCache + 500 {
+		likeMatch("x", "pattern-from-an-event-"+strconv.Itoa(i), false)
+	}
+	if n := likeCacheSize.Load(); n > maxLikeCache {
+		t.Errorf("the cache holds %d patterns, more than %d", n, maxLikeCache)
+	}
+	if !likeMatch("pattern-from-an-event-99999", "*-99999", false) {
+		t.Error("a pattern not cached is still matched")
+	}
 }
