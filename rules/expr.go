@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -315,9 +316,12 @@ func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 	st.guards = guardsOf(prog.Node())
 }
 
-// prefixCache holds parsed CIDR arguments; rule conditions use a handful of
+// prefixCache holds parsed CIDR arguments (at most maxLikeCache); rule conditions use a handful of
 // constants, so it stays small.
-var prefixCache sync.Map // string -> netip.Prefix (or error)
+var (
+	prefixCache     sync.Map // string -> netip.Prefix
+	prefixCacheSize atomic.Int64
+)
 
 func fnCIDR(params ...any) (any, error) {
 	ip, err := netip.ParseAddr(params[0].(string))
@@ -331,9 +335,17 @@ func fnCIDR(params ...any) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cidr: %q is not a CIDR prefix", s)
 		}
-		v, _ = prefixCache.LoadOrStore(s, p.Masked())
+		v = p.Masked()
+		// Bounded, as like()'s: a prefix taken from the event must not
+		// grow it without limit.
+		if prefixCacheSize.Load() < maxLikeCache {
+			if _, loaded := prefixCache.LoadOrStore(s, v); !loaded {
+				prefixCacheSize.Add(1)
+			}
+		}
 	}
-	return v.(netip.Prefix).Contains(ip.Unmap()), nil
+	// A zone (fe80::1%eth0) does not take an address out of its prefix.
+	return v.(netip.Prefix).Contains(ip.Unmap().WithZone("")), nil
 }
 
 // cgnat is RFC 6598 shared address space, not routable on the Internet.

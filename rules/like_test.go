@@ -89,3 +89,15 @@ func TestLikeCacheIsBounded(t *testing.T) {
 		t.Error("a pattern not cached is still matched")
 	}
 }
+
+func TestCIDRZonesAndBoundedCache(t *testing.T) {
+	if got, _ := fnCIDR("fe80::1%eth0", "fe80::/10"); got != true {
+		t.Error("a zoned link-local address is not in fe80::/10")
+	}
+	for i := range maxLikeCache + 100 {
+		_, _ = fnCIDR("10.0.0.1", "10."+strconv.Itoa(i/256)+"."+strconv.Itoa(i%256)+".0/24")
+	}
+	if n := prefixCacheSize.Load(); n > maxLikeCache {
+		t.Errorf("the prefix cache holds %d, more than %d", n, maxLikeCache)
+	}
+}
