@@ -101,13 +101,15 @@ func TestJetStreamFullDiskRecovers(t *testing.T) {
 	if !failed {
 		t.Fatal("200 publishes of 32KiB on a full disk all succeeded")
 	}
-	errs := 0.0
-	for _, kind := range []string{"timeout", "unavailable", "rejected", "other"} {
-		errs += testutil.ToFloat64(b.metrics().pubErrors.WithLabelValues(StreamEvents, kind))
-	}
-	if errs == 0 {
-		t.Error("the failed publish was not counted in outpost_bus_publish_errors_total")
-	}
+	// The publish error handler runs on the NATS client's own goroutine:
+	// the count may land a moment after PublishEvents returned.
+	waitUntil(t, "the failed publish to be counted in outpost_bus_publish_errors_total", func() bool {
+		errs := 0.0
+		for _, kind := range []string{"timeout", "unavailable", "rejected", "other"} {
+			errs += testutil.ToFloat64(b.metrics().pubErrors.WithLabelValues(StreamEvents, kind))
+		}
+		return errs > 0
+	})
 	waitUntil(t, "Check to report the unhealthy stream", func() bool { return b.Check() != nil })
 	// Now a floor that fits this small disk: writers wait, and JetStream
 	// is not restarted into a full disk.
