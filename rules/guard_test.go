@@ -51,31 +51,7 @@ func TestGuardsNeverChangeAVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v vm.VM
-	checked, ruledOut := 0, 0
-	for _, tc := range set.Tests {
-		for _, ev := range tc.Events {
-			for _, r := range set.Rules {
-				for _, st := range r.Steps {
-					out, err := v.Run(st.program, ev)
-					if err != nil {
-						continue
-					}
-					checked++
-					if !passes(st.guards, ev) {
-						ruledOut++
-						if out.(bool) {
-							t.Errorf("rule %s step %q: guards rule out an event the condition accepts: %+v", r.ID, st.Name, ev)
-						}
-					}
-				}
-			}
-		}
-	}
-	if ruledOut == 0 || checked == 0 {
-		t.Fatalf("checked %d, ruled out %d: the test tests nothing", checked, ruledOut)
-	}
-	t.Logf("%d (event, step) pairs, %d ruled out by guards", checked, ruledOut)
+	checkGuards(t, set)
 }
 
 // The same over the Sigma conformance rules and their tests' events, whose
@@ -85,30 +61,7 @@ func TestLiteralGuardsNeverChangeAVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v vm.VM
-	checked, ruledOut := 0, 0
-	for _, tc := range set.Tests {
-		for _, ev := range tc.Events {
-			for _, r := range set.Rules {
-				for _, st := range r.Steps {
-					out, err := v.Run(st.program, ev)
-					if err != nil {
-						continue
-					}
-					checked++
-					if !passes(st.guards, ev) {
-						ruledOut++
-						if out.(bool) {
-							t.Errorf("rule %s step %q: guards rule out an event the condition accepts: %+v", r.ID, st.Name, ev)
-						}
-					}
-				}
-			}
-		}
-	}
-	if ruledOut == 0 || checked == 0 {
-		t.Fatalf("checked %d, ruled out %d: the test tests nothing", checked, ruledOut)
-	}
+	checkGuards(t, set)
 }
 
 // FuzzLiteralGuards: for any pattern, regular expression and message, a
@@ -153,4 +106,35 @@ func FuzzLiteralGuards(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkGuards runs every step of set's rules on every event of its tests:
+// an event a step's guards rule out must not satisfy its condition.
+func checkGuards(t *testing.T, set *Set) {
+	t.Helper()
+	var v vm.VM
+	checked, ruledOut := 0, 0
+	for _, tc := range set.Tests {
+		for _, ev := range tc.Events {
+			for _, r := range set.Rules {
+				for _, st := range r.Steps {
+					out, err := v.Run(st.program, ev)
+					if err != nil {
+						continue
+					}
+					checked++
+					if !passes(st.guards, ev) {
+						ruledOut++
+						if out.(bool) {
+							t.Errorf("rule %s step %q: guards rule out an event the condition accepts: %+v", r.ID, st.Name, ev)
+						}
+					}
+				}
+			}
+		}
+	}
+	if ruledOut == 0 || checked == 0 {
+		t.Fatalf("checked %d, ruled out %d: the test tests nothing", checked, ruledOut)
+	}
+	t.Logf("%d (event, step) pairs, %d ruled out by guards", checked, ruledOut)
 }

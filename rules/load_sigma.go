@@ -121,11 +121,7 @@ func (l *loader) sigmaRules() {
 					notTaken[k] = msg
 				}
 			}
-			if d.lenient || skipped {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg, Skipped: skipped})
-				return
-			}
-			l.errorf(d.file, line, id, "%s", msg)
+			l.sigmaReject(d, line, id, skipped, msg)
 		}
 		if sigma.IsCorrelation(d.node) {
 			correlations = append(correlations, d)
@@ -133,10 +129,7 @@ func (l *loader) sigmaRules() {
 		}
 		sr, err := sigma.Parse(d.node)
 		if err != nil {
-			var e *sigma.Error
-			if errors.As(err, &e) {
-				line = e.Line
-			}
+			line = errLine(err, line)
 			reject(false, "%v", err)
 			continue
 		}
@@ -152,10 +145,7 @@ func (l *loader) sigmaRules() {
 		}
 		r, plan, err := l.sigmaRule(d, sr, rid, pipelines)
 		if err != nil {
-			var e *sigma.Error
-			if errors.As(err, &e) && e.Line > 0 {
-				line = e.Line
-			}
+			line = errLine(err, line)
 			reject(false, "%v", err)
 			continue
 		}
@@ -179,19 +169,11 @@ func (l *loader) sigmaRules() {
 		line := d.node.Line
 		id := scalar(valueOf(d.node, "id"))
 		reject := func(skipped bool, format string, args ...any) {
-			msg := fmt.Sprintf(format, args...)
-			if d.lenient || skipped {
-				l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg, Skipped: skipped})
-				return
-			}
-			l.errorf(d.file, line, id, "%s", msg)
+			l.sigmaReject(d, line, id, skipped, fmt.Sprintf(format, args...))
 		}
 		c, err := sigma.ParseCorrelation(d.node)
 		if err != nil {
-			var e *sigma.Error
-			if errors.As(err, &e) {
-				line = e.Line
-			}
+			line = errLine(err, line)
 			reject(false, "%v", err)
 			continue
 		}
@@ -203,10 +185,7 @@ func (l *loader) sigmaRules() {
 		}
 		r, refs, err := l.sigmaCorrelation(d, c, byRef, notTaken)
 		if err != nil {
-			var e *sigma.Error
-			if errors.As(err, &e) && e.Line > 0 {
-				line = e.Line
-			}
+			line = errLine(err, line)
 			reject(false, "%v", err)
 			continue
 		}
@@ -239,6 +218,25 @@ func (l *loader) sigmaRules() {
 		l.set.Rules = append(l.set.Rules, r)
 		l.set.byID[r.ID] = r
 	}
+}
+
+// sigmaReject reports a Sigma document not taken: in a Sigma dir (or left
+// out by a filter) as a rejected rule, in the rules dir as a load error.
+func (l *loader) sigmaReject(d sigmaDoc, line int, id string, skipped bool, msg string) {
+	if d.lenient || skipped {
+		l.set.Rejected = append(l.set.Rejected, Rejected{File: d.file, Line: line, ID: id, Reason: msg, Skipped: skipped})
+		return
+	}
+	l.errorf(d.file, line, id, "%s", msg)
+}
+
+// errLine is the line a *sigma.Error names, or line.
+func errLine(err error, line int) int {
+	var e *sigma.Error
+	if errors.As(err, &e) && e.Line > 0 {
+		return e.Line
+	}
+	return line
 }
 
 // sigmaFiltered says why the status and level filters leave a rule of a

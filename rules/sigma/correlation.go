@@ -66,11 +66,8 @@ func ParseCorrelation(doc *yaml.Node) (*Correlation, error) {
 	if c.Title == "" {
 		return nil, errorf(doc.Line, "title: required")
 	}
-	if c.Status != "" && !slices.Contains(Statuses, c.Status) {
-		return nil, errorf(doc.Line, "status: %q is not one of %s", c.Status, strings.Join(Statuses, ", "))
-	}
-	if c.Level != "" && !slices.Contains(Levels, c.Level) {
-		return nil, errorf(doc.Line, "level: %q is not one of %s", c.Level, strings.Join(Levels, ", "))
+	if err := checkStatusLevel(doc.Line, c.Status, c.Level); err != nil {
+		return nil, err
 	}
 	cn := valueOf(doc, "correlation")
 	if cn.Kind != yaml.MappingNode {

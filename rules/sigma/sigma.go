@@ -144,11 +144,8 @@ func Parse(doc *yaml.Node) (*Rule, error) {
 	if r.Title == "" {
 		return nil, errorf(doc.Line, "title: required")
 	}
-	if r.Status != "" && !slices.Contains(Statuses, r.Status) {
-		return nil, errorf(doc.Line, "status: %q is not one of %s", r.Status, strings.Join(Statuses, ", "))
-	}
-	if r.Level != "" && !slices.Contains(Levels, r.Level) {
-		return nil, errorf(doc.Line, "level: %q is not one of %s", r.Level, strings.Join(Levels, ", "))
+	if err := checkStatusLevel(doc.Line, r.Status, r.Level); err != nil {
+		return nil, err
 	}
 	ls := valueOf(doc, "logsource")
 	if ls == nil || ls.Kind != yaml.MappingNode {
@@ -170,6 +167,18 @@ func Parse(doc *yaml.Node) (*Rule, error) {
 		return nil, errorf(doc.Line, "detection: required, a mapping of search identifiers and condition")
 	}
 	return r, nil
+}
+
+// checkStatusLevel refuses a status or level the specification does not
+// define (empty is allowed).
+func checkStatusLevel(line int, status, level string) error {
+	if status != "" && !slices.Contains(Statuses, status) {
+		return errorf(line, "status: %q is not one of %s", status, strings.Join(Statuses, ", "))
+	}
+	if level != "" && !slices.Contains(Levels, level) {
+		return errorf(line, "level: %q is not one of %s", level, strings.Join(Levels, ", "))
+	}
+	return nil
 }
 
 // Resolver gives the Outpost expression for a Sigma field name: a string
