@@ -308,13 +308,7 @@ func (ix *Index) For(ev *event.Event) []*Rule {
 func (r *Rule) requires(field string) string {
 	val := ""
 	for i, st := range r.Steps {
-		v := ""
-		for _, g := range st.guards {
-			if g.field == field && g.alts == nil {
-				v = g.want
-				break
-			}
-		}
+		v := st.requires(field)
 		if v == "" || (i > 0 && v != val) {
 			return ""
 		}

@@ -554,6 +554,10 @@ func sigmaDuration(s string) (time.Duration, error) {
 // sigmaField resolves a Sigma field name to an Outpost field name: the
 // pipelines' mapping, or one of Outpost's own names (without regard to
 // case), or attrs.<name> as written.
+// recordFieldName is a field path a record_fields source can look up:
+// dotted names of letters, digits, '_', '-', '@' and '$'.
+var recordFieldName = regexp.MustCompile(`^[A-Za-z0-9_@$-]+(\.[A-Za-z0-9_@$-]+)*$`)
+
 func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, error) {
 	f, ok := plan.Fields[name]
 	if !ok {
@@ -576,6 +580,9 @@ func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, erro
 			f, ok = strings.ToLower(name), true
 		} else if strings.HasPrefix(name, "attrs.") {
 			f, ok = name, true
+		} else if plan.Record && len(name) <= 256 && recordFieldName.MatchString(name) {
+			// The source fills it on demand from the original record.
+			f, ok = "attrs."+RecordPrefix+strings.ToLower(name), true
 		}
 	}
 	if !ok {

@@ -65,7 +65,7 @@ func TestSigmaDirs(t *testing.T) {
 		"7a3e0b10-0000-4000-8000-000000000003": "status experimental is not taken",
 		"7a3e0b10-0000-4000-8000-000000000004": "auditd records are not parsed",
 		"7a3e0b10-0000-4000-8000-000000000005": "no pipeline routes it",
-		"7a3e0b10-0000-4000-8000-000000000006": `field "LoggedByService": no pipeline maps it`,
+		"7a3e0b10-0000-4000-8000-000000000006": `field "KexAlgorithm": no pipeline maps it`,
 		"7a3e0b10-0000-4000-8000-000000000007": `unknown modifier "sometimes"`,
 		"7a3e0b10-0000-4000-8000-000000000008": "correlation.rules: 7a3e0b10-0000-4000-8000-000000000007 was not taken: detection.selection.ResultType: unknown modifier",
 		"":                                     "did not find expected",
@@ -88,6 +88,14 @@ func TestSigmaDirs(t *testing.T) {
 	}
 	if rj := got["7a3e0b10-0000-4000-8000-000000000007"]; rj.Line != 7 || !strings.HasSuffix(rj.File, "azure/bad_modifier.yml") {
 		t.Errorf("the bad modifier is reported at %s:%d, want azure/bad_modifier.yml:7", rj.File, rj.Line)
+	}
+	// An Azure field no mapping names is read from the record, and the set
+	// asks the Azure source for it.
+	if rr := set.Rule("7a3e0b10-0000-4000-8000-000000000009"); rr == nil || !strings.Contains(rr.Steps[0].Condition, `attrs["rec.loggedbyservice"]`) {
+		t.Errorf("LoggedByService is not read from the record: %+v", rr)
+	}
+	if got := set.RecordFields(); !slices.Equal(got["azure.audit"], []string{"loggedbyservice"}) || len(got) != 1 {
+		t.Errorf("RecordFields() = %v, want azure.audit: [loggedbyservice]", got)
 	}
 	// Taking experimental rules only.
 	exp, err := rules.Load("", rules.SigmaOptions{Dirs: []string{"sigma/testdata/repo"}, Status: []string{"experimental"}})

@@ -195,13 +195,20 @@ func TestSigmaAzureEndToEnd(t *testing.T) {
 	for i := range 6 {
 		at := now.Add(-4*time.Minute + time.Duration(i)*10*time.Second).Format(time.RFC3339Nano)
 		user := fmt.Sprintf("user%d@fabrikam.example", i%4)
-		fmt.Fprintf(&signins, `{"time":"%s","resourceId":"/tenants/%s/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","tenantId":"%s","resultType":"50126","resultDescription":"Invalid username or password.","callerIpAddress":"%s","Level":4,"properties":{"id":"sig-%d","createdDateTime":"%s","userPrincipalName":"%s","appDisplayName":"Azure Portal","ipAddress":"%s","status":{"errorCode":50126}}}`+"\n",
-			at, tenant, tenant, attacker, i, at, user, attacker)
+		// The last one used the password grant from a non-compliant
+		// device: fields no parser keeps, which a Sigma rule reads from
+		// the record.
+		extra := ""
+		if i == 5 {
+			extra = `"authenticationProtocol":"ROPC","deviceDetail":{"deviceId":"","isCompliant":false},`
+		}
+		fmt.Fprintf(&signins, `{"time":"%s","resourceId":"/tenants/%s/providers/Microsoft.aadiam","operationName":"Sign-in activity","category":"SignInLogs","tenantId":"%s","resultType":"50126","resultDescription":"Invalid username or password.","callerIpAddress":"%s","Level":4,"properties":{%s"id":"sig-%d","createdDateTime":"%s","userPrincipalName":"%s","appDisplayName":"Azure Portal","ipAddress":"%s","status":{"errorCode":50126}}}`+"\n",
+			at, tenant, tenant, attacker, extra, i, at, user, attacker)
 	}
 	appendTo("insights-logs-signinlogs", "tenantId="+tenant+"/"+hour+"PT1H.json", signins.String())
 	kv := "/SUBSCRIPTIONS/" + sub + "/RESOURCEGROUPS/RG-SEC/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV-PROD/SECRETS/DB-PASSWORD"
-	activity := fmt.Sprintf(`{"time":"%s","resourceId":"%s","operationName":"MICROSOFT.KEYVAULT/VAULTS/SECRETS/DELETE","category":"Administrative","resultType":"Success","resultSignature":"Succeeded.OK","callerIpAddress":"%s","correlationId":"c0ffee00-0000-4000-8000-000000000001","identity":{"claims":{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"admin@fabrikam.example","ipaddr":"%s"}},"level":"Information","properties":{"eventCategory":"Administrative"}}`+"\n",
-		now.Add(-time.Minute).Format(time.RFC3339Nano), kv, attacker, attacker)
+	activity := fmt.Sprintf(`{"time":"%s","resourceId":"%s","operationName":"MICROSOFT.KEYVAULT/VAULTS/SECRETS/DELETE","category":"Administrative","resultType":"Success","resultSignature":"Succeeded.OK","callerIpAddress":"%s","correlationId":"c0ffee00-0000-4000-8000-000000000001","identity":{"claims":{"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn":"admin@fabrikam.example","ipaddr":"%s"}},"level":"Information","authorization":{"action":"Microsoft.KeyVault/vaults/secrets/delete","scope":"%s"},"properties":"{\"eventCategory\":\"Administrative\",\"entity\":\"%s\"}"}`+"\n",
+		now.Add(-time.Minute).Format(time.RFC3339Nano), kv, attacker, attacker, kv, kv)
 	appendTo("insights-activity-logs", "resourceId=/SUBSCRIPTIONS/"+sub+"/"+hour+"PT1H.json", activity)
 
 	sigmaDir := t.TempDir()
@@ -226,6 +233,17 @@ correlation:
   group-by: [IPAddress]
   timespan: 10m
   condition: {field: UserPrincipalName, gte: 4}
+---
+title: Password grant from a non-compliant device
+id: 4e1d0c2b-0000-4000-8000-000000000004
+status: stable
+level: low
+logsource: {product: azure, service: signinlogs}
+detection:
+  selection:
+    AuthenticationProtocol: ropc
+    DeviceDetail.IsCompliant: 'false'
+  condition: selection
 `)
 	writeRules(t, sigmaDir, "keyvault.yml", `title: Key Vault secret deleted
 id: 4e1d0c2b-0000-4000-8000-000000000003
@@ -236,6 +254,8 @@ logsource: {product: azure, service: activitylogs}
 detection:
   selection:
     operationName|endswith: '/secrets/delete'
+    Authorization.Action|contains: keyvault
+    Entity|contains: /vaults/kv-prod/
   condition: selection
 fields: [ResourceId, Caller]
 `)
@@ -263,24 +283,25 @@ fields: [ResourceId, Caller]
 		t.Fatal(err)
 	}
 	p := start(t, cfg)
-	if n := len(p.Rules().Rules); n != 2 {
-		t.Fatalf("%d rules running, want the correlation and the Key Vault rule", n)
+	if n := len(p.Rules().Rules); n != 3 {
+		t.Fatalf("%d rules running, want the correlation, the password grant and the Key Vault rule", n)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := siem.Wait(wctx, 2); err != nil {
-		t.Fatalf("want 2 alerts: %v (got %q)", err, siem.Messages())
+	if _, err := siem.Wait(wctx, 3); err != nil {
+		t.Fatalf("want 3 alerts: %v (got %q)", err, siem.Messages())
 	}
 	waitFor(t, "the 7 Azure events through the rule filter", func() bool { return p.counter("outpost_filter_events_total") == 7 })
 	time.Sleep(500 * time.Millisecond)
 	got := siem.Messages()
-	if len(got) != 2 {
-		t.Fatalf("got %d messages, want exactly 2: %q", len(got), got)
+	if len(got) != 3 {
+		t.Fatalf("got %d messages, want exactly 3: %q", len(got), got)
 	}
 	all := strings.Join(got, "\n")
 	for _, want := range []string{
 		"|4e1d0c2b-0000-4000-8000-000000000002|Password spray against Entra ID from one address|8|", "src=" + attacker, "T1110.003",
 		"|4e1d0c2b-0000-4000-8000-000000000003|Key Vault secret deleted|5|", "suser=admin@fabrikam.example",
+		"|4e1d0c2b-0000-4000-8000-000000000004|Password grant from a non-compliant device|3|",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("CEF lacks %q:\n%s", want, all)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fsnotify/fsnotify"
 	"log/slog"
 	"net"
 	"os"
@@ -47,8 +48,10 @@ type Pipeline struct {
 	forwarder *forwarder.Forwarder
 	http      *httpServer
 	reload    *reloader
-	rulesMu   sync.Mutex              // guards rules across reloads
-	sources   []*instrument.Component // the sources' received counters, for Status
+	// rulesWatch watches the rule dirs from Open on; watchRules reads it.
+	rulesWatch *fsnotify.Watcher
+	rulesMu    sync.Mutex              // guards rules across reloads
+	sources    []*instrument.Component // the sources' received counters, for Status
 }
 
 // Open loads the rules, opens the state and the bus, and opens every
@@ -101,6 +104,7 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
 			return err
 		}
+		p.azure.SetRecordFields(azureblob.NewRecordFields(p.rules.RecordFields()))
 		failures, err := newSourceFailures(p.reg)
 		if err != nil {
 			return err
@@ -117,6 +121,9 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		p.filter.Fuse(p.windows)
 	}
 	if err := p.registerReload(); err != nil {
+		return err
+	}
+	if p.rulesWatch, err = p.openRulesWatch(); err != nil {
 		return err
 	}
 	if p.forwarder, err = forwarder.New(cfg.Forwarder, version, p.bus, p.db, logger, p.reg); err != nil {
@@ -300,6 +307,10 @@ const drainTimeout = 15 * time.Second
 func (p *Pipeline) close() {
 	if p.http != nil {
 		p.http.close()
+	}
+	if p.rulesWatch != nil {
+		p.rulesWatch.Close() // a second Close (watchRules') does nothing
+		p.rulesWatch = nil
 	}
 	if p.bus != nil {
 		p.bus.Close()

@@ -12,6 +12,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-siem/outpost/aggregator/ingest/azureblob"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -77,6 +78,9 @@ func (p *Pipeline) setRules(set *rules.Set) {
 	// Windows first: once the filter runs a new rule, its matches must find
 	// the rule on the other side.
 	p.windows.SetRules(set)
+	if p.azure != nil {
+		p.azure.SetRecordFields(azureblob.NewRecordFields(set.RecordFields()))
+	}
 	p.filter.SetRules(set)
 	p.reload.loaded.Set(float64(len(set.Rules)))
 	p.reload.rejected.Set(float64(countRejected(set)))
@@ -98,25 +102,23 @@ func countRejected(set *rules.Set) int {
 	return n
 }
 
-// watchRules reloads when a file in rules.dir changes, after the changes
-// settle for a moment (editors and git write several times).
-func (p *Pipeline) watchRules(ctx context.Context) error {
+// openRulesWatch starts watching rules.dir and the Sigma dirs, with every
+// directory under them (list files may sit in a subdirectory; Sigma
+// repositories nest). It runs in Open, so a file changed as soon as Open
+// returns is seen. nil when there is nothing to watch.
+func (p *Pipeline) openRulesWatch() (*fsnotify.Watcher, error) {
 	var dirs []string
 	if p.cfg.Rules.Dir != "" {
 		dirs = append(dirs, p.cfg.Rules.Dir)
 	}
 	dirs = append(dirs, p.cfg.Rules.Sigma...)
 	if len(dirs) == 0 {
-		<-ctx.Done()
-		return nil
+		return nil, nil
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("watching the rules: %w", err)
 	}
-	defer w.Close()
-	// Watch every directory under the rules dir and the Sigma dirs (list
-	// files may sit in a subdirectory; Sigma repositories nest).
 	for _, dir := range dirs {
 		err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -125,9 +127,23 @@ func (p *Pipeline) watchRules(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
-			return err
+			w.Close()
+			return nil, fmt.Errorf("watching the rules: %w", err)
 		}
 	}
+	return w, nil
+}
+
+// watchRules reloads when a file in rules.dir or a Sigma dir changes,
+// after the changes settle for a moment (editors and git write several
+// times).
+func (p *Pipeline) watchRules(ctx context.Context) error {
+	w := p.rulesWatch
+	if w == nil {
+		<-ctx.Done()
+		return nil
+	}
+	defer w.Close()
 	const settle = 500 * time.Millisecond
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

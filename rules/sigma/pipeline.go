@@ -32,6 +32,8 @@ import (
 //	  - type: rule_failure               # refuse the rule, with this message
 //	    message: ...
 //	    rule_conditions: [...]
+//	  - type: record_fields              # Outpost's own: read unmapped fields
+//	    rule_conditions: [...]           # from the original record
 //
 // A transformation applies to a rule when every one of its rule conditions
 // holds (`rule_cond_op: or`: any). The only rule condition is `logsource`:
@@ -39,9 +41,11 @@ import (
 // (without regard to case). Pipelines apply in priority order, then name.
 //
 // In Outpost, a rule runs only if some add_condition routes it to events,
-// and every field it names is mapped, or is one of Outpost's own field
-// names: a field nothing provides would be a rule that silently matches
-// nothing, so the rule is refused with the reason instead.
+// and every field it names is mapped, is one of Outpost's own field names,
+// or is read from the original record (record_fields, for sources that
+// fill attrs["rec.<path>"] on demand, as the Azure source does): a field
+// nothing provides would be a rule that silently matches nothing, so the
+// rule is refused with the reason instead.
 
 // Pipeline is a parsed pipeline.
 type Pipeline struct {
@@ -72,7 +76,7 @@ type Transformation struct {
 // conditionField is what an add_condition may name: an Outpost field.
 var conditionField = regexp.MustCompile(`^[a-z_]+$`)
 
-var transformationTypes = []string{"add_condition", "field_name_mapping", "field_name_prefix_mapping", "drop_detection_item", "rule_failure", "detection_item_failure"}
+var transformationTypes = []string{"add_condition", "field_name_mapping", "field_name_prefix_mapping", "drop_detection_item", "rule_failure", "detection_item_failure", "record_fields"}
 
 // applies reports whether t applies to a rule of logsource ls.
 func (t *Transformation) applies(ls Logsource) bool {
@@ -253,6 +257,9 @@ type Plan struct {
 	// ItemFailure is why a rule naming a detection item cannot run, from
 	// a detection_item_failure (Outpost applies it to the whole rule).
 	ItemFailure string
+	// Record says that a field no mapping names is read from the original
+	// record (a record_fields transformation applies).
+	Record bool
 }
 
 // PlanFor applies the pipelines to logsource ls.
@@ -295,6 +302,8 @@ func PlanFor(ps []*Pipeline, ls Logsource, quote func(string) string) *Plan {
 				if pl.ItemFailure == "" {
 					pl.ItemFailure = t.Message
 				}
+			case "record_fields":
+				pl.Record = true
 			}
 		}
 	}

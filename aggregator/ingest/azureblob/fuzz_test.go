@@ -59,8 +59,22 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		// Fields read from the record on demand: any shape, bounded.
+		fuzzRecordFields.Fill(rec, evs)
+		for _, ev := range evs {
+			for k, v := range ev.Attrs {
+				if strings.HasPrefix(k, recordPrefix) && len(v) > maxRecordValue {
+					t.Fatalf("record attr %q has %d bytes", k, len(v))
+				}
+			}
+		}
 	})
 }
+
+var fuzzRecordFields = NewRecordFields(map[string][]string{
+	"":             {"properties", "a.b", "ResultType"},
+	"azure.signin": {"status.errorcode", "devicedetail.iscompliant"},
+})
 
 // FuzzFlowBlocks splits a flow-log record run into blocks at arbitrary
 // points, as a writer could commit them, and checks the block reader's

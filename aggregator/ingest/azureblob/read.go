@@ -155,6 +155,9 @@ func (a *account) parseRecords(recs [][]byte, o Origin, keyOf func(i int) string
 		}
 		o.Key = keyOf(i)
 		got, err := Parse(rec, o)
+		if err == nil {
+			a.Source.records.Load().Fill(rec, got)
+		}
 		if err != nil {
 			kind := errJSON
 			if errors.Is(err, ErrSchema) {

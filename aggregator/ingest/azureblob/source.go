@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -62,7 +63,14 @@ type Source struct {
 	// retry is the SDK's retry policy for every request (defaultRetry;
 	// tests shorten it).
 	retry policy.RetryOptions
+	// records are the record paths the running rules read (RecordFields);
+	// swapped on rule reloads.
+	records atomic.Pointer[RecordFields]
 }
+
+// SetRecordFields makes the records read from now on fill the paths of
+// rf (nil: none). Records already read keep what they had.
+func (s *Source) SetRecordFields(rf *RecordFields) { s.records.Store(rf) }
 
 // New validates cfg, registers the source's metrics on reg and returns the
 // source. It does no I/O: secrets are read and clients built in Run. A nil
