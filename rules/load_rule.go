@@ -20,11 +20,12 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
 
 var ruleKeys = []string{"id", "title", "description", "kind", "severity", "tags", "enabled",
 	"condition", "group_by", "threshold", "window", "suppress", "fields", "field", "steps",
-	"unordered", "for", "expect", "learning", "cef"}
+	"unordered", "for", "expect", "learning", "cef", "at_most"}
 
 // kindKeys are the keys that only some kinds take.
 var kindKeys = map[string][]Kind{
 	"threshold": {KindThreshold, KindDistinct},
+	"at_most":   {KindThreshold, KindDistinct},
 	"window":    {KindThreshold, KindDistinct, KindSequence},
 	"field":     {KindDistinct, KindNewValue},
 	"steps":     {KindSequence},
@@ -34,6 +35,10 @@ var kindKeys = map[string][]Kind{
 	"learning":  {KindNewValue},
 	"condition": {KindMatch, KindThreshold, KindDistinct, KindAbsence, KindNewValue},
 }
+
+// maxAtMost bounds at_most: a window judged at its close keeps up to
+// at_most+1 events per key.
+const maxAtMost = 10000
 
 var stepKeys = []string{"name", "condition", "by", "count"}
 
@@ -147,10 +152,19 @@ func (l *loader) rule(file string, n *yaml.Node) {
 			bad("threshold", "expected an integer")
 		}
 	}
+	if v, ok := nodes["at_most"]; ok {
+		if err := v.Decode(&r.AtMost); err != nil || r.AtMost < 1 || r.AtMost > maxAtMost {
+			bad("at_most", "expected an integer from 1 to %d", maxAtMost)
+		} else if _, set := nodes["threshold"]; !set {
+			r.Threshold = 1 // "at most N": from the window's first event
+		}
+	}
 	switch r.Kind {
 	case KindThreshold, KindDistinct:
 		if r.Threshold < 1 {
 			bad("threshold", "required for kind %s: an integer of at least 1", r.Kind)
+		} else if r.AtMost > 0 && r.Threshold > r.AtMost {
+			bad("at_most", "%d is below threshold %d: the rule could never fire", r.AtMost, r.Threshold)
 		}
 	case KindAbsence:
 		if r.For <= 0 {

@@ -331,7 +331,7 @@ func (l *loader) sigmaCorrelation(d sigmaDoc, c *sigma.Correlation, byRef map[st
 				return nil, nil, fmt.Errorf("correlation.group-by: %v in %s but %v in %s; an %s needs the same fields in every rule", by[0], c.Rules[0], by[i], c.Rules[i], c.Type)
 			}
 		}
-		if r.Threshold, err = c.Threshold(); err != nil {
+		if r.Threshold, r.AtMost, err = c.Bounds(); err != nil {
 			return nil, nil, fmt.Errorf("correlation.%v", err)
 		}
 		r.Kind = KindThreshold
@@ -494,13 +494,10 @@ func sigmaAggregation(r *Rule, sr *sigma.Rule, a *sigma.Aggregation, plan *sigma
 		return fmt.Errorf("timeframe: %v", err)
 	}
 	r.Window = w
-	switch a.Op {
-	case ">":
-		r.Threshold = a.N + 1
-	case ">=":
-		r.Threshold = max(a.N, 1)
-	default:
-		return fmt.Errorf("detection.condition: count() %s %d: only > and >= are supported (fewer than N needs the window to close)", a.Op, a.N)
+	ops := map[string]string{">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "==": "eq"}
+	c := &sigma.Correlation{Condition: map[string]int{ops[a.Op]: a.N}}
+	if r.Threshold, r.AtMost, err = c.Bounds(); err != nil {
+		return fmt.Errorf("detection.%v", err)
 	}
 	r.Kind = KindThreshold
 	if a.Field != "" {

@@ -118,6 +118,34 @@ rules:
     condition: "true"
     threshold: 3
 `, []string{`rule "r1": window: required for kind threshold`}},
+		{"at_most below threshold", `
+rules:
+  - id: r1
+    title: T
+    kind: threshold
+    severity: 3
+    condition: "true"
+    threshold: 3
+    at_most: 2
+    window: 5m
+`, []string{`bad.yaml:9: rule "r1": at_most: 2 is below threshold 3: the rule could never fire`}},
+		{"at_most on a match rule, and out of range", `
+rules:
+  - id: r1
+    title: T
+    kind: match
+    severity: 3
+    condition: "true"
+    at_most: 2
+  - id: r2
+    title: T
+    kind: distinct
+    severity: 3
+    condition: "true"
+    field: user
+    at_most: 0
+    window: 5m
+`, []string{`bad.yaml:8: rule "r1": at_most: does not apply to kind match`, `rule "r2": at_most: expected an integer from 1 to 10000`}},
 		{"bad severity and kind", `
 rules:
   - id: r1

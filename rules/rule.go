@@ -68,15 +68,18 @@ type Rule struct {
 	Kind        Kind
 	Severity    int // 0-10
 	Tags        []string
-	GroupBy     []string      // key field names (a sequence's first step's when not set)
-	Threshold   int           // threshold, distinct
-	Window      time.Duration // threshold, distinct, sequence
-	Field       string        // distinct, new_value: the field whose values count
-	Unordered   bool          // sequence: steps in any order
-	For         time.Duration // absence
-	Learning    time.Duration // new_value
-	Suppress    time.Duration // at most one alert per key per Suppress, event time
-	Fields      []string      // event fields carried into the alert
+	GroupBy     []string // key field names (a sequence's first step's when not set)
+	Threshold   int      // threshold, distinct: the fewest events (values) that fire
+	// AtMost, when set, is the most events (values) that fire: the rule
+	// is judged when the key's window closes (threshold, distinct).
+	AtMost    int
+	Window    time.Duration // threshold, distinct, sequence
+	Field     string        // distinct, new_value: the field whose values count
+	Unordered bool          // sequence: steps in any order
+	For       time.Duration // absence
+	Learning  time.Duration // new_value
+	Suppress  time.Duration // at most one alert per key per Suppress, event time
+	Fields    []string      // event fields carried into the alert
 	// CEF maps CEF extension keys to event fields, replacing or adding to
 	// the encoder's default mapping for this rule's alerts.
 	CEF   map[string]string

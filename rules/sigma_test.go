@@ -162,7 +162,9 @@ correlation:
 `
 	for body, want := range map[string]string{
 		"  type: event_count\n  rules: [nosuch]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n":                                                         `no Sigma rule has the id or name "nosuch"`,
-		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {lt: 3}\n":                                                            "only gt and gte are supported",
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {lt: 1}\n":                                                            "at most 0 could never hold",
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gt: 5, lt: 4}\n":                                                     "from 6 to 3 is empty",
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {neq: 4}\n":                                                           "condition neq: not supported",
 		"  type: value_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n":                                                           "value_count needs field",
 		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5x\n  condition: {gte: 3}\n":                                                           "unknown unit",
 		"  type: value_sum\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {field: x, gte: 3}\n":                                                   "value_sum is not supported yet",

@@ -83,6 +83,14 @@ const (
 	Duplicate                 // the event was already counted (a redelivery) or is spent
 )
 
+// FromState reports whether r's alerts are raised from its state when a
+// deadline passes (absence, and a rule with an upper bound, AtMost),
+// rather than by the match that completes them: they carry the fields of
+// the event the state kept (State.SinceFields).
+func FromState(r *rules.Rule) bool {
+	return r.Kind == rules.KindAbsence || r.AtMost > 0 && (r.Kind == rules.KindThreshold || r.Kind == rules.KindDistinct)
+}
+
 // Stateless reports whether r needs no state at all: a match rule without
 // suppression.
 func Stateless(r *rules.Rule) bool { return r.Kind == rules.KindMatch && r.Suppress == 0 }
@@ -118,6 +126,9 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 			return a, Fired
 		}
 		return nil, Counted
+	}
+	if FromState(r) {
+		return applyClosing(r, st, m, t)
 	}
 	// An event newer than every event held cannot be one of them: has,
 	// a scan of the ids, is only needed for one that is not.
@@ -445,10 +456,81 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 	return a
 }
 
+// applyClosing counts a match of a threshold or distinct rule with an
+// upper bound (r.AtMost: "at most N events, or values, in the window"),
+// which can only be judged once its window has closed. A key's window
+// opens at its first event not yet judged (Since) and closes Window later
+// (Deadline); Expire judges it when the watermark passes the deadline. An
+// event of the key after the deadline proves it passed, so the window is
+// judged first, as for absence. An event earlier than Since (out of order)
+// counts in the open window. The state keeps at most AtMost+1 events (for
+// distinct, values): one more than can fire tells the window is over its
+// bound, so a flood of events cannot grow it.
+func applyClosing(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Alert, Verdict) {
+	var a *event.Alert
+	v := Counted
+	if st.Deadline != 0 && t > st.Deadline {
+		a, v = Expire(r, st, m.Key, t)
+	}
+	if st.spent(t, m.EventID) || st.has(m.EventID, m.Step) {
+		if a == nil {
+			return nil, Duplicate
+		}
+		return a, v
+	}
+	if st.Deadline == 0 {
+		st.Since, st.SinceID, st.SinceFields = t, m.EventID, m.CarriedFields()
+		st.Deadline = t + int64(r.Window)
+	}
+	if len(st.Times) <= r.AtMost || r.Kind == rules.KindDistinct && slices.Contains(st.Values, m.Value) {
+		st.insert(r, t, m)
+	}
+	if a == nil && v == Counted {
+		return nil, Counted
+	}
+	return a, v
+}
+
+// expireClosing judges the closed window of a rule with an upper bound:
+// it fires if the window held from Threshold to AtMost events (for
+// distinct, values). The key is reset either way, and what the window
+// held is spent.
+func expireClosing(r *rules.Rule, st *State, key string) (*event.Alert, Verdict) {
+	n, since, deadline := len(st.Times), st.Since, st.Deadline
+	ids, values, fields, sinceID := st.IDs, st.Values, st.SinceFields, st.SinceID
+	last := since
+	if n > 0 {
+		last = max(last, st.Times[n-1])
+	}
+	*st = State{LastAlert: st.LastAlert, Spent: deadline + 1}
+	if n < r.Threshold || n > r.AtMost {
+		return nil, Counted
+	}
+	if suppressed(r, st, since) {
+		return nil, Suppressed
+	}
+	st.LastAlert = since
+	a := newAlert(r, &event.Match{Key: key, Fields: fields}, alertID(r.ID, key, since, sinceID))
+	a.Count = n
+	a.FirstSeen, a.LastSeen = time.Unix(0, since).UTC(), time.Unix(0, last).UTC()
+	a.EventIDs = ids[:min(n, maxEvidence)]
+	if r.Kind == rules.KindDistinct {
+		a.Values = values[:min(n, maxEvidence)]
+	}
+	return a, Fired
+}
+
 // Expire fires an absence rule's alert when the watermark has passed the
-// key's deadline; it never fires early. The key is disarmed either way.
+// key's deadline, and judges the closed window of a rule with an upper
+// bound (AtMost); it never fires early. The key is disarmed either way.
 func Expire(r *rules.Rule, st *State, key string, watermark int64) (*event.Alert, Verdict) {
-	if r.Kind != rules.KindAbsence || st.Deadline == 0 || watermark <= st.Deadline {
+	if st.Deadline == 0 || watermark <= st.Deadline {
+		return nil, Counted
+	}
+	if FromState(r) && r.Kind != rules.KindAbsence {
+		return expireClosing(r, st, key)
+	}
+	if r.Kind != rules.KindAbsence {
 		return nil, Counted
 	}
 	since := st.Since

@@ -123,3 +123,69 @@ func TestSigmaReload(t *testing.T) {
 	writeRules(t, cfg.Rules.Sigma[0], "new.yml", strings.Replace(good, "000000000010", "000000000012", 1))
 	waitFor(t, "the new Sigma rule to be loaded", func() bool { return p.Rules().Rule("9b1e2c3d-0000-4000-8000-000000000012") != nil })
 }
+
+// A Sigma correlation with lt ("fewer than") is judged when its window
+// closes: through the real windows stage, its state and deadline kept in
+// Badger across a restart, it fires once the watermark passes the window,
+// for the address below the bound only.
+func TestSigmaFewerThanFiresAtWindowClose(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	sigmaDir := t.TempDir()
+	writeRules(t, sigmaDir, "lone.yml", `title: SSH failure
+id: 9b1e2c3d-0000-4000-8000-000000000020
+name: ssh_failure
+status: stable
+logsource: {product: linux, service: sshd}
+detection:
+  selection:
+    message|contains: 'Failed password for'
+  condition: selection
+---
+title: A probe, not a brute force (fewer than three failures in ten minutes)
+id: 9b1e2c3d-0000-4000-8000-000000000021
+status: stable
+level: low
+correlation:
+  type: event_count
+  rules: [ssh_failure]
+  group-by: [src_ip]
+  timespan: 10m
+  condition: {lt: 3}
+`)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "none.yaml", "rules: []\n")
+	cfg.Rules.Sigma = []string{sigmaDir}
+	p1 := start(t, cfg)
+	probe, brute := "198.51.100.70", "198.51.100.71"
+	send(t, "tcp", p1.tcp, octet(sshFail(t0, probe, 1)), octet(sshFail(t0.Add(time.Minute), probe, 2)),
+		octet(sshFail(t0, brute, 3)), octet(sshFail(t0.Add(time.Second), brute, 4)), octet(sshFail(t0.Add(2*time.Second), brute, 5)))
+	p1.waitSettled(t, 5)
+	time.Sleep(300 * time.Millisecond)
+	if got := siem.Messages(); len(got) != 0 {
+		t.Fatalf("alerts before the window closed: %q", got)
+	}
+	p1.stop()
+
+	p2 := start(t, cfg)
+	// An event half an hour later moves the watermark past both windows.
+	send(t, "tcp", p2.tcp, octet(sshFail(t0.Add(30*time.Minute), "198.51.100.72", 6)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := siem.Wait(ctx, 1)
+	if err != nil {
+		t.Fatalf("no alert once the window closed: %v", err)
+	}
+	p2.waitSettled(t, 1)
+	time.Sleep(300 * time.Millisecond)
+	msgs = siem.Messages()
+	if len(msgs) != 1 || !strings.Contains(msgs[0], "src="+probe) || !strings.Contains(msgs[0], "cnt=2 ") ||
+		!strings.Contains(msgs[0], "|9b1e2c3d-0000-4000-8000-000000000021|") {
+		t.Fatalf("want one alert for %s with cnt=2, got %q", probe, msgs)
+	}
+}

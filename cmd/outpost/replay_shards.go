@@ -133,9 +133,10 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 	r := sh.rules[pm.rule]
 	sh.counts[pm.rule].matches++
 	sh.match = event.Match{RuleID: r.ID, Key: pm.hit.Key, Time: ev.Time, Seen: ev.SeenTime(), EventID: ev.ID, Step: pm.hit.Step, Value: pm.hit.Value}
-	if r.Kind == rules.KindAbsence {
-		// An absence alert is raised from the state, later: the state keeps
-		// the fields of the event the silence is counted from.
+	if engine.FromState(r) {
+		// An absence alert (or an at_most window's) is raised from the
+		// state, later: the state keeps the fields of the event the
+		// silence (the window) is counted from.
 		sh.match.Fields = r.CarriedFields(ev)
 	}
 	sh.store.Hint(pm.hit.Key, pm.hash)
@@ -144,11 +145,11 @@ func (sh *replayShard) applyMatch(ev *event.Event, pm *replayMatch) *event.Alert
 		sh.counts[pm.rule].suppressed++
 	}
 	a := res.Alert
-	if a != nil && r.Kind != rules.KindAbsence {
+	if a != nil && !engine.FromState(r) {
 		// The match carried no fields: they are taken from the event only
 		// for the alerts, the same fields the rule filter would have put
 		// in every match. (An absence alert has those of the event before
-		// the silence, from the state.)
+		// the silence, from the state; an at_most alert its window's first.)
 		a.Fields, a.CEF = r.AlertFields(r.CarriedFields(ev))
 	}
 	return a

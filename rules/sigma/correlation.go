@@ -157,25 +157,48 @@ func stringsOf(n *yaml.Node) ([]string, error) {
 	return out, err
 }
 
-// Threshold returns the smallest count the condition accepts, for the
-// conditions Outpost runs as soon as they hold (gt, gte, or both with the
-// larger bound winning); an error names what it cannot run.
-func (c *Correlation) Threshold() (int, error) {
+// Bounds returns the counts the condition accepts: from least to most
+// (most 0: no upper bound). gt and gte set the least, lt and lte the most,
+// eq both; together they make a range. A condition with an upper bound can
+// only be judged once the window has closed. An error names what Outpost
+// cannot run.
+func (c *Correlation) Bounds() (least, most int, err error) {
 	var ops []string
 	for op := range c.Condition {
 		ops = append(ops, op)
 	}
 	sort.Strings(ops)
-	n := 0
+	least = 1 // a key's window holds at least the event that opened it
+	bounded := false
+	upper := func(n int) {
+		if !bounded || n < most {
+			most = n
+		}
+		bounded = true
+	}
 	for _, op := range ops {
+		n := c.Condition[op]
 		switch op {
 		case "gt":
-			n = max(n, c.Condition[op]+1)
+			least = max(least, n+1)
 		case "gte":
-			n = max(n, c.Condition[op])
+			least = max(least, n)
+		case "lt":
+			upper(n - 1)
+		case "lte":
+			upper(n)
+		case "eq":
+			least = max(least, n)
+			upper(n)
 		default:
-			return 0, fmt.Errorf("condition %s: only gt and gte are supported (lt, lte, eq and neq need the window to close before they can be judged)", op)
+			return 0, 0, fmt.Errorf("condition %s: not supported (gt, gte, lt, lte and eq are)", op)
 		}
 	}
-	return max(n, 1), nil
+	if bounded && least > most {
+		if most < 1 {
+			return 0, 0, fmt.Errorf("condition: at most %d could never hold: a key Outpost counts has at least one event", most)
+		}
+		return 0, 0, fmt.Errorf("condition: from %d to %d is empty", least, most)
+	}
+	return least, most, nil
 }
