@@ -164,6 +164,19 @@ func (l *loader) sigmaRules() {
 			byRef[sr.Name] = b
 		}
 	}
+	// The correlations' own ids and names, to tell a chain (or a cycle) of
+	// correlations from a reference to nothing.
+	for _, d := range correlations {
+		for _, k := range []string{"id", "name"} {
+			v := scalar(valueOf(d.node, k))
+			if k == "id" {
+				v = strings.ToLower(v)
+			}
+			if _, known := byRef[v]; v != "" && !known {
+				notTaken[v] = "it is a correlation, and a correlation of correlations is not supported yet"
+			}
+		}
+	}
 	var corrRules []*Rule
 	for _, d := range correlations {
 		line := d.node.Line
@@ -280,7 +293,7 @@ func (l *loader) sigmaCorrelation(d sigmaDoc, c *sigma.Correlation, byRef map[st
 			if why, ok := notTaken[strings.ToLower(ref)]; ok {
 				return nil, nil, fmt.Errorf("correlation.rules: %s was not taken: %s", ref, why)
 			}
-			return nil, nil, fmt.Errorf("correlation.rules: no Sigma rule has the id or name %q (a correlation of correlations is not supported yet)", ref)
+			return nil, nil, fmt.Errorf("correlation.rules: no Sigma rule has the id or name %q", ref)
 		}
 		if b.r.Kind != KindMatch {
 			return nil, nil, fmt.Errorf("correlation.rules: %s is an aggregation (| count()); a correlation takes detection rules", ref)

@@ -172,7 +172,9 @@ correlation:
 		"  type: temporal\n  rules: [fail, signin]\n  group-by: [acct]\n  timespan: 5m\n  aliases: {acct: {fail: user}}\n":                                              "correlation.aliases.acct: no field for rule signin",
 		"  type: temporal\n  rules: [fail, signin]\n  group-by: [user]\n  timespan: 5m\n  condition: {gte: 1}\n":                                                        "only {gte: 2}",
 		"  type: temporal\n  rules: [fail]\n  group-by: [user]\n  timespan: 5m\n":                                                                                       "needs at least two rules",
-		"  type: eventcount\n  rules: [fail]\n  timespan: 5m\n":                                                                                                         `"eventcount" is not one of`,
+		"  type: event_count\n  rules: [0C0A0003-0000-4000-8000-000000000009]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n":                           "0C0A0003-0000-4000-8000-000000000009 was not taken: it is a correlation, and a correlation of correlations is not supported yet",
+		"  type: event_count\n  rules: [fail]\n  group-by: [src_ip]\n  timespan: 5m\n  condition: {gte: 3}\n---\ntitle: chain\nid: 0c0a0003-0000-4000-8000-00000000000a\ncorrelation:\n  type: event_count\n  rules: [0c0a0003-0000-4000-8000-000000000009]\n  timespan: 5m\n  condition: {gte: 2}\n": "a correlation of correlations is not supported yet",
+		"  type: eventcount\n  rules: [fail]\n  timespan: 5m\n": `"eventcount" is not one of`,
 	} {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "c.yml"), []byte(base+body), 0o644); err != nil {
