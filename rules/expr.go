@@ -314,6 +314,7 @@ func (l *loader) compileStep(r *Rule, st *Step, bad func(string, ...any)) {
 	}
 	st.program = prog
 	st.guards = guardsOf(prog.Node())
+	st.native, _ = (&nativeCompiler{lists: l.lists}).condition(prog.Node())
 }
 
 // prefixCache holds parsed CIDR arguments (at most maxLikeCache); rule conditions use a handful of

@@ -55,6 +55,7 @@ type Step struct {
 	Count     int      // sequence: events this step needs (default 1)
 
 	program *vm.Program
+	native  boolFn  // the program as closures, when it can be (native.go)
 	guards  []guard // conjuncts checked before program runs (guard.go)
 	by      []getter
 }
@@ -122,12 +123,18 @@ func (r *Rule) Evaluate(v *vm.VM, ev *event.Event, hits []Hit) (_ []Hit, noKey i
 		if !passes(st.guards, ev) {
 			continue
 		}
-		out, err := v.Run(st.program, ev)
-		if err != nil {
-			return hits, noKey, err
-		}
-		if !out.(bool) {
-			continue
+		if st.native != nil {
+			if !st.native(ev) {
+				continue
+			}
+		} else {
+			out, err := v.Run(st.program, ev)
+			if err != nil {
+				return hits, noKey, err
+			}
+			if !out.(bool) {
+				continue
+			}
 		}
 		key, ok := r.key(st, ev)
 		if !ok {
