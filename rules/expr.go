@@ -212,7 +212,7 @@ func (c *nodeCounter) Visit(*ast.Node) { *c++ }
 
 func isEventField(name string) bool {
 	_, ok := fieldGetters[name]
-	return ok || name == "time" || name == "received" || name == "attrs"
+	return ok || name == "time" || name == "received" || name == "attrs" || event.IsSchemaField(name)
 }
 
 // patcher expands macros and checks in_list's list names while expr
@@ -231,6 +231,11 @@ func newPatcher(l *loader) *patcher { return &patcher{l: l, nodes: new(int)} }
 func (p *patcher) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.IdentifierNode:
+		if event.IsSchemaField(n.Value) {
+			// An extended schema field (event/schema.go) lives in Attrs.
+			ast.Patch(node, &ast.MemberNode{Node: &ast.IdentifierNode{Value: "attrs"}, Property: &ast.StringNode{Value: n.Value}})
+			return
+		}
 		m, ok := p.l.macros[n.Value]
 		if !ok {
 			return

@@ -48,6 +48,9 @@ func lookupField(name string) (getter, bool) {
 	if g, ok := fieldGetters[name]; ok {
 		return g, true
 	}
+	if event.IsSchemaField(name) {
+		return func(e *event.Event) string { return e.Attrs[name] }, true
+	}
 	if key, ok := strings.CutPrefix(name, "attrs."); ok && key != "" {
 		return func(e *event.Event) string { return e.Attrs[key] }, true
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/outpost-siem/outpost/aggregator/event"
 	"regexp"
 	"sort"
 	"strconv"
@@ -319,10 +320,11 @@ func kindList() string {
 }
 
 func knownFields() string {
-	names := make([]string, 0, len(fieldGetters))
+	names := make([]string, 0, len(fieldGetters)+len(event.Schema))
 	for k := range fieldGetters {
 		names = append(names, k)
 	}
+	names = append(names, event.Schema...)
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }

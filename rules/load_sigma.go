@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/outpost-siem/outpost/aggregator/event"
 	"path"
 	"regexp"
 	"slices"
@@ -588,6 +589,8 @@ func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, erro
 	if !ok {
 		if _, own := fieldGetters[strings.ToLower(name)]; own {
 			f, ok = strings.ToLower(name), true
+		} else if event.IsSchemaField(strings.ToLower(name)) {
+			f, ok = "attrs."+strings.ToLower(name), true
 		} else if strings.HasPrefix(name, "attrs.") {
 			f, ok = name, true
 		} else if plan.Record && len(name) <= 256 && recordFieldName.MatchString(name) {

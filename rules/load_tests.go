@@ -124,9 +124,19 @@ func testEvent(n *yaml.Node, base time.Time, i int) (*event.Event, error) {
 	} else if _, ok := m["time"]; !ok {
 		m["time"] = base.Format(time.RFC3339Nano)
 	}
-	for k := range m {
+	for k, v := range m {
 		if !isEventField(k) && k != "id" {
 			return nil, fmt.Errorf("unknown event field %q", k)
+		}
+		if event.IsSchemaField(k) {
+			// An extended schema field is an attribute (event/schema.go).
+			attrs, _ := m["attrs"].(map[string]any)
+			if attrs == nil {
+				attrs = map[string]any{}
+				m["attrs"] = attrs
+			}
+			attrs[k] = v
+			delete(m, k)
 		}
 	}
 	data, err := json.Marshal(m)
