@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"github.com/outpost-siem/outpost/aggregator/ingest/payload"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-siem/outpost/aggregator/ingest/instrument"
@@ -30,6 +31,8 @@ type metrics struct {
 	bytesUDP, bytesTCP   prometheus.Counter
 	errors               *prometheus.CounterVec
 	fallback             prometheus.Counter
+	formats              *prometheus.CounterVec // messages read per payload format
+	formatFallback       *prometheus.CounterVec // ... that the format's parser could not read
 	openConns            prometheus.Gauge
 	rejectedConns        *prometheus.CounterVec
 	evictedConns         prometheus.Counter
@@ -53,6 +56,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_rfc3164_fallback_total",
 			Help: "Messages without a valid PRI or timestamp, taken whole as the message (RFC 3164 §4.3).",
 		}),
+		formats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_formats_total",
+			Help: "Messages whose text was read as a structured format (cef, leef, kv, json), by format.",
+		}, []string{"format"}),
+		formatFallback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_parse_fallback_total",
+			Help: "Messages that looked like a structured format (cef, leef, kv, json) but did not parse as it: kept as events with their raw text.",
+		}, []string{"format"}),
 		openConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outpost_syslog_open_connections",
 			Help: "Open syslog TCP connections.",
@@ -82,7 +93,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.rejectedConns.WithLabelValues(reason)
 	}
 	m.rejectedDatagrams.WithLabelValues(rejectNotAllow)
-	if err := c.Register(reg, m.fallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut); err != nil {
+	for _, f := range payload.Formats {
+		m.formats.WithLabelValues(f)
+		m.formatFallback.WithLabelValues(f)
+	}
+	if err := c.Register(reg, m.fallback, m.formats, m.formatFallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut); err != nil {
 		return nil, err
 	}
 	return m, nil

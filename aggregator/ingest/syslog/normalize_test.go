@@ -1,7 +1,9 @@
 package syslog
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,5 +116,32 @@ func TestNormalizeWindowsLogon(t *testing.T) {
 	}
 	if ev.Action != "" {
 		t.Errorf("4688 normalized as %q", ev.Action)
+	}
+}
+
+// A message in a structured format is read whatever the syslog header:
+// RFC 3164 whose TAG took "CEF", RFC 5424, and no header at all; a message
+// that only looks like one stays as it was, counted.
+func TestPayloadFormats(t *testing.T) {
+	p := NewParser()
+	var formats []string
+	p.payload = func(f string, ok bool) { formats = append(formats, fmt.Sprintf("%s %v", f, ok)) }
+	for _, tc := range []struct{ msg, app, src, action string }{
+		{"<134>Dec  4 10:00:00 fw01 CEF:0|Fortinet|FortiGate-VM64|7.4.3|13|denied|5|src=203.0.113.66 dst=10.0.2.5 dpt=22 act=deny", "FortiGate-VM64", "203.0.113.66", "deny"},
+		{"<134>1 2026-12-04T10:00:00Z fw01 - - - - LEEF:2.0|Lancope|StealthWatch|1.0|41|^|src=10.0.1.8^action=blocked", "StealthWatch", "10.0.1.8", "blocked"},
+		{`date=2026-12-04 srcip=192.0.2.4 action="accept" devname="fw"`, "", "192.0.2.4", "accept"},
+		{`<14>1 2026-12-04T10:00:00Z app01 billing 42 - - {"event":{"action":"login"},"source":{"ip":"198.51.100.1"}}`, "billing", "198.51.100.1", "login"},
+		{"<134>1 2026-12-04T10:00:00Z fw01 - - - - CEF:0|truncated", "", "", ""},
+	} {
+		var ev event.Event
+		if err := p.Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.App != tc.app || ev.SrcIP != tc.src || ev.Action != tc.action {
+			t.Errorf("%s: app %q src %q action %q, want %q %q %q", tc.msg, ev.App, ev.SrcIP, ev.Action, tc.app, tc.src, tc.action)
+		}
+	}
+	if want := []string{"cef true", "leef true", "kv true", "json true", "cef false"}; !slices.Equal(formats, want) {
+		t.Errorf("counted %v, want %v", formats, want)
 	}
 }

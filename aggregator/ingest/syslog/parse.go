@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/ingest/payload"
 )
 
 // SourceName is the Event.Source of every event this package produces, and
@@ -25,6 +26,9 @@ type Parser struct {
 	rfc5424  gosyslog.Machine
 	ids      *nuid.NUID
 	fallback func() // called for each RFC 3164 §4.3 fallback; nil: not counted
+	// payload is called for each message whose text is in a structured
+	// format (package payload), parsed or not; nil: not counted.
+	payload func(format string, parsed bool)
 }
 
 // ParserOption configures a Parser.
@@ -102,6 +106,14 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 	}
 	if ev.Time.IsZero() {
 		ev.Time = received
+	}
+	if f := payload.Detect(ev); f != "" {
+		// CEF, LEEF, key=value, JSON: a message it cannot read stays an
+		// event with its raw text, counted.
+		ok := payload.Apply(f, ev)
+		if p.payload != nil {
+			p.payload(f, ok)
+		}
 	}
 	normalize(ev)
 	return nil

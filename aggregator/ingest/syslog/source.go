@@ -286,6 +286,13 @@ func (r *run) newParser() *Parser {
 		r.m.fallback.Inc()
 		fallbackErrors.Inc() // still an event, but the input was not syslog
 	}
+	p.payload = func(format string, parsed bool) {
+		if parsed {
+			r.m.formats.WithLabelValues(format).Inc()
+		} else {
+			r.m.formatFallback.WithLabelValues(format).Inc()
+		}
+	}
 	return p
 }
 

@@ -1,0 +1,178 @@
+package payload
+
+import (
+	"strings"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// CEF (ArcSight Common Event Format), as Palo Alto, Fortinet, Check Point,
+// Cisco FTD, Imperva and F5 send it:
+//
+//	CEF:Version|Device Vendor|Device Product|Device Version|Device Event Class ID|Name|Severity|Extension
+//
+// In the header a pipe or backslash in a field is escaped (`\|`, `\\`).
+// The extension is key=value pairs separated by spaces; a value runs to
+// the space before the next key and may hold spaces; in it `\=`, `\\`,
+// `\n` and `\r` are escapes. The header fields become cef.version,
+// cef.device_vendor, ..., cef.severity; every extension key cef.<key>.
+
+// cefHeader names the seven header fields, as attributes.
+var cefHeader = [7]string{"version", "device_vendor", "device_product", "device_version", "signature_id", "name", "severity"}
+
+var cefMapping = &mapping{
+	srcIP:    []string{"src", "c6a2", "sourceTranslatedAddress"},
+	dstIP:    []string{"dst", "c6a3", "destinationTranslatedAddress"},
+	srcPort:  []string{"spt"},
+	dstPort:  []string{"dpt"},
+	user:     []string{"suser"},
+	protocol: []string{"proto"},
+	action:   []string{"act"},
+	outcome:  []string{"outcome"},
+	schema: map[string][]string{
+		event.FieldTargetUser:    {"duser"},
+		event.FieldURL:           {"request"},
+		event.FieldHTTPMethod:    {"requestMethod"},
+		event.FieldFilePath:      {"filePath", "fname"},
+		event.FieldFileHash:      {"fileHash"},
+		event.FieldProcess:       {"sproc", "deviceProcessName", "dproc"},
+		event.FieldProcessID:     {"spid", "dvcpid", "dpid"},
+		event.FieldService:       {"app"},
+		event.FieldBytesIn:       {"in"},
+		event.FieldBytesOut:      {"out"},
+		event.FieldDNSQuery:      {"destinationDnsDomain"},
+		event.FieldCommandLine:   {"cmd"},
+		event.FieldDeviceVendor:  {"device_vendor"},  // the header's, added as keys
+		event.FieldDeviceProduct: {"device_product"}, // idem
+		event.FieldEventCode:     {"signature_id"},   // idem
+	},
+}
+
+// ruleLabels are csN labels that name the rule or policy that decided.
+var ruleLabels = map[string]bool{"rule": true, "rule name": true, "rulename": true, "policy": true, "policy name": true, "policyname": true, "security rule": true, "access rule": true, "rule_name": true}
+
+func applyCEF(ev *event.Event) bool {
+	msg := ev.Message
+	if ev.App == "CEF" && !strings.HasPrefix(msg, "CEF:") {
+		msg = "CEF:" + msg // the syslog header took "CEF" for its TAG
+	}
+	f, ok := parseCEF(msg)
+	if !ok {
+		return false
+	}
+	f.apply(ev, cefMapping)
+	for n := '1'; n <= '6'; n++ {
+		if label, _ := f.get("cs" + string(n) + "Label"); ruleLabels[strings.ToLower(label)] {
+			v, _ := f.get("cs" + string(n))
+			ev.Set(event.FieldRuleName, clip(v))
+		}
+	}
+	if ev.App == "" || ev.App == "CEF" {
+		p, _ := f.get("device_product")
+		ev.App = clip(p)
+	}
+	return true
+}
+
+// parseCEF reads a CEF message: the header fields (under cefHeader's
+// names) then the extension's keys, in order.
+func parseCEF(msg string) (*fields, bool) {
+	rest, ok := strings.CutPrefix(msg, "CEF:")
+	if !ok {
+		return nil, false
+	}
+	f := &fields{prefix: "cef."}
+	for i := range cefHeader {
+		v, after, found := cutHeader(rest)
+		if !found {
+			return nil, false
+		}
+		f.add(cefHeader[i], v)
+		rest = after
+	}
+	parseExtension(rest, f)
+	return f, true
+}
+
+// cutHeader returns the header field at the start of s, unescaped, and what
+// follows its closing pipe.
+func cutHeader(s string) (field, rest string, ok bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && i+1 < len(s) && (s[i+1] == '|' || s[i+1] == '\\'):
+			b.WriteByte(s[i+1])
+			i++
+		case c == '|':
+			return b.String(), s[i+1:], true
+		default:
+			if b.Len() < maxValue {
+				b.WriteByte(c)
+			}
+		}
+	}
+	return "", "", false
+}
+
+// parseExtension reads key=value pairs: a key is a run of key bytes (and
+// '[' ']') after a space or the start, before an unescaped '='; its value
+// runs to the space before the next key.
+func parseExtension(s string, f *fields) {
+	type pos struct{ ks, ke int } // a key's start and its '='
+	var keys []pos
+	for i := 0; i < len(s) && len(keys) <= maxAttrs; i++ {
+		switch s[i] {
+		case '\\':
+			i++ // an escape: the next byte is never a separator
+		case '=':
+			k := i
+			for k > 0 && isExtKeyByte(s[k-1]) && i-k < maxKey {
+				k--
+			}
+			if k < i && (k == 0 || s[k-1] == ' ') {
+				keys = append(keys, pos{k, i})
+			}
+		}
+	}
+	for n, p := range keys {
+		end := len(s)
+		if n+1 < len(keys) {
+			end = keys[n+1].ks
+		}
+		v := s[p.ke+1 : end]
+		if n+1 < len(keys) {
+			v = strings.TrimSuffix(v, " ")
+		}
+		f.add(s[p.ks:p.ke], unescapeExt(strings.TrimRight(v, " ")))
+	}
+}
+
+func isExtKeyByte(c byte) bool { return isKeyByte(c) && c != '-' || c == '[' || c == ']' }
+
+// unescapeExt undoes the extension's escapes: \= \\ \n \r.
+func unescapeExt(v string) string {
+	if !strings.Contains(v, `\`) {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			switch v[i+1] {
+			case '=', '\\':
+				b.WriteByte(v[i+1])
+				i++
+				continue
+			case 'n':
+				b.WriteByte('\n')
+				i++
+				continue
+			case 'r':
+				b.WriteByte('\r')
+				i++
+				continue
+			}
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}

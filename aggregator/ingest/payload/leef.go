@@ -1,0 +1,121 @@
+package payload
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// LEEF (IBM QRadar's Log Event Extended Format):
+//
+//	LEEF:1.0|Vendor|Product|Version|EventID|key=value<TAB>key=value...
+//	LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|key=value<D>key=value...
+//
+// In 2.0 the delimiter is one character, or its code as hex (`0x5E`,
+// `x5E`); left out, or in 1.0, it is a tab. A value is everything up to the
+// next delimiter. The header becomes leef.version, leef.device_vendor,
+// leef.device_product, leef.device_version, leef.event_id; every
+// attribute leef.<key>.
+
+var leefMapping = &mapping{
+	srcIP:    []string{"src", "srcPreNAT", "srcPostNAT"},
+	dstIP:    []string{"dst", "dstPreNAT", "dstPostNAT"},
+	srcPort:  []string{"srcPort", "srcPreNATPort"},
+	dstPort:  []string{"dstPort", "dstPreNATPort"},
+	user:     []string{"usrName", "accountName", "userName"},
+	protocol: []string{"proto"},
+	action:   []string{"action", "act"},
+	outcome:  []string{"outcome", "result"},
+	schema: map[string][]string{
+		event.FieldBytesOut:      {"srcBytes"},
+		event.FieldBytesIn:       {"dstBytes"},
+		event.FieldURL:           {"url"},
+		event.FieldHTTPMethod:    {"method", "httpMethod"},
+		event.FieldHTTPStatus:    {"status", "httpStatus"},
+		event.FieldRuleName:      {"policy", "policyName", "ruleName", "rule"},
+		event.FieldTargetUser:    {"dstUserName", "targetUser"},
+		event.FieldFilePath:      {"fileName", "filePath"},
+		event.FieldProcess:       {"process", "processName"},
+		event.FieldCommandLine:   {"commandLine"},
+		event.FieldService:       {"service", "application"},
+		event.FieldDNSQuery:      {"domain", "dnsQuery"},
+		event.FieldDeviceVendor:  {"device_vendor"},
+		event.FieldDeviceProduct: {"device_product"},
+		event.FieldEventCode:     {"event_id"},
+	},
+}
+
+func applyLEEF(ev *event.Event) bool {
+	msg := ev.Message
+	if ev.App == "LEEF" && !strings.HasPrefix(msg, "LEEF:") {
+		msg = "LEEF:" + msg
+	}
+	f, ok := parseLEEF(msg)
+	if !ok {
+		return false
+	}
+	f.apply(ev, leefMapping)
+	if ev.App == "" || ev.App == "LEEF" {
+		p, _ := f.get("device_product")
+		ev.App = clip(p)
+	}
+	return true
+}
+
+var leefHeader = [5]string{"version", "device_vendor", "device_product", "device_version", "event_id"}
+
+func parseLEEF(msg string) (*fields, bool) {
+	rest, ok := strings.CutPrefix(msg, "LEEF:")
+	if !ok {
+		return nil, false
+	}
+	f := &fields{prefix: "leef."}
+	for i := range leefHeader {
+		v, after, found := strings.Cut(rest, "|")
+		if !found || len(v) > maxValue {
+			return nil, false
+		}
+		f.add(leefHeader[i], v)
+		rest = after
+	}
+	delim := "\t"
+	if ver, _ := f.get("version"); strings.HasPrefix(ver, "2") {
+		// The delimiter field, unless the sender left it out (then the
+		// attributes follow at once: the field holds a '=').
+		if d, after, found := strings.Cut(rest, "|"); found && !strings.Contains(d, "=") {
+			if dd, ok := leefDelimiter(d); ok {
+				delim = dd
+			}
+			rest = after
+		}
+	}
+	for _, pair := range strings.SplitN(rest, delim, maxAttrs+1) {
+		k, v, found := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !found || k == "" || len(k) > maxKey {
+			continue
+		}
+		f.add(k, v)
+	}
+	return f, true
+}
+
+// leefDelimiter reads LEEF 2.0's delimiter field: a character, or its hex
+// code (0x09, x09). Empty means a tab.
+func leefDelimiter(d string) (string, bool) {
+	switch {
+	case d == "":
+		return "\t", true
+	case len(d) > 1 && (strings.HasPrefix(d, "0x") || strings.HasPrefix(d, "x")):
+		h := strings.TrimPrefix(strings.TrimPrefix(d, "0"), "x")
+		n, err := strconv.ParseUint(h, 16, 8)
+		if err != nil || n == 0 {
+			return "", false
+		}
+		return string(rune(n)), true
+	case len([]rune(d)) == 1:
+		return d, true
+	}
+	return "", false
+}

@@ -1,0 +1,280 @@
+// Package payload reads the structured formats appliances and agents put
+// in a syslog message's text: CEF, LEEF 1.0 and 2.0, key=value, and JSON.
+// Each is a small parser beside the others; Detect picks one per message by
+// its first bytes, Apply fills the event's fields from it.
+//
+// What a parser reads goes to the event twice: the keys it knows to the
+// typed fields and the extended schema (src → src_ip, duser → target_user,
+// docs/fields.md), and every key as an attribute under the format's
+// prefix ("cef.act", "leef.usrName", "kv.srcip", "json.process.name"), so
+// a rule can reach what Outpost does not map. The message itself is kept.
+// Input is the sender's: every parser takes any bytes without panicking,
+// bounds what it keeps (maxAttrs keys, maxValue bytes a value), and a
+// message it cannot read stays an event with its raw text.
+package payload
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// Format names, for metrics and docs.
+const (
+	FormatCEF  = "cef"
+	FormatLEEF = "leef"
+	FormatKV   = "kv"
+	FormatJSON = "json"
+)
+
+// Formats lists the formats, for metric labels.
+var Formats = []string{FormatCEF, FormatLEEF, FormatKV, FormatJSON}
+
+const (
+	// maxAttrs bounds the attributes one message adds.
+	maxAttrs = 128
+	// maxValue caps one value (longer ones are cut).
+	maxValue = 4096
+	// maxKey bounds a key's length: longer is not a key.
+	maxKey = 64
+)
+
+// Detect returns the format ev's message is in, "" for none. A message
+// of the CEF or LEEF format whose syslog header took "CEF"/"LEEF" for the
+// TAG (`host CEF:0|...`) counts too.
+func Detect(ev *event.Event) string {
+	m := ev.Message
+	switch {
+	case strings.HasPrefix(m, "CEF:"), (ev.App == "CEF" && isVersionStart(m)):
+		return FormatCEF
+	case strings.HasPrefix(m, "LEEF:"), (ev.App == "LEEF" && isVersionStart(m)):
+		return FormatLEEF
+	case len(m) > 1 && m[0] == '{':
+		return FormatJSON
+	case looksKV(m):
+		return FormatKV
+	}
+	return ""
+}
+
+func isVersionStart(m string) bool { return m != "" && m[0] >= '0' && m[0] <= '9' }
+
+// Apply parses ev's message in format f and fills ev. It reports whether
+// the message was in that format; when it was not, ev is unchanged.
+func Apply(f string, ev *event.Event) bool {
+	switch f {
+	case FormatCEF:
+		return applyCEF(ev)
+	case FormatLEEF:
+		return applyLEEF(ev)
+	case FormatKV:
+		return applyKV(ev)
+	case FormatJSON:
+		return applyJSON(ev)
+	}
+	return false
+}
+
+// fields collects what a parser read before it is applied: parsing first
+// and applying only on success leaves a bad message's event unchanged.
+type fields struct {
+	prefix string
+	keys   []string
+	vals   []string
+}
+
+func (f *fields) add(k, v string) {
+	if len(f.keys) >= maxAttrs {
+		return
+	}
+	f.keys, f.vals = append(f.keys, k), append(f.vals, v)
+}
+
+// get returns the value of key k (the last one, as a repeated key
+// overrides), and whether there is one.
+func (f *fields) get(k string) (string, bool) {
+	for i := len(f.keys) - 1; i >= 0; i-- {
+		if f.keys[i] == k {
+			return f.vals[i], true
+		}
+	}
+	return "", false
+}
+
+// first returns the value of the first of keys that has a non-empty one.
+func (f *fields) first(keys ...string) string {
+	for _, k := range keys {
+		if v, _ := f.get(k); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func clip(s string) string {
+	if len(s) > maxValue {
+		return s[:maxValue]
+	}
+	return s
+}
+
+// mapping says which format keys fill which event field, in order of
+// preference.
+type mapping struct {
+	srcIP, dstIP, srcPort, dstPort, user, protocol, action, outcome []string
+	schema                                                          map[string][]string // schema field -> keys
+
+	once     sync.Once
+	byKey    map[string][]target // compiled: format key -> the fields it may fill
+	prefixed map[string]string   // key -> prefix+key, for the keys above
+}
+
+// The typed fields a mapping fills; schema fields follow, by their index
+// in event.Schema.
+const (
+	tSrcIP = iota
+	tDstIP
+	tSrcPort
+	tDstPort
+	tUser
+	tProtocol
+	tAction
+	tOutcome
+	tSchema
+)
+
+type target struct{ field, prio int }
+
+func (m *mapping) compile(prefix string) {
+	m.byKey, m.prefixed = map[string][]target{}, map[string]string{}
+	add := func(field int, keys []string) {
+		for prio, k := range keys {
+			m.byKey[k] = append(m.byKey[k], target{field, prio})
+			m.prefixed[k] = prefix + k
+		}
+	}
+	for field, keys := range [][]string{m.srcIP, m.dstIP, m.srcPort, m.dstPort, m.user, m.protocol, m.action, m.outcome} {
+		add(field, keys)
+	}
+	for i, name := range event.Schema {
+		add(tSchema+i, m.schema[name])
+	}
+}
+
+// apply stores every key as an attribute under the format's prefix, and
+// fills ev's typed and schema fields by m: for each field, the value of
+// the first of its keys (in m's order) that has a non-empty one. A field
+// the message does not fill keeps what it had (the syslog header's).
+func (f *fields) apply(ev *event.Event, m *mapping) {
+	m.once.Do(func() { m.compile(f.prefix) })
+	if ev.Attrs == nil {
+		ev.Attrs = make(map[string]string, len(f.keys)+8)
+	}
+	var best [tSchema + 32]int
+	var vals [tSchema + 32]string
+	for i, k := range f.keys {
+		name, ok := m.prefixed[k]
+		if !ok {
+			name = f.prefix + k
+		}
+		v := clip(f.vals[i])
+		ev.Attrs[name] = v
+		if v == "" {
+			continue
+		}
+		for _, t := range m.byKey[k] {
+			// best holds prio+1 of the value chosen, 0 for none; among the
+			// same key repeated, the last wins.
+			if best[t.field] == 0 || t.prio+1 <= best[t.field] {
+				best[t.field], vals[t.field] = t.prio+1, v
+			}
+		}
+	}
+	if ip := cleanIP(vals[tSrcIP]); ip != "" {
+		ev.SrcIP = ip
+	}
+	if ip := cleanIP(vals[tDstIP]); ip != "" {
+		ev.DstIP = ip
+	}
+	if p := port(vals[tSrcPort]); p != 0 {
+		ev.SrcPort = p
+	}
+	if p := port(vals[tDstPort]); p != 0 {
+		ev.DstPort = p
+	}
+	if u := vals[tUser]; u != "" {
+		ev.User = u
+	}
+	if p := vals[tProtocol]; p != "" {
+		ev.Protocol = protocolName(p)
+	}
+	if a := vals[tAction]; a != "" {
+		ev.Action = strings.ToLower(a)
+	}
+	if o := outcomeOf(vals[tOutcome]); o != "" {
+		ev.Outcome = o
+	}
+	for i, name := range event.Schema {
+		if v := vals[tSchema+i]; v != "" {
+			ev.Attrs[name] = v
+		}
+	}
+}
+
+// cleanIP returns s as a normalized address, "" if it is not one.
+func cleanIP(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return ""
+	}
+	return a.Unmap().WithZone("").String()
+}
+
+// port reads a port number, 0 if s is not one.
+func port(s string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 || n > 65535 {
+		return 0
+	}
+	return n
+}
+
+// protocolName lowercases a protocol name and names the common IANA
+// numbers (6 tcp, 17 udp, 1 icmp).
+func protocolName(p string) string {
+	switch p = strings.ToLower(strings.TrimSpace(p)); p {
+	case "6":
+		return "tcp"
+	case "17":
+		return "udp"
+	case "1":
+		return "icmp"
+	case "58":
+		return "ipv6-icmp"
+	}
+	return clip(p)
+}
+
+// outcomeOf maps the words appliances use to Event.Outcome.
+func outcomeOf(s string) string {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "success", "succeeded", "successful", "ok", "allow", "allowed", "accept", "accepted", "permit", "permitted", "pass", "passed":
+		return "success"
+	case "failure", "failed", "fail", "error", "deny", "denied", "drop", "dropped", "block", "blocked", "reject", "rejected", "reset":
+		return "failure"
+	}
+	return ""
+}
+
+// isKeyByte reports whether c may be part of a key: letters, digits, '_',
+// '.', '-' (CEF, LEEF and appliances' key=value keys).
+func isKeyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
+}
