@@ -1,0 +1,55 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/forwarder/receiver"
+)
+
+// A firewall sending CEF over TCP: ten denials of one source to one port,
+// then an allow, raise the pack's firewall-denied-then-allowed rule with
+// the appliance's rule name; the SIEM gets it as CEF, and the messages are
+// counted as CEF.
+func TestCEFFirewallStreamEndToEnd(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	p := start(t, testConfig(t, t.TempDir(), siem.Addr().String()))
+	attacker := "198.51.100.90"
+	line := func(at time.Time, act, rule string, port int) string {
+		return octet(fmt.Sprintf("<134>1 %s fw-edge-01 - - - - CEF:0|Palo Alto Networks|PAN-OS|11.1.0|end|TRAFFIC|3|src=%s spt=%d dst=10.1.0.4 dpt=22 proto=tcp act=%s cs1Label=Rule cs1=%s",
+			at.Format(time.RFC3339), attacker, port, act, rule))
+	}
+	var frames []string
+	for i := range 10 {
+		frames = append(frames, line(t0.Add(time.Duration(i)*10*time.Second), "deny", "deny-inbound-ssh", 40000+i))
+	}
+	frames = append(frames, line(t0.Add(2*time.Minute), "allow", "allow-ssh-partners", 40100))
+	send(t, "tcp", p.tcp, frames...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := siem.Wait(ctx, 1)
+	if err != nil {
+		t.Fatalf("no alert: %v", err)
+	}
+	p.waitSettled(t, 11)
+	time.Sleep(300 * time.Millisecond)
+	msgs = siem.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d alerts, want 1: %q", len(msgs), msgs)
+	}
+	for _, want := range []string{"|firewall-denied-then-allowed|Denied repeatedly, then let through|8|", "src=" + attacker, "dpt=22", "cnt=11", "reason=allow-ssh-partners"} {
+		if !strings.Contains(msgs[0], want) {
+			t.Errorf("CEF lacks %q: %s", want, msgs[0])
+		}
+	}
+	if got := sumCounters(p.reg, "outpost_syslog_formats_total")[0]; got != 11 {
+		t.Errorf("outpost_syslog_formats_total = %v, want 11", got)
+	}
+}
