@@ -576,13 +576,13 @@ func sigmaField(plan *sigma.Plan, name string, ls sigma.Logsource) (string, erro
 	}
 	if !ok {
 		// The longest prefix a field_name_prefix_mapping names.
-		best := ""
+		best, found := "", false
 		for p := range plan.Prefixes {
-			if strings.HasPrefix(name, p) && len(p) > len(best) {
-				best = p
+			if strings.HasPrefix(name, p) && (!found || len(p) > len(best)) {
+				best, found = p, true
 			}
 		}
-		if best != "" {
+		if found {
 			f, ok = plan.Prefixes[best]+name[len(best):], true
 		}
 	}

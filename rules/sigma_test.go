@@ -97,6 +97,11 @@ func TestSigmaDirs(t *testing.T) {
 	if got := set.RecordFields(); !slices.Equal(got["azure.audit"], []string{"loggedbyservice"}) || len(got) != 1 {
 		t.Errorf("RecordFields() = %v, want azure.audit: [loggedbyservice]", got)
 	}
+	// A Windows process_creation rule reads the event's own fields.
+	if rr := set.Rule("7a3e0b10-0000-4000-8000-00000000000a"); rr == nil || !strings.Contains(rr.Steps[0].Condition, `attrs["win.Image"]`) ||
+		!strings.Contains(rr.Steps[0].Condition, `action == "process_created"`) {
+		t.Errorf("the Windows rule: %+v", rr)
+	}
 	// Taking experimental rules only.
 	exp, err := rules.Load("", rules.SigmaOptions{Dirs: []string{"sigma/testdata/repo"}, Status: []string{"experimental"}})
 	if err != nil || exp.Rule("7a3e0b10-0000-4000-8000-000000000003") == nil || exp.Rule("7a3e0b10-0000-4000-8000-000000000001") != nil {

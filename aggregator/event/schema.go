@@ -29,6 +29,7 @@ const (
 	FieldDeviceVendor      = "device_vendor"       // the appliance's vendor (CEF, LEEF)
 	FieldDeviceProduct     = "device_product"      // the appliance's product (CEF, LEEF)
 	FieldEventCode         = "event_code"          // the source's own event id (CEF signature, LEEF event id, Windows EventID)
+	FieldChannel           = "channel"             // the Windows event log channel: Security, System, Microsoft-Windows-Sysmon/Operational
 )
 
 // Schema lists the extended fields, in documentation order.
@@ -36,7 +37,7 @@ var Schema = []string{
 	FieldProcess, FieldCommandLine, FieldParentProcess, FieldParentCommandLine, FieldProcessID,
 	FieldFilePath, FieldFileHash, FieldRegistryKey, FieldTargetUser, FieldLogonType, FieldService,
 	FieldDNSQuery, FieldURL, FieldHTTPMethod, FieldHTTPStatus, FieldRuleName, FieldBytesIn, FieldBytesOut,
-	FieldDeviceVendor, FieldDeviceProduct, FieldEventCode,
+	FieldDeviceVendor, FieldDeviceProduct, FieldEventCode, FieldChannel,
 }
 
 var schemaSet = func() map[string]bool {

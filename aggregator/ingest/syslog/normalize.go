@@ -11,7 +11,7 @@ import (
 // normalize fills ev's security fields when it recognizes the message. It
 // is pure: it reads App and Message and writes only the normalized fields.
 func normalize(ev *event.Event) {
-	if len(ev.Attrs) > 0 && normalizeWindowsLogon(ev) {
+	if len(ev.Attrs) > 0 && normalizeWindows(ev) {
 		return
 	}
 	switch ev.App {
@@ -142,41 +142,4 @@ func parsePort(s string) int {
 		return 0
 	}
 	return n
-}
-
-// normalizeWindowsLogon recognizes Windows Security logon events (4624
-// success, 4625 failure) forwarded as RFC 5424 with the event's fields as
-// structured data, as NXLog's to_syslog_ietf() and similar forwarders send
-// them: [NXLOG@14506 EventID="4625" TargetUserName="bob" IpAddress="..."
-// IpPort="..." LogonType="10"]. The SD-ID does not matter; the parameter
-// names are Windows'. It fills the same fields as sshd logons, and
-// attrs["logon_type"] (10 = RemoteInteractive, i.e. RDP).
-func normalizeWindowsLogon(ev *event.Event) bool {
-	var outcome string
-	switch sdParam(ev.Attrs, "EventID") {
-	case "4624":
-		outcome = "success"
-	case "4625":
-		outcome = "failure"
-	default:
-		return false
-	}
-	ev.Category, ev.Action, ev.Outcome = "authentication", "logon", outcome
-	ev.User = sdParam(ev.Attrs, "TargetUserName")
-	ev.SrcIP = parseIP(sdParam(ev.Attrs, "IpAddress")) // "-" for local logons
-	ev.SrcPort = parsePort(sdParam(ev.Attrs, "IpPort"))
-	if lt := sdParam(ev.Attrs, "LogonType"); lt != "" {
-		ev.Attrs["logon_type"] = lt
-	}
-	return true
-}
-
-// sdParam returns the structured-data parameter name from any SD-ID.
-func sdParam(attrs map[string]string, name string) string {
-	for k, v := range attrs {
-		if i := strings.LastIndexByte(k, '.'); i >= 0 && k[i+1:] == name {
-			return v
-		}
-	}
-	return ""
 }

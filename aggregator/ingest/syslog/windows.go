@@ -1,0 +1,274 @@
+package syslog
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// Windows events arriving as syslog, in the shapes agents send them:
+//
+//   - NXLog's to_syslog_ietf(): RFC 5424 with the event's fields as
+//     structured data, [NXLOG@14506 EventID="4688" NewProcessName="..."]
+//     (any SD-ID: the one that holds EventID);
+//   - NXLog's to_json(): a JSON message with the fields at its top level
+//     (EventID, Channel, SourceName, TargetUserName, ...);
+//   - Winlogbeat / Elastic Agent: JSON with winlog.event_id,
+//     winlog.channel, winlog.provider_name and winlog.event_data.<Name>.
+//
+// Whatever the shape, the event's own fields are copied to
+// attrs["win.<Name>"] under the names Windows gives them (EventID,
+// Channel, Provider, TargetUserName, CommandLine, Image, ...: what Sigma's
+// Windows rules name), and the known events fill the schema (docs/fields.md).
+
+// winPrefix starts the attributes that hold a Windows event's own fields.
+const winPrefix = "win."
+
+// formatPrefixes are the attribute prefixes that are not SD-IDs.
+var formatPrefixes = map[string]bool{"cef": true, "leef": true, "kv": true, "json": true, "win": true, "rec": true}
+
+// maxWinFields bounds the fields copied from one event.
+const maxWinFields = 96
+
+// windowsFields finds a Windows event in ev and copies its fields to
+// attrs["win.<Name>"]. It reports whether there is one.
+func windowsFields(ev *event.Event) bool {
+	if len(ev.Attrs) == 0 {
+		return false
+	}
+	copyPrefix := func(prefix string) {
+		n := 0
+		for k, v := range ev.Attrs {
+			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") && n < maxWinFields {
+				ev.Attrs[winPrefix+name] = v
+				n++
+			}
+		}
+	}
+	switch {
+	case ev.Attrs["json.winlog.event_id"] != "":
+		copyPrefix("json.winlog.event_data.")
+		ev.Attrs[winPrefix+"EventID"] = ev.Attrs["json.winlog.event_id"]
+		setIf(ev, winPrefix+"Channel", ev.Attrs["json.winlog.channel"])
+		setIf(ev, winPrefix+"Provider", ev.Attrs["json.winlog.provider_name"])
+		setIf(ev, winPrefix+"Computer", ev.Attrs["json.winlog.computer_name"])
+	case ev.Attrs["json.EventID"] != "":
+		copyPrefix("json.")
+		setIf(ev, winPrefix+"Provider", firstOf(ev.Attrs["json.SourceName"], ev.Attrs["json.ProviderName"]))
+		setIf(ev, winPrefix+"Computer", ev.Attrs["json.Hostname"])
+	default:
+		sdid := ""
+		for k := range ev.Attrs {
+			if id, ok := strings.CutSuffix(k, ".EventID"); ok && id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] {
+				sdid = id
+				break
+			}
+		}
+		if sdid == "" {
+			return false
+		}
+		copyPrefix(sdid + ".")
+		if ev.Attrs[winPrefix+"Provider"] == "" {
+			// NXLog puts the provider in APP-NAME.
+			setIf(ev, winPrefix+"Provider", firstOf(ev.Attrs[winPrefix+"SourceName"], ev.Attrs[winPrefix+"ProviderName"], ev.App))
+		}
+	}
+	if ev.Attrs[winPrefix+"Channel"] == "" {
+		if strings.EqualFold(ev.Attrs[winPrefix+"Provider"], "Microsoft-Windows-Sysmon") {
+			ev.Attrs[winPrefix+"Channel"] = "Microsoft-Windows-Sysmon/Operational"
+		}
+	}
+	return true
+}
+
+func setIf(ev *event.Event, k, v string) {
+	if v != "" {
+		ev.Attrs[k] = v
+	}
+}
+
+func firstOf(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// normalizeWindows fills ev's fields from the Windows event whose fields
+// windowsFields copied: event_code and channel always, and per event id
+// what it says. It reports whether ev is a Windows event.
+func normalizeWindows(ev *event.Event) bool {
+	if !windowsFields(ev) {
+		return false
+	}
+	w := func(name string) string { return ev.Attrs[winPrefix+name] }
+	id := w("EventID")
+	ev.Set(event.FieldEventCode, id)
+	ev.Set(event.FieldChannel, w("Channel"))
+	if ev.Host == "" {
+		ev.Host = w("Computer")
+	}
+	sysmon := strings.EqualFold(w("Provider"), "Microsoft-Windows-Sysmon") || strings.HasPrefix(w("Channel"), "Microsoft-Windows-Sysmon")
+	if sysmon {
+		normalizeSysmon(ev, id, w)
+		return true
+	}
+	set := func(category, action string) { ev.Category, ev.Action = category, action }
+	subject := func() { setUser(ev, w("SubjectUserName")) }
+	target := func() { ev.Set(event.FieldTargetUser, clean(w("TargetUserName"))) }
+	switch id {
+	case "4624", "4625":
+		set("authentication", "logon")
+		ev.Outcome = map[string]string{"4624": "success", "4625": "failure"}[id]
+		setUser(ev, w("TargetUserName"))
+		ev.SrcIP, ev.SrcPort = parseIP(w("IpAddress")), parsePort(w("IpPort"))
+		ev.Set(event.FieldLogonType, w("LogonType"))
+		ev.Set(event.FieldProcess, clean(w("ProcessName")))
+	case "4634", "4647":
+		set("authentication", "logoff")
+		setUser(ev, w("TargetUserName"))
+		ev.Set(event.FieldLogonType, w("LogonType"))
+	case "4648":
+		set("authentication", "explicit_credentials")
+		subject()
+		target()
+		ev.SrcIP, ev.SrcPort = parseIP(w("IpAddress")), parsePort(w("IpPort"))
+		ev.Set(event.FieldProcess, clean(w("ProcessName")))
+	case "4672":
+		set("authentication", "special_privileges")
+		subject()
+	case "4688":
+		set("process", "process_created")
+		subject()
+		ev.Set(event.FieldProcess, w("NewProcessName"))
+		ev.Set(event.FieldCommandLine, w("CommandLine"))
+		ev.Set(event.FieldParentProcess, w("ParentProcessName"))
+		ev.Set(event.FieldProcessID, hexOrDecimal(w("NewProcessId")))
+		// The names Sigma's process_creation rules use, as for Sysmon 1.
+		setIf(ev, winPrefix+"Image", w("NewProcessName"))
+		setIf(ev, winPrefix+"ParentImage", w("ParentProcessName"))
+	case "4697", "7045":
+		set("configuration", "service_installed")
+		subject()
+		ev.Set(event.FieldService, w("ServiceName"))
+		ev.Set(event.FieldFilePath, firstOf(w("ServiceFileName"), w("ImagePath")))
+	case "4698", "4702":
+		set("configuration", map[string]string{"4698": "scheduled_task_created", "4702": "scheduled_task_updated"}[id])
+		subject()
+		ev.Set(event.FieldService, w("TaskName"))
+	case "4719":
+		set("configuration", "audit_policy_changed")
+		subject()
+	case "1102":
+		set("configuration", "audit_log_cleared")
+		subject()
+	case "4720", "4722", "4723", "4724", "4725", "4726", "4738", "4740", "4767":
+		set("iam", map[string]string{
+			"4720": "user_created", "4722": "user_enabled", "4723": "password_change_attempted", "4724": "password_reset",
+			"4725": "user_disabled", "4726": "user_deleted", "4738": "user_changed", "4740": "user_locked_out", "4767": "user_unlocked",
+		}[id])
+		subject()
+		target()
+	case "4728", "4732", "4756":
+		set("iam", "group_member_added")
+		subject()
+		// The member is a DN or a SID; the group is TargetUserName.
+		ev.Set(event.FieldTargetUser, clean(firstOf(w("MemberName"), w("MemberSid"))))
+		ev.Set("group", w("TargetUserName"))
+	case "4768", "4769", "4771", "4776":
+		set("authentication", map[string]string{"4768": "kerberos_tgt", "4769": "kerberos_service_ticket", "4771": "kerberos_preauth", "4776": "ntlm_validation"}[id])
+		setUser(ev, w("TargetUserName"))
+		ev.SrcIP, ev.SrcPort = parseIP(w("IpAddress")), parsePort(w("IpPort"))
+		ev.Set(event.FieldService, w("ServiceName"))
+		status := firstOf(w("Status"), w("FailureCode"))
+		switch {
+		case status == "0x0" || status == "0":
+			ev.Outcome = "success"
+		case status != "":
+			ev.Outcome = "failure"
+		}
+	default:
+		ev.Category = "windows"
+	}
+	return true
+}
+
+// normalizeSysmon maps the Sysmon events (Microsoft-Windows-Sysmon).
+func normalizeSysmon(ev *event.Event, id string, w func(string) string) {
+	set := func(category, action string) { ev.Category, ev.Action = category, action }
+	setUser(ev, w("User"))
+	ev.Set(event.FieldProcessID, w("ProcessId"))
+	switch id {
+	case "1":
+		set("process", "process_created")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.Set(event.FieldCommandLine, w("CommandLine"))
+		ev.Set(event.FieldParentProcess, w("ParentImage"))
+		ev.Set(event.FieldParentCommandLine, w("ParentCommandLine"))
+		ev.Set(event.FieldFileHash, w("Hashes"))
+	case "3":
+		set("network", "network_connection")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.SrcIP, ev.SrcPort = parseIP(w("SourceIp")), parsePort(w("SourcePort"))
+		ev.DstIP, ev.DstPort = parseIP(w("DestinationIp")), parsePort(w("DestinationPort"))
+		ev.Protocol = strings.ToLower(w("Protocol"))
+	case "7":
+		set("process", "image_loaded")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.Set(event.FieldFilePath, w("ImageLoaded"))
+		ev.Set(event.FieldFileHash, w("Hashes"))
+	case "8":
+		set("process", "remote_thread_created")
+		ev.Set(event.FieldProcess, w("SourceImage"))
+		ev.Set(event.FieldFilePath, w("TargetImage"))
+	case "10":
+		set("process", "process_accessed")
+		ev.Set(event.FieldProcess, w("SourceImage"))
+		ev.Set(event.FieldFilePath, w("TargetImage"))
+		setUser(ev, w("SourceUser"))
+	case "11":
+		set("file", "file_created")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.Set(event.FieldFilePath, w("TargetFilename"))
+	case "12", "13", "14":
+		set("registry", "registry_event")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.Set(event.FieldRegistryKey, w("TargetObject"))
+	case "22":
+		set("network", "dns_query")
+		ev.Set(event.FieldProcess, w("Image"))
+		ev.Set(event.FieldDNSQuery, w("QueryName"))
+	default:
+		ev.Category = "windows"
+	}
+}
+
+// setUser sets ev.User from a Windows account name, leaving it alone for
+// "-" (none) and empty.
+func setUser(ev *event.Event, name string) {
+	if name = clean(name); name != "" {
+		ev.User = name
+	}
+}
+
+// clean drops Windows' placeholders for "none".
+func clean(s string) string {
+	if s == "-" || s == "" {
+		return ""
+	}
+	return s
+}
+
+// hexOrDecimal turns Security's hex process ids ("0x1a2c") into decimal,
+// as Sysmon writes them.
+func hexOrDecimal(s string) string {
+	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		if n, err := strconv.ParseUint(h, 16, 64); err == nil {
+			return strconv.FormatUint(n, 10)
+		}
+	}
+	return s
+}

@@ -1,0 +1,73 @@
+package syslog
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// Windows events in the three shapes agents send (NXLog structured data,
+// NXLog JSON, Winlogbeat JSON) fill the schema, and their own fields are
+// reachable as win.<Name>. The samples are written for these tests from
+// the events' documented fields.
+func TestWindowsEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name, msg string
+		want      map[string]string
+	}{
+		{"4688 as NXLog structured data",
+			`<86>1 2026-12-04T10:00:00Z ws-17 Microsoft-Windows-Security-Auditing 4 - [NXLOG@14506 EventID="4688" Channel="Security" SubjectUserName="alice" NewProcessId="0x1a2c" NewProcessName="C:\\Windows\\System32\\cmd.exe" CommandLine="cmd.exe /c whoami" ParentProcessName="C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE"] A new process has been created.`,
+			map[string]string{"action": "process_created", "category": "process", "user": "alice", "event_code": "4688", "channel": "Security",
+				"process": `C:\Windows\System32\cmd.exe`, "command_line": "cmd.exe /c whoami", "process_id": "6700",
+				"parent_process": `C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE`, "win.Image": `C:\Windows\System32\cmd.exe`,
+				"win.ParentImage": `C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE`, "win.CommandLine": "cmd.exe /c whoami",
+				"win.Provider": "Microsoft-Windows-Security-Auditing"}},
+		{"4624 RDP logon",
+			`<86>1 2026-12-04T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4624" TargetUserName="administrator" IpAddress="::ffff:203.0.113.70" IpPort="50123" LogonType="10"] An account was successfully logged on.`,
+			map[string]string{"action": "logon", "outcome": "success", "user": "administrator", "src_ip": "203.0.113.70", "logon_type": "10", "win.LogonType": "10"}},
+		{"4732 member added to Administrators",
+			`<86>1 2026-12-04T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4732" SubjectUserName="eve" MemberName="CN=mallory,CN=Users,DC=contoso,DC=example" TargetUserName="Administrators"] A member was added.`,
+			map[string]string{"action": "group_member_added", "category": "iam", "user": "eve", "target_user": "CN=mallory,CN=Users,DC=contoso,DC=example", "group": "Administrators"}},
+		{"1102 log cleared", `<86>1 2026-12-04T10:00:00Z dc-01 Microsoft-Windows-Eventlog 1 - [NXLOG@14506 EventID="1102" SubjectUserName="eve"] The audit log was cleared.`,
+			map[string]string{"action": "audit_log_cleared", "user": "eve", "event_code": "1102"}},
+		{"7045 service installed", `<86>1 2026-12-04T10:00:00Z srv-02 Service_Control_Manager 1 - [NXLOG@14506 EventID="7045" Channel="System" ServiceName="updsvc" ImagePath="C:\\Users\\Public\\upd.exe"] A service was installed.`,
+			map[string]string{"action": "service_installed", "service": "updsvc", "file_path": `C:\Users\Public\upd.exe`, "channel": "System"}},
+		{"4769 Kerberos RC4 ticket", `<86>1 2026-12-04T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4769" TargetUserName="bob@CONTOSO.EXAMPLE" ServiceName="sql-svc" TicketEncryptionType="0x17" IpAddress="::ffff:10.0.0.9" Status="0x0"] A ticket was requested.`,
+			map[string]string{"action": "kerberos_service_ticket", "outcome": "success", "user": "bob@CONTOSO.EXAMPLE", "service": "sql-svc", "src_ip": "10.0.0.9", "win.TicketEncryptionType": "0x17"}},
+		{"4625 as NXLog JSON",
+			`<14>1 2026-12-04T10:00:00Z ws-17 nxlog - - - {"EventTime":"2026-12-04 10:00:00","Hostname":"ws-17.contoso.example","EventID":4625,"SourceName":"Microsoft-Windows-Security-Auditing","Channel":"Security","TargetUserName":"bob","IpAddress":"198.51.100.4","IpPort":"0","LogonType":3}`,
+			map[string]string{"action": "logon", "outcome": "failure", "user": "bob", "src_ip": "198.51.100.4", "logon_type": "3", "channel": "Security", "win.EventID": "4625"}},
+		{"Sysmon 1 as NXLog JSON",
+			`<14>1 2026-12-04T10:00:00Z ws-17 nxlog - - - {"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Image":"C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe","CommandLine":"powershell -enc SQBFAFgA","ParentImage":"C:\\Windows\\explorer.exe","User":"CONTOSO\\alice","ProcessId":"4242","Hashes":"SHA256=0011"}`,
+			map[string]string{"action": "process_created", "process": `C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe`, "command_line": "powershell -enc SQBFAFgA",
+				"parent_process": `C:\Windows\explorer.exe`, "user": `CONTOSO\alice`, "process_id": "4242", "file_hash": "SHA256=0011", "channel": "Microsoft-Windows-Sysmon/Operational"}},
+		{"Sysmon 3 from Winlogbeat",
+			`<14>1 2026-12-04T10:00:00Z ws-17 winlogbeat - - - {"winlog":{"event_id":"3","channel":"Microsoft-Windows-Sysmon/Operational","provider_name":"Microsoft-Windows-Sysmon","computer_name":"ws-17","event_data":{"Image":"C:\\Temp\\beacon.exe","SourceIp":"10.0.0.17","SourcePort":"50500","DestinationIp":"203.0.113.200","DestinationPort":"443","Protocol":"tcp","User":"CONTOSO\\alice"}}}`,
+			map[string]string{"action": "network_connection", "process": `C:\Temp\beacon.exe`, "src_ip": "10.0.0.17", "dst_ip": "203.0.113.200", "dst_port": "443", "protocol": "tcp", "win.Image": `C:\Temp\beacon.exe`, "event_code": "3"}},
+		{"Sysmon 22 from Winlogbeat",
+			`<14>1 2026-12-04T10:00:00Z ws-17 winlogbeat - - - {"winlog":{"event_id":22,"channel":"Microsoft-Windows-Sysmon/Operational","event_data":{"Image":"C:\\Temp\\beacon.exe","QueryName":"c2.example.net"}}}`,
+			map[string]string{"action": "dns_query", "dns_query": "c2.example.net"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev event.Event
+			if err := NewParser().Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{"action": ev.Action, "category": ev.Category, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP, "dst_ip": ev.DstIP, "protocol": ev.Protocol}
+			if ev.DstPort != 0 {
+				got["dst_port"] = strconv.Itoa(ev.DstPort)
+			}
+			for k, v := range ev.Attrs {
+				got[k] = v
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
