@@ -61,9 +61,9 @@ detection:
 	count := func(s string) int { return strings.Count(all, s) }
 	for want, n := range map[string]int{
 		"|5c2d7e10-0000-4000-8000-000000000001|whoami run by an Office application|8|": 2,
-		"|windows-encoded-powershell|":                                                 1,
-		"|office-spawns-lolbin|":                                                       1,
-		"|windows-audit-log-cleared|":                                                  1,
+		"|windows-encoded-powershell|": 1,
+		"|office-spawns-lolbin|":       1,
+		"|windows-audit-log-cleared|":  1,
 	} {
 		if got := count(want); got != n {
 			t.Errorf("%d alerts with %q, want %d", got, want, n)

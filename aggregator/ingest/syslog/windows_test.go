@@ -70,4 +70,3 @@ func TestWindowsEvents(t *testing.T) {
 		})
 	}
 }
-
