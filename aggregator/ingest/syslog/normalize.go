@@ -22,6 +22,8 @@ func normalize(ev *event.Event) {
 		}
 		ev.Category, ev.Action, ev.Protocol = "authentication", l.action, "ssh"
 		ev.Outcome, ev.User, ev.SrcIP, ev.SrcPort = l.outcome, l.user, l.ip, l.port
+	default:
+		normalizeLinux(ev)
 	}
 }
 
