@@ -14,6 +14,16 @@ import (
 )
 
 var parseSeeds = []string{
+	// Windows, Linux services and structured formats (windows.go, linux.go, package payload).
+	`<86>1 2026-12-04T10:00:00Z ws-17 Microsoft-Windows-Security-Auditing 4 - [NXLOG@14506 EventID="4688" NewProcessName="C:\\x.exe" NewProcessId="0x1a"] x`,
+	`<14>1 2026-12-04T10:00:00Z ws-17 nxlog - - - {"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Image":"C:\\a.exe"}`,
+	`<14>1 2026-12-04T10:00:00Z ws-17 winlogbeat - - - {"winlog":{"event_id":"3","event_data":{"SourceIp":"10.0.0.1"}}}`,
+	"<86>Dec  4 10:00:00 web-01 sudo:    alice : 3 incorrect password attempts ; TTY=pts/0 ; USER=root ; COMMAND=/bin/sh ; x",
+	"<86>Dec  4 10:00:00 web-01 su[1]: (to root) alice on pts/0",
+	"<86>Dec  4 10:00:00 web-01 usermod[1]: add 'x' to group 'sudo'",
+	"<4>Dec  4 10:00:00 web-01 kernel: [1.2] [UFW BLOCK] IN=eth0 OUT= SRC=203.0.113.5 DST=10.0.0.4 PROTO=TCP SPT=1 DPT=22",
+	`<85>Dec  4 10:00:00 web-01 audisp-syslog: type=USER_AUTH msg=audit(1.2:3): pid=1 msg='op=PAM acct="root" addr=203.0.113.5 res=failed'`,
+	"<134>Dec  4 10:00:00 fw01 CEF:0|V|P|1|id|n|5|src=203.0.113.66 act=deny",
 	"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
 	"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!",
 	"<86>2024-10-11T22:14:15.123456+02:00 web01 sshd[4242]: Accepted publickey for alice from 198.51.100.7 port 50022 ssh2: ED25519 SHA256:Zm9v",
@@ -63,8 +73,13 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("invalid UTF-8 in %q", s)
 			}
 		}
-		if ev.SrcPort < 0 || ev.SrcPort > 65535 {
-			t.Errorf("SrcPort %d", ev.SrcPort)
+		if ev.SrcPort < 0 || ev.SrcPort > 65535 || ev.DstPort < 0 || ev.DstPort > 65535 {
+			t.Errorf("ports %d %d", ev.SrcPort, ev.DstPort)
+		}
+		for k, v := range ev.Attrs {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				t.Errorf("invalid UTF-8 in attribute %q", k)
+			}
 		}
 	})
 }
