@@ -26,8 +26,8 @@ func (c config) validate() error {
 		return fmt.Errorf("-n: want 1..100000000, got %d", c.n)
 	case c.ips < 1 || c.ips > 1<<24-2:
 		return fmt.Errorf("-ips: want 1..%d, got %d", 1<<24-2, c.ips)
-	case c.mix != "sshd" && c.mix != "realistic":
-		return fmt.Errorf("-mix: want sshd or realistic, got %q", c.mix)
+	case c.mix != "sshd" && c.mix != "realistic" && c.mix != "formats":
+		return fmt.Errorf("-mix: want sshd, realistic or formats, got %q", c.mix)
 	case c.rate <= 0:
 		return errors.New("-rate: must be positive")
 	}
@@ -82,7 +82,7 @@ func newGenerator(cfg config) *generator {
 		// is most of loadgen's memory in a long -pace run with many -ips.
 		g.oracle.last = map[netip.Addr]*ipWindow{}
 	}
-	if cfg.mix == "realistic" {
+	if cfg.mix == "realistic" || cfg.mix == "formats" {
 		g.plant()
 	}
 	return g

@@ -30,7 +30,7 @@ func main() {
 	flag.IntVar(&cfg.n, "n", 1_000_000, "lines to generate (with -pace and -duration but no -n: pace × duration)")
 	flag.IntVar(&cfg.ips, "ips", 1000, "distinct background source addresses (10.0.0.1 upwards, see README)")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "random seed")
-	flag.StringVar(&cfg.mix, "mix", "sshd", "sshd (only sshd failed passwords) or realistic (mixed sources with planted attacks)")
+	flag.StringVar(&cfg.mix, "mix", "sshd", "sshd (only sshd failed passwords), realistic (mixed sources with planted attacks) or formats (realistic with 40% of the background as CEF, LEEF, key=value, Windows and Sysmon events)")
 	flag.Float64Var(&cfg.rate, "rate", 1000, "lines per simulated second: how fast event time advances")
 	start := flag.String("start", "2026-11-23T00:00:00Z", "event time of the first line (RFC 3339)")
 	out := flag.String("out", "", "write the messages to this file, one per line")

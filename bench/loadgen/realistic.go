@@ -14,6 +14,9 @@ import (
 // once every ips/0.002 lines: never 5 in 2 minutes or 10 in 30 minutes at
 // the default rate, so the background raises no alert.
 func (g *generator) background(b []byte, t time.Time) []byte {
+	if g.cfg.mix == "formats" && g.rng.IntN(100) < 40 {
+		return g.formatLine(b, t)
+	}
 	host := g.hosts[g.rng.IntN(len(g.hosts))]
 	ip := poolIP(g.rng.IntN(g.cfg.ips))
 	user := staffUsers[g.rng.IntN(len(staffUsers))]
@@ -149,4 +152,31 @@ func (g *generator) add(p plan, lines []timed) {
 		g.planted[i] = plantedLine{msg: []byte(l.msg), failure: l.failure}
 	}
 	g.plans = append(g.plans, p)
+}
+
+// formatLine appends one benign line in a structured format (the formats
+// mix, per 100 of them): a CEF firewall allow 25, a LEEF flow 10, a
+// FortiGate key=value allow 25, a Windows 4624 network logon as NXLog
+// structured data 25, a Sysmon process creation as NXLog JSON 15. None is
+// part of an attack: the planted ones are the realistic mix's.
+func (g *generator) formatLine(b []byte, t time.Time) []byte {
+	host := g.hosts[g.rng.IntN(len(g.hosts))]
+	ip := poolIP(g.rng.IntN(g.cfg.ips))
+	user := staffUsers[g.rng.IntN(len(staffUsers))]
+	port := 1024 + g.rng.IntN(64000)
+	dport := commonPorts[g.rng.IntN(len(commonPorts))]
+	b = rfc5424Head(b, t)
+	switch k := g.rng.IntN(100); {
+	case k < 25:
+		b = fmt.Appendf(b, "fw-edge-01 - - - - CEF:0|Palo Alto Networks|PAN-OS|11.1.0|end|TRAFFIC|3|src=%s spt=%d dst=10.20.0.4 dpt=%d proto=tcp act=allow cs1Label=Rule cs1=allow-web app=ssl in=4980 out=3201", ip, port, dport)
+	case k < 35:
+		b = fmt.Appendf(b, "qradar-relay - - - - LEEF:1.0|Lancope|StealthWatch|7.4|flow|src=%s\tdst=10.20.0.5\tsrcPort=%d\tdstPort=%d\tproto=TCP\tusrName=%s", ip, port, dport, user)
+	case k < 60:
+		b = fmt.Appendf(b, "fgt-01 - - - - date=2026-11-23 time=10:00:00 devname=\"FGT-EDGE-01\" logid=\"0000000013\" type=\"traffic\" subtype=\"forward\" srcip=%s srcport=%d dstip=10.20.0.6 dstport=%d proto=6 action=\"accept\" policyname=\"allow-web\" service=\"HTTPS\" sentbyte=1200 rcvdbyte=4800", ip, port, dport)
+	case k < 85:
+		b = fmt.Appendf(b, "%s Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID=\"4624\" Channel=\"Security\" TargetUserName=\"%s\" IpAddress=\"%s\" IpPort=\"%d\" LogonType=\"3\"] An account was successfully logged on.", host, user, ip, port)
+	default:
+		b = fmt.Appendf(b, "%s nxlog - - - {\"EventID\":1,\"SourceName\":\"Microsoft-Windows-Sysmon\",\"Image\":\"C:\\\\Windows\\\\System32\\\\svchost.exe\",\"CommandLine\":\"svchost.exe -k netsvcs\",\"ParentImage\":\"C:\\\\Windows\\\\System32\\\\services.exe\",\"User\":\"NT AUTHORITY\\\\SYSTEM\",\"ProcessId\":\"%d\"}", host, 1000+g.rng.IntN(60000))
+	}
+	return b
 }
