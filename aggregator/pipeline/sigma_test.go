@@ -46,9 +46,9 @@ detection:
 id: 9b1e2c3d-0000-4000-8000-000000000003
 status: stable
 level: high
-logsource: {product: windows, service: security}
+logsource: {product: windows, service: powershell}
 detection:
-  selection: {EventID: 4720}
+  selection: {ScriptBlockText|contains: Invoke-Mimikatz}
   condition: selection
 `)
 	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
