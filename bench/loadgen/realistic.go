@@ -168,7 +168,7 @@ func (g *generator) formatLine(b []byte, t time.Time) []byte {
 	b = rfc5424Head(b, t)
 	switch k := g.rng.IntN(100); {
 	case k < 25:
-		b = fmt.Appendf(b, "fw-edge-01 - - - - CEF:0|Palo Alto Networks|PAN-OS|11.1.0|end|TRAFFIC|3|src=%s spt=%d dst=10.20.0.4 dpt=%d proto=tcp act=allow cs1Label=Rule cs1=allow-web app=ssl in=4980 out=3201", ip, port, dport)
+		b = fmt.Appendf(b, "fw-edge-01 - - - - CEF:0|Palo Alto Networks|PAN-OS|11.1.0|end|TRAFFIC|3|src=%s spt=%d dst=10.20.1.10 dpt=%d proto=tcp act=allow cs1Label=Rule cs1=allow-web app=ssl in=4980 out=3201", ip, port, dport)
 	case k < 35:
 		b = fmt.Appendf(b, "qradar-relay - - - - LEEF:1.0|Lancope|StealthWatch|7.4|flow|src=%s\tdst=10.20.0.5\tsrcPort=%d\tdstPort=%d\tproto=TCP\tusrName=%s", ip, port, dport, user)
 	case k < 60:
