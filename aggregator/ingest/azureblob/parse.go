@@ -78,6 +78,8 @@ func Parse(rec []byte, o Origin) ([]*event.Event, error) {
 		return parseAudit(&env, o)
 	case kindActivity:
 		return parseActivity(&env, o)
+	case kindFirewall, kindKeyVault, kindWAF, kindWeb, kindAKS, kindStorage:
+		return parseServiceRecord(parserFor(o.Container, env.Category), rec, &env, o)
 	default:
 		return parseGeneric(rec, &env, o)
 	}
@@ -92,6 +94,12 @@ const (
 	kindSignIn
 	kindAudit
 	kindActivity
+	kindFirewall
+	kindKeyVault
+	kindWAF
+	kindWeb
+	kindAKS
+	kindStorage
 )
 
 // signInKinds maps the sign-in categories (and containers) to Attrs["signin_kind"].
@@ -105,6 +113,11 @@ var signInKinds = map[string]string{
 }
 
 func parserFor(container, category string) parserKind {
+	// The services' categories say what a record is, whatever container
+	// it was copied to.
+	if k, ok := serviceKinds[strings.ToLower(category)]; ok {
+		return k
+	}
 	switch container {
 	case "insights-logs-networksecuritygroupflowevent":
 		return kindNSG
@@ -117,6 +130,9 @@ func parserFor(container, category string) parserKind {
 	}
 	if _, ok := signInKinds[strings.TrimPrefix(container, "insights-logs-")]; ok {
 		return kindSignIn
+	}
+	if k, ok := serviceKinds[strings.TrimPrefix(container, "insights-logs-")]; ok {
+		return k
 	}
 	// Outside the well-known containers (a renamed copy, a custom
 	// prefix), the record's own category decides.
@@ -131,6 +147,9 @@ func parserFor(container, category string) parserKind {
 	}
 	if _, ok := signInKinds[cat]; ok {
 		return kindSignIn
+	}
+	if k, ok := serviceKinds[cat]; ok {
+		return k
 	}
 	return kindGeneric
 }

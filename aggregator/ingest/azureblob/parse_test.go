@@ -32,6 +32,7 @@ var fixtures = []struct{ file, container string }{
 	{"nsgflow.jsonl", "insights-logs-networksecuritygroupflowevent"},
 	{"vnetflow.jsonl", "insights-logs-flowlogflowevent"},
 	{"keyvault_storage.jsonl", "insights-logs-auditevent"},
+	{"services.jsonl", "insights-logs-azfwnetworkrule"},
 }
 
 // parseFixture parses every line of a fixture as the reader would.
@@ -133,10 +134,16 @@ func TestParseMapping(t *testing.T) {
 			attrs: map[string]string{"decision": "deny", "flow_state": "denied", "encryption": "NX", "acl_id": "aa11bb22-cc33-4d44-8e55-ff6600778899"}}, "2026-03-02T14:05:01Z"},
 		{"vnetflow.jsonl", "insights-logs-flowlogflowevent", 3, want{source: SourceVNetFlow, category: "network", action: "flow", outcome: "failure", src: "10.50.0.9", srcPort: 5000, dst: "10.60.0.9", dstPort: 5001, protocol: "udp", host: "vnet-web",
 			attrs: map[string]string{"rule": "unspecified", "encryption": "NX_NOT_ENCRYPTED"}}, ""},
-		{"keyvault_storage.jsonl", "insights-logs-auditevent", 0, want{source: SourceResource, category: "auditevent", action: "SecretGet", outcome: "success", src: "192.0.2.200", host: "KV-FABRIKAM",
-			attrs: map[string]string{"properties.clientInfo": "azure-cli/2.60", "properties.httpStatusCode": "200", "durationMs": "12"}}, ""},
-		{"keyvault_storage.jsonl", "insights-logs-storageread", 1, want{source: SourceResource, category: "storageread", action: "GetBlob", src: "203.0.113.77", srcPort: 41110, host: "DEFAULT",
-			attrs: map[string]string{"statusText": "AuthorizationFailure", "properties.objectKey": "/stfabrikam/backups/db.bak"}}, ""},
+		{"keyvault_storage.jsonl", "insights-logs-auditevent", 0, want{source: SourceKeyVault, category: "data_access", action: "secretget", outcome: "success", user: "admin@fabrikam.example", src: "192.0.2.200", host: "KV-FABRIKAM",
+			attrs: map[string]string{"user_agent": "azure-cli/2.60", "http_status": "200", "object_id": "https://kv-fabrikam.vault.azure.net/secrets/db-password"}}, ""},
+		{"services.jsonl", "insights-logs-azurefirewallnetworkrule", 0, want{source: SourceFirewall, category: "network", action: "deny", outcome: "failure", src: "203.0.113.40", srcPort: 50306, dst: "10.50.0.4", dstPort: 3389, protocol: "tcp", host: "FW-HUB",
+			attrs: map[string]string{"rule_name": "deny-rdp"}}, ""},
+		{"services.jsonl", "insights-logs-azfwthreatintel", 7, want{source: SourceFirewall, category: "threat_intel", action: "deny", outcome: "failure", src: "10.50.1.9", srcPort: 50112, dst: "198.51.100.66", dstPort: 443, protocol: "tcp", host: "FW-HUB",
+			attrs: map[string]string{"threat": "Destination reported by Threat Intelligence"}}, "2026-03-02T15:10:07Z"},
+		{"services.jsonl", "insights-logs-kube-audit", 12, want{source: SourceAKS, category: "kubernetes", action: "create", outcome: "success", user: "mallory@fabrikam.example", src: "203.0.113.12", host: "AKS-PROD",
+			attrs: map[string]string{"k8s_subresource": "exec", "k8s_namespace": "payments"}}, "2026-03-02T15:12:59.9Z"},
+		{"keyvault_storage.jsonl", "insights-logs-storageread", 1, want{source: SourceStorage, category: "data_access", action: "getblob", outcome: "failure", src: "203.0.113.77", srcPort: 41110, host: "DEFAULT",
+			attrs: map[string]string{"status_text": "AuthorizationFailure", "file_path": "/stfabrikam/backups/db.bak"}}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.file+"/"+strconv.Itoa(c.index), func(t *testing.T) {
