@@ -1,7 +1,7 @@
 package rules
 
 import (
-	aho "github.com/petar-dambovaliev/aho-corasick"
+	aho "github.com/coregx/ahocorasick"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -24,7 +24,7 @@ type fieldScan struct {
 	// folded: ASCII case-insensitive patterns; exact: case-sensitive ones.
 	// patRules[k] lists the rules (indexes into prefilter.rules) pattern k
 	// stands for.
-	folded, exact           *aho.AhoCorasick
+	folded, exact           *aho.Automaton
 	foldedRules, exactRules [][]int
 	// unicode lists the rules with a literal from a case-insensitive
 	// regular expression: a non-ASCII value lets them through.
@@ -89,15 +89,17 @@ func newPrefilter(rs []*Rule) *prefilter {
 	for _, f := range order {
 		p := byField[f]
 		fs := &fieldScan{get: p.get, foldedRules: p.foldedRules, exactRules: p.exactRules, unicode: p.unicode}
+		// Case-insensitive literals are sought lowercased in the value
+		// lowercased (ASCII); the others as they are.
 		if len(p.folded) > 0 {
-			b := aho.NewAhoCorasickBuilder(aho.Opts{AsciiCaseInsensitive: true, MatchKind: aho.StandardMatch, DFA: true})
-			ac := b.BuildByte(p.folded)
-			fs.folded = &ac
+			lower := make([][]byte, len(p.folded))
+			for i, lit := range p.folded {
+				lower[i] = asciiLower(nil, lit)
+			}
+			fs.folded = buildAutomaton(lower)
 		}
 		if len(p.exact) > 0 {
-			b := aho.NewAhoCorasickBuilder(aho.Opts{MatchKind: aho.StandardMatch, DFA: true})
-			ac := b.BuildByte(p.exact)
-			fs.exact = &ac
+			fs.exact = buildAutomaton(p.exact)
 		}
 		pf.fields = append(pf.fields, fs)
 	}
@@ -126,17 +128,18 @@ func (pf *prefilter) candidates(ev *event.Event, sc *Scratch) []*Rule {
 		if v == "" {
 			continue
 		}
-		sc.buf = append(sc.buf[:0], v...)
-		for _, s := range []struct {
-			ac    *aho.AhoCorasick
-			rules [][]int
-		}{{fs.folded, fs.foldedRules}, {fs.exact, fs.exactRules}} {
-			if s.ac == nil {
-				continue
+		if fs.folded != nil {
+			sc.buf = asciiLower(sc.buf[:0], v)
+			for _, m := range fs.folded.FindAllOverlapping(sc.buf) {
+				for _, i := range fs.foldedRules[m.PatternID] {
+					mark[i] = true
+				}
 			}
-			it := s.ac.IterOverlappingByte(sc.buf)
-			for m := it.Next(); m != nil; m = it.Next() {
-				for _, i := range s.rules[m.Pattern()] {
+		}
+		if fs.exact != nil {
+			sc.buf = append(sc.buf[:0], v...)
+			for _, m := range fs.exact.FindAllOverlapping(sc.buf) {
+				for _, i := range fs.exactRules[m.PatternID] {
 					mark[i] = true
 				}
 			}
@@ -155,4 +158,26 @@ func (pf *prefilter) candidates(ev *event.Event, sc *Scratch) []*Rule {
 	}
 	sc.out = out
 	return out
+}
+
+// buildAutomaton compiles literals (none empty) into one automaton; a
+// literal set it cannot take would be a bug in necessary().
+func buildAutomaton(lits [][]byte) *aho.Automaton {
+	ac, err := aho.NewBuilder().AddPatterns(lits).Build()
+	if err != nil {
+		panic("prefilter: " + err.Error())
+	}
+	return ac
+}
+
+// asciiLower appends s with ASCII letters lowercased to b.
+func asciiLower[S ~string | ~[]byte](b []byte, s S) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
 }
