@@ -204,6 +204,27 @@ func (r *Rule) CarriedFields(ev *event.Event) map[string]string {
 	return m
 }
 
+// EncodedCarriedFields is CarriedFields in a match's encoding
+// (event.EncodeFields): what the rule filter puts in a match.
+func (r *Rule) EncodedCarriedFields(ev *event.Event) []byte {
+	n := len(r.fields) + len(r.cefGetters)
+	if n == 0 {
+		return nil
+	}
+	var nb, vb [24]string
+	names, values := nb[:0], vb[:0]
+	if n > len(nb) {
+		names, values = make([]string, 0, n), make([]string, 0, n)
+	}
+	for i, g := range r.fields {
+		names, values = append(names, r.Fields[i]), append(values, g(ev))
+	}
+	for _, g := range r.cefGetters {
+		names, values = append(names, g.name), append(values, g.get(ev))
+	}
+	return event.EncodeFields(names, values)
+}
+
 // AlertFields splits the fields a match carried into those the alert lists
 // (`fields:`) and its CEF mapping (CEF key → value, and "<key>Label" → the
 // field's name for custom keys).

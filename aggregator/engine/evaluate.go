@@ -57,10 +57,16 @@ func (e *Evaluator) Evaluate(rs []*rules.Rule, ev *event.Event, emit func(r *rul
 // NewMatch is the match of hit h of rule r on ev: what the windows need of
 // the event, and the fields the rule carries into its alert.
 func NewMatch(r *rules.Rule, ev *event.Event, h rules.Hit) event.Match {
-	return event.Match{
+	m := event.Match{
 		RuleID: r.ID, Key: h.Key, Time: ev.Time, EventID: ev.ID,
-		Step: h.Step, Value: h.Value, Fields: r.CarriedFields(ev), Seen: ev.SeenTime(),
+		Step: h.Step, Value: h.Value, Seen: ev.SeenTime(),
 	}
+	// Encoded, not a map: most matches never raise an alert, and the
+	// filter writes them to MATCHES as they are.
+	if f := r.EncodedCarriedFields(ev); f != nil {
+		m.SetEncodedFields(f)
+	}
+	return m
 }
 
 // Coalescable reports whether r's matches may go through a Coalescer: an

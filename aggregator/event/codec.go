@@ -91,8 +91,39 @@ func AppendMatch(b []byte, m *Match) []byte {
 	b = wire.AppendVarint(b, int64(m.Step))
 	b = wire.AppendString(b, m.Value)
 	b = wire.AppendTime(b, m.Seen)
+	if m.rawFields != nil {
+		return append(b, m.rawFields...)
+	}
 	return appendMap(b, m.Fields)
 }
+
+// EncodeFields is the encoding of a match's carried fields (names[i] =
+// values[i], the empty values left out), for SetEncodedFields: building it
+// costs one allocation, a map several.
+func EncodeFields(names, values []string) []byte {
+	n, size := 0, 1
+	for i, v := range values {
+		if v != "" {
+			n++
+			size += len(names[i]) + len(v) + 4
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	b := wire.AppendUvarint(make([]byte, 0, size), uint64(n))
+	for i, v := range values {
+		if v != "" {
+			b = wire.AppendString(b, names[i])
+			b = wire.AppendString(b, v)
+		}
+	}
+	return b
+}
+
+// SetEncodedFields gives m the fields EncodeFields encoded; CarriedFields
+// decodes them when asked, and AppendMatch copies them as they are.
+func (m *Match) SetEncodedFields(b []byte) { m.Fields, m.rawFields = nil, b }
 
 // DecodeMatch decodes a record written by AppendMatch into m. Every string
 // is its own copy: the windows keep ids and keys for long, and must not
