@@ -47,6 +47,8 @@ func windowsFields(ev *event.Event) bool {
 		}
 	}
 	switch {
+	case ev.Attrs[winPrefix+"EventID"] != "":
+		// Read already (Snare, snare.go).
 	case ev.Attrs["json.winlog.event_id"] != "":
 		copyPrefix("json.winlog.event_data.")
 		ev.Attrs[winPrefix+"EventID"] = ev.Attrs["json.winlog.event_id"]

@@ -2,6 +2,7 @@ package syslog
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,4 +70,55 @@ func TestWindowsEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Snare's tab-separated format: the header and the rendered text's labels
+// become the event's fields. The samples are written for this test after
+// Snare's documented layout.
+func TestSnare(t *testing.T) {
+	failed := "<13>Dec  4 10:00:00 ws-17 MSWinEventLog\t1\tSecurity\t4242\tFri Dec 04 10:00:00 2026\t4625\tMicrosoft-Windows-Security-Auditing\tN/A\tN/A\tFailure Audit\tws-17.contoso.example\tLogon\t\t" +
+		"An account failed to log on.  Subject:  Security ID:  S-1-0-0  Account Name:  -  Account Domain:  -  Logon Type:  3  " +
+		"Account For Which Logon Failed:  Security ID:  S-1-0-0  Account Name:  bob  Account Domain:  CONTOSO  Failure Information:  Failure Reason:  Unknown user name or bad password.  Status:  0xC000006D  " +
+		"Network Information:  Workstation Name:  WS-99  Source Network Address:  198.51.100.4  Source Port:  51515\t101"
+	process := "<13>Dec  4 10:00:00 ws-17 MSWinEventLog\t1\tSecurity\t4243\tFri Dec 04 10:00:01 2026\t4688\tMicrosoft-Windows-Security-Auditing\tN/A\tN/A\tSuccess Audit\tws-17.contoso.example\tProcess Creation\t\t" +
+		"A new process has been created.  Creator Subject:  Security ID:  S-1-5-21-1  Account Name:  alice  Account Domain:  CONTOSO  " +
+		"Process Information:  New Process ID:  0x1a2c  New Process Name:  C:\\Windows\\System32\\cmd.exe  Creator Process Name:  C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE  Process Command Line:  cmd.exe /c whoami /all\t102"
+	for _, tc := range []struct {
+		msg  string
+		want map[string]string
+	}{
+		{failed, map[string]string{"action": "logon", "outcome": "failure", "user": "bob", "src_ip": "198.51.100.4", "logon_type": "3", "channel": "Security", "event_code": "4625", "win.Status": "0xC000006D"}},
+		{process, map[string]string{"action": "process_created", "user": "alice", "process": `C:\Windows\System32\cmd.exe`, "command_line": "cmd.exe /c whoami /all",
+			"parent_process": `C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE`, "process_id": "6700", "win.Image": `C:\Windows\System32\cmd.exe`}},
+	} {
+		var ev event.Event
+		if err := NewParser().Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{"action": ev.Action, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP}
+		for k, v := range ev.Attrs {
+			got[k] = v
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("%s = %q, want %q", k, got[k], v)
+			}
+		}
+	}
+}
+
+// FuzzSnare: any text after the Snare marker parses without panicking, and
+// only into win.* attributes and the schema.
+func FuzzSnare(f *testing.F) {
+	f.Add("1\tSecurity\t1\tx\t4625\tp\tN/A\tN/A\tFailure Audit\tws\tLogon\t\tAccount For Which Logon Failed:  Account Name:  bob  Source Network Address:  192.0.2.1")
+	f.Add("1\tSecurity\t1\tx\t4688\tp\tN/A\tN/A\tS\tws\tc\t\tNew Process Name:")
+	f.Fuzz(func(t *testing.T, rest string) {
+		ev := event.Event{Message: "MSWinEventLog\t" + rest}
+		normalize(&ev)
+		for k, v := range ev.Attrs {
+			if !strings.HasPrefix(k, winPrefix) && !event.IsSchemaField(k) && k != "group" {
+				t.Fatalf("attribute %q = %q", k, v)
+			}
+		}
+	})
 }
