@@ -81,7 +81,7 @@ func parseCEF(msg string) (*fields, bool) {
 	if !ok {
 		return nil, false
 	}
-	f := &fields{prefix: "cef."}
+	f := newFields("cef.")
 	for i := range cefHeader {
 		v, after, found := cutHeader(rest)
 		if !found {
@@ -97,6 +97,10 @@ func parseCEF(msg string) (*fields, bool) {
 // cutHeader returns the header field at the start of s, unescaped, and what
 // follows its closing pipe.
 func cutHeader(s string) (field, rest string, ok bool) {
+	// Without an escape before the pipe, the field is s up to it.
+	if i := strings.IndexAny(s, `|\`); i >= 0 && s[i] == '|' {
+		return s[:min(i, maxValue)], s[i+1:], true
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {

@@ -72,7 +72,7 @@ func parseJSON(m string) (*fields, bool) {
 	if err := dec.Decode(&obj); err != nil || dec.More() {
 		return nil, false
 	}
-	f := &fields{prefix: "json."}
+	f := newFields("json.")
 	flatten(f, "", obj, 0)
 	return f, true
 }

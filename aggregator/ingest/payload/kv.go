@@ -86,7 +86,7 @@ func parseKV(m string) (*fields, bool) {
 	if !looksKV(m) {
 		return nil, false
 	}
-	f := &fields{prefix: "kv."}
+	f := newFields("kv.")
 	i := 0
 	for i < len(m) && len(f.keys) < maxAttrs {
 		for i < len(m) && m[i] == ' ' {

@@ -70,7 +70,7 @@ func parseLEEF(msg string) (*fields, bool) {
 	if !ok {
 		return nil, false
 	}
-	f := &fields{prefix: "leef."}
+	f := newFields("leef.")
 	for i := range leefHeader {
 		v, after, found := strings.Cut(rest, "|")
 		if !found || len(v) > maxValue {

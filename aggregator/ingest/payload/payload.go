@@ -3,11 +3,11 @@
 // Each is a small parser beside the others; Detect picks one per message by
 // its first bytes, Apply fills the event's fields from it.
 //
-// What a parser reads goes to the event twice: the keys it knows to the
-// typed fields and the extended schema (src → src_ip, duser → target_user,
-// docs/fields.md), and every key as an attribute under the format's
-// prefix ("cef.act", "leef.usrName", "kv.srcip", "json.process.name"), so
-// a rule can reach what Outpost does not map. The message itself is kept.
+// What a parser reads goes to the event: the keys it knows to the typed
+// fields and the extended schema (src → src_ip, duser → target_user,
+// docs/fields.md), every other key as an attribute under the format's
+// prefix ("cef.cs1", "leef.cat", "kv.devname", "json.process.name"), so a
+// rule can reach what Outpost does not map. The message itself is kept.
 // Input is the sender's: every parser takes any bytes without panicking,
 // bounds what it keeps (maxAttrs keys, maxValue bytes a value), and a
 // message it cannot read stays an event with its raw text.
@@ -84,6 +84,10 @@ type fields struct {
 	prefix string
 	keys   []string
 	vals   []string
+}
+
+func newFields(prefix string) *fields {
+	return &fields{prefix: prefix, keys: make([]string, 0, 32), vals: make([]string, 0, 32)}
 }
 
 func (f *fields) add(k, v string) {
@@ -164,45 +168,71 @@ func (m *mapping) compile(prefix string) {
 	}
 }
 
-// apply stores every key as an attribute under the format's prefix, and
-// fills ev's typed and schema fields by m: for each field, the value of
-// the first of its keys (in m's order) that has a non-empty one. A field
-// the message does not fill keeps what it had (the syslog header's).
+// apply fills ev's typed and schema fields by m: for each field, the value
+// of the first of its keys (in m's order) that has a non-empty one. A
+// field the message does not fill keeps what it had (the syslog header's).
+// Every key no field took is kept as an attribute under the format's
+// prefix; a key a field took is kept there too only if its value was not
+// usable (an address that is not one, a port out of range).
 func (f *fields) apply(ev *event.Event, m *mapping) {
 	m.once.Do(func() { m.compile(f.prefix) })
 	if ev.Attrs == nil {
 		ev.Attrs = make(map[string]string, len(f.keys)+8)
 	}
-	var best [tSchema + 32]int
+	var best, from [tSchema + 32]int // prio+1 of the value chosen (0: none), and its key's index
 	var vals [tSchema + 32]string
 	for i, k := range f.keys {
-		name, ok := m.prefixed[k]
-		if !ok {
-			name = f.prefix + k
-		}
-		v := clip(f.vals[i])
-		ev.Attrs[name] = v
-		if v == "" {
+		v := f.vals[i]
+		targets := m.byKey[k]
+		if len(targets) == 0 || v == "" {
+			f.keep(ev, m, i)
 			continue
 		}
-		for _, t := range m.byKey[k] {
-			// best holds prio+1 of the value chosen, 0 for none; among the
-			// same key repeated, the last wins.
+		for _, t := range targets {
+			// Among the same key repeated, the last wins.
 			if best[t.field] == 0 || t.prio+1 <= best[t.field] {
-				best[t.field], vals[t.field] = t.prio+1, v
+				best[t.field], vals[t.field], from[t.field] = t.prio+1, clip(v), i
 			}
 		}
 	}
-	if ip := cleanIP(vals[tSrcIP]); ip != "" {
+	// A mapped key no field took (another key of higher preference did,
+	// src over sourceTranslatedAddress) is kept raw.
+	for i, k := range f.keys {
+		targets := m.byKey[k]
+		if len(targets) == 0 || f.vals[i] == "" {
+			continue
+		}
+		taken := false
+		for _, t := range targets {
+			taken = taken || from[t.field] == i && best[t.field] != 0
+		}
+		if !taken {
+			f.keep(ev, m, i)
+		}
+	}
+	used := func(field int, ok bool) {
+		if best[field] != 0 && !ok {
+			f.keep(ev, m, from[field]) // not usable: keep it raw
+		}
+	}
+	ip := cleanIP(vals[tSrcIP])
+	used(tSrcIP, ip != "")
+	if ip != "" {
 		ev.SrcIP = ip
 	}
-	if ip := cleanIP(vals[tDstIP]); ip != "" {
+	ip = cleanIP(vals[tDstIP])
+	used(tDstIP, ip != "")
+	if ip != "" {
 		ev.DstIP = ip
 	}
-	if p := port(vals[tSrcPort]); p != 0 {
+	p := port(vals[tSrcPort])
+	used(tSrcPort, p != 0)
+	if p != 0 {
 		ev.SrcPort = p
 	}
-	if p := port(vals[tDstPort]); p != 0 {
+	p = port(vals[tDstPort])
+	used(tDstPort, p != 0)
+	if p != 0 {
 		ev.DstPort = p
 	}
 	if u := vals[tUser]; u != "" {
@@ -214,7 +244,9 @@ func (f *fields) apply(ev *event.Event, m *mapping) {
 	if a := vals[tAction]; a != "" {
 		ev.Action = strings.ToLower(a)
 	}
-	if o := outcomeOf(vals[tOutcome]); o != "" {
+	o := outcomeOf(vals[tOutcome])
+	used(tOutcome, o != "")
+	if o != "" {
 		ev.Outcome = o
 	}
 	for i, name := range event.Schema {
@@ -222,6 +254,16 @@ func (f *fields) apply(ev *event.Event, m *mapping) {
 			ev.Attrs[name] = v
 		}
 	}
+}
+
+// keep stores key i under the format's prefix.
+func (f *fields) keep(ev *event.Event, m *mapping, i int) {
+	k := f.keys[i]
+	name, ok := m.prefixed[k]
+	if !ok {
+		name = f.prefix + k
+	}
+	ev.Attrs[name] = clip(f.vals[i])
 }
 
 // cleanIP returns s as a normalized address, "" if it is not one.
