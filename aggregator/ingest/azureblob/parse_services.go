@@ -2,7 +2,6 @@ package azureblob
 
 import (
 	"encoding/json"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -208,7 +207,9 @@ func firewallMsg(ev *event.Event, msg string) {
 	if m == nil {
 		return
 	}
-	ev.Protocol = strings.ToLower(strings.Fields(m[1])[0])
+	if f := strings.Fields(m[1]); len(f) > 0 { // "ICMP Type=8": the first word
+		ev.Protocol = strings.ToLower(f[0])
+	}
 	ev.SrcIP, ev.SrcPort = splitHostPort(m[2])
 	dst, dport := splitHostPort(m[3])
 	if dst != "" {
@@ -398,17 +399,13 @@ func storageEvent(env *envelope, p, top props, o Origin, t time.Time) *event.Eve
 	return ev
 }
 
-// redactSAS drops a SAS token's signature from a URL: it is a credential.
-func redactSAS(u string) string {
-	if !strings.Contains(u, "sig=") {
-		return u
+// redactSAS replaces the signature of SAS tokens in s (a URL, or any text
+// holding one): it is a credential. sig= may be percent-encoded.
+func redactSAS(s string) string {
+	if !sasSig.MatchString(s) {
+		return s
 	}
-	pu, err := url.Parse(u)
-	if err != nil {
-		return ""
-	}
-	q := pu.Query()
-	q.Set("sig", "REDACTED")
-	pu.RawQuery = q.Encode()
-	return pu.String()
+	return sasSig.ReplaceAllString(s, "${1}=REDACTED")
 }
+
+var sasSig = regexp.MustCompile(`(?i)((?:^|[?&;\s"])(?:sig|%73ig|s%69g|si%67|%73%69%67))=[^&\s"]*`)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -76,6 +77,9 @@ func (rf *RecordFields) Fill(rec []byte, evs []*event.Event) {
 		return
 	}
 	var doc *jsonNode
+	// Each path is looked up once per record: a flow-log record gives an
+	// event per tuple, all with the same record.
+	found := map[string]*string{}
 	for _, ev := range evs {
 		paths := rf.bySource[ev.Source]
 		if len(paths) == 0 && len(rf.any) == 0 {
@@ -89,15 +93,31 @@ func (rf *RecordFields) Fill(rec []byte, evs []*event.Event) {
 		}
 		for _, list := range [][]recordPath{paths, rf.any} {
 			for _, p := range list {
-				if v, ok := doc.lookup(p.segments); ok {
-					if len(v) > maxRecordValue {
-						v = v[:maxRecordValue]
+				v, seen := found[p.attr]
+				if !seen {
+					if s, ok := doc.lookup(p.segments); ok {
+						s = clipUTF8(redactSAS(s), maxRecordValue)
+						v = &s
 					}
-					ev.Attrs[p.attr] = v
+					found[p.attr] = v
+				}
+				if v != nil {
+					ev.Attrs[p.attr] = *v
 				}
 			}
 		}
 	}
+}
+
+// clipUTF8 cuts s to at most n bytes, not inside a character.
+func clipUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // jsonNode is one JSON value of a record, its object members decoded on
@@ -106,6 +126,8 @@ type jsonNode struct {
 	raw     json.RawMessage
 	decoded bool
 	members map[string]*jsonNode // nil if the value is not an object
+	elems   []*jsonNode          // the array's elements, once decoded
+	isArray *bool
 }
 
 // lookup finds segs from n, the record, and under its properties if not
@@ -161,6 +183,11 @@ func (n *jsonNode) values(segs []string) (string, bool) {
 
 // elements returns the elements of n if it is an array, else nil.
 func (n *jsonNode) elements() []*jsonNode {
+	if n.isArray != nil {
+		return n.elems
+	}
+	no := false
+	n.isArray = &no
 	raw := bytes.TrimSpace(n.raw)
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil
@@ -169,11 +196,11 @@ func (n *jsonNode) elements() []*jsonNode {
 	if json.Unmarshal(raw, &list) != nil {
 		return nil
 	}
-	out := make([]*jsonNode, len(list))
+	n.elems = make([]*jsonNode, len(list))
 	for i, r := range list {
-		out[i] = &jsonNode{raw: r}
+		n.elems[i] = &jsonNode{raw: r}
 	}
-	return out
+	return n.elems
 }
 
 // member returns the value of key in n, matched without regard to case
