@@ -266,13 +266,13 @@ func (c *nativeCompiler) str(n ast.Node) (strFn, bool) {
 			return strFn(fieldGetters[n.Value]), true
 		}
 	case *ast.MemberNode:
-		if id, ok := n.Node.(*ast.IdentifierNode); ok && id.Value == "attrs" && !n.Method {
+		// attrs?.x is nil, not "", on an event without attrs: only the
+		// program has nil.
+		if id, ok := n.Node.(*ast.IdentifierNode); ok && id.Value == "attrs" && !n.Method && !n.Optional {
 			if k, ok := constString(n.Property); ok {
 				return func(e *event.Event) string { return e.Attrs[k] }, true
 			}
 		}
-	case *ast.ChainNode:
-		return c.str(n.Node)
 	case *ast.BuiltinNode:
 		return c.builtinStr(n.Name, n.Arguments)
 	case *ast.CallNode:

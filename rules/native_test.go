@@ -45,7 +45,7 @@ func checkNative(t *testing.T, set *Set, ev *event.Event) (native, held int) {
 func variants(ev *event.Event) []*event.Event {
 	up := *ev
 	up.Message, up.User, up.Action, up.MsgID = strings.ToUpper(ev.Message), strings.ToUpper(ev.User), strings.ToUpper(ev.Action), strings.ToUpper(ev.MsgID)
-	empty := event.Event{Source: ev.Source, App: ev.App}
+	empty := event.Event{Source: ev.Source, App: ev.App} // Attrs nil
 	ports := *ev
 	ports.SrcPort, ports.DstPort, ports.Facility, ports.Severity = 40022, 22, 4, 3
 	return []*event.Event{ev, &up, &empty, &ports}
@@ -125,6 +125,10 @@ var nativeConditions = []string{
 	`user == host and true`,
 }
 
+// optionalConditions use optional chaining, which only the program runs
+// (nil is not ""): they must not compile to closures (found by review).
+var optionalConditions = []string{`attrs?.x == ""`, `attrs?.x contains ""`, `string(attrs?.x) == ""`}
+
 func nativeSet(t testing.TB) *Set {
 	var b strings.Builder
 	b.WriteString("lists:\n  admins: [root, Admin]\nrules:\n")
@@ -136,6 +140,23 @@ func nativeSet(t testing.TB) *Set {
 		t.Fatal(err)
 	}
 	return set
+}
+
+func TestNativeLeavesOptionalChainingToTheProgram(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	for i, c := range optionalConditions {
+		fmt.Fprintf(&b, "  - {id: o%d, title: T, kind: match, severity: 1, condition: %s}\n", i, strconv.Quote(c))
+	}
+	set, err := LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(b.String())}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range set.Rules {
+		if r.Steps[0].native != nil {
+			t.Errorf("%s runs as closures: %s", r.ID, r.Steps[0].Condition)
+		}
+	}
 }
 
 func TestNativeConstructs(t *testing.T) {

@@ -17,7 +17,11 @@ import (
 // Keys of the Elastic Common Schema, which Winlogbeat and Elastic Agent
 // write, fill the event's fields.
 
-const maxJSONDepth = 16
+const (
+	maxJSONDepth = 16
+	// maxJSONPath bounds an attribute's dotted path.
+	maxJSONPath = 256
+)
 
 var jsonMapping = &mapping{
 	srcIP:    []string{"source.ip", "client.ip", "src_ip", "srcip"},
@@ -89,6 +93,10 @@ func flatten(f *fields, path string, v any, depth int) {
 		}
 		return path + "." + k
 	}
+	if len(path) > maxJSONPath {
+		f.add(path[:maxJSONPath], compact(v)) // too deep a name: the subtree as text, under a bounded name
+		return
+	}
 	switch v := v.(type) {
 	case map[string]any:
 		if depth >= maxJSONDepth {
@@ -101,6 +109,12 @@ func flatten(f *fields, path string, v any, depth int) {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
+			if len(f.keys) >= maxAttrs {
+				return
+			}
+			if len(k) > maxKey {
+				continue // not a key: no name of that size is kept
+			}
 			flatten(f, join(k), v[k], depth+1)
 		}
 	case []any:
@@ -109,6 +123,9 @@ func flatten(f *fields, path string, v any, depth int) {
 			return
 		}
 		for i, x := range v {
+			if len(f.keys) >= maxAttrs {
+				return
+			}
 			flatten(f, join(strconv.Itoa(i)), x, depth+1)
 		}
 	case string:

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -118,11 +119,16 @@ func (f *fields) first(keys ...string) string {
 	return ""
 }
 
+// clip cuts s to maxValue bytes, not inside a character.
 func clip(s string) string {
-	if len(s) > maxValue {
-		return s[:maxValue]
+	if len(s) <= maxValue {
+		return s
 	}
-	return s
+	n := maxValue
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // mapping says which format keys fill which event field, in order of

@@ -205,3 +205,24 @@ func TestBounds(t *testing.T) {
 		}
 	}
 }
+
+// A JSON message cannot make long attribute names: keys longer than a key
+// are dropped, paths are bounded, and the key cap stops the walk (found by
+// review: one 64 KB datagram allocated 505 MB).
+func TestJSONNamesBounded(t *testing.T) {
+	msg := `{"` + strings.Repeat("k", 32000) + `":[` + strings.Repeat("0,", 16000) + `0],"ok":{"` + strings.Repeat("a.", 200) + `":1}}`
+	ev := &event.Event{Message: msg}
+	if !Apply(Detect(ev), ev) {
+		t.Fatal("not parsed")
+	}
+	total := 0
+	for k := range ev.Attrs {
+		total += len(k)
+		if len(k) > len("json.")+maxJSONPath {
+			t.Errorf("attribute name of %d bytes", len(k))
+		}
+	}
+	if total > 64<<10 {
+		t.Errorf("%d bytes of attribute names", total)
+	}
+}

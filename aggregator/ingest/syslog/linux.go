@@ -224,8 +224,11 @@ func normalizeLogind(ev *event.Event, msg string) bool {
 // prefix before IN= (the rule's --log-prefix) is the rule name; ufw's says
 // the verdict.
 func normalizePacketFilter(ev *event.Event, msg string) bool {
-	i := strings.Index(msg, "IN=")
-	if i < 0 || !strings.Contains(msg[i:], " SRC=") {
+	i := strings.Index(msg, " IN=") + 1 // the IN= field, not LOGIN= in a prefix
+	if strings.HasPrefix(msg, "IN=") {
+		i = 0
+	}
+	if i < 0 || (i == 0 && !strings.HasPrefix(msg, "IN=")) || !strings.Contains(msg[i:], " SRC=") {
 		return false
 	}
 	prefix := strings.TrimSpace(msg[:i])
@@ -237,8 +240,13 @@ func normalizePacketFilter(ev *event.Event, msg string) bool {
 	}
 	f := map[string]string{}
 	for _, kv := range strings.Fields(msg[i:]) {
+		if strings.HasPrefix(kv, "[") {
+			break // an ICMP error's quoted packet: its sender wrote it
+		}
 		if k, v, ok := strings.Cut(kv, "="); ok {
-			f[k] = v
+			if _, dup := f[k]; !dup {
+				f[k] = v
+			}
 		}
 	}
 	ev.Category, ev.Action = "network", "flow"

@@ -65,3 +65,17 @@ func TestLinuxLines(t *testing.T) {
 		}
 	}
 }
+
+// An ICMP error quotes the packet it is about; that inner header, which
+// the error's sender wrote, does not replace the real one (found by
+// review).
+func TestPacketFilterICMPQuote(t *testing.T) {
+	var ev event.Event
+	msg := "<4>Dec  4 10:00:00 web-01 kernel: [UFW BLOCK] IN=eth0 OUT= SRC=203.0.113.5 DST=10.0.0.4 LEN=88 PROTO=ICMP TYPE=3 CODE=3 [SRC=10.0.0.4 DST=198.51.100.7 LEN=60 PROTO=UDP SPT=53 DPT=4444 ]"
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.SrcIP != "203.0.113.5" || ev.DstIP != "10.0.0.4" || ev.Protocol != "icmp" || ev.DstPort != 0 {
+		t.Errorf("src %s dst %s proto %s dpt %d", ev.SrcIP, ev.DstIP, ev.Protocol, ev.DstPort)
+	}
+}

@@ -22,13 +22,18 @@ import (
 
 // snareLabels are, per event id, the win.<Name> read from the text: the
 // section its label is in ("" for the first occurrence) and the label.
+// A section starting with "~" is searched from the end (the last
+// occurrence, of it and of the label in it): the fields a client chooses
+// (an account or workstation name) come before the ones it must not be
+// able to forge. A label starting with "$" takes the rest of the text (a
+// command line is the event's last field and may hold any spaces).
 var snareLabels = map[string][]struct{ name, section, label string }{
 	"4624": {{"TargetUserName", "New Logon:", "Account Name:"}, {"SubjectUserName", "Subject:", "Account Name:"}, {"LogonType", "", "Logon Type:"},
-		{"IpAddress", "", "Source Network Address:"}, {"IpPort", "", "Source Port:"}, {"ProcessName", "Process Information:", "Process Name:"}},
+		{"IpAddress", "~Network Information:", "Source Network Address:"}, {"IpPort", "~Network Information:", "Source Port:"}, {"ProcessName", "Process Information:", "Process Name:"}},
 	"4625": {{"TargetUserName", "Account For Which Logon Failed:", "Account Name:"}, {"SubjectUserName", "Subject:", "Account Name:"}, {"LogonType", "", "Logon Type:"},
-		{"IpAddress", "", "Source Network Address:"}, {"IpPort", "", "Source Port:"}, {"Status", "Failure Information:", "Status:"}},
+		{"IpAddress", "~Network Information:", "Source Network Address:"}, {"IpPort", "~Network Information:", "Source Port:"}, {"Status", "Failure Information:", "Status:"}},
 	"4688": {{"SubjectUserName", "Creator Subject:", "Account Name:"}, {"SubjectUserName", "Subject:", "Account Name:"}, {"NewProcessName", "", "New Process Name:"},
-		{"CommandLine", "", "Process Command Line:"}, {"ParentProcessName", "", "Creator Process Name:"}, {"NewProcessId", "", "New Process ID:"}},
+		{"CommandLine", "", "$Process Command Line:"}, {"ParentProcessName", "", "Creator Process Name:"}, {"NewProcessId", "", "New Process ID:"}},
 	"4720": {{"SubjectUserName", "Subject:", "Account Name:"}, {"TargetUserName", "New Account:", "Account Name:"}, {"TargetSid", "New Account:", "Security ID:"}},
 	"4726": {{"SubjectUserName", "Subject:", "Account Name:"}, {"TargetUserName", "Target Account:", "Account Name:"}},
 	"4732": {{"SubjectUserName", "Subject:", "Account Name:"}, {"MemberName", "Member:", "Account Name:"}, {"MemberSid", "Member:", "Security ID:"}, {"TargetUserName", "Group:", "Group Name:"}},
@@ -75,20 +80,33 @@ func parseSnare(ev *event.Event) bool {
 }
 
 // snareValue finds label in text (after section, when given) and returns
-// what follows it up to the next run of two spaces or the next label.
+// what follows it up to the next run of two spaces.
 func snareValue(text, section, label string) string {
+	last := strings.HasPrefix(section, "~")
+	section = strings.TrimPrefix(section, "~")
 	if section != "" {
 		i := strings.Index(text, section)
+		if last {
+			i = strings.LastIndex(text, section)
+		}
 		if i < 0 {
 			return ""
 		}
 		text = text[i+len(section):]
 	}
+	toEnd := strings.HasPrefix(label, "$")
+	label = strings.TrimPrefix(label, "$")
 	i := strings.Index(text, label)
+	if last {
+		i = strings.LastIndex(text, label)
+	}
 	if i < 0 {
 		return ""
 	}
 	v := strings.TrimLeft(text[i+len(label):], " ")
+	if toEnd {
+		return strings.TrimSpace(v)
+	}
 	if j := strings.Index(v, "  "); j >= 0 {
 		v = v[:j]
 	}

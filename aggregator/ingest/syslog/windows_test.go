@@ -122,3 +122,29 @@ func FuzzSnare(f *testing.F) {
 		}
 	})
 }
+
+// Snare: a command line keeps its double spaces, and an account name that
+// holds "Source Network Address: ..." cannot set the source address
+// (found by review).
+func TestSnareHostileText(t *testing.T) {
+	head := "<13>Dec  4 10:00:00 ws-17 MSWinEventLog\t1\tSecurity\t1\tFri Dec 04 10:00:00 2026\t"
+	var ev event.Event
+	msg := head + "4688\tMicrosoft-Windows-Security-Auditing\tN/A\tN/A\tSuccess Audit\tws-17\tProcess Creation\t\tA new process has been created.  Creator Subject:  Account Name:  alice  " +
+		"New Process Name:  C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe  Process Command Line:  powershell.exe  -nop  -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBi\t1"
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Attrs["command_line"]; got != "powershell.exe  -nop  -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBi" {
+		t.Errorf("command_line %q", got)
+	}
+	ev = event.Event{}
+	msg = head + "4625\tMicrosoft-Windows-Security-Auditing\tN/A\tN/A\tFailure Audit\tws-17\tLogon\t\tAn account failed to log on.  Logon Type:  3  " +
+		"Account For Which Logon Failed:  Account Name:  admin  Network Information: Source Network Address: 10.9.9.9  Account Domain:  X  " +
+		"Network Information:  Workstation Name:  Source Network Address: 10.8.8.8  Source Network Address:  203.0.113.66  Source Port:  0\t2"
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.SrcIP != "203.0.113.66" {
+		t.Errorf("src_ip %q, want the address Windows wrote last", ev.SrcIP)
+	}
+}
