@@ -315,10 +315,7 @@ func setAttr(ev *event.Event, k, v string) {
 	if v == "" {
 		return
 	}
-	if len(v) > maxAttrLen {
-		v = v[:maxAttrLen]
-	}
-	ev.Attrs[k] = v
+	ev.Attrs[k] = clipUTF8(v, maxAttrLen)
 }
 
 const maxAttrLen = 1024

@@ -120,6 +120,7 @@ func parseServiceRecord(kind parserKind, rec []byte, env *envelope, o Origin) ([
 		ev = storageEvent(env, p, top, o, t)
 	}
 	ev.Host = lastSegment(env.ResourceID)
+	ev.Message, ev.User = clipUTF8(ev.Message, maxAttrLen), clipUTF8(ev.User, maxAttrLen)
 	setAttr(ev, "azure_category", env.Category)
 	setAttr(ev, "resource_id", env.ResourceID)
 	return []*event.Event{ev}, nil
@@ -153,9 +154,9 @@ func firewallEvent(env *envelope, p props, o Origin, t time.Time) *event.Event {
 	} else if p.str("TranslatedIp") != "" {
 		ev.Action = "dnat"
 	}
-	ev.Set(event.FieldRuleName, p.str("Rule"))
-	ev.Set(event.FieldURL, p.str("TargetUrl", "Url"))
-	ev.Set(event.FieldDNSQuery, strings.TrimSuffix(p.str("QueryName"), "."))
+	setAttr(ev, event.FieldRuleName, p.str("Rule"))
+	setAttr(ev, event.FieldURL, p.str("TargetUrl", "Url"))
+	setAttr(ev, event.FieldDNSQuery, strings.TrimSuffix(p.str("QueryName"), "."))
 	setAttr(ev, "fqdn", p.str("Fqdn"))
 	setAttr(ev, "policy", p.str("Policy"))
 	setAttr(ev, "rule_collection", p.str("RuleCollection"))
@@ -168,7 +169,7 @@ func firewallEvent(env *envelope, p props, o Origin, t time.Time) *event.Event {
 	}
 	if sid := p.str("SignatureId"); sid != "" {
 		ev.Category = "ids"
-		ev.Set(event.FieldEventCode, sid)
+		setAttr(ev, event.FieldEventCode, sid)
 		setAttr(ev, "signature", p.str("Description"))
 		setAttr(ev, "signature_category", p.str("Category"))
 		setAttr(ev, "signature_severity", p.str("Severity"))
@@ -188,7 +189,7 @@ func firewallMsg(ev *event.Event, msg string) {
 		src, rest, _ := strings.Cut(rest, " - ")
 		ev.SrcIP, ev.SrcPort = splitHostPort(src)
 		if f := strings.Fields(rest); len(f) >= 4 {
-			ev.Set(event.FieldDNSQuery, strings.TrimSuffix(f[3], "."))
+			setAttr(ev, event.FieldDNSQuery, strings.TrimSuffix(f[3], "."))
 		}
 		return
 	}
@@ -218,13 +219,13 @@ func firewallMsg(ev *event.Event, msg string) {
 		setAttr(ev, "fqdn", host) // an application rule's FQDN
 	}
 	ev.DstPort = dport
-	ev.Set(event.FieldURL, m[4])
+	setAttr(ev, event.FieldURL, m[4])
 	if m[5] != "" {
 		verdict(ev, m[5])
 	}
 	tail := m[6]
 	if r := fwRule.FindStringSubmatch(tail); r != nil {
-		ev.Set(event.FieldRuleName, r[1])
+		setAttr(ev, event.FieldRuleName, r[1])
 	}
 	if ti := fwTI.FindStringSubmatch(tail); ti != nil {
 		ev.Category = "threat_intel"
@@ -232,7 +233,7 @@ func firewallMsg(ev *event.Event, msg string) {
 	}
 	if ids := fwIDS.FindStringSubmatch(tail); ids != nil {
 		ev.Category = "ids"
-		ev.Set(event.FieldEventCode, ids[1])
+		setAttr(ev, event.FieldEventCode, ids[1])
 		setAttr(ev, "signature", ids[2])
 		setAttr(ev, "signature_severity", ids[3])
 		setAttr(ev, "signature_category", ids[4])
@@ -273,8 +274,8 @@ func keyVaultEvent(env *envelope, p props, o Origin, t time.Time) *event.Event {
 	if ev.Outcome == "" {
 		ev.Outcome = outcomeOf(string(env.ResultType))
 	}
-	ev.Set(event.FieldHTTPStatus, status)
-	ev.Set(event.FieldURL, p.str("requestUri"))
+	setAttr(ev, event.FieldHTTPStatus, status)
+	setAttr(ev, event.FieldURL, p.str("requestUri"))
 	setAttr(ev, "object_id", p.str("id"))
 	setAttr(ev, "result_signature", string(env.ResultSignature))
 	setAttr(ev, "user_agent", p.str("clientInfo"))
@@ -296,8 +297,8 @@ func wafEvent(env *envelope, p props, o Origin, t time.Time) *event.Event {
 	ev.SrcIP, _ = cleanIP(p.str("clientIp"))
 	ev.SrcPort = atoiPort(p.str("clientPort"))
 	verdict(ev, p.str("action"))
-	ev.Set(event.FieldURL, p.str("requestUri"))
-	ev.Set(event.FieldRuleName, p.str("ruleId", "ruleName"))
+	setAttr(ev, event.FieldURL, p.str("requestUri"))
+	setAttr(ev, event.FieldRuleName, p.str("ruleId", "ruleName"))
 	ev.Message = p.str("message")
 	if ev.Message == "" {
 		ev.Message = p.obj("details").str("msg", "message")
@@ -319,12 +320,12 @@ func webEvent(env *envelope, p, top props, o Origin, t time.Time) *event.Event {
 	ev.SrcPort = atoiPort(p.str("clientPort"))
 	status := p.str("httpStatus", "httpStatusCode")
 	ev.Outcome = httpOutcome(status)
-	ev.Set(event.FieldHTTPStatus, status)
-	ev.Set(event.FieldHTTPMethod, p.str("httpMethod"))
-	ev.Set(event.FieldURL, p.str("originalRequestUriWithArgs", "requestUri"))
-	ev.Set(event.FieldBytesIn, p.str("receivedBytes", "requestBytes"))
-	ev.Set(event.FieldBytesOut, p.str("sentBytes", "responseBytes"))
-	ev.Set(event.FieldRuleName, top.str("ruleName"))
+	setAttr(ev, event.FieldHTTPStatus, status)
+	setAttr(ev, event.FieldHTTPMethod, p.str("httpMethod"))
+	setAttr(ev, event.FieldURL, p.str("originalRequestUriWithArgs", "requestUri"))
+	setAttr(ev, event.FieldBytesIn, p.str("receivedBytes", "requestBytes"))
+	setAttr(ev, event.FieldBytesOut, p.str("sentBytes", "responseBytes"))
+	setAttr(ev, event.FieldRuleName, top.str("ruleName"))
 	setAttr(ev, "http_host", p.str("host", "hostName"))
 	setAttr(ev, "user_agent", p.str("userAgent"))
 	setAttr(ev, "transaction_id", p.str("transactionId", "trackingReference"))
@@ -364,8 +365,8 @@ func aksEvent(env *envelope, p props, o Origin, t time.Time) (*event.Event, bool
 	}
 	status := a.obj("responseStatus").str("code")
 	ev.Outcome = httpOutcome(status)
-	ev.Set(event.FieldHTTPStatus, status)
-	ev.Set(event.FieldURL, a.str("requestURI"))
+	setAttr(ev, event.FieldHTTPStatus, status)
+	setAttr(ev, event.FieldURL, a.str("requestURI"))
 	setAttr(ev, "k8s_decision", a.obj("annotations").str("authorization.k8s.io/decision"))
 	return ev, true
 }
@@ -386,10 +387,10 @@ func storageEvent(env *envelope, p, top props, o Origin, t time.Time) *event.Eve
 	}
 	status := top.str("statusCode")
 	ev.Outcome = httpOutcome(status)
-	ev.Set(event.FieldHTTPStatus, status)
-	ev.Set(event.FieldURL, redactSAS(top.str("uri")))
-	ev.Set(event.FieldFilePath, p.str("objectKey"))
-	ev.Set(event.FieldBytesOut, p.str("responseBodySize"))
+	setAttr(ev, event.FieldHTTPStatus, status)
+	setAttr(ev, event.FieldURL, redactSAS(top.str("uri")))
+	setAttr(ev, event.FieldFilePath, p.str("objectKey"))
+	setAttr(ev, event.FieldBytesOut, p.str("responseBodySize"))
 	setAttr(ev, "status_text", top.str("statusText"))
 	setAttr(ev, "user_agent", p.str("userAgentHeader"))
 	id := decodeProps(env.Identity.Raw)

@@ -14,8 +14,10 @@ import (
 // In the header a pipe or backslash in a field is escaped (`\|`, `\\`).
 // The extension is key=value pairs separated by spaces; a value runs to
 // the space before the next key and may hold spaces; in it `\=`, `\\`,
-// `\n` and `\r` are escapes. The header fields become cef.version,
-// cef.device_vendor, ..., cef.severity; every extension key cef.<key>.
+// `\n` and `\r` are escapes. The header gives device_vendor,
+// device_product and event_code (the signature id), and cef.version,
+// cef.device_version, cef.name, cef.severity; every extension key no field
+// takes is cef.<key>.
 
 // cefHeader names the seven header fields, as attributes.
 var cefHeader = [7]string{"version", "device_vendor", "device_product", "device_version", "signature_id", "name", "severity"}
@@ -30,21 +32,18 @@ var cefMapping = &mapping{
 	action:   []string{"act"},
 	outcome:  []string{"outcome"},
 	schema: map[string][]string{
-		event.FieldTargetUser:    {"duser"},
-		event.FieldURL:           {"request"},
-		event.FieldHTTPMethod:    {"requestMethod"},
-		event.FieldFilePath:      {"filePath", "fname"},
-		event.FieldFileHash:      {"fileHash"},
-		event.FieldProcess:       {"sproc", "deviceProcessName", "dproc"},
-		event.FieldProcessID:     {"spid", "dvcpid", "dpid"},
-		event.FieldService:       {"app"},
-		event.FieldBytesIn:       {"in"},
-		event.FieldBytesOut:      {"out"},
-		event.FieldDNSQuery:      {"destinationDnsDomain"},
-		event.FieldCommandLine:   {"cmd"},
-		event.FieldDeviceVendor:  {"device_vendor"},  // the header's, added as keys
-		event.FieldDeviceProduct: {"device_product"}, // idem
-		event.FieldEventCode:     {"signature_id"},   // idem
+		event.FieldTargetUser:  {"duser"},
+		event.FieldURL:         {"request"},
+		event.FieldHTTPMethod:  {"requestMethod"},
+		event.FieldFilePath:    {"filePath", "fname"},
+		event.FieldFileHash:    {"fileHash"},
+		event.FieldProcess:     {"sproc", "deviceProcessName", "dproc"},
+		event.FieldProcessID:   {"spid", "dvcpid", "dpid"},
+		event.FieldService:     {"app"},
+		event.FieldBytesIn:     {"in"},
+		event.FieldBytesOut:    {"out"},
+		event.FieldDNSQuery:    {"destinationDnsDomain"},
+		event.FieldCommandLine: {"cmd"},
 	},
 }
 
@@ -61,6 +60,14 @@ func applyCEF(ev *event.Event) bool {
 		return false
 	}
 	f.apply(ev, cefMapping)
+	// From the header itself: an extension key of the same name cannot
+	// take their place.
+	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
+	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
+	ev.Set(event.FieldEventCode, clip(f.vals[4]))
+	for _, k := range []string{"device_vendor", "device_product", "signature_id"} {
+		delete(ev.Attrs, "cef."+k) // in the schema fields above
+	}
 	for n := '1'; n <= '6'; n++ {
 		if label, _ := f.get("cs" + string(n) + "Label"); ruleLabels[strings.ToLower(label)] {
 			v, _ := f.get("cs" + string(n))
@@ -68,8 +75,7 @@ func applyCEF(ev *event.Event) bool {
 		}
 	}
 	if ev.App == "" || ev.App == "CEF" {
-		p, _ := f.get("device_product")
-		ev.App = clip(p)
+		ev.App = clip(f.vals[2])
 	}
 	return true
 }

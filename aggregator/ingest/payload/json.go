@@ -108,6 +108,12 @@ func flatten(f *fields, path string, v any, depth int) {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
+		if depth == 0 {
+			// The keys fields and the Windows normalizer read go first,
+			// so a message with many others (a host's hundred addresses)
+			// does not lose them to the key cap.
+			slices.SortStableFunc(keys, func(a, b string) int { return boolInt(!jsonFirst[a]) - boolInt(!jsonFirst[b]) })
+		}
 		for _, k := range keys {
 			if len(f.keys) >= maxAttrs {
 				return
@@ -145,4 +151,15 @@ func compact(v any) string {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// jsonFirst are the top-level keys flattened first.
+var jsonFirst = map[string]bool{"winlog": true, "event": true, "process": true, "source": true, "destination": true, "user": true,
+	"EventID": true, "Channel": true, "SourceName": true, "network": true, "file": true, "dns": true, "url": true, "http": true, "rule": true}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

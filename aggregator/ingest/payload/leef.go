@@ -14,9 +14,9 @@ import (
 //
 // In 2.0 the delimiter is one character, or its code as hex (`0x5E`,
 // `x5E`); left out, or in 1.0, it is a tab. A value is everything up to the
-// next delimiter. The header becomes leef.version, leef.device_vendor,
-// leef.device_product, leef.device_version, leef.event_id; every
-// attribute leef.<key>.
+// next delimiter (only ASCII delimiters can be given as hex). The header
+// gives device_vendor, device_product and event_code, and leef.version,
+// leef.device_version; every attribute no field takes is leef.<key>.
 
 var leefMapping = &mapping{
 	srcIP:    []string{"src", "srcPreNAT", "srcPostNAT"},
@@ -28,21 +28,18 @@ var leefMapping = &mapping{
 	action:   []string{"action", "act"},
 	outcome:  []string{"outcome", "result"},
 	schema: map[string][]string{
-		event.FieldBytesOut:      {"srcBytes"},
-		event.FieldBytesIn:       {"dstBytes"},
-		event.FieldURL:           {"url"},
-		event.FieldHTTPMethod:    {"method", "httpMethod"},
-		event.FieldHTTPStatus:    {"status", "httpStatus"},
-		event.FieldRuleName:      {"policy", "policyName", "ruleName", "rule"},
-		event.FieldTargetUser:    {"dstUserName", "targetUser"},
-		event.FieldFilePath:      {"fileName", "filePath"},
-		event.FieldProcess:       {"process", "processName"},
-		event.FieldCommandLine:   {"commandLine"},
-		event.FieldService:       {"service", "application"},
-		event.FieldDNSQuery:      {"domain", "dnsQuery"},
-		event.FieldDeviceVendor:  {"device_vendor"},
-		event.FieldDeviceProduct: {"device_product"},
-		event.FieldEventCode:     {"event_id"},
+		event.FieldBytesOut:    {"srcBytes"},
+		event.FieldBytesIn:     {"dstBytes"},
+		event.FieldURL:         {"url"},
+		event.FieldHTTPMethod:  {"method", "httpMethod"},
+		event.FieldHTTPStatus:  {"status", "httpStatus"},
+		event.FieldRuleName:    {"policy", "policyName", "ruleName", "rule"},
+		event.FieldTargetUser:  {"dstUserName", "targetUser"},
+		event.FieldFilePath:    {"fileName", "filePath"},
+		event.FieldProcess:     {"process", "processName"},
+		event.FieldCommandLine: {"commandLine"},
+		event.FieldService:     {"service", "application"},
+		event.FieldDNSQuery:    {"domain", "dnsQuery"},
 	},
 }
 
@@ -56,9 +53,14 @@ func applyLEEF(ev *event.Event) bool {
 		return false
 	}
 	f.apply(ev, leefMapping)
+	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
+	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
+	ev.Set(event.FieldEventCode, clip(f.vals[4]))
+	for _, k := range []string{"device_vendor", "device_product", "event_id"} {
+		delete(ev.Attrs, "leef."+k) // in the schema fields above
+	}
 	if ev.App == "" || ev.App == "LEEF" {
-		p, _ := f.get("device_product")
-		ev.App = clip(p)
+		ev.App = clip(f.vals[2])
 	}
 	return true
 }

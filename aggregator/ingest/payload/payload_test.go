@@ -226,3 +226,25 @@ func TestJSONNamesBounded(t *testing.T) {
 		t.Errorf("%d bytes of attribute names", total)
 	}
 }
+
+// A CEF extension key named like a header field does not replace the
+// header's vendor, product or signature (found by review).
+func TestCEFHeaderWins(t *testing.T) {
+	ev := &event.Event{Message: "CEF:0|Cisco|FTD|7.2|430003|denied|5|src=192.0.2.1 device_product=Nothing signature_id=0"}
+	if !Apply(Detect(ev), ev) || ev.App != "FTD" || ev.Attrs["device_product"] != "FTD" || ev.Attrs["event_code"] != "430003" {
+		t.Errorf("app %q attrs %v", ev.App, ev.Attrs)
+	}
+}
+
+// A Winlogbeat event with many other keys keeps its winlog fields: the
+// keys the Windows normalizer reads are flattened first (found by review).
+func TestJSONWinlogFirst(t *testing.T) {
+	var ips []string
+	for i := range 150 {
+		ips = append(ips, `"10.0.`+strconv.Itoa(i/250)+`.`+strconv.Itoa(i%250)+`"`)
+	}
+	ev := &event.Event{Message: `{"agent":{"name":"w"},"host":{"ip":[` + strings.Join(ips, ",") + `]},"winlog":{"event_id":"4625","channel":"Security"}}`}
+	if !Apply(Detect(ev), ev) || ev.Attrs["json.winlog.event_id"] != "4625" || ev.Attrs["json.winlog.channel"] != "Security" {
+		t.Errorf("winlog lost: %d attrs", len(ev.Attrs))
+	}
+}

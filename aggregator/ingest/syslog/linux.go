@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"encoding/hex"
 	"strconv"
 	"strings"
 
@@ -316,7 +317,7 @@ func normalizeAudit(ev *event.Event) bool {
 			if !ok {
 				break
 			}
-			args = append(args, strings.Trim(v, `"`))
+			args = append(args, auditArg(v))
 		}
 		ev.Set(event.FieldCommandLine, strings.Join(args, " "))
 	case "SYSCALL":
@@ -354,4 +355,18 @@ func auditUser(auid string) string {
 		return ""
 	}
 	return auid
+}
+
+// auditArg is one EXECVE argument: quoted as is, or hex-encoded (auditd
+// encodes an argument holding a space, a quote or a control character).
+func auditArg(v string) string {
+	if strings.HasPrefix(v, `"`) {
+		return strings.Trim(v, `"`)
+	}
+	if len(v)%2 == 0 && len(v) > 0 {
+		if b, err := hex.DecodeString(v); err == nil {
+			return strings.ToValidUTF8(string(b), "\uFFFD")
+		}
+	}
+	return v
 }

