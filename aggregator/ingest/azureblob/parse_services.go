@@ -52,8 +52,14 @@ func decodeProps(raw json.RawMessage) props {
 		return props{}
 	}
 	p := make(props, len(m))
+	orig := make(map[string]string, len(m))
 	for k, v := range m {
-		p[strings.ToLower(k)] = v
+		lk := strings.ToLower(k)
+		// Of several spellings of one key, the first by byte order wins,
+		// the same every time.
+		if o, dup := orig[lk]; !dup || k < o {
+			p[lk], orig[lk] = v, k
+		}
 	}
 	return p
 }

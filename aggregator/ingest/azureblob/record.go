@@ -230,12 +230,16 @@ func (n *jsonNode) member(key string) *jsonNode {
 	if v, ok := n.members[key]; ok {
 		return v
 	}
+	// Without regard to case: of several spellings (ResultType and
+	// resultType), the first by byte order, the same every time.
+	var best string
+	var found *jsonNode
 	for k, v := range n.members {
-		if strings.EqualFold(k, key) {
-			return v
+		if strings.EqualFold(k, key) && (found == nil || k < best) {
+			best, found = k, v
 		}
 	}
-	return nil
+	return found
 }
 
 // text is the value as an attribute: a string's text, else its JSON

@@ -69,6 +69,11 @@ func normalizeSudo(ev *event.Event, msg string) bool {
 		}
 	}
 	ev.Category, ev.Action, ev.Outcome = "authentication", "sudo", "success"
+	if strings.Count(rest, "USER=") > 1 || strings.Count(rest, "COMMAND=") > 1 {
+		// PWD and COMMAND are the user's to choose and may hold "; USER=":
+		// which USER= sudo wrote cannot be told from the line.
+		ev.Set("parse_warning", "sudo line with several USER= or COMMAND=: target user and command may be forged")
+	}
 	if failure != "" {
 		ev.Outcome = "failure"
 		ev.Set("reason", failure)

@@ -92,3 +92,16 @@ func TestAuditHexArguments(t *testing.T) {
 		t.Errorf("command_line %q", got)
 	}
 }
+
+// A working directory holding "; USER=x ; COMMAND=" makes the line
+// ambiguous: the event says so (found by review).
+func TestSudoForgedFieldsFlagged(t *testing.T) {
+	var ev event.Event
+	msg := "<86>Dec  4 10:00:00 web-01 sudo:    alice : TTY=pts/0 ; PWD=/tmp/a ; USER=nobody ; COMMAND=/bin/true ; USER=root ; COMMAND=/bin/bash"
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Attrs["parse_warning"] == "" {
+		t.Errorf("no warning: %v", ev.Attrs)
+	}
+}
