@@ -2,6 +2,7 @@ package engine
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -113,5 +114,55 @@ rules:
 	a, _ := Expire(r, st, "k=v", t0.Add(time.Hour).UnixNano())
 	if a == nil || a.Count != 2 || !slices.Equal(a.Values, []string{"root", "admin"}) {
 		t.Errorf("alert %+v, want the two values", a)
+	}
+}
+
+// A closing window waits for the lateness: an event of the window that
+// arrives after a later one, within the lateness, still counts; the later
+// event opens the next window (found by review: the window was judged at
+// the first event past its close, and the late one dropped).
+func TestAtMostWaitsForLateEvents(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - id: few
+    title: T
+    kind: threshold
+    severity: 5
+    window: 60s
+    threshold: 2
+    at_most: 2
+    condition: 'true'
+    group_by: [src_ip]
+`)
+	sec := func(s int) int64 { return t0.Add(time.Duration(s) * time.Second).UnixNano() }
+	run := func(order []int) []*event.Alert {
+		st := &State{}
+		var alerts []*event.Alert
+		for _, s := range order {
+			if a, _ := Apply(r, st, match(0, s, "e"+strconv.Itoa(s), ""), 2*time.Minute); a != nil {
+				alerts = append(alerts, a)
+			}
+			st = roundTrip(t, st)
+		}
+		// The watermark passes the first window, then the second.
+		for _, wm := range []int{61, 200, 400} {
+			if a, _ := Expire(r, st, "k=v", sec(wm)); a != nil {
+				alerts = append(alerts, a)
+			}
+		}
+		return alerts
+	}
+	if got := run([]int{0, 30, 59, 65}); len(got) != 0 {
+		t.Errorf("three events in the window, in order: %d alerts", len(got))
+	}
+	if got := run([]int{0, 30, 65, 59}); len(got) != 0 {
+		t.Errorf("three events in the window, one 6 s late: %d alerts, want none", len(got))
+	}
+	got := run([]int{0, 30, 65, 70})
+	if len(got) != 2 || got[0].Count != 2 || !got[0].FirstSeen.Equal(t0) || got[1].Count != 2 || !got[1].FirstSeen.Equal(t0.Add(65*time.Second)) {
+		t.Fatalf("two in the first window and two in the next, each its alert: %+v", got)
+	}
+	if got[0].ID == got[1].ID {
+		t.Error("the two windows' alerts share an id")
 	}
 }

@@ -128,7 +128,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		return nil, Counted
 	}
 	if FromState(r) {
-		return applyClosing(r, st, m, t)
+		return applyClosing(r, st, m, t, lateness)
 	}
 	// An event newer than every event held cannot be one of them: has,
 	// a scan of the ids, is only needed for one that is not.
@@ -238,6 +238,11 @@ func (st *State) insert(r *rules.Rule, t int64, m *event.Match) {
 			st.Values = slices.Delete(st.Values, j, j+1)
 		}
 	}
+	st.insertSorted(r, t, m)
+}
+
+// insertSorted adds the match in event-time order.
+func (st *State) insertSorted(r *rules.Rule, t int64, m *event.Match) {
 	i := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t })
 	st.Times = slices.Insert(st.Times, i, t)
 	st.IDs = slices.Insert(st.IDs, i, m.EventID)
@@ -460,16 +465,19 @@ func applyAbsence(r *rules.Rule, st *State, m *event.Match, t int64) *event.Aler
 // upper bound (r.AtMost: "at most N events, or values, in the window"),
 // which can only be judged once its window has closed. A key's window
 // opens at its first event not yet judged (Since) and closes Window later
-// (Deadline); Expire judges it when the watermark passes the deadline. An
-// event of the key after the deadline proves it passed, so the window is
-// judged first, as for absence. An event earlier than Since (out of order)
-// counts in the open window. The state keeps at most AtMost+1 events (for
-// distinct, values): one more than can fire tells the window is over its
-// bound, so a flood of events cannot grow it.
-func applyClosing(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Alert, Verdict) {
+// (Deadline); Expire judges it when the watermark passes the deadline, so
+// an event of the window arriving late, within the allowed lateness, still
+// counts. An event of the key later than the deadline by more than the
+// lateness proves the window closed: it is judged then. Events after the
+// deadline wait in the state for the next window, which they open when
+// this one is judged. An event earlier than Since (out of order) counts in
+// the open window. Each window keeps at most AtMost+1 events (for
+// distinct, values): one more than can fire tells it is over its bound, so
+// a flood of events cannot grow the state.
+func applyClosing(r *rules.Rule, st *State, m *event.Match, t int64, lateness time.Duration) (*event.Alert, Verdict) {
 	var a *event.Alert
 	v := Counted
-	if st.Deadline != 0 && t > st.Deadline {
+	if st.Deadline != 0 && t > st.Deadline+int64(lateness) {
 		a, v = Expire(r, st, m.Key, t)
 	}
 	if st.spent(t, m.EventID) || st.has(m.EventID, m.Step) {
@@ -482,8 +490,24 @@ func applyClosing(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Ale
 		st.Since, st.SinceID, st.SinceFields = t, m.EventID, m.CarriedFields()
 		st.Deadline = t + int64(r.Window)
 	}
-	if len(st.Times) <= r.AtMost || r.Kind == rules.KindDistinct && slices.Contains(st.Values, m.Value) {
-		st.insert(r, t, m)
+	// This window's events, or the next one's.
+	split := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > st.Deadline })
+	lo, hi := 0, split
+	if t > st.Deadline {
+		lo, hi = split, len(st.Times)
+	}
+	if r.Kind == rules.KindDistinct {
+		// One entry per value and window, its latest.
+		if j := slices.Index(st.Values[lo:hi], m.Value); j >= 0 {
+			if st.Times[lo+j] >= t {
+				return a, v
+			}
+			st.deleteAt(lo + j)
+			hi--
+		}
+	}
+	if hi-lo <= r.AtMost {
+		st.insertSorted(r, t, m)
 	}
 	if a == nil && v == Counted {
 		return nil, Counted
@@ -491,18 +515,47 @@ func applyClosing(r *rules.Rule, st *State, m *event.Match, t int64) (*event.Ale
 	return a, v
 }
 
+// deleteAt removes the i-th event.
+func (st *State) deleteAt(i int) {
+	st.Times = slices.Delete(st.Times, i, i+1)
+	st.IDs = slices.Delete(st.IDs, i, i+1)
+	if st.Steps != nil {
+		st.Steps = slices.Delete(st.Steps, i, i+1)
+	}
+	if st.Values != nil {
+		st.Values = slices.Delete(st.Values, i, i+1)
+	}
+}
+
 // expireClosing judges the closed window of a rule with an upper bound:
 // it fires if the window held from Threshold to AtMost events (for
-// distinct, values). The key is reset either way, and what the window
-// held is spent.
+// distinct, values). What the window held is spent; the events after its
+// deadline open the next window.
 func expireClosing(r *rules.Rule, st *State, key string) (*event.Alert, Verdict) {
-	n, since, deadline := len(st.Times), st.Since, st.Deadline
-	ids, values, fields, sinceID := st.IDs, st.Values, st.SinceFields, st.SinceID
-	last := since
-	if n > 0 {
-		last = max(last, st.Times[n-1])
+	since, deadline := st.Since, st.Deadline
+	split := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > deadline })
+	n := split
+	ids, fields, sinceID := st.IDs[:split], st.SinceFields, st.SinceID
+	var values []string
+	if st.Values != nil {
+		values = st.Values[:split]
 	}
-	*st = State{LastAlert: st.LastAlert, Spent: deadline + 1}
+	first, last := since, since
+	if n > 0 {
+		first, last = min(since, st.Times[0]), max(since, st.Times[n-1])
+	}
+	next := State{LastAlert: st.LastAlert, Spent: deadline + 1}
+	if split < len(st.Times) {
+		next.Times = slices.Clone(st.Times[split:])
+		next.IDs = slices.Clone(st.IDs[split:])
+		if st.Values != nil {
+			next.Values = slices.Clone(st.Values[split:])
+		}
+		next.Since, next.SinceID = next.Times[0], next.IDs[0]
+		next.Deadline = next.Since + int64(r.Window)
+		// Its first event's fields were not kept: its alert carries the key.
+	}
+	*st = next
 	if n < r.Threshold || n > r.AtMost {
 		return nil, Counted
 	}
@@ -512,10 +565,10 @@ func expireClosing(r *rules.Rule, st *State, key string) (*event.Alert, Verdict)
 	st.LastAlert = since
 	a := newAlert(r, &event.Match{Key: key, Fields: fields}, alertID(r.ID, key, since, sinceID))
 	a.Count = n
-	a.FirstSeen, a.LastSeen = time.Unix(0, since).UTC(), time.Unix(0, last).UTC()
-	a.EventIDs = ids[:min(n, maxEvidence)]
+	a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+	a.EventIDs = slices.Clone(ids[:min(n, maxEvidence)])
 	if r.Kind == rules.KindDistinct {
-		a.Values = values[:min(n, maxEvidence)]
+		a.Values = slices.Clone(values[:min(n, maxEvidence)])
 	}
 	return a, Fired
 }

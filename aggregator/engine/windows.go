@@ -128,6 +128,10 @@ func (w *Windows) FireDue(tx Txn, rule func(id string) *rules.Rule, watermark in
 			continue
 		}
 		a, v := Expire(r, st, d.Key, watermark)
+		if st.Deadline != 0 && st.Deadline != d.At {
+			// A closing window's later events opened the next one.
+			tx.Armed(r, d.Key, st, d.At)
+		}
 		if v != Counted {
 			fired(r, d, a, v)
 		}
