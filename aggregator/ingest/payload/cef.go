@@ -51,32 +51,18 @@ var cefMapping = &mapping{
 var ruleLabels = map[string]bool{"rule": true, "rule name": true, "rulename": true, "policy": true, "policy name": true, "policyname": true, "security rule": true, "access rule": true, "rule_name": true}
 
 func applyCEF(ev *event.Event) bool {
-	msg := ev.Message
-	if ev.App == "CEF" && !strings.HasPrefix(msg, "CEF:") {
-		msg = "CEF:" + msg // the syslog header took "CEF" for its TAG
-	}
-	f, ok := parseCEF(msg)
+	f, ok := parseCEF(tagged(ev, "CEF"))
 	if !ok {
 		return false
 	}
 	f.apply(ev, cefMapping)
-	// From the header itself: an extension key of the same name cannot
-	// take their place.
-	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
-	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
-	ev.Set(event.FieldEventCode, clip(f.vals[4]))
-	for _, k := range []string{"device_vendor", "device_product", "signature_id"} {
-		delete(ev.Attrs, "cef."+k) // in the schema fields above
-	}
 	for n := '1'; n <= '6'; n++ {
 		if label, _ := f.get("cs" + string(n) + "Label"); ruleLabels[strings.ToLower(label)] {
 			v, _ := f.get("cs" + string(n))
 			ev.Set(event.FieldRuleName, clip(v))
 		}
 	}
-	if ev.App == "" || ev.App == "CEF" {
-		ev.App = clip(f.vals[2])
-	}
+	fromHeader(ev, f, "CEF")
 	return true
 }
 

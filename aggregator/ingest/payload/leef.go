@@ -44,24 +44,12 @@ var leefMapping = &mapping{
 }
 
 func applyLEEF(ev *event.Event) bool {
-	msg := ev.Message
-	if ev.App == "LEEF" && !strings.HasPrefix(msg, "LEEF:") {
-		msg = "LEEF:" + msg
-	}
-	f, ok := parseLEEF(msg)
+	f, ok := parseLEEF(tagged(ev, "LEEF"))
 	if !ok {
 		return false
 	}
 	f.apply(ev, leefMapping)
-	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
-	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
-	ev.Set(event.FieldEventCode, clip(f.vals[4]))
-	for _, k := range []string{"device_vendor", "device_product", "event_id"} {
-		delete(ev.Attrs, "leef."+k) // in the schema fields above
-	}
-	if ev.App == "" || ev.App == "LEEF" {
-		ev.App = clip(f.vals[2])
-	}
+	fromHeader(ev, f, "LEEF")
 	return true
 }
 

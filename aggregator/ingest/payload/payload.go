@@ -119,6 +119,32 @@ func (f *fields) first(keys ...string) string {
 	return ""
 }
 
+// tagged is ev's message as a CEF or LEEF parser reads it: with its
+// "CEF:"/"LEEF:" put back when the syslog header took it for the TAG.
+func tagged(ev *event.Event, tag string) string {
+	if ev.App == tag && !strings.HasPrefix(ev.Message, tag+":") {
+		return tag + ":" + ev.Message
+	}
+	return ev.Message
+}
+
+// fromHeader sets the appliance's fields from a CEF or LEEF header (f's
+// first values: version, vendor, product, version, event id), which an
+// extension key of the same name cannot replace, drops their raw copies,
+// and names the app after the product when the syslog header named none
+// (or took the format's name for it).
+func fromHeader(ev *event.Event, f *fields, tag string) {
+	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
+	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
+	ev.Set(event.FieldEventCode, clip(f.vals[4]))
+	for _, i := range []int{1, 2, 4} {
+		delete(ev.Attrs, f.prefix+f.keys[i])
+	}
+	if ev.App == "" || ev.App == tag {
+		ev.App = clip(f.vals[2])
+	}
+}
+
 // clip cuts s to maxValue bytes, not inside a character.
 func clip(s string) string {
 	if len(s) <= maxValue {

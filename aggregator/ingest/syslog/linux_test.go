@@ -47,21 +47,28 @@ func TestLinuxLines(t *testing.T) {
 		{`<85>Dec  4 10:00:00 web-01 audisp-syslog: type=ADD_USER msg=audit(1764842400.300:4244): pid=900 uid=0 auid=1000 ses=3 msg='op=add-user id=1005 exe="/usr/sbin/useradd" hostname=web-01 addr=? terminal=pts/0 res=success'`,
 			map[string]string{"action": "user_created", "category": "iam", "target_user": "1005", "user": "1000", "outcome": "success"}},
 	} {
-		var ev event.Event
-		if err := NewParser().Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{"action": ev.Action, "category": ev.Category, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP, "dst_ip": ev.DstIP, "protocol": ev.Protocol}
-		if ev.DstPort != 0 {
-			got["dst_port"] = strconv.Itoa(ev.DstPort)
-		}
-		for k, v := range ev.Attrs {
-			got[k] = v
-		}
-		for k, v := range tc.want {
-			if got[k] != v {
-				t.Errorf("%s\n  %s = %q, want %q", tc.msg, k, got[k], v)
-			}
+		checkParsed(t, tc.msg, tc.want)
+	}
+}
+
+// checkParsed parses msg and checks the fields want names: the typed ones
+// by their JSON names, dst_port as text, and every attribute.
+func checkParsed(t *testing.T, msg string, want map[string]string) {
+	t.Helper()
+	var ev event.Event
+	if err := NewParser().Parse([]byte(msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{"action": ev.Action, "category": ev.Category, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP, "dst_ip": ev.DstIP, "protocol": ev.Protocol}
+	if ev.DstPort != 0 {
+		got["dst_port"] = strconv.Itoa(ev.DstPort)
+	}
+	for k, v := range ev.Attrs {
+		got[k] = v
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s\n  %s = %q, want %q", msg, k, got[k], v)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package syslog
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,24 +50,7 @@ func TestWindowsEvents(t *testing.T) {
 			`<14>1 2026-12-04T10:00:00Z ws-17 winlogbeat - - - {"winlog":{"event_id":22,"channel":"Microsoft-Windows-Sysmon/Operational","event_data":{"Image":"C:\\Temp\\beacon.exe","QueryName":"c2.example.net"}}}`,
 			map[string]string{"action": "dns_query", "dns_query": "c2.example.net"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var ev event.Event
-			if err := NewParser().Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]string{"action": ev.Action, "category": ev.Category, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP, "dst_ip": ev.DstIP, "protocol": ev.Protocol}
-			if ev.DstPort != 0 {
-				got["dst_port"] = strconv.Itoa(ev.DstPort)
-			}
-			for k, v := range ev.Attrs {
-				got[k] = v
-			}
-			for k, v := range tc.want {
-				if got[k] != v {
-					t.Errorf("%s = %q, want %q", k, got[k], v)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkParsed(t, tc.msg, tc.want) })
 	}
 }
 
@@ -91,19 +73,7 @@ func TestSnare(t *testing.T) {
 		{process, map[string]string{"action": "process_created", "user": "alice", "process": `C:\Windows\System32\cmd.exe`, "command_line": "cmd.exe /c whoami /all",
 			"parent_process": `C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE`, "process_id": "6700", "win.Image": `C:\Windows\System32\cmd.exe`}},
 	} {
-		var ev event.Event
-		if err := NewParser().Parse([]byte(tc.msg), time.Now(), "127.0.0.1:514", &ev); err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{"action": ev.Action, "outcome": ev.Outcome, "user": ev.User, "src_ip": ev.SrcIP}
-		for k, v := range ev.Attrs {
-			got[k] = v
-		}
-		for k, v := range tc.want {
-			if got[k] != v {
-				t.Errorf("%s = %q, want %q", k, got[k], v)
-			}
-		}
+		checkParsed(t, tc.msg, tc.want)
 	}
 }
 
