@@ -35,8 +35,10 @@ type Publisher struct {
 	js    jetstream.JetStream
 	queue chan item
 	done  chan struct{}
-	batch int
-	log   *slog.Logger
+	// stopped is closed when Run returns: a Flush still waiting fails.
+	stopped chan struct{}
+	batch   int
+	log     *slog.Logger
 
 	m          *metrics
 	events     prometheus.Counter
@@ -66,6 +68,7 @@ func NewPublisher(b *Bus, cfg PublisherConfig, logger *slog.Logger, reg promethe
 		js:         b.js,
 		queue:      make(chan item, cfg.Capacity),
 		done:       make(chan struct{}),
+		stopped:    make(chan struct{}),
 		batch:      cfg.Batch,
 		log:        logger.With("component", "publisher"),
 		m:          b.metrics(),
@@ -117,6 +120,28 @@ type item struct {
 	data           []byte
 	msg            *nats.Msg
 	source, reason string
+	// flushed, on a marker queued by Flush, is closed once everything
+	// queued before the marker is acked.
+	flushed chan struct{}
+}
+
+// Flush returns once every event and dead letter queued before the call
+// is acked by JetStream, or when ctx ends or the publisher closes first.
+// It queues a marker behind them: the queue is published in order, a
+// round at a time, so the marker's round being acked covers them all.
+func (p *Publisher) Flush(ctx context.Context) error {
+	m := item{flushed: make(chan struct{})}
+	if err := p.enqueue(ctx, m); err != nil {
+		return err
+	}
+	select {
+	case <-m.flushed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.stopped:
+		return ErrClosed
+	}
 }
 
 // DeadLetter queues raw input that could not be parsed for DEADLETTER,
@@ -148,6 +173,7 @@ func (p *Publisher) Close() { close(p.done) }
 // Run publishes until Close, then drains the queue. If ctx ends first, Run
 // returns with whatever is still queued unpublished.
 func (p *Publisher) Run(ctx context.Context) error {
+	defer close(p.stopped)
 	items := make([]item, 0, p.batch)
 	for {
 		items = items[:0]
@@ -167,6 +193,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 		if err := p.send(ctx, items); err != nil {
 			return nil // ctx ended mid-retry
+		}
+		flushed(items)
+	}
+}
+
+// flushed releases the Flush calls whose markers are in items, now sent.
+func flushed(items []item) {
+	for _, it := range items {
+		if it.flushed != nil {
+			close(it.flushed)
 		}
 	}
 }
@@ -196,6 +232,7 @@ func (p *Publisher) drain(ctx context.Context, items []item) error {
 		if err := p.send(ctx, items); err != nil {
 			return nil
 		}
+		flushed(items)
 	}
 }
 
@@ -213,6 +250,9 @@ func pack(items []item) []pending {
 	var out []pending
 	var cur *pending
 	for _, it := range items {
+		if it.flushed != nil {
+			continue // a Flush marker: nothing to publish
+		}
 		if it.msg != nil {
 			out = append(out, pending{msg: it.msg, dead: &it})
 			cur = nil

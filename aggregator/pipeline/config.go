@@ -162,8 +162,8 @@ func (c *Config) Validate() error {
 	add(c.NATS.Validate())
 	add(c.Ingest.Syslog.Validate())
 	add(c.Ingest.AzureBlob.Validate())
-	if len(c.Ingest.Syslog.UDP) == 0 && len(c.Ingest.Syslog.TCP) == 0 && len(c.Ingest.AzureBlob.Accounts) == 0 {
-		errs.Add("ingest.syslog", "no listeners: set ingest.syslog.udp and/or ingest.syslog.tcp (or configure ingest.azure_blob.accounts)")
+	if sl := c.Ingest.Syslog; len(sl.UDP)+len(sl.TCP)+len(sl.TLS)+len(sl.RELP) == 0 && len(c.Ingest.AzureBlob.Accounts) == 0 {
+		errs.Add("ingest.syslog", "no listeners: set ingest.syslog.udp, tcp, tls or relp (or configure ingest.azure_blob.accounts)")
 	}
 	add(c.Rules.Validate())
 	add(c.Windows.Validate())

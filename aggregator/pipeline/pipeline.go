@@ -157,6 +157,19 @@ func loadRules(cfg RulesConfig) (*rules.Set, error) {
 // SyslogAddrs returns the syslog listeners' addresses.
 func (p *Pipeline) SyslogAddrs() (udp, tcp []net.Addr) { return p.syslog.Addrs() }
 
+// SyslogListenAddrs returns the addresses of the syslog stream listeners
+// of one transport: "tcp", "tls" or "relp".
+func (p *Pipeline) SyslogListenAddrs(transport string) []net.Addr {
+	return p.syslog.ListenAddrs(transport)
+}
+
+// Reload is SIGHUP's: it reloads the rules and the syslog TLS listeners'
+// certificates. Each is logged and counted; the first error is returned,
+// and what failed keeps running as it was.
+func (p *Pipeline) Reload() error {
+	return errors.Join(p.ReloadRules(), p.syslog.ReloadTLS())
+}
+
 // HTTPAddr returns the metrics endpoint's address, or nil when off.
 func (p *Pipeline) HTTPAddr() net.Addr {
 	if p.http == nil {

@@ -61,16 +61,18 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			udp, tcp := p.SyslogAddrs()
-			logger.Info("listening", "syslog_udp", udp, "syslog_tcp", tcp, "http", p.HTTPAddr(),
+			logger.Info("listening", "syslog_udp", udp, "syslog_tcp", tcp,
+				"syslog_tls", p.SyslogListenAddrs("tls"), "syslog_relp", p.SyslogListenAddrs("relp"), "http", p.HTTPAddr(),
 				"forwarding_to", forwardingTo(cfg))
-			// SIGHUP reloads the rules; a set with problems is rejected
-			// (logged) and the running one stays.
+			// SIGHUP reloads the rules and the TLS listeners' certificates;
+			// a rule set with problems is rejected (logged) and the running
+			// one stays, and so do certificates that do not load.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
-					_ = p.ReloadRules()
+					_ = p.Reload()
 				}
 			}()
 			return p.Run(ctx)

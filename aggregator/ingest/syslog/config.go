@@ -44,6 +44,14 @@ type Config struct {
 	UDP []string `yaml:"udp"`
 	// TCP lists the addresses to accept connections on. Empty: no TCP.
 	TCP []string `yaml:"tcp"`
+	// TLS lists syslog-over-TLS listeners (RFC 5425, port 6514 by
+	// convention): the same framing, limits and dead-lettering as TCP.
+	TLS []TLSListener `yaml:"tls"`
+	// RELP lists RELP listeners (rsyslog's omrelp), plain or TLS: a
+	// message is acknowledged only once it is in JetStream.
+	RELP []RELPListener `yaml:"relp"`
+	// HandshakeTimeout bounds a TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// MaxMessageSize bounds one message (one datagram or one TCP frame).
 	// Longer input is counted and dead-lettered, never truncated into an
 	// event. Default 65507 B (the largest IPv4 UDP payload); at least
@@ -102,7 +110,9 @@ func (l allowList) allows(a netip.Addr) bool {
 // (config.Errors), each naming its key as `ingest.syslog.<key>`.
 func (c *Config) Validate() error {
 	var errs config.Errors
-	if c.UDP == nil && c.TCP == nil { // left out, not set to []
+	// Left out, not set to []: with no TLS or RELP listener either, plain
+	// UDP and TCP on 514.
+	if c.UDP == nil && c.TCP == nil && c.TLS == nil && c.RELP == nil {
 		c.UDP, c.TCP = []string{DefaultListen}, []string{DefaultListen}
 	}
 	seen := make(map[string]bool)
@@ -120,10 +130,40 @@ func (c *Config) Validate() error {
 	}
 	checkAddrs("udp", c.UDP)
 	checkAddrs("tcp", c.TCP)
+	// One port serves one protocol: tcp, tls and relp share the key.
+	streams := slices.Clone(c.TCP)
+	for i, l := range c.TLS {
+		key := fmt.Sprintf("ingest.syslog.tls[%d]", i)
+		if err := checkHostPort(l.Listen); err != "" {
+			errs.Add(key+".listen", "%q is not host:port: %s", l.Listen, err)
+		} else if slices.Contains(streams, l.Listen) && !strings.HasSuffix(l.Listen, ":0") {
+			errs.Add(key+".listen", "%q is already a tcp, tls or relp listener", l.Listen)
+		}
+		streams = append(streams, l.Listen)
+		l.validate(&errs, key)
+	}
+	for i, l := range c.RELP {
+		key := fmt.Sprintf("ingest.syslog.relp[%d]", i)
+		if err := checkHostPort(l.Listen); err != "" {
+			errs.Add(key+".listen", "%q is not host:port: %s", l.Listen, err)
+		} else if slices.Contains(streams, l.Listen) && !strings.HasSuffix(l.Listen, ":0") {
+			errs.Add(key+".listen", "%q is already a tcp, tls or relp listener", l.Listen)
+		}
+		streams = append(streams, l.Listen)
+		if l.TLS != nil {
+			l.TLS.validate(&errs, key+".tls")
+		}
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.HandshakeTimeout < 0 {
+		errs.Add("ingest.syslog.handshake_timeout", "must be positive, got %s", c.HandshakeTimeout)
+	}
 	c.allow = make(map[string]allowList, len(c.Allow))
 	for _, addr := range slices.Sorted(maps.Keys(c.Allow)) {
-		if !slices.Contains(c.UDP, addr) && !slices.Contains(c.TCP, addr) {
-			errs.Add(fmt.Sprintf("ingest.syslog.allow[%q]", addr), "not a listen address in ingest.syslog.udp or ingest.syslog.tcp")
+		if !slices.Contains(c.UDP, addr) && !slices.Contains(streams, addr) {
+			errs.Add(fmt.Sprintf("ingest.syslog.allow[%q]", addr), "not a listen address of ingest.syslog.udp, tcp, tls or relp")
 		}
 		list := allowList{} // not nil: an empty list allows no one
 		for i, s := range c.Allow[addr] {

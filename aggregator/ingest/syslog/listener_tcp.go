@@ -2,6 +2,7 @@ package syslog
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -25,7 +26,7 @@ var errEvicted = errors.New("syslog connection evicted: the table is full")
 
 // serveTCP accepts connections until the listener is closed. Each
 // connection gets one goroutine, counted in wg so Run waits for it.
-func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
+func (r *run) serveTCP(l *streamListener, wg *sync.WaitGroup) {
 	var delay time.Duration
 	for {
 		conn, err := l.Accept()
@@ -46,7 +47,7 @@ func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
 		}
 		delay = 0
 		src := connAddr(conn).Addr()
-		if !allow.allows(src) {
+		if !l.allow.allows(src) {
 			r.m.rejectedConns.WithLabelValues(rejectNotAllow).Inc()
 			r.logProblem("rejected_"+rejectNotAllow, "syslog connection refused: the sender is not in allow",
 				"sender", connSender(conn), "listener", l.Addr().String())
@@ -64,9 +65,47 @@ func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
 		}
 		wg.Go(func() {
 			defer r.conns.remove(entry)
-			r.serveConn(entry)
+			conn := entry.conn
+			if l.tls != nil {
+				tc, ok := r.handshake(entry, l.tls)
+				if !ok {
+					return
+				}
+				conn = tc
+			}
+			if l.relp {
+				r.serveRELP(entry, conn, l.transport)
+				return
+			}
+			r.serveConn(entry, conn, l.transport)
 		})
 	}
+}
+
+// handshake runs the TLS handshake of a new connection, bounded by
+// handshake_timeout and by Run's end. A failure is counted by reason,
+// logged (rate-limited) and closes the connection; it touches no other.
+func (r *run) handshake(entry *tableConn, srv *tlsServer) (*tls.Conn, bool) {
+	conn := entry.conn
+	tc := tls.Server(conn, srv.config())
+	conn.SetDeadline(time.Now().Add(r.cfg.HandshakeTimeout))
+	err := tc.HandshakeContext(r.ctx)
+	if err == nil {
+		conn.SetDeadline(time.Time{})
+		return tc, true
+	}
+	conn.Close()
+	switch {
+	case r.ctx.Err() != nil:
+	case entry.evicted.Load():
+		r.m.evictedConns.Inc()
+	default:
+		reason := handshakeReason(err)
+		r.m.tlsHandshake.WithLabelValues(reason).Inc()
+		r.logProblem("tls_"+reason, "syslog TLS handshake failed: connection closed",
+			"sender", connSender(conn), "listener", srv.listen, "reason", reason, "err", err)
+	}
+	return nil, false
 }
 
 // serveConn reads frames from one connection until the peer closes it, it
@@ -74,11 +113,11 @@ func (r *run) serveTCP(l net.Listener, allow allowList, wg *sync.WaitGroup) {
 // in chunks to the parsers (parseChunks), so one busy sender is parsed on
 // every core, and each chunk is published only after the one before it
 // from the same connection, so a connection's events keep their order.
-func (r *run) serveConn(entry *tableConn) {
-	conn := entry.conn
+func (r *run) serveConn(entry *tableConn, conn net.Conn, transport string) {
 	defer conn.Close()
 	sender := connSender(conn)
-	cr := &connReader{conn: conn, idle: r.cfg.IdleTimeout, frameTimeout: r.cfg.FrameTimeout, bytes: r.m.bytesTCP, entry: entry}
+	events := r.m.events[transport]
+	cr := &connReader{conn: conn, idle: r.cfg.IdleTimeout, frameTimeout: r.cfg.FrameTimeout, bytes: r.m.bytes[transport], entry: entry}
 	stop := context.AfterFunc(r.ctx, func() { cr.shutdown(time.Now().Add(r.drainTimeout / 2)) })
 	defer stop()
 	cut := 0 // frames read at shutdown that will not be published
@@ -91,7 +130,7 @@ func (r *run) serveConn(entry *tableConn) {
 	cr.fr = fr
 	turn := make(chan struct{}) // the first chunk's turn to publish has come
 	close(turn)
-	c := newChunk(sender, turn)
+	c := newChunk(sender, events, turn)
 	sent := true
 	// send hands the chunk to the parsers; sent is false once Run gives up
 	// on publishing (the sink failed or the drain timed out).
@@ -102,7 +141,7 @@ func (r *run) serveConn(entry *tableConn) {
 		next := c.next // once sent, c may be parsed, pooled and reused at once
 		select {
 		case r.chunks <- c:
-			c = newChunk(sender, next)
+			c = newChunk(sender, events, next)
 		case <-r.pubCtx.Done():
 			// The stop timeout passed: what is read from now on is
 			// only counted.
@@ -175,6 +214,7 @@ var parseWorkers = max(2, runtime.GOMAXPROCS(0))
 // chunk of the connection is published), then next is closed.
 type chunk struct {
 	sender     string
+	events     prometheus.Counter // of the connection's transport
 	received   time.Time
 	data       []byte
 	ends       []int
@@ -185,9 +225,9 @@ var chunkPool = sync.Pool{New: func() any {
 	return &chunk{data: make([]byte, 0, chunkBytes+4096), ends: make([]int, 0, chunkFrames)}
 }}
 
-func newChunk(sender string, turn chan struct{}) *chunk {
+func newChunk(sender string, events prometheus.Counter, turn chan struct{}) *chunk {
 	c := chunkPool.Get().(*chunk)
-	c.sender, c.data, c.ends, c.received = sender, c.data[:0], c.ends[:0], time.Time{}
+	c.sender, c.events, c.data, c.ends, c.received = sender, events, c.data[:0], c.ends[:0], time.Time{}
 	c.turn, c.next = turn, make(chan struct{})
 	return c
 }
@@ -226,7 +266,7 @@ func (r *run) parseChunks() {
 			if r.failure() != nil {
 				break
 			}
-			if r.publish(ev, r.m.eventsTCP) != nil {
+			if r.publish(ev, c.events) != nil {
 				if r.ctx.Err() != nil { // the drain timed out at shutdown
 					r.cutLines(len(evs) - i)
 				}

@@ -27,30 +27,47 @@ const (
 // metrics are the source's Prometheus instruments: the component_* ones
 // every source shares (package instrument) and syslog's own.
 type metrics struct {
-	eventsUDP, eventsTCP prometheus.Counter
-	bytesUDP, bytesTCP   prometheus.Counter
-	errors               *prometheus.CounterVec
-	fallback             prometheus.Counter
-	formats              *prometheus.CounterVec // messages read per payload format
-	formatFallback       *prometheus.CounterVec // ... that the format's parser could not read
-	openConns            prometheus.Gauge
-	rejectedConns        *prometheus.CounterVec
-	evictedConns         prometheus.Counter
-	rejectedDatagrams    *prometheus.CounterVec
-	kernelDrops          prometheus.Counter
-	shutdownCut          prometheus.Counter
-	component            *instrument.Component
+	eventsUDP, bytesUDP prometheus.Counter
+	// events and bytes of the stream transports: tcp, tls, relp
+	events, bytes     map[string]prometheus.Counter
+	tlsHandshake      *prometheus.CounterVec // failed handshakes, by reason
+	tlsExpiry         *prometheus.GaugeVec   // the listener certificate's NotAfter
+	tlsReloads        *prometheus.CounterVec // reloads of the TLS files, by result
+	errors            *prometheus.CounterVec
+	fallback          prometheus.Counter
+	formats           *prometheus.CounterVec // messages read per payload format
+	formatFallback    *prometheus.CounterVec // ... that the format's parser could not read
+	openConns         prometheus.Gauge
+	rejectedConns     *prometheus.CounterVec
+	evictedConns      prometheus.Counter
+	rejectedDatagrams *prometheus.CounterVec
+	kernelDrops       prometheus.Counter
+	shutdownCut       prometheus.Counter
+	component         *instrument.Component
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	c := instrument.NewComponent(SourceName, []string{"udp", "tcp"},
+	transports := []string{"udp", "tcp", "tls", "relp"}
+	c := instrument.NewComponent(SourceName, transports,
 		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback, errFrameTimeout})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
-		eventsTCP: c.Events.WithLabelValues("tcp"),
 		bytesUDP:  c.Bytes.WithLabelValues("udp"),
-		bytesTCP:  c.Bytes.WithLabelValues("tcp"),
+		events:    map[string]prometheus.Counter{},
+		bytes:     map[string]prometheus.Counter{},
 		errors:    c.Errors,
+		tlsHandshake: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_tls_handshake_errors_total",
+			Help: "TLS handshakes refused or failed on the syslog tls and relp listeners, by reason: timeout, not_tls, no_client_certificate, unknown_ca, expired_certificate, bad_certificate, client_not_allowed, protocol_version, remote_alert, other.",
+		}, []string{"reason"}),
+		tlsExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outpost_syslog_tls_certificate_expiry_timestamp_seconds",
+			Help: "When the certificate a syslog TLS listener presents expires (its NotAfter, Unix seconds), by listen address.",
+		}, []string{"listener"}),
+		tlsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_syslog_tls_reloads_total",
+			Help: "Reloads of the syslog TLS listeners' certificate, key and CA files that changed something (ok) or failed (error: the listener kept its files).",
+		}, []string{"result"}),
 		component: c,
 		fallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_rfc3164_fallback_total",
@@ -89,6 +106,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Syslog TCP lines received at shutdown but not published: the stop timeout ended the drain first.",
 		}),
 	}
+	for _, t := range transports[1:] {
+		m.events[t], m.bytes[t] = c.Events.WithLabelValues(t), c.Bytes.WithLabelValues(t)
+	}
+	for _, reason := range tlsReasons {
+		m.tlsHandshake.WithLabelValues(reason)
+	}
+	m.tlsReloads.WithLabelValues("ok")
+	m.tlsReloads.WithLabelValues("error")
 	for _, reason := range []string{rejectFull, rejectPerSource, rejectNotAllow} {
 		m.rejectedConns.WithLabelValues(reason)
 	}
@@ -97,7 +122,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.formats.WithLabelValues(f)
 		m.formatFallback.WithLabelValues(f)
 	}
-	if err := c.Register(reg, m.fallback, m.formats, m.formatFallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut); err != nil {
+	if err := c.Register(reg, m.fallback, m.formats, m.formatFallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut,
+		m.tlsHandshake, m.tlsExpiry, m.tlsReloads); err != nil {
 		return nil, err
 	}
 	return m, nil

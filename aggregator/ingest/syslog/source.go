@@ -67,9 +67,20 @@ type Source struct {
 	listening bool
 	started   bool
 	udp       []*net.UDPConn
-	tcp       []net.Listener
 	udpAllow  []allowList // per socket in udp; nil: any sender
-	tcpAllow  []allowList
+	streams   []*streamListener
+
+	tls tlsSet // the TLS of the tls and relp listeners, reloaded together
+}
+
+// streamListener is a TCP listener and what it speaks: syslog over TCP,
+// syslog over TLS, or RELP (plain or TLS).
+type streamListener struct {
+	net.Listener
+	transport string     // "tcp", "tls" or "relp": the metrics' label
+	allow     allowList  // nil: any sender
+	tls       *tlsServer // nil: plain
+	relp      bool
 }
 
 // New validates cfg, registers the source's metrics on reg and returns the
@@ -93,7 +104,12 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 	if err != nil {
 		return nil, err
 	}
-	return &Source{
+	if len(cfg.RELP) > 0 {
+		if _, ok := sink.(Flusher); !ok {
+			return nil, errors.New("syslog: RELP listeners need a sink that can confirm what it holds (a Flusher)")
+		}
+	}
+	s := &Source{
 		cfg:   cfg,
 		loc:   loc,
 		sink:  sink,
@@ -102,7 +118,38 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		limit: instrument.NewLogLimiter(logEvery),
 
 		drainTimeout: drainTimeout,
-	}, nil
+	}
+	add := func(listen string, f TLSFiles) error {
+		srv := &tlsServer{listen: listen, files: f, expiry: m.tlsExpiry.WithLabelValues(listen)}
+		if _, leaf, err := srv.load(); err != nil {
+			return fmt.Errorf("ingest.syslog TLS listener %s: %w", listen, err)
+		} else {
+			warnExpiry(s, listen, leaf)
+		}
+		s.tls.servers = append(s.tls.servers, srv)
+		return nil
+	}
+	for _, l := range cfg.TLS {
+		if err := add(l.Listen, l.TLSFiles); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range cfg.RELP {
+		if l.TLS != nil {
+			if err := add(l.Listen, *l.TLS); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// Flusher is a Sink that can say when what it was handed is safe: Flush
+// returns once every event and dead letter handed to it before the call
+// is persisted (in JetStream), or with the error that kept it from that.
+// RELP listeners need one, to acknowledge only what is safe.
+type Flusher interface {
+	Flush(ctx context.Context) error
 }
 
 // Listen opens every configured socket. It is idempotent; Run calls it if
@@ -135,14 +182,36 @@ func (s *Source) Listen() error {
 		s.udp = append(s.udp, uc)
 		s.udpAllow = append(s.udpAllow, s.cfg.allow[addr])
 	}
-	for _, addr := range s.cfg.TCP {
+	listen := func(addr, transport string, srv *tlsServer, relp bool) error {
 		l, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			s.closeSockets()
-			return fmt.Errorf("opening syslog listener: %w", err)
+			return fmt.Errorf("opening syslog %s listener: %w", transport, err)
 		}
-		s.tcp = append(s.tcp, l)
-		s.tcpAllow = append(s.tcpAllow, s.cfg.allow[addr])
+		s.streams = append(s.streams, &streamListener{Listener: l, transport: transport,
+			allow: s.cfg.allow[addr], tls: srv, relp: relp})
+		return nil
+	}
+	for _, addr := range s.cfg.TCP {
+		if err := listen(addr, "tcp", nil, false); err != nil {
+			return err
+		}
+	}
+	servers := s.tls.servers
+	for _, l := range s.cfg.TLS {
+		if err := listen(l.Listen, "tls", servers[0], false); err != nil {
+			return err
+		}
+		servers = servers[1:]
+	}
+	for _, l := range s.cfg.RELP {
+		var srv *tlsServer
+		if l.TLS != nil {
+			srv, servers = servers[0], servers[1:]
+		}
+		if err := listen(l.Listen, "relp", srv, true); err != nil {
+			return err
+		}
 	}
 	s.listening = true
 	if capped > 0 {
@@ -158,24 +227,36 @@ func (s *Source) Listen() error {
 // port the system chose.
 func (s *Source) Addrs() (udp, tcp []net.Addr) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, c := range s.udp {
 		udp = append(udp, c.LocalAddr())
 	}
-	for _, l := range s.tcp {
-		tcp = append(tcp, l.Addr())
+	s.mu.Unlock()
+	return udp, s.ListenAddrs("tcp")
+}
+
+// ListenAddrs returns the addresses of the stream listeners of one
+// transport ("tcp", "tls" or "relp"), in config order, once Listen has
+// been called.
+func (s *Source) ListenAddrs(transport string) []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, l := range s.streams {
+		if l.transport == transport {
+			out = append(out, l.Addr())
+		}
 	}
-	return udp, tcp
+	return out
 }
 
 func (s *Source) closeSockets() {
 	for _, c := range s.udp {
 		c.Close()
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.streams {
 		l.Close()
 	}
-	s.udp, s.tcp, s.udpAllow, s.tcpAllow = nil, nil, nil, nil
+	s.udp, s.udpAllow, s.streams = nil, nil, nil
 	s.listening = false
 }
 
@@ -199,7 +280,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("syslog: Run called twice")
 	}
 	s.started = true
-	udp, tcp, udpAllow, tcpAllow := s.udp, s.tcp, s.udpAllow, s.tcpAllow
+	udp, udpAllow, streams := s.udp, s.udpAllow, s.streams
 	s.mu.Unlock()
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -219,9 +300,13 @@ func (s *Source) Run(ctx context.Context) error {
 	for i, c := range udp {
 		wg.Go(func() { r.serveUDP(c, udpAllow[i]) })
 	}
-	for i, l := range tcp {
-		wg.Go(func() { r.serveTCP(l, tcpAllow[i], &wg) })
+	for _, l := range streams {
+		wg.Go(func() { r.serveTCP(l, &wg) })
 	}
+	watchDone := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() { s.watchTLS(watchDone) })
+	defer func() { close(watchDone); watch.Wait() }()
 
 	<-runCtx.Done()
 	s.mu.Lock()

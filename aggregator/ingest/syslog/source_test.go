@@ -33,6 +33,8 @@ type memSink struct {
 	publishErr error         // returned by Publish when set
 	gate       chan struct{} // when set, Publish waits for it to close
 	entered    chan struct{} // when set, Publish signals each call here first
+	flushes    int
+	flushErr   error
 }
 
 type deadLetter struct {
@@ -61,6 +63,15 @@ func (s *memSink) Publish(ctx context.Context, ev *event.Event) error {
 	defer s.mu.Unlock()
 	s.events = append(s.events, ev)
 	return nil
+}
+
+// Flush makes memSink a Flusher: what it holds it has stored already.
+// flushes counts the calls; flushErr fails them.
+func (s *memSink) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushes++
+	return s.flushErr
 }
 
 func (s *memSink) DeadLetter(ctx context.Context, source, reason string, raw []byte, sender string) error {
