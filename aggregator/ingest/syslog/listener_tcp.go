@@ -172,8 +172,8 @@ func (r *run) serveConn(entry *tableConn, conn net.Conn, transport string) {
 			// Not syslog input, so not dead-lettered: the sender needs
 			// reconfiguring, and the log line says how.
 			r.m.errors.WithLabelValues(KindRELP).Inc()
-			r.logProblem(KindRELP, "RELP sender refused on a plain syslog TCP port: Outpost has no RELP input; "+
-				"use omfwd with protocol=\"tcp\" TCP_Framing=\"octet-counted\" (or TLS) instead of omrelp", "sender", sender)
+			r.logProblem(KindRELP, "RELP sender refused on a plain syslog TCP port: point omrelp at an ingest.syslog.relp listener, "+
+				"or use omfwd with protocol=\"tcp\" TCP_Framing=\"octet-counted\" (or TLS)", "sender", sender)
 			return
 		case errors.As(err, &fe):
 			err = r.reject(fe.Kind, fe.Error(), fe.Sample, sender)

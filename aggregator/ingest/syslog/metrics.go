@@ -49,7 +49,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	transports := []string{"udp", "tcp", "tls", "relp"}
 	c := instrument.NewComponent(SourceName, transports,
-		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, errRFC5424, errRead, errAccept, errPublish, errFallback, errFrameTimeout})
+		[]string{KindOversize, KindBadLength, KindTruncated, KindRELP, KindRELPProtocol, errRFC5424, errRead, errAccept, errPublish, errFallback, errFrameTimeout})
 	m := &metrics{
 		eventsUDP: c.Events.WithLabelValues("udp"),
 		bytesUDP:  c.Bytes.WithLabelValues("udp"),
