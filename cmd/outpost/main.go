@@ -80,6 +80,7 @@ func newRootCmd() *cobra.Command {
 	}
 	run.Flags().StringVarP(&configPath, "config", "c", "/etc/outpost/outpost.yaml", "config file")
 
+	var static bool
 	check := &cobra.Command{
 		Use:   "check-config",
 		Short: "Validate a config file and the rules it points to, then exit",
@@ -97,10 +98,22 @@ func newRootCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: config OK, %d rules enabled\n", configPath, n)
+			if static {
+				return nil
+			}
+			// What the machine gives it: files, data dir, ports, names.
+			checks := pipeline.CheckDeployment(cmd.Context(), cfg)
+			for _, c := range checks {
+				fmt.Fprintln(cmd.OutOrStdout(), "  "+c.String())
+			}
+			if !pipeline.DeploymentOK(checks) {
+				return fmt.Errorf("%s: the deployment does not give Outpost what the config needs (the fail lines above)", configPath)
+			}
 			return nil
 		},
 	}
 	check.Flags().StringVarP(&configPath, "config", "c", "/etc/outpost/outpost.yaml", "config file")
+	check.Flags().BoolVar(&static, "static", false, "check the config and rules only, not the files, data dir, listen addresses and names it needs on this machine")
 
 	var keep bool
 	var noise int

@@ -65,9 +65,9 @@ func TestRsyslogOverTLS(t *testing.T) {
 		for _, mutual := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s mutual=%v", driver, mutual), func(t *testing.T) {
 				files := TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey}
-				global := fmt.Sprintf("DefaultNetstreamDriverCAFile=%q", f.ca.file)
+				global := fmt.Sprintf("DefaultNetstreamDriverCAFile=%q", f.ca.File)
 				if mutual {
-					files.ClientCAFile, files.ClientNames = f.ca.file, []string{"sender-1.test"}
+					files.ClientCAFile, files.ClientNames = f.ca.File, []string{"sender-1.test"}
 					global += fmt.Sprintf(" DefaultNetstreamDriverCertFile=%q DefaultNetstreamDriverKeyFile=%q", f.clientCert, f.clientKy)
 				}
 				sink := &memSink{}
@@ -92,14 +92,14 @@ func TestRsyslogOverTLS(t *testing.T) {
 		}
 	}
 	t.Run("not in client_names", func(t *testing.T) {
-		unlistedCert, unlistedKey := f.ca.valid("unlisted", "sender-9.test", false)
+		unlistedCert, unlistedKey := f.ca.Valid("unlisted", "sender-9.test", false)
 		sink := &memSink{}
 		ts := startSource(t, Config{UDP: []string{}, TCP: []string{},
 			TLS: []TLSListener{{Listen: "127.0.0.1:0", TLSFiles: TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey,
-				ClientCAFile: f.ca.file, ClientNames: []string{"sender-1.test"}}}}}, sink)
+				ClientCAFile: f.ca.File, ClientNames: []string{"sender-1.test"}}}}}, sink)
 		port := ts.tlsAddr()[strings.LastIndexByte(ts.tlsAddr(), ':')+1:]
 		global := fmt.Sprintf("DefaultNetstreamDriverCAFile=%q DefaultNetstreamDriverCertFile=%q DefaultNetstreamDriverKeyFile=%q",
-			f.ca.file, unlistedCert, unlistedKey)
+			f.ca.File, unlistedCert, unlistedKey)
 		in, _ := rsyslogSender(t, global, fmt.Sprintf(`action(type="omfwd" target="127.0.0.1" port=%q protocol="tcp"
   StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name" StreamDriverPermittedPeers="outpost.test")`, port), "lmnsd_gtls")
 		rsyslogtest.Send(t, in, numbered("x", 3))
@@ -123,9 +123,9 @@ func TestRsyslogOverRELP(t *testing.T) {
 			l := RELPListener{Listen: "127.0.0.1:0"}
 			extra := ""
 			if useTLS {
-				l.TLS = &TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey, ClientCAFile: f.ca.file, ClientNames: []string{"sender-1.test"}}
+				l.TLS = &TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey, ClientCAFile: f.ca.File, ClientNames: []string{"sender-1.test"}}
 				extra = fmt.Sprintf(` tls="on" tls.caCert=%q tls.myCert=%q tls.myPrivKey=%q tls.authMode="name" tls.permittedPeer=["outpost.test"]`,
-					f.ca.file, f.clientCert, f.clientKy)
+					f.ca.File, f.clientCert, f.clientKy)
 			}
 			sink := &memSink{}
 			ts := startSource(t, Config{UDP: []string{}, TCP: []string{}, RELP: []RELPListener{l}}, sink)

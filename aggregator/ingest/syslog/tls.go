@@ -337,3 +337,11 @@ func (s *Source) watchTLS(done <-chan struct{}) {
 		}
 	}
 }
+
+// CheckTLSFiles loads f as a listener would and returns the certificate it
+// would serve: check-config's check of the TLS material (the files are
+// readable, parse, and the key matches the certificate).
+func CheckTLSFiles(f TLSFiles) (*x509.Certificate, error) {
+	_, leaf, _, err := loadTLS(f)
+	return leaf, err
+}

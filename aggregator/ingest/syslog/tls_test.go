@@ -1,127 +1,31 @@
 package syslog
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog/tlstest"
 )
-
-// testCA is a certificate authority made by a test, and the files of the
-// certificates it issues.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA certificate, PEM
-}
-
-var serial atomic.Int64
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{t: t, dir: dir, cert: cert, key: key, file: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-// issue writes name.pem and name.key: a certificate for cn (also its DNS
-// name), valid from notBefore to notAfter, for a server (127.0.0.1) or a
-// client.
-func (ca *testCA) issue(name, cn string, server bool, notBefore, notAfter time.Time) (certFile, keyFile string) {
-	t := ca.t
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     []string{cn},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func (ca *testCA) valid(name, cn string, server bool) (string, string) {
-	return ca.issue(name, cn, server, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	// Written aside and renamed, as a certificate renewal does.
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // tlsFixture is a CA, a server certificate from it, and a client
 // certificate "sender-1" from it.
 type tlsFixture struct {
-	ca                   *testCA
+	ca                   *tlstest.CA
 	serverCert, srvKey   string
 	clientCert, clientKy string
 }
 
 func newTLSFixture(t *testing.T) *tlsFixture {
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "outpost-test")
+	ca := tlstest.NewCA(t, dir, "outpost-test")
 	f := &tlsFixture{ca: ca}
-	f.serverCert, f.srvKey = ca.valid("server", "outpost.test", true)
-	f.clientCert, f.clientKy = ca.valid("sender-1", "sender-1.test", false)
+	f.serverCert, f.srvKey = ca.Valid("server", "outpost.test", true)
+	f.clientCert, f.clientKy = ca.Valid("sender-1", "sender-1.test", false)
 	return f
 }
 
@@ -130,7 +34,7 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 func (f *tlsFixture) client(t *testing.T, certFile, keyFile string) *tls.Config {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pemCA, _ := os.ReadFile(f.ca.file)
+	pemCA, _ := os.ReadFile(f.ca.File)
 	pool.AppendCertsFromPEM(pemCA)
 	c := &tls.Config{RootCAs: pool, ServerName: "outpost.test"}
 	if certFile != "" {
@@ -202,15 +106,15 @@ func TestTLSListener(t *testing.T) {
 func TestTLSRefusals(t *testing.T) {
 	f := newTLSFixture(t)
 	dir := t.TempDir()
-	other := newTestCA(t, dir, "someone-else")
-	strangerCert, strangerKey := other.valid("stranger", "sender-1.test", false)
-	expiredCert, expiredKey := f.ca.issue("expired", "sender-1.test", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
-	unlistedCert, unlistedKey := f.ca.valid("unlisted", "sender-9.test", false)
+	other := tlstest.NewCA(t, dir, "someone-else")
+	strangerCert, strangerKey := other.Valid("stranger", "sender-1.test", false)
+	expiredCert, expiredKey := f.ca.Issue("expired", "sender-1.test", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	unlistedCert, unlistedKey := f.ca.Valid("unlisted", "sender-9.test", false)
 
 	sink := &memSink{}
 	ts := startSource(t, Config{UDP: []string{}, TCP: []string{}, HandshakeTimeout: 300 * time.Millisecond,
 		TLS: []TLSListener{{Listen: "127.0.0.1:0", TLSFiles: TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey,
-			ClientCAFile: f.ca.file, ClientNames: []string{"SENDER-1.test"}}}}}, sink)
+			ClientCAFile: f.ca.File, ClientNames: []string{"SENDER-1.test"}}}}}, sink)
 	addr := ts.tlsAddr()
 
 	good, err := dialTLS(t, addr, f.client(t, f.clientCert, f.clientKy))
@@ -306,7 +210,7 @@ func TestTLSCertificateSwap(t *testing.T) {
 	first := serialOf(old)
 
 	// Renewal: a new certificate and key, each renamed into place.
-	f.ca.valid("server", "outpost.test", true)
+	f.ca.Valid("server", "outpost.test", true)
 	var renewed int64
 	waitUntil(t, func() bool {
 		c, err := dialTLS(t, addr, f.client(t, "", ""))
@@ -325,7 +229,7 @@ func TestTLSCertificateSwap(t *testing.T) {
 
 	// A key that does not match the certificate: the reload fails, the
 	// listener keeps the renewed pair.
-	_, otherKey := f.ca.valid("other", "x.test", true)
+	_, otherKey := f.ca.Valid("other", "x.test", true)
 	data, _ := os.ReadFile(otherKey)
 	if err := os.WriteFile(f.srvKey, data, 0o600); err != nil {
 		t.Fatal(err)
