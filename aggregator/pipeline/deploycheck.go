@@ -285,4 +285,3 @@ func DeploymentOK(checks []Check) bool {
 	}
 	return true
 }
-
