@@ -71,6 +71,8 @@ type Source struct {
 	streams   []*streamListener
 
 	tls tlsSet // the TLS of the tls and relp listeners, reloaded together
+
+	audit *auditJoiner // joins the records of one audit event
 }
 
 // streamListener is a TCP listener and what it speaks: syslog over TCP,
@@ -118,6 +120,7 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 		limit: instrument.NewLogLimiter(logEvery),
 
 		drainTimeout: drainTimeout,
+		audit:        newAuditJoiner(),
 	}
 	add := func(listen string, f TLSFiles) error {
 		srv := &tlsServer{listen: listen, files: f, expiry: m.tlsExpiry.WithLabelValues(listen)}
@@ -409,6 +412,9 @@ func (r *run) parse(p *Parser, msg []byte, received time.Time, sender string) (*
 // publish counts ev and hands it to the sink; an error is the sink's.
 func (r *run) publish(ev *event.Event, events prometheus.Counter) error {
 	events.Inc()
+	// Here, not in the parsers: events are published in each connection's
+	// order, which is the order of an audit event's records.
+	r.audit.join(ev)
 	if err := r.sink.Publish(r.pubCtx, ev); err != nil {
 		return r.sinkFailed("publishing event", err)
 	}
