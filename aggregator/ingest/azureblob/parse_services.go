@@ -120,7 +120,16 @@ func parseServiceRecord(kind parserKind, rec []byte, env *envelope, o Origin) ([
 	case kindAKS:
 		var ok bool
 		if ev, ok = aksEvent(env, p, o, t); !ok {
-			return nil, nil // a log line of the API server that is not an audit event
+			// Not an audit event (a log line of the API server, a
+			// truncated record): kept as it is, and said so.
+			ev = newEvent(o, 0, SourceAKS, t)
+			ev.Category = "kubernetes"
+			var log string
+			if json.Unmarshal(p["log"], &log) != nil {
+				log = string(p["log"])
+			}
+			ev.Message = log
+			setAttr(ev, "parse_warning", "not a Kubernetes audit event: kept as its text")
 		}
 	case kindStorage:
 		ev = storageEvent(env, p, top, o, t)
