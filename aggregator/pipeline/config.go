@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -48,13 +47,6 @@ type Config struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info (default), warn, error
 	Format string `yaml:"format"` // text (default) or json
-}
-
-// HTTPConfig is the `http` section: metrics and health endpoints.
-type HTTPConfig struct {
-	// Listen is where /metrics, /healthz and /readyz are served; default
-	// 127.0.0.1:9464. "off" disables the endpoint.
-	Listen string `yaml:"listen"`
 }
 
 // RulesConfig is the `rules` section.
@@ -150,15 +142,7 @@ func (c *Config) Validate() error {
 	default:
 		errs.Add("log.format", "%q must be text or json", c.Log.Format)
 	}
-	switch c.HTTP.Listen {
-	case "":
-		c.HTTP.Listen = "127.0.0.1:9464"
-	case "off":
-	default:
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			errs.Add("http.listen", "%q is not host:port or off: %v", c.HTTP.Listen, err)
-		}
-	}
+	c.HTTP.validate(&errs)
 	add(c.NATS.Validate())
 	add(c.Ingest.Syslog.Validate())
 	add(c.Ingest.AzureBlob.Validate())

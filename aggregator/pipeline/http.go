@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,36 +13,53 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outpost-siem/outpost/aggregator/console"
 )
 
-// httpServer serves /metrics, /healthz (the process is up), /readyz
-// (the pipeline can make progress: connected to NATS) and /status (the
-// link economy as JSON, for `outpost status`).
+// httpServer serves the status page (/, /api/console), /metrics, /healthz
+// (the process is up), /readyz (the pipeline can make progress: connected
+// to NATS), /status (the link economy as JSON) and /alerts/{id}.
 type httpServer struct {
 	ln  net.Listener
 	srv *http.Server
 }
 
-func listenHTTP(addr string, reg *prometheus.Registry, ready func() (error, []error), status, alert http.HandlerFunc) (*httpServer, error) {
+// listenHTTP opens http.listen: the status page, /api/console, /status,
+// /alerts/{id}, /metrics, the health checks, and the profiler if
+// http.pprof. With auth configured every path but the health checks and
+// /login needs it.
+func (p *Pipeline) listenHTTP() (*httpServer, error) {
+	cfg := p.cfg.HTTP
 	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
-		if err := reg.Register(c); err != nil {
+		if err := p.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the runtime metrics: %w", err)
 		}
 	}
+	auth, tc, err := newHTTPAuth(cfg)
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /status", status)
-	mux.HandleFunc("GET /alerts/{id}", alert)
-	// Go's profiler, for `go tool pprof http://ADDR/debug/pprof/profile`.
-	// http.listen is loopback by default; keep it there or behind a firewall.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
+	mux.HandleFunc("GET /status", p.serveStatus)
+	mux.HandleFunc("GET /api/console", p.serveConsole)
+	mux.HandleFunc("GET /alerts/{id}", p.serveAlert)
+	page := console.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /assets/", page)
+	mux.HandleFunc("/login", auth.serveLogin)
+	if cfg.PProf {
+		// Go's profiler, for `go tool pprof http://ADDR/debug/pprof/profile`.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		err, degraded := ready()
+		err, degraded := p.ready()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -52,11 +70,15 @@ func listenHTTP(addr string, reg *prometheus.Registry, ready func() (error, []er
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listening for http on %s: %w", addr, err)
+		return nil, fmt.Errorf("listening for http on %s: %w", cfg.Listen, err)
 	}
-	return &httpServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	return &httpServer{ln: ln, srv: &http.Server{Handler: auth.wrap(mux), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, TLSConfig: tc}}, nil
 }
 
 func (h *httpServer) addr() net.Addr { return h.ln.Addr() }

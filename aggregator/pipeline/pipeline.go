@@ -47,6 +47,8 @@ type Pipeline struct {
 	windows   *window.Stage
 	forwarder *forwarder.Forwarder
 	http      *httpServer
+	console   *consoleState
+	version   string
 	reload    *reloader
 	// rulesWatch watches the rule dirs from Open on; watchRules reads it.
 	rulesWatch *fsnotify.Watcher
@@ -60,7 +62,7 @@ type Pipeline struct {
 // error says what could not be opened (a second `outpost run` on the same
 // data_dir or ports fails here, cleanly).
 func Open(ctx context.Context, cfg *Config, version string, logger *slog.Logger) (*Pipeline, error) {
-	p := &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry()}
+	p := &Pipeline{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), console: newConsoleState(), version: version}
 	if err := p.open(ctx, version); err != nil {
 		p.close()
 		return nil, err
@@ -95,13 +97,13 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.publisher, err = bus.NewPublisher(p.bus, bus.PublisherConfig{}, logger, p.reg); err != nil {
 		return err
 	}
-	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, p.publisher, logger, p.reg); err != nil {
+	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, trackedSink{p.publisher, p.console.hosts}, logger, p.reg); err != nil {
 		return err
 	}
 	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
 		// It publishes with PublishEvents, not the publisher: it checkpoints
 		// only after JetStream acked, which the publisher's queue hides.
-		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, p.bus, p.db, logger, p.reg); err != nil {
+		if p.azure, err = azureblob.New(cfg.Ingest.AzureBlob, trackedBatchSink{p.bus, p.console.hosts}, p.db, logger, p.reg); err != nil {
 			return err
 		}
 		p.azure.SetRecordFields(azureblob.NewRecordFields(p.rules.RecordFields()))
@@ -137,7 +139,7 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 		return err
 	}
 	if cfg.HTTP.Listen != "off" {
-		if p.http, err = listenHTTP(cfg.HTTP.Listen, p.reg, p.ready, p.serveStatus, p.serveAlert); err != nil {
+		if p.http, err = p.listenHTTP(); err != nil {
 			return err
 		}
 	}
@@ -255,7 +257,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		{{name: "filter", run: p.filter.Run}},
 		{{name: "windows", run: p.windows.Run}},
 		{{name: "forwarder", run: p.forwarder.Run}},
-		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}, {name: "disk-watch", run: p.disk.Run}, {name: "nats-watch", run: p.bus.Watch}},
+		{{name: "state-gc", run: p.db.RunGC}, {name: "rules-watch", run: p.watchRules}, {name: "disk-watch", run: p.disk.Run}, {name: "nats-watch", run: p.bus.Watch},
+			{name: "console", run: p.runConsole}},
 	}
 	if p.http != nil {
 		layers[len(layers)-1] = append(layers[len(layers)-1], stage{name: "http", run: p.http.run})

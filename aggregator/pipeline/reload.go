@@ -60,6 +60,7 @@ func (p *Pipeline) ReloadRules() error {
 	p.reload.mu.Lock()
 	defer p.reload.mu.Unlock()
 	set, err := loadRules(p.cfg.Rules)
+	p.console.noteReload(err)
 	if err != nil {
 		p.reload.reloads.WithLabelValues("rejected").Inc()
 		p.log.Error("rules reload rejected; the running rules stay", "err", err)

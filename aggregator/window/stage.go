@@ -101,7 +101,7 @@ type Stage struct {
 
 	verdicts    *prometheus.CounterVec
 	keyCap      *prometheus.CounterVec
-	alerts      prometheus.Counter
+	alerts      *prometheus.CounterVec
 	unknown     prometheus.Counter
 	checkpoints *prometheus.CounterVec
 	cpSeconds   prometheus.Histogram
@@ -125,10 +125,10 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			Name: "outpost_windows_key_cap_hits_total",
 			Help: "Matches dropped because their rule had windows.max_keys_per_rule live group keys, by rule.",
 		}, []string{"rule"}),
-		alerts: prometheus.NewCounter(prometheus.CounterOpts{
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_alerts_raised_total",
-			Help: "Alerts published to ALERTS.",
-		}),
+			Help: "Alerts published to ALERTS, by rule.",
+		}, []string{"rule"}),
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_windows_unknown_rule_matches_total",
 			Help: "Matches for a rule no longer loaded (removed or disabled); dropped.",
@@ -487,6 +487,17 @@ func (s *Stage) await(ep *epoch) error {
 // Watermark is the stage's engine.Watermark now. Call with mu held.
 func (s *Stage) Watermark() int64 { return s.wm.At() }
 
+// WatermarkTime is the watermark for a reader outside the stage (the status
+// page): zero before any event.
+func (s *Stage) WatermarkTime() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at := s.wm.At(); at != 0 {
+		return time.Unix(0, at).UTC()
+	}
+	return time.Time{}
+}
+
 // CheckDeadlines fires every absence deadline the watermark has passed
 // now, and returns once their alerts are acked and the states
 // checkpointed. Run does this after every checkpoint and every second; a
@@ -576,6 +587,10 @@ func (s *Stage) runTimers(ctx context.Context) {
 	}
 }
 
+// RuleHeader carries an alert's rule id on its ALERTS message, so readers
+// can tell it without decoding the alert.
+const RuleHeader = "Outpost-Rule"
+
 // publishAlerts sends alerts to ALERTS without waiting for their acks.
 // The alert id is the Nats-Msg-Id, so a replay within the stream's
 // duplicate window is dropped by JetStream itself.
@@ -592,6 +607,7 @@ func (s *Stage) publishAlerts(alerts []*event.Alert) (func(context.Context) erro
 		}
 		m := nats.NewMsg("alerts." + SeverityName(a.Severity))
 		m.Header.Set(jetstream.MsgIDHeader, a.ID)
+		m.Header.Set(RuleHeader, a.RuleID)
 		m.Data = data
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -608,7 +624,7 @@ func (s *Stage) awaitAlerts(ctx context.Context, futures []jetstream.PubAckFutur
 		select {
 		case ack := <-f.Ok():
 			if !ack.Duplicate {
-				s.alerts.Inc()
+				s.alerts.WithLabelValues(f.Msg().Header.Get(RuleHeader)).Inc()
 			}
 		case err := <-f.Err():
 			return fmt.Errorf("publishing alert: %w", err)

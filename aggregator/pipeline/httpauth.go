@@ -1,0 +1,258 @@
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/config"
+)
+
+// HTTPConfig is the `http` section: the status page, metrics, health and
+// alert endpoints.
+type HTTPConfig struct {
+	// Listen is where they are served; default 127.0.0.1:9464. "off"
+	// disables the endpoint. An address off loopback needs tls and one of
+	// token_file or tls.client_ca_file.
+	Listen string `yaml:"listen"`
+	// TokenFile holds bearer tokens, one per line (blank lines and # lines
+	// ignored), each at least 32 characters; the file must not be readable
+	// by other users. A request carries one as "Authorization: Bearer T",
+	// or the page's session cookie after /login.
+	TokenFile string `yaml:"token_file"`
+	// TLS serves HTTPS; with client_ca_file, a client certificate from
+	// that CA is authentication too.
+	TLS HTTPTLS `yaml:"tls"`
+	// PProf serves Go's profiler under /debug/pprof/ (authenticated like
+	// the rest). Default false: 404.
+	PProf bool `yaml:"pprof"`
+	// StaleAfter flags a source host on the status page that has sent
+	// nothing for this long. Default 15m.
+	StaleAfter time.Duration `yaml:"stale_after"`
+}
+
+// HTTPTLS is http.tls.
+type HTTPTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// minTokenLen keeps tokens out of guessing range.
+const minTokenLen = 32
+
+// validate applies defaults and adds problems to errs.
+func (h *HTTPConfig) validate(errs *config.Errors) {
+	if h.StaleAfter == 0 {
+		h.StaleAfter = 15 * time.Minute
+	}
+	if h.StaleAfter < 0 {
+		errs.Add("http.stale_after", "must be positive, got %s", h.StaleAfter)
+	}
+	switch h.Listen {
+	case "":
+		h.Listen = "127.0.0.1:9464"
+	case "off":
+		return
+	}
+	host, _, err := net.SplitHostPort(h.Listen)
+	if err != nil {
+		errs.Add("http.listen", "%q is not host:port or off: %v", h.Listen, err)
+		return
+	}
+	if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
+		errs.Add("http.tls", "cert_file and key_file go together")
+	}
+	if h.TLS.ClientCAFile != "" && h.TLS.CertFile == "" {
+		errs.Add("http.tls.client_ca_file", "needs cert_file and key_file: client certificates are asked for over TLS")
+	}
+	if isLoopbackHost(host) {
+		return
+	}
+	if h.TLS.CertFile == "" || (h.TokenFile == "" && h.TLS.ClientCAFile == "") {
+		errs.Add("http.listen", "%q is not loopback: the status page, alerts and metrics would be open to the network; "+
+			"set http.tls (cert_file, key_file) and http.token_file or http.tls.client_ca_file, or listen on 127.0.0.1", h.Listen)
+	}
+}
+
+// isLoopbackHost says whether a listen host is loopback only ("" and
+// 0.0.0.0 are every interface).
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// httpAuth is what a request must show. nil: nothing (loopback, and no
+// auth configured).
+type httpAuth struct {
+	tokens [][32]byte // sha256 of each token: compared in constant time
+	certs  bool       // a verified client certificate is enough
+	secure bool       // served over TLS: the session cookie is Secure
+}
+
+// loadTokens reads a token file; it refuses one others can read.
+func loadTokens(file string) ([][32]byte, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("http.token_file: %w", err)
+	}
+	if st.Mode().Perm()&0o004 != 0 {
+		return nil, fmt.Errorf("http.token_file %s is readable by every user (mode %s): chmod o-r", file, st.Mode().Perm())
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("http.token_file: %w", err)
+	}
+	var out [][32]byte
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		if len(t) < minTokenLen {
+			return nil, fmt.Errorf("http.token_file %s line %d: a token must be at least %d characters (e.g. `openssl rand -hex 32`)", file, n, minTokenLen)
+		}
+		out = append(out, sha256.Sum256([]byte(t)))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("http.token_file %s holds no token", file)
+	}
+	return out, nil
+}
+
+// newHTTPAuth builds the auth of cfg and the server's TLS config (nil for
+// plain HTTP).
+func newHTTPAuth(cfg HTTPConfig) (*httpAuth, *tls.Config, error) {
+	var tc *tls.Config
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("http.tls: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.TLS.ClientCAFile != "" {
+			pem, err := os.ReadFile(cfg.TLS.ClientCAFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("http.tls.client_ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("http.tls.client_ca_file %s: no PEM certificate in it", cfg.TLS.ClientCAFile)
+			}
+			// Asked for, verified if given: a browser with a token and no
+			// certificate may still log in.
+			tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+	}
+	if cfg.TokenFile == "" && cfg.TLS.ClientCAFile == "" {
+		return nil, tc, nil // loopback (validate refused anything else)
+	}
+	a := &httpAuth{certs: cfg.TLS.ClientCAFile != "", secure: tc != nil}
+	if cfg.TokenFile != "" {
+		var err error
+		if a.tokens, err = loadTokens(cfg.TokenFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	return a, tc, nil
+}
+
+// sessionCookie carries a token for the browser, after /login.
+const sessionCookie = "outpost_session"
+
+// allowed says whether r authenticated.
+func (a *httpAuth) allowed(r *http.Request) bool {
+	if a.certs && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return true
+	}
+	var tok string
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		tok = strings.TrimSpace(h[7:])
+	} else if c, err := r.Cookie(sessionCookie); err == nil {
+		tok = c.Value
+	}
+	return tok != "" && a.tokenOK(tok)
+}
+
+func (a *httpAuth) tokenOK(tok string) bool {
+	sum := sha256.Sum256([]byte(tok))
+	ok := 0
+	for _, t := range a.tokens { // every one, so timing says nothing of which
+		ok |= subtle.ConstantTimeCompare(sum[:], t[:])
+	}
+	return ok == 1
+}
+
+// open are the paths served without authentication.
+var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/login": true}
+
+// wrap puts authentication in front of next.
+func (a *httpAuth) wrap(next http.Handler) http.Handler {
+	if a == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if openPaths[r.URL.Path] || a.allowed(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == "/" && r.Method == http.MethodGet && len(a.tokens) > 0 {
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
+		http.Error(w, "authentication required: a bearer token (http.token_file) or a client certificate", http.StatusUnauthorized)
+	})
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Outpost — sign in</title></head>
+<body><main><h1>Outpost</h1>
+{{if .}}<p role="alert">{{.}}</p>{{end}}
+<form method="post" action="/login">
+<label>Token <input type="password" name="token" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+</form></main></body></html>
+`))
+
+// serveLogin shows the sign-in form (GET) and checks a token (POST): a good
+// one becomes the session cookie (HttpOnly, SameSite=Strict, Secure over
+// TLS), holding the token itself, so a token removed from the file ends
+// every session made with it at the next restart.
+func (a *httpAuth) serveLogin(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	w.Header().Set("Cache-Control", "no-store")
+	if a == nil || len(a.tokens) == 0 {
+		http.Error(w, "no token sign-in here", http.StatusNotFound)
+		return
+	}
+	if r.Method != http.MethodPost {
+		_ = loginPage.Execute(w, "")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	tok := strings.TrimSpace(r.PostFormValue("token"))
+	if tok == "" || !a.tokenOK(tok) {
+		time.Sleep(500 * time.Millisecond) // slows guessing; tokens are long anyway
+		w.WriteHeader(http.StatusUnauthorized)
+		_ = loginPage.Execute(w, "That token is not valid.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true,
+		Secure: a.secure, SameSite: http.SameSiteStrictMode, MaxAge: 12 * 3600})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
