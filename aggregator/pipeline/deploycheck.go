@@ -75,9 +75,7 @@ func CheckDeployment(ctx context.Context, cfg *Config) []Check {
 			return
 		}
 		status, note := CheckOK, ""
-		if left := time.Until(leaf.NotAfter); left <= 0 {
-			status, note = CheckFail, " — EXPIRED"
-		} else if left < 30*24*time.Hour {
+		if left := time.Until(leaf.NotAfter); left < 30*24*time.Hour {
 			status, note = CheckWarn, " — expires in less than 30 days"
 		}
 		add(status, key, "%s and its key load; serves %q until %s%s", f.CertFile, leaf.Subject.CommonName,

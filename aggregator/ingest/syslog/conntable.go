@@ -71,8 +71,10 @@ func (t *connTable) admit(conn net.Conn, src netip.Addr, now time.Time) (*tableC
 		t.removeLocked(victim)
 		victim.evicted.Store(true)
 		// Wake its reader, which sees evicted and closes quietly; frames
-		// it holds were handed on before it waited for the network.
-		victim.conn.SetReadDeadline(time.Unix(1, 0))
+		// it holds were handed on before it waited for the network. Its
+		// writes too (RELP answers, a TLS record): a peer that does not
+		// read must not keep the connection alive past its slot.
+		victim.conn.SetDeadline(time.Unix(1, 0))
 	}
 	c := &tableConn{conn: conn, src: src}
 	c.active.Store(now.UnixNano())

@@ -340,7 +340,9 @@ func (c *connReader) Read(p []byte) (int, error) {
 	if c.beforeRead != nil {
 		c.beforeRead()
 	}
-	c.conn.SetReadDeadline(c.deadline(time.Now()))
+	// Both ways: over TLS a Read may write (a TLS 1.3 KeyUpdate answer),
+	// and a peer that does not read must not block it past the deadline.
+	c.conn.SetDeadline(c.deadline(time.Now()))
 	// Checked after setting the deadline. shutdown (and eviction) stores
 	// its flag, then sets a deadline in the past: either this load sees
 	// the flag, or that past deadline comes after ours and the Read below
@@ -411,7 +413,7 @@ func (c *connReader) drainRead(p []byte) (int, error) {
 		}
 		p = p[:min(len(p), cutCountBytes-c.cutBytes)]
 	}
-	c.conn.SetReadDeadline(deadline)
+	c.conn.SetDeadline(deadline)
 	n, err := c.conn.Read(p)
 	c.bytes.Add(float64(n))
 	if c.cut {
@@ -435,5 +437,5 @@ func (c *connReader) drainRead(p []byte) (int, error) {
 func (c *connReader) shutdown(until time.Time) {
 	c.until.Store(until.UnixNano())
 	c.closing.Store(true)
-	c.conn.SetReadDeadline(time.Unix(1, 0))
+	c.conn.SetDeadline(time.Unix(1, 0))
 }

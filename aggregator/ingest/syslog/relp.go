@@ -2,6 +2,7 @@ package syslog
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,8 +56,8 @@ type RELPFrame struct {
 var errRELPFrame = errors.New("not a RELP frame")
 
 // ReadRELPFrame reads one frame from br. Data longer than maxData is read
-// to its end but only its first maxData bytes kept (Oversize says how long
-// it was); data longer than hardMax is refused without reading it. An
+// to its end but only its first 4 KiB kept, as a sample (Oversize says how
+// long it was); data longer than hardMax is refused without reading it. An
 // error wrapping errRELPFrame means the stream is not RELP; io.EOF before
 // the frame's first byte means the peer ended the session cleanly.
 func ReadRELPFrame(br *bufio.Reader, maxData, hardMax int) (RELPFrame, error) {
@@ -101,13 +102,19 @@ func ReadRELPFrame(br *bufio.Reader, maxData, hardMax int) (RELPFrame, error) {
 	case size > hardMax:
 		return f, fmt.Errorf("%w: data length %d over the limit of %d", errRELPFrame, size, hardMax)
 	}
-	keep := min(size, maxData)
-	f.Data = make([]byte, keep)
-	if _, err := io.ReadFull(br, f.Data); err != nil {
+	keep := size
+	if size > maxData {
+		// Too long: only a sample is kept for the dead letter, as TCP does.
+		keep, f.Oversize = min(maxData, sampleSize), size
+	}
+	// Memory follows the bytes that arrive, not the length announced: a
+	// header alone must not reserve max_message_size.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, br, int64(keep)); err != nil {
 		return f, noEOF(err)
 	}
+	f.Data = buf.Bytes()
 	if size > keep {
-		f.Oversize = size
 		if _, err := br.Discard(size - keep); err != nil {
 			return f, noEOF(err)
 		}
@@ -179,13 +186,18 @@ func (r *run) serveRELP(entry *tableConn, conn net.Conn, transport string) {
 	opened := false
 	var replies []relpReply
 	serverClose := func() {
+		if entry != nil && entry.evicted.Load() {
+			return
+		}
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		bw.WriteString("0 serverclose 0\n")
 		bw.Flush()
 	}
 	stop := context.AfterFunc(r.ctx, func() {
 		rd.closing.Store(true)
-		conn.SetReadDeadline(time.Unix(1, 0))
+		// Reads and writes: a peer that stopped reading our answers must
+		// not hold shutdown.
+		conn.SetDeadline(time.Unix(1, 0))
 	})
 	defer stop()
 
@@ -215,7 +227,7 @@ func (r *run) serveRELP(entry *tableConn, conn net.Conn, transport string) {
 				// What was read and not yet answered is answered if it
 				// can be made safe: the sender need not send it again.
 				if messages > 0 && r.failure() == nil && flusher.Flush(r.pubCtx) == nil {
-					r.writeReplies(conn, bw, replies)
+					r.writeReplies(entry, conn, bw, replies)
 				}
 				if r.ctx.Err() != nil {
 					serverClose()
@@ -229,6 +241,7 @@ func (r *run) serveRELP(entry *tableConn, conn net.Conn, transport string) {
 			case f.Command == "open" && !opened:
 				if !strings.Contains(string(f.Data), "commands=") || !relpOffersSyslog(f.Data) {
 					r.relpProblem(sender, fmt.Errorf("%w: the open command does not offer commands=syslog", errRELPFrame))
+					conn.SetWriteDeadline(r.writeDeadline(entry))
 					bw.WriteString(relpResponse(f.Txnr, "500 commands=syslog is required"))
 					bw.Flush()
 					return
@@ -268,7 +281,7 @@ func (r *run) serveRELP(entry *tableConn, conn net.Conn, transport string) {
 				return
 			}
 		}
-		if !r.writeReplies(conn, bw, replies) || closing {
+		if !r.writeReplies(entry, conn, bw, replies) || closing {
 			return
 		}
 	}
@@ -304,7 +317,7 @@ func (rd *relpReader) Read(p []byte) (int, error) {
 	if rd.inFrame && rd.frame > 0 && rd.until.Before(d) {
 		d = rd.until
 	}
-	rd.conn.SetReadDeadline(d)
+	rd.conn.SetDeadline(d) // both ways: over TLS a Read may write (a KeyUpdate answer)
 	// After the deadline, as connReader does: shutdown and eviction store
 	// their flag before they set a deadline in the past.
 	if rd.closing.Load() || rd.entry != nil && rd.entry.evicted.Load() {
@@ -318,9 +331,24 @@ func (rd *relpReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// relpWriteTimeout bounds writing a batch's answers; at shutdown, a second.
+const relpWriteTimeout = 30 * time.Second
+
+// writeDeadline is when a write of answers must be done: soon, and sooner
+// at shutdown; in the past once the connection was evicted.
+func (r *run) writeDeadline(entry *tableConn) time.Time {
+	switch {
+	case entry != nil && entry.evicted.Load():
+		return time.Unix(1, 0)
+	case r.ctx.Err() != nil:
+		return time.Now().Add(time.Second)
+	}
+	return time.Now().Add(min(r.cfg.IdleTimeout, relpWriteTimeout))
+}
+
 // writeReplies writes the responses; false if the connection failed.
-func (r *run) writeReplies(conn net.Conn, bw *bufio.Writer, replies []relpReply) bool {
-	conn.SetWriteDeadline(time.Now().Add(r.cfg.IdleTimeout))
+func (r *run) writeReplies(entry *tableConn, conn net.Conn, bw *bufio.Writer, replies []relpReply) bool {
+	conn.SetWriteDeadline(r.writeDeadline(entry))
 	for _, rp := range replies {
 		bw.WriteString(relpResponse(rp.txnr, rp.text))
 	}

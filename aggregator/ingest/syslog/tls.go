@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -198,20 +199,93 @@ func loadTLS(f TLSFiles) (*tls.Config, *x509.Certificate, [32]byte, error) {
 	return c, leaf, sum, nil
 }
 
-// namesAllowed says whether the certificate names one of names in its
-// subject common name or a DNS subject alternative name.
+// namesAllowed says whether the certificate names one of names: in a DNS
+// subject alternative name, or, only when it has none, in its subject
+// common name (RFC 6125 §6.4.4). Names compare without regard to ASCII
+// case; a name with any other byte is never matched (Unicode folding
+// would take the Kelvin sign for a k).
 func namesAllowed(c *x509.Certificate, names []string) bool {
 	has := func(n string) bool {
-		return slices.ContainsFunc(names, func(a string) bool { return strings.EqualFold(a, n) })
+		return slices.ContainsFunc(names, func(a string) bool { return asciiEqualFold(a, n) })
 	}
-	if c.Subject.CommonName != "" && has(c.Subject.CommonName) {
-		return true
+	if len(c.DNSNames) > 0 {
+		return slices.ContainsFunc(c.DNSNames, has)
 	}
-	return slices.ContainsFunc(c.DNSNames, has)
+	return c.Subject.CommonName != "" && has(c.Subject.CommonName)
+}
+
+// asciiEqualFold compares two ASCII strings without regard to case; false
+// if either holds a byte outside ASCII.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 {
+			return false
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// usable says why no client would accept leaf as a server certificate
+// now: not valid yet, expired, or made for something else than a server.
+func usable(leaf *x509.Certificate, now time.Time) error {
+	switch {
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("the certificate is not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("the certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case len(leaf.ExtKeyUsage) > 0 && !slices.ContainsFunc(leaf.ExtKeyUsage, func(u x509.ExtKeyUsage) bool {
+		return u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny
+	}):
+		return errors.New("the certificate's extended key usage does not include serverAuth: clients refuse it as a server certificate")
+	}
+	return nil
+}
+
+// caUsable says why a client CA file would refuse every client: each of
+// its certificates is expired or not valid yet.
+func caUsable(file string, now time.Time) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	valid, n := 0, 0
+	for len(data) > 0 {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil {
+			continue
+		}
+		n++
+		if !now.Before(c.NotBefore) && !now.After(c.NotAfter) {
+			valid++
+		}
+	}
+	if n > 0 && valid == 0 {
+		return fmt.Errorf("client_ca_file %s: every CA certificate in it is expired or not valid yet: every client would be refused", file)
+	}
+	return nil
 }
 
 // load reads the files again; on an error the running config stays. It
-// says whether anything changed.
+// says whether anything changed. A reload also refuses files no client
+// could use (an expired certificate renamed into place must not replace a
+// good one); at start they are taken, and logged.
 func (s *tlsServer) load() (bool, *x509.Certificate, error) {
 	c, leaf, sum, err := loadTLS(s.files)
 	if err != nil {
@@ -219,6 +293,16 @@ func (s *tlsServer) load() (bool, *x509.Certificate, error) {
 	}
 	if s.cur.Load() != nil && sum == s.sum {
 		return false, leaf, nil
+	}
+	if s.cur.Load() != nil {
+		if err := usable(leaf, time.Now()); err != nil {
+			return false, nil, fmt.Errorf("cert_file %s: %w", s.files.CertFile, err)
+		}
+		if s.files.ClientCAFile != "" {
+			if err := caUsable(s.files.ClientCAFile, time.Now()); err != nil {
+				return false, nil, err
+			}
+		}
 	}
 	s.sum = sum
 	s.cur.Store(c)
@@ -290,9 +374,9 @@ func warnExpiry(s *Source, listen string, leaf *x509.Certificate) {
 // done is closed. It watches the files' directories, not the files: a
 // renewal usually writes a new file and renames it over the old one (or,
 // in Kubernetes, swaps a symlink), which a watch on the file would miss.
-// Events come in bursts (cert then key): a reload waits for 200 ms of
-// quiet, and a pair read mid-write fails to load, is logged, and the next
-// event loads it.
+// Events come in bursts (cert then key): a reload comes 250 ms after the
+// first event for one of the files, and a pair read mid-write fails to
+// load, is logged, and the next event loads it.
 func (s *Source) watchTLS(done <-chan struct{}) {
 	dirs := map[string]bool{}
 	for _, srv := range s.tls.servers {
@@ -316,16 +400,30 @@ func (s *Source) watchTLS(done <-chan struct{}) {
 			s.log.Warn("TLS files are not watched for changes: reload with SIGHUP", "dir", d, "err", err)
 		}
 	}
+	watched := map[string]bool{}
+	for _, srv := range s.tls.servers {
+		for _, f := range []string{srv.files.CertFile, srv.files.KeyFile, srv.files.ClientCAFile} {
+			if f != "" {
+				watched[filepath.Base(f)] = true
+			}
+		}
+	}
 	var quiet <-chan time.Time
 	for {
 		select {
 		case <-done:
 			return
-		case _, ok := <-w.Events:
+		case ev, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			quiet = time.After(200 * time.Millisecond)
+			// Only the files (and Kubernetes' ..data symlink swap); a
+			// reload comes 250 ms after the first event, however busy
+			// the directory is.
+			base := filepath.Base(ev.Name)
+			if (watched[base] || strings.HasPrefix(base, "..")) && quiet == nil {
+				quiet = time.After(250 * time.Millisecond)
+			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
@@ -340,8 +438,20 @@ func (s *Source) watchTLS(done <-chan struct{}) {
 
 // CheckTLSFiles loads f as a listener would and returns the certificate it
 // would serve: check-config's check of the TLS material (the files are
-// readable, parse, and the key matches the certificate).
+// readable and parse, the key matches the certificate, which is valid now
+// and a server certificate, and the client CA has a valid certificate).
 func CheckTLSFiles(f TLSFiles) (*x509.Certificate, error) {
 	_, leaf, _, err := loadTLS(f)
-	return leaf, err
+	if err != nil {
+		return nil, err
+	}
+	if err := usable(leaf, time.Now()); err != nil {
+		return leaf, fmt.Errorf("cert_file %s: %w", f.CertFile, err)
+	}
+	if f.ClientCAFile != "" {
+		if err := caUsable(f.ClientCAFile, time.Now()); err != nil {
+			return leaf, err
+		}
+	}
+	return leaf, nil
 }
