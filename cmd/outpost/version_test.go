@@ -70,7 +70,8 @@ func TestResolveBuild(t *testing.T) {
 }
 
 // The binary built with the package build's -ldflags reports the stamps,
-// in `outpost version` and in cobra's --version.
+// in `outpost version` and in cobra's --version, and its alerts carry the
+// version as CEF's Device Version (the demo, all on 127.0.0.1).
 func TestVersionStampedAtBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -96,5 +97,9 @@ func TestVersionStampedAtBuild(t *testing.T) {
 	out, err = exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "9.8.7~test") {
 		t.Errorf("outpost --version: %v\n%s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, bin, "demo", "--noise", "100").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "CEF:0|Outpost|Outpost|9.8.7~test|ssh-brute-force|") {
+		t.Errorf("outpost demo: CEF's Device Version should be the stamped version: %v\n%s", err, out)
 	}
 }
