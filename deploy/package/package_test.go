@@ -299,6 +299,36 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("the outpost user should stay after a purge: %v", err)
 		}
 	})
+
+	// A config written before the install (cloud-init's user data runs
+	// before the package is there) is kept with --force-confold; without
+	// it dpkg would stop at its prompt.
+	t.Run("config written before the install", func(t *testing.T) {
+		if err := os.MkdirAll("/etc/outpost", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conffile, []byte(edited), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := must(t, 3*time.Minute, nil, "dpkg", "-i", "--force-confold", debPath(dist, versionB, host))
+		if strings.Contains(out, "not started") {
+			t.Errorf("dpkg -i over a ready config should not say it is not ready:\n%s", out)
+		}
+		if got, err := os.ReadFile(conffile); err != nil || string(got) != edited {
+			t.Errorf("the config written before the install was not kept (err %v)", err)
+		}
+		if !fileExists(conffile + ".dpkg-dist") {
+			t.Errorf("the shipped config should be beside it as %s.dpkg-dist", conffile)
+		}
+		checkInstalled(t)
+		if out, err := asOutpost(t, "check-config", "-c", conffile); err != nil || !strings.Contains(out, "config OK") {
+			t.Errorf("check-config: %v\n%s", err, out)
+		}
+		must(t, 2*time.Minute, nil, "dpkg", "--purge", "outpost")
+		if fileExists("/etc/outpost") {
+			t.Errorf("/etc/outpost is still there after dpkg --purge")
+		}
+	})
 }
 
 func fileExists(path string) bool {
