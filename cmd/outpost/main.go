@@ -1,6 +1,7 @@
 // Command outpost is the Outpost appliance: one binary that runs the whole
-// pipeline (`outpost run`), checks a config (`outpost check-config`), and
-// shows the pipeline working on a bundled scenario (`outpost demo`).
+// pipeline (`outpost run`), checks a config (`outpost check-config`), shows
+// the pipeline working on a bundled scenario (`outpost demo`) and says which
+// build it is (`outpost version`).
 package main
 
 import (
@@ -22,9 +23,6 @@ import (
 	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
 
-// version is set at build time: -ldflags "-X main.version=1.2.3".
-var version = "dev"
-
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		os.Exit(1)
@@ -32,12 +30,13 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
+	bld := currentBuild()
 	root := &cobra.Command{
 		Use:           "outpost",
 		Short:         "Outpost correlates Azure and syslog events next to the workloads and forwards only derived alerts, as CEF, to the on-prem SIEM",
 		SilenceUsage:  true,
 		SilenceErrors: false,
-		Version:       version,
+		Version:       bld.Version,
 	}
 	var configPath string
 	run := &cobra.Command{
@@ -56,7 +55,7 @@ func newRootCmd() *cobra.Command {
 				debug.SetMemoryLimit(limit)
 				logger.Info("memory limit", "limit", config.ByteSize(limit), "from", from)
 			}
-			p, err := pipeline.Open(ctx, cfg, version, logger)
+			p, err := pipeline.Open(ctx, cfg, bld.Version, logger)
 			if err != nil {
 				return err
 			}
@@ -131,14 +130,14 @@ got and what crossed the "link" compared with what came in.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return demo.Run(ctx, cmd.OutOrStdout(), demo.Options{Version: version, Keep: keep, Noise: noise,
+			return demo.Run(ctx, cmd.OutOrStdout(), demo.Options{Version: bld.Version, Keep: keep, Noise: noise,
 				Logger: newLogger(pipeline.LogConfig{Level: "warn"}, cmd.ErrOrStderr())})
 		},
 	}
 	demoCmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (JetStream store and Badger state) for a look afterwards")
 	demoCmd.Flags().IntVar(&noise, "noise", 5000, "benign lines to hide the attack in")
 
-	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd(), newStatusCmd())
+	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd(), newStatusCmd(), newVersionCmd(bld))
 	return root
 }
 
