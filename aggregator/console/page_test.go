@@ -1,0 +1,512 @@
+package console_test
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/console"
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// -screenshot writes the fixture page as a PNG, to look at the layout after
+// changing it (docs/img/status.png comes from the end-to-end test instead).
+var screenshotPath = flag.String("screenshot", "", "write a full-page PNG of the fixture page to this path")
+
+// Hostile input, as a sender could put it in a syslog line: the page must
+// show it as text.
+const (
+	hostileScript = `<script>alert(1)</script>`
+	hostileImg    = `<img src=x onerror=alert(2)>`
+	hostileHost   = `evil<img src=x onerror=alert(3)>`
+)
+
+// fixture is a realistic snapshot and the alerts behind its list.
+type fixture struct {
+	snap   console.Snapshot
+	alerts map[string]event.Alert
+}
+
+func newFixture(now time.Time) fixture {
+	const samples = 60
+	const step = 10
+	s := console.Series{Step: step, EventsIn: map[string][]float64{}}
+	for i := range samples {
+		s.Times = append(s.Times, now.Add(-time.Duration(samples-1-i)*step*time.Second).Unix())
+	}
+	wave := func(base, amp float64, phase int) []float64 {
+		v := make([]float64, samples)
+		for i := range v {
+			v[i] = math.Round(base + amp*math.Sin(float64(i+phase)/6))
+		}
+		return v
+	}
+	s.EventsIn["syslog/udp"] = wave(420, 80, 0)
+	s.EventsIn["syslog/tls"] = wave(150, 40, 3)
+	s.EventsIn["azure_blob/blob"] = wave(60, 30, 7)
+	for i := range samples {
+		in := (s.EventsIn["syslog/udp"][i] + s.EventsIn["syslog/tls"][i] + s.EventsIn["azure_blob/blob"][i]) * 310
+		out := 900 + 400*math.Sin(float64(i)/4)
+		s.BytesIn = append(s.BytesIn, in)
+		s.BytesOut = append(s.BytesOut, out)
+		s.Ratio = append(s.Ratio, math.Round(in/out))
+		s.Alerts = append(s.Alerts, float64(i%7)/10)
+	}
+
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	at := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+
+	alerts := []event.Alert{
+		{
+			ID: "a1f0c2d4e6b8a0c1", RuleID: "ssh.bruteforce", Title: "SSH brute force against one host",
+			Description: "More than 20 failed SSH logins from one source within 5 minutes.",
+			Severity:    5, Tags: []string{"attack.credential_access", "attack.t1110"}, Kind: "threshold",
+			GroupBy: []string{"src_ip", "host"}, Key: "203.0.113.7|web-01", Count: 37,
+			FirstSeen: ago(6 * time.Minute), LastSeen: ago(70 * time.Second),
+			EventIDs: []string{"01JEV0001", "01JEV0002", "01JEV0003", "01JEV0004"},
+			Fields:   map[string]string{"src_ip": "203.0.113.7", "user": "root", "host": "web-01"},
+		},
+		{
+			ID: "a1f0c2d4e6b8a0c2", RuleID: "ssh.bruteforce", Title: "SSH brute force against one host",
+			Severity: 5, Kind: "threshold", GroupBy: []string{"src_ip", "host"}, Key: "198.51.100.23|fw-01",
+			Count: 22, FirstSeen: ago(12 * time.Minute), LastSeen: ago(8 * time.Minute),
+			EventIDs: []string{"01JEV0101", "01JEV0102"},
+			Fields:   map[string]string{"src_ip": "198.51.100.23", "user": "admin", "host": "fw-01"},
+		},
+		{
+			ID: "b7c9e1f3a5d7b9c3", RuleID: "azure.impossible_travel", Title: "Sign-in from two countries within an hour",
+			Description: "A user signed in successfully from two countries too far apart to travel between.",
+			Severity:    9, Tags: []string{"attack.initial_access"}, Kind: "sequence",
+			GroupBy: []string{"user"}, Key: "alice@example.com", Count: 2,
+			FirstSeen: ago(40 * time.Minute), LastSeen: ago(3 * time.Minute),
+			EventIDs: []string{"01JAZ0501", "01JAZ0502"},
+			Steps: []event.StepHit{
+				{Name: "signin_home", Time: ago(40 * time.Minute), EventID: "01JAZ0501"},
+				{Name: "signin_abroad", Time: ago(3 * time.Minute), EventID: "01JAZ0502"},
+			},
+			Fields: map[string]string{"user": "alice@example.com", "country": "NZ", "src_ip": "192.0.2.44", "note": hostileScript},
+			CEF:    map[string]string{"suser": "alice@example.com", "cs1": "NZ", "cs1Label": "country"},
+		},
+		{
+			ID: "a1f0c2d4e6b8a0c4", RuleID: "ssh.bruteforce", Title: "SSH brute force against one host",
+			Severity: 5, Kind: "threshold", GroupBy: []string{"src_ip", "host"}, Key: hostileImg,
+			Count: 25, FirstSeen: ago(30 * time.Minute), LastSeen: ago(25 * time.Minute),
+			EventIDs: []string{"01JEV0201"},
+		},
+		{
+			ID: "b7c9e1f3a5d7b9c5", RuleID: "azure.impossible_travel", Title: "Sign-in from two countries within an hour",
+			Severity: 9, Kind: "sequence", GroupBy: []string{"user"}, Key: "bob@example.com", Count: 2,
+			FirstSeen: ago(50 * time.Minute), LastSeen: ago(45 * time.Minute),
+			EventIDs: []string{"01JAZ0601", "01JAZ0602"},
+		},
+	}
+	// The list is newest first, as the pipeline serves it.
+	slices.SortFunc(alerts, func(a, b event.Alert) int { return b.LastSeen.Compare(a.LastSeen) })
+	f := fixture{alerts: map[string]event.Alert{}}
+	var rows []console.AlertRow
+	for _, a := range alerts {
+		f.alerts[a.ID] = a
+		rows = append(rows, console.AlertRow{ID: a.ID, Rule: a.RuleID, Title: a.Title, Severity: a.Severity, Key: a.Key, Count: a.Count, Time: a.LastSeen})
+	}
+
+	f.snap = console.Snapshot{
+		Now: now, Version: "0.16.0-test", Started: ago(26 * time.Hour),
+		Top: console.Top{
+			Ready: true, EventsIn: 48_213_554, BytesIn: 15.2e9, AlertsOut: 1_284, BytesOut: 1.9e6,
+			Ratio: 8000, StaleSources: 1, Backlog: 42, DeadLetters: 17,
+		},
+		Series:     s,
+		StaleAfter: 300,
+		Sources: []console.SourceHost{
+			{Source: "syslog", Host: "fw-01", LastEvent: ago(2 * time.Second), Events: 31_200_112},
+			{Source: "syslog", Host: "web-01", LastEvent: ago(12 * time.Second), Events: 9_811_004},
+			{Source: "syslog", Host: "dc-01", LastEvent: ago(21 * time.Minute), Events: 4_002_117, Stale: true},
+			{Source: "syslog", Host: hostileHost, LastEvent: ago(40 * time.Second), Events: 3},
+			{Source: "azure.signin", Host: "stlogs01/insights-logs-signinlogs", LastEvent: ago(75 * time.Second), Events: 3_198_318},
+		},
+		Rules: console.Rules{
+			Loaded: 24, LastReload: at(14 * time.Minute), LastResult: "rejected",
+			LastErrors: []string{
+				"rules/pack/ssh.yaml:12:5: rule ssh.bruteforce: threshold: count must be positive",
+				"rules/pack/azure.yaml:40:3: rule azure.legacy_auth: unknown field \"sevrity\"",
+			},
+			PerRule: []console.RuleRow{
+				{ID: "ssh.bruteforce", Title: "SSH brute force against one host", Kind: "threshold", Severity: 5, Matches: 12_044, Alerts: 3},
+				{ID: "azure.impossible_travel", Title: "Sign-in from two countries within an hour", Kind: "sequence", Severity: 9, Matches: 310, Alerts: 2},
+				{ID: "sudo.root_shell", Title: "Interactive root shell through sudo", Kind: "match", Severity: 7, Matches: 0, Alerts: 0},
+			},
+		},
+		Alerts: rows,
+		Destinations: []console.Destination{
+			{Name: "siem-primary", Address: "siem1.example.net:6514", Transport: "tls", Connected: true, AlertsOut: 1_242, BytesOut: 1_850_000},
+			{Name: "siem-dr", Address: "siem2.example.net:2514", Transport: "relp", Connected: false, AlertsOut: 42, BytesOut: 61_000, Backlog: 42, OldestAge: 754, Failover: 42, Errors: 9},
+		},
+		DeadLetters: console.DeadLetters{
+			Counts: []console.DeadCount{
+				{Stage: "ingest", Reason: "parse", Count: 12},
+				{Stage: "ingest", Reason: "oversize", Count: 4},
+				{Stage: "forwarder", Reason: "encode", Count: 1},
+			},
+			Latest: []console.DeadLetter{
+				{Time: ago(30 * time.Second), Stage: "ingest", Reason: "parse", Sender: "10.0.0.66:514", Sample: "<13>1 " + hostileScript + " " + hostileImg},
+				{Time: ago(4 * time.Minute), Stage: "ingest", Reason: "oversize", Sender: "10.0.0.12:6514", Sample: strings.Repeat("A", 200) + "…"},
+			},
+		},
+		Pipeline: console.Pipeline{
+			Stages: []console.Stage{
+				{Name: "ingest", Rate: 630, Lag: 0, Watermark: at(1 * time.Second)},
+				{Name: "filter", Rate: 628, Lag: 12, Watermark: at(2 * time.Second)},
+				{Name: "windows", Rate: 40, Lag: 0, Watermark: at(5 * time.Second)},
+				{Name: "forwarder", Rate: 0.2, Lag: 42},
+			},
+			Streams: []console.Stream{
+				{Name: "EVENTS", Msgs: 1_200_000, Bytes: 820 << 20, MaxBytes: 1 << 30, Use: 820.0 / 1024},
+				{Name: "ALERTS", Msgs: 1_284, Bytes: 2 << 20, MaxBytes: 256 << 20, Use: 2.0 / 256},
+				{Name: "DEADLETTER", Msgs: 17, Bytes: 9_000, MaxBytes: 64 << 20, Use: 9000.0 / (64 << 20)},
+			},
+			BadgerBytes: 211 << 20, LiveKeys: 18_230, HeapBytes: 96 << 20, RSSBytes: 188 << 20, MemoryLimit: 512 << 20,
+		},
+	}
+	return f
+}
+
+// serve runs the console's handler with the fixture's /api/console and
+// /alerts/{id} on 127.0.0.1, as the pipeline mounts them.
+func (f fixture) serve(t *testing.T) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/", console.Handler())
+	mux.HandleFunc("GET /api/console", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(f.snap)
+	})
+	mux.HandleFunc("GET /alerts/{id}", func(w http.ResponseWriter, r *http.Request) {
+		a, ok := f.alerts[r.PathValue("id")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(a)
+	})
+	return loopbackServer(t, mux)
+}
+
+func loopbackServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPageRendersSnapshot(t *testing.T) {
+	f := newFixture(time.Now().UTC().Truncate(time.Second))
+	srv := f.serve(t)
+
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Content-Security-Policy"); got != console.CSP {
+		t.Fatalf("CSP header %q, want %q", got, console.CSP)
+	}
+
+	ctx := newBrowser(t)
+	pl := loadPage(t, ctx, srv.URL+"/")
+
+	t.Run("charts", func(t *testing.T) {
+		charts := chartPoints(t, ctx)
+		n := len(f.snap.Series.Times)
+		want := map[string][]string{
+			"events_in": {"azure_blob/blob", "syslog/tls", "syslog/udp"},
+			"link":      {"in", "out"},
+			"ratio":     {"in per out"},
+			"alerts":    {"alerts"},
+		}
+		if len(charts) != len(want) {
+			t.Errorf("charts %v, want %d", charts, len(want))
+		}
+		for series, lines := range want {
+			c, ok := charts[series]
+			if !ok {
+				t.Errorf("no chart %s", series)
+				continue
+			}
+			if c.Points != n {
+				t.Errorf("chart %s: %d points, want %d", series, c.Points, n)
+			}
+			if len(c.Lines) != len(lines) {
+				t.Errorf("chart %s: lines %v, want %v", series, c.Lines, lines)
+			}
+			for _, l := range lines {
+				if c.Lines[l] != n {
+					t.Errorf("chart %s line %s: %d points drawn, want %d", series, l, c.Lines[l], n)
+				}
+			}
+		}
+	})
+
+	t.Run("top row", func(t *testing.T) {
+		for key, want := range map[string]string{
+			"ready":           "ready",
+			"reduction_ratio": "8,000× fewer bytes",
+			"stale_sources":   "1",
+			"backlog_alerts":  "42 alerts",
+			"dead_letters":    "17",
+			"bytes_in":        "14.2 GiB",
+		} {
+			if got := text(t, ctx, `.tile[data-key="`+key+`"] .value`); got != want {
+				t.Errorf("tile %s: %q, want %q", key, got, want)
+			}
+		}
+	})
+
+	t.Run("stale source", func(t *testing.T) {
+		type row struct {
+			Host  string
+			Stale bool
+			Badge string
+			Age   string
+		}
+		rows := eval[[]row](t, ctx, `[...document.querySelectorAll('#sources tbody tr')].map((r) => ({
+			Host: r.cells[1].firstChild.textContent, Stale: r.classList.contains('stale'),
+			Badge: (r.querySelector('.badge.stale') || {}).textContent || '', Age: r.cells[2].textContent }))`)
+		if len(rows) != len(f.snap.Sources) {
+			t.Fatalf("%d source rows, want %d", len(rows), len(f.snap.Sources))
+		}
+		if !rows[0].Stale || rows[0].Host != "dc-01" || rows[0].Badge != "stale" || rows[0].Age != "21 min ago" {
+			t.Errorf("first source row %+v, want dc-01 flagged stale, 21 min ago", rows[0])
+		}
+		for _, r := range rows[1:] {
+			if r.Stale || r.Badge != "" {
+				t.Errorf("row %+v flagged stale", r)
+			}
+		}
+	})
+
+	t.Run("rules", func(t *testing.T) {
+		if got := text(t, ctx, "#rules-summary"); !strings.Contains(got, "24 rules loaded") || !strings.Contains(got, "rejected") {
+			t.Errorf("rules summary %q", got)
+		}
+		if got := text(t, ctx, "#rule-errors"); !strings.Contains(got, `unknown field "sevrity"`) {
+			t.Errorf("rule errors %q", got)
+		}
+		if n := eval[int](t, ctx, `document.querySelectorAll('#rules tbody tr').length`); n != 3 {
+			t.Errorf("%d rule rows, want 3", n)
+		}
+	})
+
+	t.Run("alerts and filters", func(t *testing.T) {
+		ids := func(rows []alertRowView) []string {
+			var out []string
+			for _, r := range rows {
+				out = append(out, r.ID)
+			}
+			return out
+		}
+		var all []string
+		for _, a := range f.snap.Alerts {
+			all = append(all, a.ID)
+		}
+		if got := ids(alertRows(t, ctx)); !slices.Equal(got, all) {
+			t.Fatalf("alert rows %v, want %v", got, all)
+		}
+		for _, tc := range []struct {
+			rule   string
+			minSev int
+		}{
+			{"ssh.bruteforce", 0},
+			{"azure.impossible_travel", 0},
+			{"", 7},
+			{"", 9},
+			{"", 4},
+			{"ssh.bruteforce", 9},
+			{"", 0},
+		} {
+			setAlertFilter(t, ctx, tc.rule, tc.minSev)
+			var want []string
+			for _, a := range f.snap.Alerts {
+				if (tc.rule == "" || a.Rule == tc.rule) && a.Severity >= tc.minSev {
+					want = append(want, a.ID)
+				}
+			}
+			if got := ids(alertRows(t, ctx)); !slices.Equal(got, want) {
+				t.Errorf("rule %q severity %d+: rows %v, want %v", tc.rule, tc.minSev, got, want)
+			}
+		}
+		if got := text(t, ctx, "#filter-rule"); got != "all rulesazure.impossible_travelssh.bruteforce" {
+			t.Errorf("rule filter options %q", got)
+		}
+	})
+
+	t.Run("alert detail", func(t *testing.T) {
+		a := f.alerts["b7c9e1f3a5d7b9c3"]
+		clickAlert(t, ctx, a.ID)
+		d := alertDetail(t, ctx)
+		if !d.Visible || d.Title != a.Title {
+			t.Errorf("detail visible %v title %q, want %q", d.Visible, d.Title, a.Title)
+		}
+		if !slices.Equal(d.EventIDs, a.EventIDs) {
+			t.Errorf("evidence %v, want %v", d.EventIDs, a.EventIDs)
+		}
+		for k, v := range a.Fields {
+			if d.Fields[k] != v {
+				t.Errorf("field %s = %q, want %q", k, d.Fields[k], v)
+			}
+		}
+		if len(d.Steps) != 2 || !strings.Contains(d.Steps[1], "signin_abroad") || !strings.Contains(d.Steps[1], "01JAZ0502") {
+			t.Errorf("steps %q", d.Steps)
+		}
+		for _, want := range []string{a.Description, "azure.impossible_travel", "alice@example.com", "37 min", "attack.initial_access", "9 critical"} {
+			if !strings.Contains(d.Text, want) {
+				t.Errorf("detail lacks %q: %s", want, d.Text)
+			}
+		}
+		rows := alertRows(t, ctx)
+		for _, r := range rows {
+			if r.Selected != (r.ID == a.ID) {
+				t.Errorf("row %s selected %v", r.ID, r.Selected)
+			}
+		}
+
+		// A second alert replaces the first; its key was hostile text.
+		b := f.alerts["a1f0c2d4e6b8a0c4"]
+		clickAlert(t, ctx, b.ID)
+		if d := alertDetail(t, ctx); !strings.Contains(d.Text, hostileImg) || !slices.Equal(d.EventIDs, b.EventIDs) {
+			t.Errorf("second alert: %+v", d)
+		}
+		clickAlert(t, ctx, a.ID)
+	})
+
+	t.Run("forwarding and pipeline", func(t *testing.T) {
+		type dest struct {
+			Down  bool
+			Cells []string
+		}
+		dests := eval[[]dest](t, ctx, `[...document.querySelectorAll('#destinations tbody tr')].map((r) => ({
+			Down: r.classList.contains('down'), Cells: [...r.cells].map((c) => c.textContent) }))`)
+		if len(dests) != 2 || dests[0].Down || !dests[1].Down ||
+			dests[1].Cells[3] != "disconnected" || dests[1].Cells[6] != "42" || dests[1].Cells[7] != "12 min 34 s" {
+			t.Errorf("destinations %+v", dests)
+		}
+		uses := eval[[]string](t, ctx, `[...document.querySelectorAll('#streams svg.bar')].map((s) => s.dataset.use)`)
+		if len(uses) != 3 || uses[0] != "0.80078125" {
+			t.Errorf("stream usage bars %v", uses)
+		}
+		if got := text(t, ctx, "#store"); !strings.Contains(got, "211 MiB") || !strings.Contains(got, "37% of the limit") {
+			t.Errorf("store facts %q", got)
+		}
+	})
+
+	t.Run("hostile text stays text", func(t *testing.T) {
+		samples := eval[[]string](t, ctx, `[...document.querySelectorAll('#dead-latest pre.sample-text')].map((p) => p.textContent)`)
+		if len(samples) != 2 || samples[0] != f.snap.DeadLetters.Latest[0].Sample {
+			t.Errorf("dead letter samples %q", samples)
+		}
+		if got := text(t, ctx, "#sources"); !strings.Contains(got, hostileHost) {
+			t.Errorf("hostile host not shown as text: %q", got)
+		}
+		injected := eval[int](t, ctx, `document.querySelectorAll('img, iframe, object, embed, main script, [onerror]').length`)
+		scripts := eval[int](t, ctx, `document.scripts.length`)
+		if injected != 0 || scripts != 1 {
+			t.Errorf("%d injected elements and %d scripts (want 0 and 1)", injected, scripts)
+		}
+	})
+
+	t.Run("refresh keeps the view", func(t *testing.T) {
+		// The page polls every 5 s; the next render keeps the selection,
+		// the filters and the open panel.
+		setAlertFilter(t, ctx, "azure.impossible_travel", 0)
+		n := eval[int](t, ctx, `Number(document.body.dataset.renders)`)
+		deadline := time.Now().Add(15 * time.Second)
+		for eval[int](t, ctx, `Number(document.body.dataset.renders)`) == n {
+			if time.Now().After(deadline) {
+				t.Fatal("the page did not refresh within 15 s")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		rows := alertRows(t, ctx)
+		if len(rows) != 2 || !rows[0].Selected {
+			t.Errorf("after a refresh: rows %+v", rows)
+		}
+		if d := alertDetail(t, ctx); d.ID != "b7c9e1f3a5d7b9c3" || !d.Visible {
+			t.Errorf("after a refresh the detail shows %q (visible %v)", d.ID, d.Visible)
+		}
+		setAlertFilter(t, ctx, "", 0)
+	})
+
+	if *screenshotPath != "" {
+		screenshot(t, ctx, *screenshotPath)
+	}
+	if d := pl.Dialogs(); len(d) > 0 {
+		t.Errorf("dialogs opened: %q", d)
+	}
+}
+
+// TestPageSaysNotAuthorised: a 401 from /api/console is shown as such, not
+// as a broken page.
+func TestPageSaysNotAuthorised(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/", console.Handler())
+	mux.HandleFunc("GET /api/console", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "unauthorised", http.StatusUnauthorized)
+	})
+	srv := loopbackServer(t, mux)
+
+	ctx := newBrowser(t)
+	pl := watchPage(t, ctx)
+	if state := openPage(t, ctx, srv.URL+"/"); state != "unauthorised" {
+		t.Fatalf("page state %q, want unauthorised", state)
+	}
+	if got := text(t, ctx, "#notice"); !strings.HasPrefix(got, "Not authorised") {
+		t.Errorf("notice %q", got)
+	}
+	// The browser itself logs the failed request; nothing else may appear.
+	for _, p := range pl.Problems() {
+		if !strings.Contains(p, "401") {
+			t.Errorf("the page reported: %s", p)
+		}
+	}
+}
+
+// TestHarnessSeesCSPViolations shows that the harness would catch the page
+// breaking its CSP: an inline script under the same policy is reported.
+func TestHarnessSeesCSPViolations(t *testing.T) {
+	srv := loopbackServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", console.CSP)
+		fmt.Fprint(w, `<!doctype html><title>x</title><body data-state="ok"><p style="color:red">x</p><script>document.title = 'ran'</script></body>`)
+	}))
+	ctx := newBrowser(t)
+	pl := watchPage(t, ctx)
+	openPage(t, ctx, srv.URL+"/")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(pl.Problems()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	var csp int
+	for _, p := range pl.Problems() {
+		if strings.Contains(p, "Content Security Policy") {
+			csp++
+		}
+	}
+	if csp < 2 {
+		t.Errorf("want the inline script and style reported as CSP violations, got %q", pl.Problems())
+	}
+	if title := eval[string](t, ctx, `document.title`); title != "x" {
+		t.Errorf("the inline script ran: title %q", title)
+	}
+}
