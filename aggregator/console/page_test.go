@@ -54,10 +54,15 @@ func newFixture(now time.Time) fixture {
 	s.EventsIn["azure_blob/blob"] = wave(60, 30, 7)
 	for i := range samples {
 		in := (s.EventsIn["syslog/udp"][i] + s.EventsIn["syslog/tls"][i] + s.EventsIn["azure_blob/blob"][i]) * 310
-		out := 900 + 400*math.Sin(float64(i)/4)
+		out, ratio := 900+400*math.Sin(float64(i)/4), 0.0
+		if i < quiet {
+			out = 0 // nothing went out yet: the ratio is 0, drawn as a gap
+		} else {
+			ratio = math.Round(in / out)
+		}
 		s.BytesIn = append(s.BytesIn, in)
 		s.BytesOut = append(s.BytesOut, out)
-		s.Ratio = append(s.Ratio, math.Round(in/out))
+		s.Ratio = append(s.Ratio, ratio)
 		s.Alerts = append(s.Alerts, float64(i%7)/10)
 	}
 
@@ -212,6 +217,8 @@ func loopbackServer(t *testing.T, h http.Handler) *httptest.Server {
 	return srv
 }
 
+const quiet = 3 // the fixture's first samples, before anything went out
+
 func TestPageRendersSnapshot(t *testing.T) {
 	f := newFixture(time.Now().UTC().Truncate(time.Second))
 	srv := f.serve(t)
@@ -253,8 +260,12 @@ func TestPageRendersSnapshot(t *testing.T) {
 				t.Errorf("chart %s: lines %v, want %v", series, c.Lines, lines)
 			}
 			for _, l := range lines {
-				if c.Lines[l] != n {
-					t.Errorf("chart %s line %s: %d points drawn, want %d", series, l, c.Lines[l], n)
+				want := n
+				if series == "ratio" {
+					want = n - quiet // no ratio while nothing went out
+				}
+				if c.Lines[l] != want {
+					t.Errorf("chart %s line %s: %d points drawn, want %d", series, l, c.Lines[l], want)
 				}
 			}
 		}
@@ -508,5 +519,40 @@ func TestHarnessSeesCSPViolations(t *testing.T) {
 	}
 	if title := eval[string](t, ctx, `document.title`); title != "x" {
 		t.Errorf("the inline script ran: title %q", title)
+	}
+}
+
+// TestPageRendersEmptySnapshot: a pipeline that just started has nothing to
+// show yet (null lists, no samples); the page says so without an error.
+func TestPageRendersEmptySnapshot(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/", console.Handler())
+	mux.HandleFunc("GET /api/console", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(console.Snapshot{Now: time.Now(), Started: time.Now()})
+	})
+	srv := loopbackServer(t, mux)
+
+	ctx := newBrowser(t)
+	loadPage(t, ctx, srv.URL+"/")
+	for series, c := range chartPoints(t, ctx) {
+		if c.Points != 0 {
+			t.Errorf("chart %s: %d points, want 0", series, c.Points)
+		}
+	}
+	if rows := alertRows(t, ctx); len(rows) != 0 {
+		t.Errorf("alert rows %v", rows)
+	}
+	for sel, want := range map[string]string{
+		"#alerts-empty": "No alerts yet.",
+		`.tile[data-key="reduction_ratio"] .value`: "nothing sent yet",
+		`.tile[data-key="ready"] .value`:           "not ready",
+		"#sources tbody":                           "No source has received anything yet.",
+		"#rules-summary":                           "0 rules loaded · not reloaded since start",
+		`#chart-events svg.chart text.empty`:       "no samples yet",
+	} {
+		if got := text(t, ctx, sel); got != want {
+			t.Errorf("%s: %q, want %q", sel, got, want)
+		}
 	}
 }
