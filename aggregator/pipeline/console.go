@@ -25,8 +25,7 @@ import (
 // The status page's data: what the sources saw per host, an hour of
 // samples, and the snapshot /api/console serves.
 const (
-	historyStep    = 5 * time.Second
-	historySamples = 720 // an hour
+	historyLength  = time.Hour // samples kept, every http.sample_every
 	maxHosts       = 10000
 	latestAlerts   = 200
 	latestDead     = 20
@@ -248,16 +247,16 @@ func (p *Pipeline) takeSample(now time.Time) {
 	c := p.console
 	c.mu.Lock()
 	c.samples = append(c.samples, s)
-	if len(c.samples) > historySamples+1 {
-		c.samples = slices.Delete(c.samples, 0, len(c.samples)-historySamples-1)
+	if keep := int(historyLength/p.cfg.HTTP.SampleEvery) + 1; len(c.samples) > keep {
+		c.samples = slices.Delete(c.samples, 0, len(c.samples)-keep)
 	}
 	c.mu.Unlock()
 }
 
-// runConsole samples the counters every historyStep until ctx ends.
+// runConsole samples the counters every http.sample_every until ctx ends.
 func (p *Pipeline) runConsole(ctx context.Context) error {
 	p.takeSample(time.Now())
-	t := time.NewTicker(historyStep)
+	t := time.NewTicker(p.cfg.HTTP.SampleEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -270,11 +269,11 @@ func (p *Pipeline) runConsole(ctx context.Context) error {
 }
 
 // series turns the samples into per-second rates between neighbours.
-func (c *consoleState) series() console.Series {
+func (c *consoleState) series(step time.Duration) console.Series {
 	c.mu.Lock()
 	samples := slices.Clone(c.samples)
 	c.mu.Unlock()
-	s := console.Series{Step: historyStep.Seconds(), EventsIn: map[string][]float64{}}
+	s := console.Series{Step: step.Seconds(), EventsIn: map[string][]float64{}}
 	keys := map[string]bool{}
 	for _, x := range samples {
 		for k, v := range x.eventsIn {
@@ -339,7 +338,7 @@ func (p *Pipeline) buildSnapshot(ctx context.Context) *console.Snapshot {
 	ms := gatherMetrics(p.reg)
 	st := p.Status()
 	s := &console.Snapshot{Now: now, Version: p.version, Started: p.console.started,
-		StaleAfter: p.cfg.HTTP.StaleAfter.Seconds(), Series: p.console.series()}
+		StaleAfter: p.cfg.HTTP.StaleAfter.Seconds(), Series: p.console.series(p.cfg.HTTP.SampleEvery)}
 	s.Top = console.Top{Ready: len(st.Problems) == 0, Problems: st.Problems, EventsIn: st.EventsIn, BytesIn: st.BytesIn,
 		AlertsOut: st.AlertsOut, BytesOut: st.BytesOut, Ratio: st.Ratio,
 		DeadLetters: ms.sum("outpost_dead_letters_total")}
@@ -537,7 +536,7 @@ func (p *Pipeline) stageRates() [3]float64 {
 			}
 		}
 	}
-	if t.Sub(c.rateAt) >= historyStep || c.rateAt.IsZero() {
+	if t.Sub(c.rateAt) >= p.cfg.HTTP.SampleEvery || c.rateAt.IsZero() {
 		c.rateAt, c.rateLast = t, cur
 	}
 	return out

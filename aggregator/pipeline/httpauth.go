@@ -39,6 +39,9 @@ type HTTPConfig struct {
 	// StaleAfter flags a source host on the status page that has sent
 	// nothing for this long. Default 15m.
 	StaleAfter time.Duration `yaml:"stale_after"`
+	// SampleEvery is how often the status page's charts take a sample (an
+	// hour of them is kept). Default 5s; at least 100ms.
+	SampleEvery time.Duration `yaml:"sample_every"`
 }
 
 // HTTPTLS is http.tls.
@@ -58,6 +61,12 @@ func (h *HTTPConfig) validate(errs *config.Errors) {
 	}
 	if h.StaleAfter < 0 {
 		errs.Add("http.stale_after", "must be positive, got %s", h.StaleAfter)
+	}
+	if h.SampleEvery == 0 {
+		h.SampleEvery = 5 * time.Second
+	}
+	if h.SampleEvery < 100*time.Millisecond {
+		errs.Add("http.sample_every", "must be at least 100ms, got %s", h.SampleEvery)
 	}
 	switch h.Listen {
 	case "":

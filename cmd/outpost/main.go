@@ -116,6 +116,7 @@ func newRootCmd() *cobra.Command {
 
 	var keep bool
 	var noise int
+	var serve string
 	demoCmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole pipeline in a temp dir on 127.0.0.1 and replay a bundled attack scenario",
@@ -130,12 +131,13 @@ got and what crossed the "link" compared with what came in.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return demo.Run(ctx, cmd.OutOrStdout(), demo.Options{Version: bld.Version, Keep: keep, Noise: noise,
+			return demo.Run(ctx, cmd.OutOrStdout(), demo.Options{Version: bld.Version, Keep: keep, Noise: noise, Serve: serve,
 				Logger: newLogger(pipeline.LogConfig{Level: "warn"}, cmd.ErrOrStderr())})
 		},
 	}
 	demoCmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir (JetStream store and Badger state) for a look afterwards")
 	demoCmd.Flags().IntVar(&noise, "noise", 5000, "benign lines to hide the attack in")
+	demoCmd.Flags().StringVar(&serve, "serve", "", "keep running afterwards with the status page on this loopback address, e.g. 127.0.0.1:9464")
 
 	root.AddCommand(run, check, demoCmd, newReceiveCmd(), newRulesCmd(), newStatusCmd(), newVersionCmd(bld))
 	return root

@@ -296,10 +296,13 @@ function openRow(tr) {
 
 function renderDestinations(dests) {
   fill($('#destinations tbody'), dests.map((d) => {
-    const tr = el('tr', d.connected ? null : 'down');
-    const state = el('td');
-    state.appendChild(d.connected ? badge('connected', 'ok') : badge('disconnected', 'bad'));
     const backlog = num(d.backlog_alerts);
+    // Not connected with nothing waiting is an idle link (the forwarder
+    // closes it after a quiet moment), not a failure.
+    const idle = !d.connected && backlog === 0;
+    const tr = el('tr', d.connected || idle ? null : 'down');
+    const state = el('td');
+    state.appendChild(d.connected ? badge('connected', 'ok') : idle ? badge('idle', 'ok') : badge('disconnected', 'bad'));
     tr.append(cell(d.name), cell(d.address, 'mono'), cell(d.transport), state,
       cell(fmt.int(num(d.alerts_out)), 'num'), cell(fmt.bytes(num(d.bytes_out)), 'num'),
       cell(fmt.int(backlog), backlog > 0 ? 'num warn' : 'num'),

@@ -30,6 +30,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Timeout bounds the wait for the alerts; default 60s.
 	Timeout time.Duration
+	// Serve, if set, is a loopback address for the status page: the demo
+	// then keeps running after its report until ctx ends (Ctrl-C).
+	Serve string
 }
 
 // expectedAlerts is what the scenario should raise with the shipped pack:
@@ -60,6 +63,9 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 
 	cfg := &pipeline.Config{DataDir: dir}
 	cfg.HTTP.Listen = "off"
+	if o.Serve != "" {
+		cfg.HTTP.Listen = o.Serve
+	}
 	cfg.Ingest.Syslog = syslog.Config{UDP: []string{"127.0.0.1:0"}, TCP: []string{"127.0.0.1:0"}}
 	cfg.Forwarder = forwarder.Config{Hostname: "outpost-demo", Destinations: []forwarder.Destination{{Address: siem.Addr().String()}}}
 	if err := cfg.Validate(); err != nil {
@@ -113,7 +119,22 @@ func Run(ctx context.Context, w io.Writer, o Options) error {
 	if o.Keep {
 		fmt.Fprintf(w, "\nState kept in %s\n", dir)
 	}
+	if o.Serve != "" {
+		fmt.Fprintf(w, "\nThe status page: http://%s/ (Ctrl-C to stop)\n", p.HTTPAddr())
+		<-ctx.Done()
+	}
 	return nil
+}
+
+// ExpectedAlerts is how many alerts Send's traffic raises with the shipped
+// pack.
+const ExpectedAlerts = expectedAlerts
+
+// Send replays the demo's traffic (noise benign lines with the SSH brute
+// force and the root logon in them, timed from now) to a running Outpost's
+// syslog listeners: the status page's test feeds the pipeline with it.
+func Send(ctx context.Context, noise int, udpAddr, tcpAddr string) error {
+	return replay(ctx, scenario(time.Now().Truncate(time.Second), noise), udpAddr, tcpAddr)
 }
 
 // replay sends every line over its transport, in order. TCP connections
