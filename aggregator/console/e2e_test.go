@@ -188,4 +188,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(300 * time.Millisecond)
 	}
 }
-
