@@ -69,9 +69,15 @@ func CheckDeployment(ctx context.Context, cfg *Config) []Check {
 
 	sl := cfg.Ingest.Syslog
 	serverTLS := func(key string, f syslog.TLSFiles) {
-		leaf, err := syslog.CheckTLSFiles(f)
+		leaf, unusable, err := syslog.CheckTLSFiles(f)
 		if err != nil {
 			add(CheckFail, key, "%v", err)
+			return
+		}
+		if unusable != nil {
+			// Outpost starts (its other listeners work), but no client
+			// will connect to this one.
+			add(CheckWarn, key, "%v — no client will connect to this listener", unusable)
 			return
 		}
 		status, note := CheckOK, ""

@@ -437,21 +437,23 @@ func (s *Source) watchTLS(done <-chan struct{}) {
 }
 
 // CheckTLSFiles loads f as a listener would and returns the certificate it
-// would serve: check-config's check of the TLS material (the files are
-// readable and parse, the key matches the certificate, which is valid now
-// and a server certificate, and the client CA has a valid certificate).
-func CheckTLSFiles(f TLSFiles) (*x509.Certificate, error) {
-	_, leaf, _, err := loadTLS(f)
+// would serve: check-config's check of the TLS material. err: the files do
+// not load (unreadable, unparsable, a key that is not the certificate's),
+// and the listener would not start. unusable: they load, but no client
+// would connect (a certificate expired, not valid yet or not a server
+// certificate, or a client CA file with no valid certificate).
+func CheckTLSFiles(f TLSFiles) (leaf *x509.Certificate, unusable, err error) {
+	_, leaf, _, err = loadTLS(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := usable(leaf, time.Now()); err != nil {
-		return leaf, fmt.Errorf("cert_file %s: %w", f.CertFile, err)
+		return leaf, fmt.Errorf("cert_file %s: %w", f.CertFile, err), nil
 	}
 	if f.ClientCAFile != "" {
 		if err := caUsable(f.ClientCAFile, time.Now()); err != nil {
-			return leaf, err
+			return leaf, err, nil
 		}
 	}
-	return leaf, nil
+	return leaf, nil, nil
 }
