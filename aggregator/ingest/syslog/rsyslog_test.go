@@ -10,6 +10,7 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog/rsyslogtest"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog/tlstest"
 )
 
 // numbered returns n syslog lines "line i" for rsyslog's plain input.
@@ -91,26 +92,48 @@ func TestRsyslogOverTLS(t *testing.T) {
 			})
 		}
 	}
-	t.Run("not in client_names", func(t *testing.T) {
-		unlistedCert, unlistedKey := f.ca.Valid("unlisted", "sender-9.test", false)
-		sink := &memSink{}
-		ts := startSource(t, Config{UDP: []string{}, TCP: []string{},
-			TLS: []TLSListener{{Listen: "127.0.0.1:0", TLSFiles: TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey,
-				ClientCAFile: f.ca.File, ClientNames: []string{"sender-1.test"}}}}}, sink)
-		port := ts.tlsAddr()[strings.LastIndexByte(ts.tlsAddr(), ':')+1:]
-		global := fmt.Sprintf("DefaultNetstreamDriverCAFile=%q DefaultNetstreamDriverCertFile=%q DefaultNetstreamDriverKeyFile=%q",
-			f.ca.File, unlistedCert, unlistedKey)
-		in, _ := rsyslogSender(t, global, fmt.Sprintf(`action(type="omfwd" target="127.0.0.1" port=%q protocol="tcp"
+	// Refusals, with rsyslog as the client: each is counted under its
+	// reason, and delivers nothing.
+	other := tlstest.NewCA(t, t.TempDir(), "someone-else")
+	strangerCert, strangerKey := other.Valid("stranger", "sender-1.test", false)
+	expiredCert, expiredKey := f.ca.Issue("expired", "sender-1.test", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	unlistedCert, unlistedKey := f.ca.Valid("unlisted", "sender-9.test", false)
+	for _, tc := range []struct {
+		name, cert, key string
+		reasons         []string // what the refusal is counted as
+	}{
+		{"not in client_names", unlistedCert, unlistedKey, []string{tlsNotAllowed}},
+		{"another CA", strangerCert, strangerKey, []string{tlsUnknownCA}},
+		{"expired", expiredCert, expiredKey, []string{tlsExpired}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &memSink{}
+			ts := startSource(t, Config{UDP: []string{}, TCP: []string{},
+				TLS: []TLSListener{{Listen: "127.0.0.1:0", TLSFiles: TLSFiles{CertFile: f.serverCert, KeyFile: f.srvKey,
+					ClientCAFile: f.ca.File, ClientNames: []string{"sender-1.test"}}}}}, sink)
+			port := ts.tlsAddr()[strings.LastIndexByte(ts.tlsAddr(), ':')+1:]
+			global := fmt.Sprintf("DefaultNetstreamDriverCAFile=%q DefaultNetstreamDriverCertFile=%q DefaultNetstreamDriverKeyFile=%q",
+				f.ca.File, tc.cert, tc.key)
+			in, _ := rsyslogSender(t, global, fmt.Sprintf(`action(type="omfwd" target="127.0.0.1" port=%q protocol="tcp"
   StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name" StreamDriverPermittedPeers="outpost.test")`, port), "lmnsd_gtls")
-		rsyslogtest.Send(t, in, numbered("x", 3))
-		waitUntil(t, func() bool {
-			return ts.metric(t, "outpost_syslog_tls_handshake_errors_total", map[string]string{"reason": tlsNotAllowed}) >= 1
+			rsyslogtest.Send(t, in, numbered("x", 3))
+			counted := func() (string, float64) {
+				for _, r := range tc.reasons {
+					if n := ts.metric(t, "outpost_syslog_tls_handshake_errors_total", map[string]string{"reason": r}); n > 0 {
+						return r, n
+					}
+				}
+				return "", 0
+			}
+			waitUntil(t, func() bool { _, n := counted(); return n >= 1 })
+			time.Sleep(100 * time.Millisecond)
+			if evs, _ := sink.wait(t, 0, 0); len(evs) != 0 {
+				t.Fatalf("a refused client delivered %d events", len(evs))
+			}
+			r, _ := counted()
+			t.Logf("counted as %s", r)
 		})
-		time.Sleep(100 * time.Millisecond)
-		if evs, _ := sink.wait(t, 0, 0); len(evs) != 0 {
-			t.Fatalf("a refused client delivered %d events", len(evs))
-		}
-	})
+	}
 }
 
 // TestRsyslogOverRELP: a real rsyslog sends with omrelp, plain and over
