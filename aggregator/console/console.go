@@ -80,9 +80,11 @@ type Series struct {
 	// EventsIn: events received per second, by "source/transport" (e.g.
 	// "syslog/udp", "syslog/tls", "azure_blob/blob").
 	EventsIn map[string][]float64 `json:"events_in"`
-	BytesIn  []float64            `json:"bytes_in"`  // bytes/s, all sources
-	BytesOut []float64            `json:"bytes_out"` // bytes/s to the SIEM, all destinations
-	Alerts   []float64            `json:"alerts"`    // alerts raised per second
+	// BytesInBy: bytes received per second, by the same keys.
+	BytesInBy map[string][]float64 `json:"bytes_in_by"`
+	BytesIn   []float64            `json:"bytes_in"`  // bytes/s, all sources
+	BytesOut  []float64            `json:"bytes_out"` // bytes/s to the SIEM, all destinations
+	Alerts    []float64            `json:"alerts"`    // alerts raised per second
 	// Ratio is bytes in per byte out over each step (0 when nothing went out).
 	Ratio []float64 `json:"ratio"`
 }

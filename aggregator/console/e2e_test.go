@@ -89,7 +89,7 @@ func TestPageOnALivePipeline(t *testing.T) {
 		charts = chartPoints(t, ctx)
 		return charts["events_in"].Points >= 3 && charts["link"].Points >= 3
 	})
-	for _, name := range []string{"events_in", "link", "alerts"} {
+	for _, name := range []string{"events_in", "bytes_in_by", "link", "alerts"} {
 		if charts[name].Points == 0 {
 			t.Errorf("chart %s has no data points: %+v", name, charts[name])
 		}

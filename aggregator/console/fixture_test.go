@@ -34,7 +34,7 @@ type fixture struct {
 func newFixture(now time.Time) fixture {
 	const samples = 60
 	const step = 10
-	s := console.Series{Step: step, EventsIn: map[string][]float64{}}
+	s := console.Series{Step: step, EventsIn: map[string][]float64{}, BytesInBy: map[string][]float64{}}
 	for i := range samples {
 		s.Times = append(s.Times, now.Add(-time.Duration(samples-1-i)*step*time.Second).Unix())
 	}
@@ -48,6 +48,11 @@ func newFixture(now time.Time) fixture {
 	s.EventsIn["syslog/udp"] = wave(420, 80, 0)
 	s.EventsIn["syslog/tls"] = wave(150, 40, 3)
 	s.EventsIn["azure_blob/blob"] = wave(60, 30, 7)
+	for k, v := range s.EventsIn {
+		for _, x := range v {
+			s.BytesInBy[k] = append(s.BytesInBy[k], x*310)
+		}
+	}
 	for i := range samples {
 		in := (s.EventsIn["syslog/udp"][i] + s.EventsIn["syslog/tls"][i] + s.EventsIn["azure_blob/blob"][i]) * 310
 		out, ratio := 900+400*math.Sin(float64(i)/4), 0.0

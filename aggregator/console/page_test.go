@@ -37,10 +37,11 @@ func TestPageRendersSnapshot(t *testing.T) {
 		charts := chartPoints(t, ctx)
 		n := len(f.snap.Series.Times)
 		want := map[string][]string{
-			"events_in": {"azure_blob/blob", "syslog/tls", "syslog/udp"},
-			"link":      {"in", "out"},
-			"ratio":     {"in per out"},
-			"alerts":    {"alerts"},
+			"events_in":   {"azure_blob/blob", "syslog/tls", "syslog/udp"},
+			"bytes_in_by": {"azure_blob/blob", "syslog/tls", "syslog/udp"},
+			"link":        {"in", "out"},
+			"ratio":       {"in per out"},
+			"alerts":      {"alerts"},
 		}
 		if len(charts) != len(want) {
 			t.Errorf("charts %v, want %d", charts, len(want))

@@ -134,6 +134,7 @@ func (s trackedBatchSink) PublishEvents(ctx context.Context, evs []*event.Event)
 type sample struct {
 	at       time.Time
 	eventsIn map[string]float64 // by source/transport
+	bytesBy  map[string]float64 // by source/transport
 	bytesIn  float64
 	bytesOut float64
 	alerts   float64
@@ -241,8 +242,12 @@ func (p *Pipeline) takeSample(now time.Time) {
 	ms := gatherMetrics(p.reg)
 	s := sample{at: now, eventsIn: map[string]float64{}, bytesIn: ms.sum("outpost_component_received_bytes_total"),
 		bytesOut: float64(p.forwarder.SentBytes()), alerts: ms.sum("outpost_alerts_raised_total")}
+	s.bytesBy = map[string]float64{}
 	for _, m := range ms["outpost_component_received_events_total"] {
 		s.eventsIn[label(m, "component")+"/"+label(m, "transport")] += value(m)
+	}
+	for _, m := range ms["outpost_component_received_bytes_total"] {
+		s.bytesBy[label(m, "component")+"/"+label(m, "transport")] += value(m)
 	}
 	c := p.console
 	c.mu.Lock()
@@ -273,7 +278,7 @@ func (c *consoleState) series(step time.Duration) console.Series {
 	c.mu.Lock()
 	samples := slices.Clone(c.samples)
 	c.mu.Unlock()
-	s := console.Series{Step: step.Seconds(), EventsIn: map[string][]float64{}}
+	s := console.Series{Step: step.Seconds(), EventsIn: map[string][]float64{}, BytesInBy: map[string][]float64{}}
 	keys := map[string]bool{}
 	for _, x := range samples {
 		for k, v := range x.eventsIn {
@@ -292,6 +297,7 @@ func (c *consoleState) series(step time.Duration) console.Series {
 		s.Times = append(s.Times, b.at.Unix())
 		for k := range keys {
 			s.EventsIn[k] = append(s.EventsIn[k], rate(a.eventsIn[k], b.eventsIn[k]))
+			s.BytesInBy[k] = append(s.BytesInBy[k], rate(a.bytesBy[k], b.bytesBy[k]))
 		}
 		in, out := rate(a.bytesIn, b.bytesIn), rate(a.bytesOut, b.bytesOut)
 		s.BytesIn, s.BytesOut = append(s.BytesIn, in), append(s.BytesOut, out)

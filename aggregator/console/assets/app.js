@@ -149,6 +149,15 @@ function renderCharts(series) {
     lines: Object.keys(ev).sort().map((k) => ({ name: k, values: arr(ev[k]) })),
     format: (v) => fmt.rate(v),
   });
+  const by = series.bytes_in_by && typeof series.bytes_in_by === 'object' ? series.bytes_in_by : {};
+  draw($('#chart-bytes'), {
+    series: 'bytes_in_by',
+    label: 'bytes in per second by source and transport',
+    times,
+    base: 1024,
+    lines: Object.keys(by).sort().map((k) => ({ name: k, values: arr(by[k]) })),
+    format: (v) => fmt.byteRate(v),
+  });
   draw($('#chart-link'), {
     series: 'link',
     label: 'bytes in and bytes out per second',
