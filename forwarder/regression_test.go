@@ -111,3 +111,26 @@ func TestRELPStalledReceiverTimesOut(t *testing.T) {
 		t.Errorf("send still blocked after 5s with write_timeout 300ms")
 	}
 }
+
+// A large delivered batch (a backlog after an outage) is recorded whole:
+// one Badger transaction could not hold it ("Txn is too big"), which
+// stopped the forwarder (found by aggregator/pipeline TestRELPSurvivesKill9:
+// 30,000 alerts at once after a restart).
+func TestSentIDsRecordALargeBatch(t *testing.T) {
+	h := newHarness(t)
+	s := newSentIDs(h.db, "siem", time.Hour)
+	ids := make([]string, 200000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032x", i)
+	}
+	if err := s.record(ids); err != nil {
+		t.Fatal(err)
+	}
+	seen, err := s.seen([]string{ids[0], ids[len(ids)/2], ids[len(ids)-1], "never-sent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !seen[0] || !seen[1] || !seen[2] || seen[3] {
+		t.Fatalf("seen %v", seen)
+	}
+}

@@ -54,17 +54,19 @@ func (s *sentIDs) seen(ids []string) ([]bool, error) {
 }
 
 // record stores ids as delivered; with state.sync_writes on (the default)
-// it is durable when record returns.
+// it is durable when record returns. A batch too large for one Badger
+// transaction (a backlog delivered at once) is written in several: a crash
+// between them leaves some ids unrecorded, whose alerts are then sent again
+// (at-least-once), never lost.
 func (s *sentIDs) record(ids []string) error {
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for _, id := range ids {
-			if err := txn.SetEntry(badger.NewEntry(s.key(id), nil).WithTTL(s.ttl)); err != nil {
-				return err
-			}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, id := range ids {
+		if err := wb.SetEntry(badger.NewEntry(s.key(id), nil).WithTTL(s.ttl)); err != nil {
+			return fmt.Errorf("recording sent alert ids: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
+	}
+	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("recording sent alert ids: %w", err)
 	}
 	return nil

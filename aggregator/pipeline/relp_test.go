@@ -57,7 +57,7 @@ func TestRELPSurvivesKill9(t *testing.T) {
 	relpPort, httpPort := rsyslogtest.FreePort(t), rsyslogtest.FreePort(t)
 	cfg := fmt.Sprintf(`data_dir: %s
 http: {listen: "127.0.0.1:%d"}
-log: {level: warn}
+log: {level: info}
 rules: {dir: %s}
 ingest: {syslog: {relp: [{listen: "127.0.0.1:%d"}]}}
 forwarder:
@@ -68,11 +68,20 @@ forwarder:
 	if err := os.WriteFile(cf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	logFile, err := os.Create(filepath.Join(dir, "outpost.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(logFile.Name())
+			t.Logf("outpost's log:\n%s", data[max(0, len(data)-8000):])
+		}
+	})
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "run", "-c", cf)
-		if testing.Verbose() {
-			cmd.Stderr = os.Stderr
-		}
+		cmd.Stderr = logFile
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
