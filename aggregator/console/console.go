@@ -11,6 +11,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 )
 
@@ -28,7 +30,16 @@ func Handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		http.ServeFileFS(w, r, sub, "index.html")
 	})
-	mux.Handle("GET /assets/", http.StripPrefix("/assets/", files))
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Files only: no listing, no second copy of the page.
+		if p := r.URL.Path; p == "" || strings.HasSuffix(p, "/") || path.Clean(p) == "." || path.Base(p) == "index.html" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Security-Policy", CSP)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		files.ServeHTTP(w, r)
+	})))
 	return mux
 }
 

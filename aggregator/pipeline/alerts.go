@@ -50,8 +50,20 @@ func (p *Pipeline) FindAlert(ctx context.Context, id string) (*event.Alert, erro
 	return nil, ctx.Err()
 }
 
+// alertLookups bounds the /alerts/{id} lookups at once: each may read the
+// whole ALERTS stream.
+var alertLookups = make(chan struct{}, 4)
+
 // serveAlert answers GET /alerts/{id} with the alert as JSON.
 func (p *Pipeline) serveAlert(w http.ResponseWriter, r *http.Request) {
+	select {
+	case alertLookups <- struct{}{}:
+		defer func() { <-alertLookups }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many alert lookups at once", http.StatusTooManyRequests)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
 	a, err := p.FindAlert(ctx, r.PathValue("id"))

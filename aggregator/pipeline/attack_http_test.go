@@ -104,6 +104,16 @@ func leaks(body string) bool {
 func TestAttackHTTPPathTricksHold(t *testing.T) {
 	p := attackPipeline(t, HTTPConfig{TokenFile: attackTokenFile(t, testToken), PProf: true})
 	addr := p.HTTPAddr().String()
+	// First, while this address has not failed yet (after failBurst
+	// failures it is answered 429 without a check):
+	// Variants that should authenticate still do (case of the scheme,
+	// padding, CRLF-free).
+	for _, h := range []string{"bearer " + testToken, "BEARER " + testToken, "Bearer   " + testToken + "  "} {
+		req := fmt.Sprintf("GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n", h)
+		if code, _, _ := rawRequest(t, addr, req); code != http.StatusOK {
+			t.Errorf("Authorization %.30q: %d, want 200", h, code)
+		}
+	}
 	for _, tc := range []struct{ method, target string }{
 		{"GET", "//api/console"}, {"GET", "/./api/console"}, {"GET", "/assets/../api/console"},
 		{"GET", "/%2e/api/console"}, {"GET", "/%2E%2E/api/console"}, {"GET", "/api/console/"},
@@ -137,8 +147,8 @@ func TestAttackHTTPPathTricksHold(t *testing.T) {
 		"Bearer " + strings.Repeat("A", 60000),
 	} {
 		req := fmt.Sprintf("GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n", h)
-		if code, _, body := rawRequest(t, addr, req); code != http.StatusUnauthorized || leaks(body) {
-			t.Errorf("Authorization %.40q: %d, want 401", h, code)
+		if code, _, body := rawRequest(t, addr, req); (code != http.StatusUnauthorized && code != http.StatusTooManyRequests) || leaks(body) {
+			t.Errorf("Authorization %.40q: %d, want 401 (or 429 once the address has failed too often)", h, code)
 		}
 	}
 	// Cookie variants: none authenticates.
@@ -147,15 +157,15 @@ func TestAttackHTTPPathTricksHold(t *testing.T) {
 		"outpost_session=" + testToken + "x", "x=1; outpost_session=wrong; outpost_session=" + testToken,
 	} {
 		req := fmt.Sprintf("GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: %s\r\nConnection: close\r\n\r\n", c)
-		if code, _, _ := rawRequest(t, addr, req); code != http.StatusUnauthorized {
-			t.Errorf("Cookie %q: %d, want 401", c, code)
+		if code, _, _ := rawRequest(t, addr, req); code != http.StatusUnauthorized && code != http.StatusTooManyRequests {
+			t.Errorf("Cookie %q: %d, want 401 or 429", c, code)
 		}
 	}
 	// A wrong bearer header with a good cookie: the header wins, 401 (no
 	// confusion that lets a bad credential ride on a good one).
 	req := fmt.Sprintf("GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong-0123456789abcdef0123456789abcdef\r\nCookie: outpost_session=%s\r\nConnection: close\r\n\r\n", testToken)
-	if code, _, _ := rawRequest(t, addr, req); code != http.StatusUnauthorized {
-		t.Errorf("a wrong header with a good cookie: %d, want 401", code)
+	if code, _, _ := rawRequest(t, addr, req); code != http.StatusUnauthorized && code != http.StatusTooManyRequests {
+		t.Errorf("a wrong header with a good cookie: %d, want 401 or 429", code)
 	}
 	// Headers past MaxHeaderBytes are refused before any handler.
 	req = "GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + strings.Repeat("a", 70<<10) + "\r\nConnection: close\r\n\r\n"
@@ -167,14 +177,6 @@ func TestAttackHTTPPathTricksHold(t *testing.T) {
 	if code != http.StatusUnauthorized || hdr.Get("WWW-Authenticate") != `Bearer realm="outpost"` ||
 		strings.Contains(body, testToken) || strings.Contains(body, "token_file:") || len(body) > 200 {
 		t.Errorf("401: %d %v %q", code, hdr, body)
-	}
-	// Variants that should authenticate still do (case of the scheme,
-	// padding, CRLF-free).
-	for _, h := range []string{"bearer " + testToken, "BEARER " + testToken, "Bearer   " + testToken + "  "} {
-		req := fmt.Sprintf("GET /api/console HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\nConnection: close\r\n\r\n", h)
-		if code, _, _ := rawRequest(t, addr, req); code != http.StatusOK {
-			t.Errorf("Authorization %.30q: %d, want 200", h, code)
-		}
 	}
 }
 
@@ -318,9 +320,8 @@ func TestAttackLoginNotPaced(t *testing.T) {
 	const guesses = 32
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxConnsPerHost: guesses}}
 	defer client.CloseIdleConnections()
-	var rejected atomic.Int32
+	var checked atomic.Int32 // answered 401: the guess was checked
 	var wg sync.WaitGroup
-	start := time.Now()
 	for i := range guesses {
 		wg.Go(func() {
 			resp, err := client.PostForm(srv.URL+"/login", url.Values{"token": {fmt.Sprintf("guess-%02d-0123456789abcdef0123456789abcdef", i)}})
@@ -329,19 +330,19 @@ func TestAttackLoginNotPaced(t *testing.T) {
 			}
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
-				rejected.Add(1)
+				checked.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	took := time.Since(start)
-	if n := rejected.Load(); n > 4 && took < time.Duration(n)*100*time.Millisecond {
-		t.Errorf("%d wrong sign-ins answered in %s (%.0f guesses/s from one client): no pacing across connections, no 429",
-			n, took.Round(time.Millisecond), float64(n)/took.Seconds())
+	// A guesser gets failBurst checks, then one a second (the test takes
+	// well under a few seconds): the rest are 429, unchecked.
+	if n := checked.Load(); n > failBurst+3 {
+		t.Errorf("%d of %d parallel wrong sign-ins were checked: no pacing", n, guesses)
 	}
 
-	start = time.Now()
 	const headerGuesses = 200
+	checked.Store(0)
 	for i := range headerGuesses {
 		req, _ := http.NewRequest("GET", srv.URL+"/api/console", nil)
 		req.Header.Set("Authorization", fmt.Sprintf("Bearer guess-%03d-0123456789abcdef0123456789abcdef", i))
@@ -351,10 +352,12 @@ func TestAttackLoginNotPaced(t *testing.T) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			checked.Add(1)
+		}
 	}
-	if took := time.Since(start); took < 5*time.Second {
-		t.Errorf("%d wrong bearer tokens checked in %s: the header path has no pacing at all (the /login sleep is bypassed)",
-			headerGuesses, took.Round(time.Millisecond))
+	if n := checked.Load(); n > 5 {
+		t.Errorf("%d of %d wrong bearer tokens were checked after the sign-in guesses: the header path is not paced", n, headerGuesses)
 	}
 }
 

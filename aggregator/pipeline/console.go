@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/console"
@@ -36,12 +37,19 @@ const (
 )
 
 // hostTracker remembers, per source and host, when the last event was
-// received and how many came. It is bounded: when full, a new host takes the
-// place of the stalest of a few entries sampled at random, so hosts an
-// attacker makes up cannot grow it, and live hosts keep their place.
+// received and how many came. It is bounded to maxHosts, and the hosts it
+// knows keep their place: when it is full, the host first seen most
+// recently gives way to a new one. A flood of made-up names (an RFC 3164
+// host field over UDP is anyone's to write) churns among itself and cannot
+// push out the hosts seen before it — least of all a silent one, which the
+// page must flag. A host silent for a week is forgotten. Names are cut to
+// 255 bytes (RFC 1035) and copied, so an entry never holds a message.
 type hostTracker struct {
-	mu sync.Mutex
-	m  map[hostKey]*hostSeen
+	mu      sync.Mutex
+	m       map[hostKey]*hostSeen
+	order   []hostKey // first seen, oldest first; may hold forgotten keys
+	dropped uint64    // new hosts that could not be kept: the table was full
+	forgot  time.Time // when forget last walked the table
 }
 
 type hostKey struct{ source, host string }
@@ -51,34 +59,62 @@ type hostSeen struct {
 	n    uint64
 }
 
+const (
+	maxHostName = 255
+	hostForget  = 7 * 24 * time.Hour
+)
+
 func newHostTracker() *hostTracker { return &hostTracker{m: make(map[hostKey]*hostSeen)} }
 
 func (t *hostTracker) see(source, host string, at time.Time) {
-	k := hostKey{source, host}
+	if len(host) > maxHostName {
+		host = strings.ToValidUTF8(host[:maxHostName], "")
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s := t.m[k]; s != nil {
+	if s := t.m[hostKey{source, host}]; s != nil {
 		s.n++
 		if at.After(s.last) {
 			s.last = at
 		}
 		return
 	}
+	if len(t.m) >= maxHosts && at.Sub(t.forgot) > time.Minute {
+		t.forgot = at
+		t.forget(at)
+	}
 	if len(t.m) >= maxHosts {
-		var victim hostKey
-		var oldest time.Time
-		i := 0
-		for k, s := range t.m { // map order is random: a sample
-			if i == 0 || s.last.Before(oldest) {
-				victim, oldest = k, s.last
-			}
-			if i++; i == 8 {
+		// The newest gives way: pop keys until one is still known.
+		for len(t.order) > 0 {
+			k := t.order[len(t.order)-1]
+			t.order = t.order[:len(t.order)-1]
+			if _, ok := t.m[k]; ok {
+				delete(t.m, k)
 				break
 			}
 		}
-		delete(t.m, victim)
+		t.dropped++
 	}
+	k := hostKey{strings.Clone(source), strings.Clone(host)}
 	t.m[k] = &hostSeen{last: at, n: 1}
+	t.order = append(t.order, k)
+}
+
+// forget drops hosts silent for hostForget; see calls it at most once a
+// minute (it walks the table).
+func (t *hostTracker) forget(now time.Time) {
+	kept := t.order[:0]
+	for _, k := range t.order {
+		if s, ok := t.m[k]; ok {
+			if now.Sub(s.last) > hostForget {
+				delete(t.m, k)
+				continue
+			}
+			kept = append(kept, k)
+		}
+	}
+	clear(t.order[len(kept):])
+	t.order = kept
 }
 
 func (t *hostTracker) list(now time.Time, staleAfter time.Duration) []console.SourceHost {
@@ -156,6 +192,7 @@ type consoleState struct {
 	}
 	snap   *console.Snapshot // the last built, reused for snapshotMaxAge
 	snapAt time.Time
+	builds singleflight.Group
 	// the stage counters at rateAt, for stageRates
 	rateAt   time.Time
 	rateLast [3]float64
@@ -323,8 +360,10 @@ func (p *Pipeline) serveConsole(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(snap)
 }
 
-// ConsoleSnapshot is what the status page shows now (built at most once a
-// second; concurrent callers share it).
+// ConsoleSnapshot is what the status page shows now, built at most once a
+// second: concurrent callers share one build (which runs on its own
+// context, bounded, so a caller that hangs up cancels only its wait), and a
+// build that did not finish is not kept.
 func (p *Pipeline) ConsoleSnapshot(ctx context.Context) *console.Snapshot {
 	c := p.console
 	c.mu.Lock()
@@ -334,11 +373,28 @@ func (p *Pipeline) ConsoleSnapshot(ctx context.Context) *console.Snapshot {
 		return s
 	}
 	c.mu.Unlock()
-	s := p.buildSnapshot(ctx)
-	c.mu.Lock()
-	c.snap, c.snapAt = s, time.Now()
-	c.mu.Unlock()
-	return s
+	ch := c.builds.DoChan("snapshot", func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		s := p.buildSnapshot(bctx)
+		if bctx.Err() == nil {
+			c.mu.Lock()
+			c.snap, c.snapAt = s, time.Now()
+			c.mu.Unlock()
+		}
+		return s, nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(*console.Snapshot)
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.snap != nil {
+			return c.snap
+		}
+		return &console.Snapshot{Now: time.Now(), Version: p.version}
+	}
 }
 
 func (p *Pipeline) buildSnapshot(ctx context.Context) *console.Snapshot {

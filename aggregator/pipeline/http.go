@@ -58,17 +58,23 @@ func (p *Pipeline) listenHTTP() (*httpServer, error) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		err, degraded := p.ready()
-		if err != nil {
+		// The reasons name accounts, paths and addresses: only for who
+		// may see the rest.
+		detail := auth == nil || auth.allowed(r)
+		switch {
+		case err != nil && detail:
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if len(degraded) > 0 {
+		case err != nil:
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		case len(degraded) > 0 && detail:
 			fmt.Fprintf(w, "ready, degraded: %v\n", errors.Join(degraded...))
-			return
+		case len(degraded) > 0:
+			fmt.Fprintln(w, "ready, degraded")
+		default:
+			fmt.Fprintln(w, "ready")
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

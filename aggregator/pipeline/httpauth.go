@@ -3,17 +3,23 @@ package pipeline
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"html/template"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/outpost-siem/outpost/aggregator/config"
 )
@@ -105,12 +111,31 @@ func isLoopbackHost(host string) bool {
 }
 
 // httpAuth is what a request must show. nil: nothing (loopback, and no
-// auth configured).
+// auth configured); then only loopback Host names are served.
 type httpAuth struct {
 	tokens [][32]byte // sha256 of each token: compared in constant time
 	certs  bool       // a verified client certificate is enough
 	secure bool       // served over TLS: the session cookie is Secure
+
+	mu       sync.Mutex
+	sessions map[string]session           // by the cookie's random id
+	failures map[netip.Addr]*rate.Limiter // failed authentications per client address
 }
+
+// session is a browser's sign-in: which token made it, until when.
+type session struct {
+	token   [32]byte
+	expires time.Time
+}
+
+const (
+	sessionTTL  = 12 * time.Hour
+	maxSessions = 1024
+	// A client address may fail authentication failBurst times, then once
+	// a second; beyond that it is answered 429 without a check.
+	failBurst    = 10
+	maxFailAddrs = 10000
+)
 
 // loadTokens reads a token file; it refuses one others can read.
 func loadTokens(file string) ([][32]byte, error) {
@@ -170,7 +195,8 @@ func newHTTPAuth(cfg HTTPConfig) (*httpAuth, *tls.Config, error) {
 	if cfg.TokenFile == "" && cfg.TLS.ClientCAFile == "" {
 		return nil, tc, nil // loopback (validate refused anything else)
 	}
-	a := &httpAuth{certs: cfg.TLS.ClientCAFile != "", secure: tc != nil}
+	a := &httpAuth{certs: cfg.TLS.ClientCAFile != "", secure: tc != nil,
+		sessions: map[string]session{}, failures: map[netip.Addr]*rate.Limiter{}}
 	if cfg.TokenFile != "" {
 		var err error
 		if a.tokens, err = loadTokens(cfg.TokenFile); err != nil {
@@ -180,25 +206,98 @@ func newHTTPAuth(cfg HTTPConfig) (*httpAuth, *tls.Config, error) {
 	return a, tc, nil
 }
 
-// sessionCookie carries a token for the browser, after /login.
+// cookieName is the session cookie's name: with the __Host- prefix over
+// TLS, so the browser keeps it to this origin (Secure, Path=/, no Domain).
+func (a *httpAuth) cookieName() string {
+	if a.secure {
+		return "__Host-" + sessionCookie
+	}
+	return sessionCookie
+}
+
 const sessionCookie = "outpost_session"
 
-// allowed says whether r authenticated.
-func (a *httpAuth) allowed(r *http.Request) bool {
+// credential is what r presents: a bearer token, else a session id.
+func (a *httpAuth) credential(r *http.Request) (bearer, sessionID string) {
+	if h := r.Header.Get("Authorization"); len(h) >= 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]), ""
+	}
+	if c, err := r.Cookie(a.cookieName()); err == nil {
+		return "", c.Value
+	}
+	return "", ""
+}
+
+// check says whether r authenticated: "ok", "none" (it presented nothing),
+// "bad" (it presented something wrong) or "paced" (its address failed too
+// often: not checked).
+func (a *httpAuth) check(r *http.Request) string {
 	if a.certs && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return true
+		return "ok"
 	}
-	var tok string
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		tok = strings.TrimSpace(h[7:])
-	} else if c, err := r.Cookie(sessionCookie); err == nil {
-		tok = c.Value
+	bearer, sid := a.credential(r)
+	if bearer == "" && sid == "" {
+		return "none"
 	}
-	return tok != "" && a.tokenOK(tok)
+	addr := clientAddr(r)
+	if !a.mayTry(addr) {
+		return "paced"
+	}
+	ok := false
+	if bearer != "" {
+		ok = a.tokenOK(bearer)
+	} else {
+		ok = a.sessionOK(sid)
+	}
+	if ok {
+		return "ok"
+	}
+	a.failed(addr)
+	return "bad"
+}
+
+func (a *httpAuth) allowed(r *http.Request) bool { return a.check(r) == "ok" }
+
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// mayTry says whether addr has failures left.
+func (a *httpAuth) mayTry(addr netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := a.failures[addr]
+	return l == nil || l.Tokens() >= 1
+}
+
+// failed spends one of addr's failures.
+func (a *httpAuth) failed(addr netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := a.failures[addr]
+	if l == nil {
+		if len(a.failures) >= maxFailAddrs {
+			for k := range a.failures { // map order is random
+				delete(a.failures, k)
+				break
+			}
+		}
+		l = rate.NewLimiter(1, failBurst)
+		a.failures[addr] = l
+	}
+	l.Allow()
 }
 
 func (a *httpAuth) tokenOK(tok string) bool {
 	sum := sha256.Sum256([]byte(tok))
+	return a.knownToken(sum)
+}
+
+func (a *httpAuth) knownToken(sum [32]byte) bool {
 	ok := 0
 	for _, t := range a.tokens { // every one, so timing says nothing of which
 		ok |= subtle.ConstantTimeCompare(sum[:], t[:])
@@ -206,17 +305,70 @@ func (a *httpAuth) tokenOK(tok string) bool {
 	return ok == 1
 }
 
+// sessionOK says whether id is a live session of a token still known.
+func (a *httpAuth) sessionOK(id string) bool {
+	a.mu.Lock()
+	s, ok := a.sessions[id]
+	if ok && time.Now().After(s.expires) {
+		delete(a.sessions, id)
+		ok = false
+	}
+	a.mu.Unlock()
+	return ok && a.knownToken(s.token)
+}
+
+// newSession makes a session for a token: a random id, kept server side.
+func (a *httpAuth) newSession(tok string) (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b[:])
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.sessions) >= maxSessions {
+		var oldest string
+		var at time.Time
+		for k, s := range a.sessions {
+			if oldest == "" || s.expires.Before(at) {
+				oldest, at = k, s.expires
+			}
+		}
+		delete(a.sessions, oldest)
+	}
+	a.sessions[id] = session{token: sha256.Sum256([]byte(tok)), expires: now.Add(sessionTTL)}
+	return id, nil
+}
+
 // open are the paths served without authentication.
 var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/login": true}
 
-// wrap puts authentication in front of next.
+// wrap puts authentication in front of next. Without auth (loopback) it
+// still refuses a Host that is not loopback: a web page that rebinds its
+// name to 127.0.0.1 must not read the console.
 func (a *httpAuth) wrap(next http.Handler) http.Handler {
 	if a == nil {
-		return next
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !loopbackHost(r.Host) {
+				http.Error(w, "this endpoint answers to a loopback host name only (127.0.0.1, ::1, localhost)", http.StatusMisdirectedRequest)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if openPaths[r.URL.Path] || a.allowed(r) {
+		if openPaths[r.URL.Path] {
 			next.ServeHTTP(w, r)
+			return
+		}
+		switch a.check(r) {
+		case "ok":
+			next.ServeHTTP(w, r)
+			return
+		case "paced":
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many failed authentications from this address", http.StatusTooManyRequests)
 			return
 		}
 		if r.URL.Path == "/" && r.Method == http.MethodGet && len(a.tokens) > 0 {
@@ -226,6 +378,15 @@ func (a *httpAuth) wrap(next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
 		http.Error(w, "authentication required: a bearer token (http.token_file) or a client certificate", http.StatusUnauthorized)
 	})
+}
+
+// loopbackHost says whether a Host header names loopback.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return isLoopbackHost(strings.TrimSuffix(strings.ToLower(host), "."))
 }
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
@@ -238,10 +399,10 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 </form></main></body></html>
 `))
 
-// serveLogin shows the sign-in form (GET) and checks a token (POST): a good
-// one becomes the session cookie (HttpOnly, SameSite=Strict, Secure over
-// TLS), holding the token itself, so a token removed from the file ends
-// every session made with it at the next restart.
+// serveLogin shows the sign-in form (GET), checks a token (POST) and makes
+// a session for a good one: a random id in an HttpOnly, SameSite=Strict
+// cookie (Secure and __Host- over TLS), kept server side for 12 hours and
+// only while its token is in the file. POST /login?logout ends it.
 func (a *httpAuth) serveLogin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	w.Header().Set("Cache-Control", "no-store")
@@ -253,15 +414,37 @@ func (a *httpAuth) serveLogin(w http.ResponseWriter, r *http.Request) {
 		_ = loginPage.Execute(w, "")
 		return
 	}
+	if r.URL.Query().Has("logout") {
+		if _, sid := a.credential(r); sid != "" {
+			a.mu.Lock()
+			delete(a.sessions, sid)
+			a.mu.Unlock()
+		}
+		http.SetCookie(w, &http.Cookie{Name: a.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+			Secure: a.secure, SameSite: http.SameSiteStrictMode})
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	addr := clientAddr(r)
+	if !a.mayTry(addr) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many failed sign-ins from this address", http.StatusTooManyRequests)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" || !a.tokenOK(tok) {
-		time.Sleep(500 * time.Millisecond) // slows guessing; tokens are long anyway
+		a.failed(addr)
 		w.WriteHeader(http.StatusUnauthorized)
 		_ = loginPage.Execute(w, "That token is not valid.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true,
-		Secure: a.secure, SameSite: http.SameSiteStrictMode, MaxAge: 12 * 3600})
+	id, err := a.newSession(tok)
+	if err != nil {
+		http.Error(w, "no session: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: a.cookieName(), Value: id, Path: "/", HttpOnly: true,
+		Secure: a.secure, SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL / time.Second)})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

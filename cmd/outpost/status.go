@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +22,7 @@ import (
 
 func newStatusCmd() *cobra.Command {
 	var addr, tokenFile, caFile string
-	var raw bool
+	var raw, insecure bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the status page's top row: ready or not, what came in, what went out, stale sources, backlogs",
@@ -55,6 +57,9 @@ http.token_file's tokens) and speaks https (--addr https://HOST:PORT, with
 				return err
 			}
 			if tokenFile != "" {
+				if u, err := url.Parse(base); err == nil && u.Scheme == "http" && !loopbackURLHost(u.Hostname()) && !insecure {
+					return fmt.Errorf("refusing to send the token over plain http to %s: use --addr https://… (or --insecure, on a network you trust)", u.Host)
+				}
 				tok, err := firstToken(tokenFile)
 				if err != nil {
 					return err
@@ -92,7 +97,17 @@ http.token_file's tokens) and speaks https (--addr https://HOST:PORT, with
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "a file whose first token line authenticates (http.token_file's format)")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "the CA that signed outpost's http.tls certificate, if not a system one")
 	cmd.Flags().BoolVar(&raw, "json", false, "print the JSON as served (/api/console)")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "send the token over plain http to an address off loopback")
 	return cmd
+}
+
+// loopbackURLHost says whether host (from a URL) is loopback.
+func loopbackURLHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // firstToken reads the first token of a token file.
