@@ -45,7 +45,10 @@
 # nobody listens on, no `outpost receive`; the drain then does not wait
 # for CEF, the alerts stay in ALERTS), MEMORY_LIMIT (e.g. 800MiB:
 # memory_limit), MAX_KEYS
-# (windows.max_keys_per_rule), EXTRA (YAML appended to the config, as in
+# (windows.max_keys_per_rule), LATENCY=1 (event time = send time: loadgen
+# -start now -rate PACE; `outpost receive --stamp`; at the end
+# latency_ms p50/p99/max of CEF arrival minus the alert's rt, the time of the
+# event that made it fire: receipt to CEF), EXTRA (YAML appended to the config, as in
 # run.sh; not together with MAX_KEYS, both write windows:), KEYS_MARK, PROFILE=DIR (heap profiles at half
 # and end of the load, a 10 s CPU profile from the half on), OUTPOST_BIN and
 # LOADGEN_BIN (prebuilt binaries; default: built from this checkout).
@@ -53,7 +56,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . bench/lib.sh
 pace=${PACE:-30000} duration=${DURATION:-60s} mix=${MIX:-sshd} ips=${IPS:-1000}
-rate=${RATE:-1000} sample=${SAMPLE:-5} runs=${RUNS:-1} drain_max=${DRAIN_MAX:-300}
+rate=${RATE:-1000}
+[[ -z ${LATENCY:-} ]] || rate=$pace
+sample=${SAMPLE:-5} runs=${RUNS:-1} drain_max=${DRAIN_MAX:-300}
 mark=${KEYS_MARK:-1000000}
 case $duration in
 *s) dur_s=${duration%s} ;;
@@ -104,7 +109,7 @@ for run in $(seq "$runs"); do
 	if [[ -n ${OUTAGE:-} ]]; then
 		: >"$dir/cef.txt" # nobody listens on $recv: the SIEM is down
 	else
-		"$op_bin" receive --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
+		"$op_bin" receive ${LATENCY:+--stamp} --listen "127.0.0.1:$recv" >"$dir/cef.txt" 2>/dev/null &
 		pids+=($!)
 	fi
 	"$op_bin" run -c "$dir/outpost.yaml" >"$dir/outpost.log" 2>&1 &
@@ -115,7 +120,9 @@ for run in $(seq "$runs"); do
 	url="http://127.0.0.1:$http/metrics"
 
 	t0=$(now)
-	"$lg_bin" -pace "$pace" -duration "$duration" -n "$n" -ips "$ips" -rate "$rate" -mix "$mix" \
+	start_arg=()
+	[[ -z ${LATENCY:-} ]] || start_arg=(-start "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)")
+	"$lg_bin" -pace "$pace" -duration "$duration" -n "$n" -ips "$ips" -rate "$rate" -mix "$mix" "${start_arg[@]}" \
 		-tcp "127.0.0.1:$syslog" >"$dir/send.txt" 2>"$dir/send.err" &
 	lg=$!
 	pids+=("$lg")
@@ -203,6 +210,11 @@ for run in $(seq "$runs"); do
 		"data_mib=$(du -sm "$dir/data" | cut -f1) state_mib=$(du -sm "$dir/data/state" | cut -f1) keys_max=$keys_max alerts=${fin[4]} cef=$(wc -l <"$dir/cef.txt") key_cap_hits=${fin[6]}" \
 		"bytes_in=${fin[8]} bytes_out=${fin[9]} in_per_out=$ratio${marked:+ $marked}"
 	awk -F'|' '{ print $5 }' "$dir/cef.txt" | sort | uniq -c | sed 's/^/    /'
+	if [[ -n ${LATENCY:-} ]]; then
+		# receipt (the line's event time, = its send time) to CEF arrival
+		awk '{ if (match($0, /[| ]rt=[0-9]+/)) print $1 - substr($0, RSTART + 4, RLENGTH - 4) }' "$dir/cef.txt" | sort -g |
+			awk '{ v[NR] = $1 } END { if (NR) printf "  latency_ms n=%d p50=%d p99=%d max=%d\n", NR, v[int(NR * 0.5) + (NR * 0.5 > int(NR * 0.5))], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))], v[NR] }'
+	fi
 	m_filter+=("$(rate "${end[1]}" 0 "$load_s")") m_drain+=("${drain_s#>}") m_hwm+=("$(status_mib VmHWM "$op")")
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
 	pids=()

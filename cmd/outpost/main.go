@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 	_ "time/tzdata" // RFC 3164 time zones on hosts without zoneinfo (distroless)
 
 	"github.com/spf13/cobra"
@@ -176,6 +177,7 @@ func newLogger(c pipeline.LogConfig, w io.Writer) *slog.Logger {
 
 func newReceiveCmd() *cobra.Command {
 	var listen string
+	var stamp bool
 	cmd := &cobra.Command{
 		Use:   "receive",
 		Short: "Print the syslog messages received over TCP (a stand-in SIEM, to check the path from Outpost)",
@@ -191,8 +193,13 @@ func newReceiveCmd() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "receiving syslog on tcp %s\n", r.Addr())
 			for seen := 0; ; {
 				msgs, err := r.Wait(ctx, seen+1)
+				now := time.Now().UnixMilli()
 				for _, m := range msgs[seen:] {
-					fmt.Fprintln(cmd.OutOrStdout(), m)
+					if stamp {
+						fmt.Fprintf(cmd.OutOrStdout(), "%d %s\n", now, m)
+					} else {
+						fmt.Fprintln(cmd.OutOrStdout(), m)
+					}
 				}
 				seen = len(msgs)
 				if err != nil {
@@ -202,6 +209,7 @@ func newReceiveCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:6514", "TCP address to listen on")
+	cmd.Flags().BoolVar(&stamp, "stamp", false, "prefix each message with when it arrived (Unix milliseconds), for latency measurements")
 	return cmd
 }
 
