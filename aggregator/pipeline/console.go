@@ -79,7 +79,7 @@ func (t *hostTracker) see(source, host string, at time.Time) {
 		}
 		return
 	}
-	if len(t.m) >= maxHosts && at.Sub(t.forgot) > time.Minute {
+	if at.Sub(t.forgot) > time.Minute {
 		t.forgot = at
 		t.forget(at)
 	}
@@ -100,8 +100,8 @@ func (t *hostTracker) see(source, host string, at time.Time) {
 	t.order = append(t.order, k)
 }
 
-// forget drops hosts silent for hostForget; see calls it at most once a
-// minute (it walks the table).
+// forget drops hosts silent for hostForget; see calls it once a minute
+// (it walks the table).
 func (t *hostTracker) forget(now time.Time) {
 	kept := t.order[:0]
 	for _, k := range t.order {

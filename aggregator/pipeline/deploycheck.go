@@ -96,6 +96,21 @@ func CheckDeployment(ctx context.Context, cfg *Config) []Check {
 			serverTLS(fmt.Sprintf("ingest.syslog.relp[%d].tls", i), *l.TLS)
 		}
 	}
+	if h := cfg.HTTP; h.Listen != "off" {
+		if h.TLS.CertFile != "" {
+			out = append(out, checkPair("http.tls", h.TLS.CertFile, h.TLS.KeyFile)...)
+		}
+		if h.TLS.ClientCAFile != "" {
+			out = append(out, checkCA("http.tls.client_ca_file", h.TLS.ClientCAFile))
+		}
+		if h.TokenFile != "" {
+			if toks, err := loadTokens(h.TokenFile); err != nil {
+				add(CheckFail, "http.token_file", "%v", err)
+			} else {
+				add(CheckOK, "http.token_file", "%s holds %d token(s)", h.TokenFile, len(toks))
+			}
+		}
+	}
 	if t := cfg.NATS.TLS; t.CertFile != "" {
 		out = append(out, checkPair("nats.tls", t.CertFile, t.KeyFile)...)
 	}

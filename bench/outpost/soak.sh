@@ -46,7 +46,7 @@
 # for CEF, the alerts stay in ALERTS), MEMORY_LIMIT (e.g. 800MiB:
 # memory_limit), MAX_KEYS
 # (windows.max_keys_per_rule), LATENCY=1 (event time = send time: loadgen
-# -start now -rate PACE; `outpost receive --stamp`; at the end
+# -start <the current time> -rate PACE; `outpost receive --stamp`; at the end
 # latency_ms p50/p99/max of CEF arrival minus the alert's rt, the time of the
 # event that made it fire: receipt to CEF), EXTRA (YAML appended to the config, as in
 # run.sh; not together with MAX_KEYS, both write windows:), KEYS_MARK, PROFILE=DIR (heap profiles at half

@@ -99,3 +99,33 @@ forwarder: {destinations: [{address: "localhost:6514"}]}
 		t.Errorf("--static: %v\n%s", err, out)
 	}
 }
+
+// check-config checks the HTTP endpoint's files too: Outpost would not
+// start on a token file it refuses.
+func TestCheckConfigHTTPFiles(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`data_dir: %s
+http: {listen: "127.0.0.1:0", token_file: %q}
+ingest: {syslog: {udp: [], tcp: ["127.0.0.1:0"]}}
+forwarder: {destinations: [{address: "127.0.0.1:6514"}]}
+`, filepath.Join(dir, "data"), tokens)
+	path := filepath.Join(dir, "outpost.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := execute("check-config", "-c", path)
+	if err == nil || !strings.Contains(out, "fail  http.token_file: http.token_file "+tokens+" line 1: a token must be at least 32 characters") {
+		t.Errorf("%v\n%s", err, out)
+	}
+	if err := os.WriteFile(tokens, []byte("# ops\n0123456789abcdef0123456789abcdef-check\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = execute("check-config", "-c", path)
+	if err != nil || !strings.Contains(out, "ok    http.token_file: "+tokens+" holds 1 token(s)") {
+		t.Errorf("%v\n%s", err, out)
+	}
+}

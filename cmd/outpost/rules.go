@@ -98,7 +98,8 @@ and exits non-zero for them only with --strict.`,
 	}
 	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test, not only failures")
 	test.Flags().StringVar(&only, "run", "", "run only tests whose name contains this")
-	var testName, alertID, addr string
+	var testName, alertID string
+	var api apiClient
 	explain := &cobra.Command{
 		Use:   "explain [DIR] (--test NAME | --alert ID)",
 		Short: "Show which events made an alert fire: for a test case's alerts, or for an alert a running outpost raised",
@@ -114,7 +115,7 @@ events themselves are not kept once the rule filter has evaluated them.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case alertID != "" && testName == "":
-				return explainAlert(cmd.OutOrStdout(), addr, alertID)
+				return explainAlert(cmd, &api, alertID)
 			case testName != "" && alertID == "":
 				set, _, err := load(args)
 				if err != nil {
@@ -127,7 +128,7 @@ events themselves are not kept once the rule filter has evaluated them.`,
 	}
 	explain.Flags().StringVar(&testName, "test", "", "the test case's name")
 	explain.Flags().StringVar(&alertID, "alert", "", "an alert id (CEF externalId)")
-	explain.Flags().StringVar(&addr, "addr", "127.0.0.1:9464", "the running outpost's http.listen address (with --alert)")
+	api.flags(explain, " (with --alert)")
 	cmd.AddCommand(lint, test, explain, convert)
 	cmd.AddCommand(newReplayCmd())
 	return cmd
@@ -235,11 +236,11 @@ func describeEvent(ev *event.Event) string {
 	return strings.Join(parts, " ")
 }
 
-func explainAlert(w io.Writer, addr, id string) error {
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Get("http://" + addr + "/alerts/" + url.PathEscape(id))
+func explainAlert(cmd *cobra.Command, api *apiClient, id string) error {
+	w := cmd.OutOrStdout()
+	resp, err := api.get(cmd.Context(), "/alerts/"+url.PathEscape(id))
 	if err != nil {
-		return fmt.Errorf("asking outpost at %s (is http.listen set?): %w", addr, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

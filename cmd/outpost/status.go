@@ -1,16 +1,10 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -21,8 +15,8 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var addr, tokenFile, caFile string
-	var raw, insecure bool
+	var api apiClient
+	var raw bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the status page's top row: ready or not, what came in, what went out, stale sources, backlogs",
@@ -36,50 +30,17 @@ http.token_file's tokens) and speaks https (--addr https://HOST:PORT, with
 --ca-file for a private CA).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			base := addr
-			if !strings.Contains(base, "://") {
-				base = "http://" + base
-			}
-			client := &http.Client{Timeout: 15 * time.Second}
-			if caFile != "" {
-				pem, err := os.ReadFile(caFile)
-				if err != nil {
-					return err
-				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pem) {
-					return fmt.Errorf("--ca-file %s: no PEM certificate in it", caFile)
-				}
-				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-			}
-			req, err := http.NewRequestWithContext(cmd.Context(), "GET", base+"/api/console", nil)
+			resp, err := api.get(cmd.Context(), "/api/console")
 			if err != nil {
 				return err
-			}
-			if tokenFile != "" {
-				if u, err := url.Parse(base); err == nil && u.Scheme == "http" && !loopbackURLHost(u.Hostname()) && !insecure {
-					return fmt.Errorf("refusing to send the token over plain http to %s: use --addr https://… (or --insecure, on a network you trust)", u.Host)
-				}
-				tok, err := firstToken(tokenFile)
-				if err != nil {
-					return err
-				}
-				req.Header.Set("Authorization", "Bearer "+tok)
-			}
-			resp, err := client.Do(req)
-			if err != nil {
-				return fmt.Errorf("asking outpost at %s (is http.listen set?): %w", addr, err)
 			}
 			defer resp.Body.Close()
 			body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 			if err != nil {
 				return err
 			}
-			switch {
-			case resp.StatusCode == http.StatusUnauthorized:
-				return fmt.Errorf("outpost at %s wants authentication: --token-file with one of http.token_file's tokens", addr)
-			case resp.StatusCode != http.StatusOK:
-				return fmt.Errorf("outpost at %s answered %s", addr, resp.Status)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("outpost at %s answered %s", api.addr, resp.Status)
 			}
 			if raw {
 				_, err := cmd.OutOrStdout().Write(body)
@@ -93,35 +54,9 @@ http.token_file's tokens) and speaks https (--addr https://HOST:PORT, with
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9464", "outpost's http.listen address (https://HOST:PORT over TLS)")
-	cmd.Flags().StringVar(&tokenFile, "token-file", "", "a file whose first token line authenticates (http.token_file's format)")
-	cmd.Flags().StringVar(&caFile, "ca-file", "", "the CA that signed outpost's http.tls certificate, if not a system one")
+	api.flags(cmd, "")
 	cmd.Flags().BoolVar(&raw, "json", false, "print the JSON as served (/api/console)")
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "send the token over plain http to an address off loopback")
 	return cmd
-}
-
-// loopbackURLHost says whether host (from a URL) is loopback.
-func loopbackURLHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// firstToken reads the first token of a token file.
-func firstToken(file string) (string, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
-			return t, nil
-		}
-	}
-	return "", fmt.Errorf("%s holds no token", file)
 }
 
 // printStatus prints the page's top row, then the destinations.

@@ -39,8 +39,8 @@ const (
 // Config is the `ingest.syslog` section of outpost.yaml.
 type Config struct {
 	// UDP lists the addresses to receive datagrams on, e.g. "0.0.0.0:514".
-	// An empty list ([]): no UDP. When both udp and tcp are left out (nil),
-	// each defaults to ["0.0.0.0:514"].
+	// An empty list ([]): no UDP. When udp and tcp are left out (nil) and
+	// no tls or relp listener is set, each defaults to ["0.0.0.0:514"].
 	UDP []string `yaml:"udp"`
 	// TCP lists the addresses to accept connections on. Empty: no TCP.
 	TCP []string `yaml:"tcp"`
@@ -77,8 +77,8 @@ type Config struct {
 	FrameTimeout time.Duration `yaml:"frame_timeout"`
 	// Allow restricts listeners to senders in the listed prefixes (CIDR,
 	// IPv4 or IPv6; a bare address is one host). The key is a listen
-	// address as written in udp or tcp; it restricts every listener on it,
-	// UDP and TCP. A listener not named serves any sender. A refused
+	// address as written in udp, tcp, tls or relp; it restricts every
+	// listener on it. A listener not named serves any sender. A refused
 	// connection is closed at once, a refused datagram dropped; both are
 	// counted.
 	Allow map[string][]string `yaml:"allow"`
@@ -112,7 +112,7 @@ func (c *Config) Validate() error {
 	var errs config.Errors
 	// Left out, not set to []: with no TLS or RELP listener either, plain
 	// UDP and TCP on 514.
-	if c.UDP == nil && c.TCP == nil && c.TLS == nil && c.RELP == nil {
+	if c.UDP == nil && c.TCP == nil && len(c.TLS) == 0 && len(c.RELP) == 0 {
 		c.UDP, c.TCP = []string{DefaultListen}, []string{DefaultListen}
 	}
 	seen := make(map[string]bool)

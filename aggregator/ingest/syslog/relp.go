@@ -261,7 +261,8 @@ func (r *run) serveRELP(entry *tableConn, conn net.Conn, transport string) {
 					err = r.deliver(p, f.Data, received, sender, events)
 				}
 				if err != nil {
-					return // the sink failed: nothing more is acknowledged
+					serverClose() // the sink failed: nothing more is acknowledged
+					return
 				}
 				messages++
 				replies = append(replies, relpReply{f.Txnr, "200 OK"})

@@ -124,10 +124,19 @@ func New(cfg Config, sink Sink, logger *slog.Logger, reg prometheus.Registerer) 
 	}
 	add := func(listen string, f TLSFiles) error {
 		srv := &tlsServer{listen: listen, files: f, expiry: m.tlsExpiry.WithLabelValues(listen)}
-		if _, leaf, err := srv.load(); err != nil {
+		_, leaf, err := srv.load()
+		if err != nil {
 			return fmt.Errorf("ingest.syslog TLS listener %s: %w", listen, err)
-		} else {
-			warnExpiry(s, listen, leaf)
+		}
+		// Taken at start (the other listeners must run), but said.
+		warnExpiry(s, listen, leaf)
+		if err := usable(leaf, time.Now()); err != nil && time.Now().Before(leaf.NotAfter) {
+			s.log.Error("the TLS listener's certificate will be refused by clients", "listener", listen, "err", err)
+		}
+		if f.ClientCAFile != "" {
+			if err := caUsable(f.ClientCAFile, time.Now()); err != nil {
+				s.log.Error("the TLS listener will refuse every client", "listener", listen, "err", err)
+			}
 		}
 		s.tls.servers = append(s.tls.servers, srv)
 		return nil

@@ -39,8 +39,8 @@ type TLSFiles struct {
 	// file (mutual TLS).
 	ClientCAFile string `yaml:"client_ca_file"`
 	// ClientNames, when set, admits only clients whose certificate names
-	// one of these in its subject common name or a DNS subject alternative
-	// name (compared without regard to case). Needs client_ca_file.
+	// one of these in a DNS subject alternative name, or, if it has none,
+	// in its subject common name (ASCII case ignored). Needs client_ca_file.
 	ClientNames []string `yaml:"client_names"`
 }
 
