@@ -212,3 +212,17 @@ func TestRELPFrameTimeout(t *testing.T) {
 		return ts.metric(t, "outpost_component_errors_total", map[string]string{"error_type": errFrameTimeout}) == 1
 	})
 }
+
+// TestRELPServerCloseWhenTheBusRefuses: when the sink refuses a message
+// (the bus is gone), the session ends with serverclose and nothing more is
+// answered.
+func TestRELPServerCloseWhenTheBusRefuses(t *testing.T) {
+	sink := &memSink{publishErr: errors.New("jetstream gone")}
+	ts := startSource(t, Config{UDP: []string{}, TCP: []string{}, RELP: []RELPListener{{Listen: "127.0.0.1:0"}}}, sink)
+	ts.runFails = true
+	c := dialRELP(t, ts.ListenAddrs("relp")[0].String())
+	c.send(1, "open", relpOffers)
+	c.expect("1 rsp 200 OK\nrelp_version=0\nrelp_software=outpost\ncommands=syslog")
+	c.send(2, "syslog", "<13>Dec  4 10:00:00 h app: one")
+	c.expect("0 serverclose ")
+}

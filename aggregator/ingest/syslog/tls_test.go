@@ -274,6 +274,12 @@ func TestTLSConfigErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "TLS listener 127.0.0.1:0") {
 		t.Fatalf("mismatched key: %v", err)
 	}
+	// tls: [] and relp: [] (as the example config writes them) are not
+	// listeners: the plain defaults still apply.
+	c0 := Config{TLS: []TLSListener{}, RELP: []RELPListener{}}
+	if err := c0.Validate(); err != nil || len(c0.UDP) != 1 || len(c0.TCP) != 1 {
+		t.Fatalf("defaults with tls: [] and relp: []: %v udp=%v tcp=%v", err, c0.UDP, c0.TCP)
+	}
 	// Only TLS configured: no plain listener is opened by default.
 	c := Config{TLS: []TLSListener{{Listen: "127.0.0.1:0", TLSFiles: TLSFiles{CertFile: "a", KeyFile: "b"}}}}
 	if err := c.Validate(); err != nil || c.UDP != nil || c.TCP != nil {
