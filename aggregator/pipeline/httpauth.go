@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/outpost-siem/outpost/aggregator/config"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
 )
 
 // HTTPConfig is the `http` section: the status page, metrics, health and
@@ -55,6 +56,10 @@ type HTTPTLS struct {
 	CertFile     string `yaml:"cert_file"`
 	KeyFile      string `yaml:"key_file"`
 	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientNames, when set, lets in by certificate only the clients whose
+	// certificate names one of these in a DNS SAN (or, if it has none, its
+	// CN), as ingest.syslog.tls's client_names. Needs client_ca_file.
+	ClientNames []string `yaml:"client_names"`
 }
 
 // minTokenLen keeps tokens out of guessing range.
@@ -88,6 +93,9 @@ func (h *HTTPConfig) validate(errs *config.Errors) {
 	if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
 		errs.Add("http.tls", "cert_file and key_file go together")
 	}
+	if len(h.TLS.ClientNames) > 0 && h.TLS.ClientCAFile == "" {
+		errs.Add("http.tls.client_names", "needs client_ca_file: names are checked on certificates verified against it")
+	}
 	if h.TLS.ClientCAFile != "" && h.TLS.CertFile == "" {
 		errs.Add("http.tls.client_ca_file", "needs cert_file and key_file: client certificates are asked for over TLS")
 	}
@@ -113,9 +121,10 @@ func isLoopbackHost(host string) bool {
 // httpAuth is what a request must show. nil: nothing (loopback, and no
 // auth configured); then only loopback Host names are served.
 type httpAuth struct {
-	tokens [][32]byte // sha256 of each token: compared in constant time
-	certs  bool       // a verified client certificate is enough
-	secure bool       // served over TLS: the session cookie is Secure
+	tokens    [][32]byte // sha256 of each token: compared in constant time
+	certs     bool       // a verified client certificate is enough
+	certNames []string   // ... if it names one of these (when set)
+	secure    bool       // served over TLS: the session cookie is Secure
 
 	mu       sync.Mutex
 	sessions map[string]session           // by the cookie's random id
@@ -195,7 +204,7 @@ func newHTTPAuth(cfg HTTPConfig) (*httpAuth, *tls.Config, error) {
 	if cfg.TokenFile == "" && cfg.TLS.ClientCAFile == "" {
 		return nil, tc, nil // loopback (validate refused anything else)
 	}
-	a := &httpAuth{certs: cfg.TLS.ClientCAFile != "", secure: tc != nil,
+	a := &httpAuth{certs: cfg.TLS.ClientCAFile != "", certNames: cfg.TLS.ClientNames, secure: tc != nil,
 		sessions: map[string]session{}, failures: map[netip.Addr]*rate.Limiter{}}
 	if cfg.TokenFile != "" {
 		var err error
@@ -232,7 +241,8 @@ func (a *httpAuth) credential(r *http.Request) (bearer, sessionID string) {
 // "bad" (it presented something wrong) or "paced" (its address failed too
 // often: not checked).
 func (a *httpAuth) check(r *http.Request) string {
-	if a.certs && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+	if a.certs && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 &&
+		(len(a.certNames) == 0 || syslog.CertNamesAllowed(r.TLS.PeerCertificates[0], a.certNames)) {
 		return "ok"
 	}
 	bearer, sid := a.credential(r)

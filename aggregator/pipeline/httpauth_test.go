@@ -126,20 +126,23 @@ func TestHTTPNeedsAToken(t *testing.T) {
 }
 
 // TestHTTPClientCertificates: over TLS with client_ca_file, a client
-// certificate from that CA is enough; without one (and without a token)
+// certificate from that CA naming one of client_names is enough (another
+// name from the same CA is not); without one (and without a token)
 // it is 401; the profiler is served when http.pprof is on.
 func TestHTTPClientCertificates(t *testing.T) {
 	dir := t.TempDir()
 	ca := tlstest.NewCA(t, dir, "ops")
 	cert, key := ca.Valid("http", "outpost.test", true)
 	clientCert, clientKey := ca.Valid("operator", "operator.test", false)
+	otherCert, otherKey := ca.Valid("sender", "sender.test", false) // the same CA, another name
 	siem, err := receiver.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer siem.Close()
 	cfg := testConfig(t, filepath.Join(dir, "data"), siem.Addr().String())
-	cfg.HTTP = HTTPConfig{Listen: "127.0.0.1:0", PProf: true, TLS: HTTPTLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File}}
+	cfg.HTTP = HTTPConfig{Listen: "127.0.0.1:0", PProf: true, TLS: HTTPTLS{CertFile: cert, KeyFile: key, ClientCAFile: ca.File,
+		ClientNames: []string{"operator.test"}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +160,18 @@ func TestHTTPClientCertificates(t *testing.T) {
 			tc.Certificates = []tls.Certificate{c}
 		}
 		return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	// A certificate of the same CA that client_names does not name: not let in.
+	other, err := tls.LoadX509KeyPair(otherCert, otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherClient := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool,
+		ServerName: "outpost.test", Certificates: []tls.Certificate{other}}}}
+	if resp, err := otherClient.Get("https://" + p.HTTPAddr().String() + "/api/console"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a certificate not in client_names: %d, want 401", resp.StatusCode)
 	}
 	base := "https://" + p.HTTPAddr().String()
 	for _, tc := range []struct {

@@ -214,6 +214,10 @@ func namesAllowed(c *x509.Certificate, names []string) bool {
 	return c.Subject.CommonName != "" && has(c.Subject.CommonName)
 }
 
+// CertNamesAllowed is namesAllowed for other listeners (the HTTP endpoint's
+// client certificates).
+func CertNamesAllowed(c *x509.Certificate, names []string) bool { return namesAllowed(c, names) }
+
 // asciiEqualFold compares two ASCII strings without regard to case; false
 // if either holds a byte outside ASCII.
 func asciiEqualFold(a, b string) bool {
