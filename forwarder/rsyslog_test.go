@@ -1,66 +1,33 @@
 package forwarder
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog/rsyslogtest"
 )
 
-// rsyslog is a real rsyslogd with imrelp, run by a test: its own config,
-// pid file and work dir in t.TempDir(), no imuxsock (so it never touches
-// /dev/log or a system rsyslog), a free port on 127.0.0.1. It writes every
-// message it takes to out.log. The main queue is Direct, so imrelp
-// acknowledges a message only after omfile wrote it: a kill -9 loses
+// rsyslog is a real rsyslogd with imrelp (rsyslogtest: its own config,
+// pid file and work dir, no imuxsock), on a free port of 127.0.0.1. It
+// writes every message it takes to out.log. The main queue is Direct, so
+// imrelp acknowledges a message only after omfile wrote it: a kill -9 loses
 // nothing it acknowledged.
 type rsyslog struct {
-	t    *testing.T
-	dir  string
+	*rsyslogtest.Rsyslog
 	port int
-	cmd  *exec.Cmd
 }
 
 // needRsyslog skips when rsyslogd or imrelp is missing, except in CI
 // (CI=true), where .ci/run installs them and their absence is a failure.
-func needRsyslog(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("rsyslogd")
-	if err == nil {
-		bin, err = filepath.Abs(bin)
-	}
-	var mod []string
-	if err == nil {
-		mod, _ = filepath.Glob("/usr/lib/*/rsyslog/imrelp.so")
-		more, _ := filepath.Glob("/usr/lib*/rsyslog/imrelp.so")
-		mod = append(mod, more...)
-	}
-	if err == nil && len(mod) > 0 {
-		return bin
-	}
-	msg := "rsyslogd with the imrelp module is needed (Debian: apt-get install rsyslog rsyslog-relp)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI=true, so this is a failure")
-	}
-	t.Skip(msg)
-	return ""
-}
+func needRsyslog(t *testing.T) string { return rsyslogtest.Need(t, "imrelp") }
 
 func startRsyslog(t *testing.T, dir string, port int) *rsyslog {
 	t.Helper()
-	bin := needRsyslog(t)
 	if port == 0 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		port = rsyslogtest.FreePort(t)
 	}
 	conf := fmt.Sprintf(`global(workDirectory=%q maxMessageSize="64k")
 main_queue(queue.type="Direct")
@@ -69,62 +36,18 @@ input(type="imrelp" address="127.0.0.1" port="%d")
 template(name="raw" type="string" string="%%rawmsg%%\n")
 action(type="omfile" file=%q template="raw")
 `, dir, port, filepath.Join(dir, "out.log"))
-	cf := filepath.Join(dir, "rsyslog.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-n", "-f", cf, "-i", filepath.Join(dir, "rsyslogd.pid"))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if !testing.Verbose() {
-		cmd.Stdout, cmd.Stderr = nil, nil
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &rsyslog{t: t, dir: dir, port: port, cmd: cmd}
-	t.Cleanup(r.kill)
-	// Ready when the port accepts.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", r.addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rsyslogd did not listen on %s within 10s", r.addr())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	r := &rsyslog{port: port}
+	r.Rsyslog = rsyslogtest.Start(t, dir, conf, r.addr(), "imrelp")
 	return r
 }
 
 func (r *rsyslog) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
 // kill sends SIGKILL and reaps the process.
-func (r *rsyslog) kill() {
-	if r.cmd.ProcessState != nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	_ = r.cmd.Wait()
-}
+func (r *rsyslog) kill() { r.Kill() }
 
 // lines returns what rsyslog wrote to out.log.
-func (r *rsyslog) lines() []string {
-	f, err := os.Open(filepath.Join(r.dir, "out.log"))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 128<<10), 128<<10)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
-}
+func (r *rsyslog) lines() []string { return r.Lines("out.log") }
 
 func TestRELPToRsyslog(t *testing.T) {
 	needRsyslog(t)

@@ -1,17 +1,9 @@
 package forwarder
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +11,7 @@ import (
 	"time"
 
 	"github.com/influxdata/go-syslog/v3/rfc5424"
+	"github.com/outpost-siem/outpost/aggregator/ingest/syslog/tlstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -162,54 +155,14 @@ type testPKI struct {
 // and a client certificate, and writes the CA and client files into dir.
 func newTestPKI(t *testing.T, dir string) testPKI {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Outpost test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca := tlstest.NewCA(t, dir, "outpost-test")
+	srvCert, srvKey := ca.Valid("server", "siem.test", true)
+	cliCert, cliKey := ca.Valid("client", "outpost", false)
+	server, err := tls.LoadX509KeyPair(srvCert, srvKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			DNSNames: dns, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	pemFile := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
-		b, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	srvDER, srvKey := issue(2, "siem.test", x509.ExtKeyUsageServerAuth, []string{"siem.test"}, []net.IP{net.ParseIP("127.0.0.1")})
-	cliDER, cliKey := issue(3, "outpost", x509.ExtKeyUsageClientAuth, nil, nil)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return testPKI{
-		pool:       pool,
-		server:     tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey},
-		caFile:     pemFile("ca.pem", "CERTIFICATE", caDER),
-		clientCert: pemFile("client.pem", "CERTIFICATE", cliDER),
-		clientKey:  pemFile("client-key.pem", "EC PRIVATE KEY", keyDER(cliKey)),
-	}
+	pool.AddCert(ca.Cert)
+	return testPKI{pool: pool, server: server, caFile: ca.File, clientCert: cliCert, clientKey: cliKey}
 }

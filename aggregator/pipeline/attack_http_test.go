@@ -1,5 +1,10 @@
 package pipeline
 
+// The TestAttack* tests in this file come from an adversarial review. Those
+// named after a finding failed when written and now hold its fix (the
+// "Finding:" comments describe the behaviour before it); those ending in
+// Holds are what the review tried and found already safe.
+
 // An attacker's look at the HTTP endpoint: path and method tricks against
 // the open paths, token and cookie handling, the sign-in form, client
 // certificates, the snapshot cache and the host tracker. Tests named

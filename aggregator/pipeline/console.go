@@ -575,7 +575,7 @@ func (p *Pipeline) pipelineState(ctx context.Context, ms metricSums, series cons
 	for _, v := range series.EventsIn {
 		in += last(v)
 	}
-	rates := p.stageRates()
+	rates := p.stageRates(ms)
 	var backlog float64
 	for _, d := range p.forwarder.Status() {
 		backlog += float64(d.Backlog)
@@ -591,12 +591,11 @@ func (p *Pipeline) pipelineState(ctx context.Context, ms metricSums, series cons
 
 // stageRates are the filter's events, the windows' matches and the
 // forwarder's alerts per second over the last step.
-func (p *Pipeline) stageRates() [3]float64 {
+func (p *Pipeline) stageRates(now metricSums) [3]float64 {
 	c := p.console
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out [3]float64
-	now := gatherMetrics(p.reg)
 	cur := [3]float64{now.sum("outpost_filter_events_total"), now.sum("outpost_windows_matches_total"),
 		now.sum("outpost_forwarder_sent_alerts_total")}
 	t := time.Now()

@@ -99,7 +99,7 @@ func (h *HTTPConfig) validate(errs *config.Errors) {
 	if h.TLS.ClientCAFile != "" && h.TLS.CertFile == "" {
 		errs.Add("http.tls.client_ca_file", "needs cert_file and key_file: client certificates are asked for over TLS")
 	}
-	if isLoopbackHost(host) {
+	if IsLoopbackHost(host) {
 		return
 	}
 	if h.TLS.CertFile == "" || (h.TokenFile == "" && h.TLS.ClientCAFile == "") {
@@ -108,9 +108,9 @@ func (h *HTTPConfig) validate(errs *config.Errors) {
 	}
 }
 
-// isLoopbackHost says whether a listen host is loopback only ("" and
-// 0.0.0.0 are every interface).
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost says whether a host (of a listen address, a URL or a Host
+// header) is loopback only ("" and 0.0.0.0 are every interface).
+func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -396,7 +396,7 @@ func loopbackHost(hostport string) bool {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	return isLoopbackHost(strings.TrimSuffix(strings.ToLower(host), "."))
+	return IsLoopbackHost(strings.TrimSuffix(strings.ToLower(host), "."))
 }
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>

@@ -5,13 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/outpost-siem/outpost/aggregator/pipeline"
 	"github.com/spf13/cobra"
 )
 
@@ -54,7 +54,7 @@ func (c *apiClient) get(ctx context.Context, path string) (*http.Response, error
 		return nil, err
 	}
 	if c.tokenFile != "" {
-		if u, err := url.Parse(base); err == nil && u.Scheme == "http" && !loopbackURLHost(u.Hostname()) && !c.insecure {
+		if u, err := url.Parse(base); err == nil && u.Scheme == "http" && !pipeline.IsLoopbackHost(u.Hostname()) && !c.insecure {
 			return nil, fmt.Errorf("refusing to send the token over plain http to %s: use --addr https://… (or --insecure, on a network you trust)", u.Host)
 		}
 		tok, err := firstToken(c.tokenFile)
@@ -72,15 +72,6 @@ func (c *apiClient) get(ctx context.Context, path string) (*http.Response, error
 		return nil, fmt.Errorf("outpost at %s wants authentication: --token-file with one of http.token_file's tokens", c.addr)
 	}
 	return resp, nil
-}
-
-// loopbackURLHost says whether host (from a URL) is loopback.
-func loopbackURLHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // firstToken reads the first token of a token file.

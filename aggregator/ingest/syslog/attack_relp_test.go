@@ -1,5 +1,10 @@
 package syslog
 
+// The TestAttack* tests in this file come from an adversarial review. Those
+// named after a finding failed when written and now hold its fix (the
+// "Finding:" comments describe the behaviour before it); those ending in
+// Holds are what the review tried and found already safe.
+
 // Attack tests of the RELP receiver: what someone who can reach the RELP
 // port can do to the appliance. A TestAttack that fails is a finding (see
 // the comment on each); one that passes is a regression test of an attack

@@ -1,5 +1,10 @@
 package syslog
 
+// The TestAttack* tests in this file come from an adversarial review. Those
+// named after a finding failed when written and now hold its fix (the
+// "Finding:" comments describe the behaviour before it); those ending in
+// Holds are what the review tried and found already safe.
+
 // Attack tests of the TLS listeners (syslog over TLS, RELP over TLS): a
 // TestAttack that fails is a finding (see its comment); one that passes
 // is a regression test of an attack the code holds against.

@@ -132,24 +132,22 @@ func (c *Config) Validate() error {
 	checkAddrs("tcp", c.TCP)
 	// One port serves one protocol: tcp, tls and relp share the key.
 	streams := slices.Clone(c.TCP)
+	checkStream := func(key, listen string) {
+		if err := checkHostPort(listen); err != "" {
+			errs.Add(key+".listen", "%q is not host:port: %s", listen, err)
+		} else if slices.Contains(streams, listen) && !strings.HasSuffix(listen, ":0") {
+			errs.Add(key+".listen", "%q is already a tcp, tls or relp listener", listen)
+		}
+		streams = append(streams, listen)
+	}
 	for i, l := range c.TLS {
 		key := fmt.Sprintf("ingest.syslog.tls[%d]", i)
-		if err := checkHostPort(l.Listen); err != "" {
-			errs.Add(key+".listen", "%q is not host:port: %s", l.Listen, err)
-		} else if slices.Contains(streams, l.Listen) && !strings.HasSuffix(l.Listen, ":0") {
-			errs.Add(key+".listen", "%q is already a tcp, tls or relp listener", l.Listen)
-		}
-		streams = append(streams, l.Listen)
+		checkStream(key, l.Listen)
 		l.validate(&errs, key)
 	}
 	for i, l := range c.RELP {
 		key := fmt.Sprintf("ingest.syslog.relp[%d]", i)
-		if err := checkHostPort(l.Listen); err != "" {
-			errs.Add(key+".listen", "%q is not host:port: %s", l.Listen, err)
-		} else if slices.Contains(streams, l.Listen) && !strings.HasSuffix(l.Listen, ":0") {
-			errs.Add(key+".listen", "%q is already a tcp, tls or relp listener", l.Listen)
-		}
-		streams = append(streams, l.Listen)
+		checkStream(key, l.Listen)
 		if l.TLS != nil {
 			l.TLS.validate(&errs, key+".tls")
 		}
