@@ -19,7 +19,7 @@ import (
 //   - Outpost itself: a key pair generated at every start and kept in memory
 //     only, allowed on in-process connections only, with every permission.
 //     It is the only client that can publish to events.>, matches.>,
-//     alerts.> and deadletter.> or change streams and consumers.
+//     alerts.>, deadletter.> and statelog.> or change streams and consumers.
 //   - the reader, only when nats.listen opens the client port: its seed is
 //     generated into <data_dir>/nats/reader.nk (mode 0600) on first start and
 //     kept across restarts, for the `nats` CLI (`nats --nkey <file> ...`).

@@ -172,8 +172,8 @@ func TestReaderIsReadOnly(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if names.Err() != nil || len(got) != 4 {
-		t.Errorf("stream names %v, %v; want the 4 streams", got, names.Err())
+	if names.Err() != nil || len(got) != 5 {
+		t.Errorf("stream names %v, %v; want the 5 streams", got, names.Err())
 	}
 	s, err := js.Stream(ctx, StreamAlerts)
 	if err != nil {

@@ -43,6 +43,10 @@ const (
 	StreamMatches    = "MATCHES"
 	StreamAlerts     = "ALERTS"
 	StreamDeadLetter = "DEADLETTER"
+	// StreamStateLog is the windows' state log (aggregator/window/log.go):
+	// each checkpoint's changed states, appended, until a compaction
+	// writes them to Badger under their keys and purges them.
+	StreamStateLog = "STATELOG"
 )
 
 // Bus is a connection to JetStream, and the embedded server when there is one.
@@ -200,6 +204,14 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 			Description: "input that could not be framed or parsed",
 			Retention:   jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
 			MaxBytes: int64(s.DeadLetter.MaxBytes), MaxAge: s.DeadLetter.MaxAge,
+		},
+		{
+			// No limits: the windows stage purges what its compactions
+			// cover (windows.state_log.size bounds the rest), and a
+			// record lost to a limit would be state lost.
+			Name: StreamStateLog, Subjects: []string{"statelog.>"},
+			Description: "window states changed by each checkpoint, until compacted into Badger",
+			Retention:   jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
 		},
 	}
 	for _, sc := range streams {

@@ -119,6 +119,8 @@ func streamOf(subject string) string {
 		return StreamAlerts
 	case "deadletter":
 		return StreamDeadLetter
+	case "statelog":
+		return StreamStateLog
 	}
 	return "other"
 }

@@ -58,7 +58,10 @@ func DecodeState(v []byte, st *State) error {
 	if len(v) > 0 && v[0] == '{' {
 		return json.Unmarshal(v, st)
 	}
-	r := wire.NewReader(v)
+	// The strings (event ids, values) share one copy of v: one
+	// allocation instead of one per event.
+	var r wire.Reader
+	r.Reset(v, true)
 	ver := r.Byte()
 	if ver != stateV1 && ver != stateV2 && r.Err() == nil {
 		return fmt.Errorf("window state encoding version %d unknown", ver)
@@ -71,19 +74,19 @@ func DecodeState(v []byte, st *State) error {
 			st.Times[i] = prev
 		}
 	}
-	st.IDs = readStrings(r)
+	st.IDs = readStrings(&r)
 	if n := r.Count(1); n > 0 {
 		st.Steps = make([]int, n)
 		for i := range n {
 			st.Steps[i] = r.Int()
 		}
 	}
-	st.Values = readStrings(r)
+	st.Values = readStrings(&r)
 	st.LastAlert = r.Varint()
 	st.Spent = r.Varint()
-	st.SpentIDs = readStrings(r)
+	st.SpentIDs = readStrings(&r)
 	st.First = r.Varint()
-	st.Seen = readStrings(r)
+	st.Seen = readStrings(&r)
 	st.Deadline = r.Varint()
 	st.Since = r.Varint()
 	st.SinceID = r.String()

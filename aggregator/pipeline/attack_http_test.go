@@ -512,8 +512,8 @@ func TestAttackConsoleSnapshotNotShared(t *testing.T) {
 		p.ConsoleSnapshot(gone)
 		ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel2()
-		if s := p.ConsoleSnapshot(ctx); len(s.Pipeline.Streams) != 4 {
-			t.Errorf("a live caller right after a cancelled one sees %d streams, want 4: the cancelled build was cached",
+		if s := p.ConsoleSnapshot(ctx); len(s.Pipeline.Streams) != 5 {
+			t.Errorf("a live caller right after a cancelled one sees %d streams, want 5: the cancelled build was cached",
 				len(s.Pipeline.Streams))
 		}
 	})

@@ -549,7 +549,7 @@ func (p *Pipeline) pipelineState(ctx context.Context, ms metricSums, series cons
 	})
 
 	streams := map[string]uint64{}
-	for _, name := range []string{bus.StreamEvents, bus.StreamMatches, bus.StreamAlerts, bus.StreamDeadLetter} {
+	for _, name := range []string{bus.StreamEvents, bus.StreamMatches, bus.StreamAlerts, bus.StreamDeadLetter, bus.StreamStateLog} {
 		st, err := p.bus.JetStream().Stream(ctx, name)
 		if err != nil {
 			continue

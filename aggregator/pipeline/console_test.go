@@ -11,7 +11,7 @@ import (
 
 // TestConsoleSnapshot: what /api/console says of a running pipeline — the
 // alert raised, counted under its rule and listed; the sender's host; a
-// dead letter with its sample; the four streams; and a rejected reload's
+// dead letter with its sample; the five streams; and a rejected reload's
 // result and errors, then an accepted one's.
 func TestConsoleSnapshot(t *testing.T) {
 	siem, err := receiver.Listen("127.0.0.1:0")
@@ -58,7 +58,7 @@ func TestConsoleSnapshot(t *testing.T) {
 	if len(s.DeadLetters.Latest) != 1 || s.DeadLetters.Latest[0].Stage != "syslog" || !strings.HasPrefix(s.DeadLetters.Latest[0].Reason, "oversize") {
 		t.Errorf("dead letters: %+v", s.DeadLetters)
 	}
-	if len(s.Pipeline.Streams) != 4 || s.Top.AlertsOut != 1 || !s.Top.Ready || s.Top.DeadLetters != 1 {
+	if len(s.Pipeline.Streams) != 5 || s.Top.AlertsOut != 1 || !s.Top.Ready || s.Top.DeadLetters != 1 {
 		t.Errorf("streams %d, top %+v", len(s.Pipeline.Streams), s.Top)
 	}
 	if len(s.Series.Times) == 0 || len(s.Series.EventsIn["syslog/tcp"]) != len(s.Series.Times) {

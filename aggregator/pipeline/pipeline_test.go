@@ -369,8 +369,8 @@ func TestExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if jsz.Streams != 4 {
-		t.Errorf("external server has %d streams, want 4 (EVENTS, MATCHES, ALERTS, DEADLETTER)", jsz.Streams)
+	if jsz.Streams != 5 {
+		t.Errorf("external server has %d streams, want 5 (EVENTS, MATCHES, ALERTS, DEADLETTER, STATELOG)", jsz.Streams)
 	}
 }
 

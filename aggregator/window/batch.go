@@ -102,6 +102,11 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 	} else if e.st.Empty() && !e.live && !b.admitNew(r, capped) {
 		return nil, engine.ErrKeyCap
 	}
+	if e.sealing.Load() != sealNone {
+		// Sealed by the checkpoint being written, which may not have
+		// encoded it yet: it must get it as sealed, not as changed now.
+		e.sealedState()
+	}
 	e.r = r
 	b.states[sk] = e
 	b.order = append(b.order, e)

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/outpost-siem/outpost/aggregator/engine"
 )
 
 // epoch is the batches applied since the last seal: their alerts' acks,
@@ -61,11 +59,22 @@ func (ep *epoch) finish(err error) {
 // checkpoint is a sealed epoch's writes: states and timer keys, then old
 // timer keys and emptied states deleted, then the mark.
 type checkpoint struct {
-	ep     *epoch
+	ep  *epoch
+	log *logRecord
+	// sealed are the states to append to the log: encoded by write
+	// (entry.sealedState), or, with no entry, emptied.
+	sealed []sealedState
 	dels   [][]byte
 	sets   []*badger.Entry
 	mark   int64
 	states int
+}
+
+// sealedState is a state a checkpoint appends to the log.
+type sealedState struct {
+	sk      string
+	e       *entry // nil: emptied
+	expires uint64
 }
 
 // requestCheckpoint asks the checkpointer for a checkpoint now rather
@@ -134,7 +143,15 @@ func (s *Stage) reset(ctx context.Context) error {
 			return err
 		}
 	}
+	for s.compactDone != nil {
+		if err := s.waitCompaction(ctx); err != nil {
+			return err
+		}
+	}
 	s.forget()
+	if err := s.loadLog(ctx); err != nil {
+		return err
+	}
 	if err := s.countKeys(); err != nil {
 		return fmt.Errorf("counting window state keys: %w", err)
 	}
@@ -143,10 +160,26 @@ func (s *Stage) reset(ctx context.Context) error {
 	return nil
 }
 
+// waitCompaction waits, with mu released, for the running compaction.
+func (s *Stage) waitCompaction(ctx context.Context) error {
+	done := s.compactDone
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	select {
+	case <-done:
+		return nil
+	case <-s.dead:
+		return errKilled
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // runCheckpoints writes a checkpoint every checkpoint_interval while
 // batches are applied, and when asked (requestCheckpoint); when ctx ends,
 // a last one, then it fails any batch applied after it.
 func (s *Stage) runCheckpoints(ctx context.Context) {
+	defer s.compactions.Wait()
 	tick := time.NewTicker(max(s.cfg.CheckpointInterval/4, 5*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -188,6 +221,9 @@ func (s *Stage) step(name string) error {
 	if s.kill == nil {
 		return nil
 	}
+	if s.killed.Load() {
+		return errKilled // another goroutine's step killed it
+	}
 	if err := s.kill(name); err != nil {
 		s.killed.Store(true)
 		close(s.dead)
@@ -226,6 +262,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	s.writing = nil
 	if err == nil {
 		s.coolSealed()
+		s.merge(cp.log)
 	}
 	s.sealed, s.sealedDrops = nil, nil
 	if err != nil {
@@ -268,7 +305,9 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}}
+	s.nextSeq++
+	now := time.Now()
 	var timers map[string]struct{}
 	for sk, e := range s.dirty {
 		ttl := s.ttl(e.r)
@@ -288,14 +327,16 @@ func (s *Stage) seal() *checkpoint {
 		e.indexed = e.st.Deadline
 		if e.st.Empty() {
 			if e.stored {
-				cp.dels = append(cp.dels, []byte(sk))
+				cp.sealed = append(cp.sealed, sealedState{sk: sk})
 				e.stored = false
 				cp.states++
 			}
 			s.cache.Remove(sk)
 			continue
 		}
-		cp.sets = append(cp.sets, badger.NewEntry([]byte(sk), engine.AppendState(nil, &e.st)).WithTTL(ttl))
+		// Encoded by write, outside the mutex (entry.sealedState).
+		e.sealing.Store(sealPending)
+		cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
 		e.stored = true
 		cp.states++
 	}
@@ -314,6 +355,13 @@ func (s *Stage) seal() *checkpoint {
 // the sets, then the deletions (see seal), then, once they are durable,
 // the mark.
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
+	for _, ss := range cp.sealed {
+		var enc []byte
+		if ss.e != nil {
+			enc = ss.e.sealedState()
+		}
+		cp.log.add(ss.sk, logState{enc: enc, expires: ss.expires})
+	}
 	for _, wait := range cp.ep.waits {
 		if err := wait(ctx); err != nil {
 			return err
@@ -322,11 +370,12 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	if err := s.step("acked"); err != nil {
 		return err
 	}
-	// A test's kill hook may stop the write halfway through the sets: the
-	// first half is then flushed on its own.
-	parts := [][]*badger.Entry{cp.sets}
+	// The states go to the log (log.go), the timer keys to Badger. A
+	// test's kill hook may stop the append halfway: the first half of the
+	// record's messages is then appended on its own.
+	parts := [][][]byte{cp.log.chunks}
 	if s.kill != nil {
-		parts = [][]*badger.Entry{cp.sets[:len(cp.sets)/2], cp.sets[len(cp.sets)/2:]}
+		parts = [][][]byte{cp.log.chunks[:len(cp.log.chunks)/2], cp.log.chunks[len(cp.log.chunks)/2:]}
 	}
 	for i, part := range parts {
 		if i > 0 {
@@ -334,9 +383,12 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 				return err
 			}
 		}
-		if err := s.writeBatch(part, nil); err != nil {
+		if err := cp.log.publish(ctx, s.js, part); err != nil {
 			return err
 		}
+	}
+	if err := s.writeBatch(cp.sets, nil); err != nil {
+		return err
 	}
 	if err := s.step("sets"); err != nil {
 		return err

@@ -41,6 +41,12 @@ type Config struct {
 	// acked). A crash replays the matches since the last checkpoint.
 	// Default 1s.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// StateLog (`state_log`) bounds the state log (log.go): a compaction
+	// writes the states logged since the last one under their keys when
+	// they take Memory in memory (default 128 MiB), when the records take
+	// Size on disk (default 1 GiB), or every Interval (default 10m, which
+	// bounds what a restart reads back).
+	StateLog StateLogConfig `yaml:"state_log"`
 	// Fused: the rule filter hands its matches to the windows in process,
 	// skipping the MATCHES stream (one encode, one JetStream write and one
 	// decode per match fewer), the windows applying one batch while the
@@ -49,6 +55,13 @@ type Config struct {
 	// but +50% VmHWM (docs/benchmarks.md); false keeps MATCHES between
 	// them, which the cluster case needs anyway.
 	Fused *bool `yaml:"fused"`
+}
+
+// StateLogConfig is `windows.state_log`.
+type StateLogConfig struct {
+	Memory   config.ByteSize `yaml:"memory"`
+	Size     config.ByteSize `yaml:"size"`
+	Interval time.Duration   `yaml:"interval"`
 }
 
 // IsFused reports Fused, default false.
@@ -73,6 +86,24 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
+	}
+	if c.StateLog.Memory == 0 {
+		c.StateLog.Memory = 128 << 20
+	}
+	if c.StateLog.Size == 0 {
+		c.StateLog.Size = 1 << 30
+	}
+	if c.StateLog.Interval == 0 {
+		c.StateLog.Interval = 10 * time.Minute
+	}
+	if c.StateLog.Memory < 0 {
+		errs.Add("windows.state_log.memory", "must not be negative, got %d", c.StateLog.Memory)
+	}
+	if c.StateLog.Size < 0 {
+		errs.Add("windows.state_log.size", "must not be negative, got %d", c.StateLog.Size)
+	}
+	if c.StateLog.Interval < 0 {
+		errs.Add("windows.state_log.interval", "must not be negative, got %s", c.StateLog.Interval)
 	}
 	if c.CheckpointInterval < 0 {
 		errs.Add("windows.checkpoint_interval", "must not be negative, got %s", c.CheckpointInterval)

@@ -9,13 +9,16 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -76,6 +79,7 @@ func crashStream(seed uint64, n int) [][]*event.Match {
 type crashRun struct {
 	t         *testing.T
 	db        *state.DB
+	bus       *bus.Bus // the JetStream every stage of the run shares (its state log)
 	set       *rules.Set
 	mu        sync.Mutex
 	published map[string]string // alert id -> rule
@@ -87,7 +91,7 @@ func newCrashRun(t *testing.T) *crashRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &crashRun{t: t, db: statetest.Open(t), set: set, published: map[string]string{}}
+	return &crashRun{t: t, db: statetest.Open(t), bus: bustest.Open(context.Background(), t), set: set, published: map[string]string{}}
 }
 
 // stage starts a stage on the run's Badger, as Run would (watermark and
@@ -101,7 +105,7 @@ func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, bustest.Open(ctx, t), r.db, r.set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	s, err := New(cfg, r.bus, r.db, r.set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +113,7 @@ func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage
 	clock.set(t0)
 	s.now = clock.now
 	s.kill = kill
+	s.logChunk = 300 // a checkpoint's record in several messages, so "half" splits it
 	s.publish = func(alerts []*event.Alert) (func(context.Context) error, error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -153,7 +158,9 @@ func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match
 }
 
 // states is every window state in Badger, encoded, by key.
-func (r *crashRun) states() map[string]string { return storedStates(r.t, r.db) }
+func (r *crashRun) states() map[string]string {
+	return storedStates(r.t, r.db, r.bus.JetStream())
+}
 
 func (r *crashRun) ids() []string {
 	r.mu.Lock()
@@ -171,6 +178,8 @@ func TestKillAtEveryStepOfACheckpoint(t *testing.T) {
 	}{
 		{"cached", nil},
 		{"cold", func(c *Config) { c.CacheKeys, c.ColdBytes = 8, 4<<10 }},
+		// A compaction of the state log after every checkpoint.
+		{"compacted", func(c *Config) { c.CacheKeys, c.StateLog.Memory = 8, 1 }},
 	} {
 		t.Run(c.name, func(t *testing.T) { killAtEveryStep(t, c.tweak) })
 	}
@@ -186,8 +195,8 @@ func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 	s, stop := ref.stage(ctx, nil)
 	drive(ctx, t, s, batches)
 	stop()
-	if tweak != nil {
-		t.Logf("states read back: %d from cold, %d from Badger", s.coldReads.Load(), s.badgerReads.Load())
+	t.Logf("states read back: %d from cold, %d from the log, %d from Badger", s.coldReads.Load(), s.logReads.Load(), s.badgerReads.Load())
+	if s.cfg.ColdBytes > 0 {
 		if s.coldReads.Load() == 0 {
 			t.Fatal("no state was read back from cold: the cold tier is not exercised")
 		}
@@ -202,14 +211,25 @@ func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 		t.Fatalf("the stream raises too few alerts to tell anything: %v", kinds)
 	}
 
-	for _, step := range []string{"sealed", "acked", "half", "sets", "states", "marked"} {
-		for _, at := range []int{1, 7, 20} { // the checkpoint killed
-			t.Run(fmt.Sprintf("%s/checkpoint%d", step, at), func(t *testing.T) {
+	steps := []string{"sealed", "acked", "half", "sets", "states", "marked"}
+	if n := testutil.ToFloat64(s.compactionsDone.WithLabelValues("ok")); n > 0 {
+		t.Logf("%.0f compactions of the state log", n)
+		steps = append(steps, "compact", "compact-half", "compact-states", "compact-marked")
+	}
+	for _, step := range steps {
+		// The step's phase: a checkpoint, counted by its seal, or a
+		// compaction of the state log.
+		phase := "sealed"
+		if strings.HasPrefix(step, "compact") {
+			phase = "compact"
+		}
+		for _, at := range []int{1, 7, 20} { // the checkpoint (or compaction) killed
+			t.Run(fmt.Sprintf("%s/%s%d", step, phase, at), func(t *testing.T) {
 				run := newCrashRun(t)
 				run.tweak = tweak
 				n := 0
 				s, stop := run.stage(ctx, func(name string) error {
-					if name == "sealed" {
+					if name == phase {
 						n++
 					}
 					if name == step && n == at {

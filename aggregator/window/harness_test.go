@@ -3,7 +3,6 @@ package window
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -164,13 +164,7 @@ func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(
 // runs its checkpointer until the func it returns is called.
 func startCheckpointer(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
 	t.Helper()
-	if err := s.loadWatermark(); err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	err := s.countKeys()
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.open(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -197,8 +191,10 @@ func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func()
 	})
 }
 
-// storedStates is every window state db holds, encoded, by key.
-func storedStates(t *testing.T, db *state.DB) map[string]string {
+// storedStates is every window state db holds, encoded, by key, as a
+// restart reads them: the keyed states overlaid by the state log after
+// its compaction mark, less the states expired.
+func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := db.View(func(txn *badger.Txn) error {
@@ -217,6 +213,17 @@ func storedStates(t *testing.T, db *state.DB) map[string]string {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	st := &store{db: db, js: js, log: slog.New(slog.DiscardHandler)}
+	if err := st.loadLog(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for sk, ls := range st.logged {
+		if ls.enc == nil {
+			delete(out, sk)
+		} else {
+			out[sk] = string(ls.enc)
+		}
 	}
 	return out
 }
@@ -268,25 +275,14 @@ func (h *harness) locked(f func()) {
 	f()
 }
 
-// stored returns the encoded state Badger holds under sk, nil if none.
+// stored returns the encoded state Badger holds under sk (the keyed
+// state, or the state log's newer one), nil if none.
 func (h *harness) stored(t *testing.T, sk string) []byte {
 	t.Helper()
-	var v []byte
-	err := h.s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(sk))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+	if v, ok := storedStates(t, h.s.db, h.s.js)[sk]; ok {
+		return []byte(v)
 	}
-	return v
+	return nil
 }
 
 // inMemory returns the encoded state memory holds for sk, nil if none.

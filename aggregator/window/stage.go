@@ -106,6 +106,10 @@ type Stage struct {
 	checkpoints *prometheus.CounterVec
 	cpSeconds   prometheus.Histogram
 	cpStates    prometheus.Histogram
+	// compactions runs the state log's compactions (log.go), one at a time.
+	compactions     sync.WaitGroup
+	compactionsDone *prometheus.CounterVec
+	compactSeconds  prometheus.Histogram
 }
 
 // New returns the stage and registers its metrics on reg. cfg must have
@@ -113,7 +117,7 @@ type Stage struct {
 func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Stage, error) {
 	log := logger.With("component", "windows")
 	s := &Stage{
-		cfg: cfg, bus: b, store: newStore(cfg, db, log), now: time.Now,
+		cfg: cfg, bus: b, store: newStore(cfg, db, b.JetStream(), log), now: time.Now,
 		sealNow: make(chan struct{}, 1), checkpointed: make(chan struct{}, 1), dead: make(chan struct{}), fusedq: make(chan *fusedBatch, 1), fusedDone: make(chan struct{}),
 		windows: engine.NewWindows(cfg.Lateness),
 		log:     log,
@@ -147,6 +151,15 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			Help:    "States written (or deleted) by one checkpoint.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 11),
 		}),
+		compactionsDone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_windows_state_log_compactions_total",
+			Help: "Compactions of the window state log into Badger's keyed states, by result (ok, failed).",
+		}, []string{"result"}),
+		compactSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outpost_windows_state_log_compaction_seconds",
+			Help:    "Time a compaction of the window state log took.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
 	}
 	s.publish = s.publishAlerts
 	for _, o := range opts {
@@ -163,17 +176,25 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		Name: "outpost_windows_cold_bytes",
 		Help: "Memory (estimated) of the window states kept encoded behind the cache (windows.cold_cache_size bounds it).",
 	}, func() float64 { return float64(s.coldBytes.Load()) })
+	logBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outpost_windows_state_log_bytes",
+		Help: "Memory (estimated) of the window states logged since the last compaction (windows.state_log.memory starts one).",
+	}, func() float64 { return float64(s.logBytes.Load()) })
 	reads := []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; badger: read from disk).",
+			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
 			ConstLabels: prometheus.Labels{"from": "cold"},
 		}, func() float64 { return float64(s.coldReads.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; badger: read from disk).",
+			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
 			ConstLabels: prometheus.Labels{"from": "badger"},
 		}, func() float64 { return float64(s.badgerReads.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
+			ConstLabels: prometheus.Labels{"from": "log"},
+		}, func() float64 { return float64(s.logReads.Load()) }),
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -199,14 +220,8 @@ const (
 // returns. Fused with the rule filter (Apply), MATCHES stays empty, but
 // is still consumed: matches left there by an unfused run are not lost.
 func (s *Stage) Run(ctx context.Context) error {
-	if err := s.loadWatermark(); err != nil {
+	if err := s.open(ctx); err != nil {
 		return err
-	}
-	s.mu.Lock()
-	err := s.countKeys()
-	s.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("counting window state keys: %w", err)
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -225,6 +240,23 @@ func (s *Stage) Run(ctx context.Context) error {
 		Flush:         s.requestCheckpoint,
 		Reset:         func() { _ = s.Reset(ctx) },
 	}, s.log, s.handle)
+}
+
+// open reads back what Badger holds: the watermark's mark, the state log
+// after its compaction mark, and the live keys.
+func (s *Stage) open(ctx context.Context) error {
+	if err := s.loadWatermark(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLog(ctx); err != nil {
+		return err
+	}
+	if err := s.countKeys(); err != nil {
+		return fmt.Errorf("counting window state keys: %w", err)
+	}
+	return nil
 }
 
 // Consumer adapts the rule filter's EVENTS consumer when it hands its

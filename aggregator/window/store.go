@@ -1,14 +1,16 @@
 package window
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/state"
@@ -26,6 +28,7 @@ import (
 type store struct {
 	cfg Config
 	db  *state.DB
+	js  jetstream.JetStream // the state log's stream (log.go)
 	log *slog.Logger
 
 	// cache holds recently used states, clean or dirty, bounded to
@@ -47,7 +50,7 @@ type store struct {
 	coldBytes atomic.Int64
 	// reads counts the states read back into the cache: from cold, and
 	// from Badger (found or not), for the metrics.
-	coldReads, badgerReads atomic.Int64
+	coldReads, logReads, badgerReads atomic.Int64
 	// drops are the timer keys to delete with the next checkpoint (stale
 	// deadlines); sealedDrops those of the checkpoint being written. Due
 	// skips both.
@@ -55,6 +58,25 @@ type store struct {
 	// failed is set by the checkpointer when a checkpoint failed, and
 	// cleared by reset.
 	failed atomic.Bool
+
+	// logged holds the latest logged encoding of every state the log
+	// (log.go) holds after the compaction mark, that is what Badger holds
+	// of it, until a compaction writes them under their keys; compacting,
+	// those a compaction is writing. A state not in memory is looked up
+	// there before Badger's keyed states. logBytes is their memory;
+	// logSize the bytes of the log records since the compaction began
+	// last; logThrough the seq of the newest durable record, logMark the
+	// compaction mark, nextSeq the next record's seq. compactDone is
+	// closed when the running compaction (if not nil) ends.
+	logged, compacting  map[string]logState
+	logBytes            atomic.Int64
+	logSize             int64
+	logThrough, logMark uint64
+	logStream           uint64 // the stream sequence of logThrough's last message
+	nextSeq             uint64
+	logChunk            int // the size the log's messages are cut at (tests make it small)
+	lastCompact         time.Time
+	compactDone         chan struct{}
 
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
@@ -80,13 +102,50 @@ type entry struct {
 	stored  bool  // Badger holds the state
 	indexed int64 // the deadline Badger's timer index holds (0: none)
 	live    bool  // counted in liveKeys
+
+	// sealing and sealedEnc let a checkpoint encode the state as it was
+	// sealed without holding the stage's mutex (copy on write): seal sets
+	// sealing to sealPending; the checkpointer, or the first batch to
+	// touch the state before it did (it must not change the state first),
+	// claims it (sealEncoding), encodes it into sealedEnc and sets
+	// sealDone; the other one waits for that, or takes the encoding.
+	sealing   atomic.Int32
+	sealedEnc []byte
 }
 
-func newStore(cfg Config, db *state.DB, log *slog.Logger) *store {
+// The values of entry.sealing.
+const (
+	sealNone int32 = iota
+	sealPending
+	sealEncoding
+	sealDone
+)
+
+// sealedState returns the state's encoding as it was sealed, encoding it
+// if no one has yet. The checkpointer calls it for every state it seals;
+// a batch, before changing a state (batch.State), to keep that encoding.
+func (e *entry) sealedState() []byte {
+	for {
+		switch e.sealing.Load() {
+		case sealPending:
+			if e.sealing.CompareAndSwap(sealPending, sealEncoding) {
+				e.sealedEnc = engine.AppendState(nil, &e.st)
+				e.sealing.Store(sealDone)
+				return e.sealedEnc
+			}
+		case sealEncoding:
+			runtime.Gosched() // a few microseconds: the other side is encoding it
+		default:
+			return e.sealedEnc
+		}
+	}
+}
+
+func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger) *store {
 	s := &store{
-		cfg: cfg, db: db, log: log,
+		cfg: cfg, db: db, js: js, log: log,
 		dirty: map[string]*entry{}, drops: map[string]struct{}{},
-		cold: map[string]coldState{},
+		cold: map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
 	}
 	// errs only for a size < 1
 	s.cache, _ = lru.NewWithEvict[string, *entry](max(cfg.CacheKeys, 1), s.evicted)
@@ -112,6 +171,9 @@ func (s *store) evicted(sk string, e *entry) {
 // states of it that neither the cache nor dirty holds (they would
 // otherwise be read back from Badger). Call with the stage's mutex held.
 func (s *store) coolSealed() {
+	if s.cfg.ColdBytes <= 0 {
+		return
+	}
 	for sk, e := range s.sealed {
 		if _, ok := s.dirty[sk]; ok || s.cache.Contains(sk) {
 			continue
@@ -197,8 +259,21 @@ func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
 // load reads the state of sk from Badger through txn into a new entry,
 // which it keeps (in the cache, dirty). found says whether Badger held it.
 func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) {
-	s.badgerReads.Add(1)
 	e := &entry{r: r}
+	if st, ok := s.logLookup(sk); ok {
+		s.logReads.Add(1)
+		if st.enc == nil || st.expired(uint64(time.Now().Unix())) {
+			return e, nil // emptied, or expired: Badger would not return it
+		}
+		e.stored, e.live = true, true
+		if err := engine.DecodeState(st.enc, &e.st); err != nil {
+			s.log.Error("discarding unreadable window state", "key", sk, "err", err)
+			e.st = engine.State{}
+		}
+		e.indexed = e.st.Deadline
+		return e, nil
+	}
+	s.badgerReads.Add(1)
 	item, err := txn.Get([]byte(sk))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -223,8 +298,9 @@ func (s *store) keep(sk string, e *entry) {
 	s.dirty[sk] = e
 }
 
-// forget drops every state held in memory: after a failed checkpoint,
-// what Badger holds is the truth again.
+// forget drops every state held in memory but the log's: after a failed
+// checkpoint, what Badger holds is the truth again (reset reads the log
+// again too: the failed checkpoint may have written part of a record).
 func (s *store) forget() {
 	s.cache.Purge()
 	s.cold = map[string]coldState{}
@@ -261,32 +337,33 @@ func (s *store) account(e *entry) {
 // loadMark reads the newest event time committed before a restart (0 if
 // none).
 func (s *store) loadMark() (int64, error) {
-	var mark int64
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(markKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) == 8 {
-				mark = int64(binary.BigEndian.Uint64(v))
-			}
-			return nil
-		})
-	})
-	return mark, err
+	mark, err := s.readUint(markKey)
+	return int64(mark), err
 }
 
-// countKeys counts the live group keys per rule, reading keys only, and
-// marks the states in memory live accordingly. Keys that expired by TTL
+// countKeys counts the live group keys per rule: Badger's keyed states,
+// reading keys only, overlaid by the log's. Keys that expired by TTL
 // since the last count are not seen, so the count drifts up between
 // counts and never under the truth. Call only when every state in memory
 // is what Badger holds (at start, after forget).
 func (s *store) countKeys() error {
 	counts := map[string]int{}
+	now := uint64(time.Now().Unix())
+	countLog := func(sk string, st logState) {
+		if st.enc != nil && !st.expired(now) {
+			if rule, _, _, ok := parseStateKey(sk); ok {
+				counts[rule]++
+			}
+		}
+	}
+	for sk, st := range s.logged {
+		countLog(sk, st)
+	}
+	for sk, st := range s.compacting {
+		if _, newer := s.logged[sk]; !newer {
+			countLog(sk, st)
+		}
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.PrefetchValues = false
@@ -294,7 +371,11 @@ func (s *store) countKeys() error {
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			if rule, _, _, ok := parseStateKey(string(it.Item().Key())); ok {
+			k := it.Item().Key()
+			if _, ok := s.logLookup(string(k)); ok {
+				continue // counted from the log
+			}
+			if rule, _, _, ok := parseStateKey(string(k)); ok {
 				counts[rule]++
 			}
 		}

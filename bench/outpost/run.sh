@@ -10,7 +10,8 @@
 #   data_mib      size of data_dir (JetStream + Badger) at the end
 #   alerts        CEF messages received, by rule
 # and the medians. Environment: RUNS (3), MIX (sshd|realistic), IPS (1000),
-# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run,
+# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run
+# (PROFILE_AFTER=S seconds into the run, default 0) and a heap profile after it,
 # EXTRA (YAML appended to the config, e.g. 'windows: {fused: true}').
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,7 +42,8 @@ for run in $(seq "$runs"); do
 	prof=
 	if [[ -n ${PROFILE:-} ]]; then
 		mkdir -p "$PROFILE"
-		curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=10" &
+		(sleep "${PROFILE_AFTER:-0}" && curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=10" &&
+			curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.heap.pprof" "http://127.0.0.1:$http/debug/pprof/heap") &
 		prof=$!
 	fi
 	"$tmp/loadgen" "${gen[@]}" -tcp "127.0.0.1:$syslog" >"$dir/send.txt"
@@ -64,6 +66,15 @@ for run in $(seq "$runs"); do
 	[[ -z $prof ]] || wait "$prof" || true
 	echo "run $run: ingest_eps=${ingest[-1]} pipeline_eps=${pipeline[-1]} vmhwm_mib=${hwm[-1]} data_mib=${disk[-1]} alerts=$(wc -l <"$dir/cef.txt") ($(cut -d' ' -f2- "$dir/send.txt"))"
 	awk -F'|' '{ print $5 }' "$dir/cef.txt" | sort | uniq -c | sed 's/^/    /'
+	curl -sf "$url" | awk '
+		/^outpost_windows_checkpoint_seconds_(sum|count) / { cp[$1] = $2 }
+		/^outpost_windows_checkpoint_states_sum / { st = $2 }
+		/^outpost_windows_state_log_compactions_total/ { comp += $2 }
+		/^outpost_windows_state_reads_total/ { reads = reads " " $1 "=" $2 }
+		END {
+			n = cp["outpost_windows_checkpoint_seconds_count"]
+			if (n > 0) printf "    windows: %d checkpoints, mean %.0f ms, mean %.0f states; %d compactions;%s\n", n, 1000 * cp["outpost_windows_checkpoint_seconds_sum"] / n, st / n, comp, reads
+		}' | sed 's/outpost_windows_state_reads_total{from="\([a-z]*\)"}/reads_\1/g'
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
 	pids=()
 	rm -rf "$dir/data"

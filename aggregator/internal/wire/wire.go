@@ -163,6 +163,21 @@ func (r *Reader) String() string {
 	return string(r.b[start:end])
 }
 
+// Bytes reads a length-prefixed string as a fresh byte slice.
+func (r *Reader) Bytes() []byte {
+	n := r.Uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)-r.off) {
+		r.fail(ErrShort)
+		return nil
+	}
+	start := r.off
+	r.off += int(n)
+	return append([]byte(nil), r.b[start:r.off]...)
+}
+
 // Skip skips a length-prefixed string.
 func (r *Reader) Skip() {
 	n := r.Uvarint()
