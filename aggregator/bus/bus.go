@@ -137,6 +137,8 @@ func startEmbedded(cfg Config, dataDir string, log *slog.Logger) (*server.Server
 		Nkeys:      users,
 		// JetStream's own limits are the streams'; let them use the disk.
 		JetStreamMaxStore: -1,
+		SyncAlways:        cfg.syncAlways,
+		SyncInterval:      cfg.syncEvery,
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)

@@ -34,8 +34,18 @@ type Config struct {
 	// past it the publish fails and is retried (counted in
 	// outpost_bus_publish_errors_total). Default 10s.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// SyncInterval is how often the embedded server fsyncs its store:
+	// JetStream acks a message once it is written to the OS, which a
+	// process crash does not lose, and fsyncs every SyncInterval (default
+	// 2m, JetStream's own), which bounds what a power loss can. "always"
+	// fsyncs every write, at a cost in throughput. An external cluster
+	// sets its own (sync_interval in its jetstream block).
+	SyncInterval string `yaml:"sync_interval"`
 
 	Streams Streams `yaml:"streams"`
+
+	syncAlways bool
+	syncEvery  time.Duration
 }
 
 // ListenTLS is TLS on the embedded server's client port. With CertFile and
@@ -90,6 +100,19 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > 5*time.Minute {
 		errs.Add("nats.publish_timeout", "must be 100ms to 5m, got %s", c.PublishTimeout)
+	}
+	switch {
+	case c.SyncInterval == "":
+	case c.URL != "":
+		errs.Add("nats.sync_interval", "only applies to the embedded server; an external cluster sets its own")
+	case c.SyncInterval == "always":
+		c.syncAlways = true
+	default:
+		d, err := time.ParseDuration(c.SyncInterval)
+		if err != nil || d < time.Second {
+			errs.Add("nats.sync_interval", "must be \"always\" or a duration of at least 1s, got %q", c.SyncInterval)
+		}
+		c.syncEvery = d
 	}
 	if c.URL != "" && c.Listen != "" {
 		errs.Add("nats.listen", "only applies to the embedded server; remove it or nats.url")

@@ -1,8 +1,11 @@
 package bus
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The client port is loopback-only unless TLS protects it, and the TLS
@@ -34,5 +37,51 @@ func TestValidateListen(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// nats.sync_interval reaches the embedded server, and is refused for an
+// external one (it syncs as its own config says).
+func TestSyncInterval(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string // "" = valid
+	}{
+		{"default", Config{}, ""},
+		{"always", Config{SyncInterval: "always"}, ""},
+		{"duration", Config{SyncInterval: "30s"}, ""},
+		{"too short", Config{SyncInterval: "10ms"}, "at least 1s"},
+		{"nonsense", Config{SyncInterval: "often"}, "must be \"always\" or a duration"},
+		{"external", Config{URL: "nats://127.0.0.1:4222", SyncInterval: "always"}, "only applies to the embedded server"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.cfg.Validate()
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("unexpected error: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+	for _, c := range []struct {
+		set    string
+		always bool
+		every  time.Duration
+	}{{"always", true, 0}, {"30s", false, 30 * time.Second}, {"", false, 2 * time.Minute}} {
+		cfg := Config{SyncInterval: c.set}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(context.Background(), cfg, t.TempDir(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		js := b.server.JetStreamConfig()
+		b.Close()
+		if js == nil || js.SyncAlways != c.always || (c.every != 0 && js.SyncInterval != c.every) {
+			t.Errorf("sync_interval %q: the server runs with %+v", c.set, js)
+		}
 	}
 }

@@ -15,19 +15,22 @@
 //  2. publish the alerts, each with its deterministic id as Nats-Msg-Id;
 //  3. seal: the batches applied so far form an epoch; the states they
 //     changed are encoded as they are now;
-//  4. once JetStream acked every alert of the epoch, write the states and
-//     the timer index to Badger, then the watermark mark;
+//  4. once JetStream acked every alert of the epoch, append the states to
+//     the state log (log.go: STATELOG), write the timer index to Badger,
+//     then the watermark mark;
 //  5. once written, ack the epoch's matches.
 //
-// A crash before 4 completes redelivers every match since the last
-// checkpoint: applied to the states of that checkpoint, they give the same
+// What is stored of the states is Badger's keyed states overlaid by the
+// state log: a compaction moves the log into Badger (log.go). A crash
+// before 4 completes redelivers every match since the last checkpoint:
+// applied to the states of that checkpoint, they give the same
 // alerts with the same ids, which JetStream's duplicate window drops (the
 // mark is written last, so a watermark never runs ahead of the states). A
 // crash between 4 and 5 redelivers matches the states already hold; apply
 // treats them as duplicates. A failure (an alert not acked, a write that
 // failed) is a crash in miniature: the states in memory are dropped, and
 // every match since the last checkpoint is applied again, in order, to
-// what Badger holds (bus.ConsumeAsync hands them again).
+// what is stored (bus.ConsumeAsync hands them again).
 //
 // The watermark (engine.Watermark) moves only when a checkpoint is
 // durable, by the newest event time the rule filter had admitted before

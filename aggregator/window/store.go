@@ -17,14 +17,16 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// store is the Badger implementation of the engine's state store, with
+// store is the durable implementation of the engine's state store, with
 // checkpoints (checkpoint.go): the states live in memory and change there;
-// every checkpoint writes the states changed since the one before to
-// Badger together, and Badger is what a restart (or a failure) starts
-// again from. It keeps the key cap (live keys per rule) and the deadline
-// index (t/ keys) in step with the states. The Stage serializes every use
-// of it under its mutex; the checkpointer writes what a seal handed it
-// without touching the store.
+// every checkpoint appends the states changed since the one before to the
+// state log together (log.go), compactions move the log into Badger's
+// keyed states, and the two are what a restart (or a failure) starts again
+// from ("Badger holds" below means that overlay). It keeps the key cap
+// (live keys per rule) and the deadline index (t/ keys) in step with the
+// states. The Stage serializes every use of it under its mutex; the
+// checkpointer and the compactions write what a seal or a compaction
+// handed them without touching the rest of the store.
 type store struct {
 	cfg Config
 	db  *state.DB
