@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"reflect"
 	"testing"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
 
 func fullState() *State {
@@ -20,6 +25,52 @@ func fullState() *State {
 
 // stateV1Golden is fullState (without SinceFields) as version 1 wrote it.
 const stateV1Golden = "01038080d0e2c6bfce972f80a8d6b9070003016101620163030002040302753102753203c3bc338094bbbfcabfce972f80d8f9a8bfbfce972f01017a090201780080c09b8fbde2ce972f540173"
+
+// stateV2Golden is fullState as version 2 wrote it.
+const stateV2Golden = "02038080d0e2c6bfce972f80a8d6b9070003016101620163030002040302753102753203c3bc338094bbbfcabfce972f80d8f9a8bfbfce972f01017a090201780080c09b8fbde2ce972f54017302036170700004686f7374067765622d3031"
+
+// State written by version 2 (times in nanoseconds, strings whole) still
+// reads.
+func TestStateCodecReadsV2(t *testing.T) {
+	v, err := hex.DecodeString(stateV2Golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got State
+	if err := DecodeState(v, &got); err != nil || !reflect.DeepEqual(&got, fullState()) {
+		t.Errorf("got %+v, %v\nwant %+v", got, err, *fullState())
+	}
+}
+
+// nuidState is a threshold state as the pipeline keeps one: n events a
+// few seconds apart with ids from one process's NUID sequence.
+func nuidState(n int) *State {
+	st := &State{}
+	gen := nuid.New()
+	t := int64(1_796_400_000_000_000_000)
+	for i := range n {
+		for range 1000 { // other keys' events in between
+			gen.Next()
+		}
+		t += int64(1+i%7) * 1_000_000_000
+		st.Times = append(st.Times, t)
+		st.IDs = append(st.IDs, gen.Next())
+	}
+	st.Spent, st.SpentIDs = st.Times[0], []string{st.IDs[0]}
+	return st
+}
+
+// Version 3 is what the pipeline's states need it to be: about three times
+// smaller than version 2 for ids from one process and times in seconds.
+func TestStateCodecV3IsSmall(t *testing.T) {
+	st := nuidState(64)
+	v3 := AppendState(nil, st)
+	v2 := 1 + len(st.Times)*5 + len(st.IDs)*23 + 30
+	if len(v3)*5/2 > v2 {
+		t.Errorf("version 3: %d bytes for 64 events; version 2 takes about %d", len(v3), v2)
+	}
+	t.Logf("64 events: %d bytes (%.1f per event)", len(v3), float64(len(v3))/64)
+}
 
 // State written by version 1 of the binary encoding still reads, with no
 // absence fields.
@@ -37,7 +88,12 @@ func TestStateCodecReadsV1(t *testing.T) {
 }
 
 func TestStateCodecRoundTrip(t *testing.T) {
-	for _, st := range []*State{fullState(), {}, {Times: []int64{-1, 0, 1}, IDs: []string{"", "", ""}}} {
+	for _, st := range []*State{
+		fullState(), {}, {Times: []int64{-1, 0, 1}, IDs: []string{"", "", ""}}, nuidState(200),
+		// Deltas that wrap around int64, and one not a multiple of 10.
+		{Times: []int64{math.MinInt64, math.MaxInt64, 0, 7}, IDs: []string{"ab", "abc", "a", "abc"}},
+		{Times: []int64{5_000_000_000, 9_000_000_000}, Values: []string{"10.0.0.1", "10.0.0.1", "10.0.0.12", ""}, Seen: []string{"x", "x"}},
+	} {
 		var got State
 		if err := DecodeState(AppendState(nil, st), &got); err != nil {
 			t.Fatal(err)
@@ -75,6 +131,23 @@ func TestStateCodecRejectsDamage(t *testing.T) {
 	if err := DecodeState(append([]byte{7}, v[1:]...), &st); err == nil {
 		t.Error("unknown version: no error")
 	}
+	// Front coding lets a string repeat the one before plus a byte: 3,000
+	// such ids would decode to 4.5 MB from 9 KB. The decoder refuses to
+	// grow past a bound instead.
+	bomb := []byte{stateV3, 0}
+	bomb = wire.AppendUvarint(bomb, 3000)
+	for i := range 3000 {
+		bomb = wire.AppendUvarint(bomb, uint64(i))
+		bomb = wire.AppendString(bomb, "x")
+	}
+	if err := DecodeState(bomb, &st); err == nil {
+		t.Errorf("a front-coded list decoding to %d bytes from %d: no error", 3000*3001/2, len(bomb))
+	}
+	// A prefix longer than the string before it.
+	bad := []byte{stateV3, 0, 2, 0, 1, 'a', 5, 1, 'b'}
+	if err := DecodeState(bad, &st); err == nil {
+		t.Error("a prefix longer than the string before: no error")
+	}
 }
 
 // Damaged JSON state is an error, never a crash. A key cut short after a
@@ -99,6 +172,10 @@ var neighbours [][]byte
 
 func FuzzDecodeState(f *testing.F) {
 	f.Add(AppendState(nil, fullState()))
+	f.Add(AppendState(nil, nuidState(20)))
+	if v2, err := hex.DecodeString(stateV2Golden); err == nil {
+		f.Add(v2)
+	}
 	f.Add(AppendState(nil, &State{}))
 	if v1, err := hex.DecodeString(stateV1Golden); err == nil {
 		f.Add(v1)

@@ -84,6 +84,10 @@ func (r *Reader) Done() error {
 	return r.err
 }
 
+// Fail records err (the first error wins) and stops reading: for a
+// caller that finds the record corrupt.
+func (r *Reader) Fail(err error) { r.fail(err) }
+
 func (r *Reader) fail(err error) {
 	if r.err == nil {
 		r.err = err
@@ -176,6 +180,22 @@ func (r *Reader) Bytes() []byte {
 	start := r.off
 	r.off += int(n)
 	return append([]byte(nil), r.b[start:r.off]...)
+}
+
+// View reads a length-prefixed string as a slice of the record itself (no
+// copy: valid while the record is).
+func (r *Reader) View() []byte {
+	n := r.Uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)-r.off) {
+		r.fail(ErrShort)
+		return nil
+	}
+	start := r.off
+	r.off += int(n)
+	return r.b[start:r.off]
 }
 
 // Skip skips a length-prefixed string.
