@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
@@ -26,6 +27,19 @@ const (
 // AppendState appends st's binary encoding (stateV3), fields in
 // declaration order.
 func AppendState(b []byte, st *State) []byte {
+	if b == nil {
+		// Room for the whole state: one allocation.
+		n := 64 + 10*len(st.Times) + 2*len(st.Steps) + len(st.SinceID)
+		for _, l := range [][]string{st.IDs, st.Values, st.SpentIDs, st.Seen} {
+			for _, s := range l {
+				n += len(s) + 2
+			}
+		}
+		for k, v := range st.SinceFields {
+			n += len(k) + len(v) + 4
+		}
+		b = make([]byte, 0, n)
+	}
 	b = append(b, stateV3)
 	b = appendTimes(b, st.Times)
 	b = appendFront(b, st.IDs)
@@ -190,8 +204,23 @@ func readFront(r *wire.Reader, budget *int) []string {
 	if n == 0 {
 		return nil
 	}
-	buf := make([]byte, 0, 32*n)
-	ends := make([]int, n)
+	if n == 1 { // common (a spent id): no prefix, the string shares the record
+		if p := r.Uvarint(); p != 0 && r.Err() == nil {
+			r.Fail(wire.ErrCorrupt)
+		}
+		return []string{r.String()}
+	}
+	// The strings are written one after the other into one builder, whose
+	// final String is not a copy; a prefix is read back from what it
+	// holds so far.
+	var sb strings.Builder
+	sb.Grow(24 * n)
+	var small [64]int
+	ends := small[:0]
+	if n > len(small) {
+		ends = make([]int, 0, n)
+	}
+	ends = ends[:n]
 	start := 0
 	for i := range n {
 		p := r.Uvarint()
@@ -207,13 +236,14 @@ func readFront(r *wire.Reader, budget *int) []string {
 			return nil
 		}
 		*budget -= int(p) + len(rest)
-		begin := len(buf)
-		buf = append(buf, buf[start:start+int(p)]...)
-		buf = append(buf, rest...)
+		begin := sb.Len()
+		sofar := sb.String()
+		sb.WriteString(sofar[start : start+int(p)])
+		sb.Write(rest)
 		start = begin
-		ends[i] = len(buf)
+		ends[i] = sb.Len()
 	}
-	all := string(buf)
+	all := sb.String()
 	out := make([]string, n)
 	from := 0
 	for i, end := range ends {
