@@ -138,18 +138,25 @@ func (s *Stage) reset(ctx context.Context) error {
 	if !s.failed.Load() {
 		return nil
 	}
-	for s.writing != nil {
-		if err := s.waitWriting(ctx); err != nil {
+	// Each wait releases mu: another reset (the consumer's, the deadline
+	// checks') may have run meanwhile, and batches been applied on what it
+	// read; then this one has nothing left to do.
+	for s.writing != nil || s.compactDone != nil {
+		var err error
+		if s.writing != nil {
+			err = s.waitWriting(ctx)
+		} else {
+			err = s.waitCompaction(ctx)
+		}
+		if err != nil {
 			return err
 		}
-	}
-	for s.compactDone != nil {
-		if err := s.waitCompaction(ctx); err != nil {
-			return err
+		if !s.failed.Load() {
+			return nil
 		}
 	}
 	s.forget()
-	if err := s.loadLog(ctx); err != nil {
+	if err := s.loadLog(ctx, true); err != nil {
 		return err
 	}
 	if err := s.countKeys(); err != nil {
@@ -263,6 +270,12 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	if err == nil {
 		s.coolSealed()
 		s.merge(cp.log)
+		for _, ss := range cp.sealed {
+			if ss.e != nil { // its encoding is logged: the entry need not keep it
+				ss.e.sealedEnc = nil
+				ss.e.sealing.Store(sealNone)
+			}
+		}
 	}
 	s.sealed, s.sealedDrops = nil, nil
 	if err != nil {
@@ -273,6 +286,11 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		s.toHandAgain += cp.ep.handed
 		cp.ep.finish(err)
 		s.fail()
+		if errors.Is(err, errLogAppend) {
+			// STATELOG may be full (a limit, the disk): a compaction
+			// purges what the log holds, whether or not it is due.
+			s.maybeCompact(true)
+		}
 		return
 	}
 	s.checkpoints.WithLabelValues("ok").Inc()
@@ -373,19 +391,22 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	// The states go to the log (log.go), the timer keys to Badger. A
 	// test's kill hook may stop the append halfway: the first half of the
 	// record's messages is then appended on its own.
-	parts := [][][]byte{cp.log.chunks}
+	all := cp.log.parts()
+	halves := [][][]byte{all}
 	if s.kill != nil {
-		parts = [][][]byte{cp.log.chunks[:len(cp.log.chunks)/2], cp.log.chunks[len(cp.log.chunks)/2:]}
+		halves = [][][]byte{all[:len(all)/2], all[len(all)/2:]}
 	}
-	for i, part := range parts {
+	from := 0
+	for i, half := range halves {
 		if i > 0 {
 			if err := s.step("half"); err != nil {
 				return err
 			}
 		}
-		if err := cp.log.publish(ctx, s.js, part); err != nil {
+		if err := cp.log.publish(ctx, s.js, s.subject(), half, from, len(all)); err != nil {
 			return err
 		}
+		from += len(half)
 	}
 	if err := s.writeBatch(cp.sets, nil); err != nil {
 		return err

@@ -193,7 +193,8 @@ func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func()
 
 // storedStates is every window state db holds, encoded, by key, as a
 // restart reads them: the keyed states overlaid by the state log after
-// its compaction mark, less the states expired.
+// its compaction mark, less the states expired. It reads the two at two
+// instants: call it with no compaction running.
 func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -215,7 +216,7 @@ func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream) map[string
 		t.Fatal(err)
 	}
 	st := &store{db: db, js: js, log: slog.New(slog.DiscardHandler)}
-	if err := st.loadLog(context.Background()); err != nil {
+	if err := st.loadLog(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	for sk, ls := range st.logged {

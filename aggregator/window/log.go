@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
@@ -42,13 +44,24 @@ import (
 // so that, with windows partitioned across several instances, a
 // partition's new owner can read its states from a replicated stream.
 //
-//	STATELOG, subject statelog.windows, header Outpost-Log-Seq: the record's seq
-//	  body: (state key, expiry, encoded state or none)...
+// Each instance writes its own subject, named by an id kept in its Badger:
+// two instances on one JetStream never read or purge each other's records.
+//
+//	STATELOG, subject statelog.windows.<instance id>,
+//	  headers Outpost-Log-Seq: the record's seq, Outpost-Log-Part: i/n
+//	  body: part i of n of the record (state key, expiry, encoded state or none)...,
+//	  cut at logChunk bytes wherever that falls (a state may span parts)
 //	m/log (Badger): the seq through which the keyed states hold the log (8 bytes BE)
+//	m/instance (Badger): this instance's id
 const (
-	logSubject   = "statelog.windows"
-	logSeqHeader = "Outpost-Log-Seq"
-	logMarkKey   = "m/log"
+	logSubjectPrefix = "statelog.windows."
+	logSeqHeader     = "Outpost-Log-Seq"
+	logPartHeader    = "Outpost-Log-Part"
+	logMarkKey       = "m/log"
+	instanceKey      = "m/instance"
+	// maxLogSeq bounds a record's seq: anything above is corruption (and
+	// could wrap the next one's).
+	maxLogSeq = 1 << 62
 	// logChunk is the size a record's messages are cut at, well under
 	// NATS's default max_payload (1 MiB).
 	logChunk = 256 << 10
@@ -69,15 +82,15 @@ func (l logState) size(sk string) int64 { return int64(len(sk) + len(l.enc) + co
 // seconds).
 func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires <= now }
 
-// logRecord is one checkpoint's states, as appended to the log; last is
-// the stream sequence of its last message, once acked.
+// logRecord is one checkpoint's states, as appended to the log: data is
+// the record, cut into messages of chunk bytes; last is the stream
+// sequence of its last message, once acked.
 type logRecord struct {
-	seq   uint64
-	chunk int // the size its messages are cut at
-
+	seq    uint64
+	chunk  int
 	keys   []string
 	states []logState
-	chunks [][]byte
+	data   []byte
 	bytes  int64
 	last   uint64
 }
@@ -85,29 +98,39 @@ type logRecord struct {
 func (lr *logRecord) add(sk string, st logState) {
 	lr.keys = append(lr.keys, sk)
 	lr.states = append(lr.states, st)
-	n := len(lr.chunks)
-	if n == 0 || len(lr.chunks[n-1]) >= lr.chunk {
-		lr.chunks = append(lr.chunks, make([]byte, 0, lr.chunk+lr.chunk/8))
-		n++
+	if lr.data == nil {
+		lr.data = make([]byte, 0, lr.chunk)
 	}
-	c := wire.AppendString(lr.chunks[n-1], sk)
-	c = wire.AppendUvarint(c, st.expires)
-	c = wire.AppendUvarint(c, uint64(len(st.enc)))
-	lr.chunks[n-1] = append(c, st.enc...)
+	lr.data = wire.AppendString(lr.data, sk)
+	lr.data = wire.AppendUvarint(lr.data, st.expires)
+	lr.data = wire.AppendUvarint(lr.data, uint64(len(st.enc)))
+	lr.data = append(lr.data, st.enc...)
 }
 
-// publish appends chunks (some of lr's) to STATELOG and waits for their
-// acks.
-func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, chunks [][]byte) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(chunks))
+// parts cuts the record into its messages' bodies (none if it is empty).
+func (lr *logRecord) parts() [][]byte {
+	var out [][]byte
+	for rest := lr.data; len(rest) > 0; {
+		n := min(len(rest), lr.chunk)
+		out = append(out, rest[:n])
+		rest = rest[n:]
+	}
+	return out
+}
+
+// publish appends parts from of the record's (of total) to subject and
+// waits for their acks.
+func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subject string, parts [][]byte, from, total int) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(parts))
 	seq := strconv.FormatUint(lr.seq, 10)
-	for _, c := range chunks {
-		m := nats.NewMsg(logSubject)
+	for i, c := range parts {
+		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
+		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
 		m.Data = c
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
-			return fmt.Errorf("appending to the window state log: %w", err)
+			return fmt.Errorf("%w: %w", errLogAppend, err)
 		}
 		futures = append(futures, f)
 		lr.bytes += int64(len(c))
@@ -117,7 +140,7 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, chunks
 		case ack := <-f.Ok():
 			lr.last = max(lr.last, ack.Sequence)
 		case err := <-f.Err():
-			return fmt.Errorf("appending to the window state log: %w", err)
+			return fmt.Errorf("%w: %w", errLogAppend, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -125,8 +148,13 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, chunks
 	return nil
 }
 
-// readLogChunk calls each for every state in a chunk, in order.
-func readLogChunk(v []byte, each func(sk string, st logState)) error {
+// errLogAppend is an append to STATELOG that failed.
+var errLogAppend = errors.New("appending to the window state log")
+
+// readLogRecord calls each for every state of a record, in order; a
+// record cut short (a crash while it was appended) yields the states
+// before the cut, and the error.
+func readLogRecord(v []byte, each func(sk string, st logState)) error {
 	r := wire.NewReader(v)
 	for r.Err() == nil && len(r.Rest()) > 0 {
 		sk := r.String()
@@ -161,25 +189,34 @@ func (s *store) logAdd(sk string, st logState) {
 
 // loadLog reads the log after the compaction mark into memory (logged):
 // at start, and after a failure, when what is stored is the truth again.
-// Call with no compaction running.
-func (s *store) loadLog(ctx context.Context) error {
+// Call with no compaction running. After a failure (again), only the
+// messages after the last durable record are read: what the failed
+// checkpoints appended of theirs.
+func (s *store) loadLog(ctx context.Context, again bool) error {
+	if s.instance == "" {
+		if err := s.loadInstance(); err != nil {
+			return err
+		}
+	}
 	mark, err := s.readUint(logMarkKey)
 	if err != nil {
 		return err
 	}
-	s.logged, s.compacting = map[string]logState{}, nil
-	s.logBytes.Store(0)
-	s.logSize = 0
-	last := mark
+	from := uint64(1)
+	if again {
+		from = s.logStream + 1
+	} else {
+		s.logged, s.compacting = map[string]logState{}, nil
+		s.logBytes.Store(0)
+		s.logSize, s.logStream = 0, 0
+	}
+	last := max(mark, s.logThrough)
 	now := uint64(time.Now().Unix())
-	err = s.readLog(ctx, func(seq, streamSeq uint64, data []byte) {
+	err = s.readLog(ctx, from, mark, func(seq, streamSeq uint64, data []byte) {
 		s.logStream = max(s.logStream, streamSeq)
-		if seq <= mark {
-			return // compacted; purged with the next compaction
-		}
 		last = max(last, seq)
 		s.logSize += int64(len(data))
-		err := readLogChunk(data, func(sk string, st logState) {
+		err := readLogRecord(data, func(sk string, st logState) {
 			if st.expired(now) {
 				// Its keyed state, older, expired before it.
 				if old, ok := s.logged[sk]; ok {
@@ -191,9 +228,10 @@ func (s *store) loadLog(ctx context.Context) error {
 			s.logAdd(sk, st)
 		})
 		if err != nil {
-			// A record we cannot read is a bug or disk damage: its
-			// states start over, as an unreadable keyed state does.
-			s.log.Error("discarding an unreadable part of the window state log", "seq", seq, "stream_seq", streamSeq, "err", err)
+			// Cut short by a crash while it was appended (its states
+			// before the cut count, as a half-written checkpoint's did),
+			// or damaged.
+			s.log.Warn("a window state log record ends early; its states up to there are read", "seq", seq, "err", err)
 		}
 	})
 	if err != nil {
@@ -205,38 +243,110 @@ func (s *store) loadLog(ctx context.Context) error {
 	return nil
 }
 
-// readLog calls each for every message of STATELOG, in order: the
-// record's seq, the message's stream sequence and its body.
-func (s *store) readLog(ctx context.Context, each func(seq, streamSeq uint64, data []byte)) error {
+// loadInstance reads this instance's id from Badger, making one on first
+// start: it names the instance's subject of STATELOG.
+func (s *store) loadInstance() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(instanceKey))
+		switch {
+		case err == nil:
+			return item.Value(func(v []byte) error {
+				s.instance = string(v)
+				return nil
+			})
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		s.instance = nuid.Next()
+		return txn.Set([]byte(instanceKey), []byte(s.instance))
+	})
+}
+
+// subject is this instance's subject of STATELOG.
+func (s *store) subject() string { return logSubjectPrefix + s.instance }
+
+// readLog calls each for every record of this instance's subject of
+// STATELOG after the compaction mark, from stream sequence from on, in
+// order, with its parts joined: its seq, the stream sequence of its last
+// part, and its bytes. A record missing a part ends at the gap; a message
+// that is not a part of the next record in order (a bad header, a seq not
+// after the one before) is skipped and logged.
+func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err != nil {
 		return err
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return err
+	var (
+		cur      uint64 // seq of the record being joined (0: none)
+		next     int    // the part expected next
+		total    int
+		data     []byte
+		lastPart uint64
+		prev     = mark // seq of the record before
+	)
+	flush := func() {
+		if cur != 0 {
+			each(cur, lastPart, data)
+			prev = cur
+		}
+		cur, data = 0, nil
 	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	// One request per message: a restart reads at most state_log.size,
-	// in messages of up to logChunk.
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
+	// One request per message, each the next of the subject: a restart
+	// reads at most state_log.size, in messages of up to logChunk.
+	for seq := from; ; {
+		msg, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject()))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // deleted
+			break
 		}
 		if err != nil {
 			return err
 		}
-		n, err := strconv.ParseUint(msg.Header.Get(logSeqHeader), 10, 64)
-		if err != nil {
-			s.log.Error("skipping a window state log message without its seq", "stream_seq", seq)
+		seq = msg.Sequence + 1
+		rseq, err1 := strconv.ParseUint(msg.Header.Get(logSeqHeader), 10, 64)
+		i, n, err2 := parsePart(msg.Header.Get(logPartHeader))
+		switch {
+		case err1 != nil || err2 != nil || rseq == 0 || rseq >= maxLogSeq:
+			s.log.Error("skipping a window state log message without a valid seq and part", "stream_seq", msg.Sequence)
+			continue
+		case rseq <= mark:
+			continue // compacted; purged with the next compaction
+		case rseq == cur:
+			if i == next && n == total {
+				data = append(data, msg.Data...)
+				next, lastPart = i+1, msg.Sequence
+			} // else: a part missing before it; the record ends at the gap
+			continue
+		case rseq < max(prev, cur):
+			s.log.Error("skipping a window state log message out of order", "stream_seq", msg.Sequence, "seq", rseq, "after", max(prev, cur))
 			continue
 		}
-		each(n, seq, msg.Data)
+		flush()
+		if i != 0 {
+			// Its first parts are gone: nothing of it can be read.
+			s.log.Error("skipping a window state log record whose first part is missing", "stream_seq", msg.Sequence, "seq", rseq)
+			prev = rseq
+			continue
+		}
+		cur, next, total, lastPart = rseq, 1, n, msg.Sequence
+		data = append([]byte(nil), msg.Data...)
 	}
+	flush()
 	return nil
+}
+
+// parsePart reads an Outpost-Log-Part header, "i/n".
+func parsePart(h string) (i, n int, err error) {
+	a, b, ok := strings.Cut(h, "/")
+	if !ok {
+		return 0, 0, errors.New("no part")
+	}
+	if i, err = strconv.Atoi(a); err == nil {
+		n, err = strconv.Atoi(b)
+	}
+	if err == nil && (i < 0 || n < 1 || i >= n) {
+		err = errors.New("part out of range")
+	}
+	return i, n, err
 }
 
 // readUint reads an 8-byte big-endian value (0 if none).
@@ -268,17 +378,18 @@ func (s *Stage) merge(lr *logRecord) {
 	}
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
 	s.logSize += lr.bytes
-	s.maybeCompact()
+	s.maybeCompact(false)
 }
 
-// maybeCompact starts a compaction when one is due and none is running.
-// Call with mu held.
-func (s *Stage) maybeCompact() {
+// maybeCompact starts a compaction when one is due (or, with force, at
+// once: the log refused an append, and a compaction purges it) and none is
+// running, nor a failed one's retry is pending. Call with mu held.
+func (s *Stage) maybeCompact(force bool) {
 	cfg := s.cfg.StateLog
-	if s.compactDone != nil || s.stopped || len(s.logged) == 0 {
+	if s.compactDone != nil || s.stopped || len(s.logged) == 0 || time.Now().Before(s.compactRetry) {
 		return
 	}
-	if s.logBytes.Load() < int64(cfg.Memory) && s.logSize < int64(cfg.Size) && time.Since(s.lastCompact) < cfg.Interval {
+	if !force && s.logBytes.Load() < int64(cfg.Memory) && s.logSize < int64(cfg.Size) && time.Since(s.lastCompact) < cfg.Interval {
 		return
 	}
 	s.compacting, s.logged = s.logged, map[string]logState{}
@@ -309,12 +420,16 @@ func (s *Stage) maybeCompact() {
 		s.compacting, s.compactDone = nil, nil
 		close(done)
 		if err != nil {
-			s.lastCompact = time.Time{} // try again after the next checkpoint
+			// Try again after a backoff (doubling, up to the interval).
+			s.compactBackoff = min(max(2*s.compactBackoff, time.Second), cfg.Interval)
+			s.compactRetry = time.Now().Add(s.compactBackoff)
+			s.lastCompact = time.Time{}
 			s.compactionsDone.WithLabelValues("failed").Inc()
 			s.log.Warn("compacting the window state log failed; will retry", "err", err)
 			return
 		}
 		s.logMark = through
+		s.compactBackoff = 0
 		s.compactionsDone.WithLabelValues("ok").Inc()
 		s.compactSeconds.Observe(time.Since(start).Seconds())
 	})
@@ -369,14 +484,15 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 	return s.purgeLog(throughStream)
 }
 
-// purgeLog purges STATELOG's messages through stream sequence through (a
-// compaction's mark covers them, and any an earlier compaction left).
+// purgeLog purges this instance's messages of STATELOG through stream
+// sequence through (a compaction's mark covers them, and any an earlier
+// compaction left).
 func (s *Stage) purgeLog(through uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err == nil {
-		err = stream.Purge(ctx, jetstream.WithPurgeSequence(through+1))
+		err = stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject()), jetstream.WithPurgeSequence(through+1))
 	}
 	if err != nil {
 		return fmt.Errorf("purging the compacted window state log: %w", err)

@@ -92,7 +92,7 @@ func TestStateLogHoldsTheStatesUntilCompacted(t *testing.T) {
 	// Compact now (every trigger at its least).
 	s2.mu.Lock()
 	s2.cfg.StateLog.Memory = 1
-	s2.maybeCompact()
+	s2.maybeCompact(false)
 	done := s2.compactDone
 	s2.mu.Unlock()
 	if done == nil {

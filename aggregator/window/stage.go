@@ -253,7 +253,7 @@ func (s *Stage) open(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.loadLog(ctx); err != nil {
+	if err := s.loadLog(ctx, false); err != nil {
 		return err
 	}
 	if err := s.countKeys(); err != nil {

@@ -76,9 +76,14 @@ type store struct {
 	logThrough, logMark uint64
 	logStream           uint64 // the stream sequence of logThrough's last message
 	nextSeq             uint64
-	logChunk            int // the size the log's messages are cut at (tests make it small)
+	logChunk            int    // the size the log's messages are cut at (tests make it small)
+	instance            string // this instance's id: its subject of STATELOG (log.go)
 	lastCompact         time.Time
-	compactDone         chan struct{}
+	// compactRetry is when a failed compaction may be tried again, after
+	// compactBackoff.
+	compactRetry   time.Time
+	compactBackoff time.Duration
+	compactDone    chan struct{}
 
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
