@@ -76,7 +76,11 @@ type logState struct {
 }
 
 // size is what it costs in memory, with its key, for the byte budget.
-func (l logState) size(sk string) int64 { return int64(len(sk) + len(l.enc) + coldOverhead) }
+func (l logState) size(sk string) int64 { return int64(len(sk) + len(l.enc) + logOverhead) }
+
+// logOverhead is what a logged state costs beyond its key and encoding:
+// its map slot and the rounding of its two allocations.
+const logOverhead = 96
 
 // expired reports whether Badger would no longer return it at now (Unix
 // seconds).
@@ -443,31 +447,35 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 	if err := s.step("compact"); err != nil {
 		return err
 	}
-	sets := make([]*badger.Entry, 0, len(states))
-	var dels [][]byte
+	// Written as the map is walked, not gathered first: at a million
+	// keys the entries alone would be ~100 MiB. A test's kill hook may stop
+	// it halfway.
+	wb := s.db.NewWriteBatch()
+	half, i := len(states)/2, 0
 	for sk, st := range states {
-		if st.enc == nil {
-			dels = append(dels, []byte(sk))
-			continue
-		}
-		sets = append(sets, &badger.Entry{Key: []byte(sk), Value: st.enc, ExpiresAt: st.expires})
-	}
-	parts := [][]*badger.Entry{sets}
-	if s.kill != nil {
-		parts = [][]*badger.Entry{sets[:len(sets)/2], sets[len(sets)/2:]}
-	}
-	for i, part := range parts {
-		if i > 0 {
+		if s.kill != nil && i == half {
+			if err := wb.Flush(); err != nil {
+				return fmt.Errorf("compacting window state: %w", err)
+			}
 			if err := s.step("compact-half"); err != nil {
 				return err
 			}
+			wb = s.db.NewWriteBatch()
 		}
-		if err := s.writeBatch(part, nil); err != nil {
-			return err
+		i++
+		var err error
+		if st.enc == nil {
+			err = wb.Delete([]byte(sk))
+		} else {
+			err = wb.SetEntry(&badger.Entry{Key: []byte(sk), Value: st.enc, ExpiresAt: st.expires})
+		}
+		if err != nil {
+			wb.Cancel()
+			return fmt.Errorf("compacting window state: %w", err)
 		}
 	}
-	if err := s.writeBatch(nil, dels); err != nil {
-		return err
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("compacting window state: %w", err)
 	}
 	if err := s.step("compact-states"); err != nil {
 		return err
