@@ -43,7 +43,7 @@ type Config struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// StateLog (`state_log`) bounds the state log (log.go): a compaction
 	// writes the states logged since the last one under their keys when
-	// they take Memory in memory (default 64 MiB), when the records take
+	// they take Memory in memory (default 256 MiB), when the records take
 	// Size on disk (default 1 GiB), or every Interval (default 10m, which
 	// bounds what a restart reads back).
 	StateLog StateLogConfig `yaml:"state_log"`
@@ -88,7 +88,7 @@ func (c *Config) Validate() error {
 		c.CheckpointInterval = time.Second
 	}
 	if c.StateLog.Memory == 0 {
-		c.StateLog.Memory = 64 << 20
+		c.StateLog.Memory = 256 << 20
 	}
 	if c.StateLog.Size == 0 {
 		c.StateLog.Size = 1 << 30

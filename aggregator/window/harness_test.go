@@ -197,24 +197,7 @@ func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func()
 // instants: call it with no compaction running.
 func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(statePrefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().Key())] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, _ := keyedStates(t, db)
 	st := &store{db: db, js: js, log: slog.New(slog.DiscardHandler)}
 	if err := st.loadLog(context.Background(), false); err != nil {
 		t.Fatal(err)

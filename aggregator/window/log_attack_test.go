@@ -275,16 +275,17 @@ func newLogMsg(subject, seq string, data []byte) *nats.Msg {
 	return m
 }
 
-// What a restart reads: 1,024 messages of 256 KiB (256 MiB of log).
+// What a restart reads: 256 messages of 256 KiB (64 MiB of log; the
+// default state_log.size is 1 GiB, four times as long).
 func TestReviewLoadLogCost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("256 MiB of log")
+		t.Skip("64 MiB of log")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	h := newHarness(ctx, t, thresholdRule, nil)
 	js := h.s.js
-	const n = 1024
+	const n = 256
 	rec := &logRecord{seq: 1, chunk: logChunk}
 	enc := make([]byte, 200)
 	for i := 0; len(rec.data) < logChunk; i++ {

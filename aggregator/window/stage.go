@@ -142,11 +142,11 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_checkpoints_total",
-			Help: "Checkpoints of window state to Badger, by result (ok, failed).",
+			Help: "Checkpoints of window state (the state log and Badger), by result (ok, failed).",
 		}, []string{"result"}),
 		cpSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outpost_windows_checkpoint_seconds",
-			Help:    "Time from sealing a checkpoint to its being durable (the alerts' acks, then the Badger write).",
+			Help:    "Time from sealing a checkpoint to its being durable (the alerts' acks, then the state log's append and the Badger write).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 		cpStates: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -183,19 +183,12 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		Name: "outpost_windows_state_log_bytes",
 		Help: "Memory (estimated) of the window states logged since the last compaction (windows.state_log.memory starts one).",
 	}, func() float64 { return float64(s.logBytes.Load()) })
-	reads := []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
+	var reads []prometheus.Collector
+	for from, n := range map[string]*atomic.Int64{"cold": &s.coldReads, "log": &s.logReads, "badger": &s.badgerReads} {
+		reads = append(reads, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
-			ConstLabels: prometheus.Labels{"from": "cold"},
-		}, func() float64 { return float64(s.coldReads.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
-			ConstLabels: prometheus.Labels{"from": "badger"},
-		}, func() float64 { return float64(s.badgerReads.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",
-			ConstLabels: prometheus.Labels{"from": "log"},
-		}, func() float64 { return float64(s.logReads.Load()) }),
+			ConstLabels: prometheus.Labels{"from": from},
+		}, func() float64 { return float64(n.Load()) }))
 	}
 	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {

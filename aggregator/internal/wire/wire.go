@@ -169,17 +169,10 @@ func (r *Reader) String() string {
 
 // Bytes reads a length-prefixed string as a fresh byte slice.
 func (r *Reader) Bytes() []byte {
-	n := r.Uvarint()
-	if r.err != nil {
-		return nil
+	if v := r.View(); v != nil {
+		return append([]byte(nil), v...)
 	}
-	if n > uint64(len(r.b)-r.off) {
-		r.fail(ErrShort)
-		return nil
-	}
-	start := r.off
-	r.off += int(n)
-	return append([]byte(nil), r.b[start:r.off]...)
+	return nil
 }
 
 // View reads a length-prefixed string as a slice of the record itself (no
