@@ -272,12 +272,7 @@ func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) 
 		if st.enc == nil || st.expired(uint64(time.Now().Unix())) {
 			return e, nil // emptied, or expired: Badger would not return it
 		}
-		e.stored, e.live = true, true
-		if err := engine.DecodeState(st.enc, &e.st); err != nil {
-			s.log.Error("discarding unreadable window state", "key", sk, "err", err)
-			e.st = engine.State{}
-		}
-		e.indexed = e.st.Deadline
+		s.restore(e, sk, st.enc)
 		return e, nil
 	}
 	s.badgerReads.Add(1)
@@ -287,16 +282,23 @@ func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) 
 	case err != nil:
 		return nil, fmt.Errorf("reading window state: %w", err)
 	default:
-		e.stored, e.live = true, true
-		if err := item.Value(func(v []byte) error { return engine.DecodeState(v, &e.st) }); err != nil {
-			// A state we cannot read is a bug or disk damage; start the
-			// window over rather than stop the pipeline.
-			s.log.Error("discarding unreadable window state", "key", sk, "err", err)
-			e.st = engine.State{}
+		if err := item.Value(func(v []byte) error { s.restore(e, sk, v); return nil }); err != nil {
+			s.restore(e, sk, nil) // unreadable: start over, as a damaged value does
 		}
-		e.indexed = e.st.Deadline
 	}
 	return e, nil
+}
+
+// restore makes e the stored state of sk encoded as enc. A state we cannot
+// read is a bug or disk damage; the window starts over rather than stop
+// the pipeline.
+func (s *store) restore(e *entry, sk string, enc []byte) {
+	e.stored, e.live = true, true
+	if err := engine.DecodeState(enc, &e.st); err != nil {
+		s.log.Error("discarding unreadable window state", "key", sk, "err", err)
+		e.st = engine.State{}
+	}
+	e.indexed = e.st.Deadline
 }
 
 // keep makes e the state of sk in memory, dirty.
