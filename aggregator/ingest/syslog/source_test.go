@@ -675,7 +675,12 @@ func TestShutdownCutIsCounted(t *testing.T) {
 			}
 		}
 	}()
-	waitUntil(t, func() bool { return unacked(t, c) > 0 }) // the source is behind
+	// The source took lines in and is behind (under a loaded CI machine the
+	// sender's queue could fill before the source had read a line: then
+	// nothing was cut).
+	waitUntil(t, func() bool {
+		return unacked(t, c) > 0 && ts.metric(t, "outpost_component_received_events_total", map[string]string{"transport": "tcp"}) > 0
+	})
 	start := time.Now()
 	if err := ts.stop(t); err != nil {
 		t.Fatalf("Run = %v", err)
