@@ -20,44 +20,16 @@ const RecordPrefix = "rec."
 // steps that do not name a source, which every source should fill.
 func (s *Set) RecordFields() map[string][]string {
 	seen := map[string]map[string]bool{}
-	add := func(source, path string) {
+	s.attrReads(func(source, key string) {
+		p, ok := strings.CutPrefix(key, RecordPrefix)
+		if !ok || p == "" {
+			return
+		}
 		if seen[source] == nil {
 			seen[source] = map[string]bool{}
 		}
-		seen[source][strings.ToLower(path)] = true
-	}
-	for _, r := range s.Rules {
-		var ruleLevel []string // fields of the rule rather than of a step
-		for _, f := range append(append([]string{r.Field}, r.GroupBy...), r.Fields...) {
-			if p, ok := strings.CutPrefix(f, "attrs."+RecordPrefix); ok && p != "" {
-				ruleLevel = append(ruleLevel, p)
-			}
-		}
-		for _, f := range r.CEF {
-			if p, ok := strings.CutPrefix(f, "attrs."+RecordPrefix); ok && p != "" {
-				ruleLevel = append(ruleLevel, p)
-			}
-		}
-		for _, st := range r.Steps {
-			source := st.requires("source")
-			for _, f := range st.By {
-				if p, ok := strings.CutPrefix(f, "attrs."+RecordPrefix); ok && p != "" {
-					add(source, p)
-				}
-			}
-			for _, p := range ruleLevel {
-				add(source, p)
-			}
-			if st.program != nil {
-				ast.Find(st.program.Node(), func(n ast.Node) bool {
-					if p, ok := recordPath(n); ok {
-						add(source, p)
-					}
-					return false
-				})
-			}
-		}
-	}
+		seen[source][strings.ToLower(p)] = true
+	})
 	out := make(map[string][]string, len(seen))
 	for source, paths := range seen {
 		list := make([]string, 0, len(paths))
@@ -70,8 +42,73 @@ func (s *Set) RecordFields() map[string][]string {
 	return out
 }
 
-// recordPath reports whether n reads attrs["rec.<path>"], and the path.
-func recordPath(n ast.Node) (string, bool) {
+// Attributes returns the attribute keys the enabled rules read (in
+// conditions, group-by, the counted field, carried and CEF fields), and
+// all = true when some condition reads the attributes other than by a
+// constant key (attrs[f] with f computed, len(attrs), ...), so that no key
+// can be left out. A source may drop the other attributes before
+// publishing: no rule would see them.
+func (s *Set) Attributes() (keys map[string]bool, all bool) {
+	keys = map[string]bool{}
+	all = s.attrReads(func(_, key string) { keys[key] = true })
+	return keys, all
+}
+
+// attrReads calls fn for every attribute key an enabled rule reads, with
+// the source the step requires ("" for none; a rule-level field goes to
+// each of its steps' sources), and reports whether some condition reads
+// the attributes other than by a constant key.
+func (s *Set) attrReads(fn func(source, key string)) (dynamic bool) {
+	for _, r := range s.Rules {
+		var ruleLevel []string // fields of the rule rather than of a step
+		for _, f := range append(append([]string{r.Field}, r.GroupBy...), r.Fields...) {
+			if k, ok := strings.CutPrefix(f, "attrs."); ok && k != "" {
+				ruleLevel = append(ruleLevel, k)
+			}
+		}
+		for _, f := range r.CEF {
+			if k, ok := strings.CutPrefix(f, "attrs."); ok && k != "" {
+				ruleLevel = append(ruleLevel, k)
+			}
+		}
+		for _, st := range r.Steps {
+			source := st.requires("source")
+			for _, f := range st.By {
+				if k, ok := strings.CutPrefix(f, "attrs."); ok && k != "" {
+					fn(source, k)
+				}
+			}
+			for _, k := range ruleLevel {
+				fn(source, k)
+			}
+			if st.program == nil {
+				continue
+			}
+			// Every "attrs" of the tree is either the object of a member
+			// node with a constant key (counted here) or something else
+			// (counted below); the two counts tell them apart.
+			idents, constant := 0, 0
+			ast.Find(st.program.Node(), func(n ast.Node) bool {
+				if id, ok := n.(*ast.IdentifierNode); ok && id.Value == "attrs" {
+					idents++
+				}
+				if k, ok := attrKey(n); ok {
+					constant++
+					fn(source, k)
+				}
+				return false
+			})
+			if idents != constant {
+				dynamic = true
+			}
+		}
+	}
+	return dynamic
+}
+
+// attrKey reports whether n reads attrs["<key>"] (or attrs.<key>), and the
+// key.
+func attrKey(n ast.Node) (string, bool) {
 	m, ok := n.(*ast.MemberNode)
 	if !ok {
 		return "", false
@@ -84,8 +121,7 @@ func recordPath(n ast.Node) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	p, ok := strings.CutPrefix(key.Value, RecordPrefix)
-	return p, ok && p != ""
+	return key.Value, true
 }
 
 // requires returns the value the step's guards require of a string field,

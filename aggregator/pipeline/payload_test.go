@@ -53,3 +53,52 @@ func TestCEFFirewallStreamEndToEnd(t *testing.T) {
 		t.Errorf("outpost_syslog_formats_total = %v, want 11", got)
 	}
 }
+
+// With ingest.syslog.attributes at its default (read), an event carries
+// the attributes the loaded rules read and none of the others: a rule on
+// a CEF extension no field takes fires, the keys no rule reads are
+// counted as dropped, and a rule loaded later on another key sees that
+// key in the events that follow.
+func TestRulesSeeTheAttributesTheyRead(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "a.yaml", "rules:\n  - {id: beacon-category, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs3\"] == \"beacon\"', fields: [attrs.cef.cs3]}\n")
+	p := start(t, cfg)
+	line := func(at time.Time) string {
+		return octet(fmt.Sprintf("<134>1 %s proxy-01 - - - - CEF:0|Example|WebProxy|2.0|blocked|URL blocked|5|src=10.1.0.7 request=https://c2.example.net/ cs3Label=Category cs3=beacon cs4Label=Policy cs4=strict-egress flexString1=unused",
+			at.Format(time.RFC3339)))
+	}
+	send(t, "tcp", p.tcp, line(t0))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := siem.Wait(ctx, 1)
+	if err != nil {
+		t.Fatalf("no alert from the rule on cef.cs3: %v", err)
+	}
+	if !strings.Contains(msgs[0], "|beacon-category|") {
+		t.Fatalf("alert: %s", msgs[0])
+	}
+	// No rule reads cs3Label, cs4Label, cs4, flexString1, nor the header's
+	// version, device version, name and severity.
+	if got := p.counter("outpost_syslog_attributes_dropped_total"); got != 8 {
+		t.Errorf("outpost_syslog_attributes_dropped_total = %v, want 8", got)
+	}
+
+	writeRules(t, cfg.Rules.Dir, "b.yaml", "rules:\n  - {id: strict-egress, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs4\"] == \"strict-egress\"'}\n")
+	if err := p.ReloadRules(); err != nil {
+		t.Fatal(err)
+	}
+	send(t, "tcp", p.tcp, line(t0.Add(time.Minute)))
+	msgs, err = siem.Wait(ctx, 3)
+	if err != nil {
+		t.Fatalf("after the reload: %v (got %q)", err, siem.Messages())
+	}
+	if !strings.Contains(strings.Join(msgs, "\n"), "|strict-egress|") {
+		t.Errorf("no alert from the rule on cef.cs4 loaded later: %q", msgs)
+	}
+}

@@ -100,6 +100,7 @@ func (p *Pipeline) open(ctx context.Context, version string) (err error) {
 	if p.syslog, err = syslog.New(cfg.Ingest.Syslog, trackedSink{p.publisher, p.console.hosts}, logger, p.reg); err != nil {
 		return err
 	}
+	p.syslog.SetAttributes(p.rules.Attributes())
 	if len(cfg.Ingest.AzureBlob.Accounts) > 0 {
 		// It publishes with PublishEvents, not the publisher: it checkpoints
 		// only after JetStream acked, which the publisher's queue hides.

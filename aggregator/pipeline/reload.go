@@ -79,6 +79,7 @@ func (p *Pipeline) setRules(set *rules.Set) {
 	// Windows first: once the filter runs a new rule, its matches must find
 	// the rule on the other side.
 	p.windows.SetRules(set)
+	p.syslog.SetAttributes(set.Attributes())
 	if p.azure != nil {
 		p.azure.SetRecordFields(azureblob.NewRecordFields(set.RecordFields()))
 	}

@@ -32,7 +32,7 @@ func BenchmarkFormats(b *testing.B) {
 			b.SetBytes(int64(len(msg)))
 			for b.Loop() {
 				ev := event.Event{Message: msg}
-				if f := Detect(&ev); f != "" && !Apply(f, &ev) {
+				if f := Detect(&ev); f != "" && !Apply(f, &ev, nil) {
 					b.Fatal("not parsed")
 				}
 			}

@@ -50,11 +50,13 @@ var cefMapping = &mapping{
 // ruleLabels are csN labels that name the rule or policy that decided.
 var ruleLabels = map[string]bool{"rule": true, "rule name": true, "rulename": true, "policy": true, "policy name": true, "policyname": true, "security rule": true, "access rule": true, "rule_name": true}
 
-func applyCEF(ev *event.Event) bool {
+func applyCEF(ev *event.Event, keep Keep) bool {
 	f, ok := parseCEF(tagged(ev, "CEF"))
 	if !ok {
 		return false
 	}
+	defer f.free()
+	f.only, f.header = keep, true
 	f.apply(ev, cefMapping)
 	for n := '1'; n <= '6'; n++ {
 		if label, _ := f.get("cs" + string(n) + "Label"); ruleLabels[strings.ToLower(label)] {

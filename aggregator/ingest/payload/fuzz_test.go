@@ -29,7 +29,7 @@ func fuzzFormat(f *testing.F, format string) {
 		ev := &event.Event{Message: msg, App: app, Attrs: map[string]string{"kept": "yes"}}
 		before := *ev
 		before.Attrs = map[string]string{"kept": "yes"}
-		if !Apply(format, ev) {
+		if !Apply(format, ev, nil) {
 			if !reflect.DeepEqual(*ev, before) {
 				t.Fatalf("not parsed, but the event changed: %+v", ev)
 			}

@@ -56,11 +56,13 @@ var jsonMapping = &mapping{
 	},
 }
 
-func applyJSON(ev *event.Event) bool {
+func applyJSON(ev *event.Event, keep Keep) bool {
 	f, ok := parseJSON(ev.Message)
 	if !ok {
 		return false
 	}
+	defer f.free()
+	f.only = keep
 	f.apply(ev, jsonMapping)
 	return true
 }

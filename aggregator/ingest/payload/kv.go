@@ -42,11 +42,13 @@ var kvMapping = &mapping{
 	},
 }
 
-func applyKV(ev *event.Event) bool {
+func applyKV(ev *event.Event, keep Keep) bool {
 	f, ok := parseKV(ev.Message)
 	if !ok {
 		return false
 	}
+	defer f.free()
+	f.only = keep
 	f.apply(ev, kvMapping)
 	return true
 }

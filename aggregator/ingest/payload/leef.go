@@ -43,11 +43,13 @@ var leefMapping = &mapping{
 	},
 }
 
-func applyLEEF(ev *event.Event) bool {
+func applyLEEF(ev *event.Event, keep Keep) bool {
 	f, ok := parseLEEF(tagged(ev, "LEEF"))
 	if !ok {
 		return false
 	}
+	defer f.free()
+	f.only, f.header = keep, true
 	f.apply(ev, leefMapping)
 	fromHeader(ev, f, "LEEF")
 	return true

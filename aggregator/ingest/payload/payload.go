@@ -63,18 +63,25 @@ func Detect(ev *event.Event) string {
 
 func isVersionStart(m string) bool { return m != "" && m[0] >= '0' && m[0] <= '9' }
 
+// Keep says whether the attribute prefix+key (prefix "cef.", "kv.", ...)
+// is wanted. The keys a parser maps to fields fill those fields whatever
+// it says; it decides only which of the rest become attributes.
+type Keep func(prefix, key string) bool
+
 // Apply parses ev's message in format f and fills ev. It reports whether
-// the message was in that format; when it was not, ev is unchanged.
-func Apply(f string, ev *event.Event) bool {
+// the message was in that format; when it was not, ev is unchanged. keep,
+// when not nil, says which unmapped keys are kept as attributes; nil keeps
+// them all.
+func Apply(f string, ev *event.Event, keep Keep) bool {
 	switch f {
 	case FormatCEF:
-		return applyCEF(ev)
+		return applyCEF(ev, keep)
 	case FormatLEEF:
-		return applyLEEF(ev)
+		return applyLEEF(ev, keep)
 	case FormatKV:
-		return applyKV(ev)
+		return applyKV(ev, keep)
 	case FormatJSON:
-		return applyJSON(ev)
+		return applyJSON(ev, keep)
 	}
 	return false
 }
@@ -85,10 +92,33 @@ type fields struct {
 	prefix string
 	keys   []string
 	vals   []string
+	only   Keep // Apply's keep
+	// header: the first keys are a CEF or LEEF header, whose vendor,
+	// product and event id (1, 2, 4) fill fields and are not kept raw.
+	header bool
 }
 
+// fieldsPool recycles fields: a message's keys and values are substrings
+// of it, copied into the event by apply, so the slices serve the next one.
+var fieldsPool = sync.Pool{New: func() any {
+	return &fields{keys: make([]string, 0, 32), vals: make([]string, 0, 32)}
+}}
+
 func newFields(prefix string) *fields {
-	return &fields{prefix: prefix, keys: make([]string, 0, 32), vals: make([]string, 0, 32)}
+	f := fieldsPool.Get().(*fields)
+	f.prefix = prefix
+	return f
+}
+
+// free returns f to the pool; f is not used after.
+func (f *fields) free() {
+	if f == nil || cap(f.keys) > 4*maxAttrs {
+		return
+	}
+	clear(f.keys) // the strings point into a message: not kept alive here
+	clear(f.vals)
+	f.keys, f.vals, f.only, f.header = f.keys[:0], f.vals[:0], nil, false
+	fieldsPool.Put(f)
 }
 
 func (f *fields) add(k, v string) {
@@ -130,16 +160,13 @@ func tagged(ev *event.Event, tag string) string {
 
 // fromHeader sets the appliance's fields from a CEF or LEEF header (f's
 // first values: version, vendor, product, version, event id), which an
-// extension key of the same name cannot replace, drops their raw copies,
-// and names the app after the product when the syslog header named none
+// extension key of the same name cannot replace (apply kept no raw copy
+// of them: f.header), and names the app after the product when the syslog header named none
 // (or took the format's name for it).
 func fromHeader(ev *event.Event, f *fields, tag string) {
 	ev.Set(event.FieldDeviceVendor, clip(f.vals[1]))
 	ev.Set(event.FieldDeviceProduct, clip(f.vals[2]))
 	ev.Set(event.FieldEventCode, clip(f.vals[4]))
-	for _, i := range []int{1, 2, 4} {
-		delete(ev.Attrs, f.prefix+f.keys[i])
-	}
 	if ev.App == "" || ev.App == tag {
 		ev.App = clip(f.vals[2])
 	}
@@ -290,7 +317,13 @@ func (f *fields) apply(ev *event.Event, m *mapping) {
 
 // keep stores key i under the format's prefix.
 func (f *fields) keep(ev *event.Event, m *mapping, i int) {
+	if f.header && (i == 1 || i == 2 || i == 4) {
+		return
+	}
 	k := f.keys[i]
+	if f.only != nil && !f.only(f.prefix, k) {
+		return
+	}
 	name, ok := m.prefixed[k]
 	if !ok {
 		name = f.prefix + k
@@ -307,6 +340,9 @@ func cleanIP(s string) string {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return ""
+	}
+	if a.Is4() {
+		return s // ParseAddr takes IPv4 only in its canonical form: no copy needed
 	}
 	return a.Unmap().WithZone("").String()
 }

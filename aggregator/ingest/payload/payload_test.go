@@ -37,7 +37,7 @@ func run(t *testing.T, name string) []result {
 		line := sc.Text()
 		ev := &event.Event{Source: "syslog", Message: line}
 		f := Detect(ev)
-		ok := Apply(f, ev)
+		ok := Apply(f, ev, nil)
 		if !ok && ev.Message != line {
 			t.Errorf("%q: not parsed, but the event changed", line)
 		}
@@ -174,7 +174,7 @@ func TestDetect(t *testing.T) {
 	// The TAG case parses as if the message were whole, and the app
 	// becomes the device product.
 	ev := &event.Event{App: "CEF", Message: "0|Cisco|FTD|7.2|430003|Connection denied|5|src=192.0.2.7 act=Block"}
-	if !Apply(Detect(ev), ev) || ev.SrcIP != "192.0.2.7" || ev.App != "FTD" || ev.Attrs["device_vendor"] != "Cisco" {
+	if !Apply(Detect(ev), ev, nil) || ev.SrcIP != "192.0.2.7" || ev.App != "FTD" || ev.Attrs["device_vendor"] != "Cisco" {
 		t.Errorf("CEF after a TAG: %+v", ev)
 	}
 }
@@ -194,7 +194,7 @@ func TestBounds(t *testing.T) {
 		`{"a":"` + long + `"}`,
 	} {
 		ev := &event.Event{Message: msg}
-		Apply(Detect(ev), ev)
+		Apply(Detect(ev), ev, nil)
 		if len(ev.Attrs) > maxAttrs+len(event.Schema) {
 			t.Errorf("%d attributes from a %d-byte message", len(ev.Attrs), len(msg))
 		}
@@ -212,7 +212,7 @@ func TestBounds(t *testing.T) {
 func TestJSONNamesBounded(t *testing.T) {
 	msg := `{"` + strings.Repeat("k", 32000) + `":[` + strings.Repeat("0,", 16000) + `0],"ok":{"` + strings.Repeat("a.", 200) + `":1}}`
 	ev := &event.Event{Message: msg}
-	if !Apply(Detect(ev), ev) {
+	if !Apply(Detect(ev), ev, nil) {
 		t.Fatal("not parsed")
 	}
 	total := 0
@@ -231,7 +231,7 @@ func TestJSONNamesBounded(t *testing.T) {
 // header's vendor, product or signature (found by review).
 func TestCEFHeaderWins(t *testing.T) {
 	ev := &event.Event{Message: "CEF:0|Cisco|FTD|7.2|430003|denied|5|src=192.0.2.1 device_product=Nothing signature_id=0"}
-	if !Apply(Detect(ev), ev) || ev.App != "FTD" || ev.Attrs["device_product"] != "FTD" || ev.Attrs["event_code"] != "430003" {
+	if !Apply(Detect(ev), ev, nil) || ev.App != "FTD" || ev.Attrs["device_product"] != "FTD" || ev.Attrs["event_code"] != "430003" {
 		t.Errorf("app %q attrs %v", ev.App, ev.Attrs)
 	}
 }
@@ -244,7 +244,7 @@ func TestJSONWinlogFirst(t *testing.T) {
 		ips = append(ips, `"10.0.`+strconv.Itoa(i/250)+`.`+strconv.Itoa(i%250)+`"`)
 	}
 	ev := &event.Event{Message: `{"agent":{"name":"w"},"host":{"ip":[` + strings.Join(ips, ",") + `]},"winlog":{"event_id":"4625","channel":"Security"}}`}
-	if !Apply(Detect(ev), ev) || ev.Attrs["json.winlog.event_id"] != "4625" || ev.Attrs["json.winlog.channel"] != "Security" {
+	if !Apply(Detect(ev), ev, nil) || ev.Attrs["json.winlog.event_id"] != "4625" || ev.Attrs["json.winlog.channel"] != "Security" {
 		t.Errorf("winlog lost: %d attrs", len(ev.Attrs))
 	}
 }

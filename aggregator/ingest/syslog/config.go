@@ -86,6 +86,12 @@ type Config struct {
 	// (SO_RCVBUF); bursts beyond it are dropped by the kernel. Linux caps
 	// it at net.core.rmem_max, so raise that sysctl too. Default 8MiB.
 	UDPReadBuffer config.ByteSize `yaml:"udp_read_buffer"`
+	// Attributes says which of a message's attributes (its structured
+	// data, its CEF/LEEF/key=value/JSON keys, its Windows fields) go on
+	// the bus: "read" (the default) keeps those the loaded rules read and
+	// the schema's fields, "all" keeps every one. The message itself is
+	// always kept.
+	Attributes string `yaml:"attributes"`
 
 	allow map[string]allowList // Allow, parsed by Validate
 }
@@ -114,6 +120,13 @@ func (c *Config) Validate() error {
 	// UDP and TCP on 514.
 	if c.UDP == nil && c.TCP == nil && len(c.TLS) == 0 && len(c.RELP) == 0 {
 		c.UDP, c.TCP = []string{DefaultListen}, []string{DefaultListen}
+	}
+	switch c.Attributes {
+	case "":
+		c.Attributes = AttributesRead
+	case AttributesRead, AttributesAll:
+	default:
+		errs.Add("ingest.syslog.attributes", "%q is neither %q nor %q", c.Attributes, AttributesRead, AttributesAll)
 	}
 	seen := make(map[string]bool)
 	checkAddrs := func(key string, addrs []string) {

@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{MaxMessageSize: 65507, Timezone: "UTC", MaxConnections: 1024}
 	if c.MaxMessageSize != want.MaxMessageSize || c.Timezone != want.Timezone ||
 		c.MaxConnections != want.MaxConnections || c.MaxConnectionsPerSource != 64 ||
-		c.IdleTimeout != 10*time.Minute || c.FrameTimeout != 30*time.Second {
+		c.IdleTimeout != 10*time.Minute || c.FrameTimeout != 30*time.Second || c.Attributes != AttributesRead {
 		t.Errorf("defaults %+v, want %+v", c, want)
 	}
 }
@@ -49,6 +49,7 @@ func TestConfigErrors(t *testing.T) {
 		Timezone:       "Mars/Olympus",
 		MaxConnections: -1,
 		IdleTimeout:    -time.Second,
+		Attributes:     "some",
 	}
 	err := c.Validate()
 	if err == nil {
@@ -65,6 +66,7 @@ func TestConfigErrors(t *testing.T) {
 		`ingest.syslog.timezone: "Mars/Olympus" is not an IANA time zone`,
 		`ingest.syslog.max_connections: must be positive, got -1`,
 		`ingest.syslog.idle_timeout: must be positive, got -1s`,
+		`ingest.syslog.attributes: "some" is neither "read" nor "all"`,
 	} {
 		found := false
 		for _, l := range lines {
@@ -74,8 +76,8 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, err)
 		}
 	}
-	if len(lines) != 9 {
-		t.Errorf("%d problems, want 9:\n%s", len(lines), err)
+	if len(lines) != 10 {
+		t.Errorf("%d problems, want 10:\n%s", len(lines), err)
 	}
 	if err := (&Config{MaxMessageSize: 16<<20 + 1}).Validate(); err == nil {
 		t.Error("accepted max_message_size above 16 MiB")

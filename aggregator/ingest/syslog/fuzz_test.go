@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -81,6 +82,16 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("invalid UTF-8 in attribute %q", k)
 			}
 		}
+		// Keeping only the attributes rules read changes no field: with
+		// no rule, and with rules reading every attribute.
+		checkReadMode(t, string(msg), map[string]bool{})
+		checkReadMode(t, string(msg), maps.Collect(func(yield func(string, bool) bool) {
+			for k := range ev.Attrs {
+				if !yield(k, true) {
+					return
+				}
+			}
+		}))
 	})
 }
 

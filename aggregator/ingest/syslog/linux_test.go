@@ -1,7 +1,12 @@
 package syslog
 
 import (
+	"maps"
+	"reflect"
+	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +75,49 @@ func checkParsed(t *testing.T, msg string, want map[string]string) {
 		if got[k] != v {
 			t.Errorf("%s\n  %s = %q, want %q", msg, k, got[k], v)
 		}
+	}
+	// As the source parses with rules loaded (ingest.syslog.attributes:
+	// read): the same fields, and of the attributes those a rule reads.
+	ruleKeys := map[string]bool{}
+	for k := range want {
+		switch k {
+		case "action", "category", "outcome", "user", "src_ip", "dst_ip", "protocol", "dst_port":
+		default:
+			ruleKeys[k] = true
+		}
+	}
+	checkReadMode(t, msg, ruleKeys)
+}
+
+// checkReadMode parses msg keeping every attribute, then keeping only
+// ruleKeys, and fails unless the two events have the same fields and
+// schema fields, and the second has exactly the first's attributes among
+// ruleKeys.
+func checkReadMode(t *testing.T, msg string, ruleKeys map[string]bool) {
+	t.Helper()
+	var all, read event.Event
+	p := NewParser()
+	if err := p.Parse([]byte(msg), testReceived, "127.0.0.1:514", &all); err != nil {
+		t.Fatal(err)
+	}
+	var filter atomic.Pointer[attrFilter]
+	filter.Store(newAttrFilter(ruleKeys))
+	p.attrs = &filter
+	if err := p.Parse([]byte(msg), testReceived, "127.0.0.1:514", &read); err != nil {
+		t.Fatal(err)
+	}
+	want := all
+	want.ID, want.Attrs = read.ID, nil
+	for k, v := range all.Attrs {
+		if ruleKeys[k] || !strings.Contains(k, ".") || joinKeys[k] {
+			if want.Attrs == nil {
+				want.Attrs = map[string]string{}
+			}
+			want.Attrs[k] = v
+		}
+	}
+	if !reflect.DeepEqual(read, want) {
+		t.Errorf("%s\nkeeping %v of the attributes:\n got %+v\nwant %+v", msg, slices.Sorted(maps.Keys(ruleKeys)), read, want)
 	}
 }
 

@@ -43,6 +43,7 @@ type metrics struct {
 	rejectedDatagrams *prometheus.CounterVec
 	kernelDrops       prometheus.Counter
 	shutdownCut       prometheus.Counter
+	attrsDropped      prometheus.Counter
 	component         *instrument.Component
 }
 
@@ -101,6 +102,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_syslog_evicted_connections_total",
 			Help: "Idle syslog TCP connections closed to make room for a new one when max_connections were open.",
 		}),
+		attrsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_syslog_attributes_dropped_total",
+			Help: "Attributes of syslog events left off the bus because no loaded rule reads them (ingest.syslog.attributes: read).",
+		}),
 		shutdownCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_syslog_shutdown_cut_lines_total",
 			Help: "Syslog TCP lines received at shutdown but not published: the stop timeout ended the drain first.",
@@ -122,7 +127,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.formats.WithLabelValues(f)
 		m.formatFallback.WithLabelValues(f)
 	}
-	if err := c.Register(reg, m.fallback, m.formats, m.formatFallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut,
+	if err := c.Register(reg, m.fallback, m.formats, m.formatFallback, m.openConns, m.rejectedConns, m.rejectedDatagrams, m.kernelDrops, m.evictedConns, m.shutdownCut, m.attrsDropped,
 		m.tlsHandshake, m.tlsExpiry, m.tlsReloads); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -29,6 +30,29 @@ type Parser struct {
 	// payload is called for each message whose text is in a structured
 	// format (package payload), parsed or not; nil: not counted.
 	payload func(format string, parsed bool)
+
+	// attrs, when set and holding a filter, keeps of each event's
+	// attributes only what the filter does (attributes.go): the parse
+	// writes them into scratch, reused from message to message, and the
+	// event gets a copy of the kept ones. dropped counts the others.
+	attrs   *atomic.Pointer[attrFilter]
+	scratch map[string]string
+	dropped func(n int)
+	// keeping is the filter of the message being parsed, left counts the
+	// attributes it left out, keepFn is p.keep for payload.Apply.
+	keeping *attrFilter
+	left    int
+	keepFn  payload.Keep
+}
+
+// keep is payload.Keep for the message being parsed: its filter's say,
+// counting what it leaves out.
+func (p *Parser) keep(prefix, key string) bool {
+	if p.keeping.keep(prefix, key) {
+		return true
+	}
+	p.left++
+	return false
 }
 
 // ParserOption configures a Parser.
@@ -97,8 +121,25 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		Received: received,
 		Sender:   sender,
 	}
+	var keep *attrFilter
+	if p.attrs != nil {
+		keep = p.attrs.Load()
+	}
+	p.keeping, p.left = keep, 0
+	if keep != nil {
+		if p.keepFn == nil {
+			p.keepFn = p.keep
+		}
+		if p.scratch == nil || len(p.scratch) > maxScratch {
+			p.scratch = make(map[string]string, 64)
+		} else {
+			clear(p.scratch)
+		}
+		ev.Attrs = p.scratch
+	}
 	if isRFC5424(msg) {
-		if err := p.parse5424(msg, ev); err != nil {
+		if err := p.parse5424(msg, ev, keep); err != nil {
+			ev.Attrs = nil
 			return err
 		}
 	} else if !p.parse3164(string(msg), ev) && p.fallback != nil {
@@ -110,12 +151,23 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 	if f := payload.Detect(ev); f != "" {
 		// CEF, LEEF, key=value, JSON: a message it cannot read stays an
 		// event with its raw text, counted.
-		ok := payload.Apply(f, ev)
+		var only payload.Keep
+		if keep != nil {
+			only = p.keepFn
+		}
+		ok := payload.Apply(f, ev, only)
 		if p.payload != nil {
 			p.payload(f, ok)
 		}
 	}
 	normalize(ev)
+	if keep != nil {
+		var n int
+		ev.Attrs, n = keep.copyOut(p.scratch)
+		if n += p.left; n > 0 && p.dropped != nil {
+			p.dropped(n)
+		}
+	}
 	return nil
 }
 
@@ -133,7 +185,7 @@ func isRFC5424(msg []byte) bool {
 	return i > 1 && bytes.HasPrefix(msg[i:], []byte(">1 "))
 }
 
-func (p *Parser) parse5424(msg []byte, ev *event.Event) error {
+func (p *Parser) parse5424(msg []byte, ev *event.Event, keep *attrFilter) error {
 	m, err := p.rfc5424.Parse(msg)
 	if err != nil {
 		// RFC 5424 allows at most 6 digits of fractional seconds, but
@@ -164,6 +216,10 @@ func (p *Parser) parse5424(msg []byte, ev *event.Event) error {
 	if sm.StructuredData != nil {
 		for id, params := range *sm.StructuredData {
 			for name, value := range params {
+				if keep != nil && !keep.keepSD(id, name) {
+					p.left++
+					continue
+				}
 				if ev.Attrs == nil {
 					ev.Attrs = make(map[string]string)
 				}

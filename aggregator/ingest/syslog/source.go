@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,6 +74,10 @@ type Source struct {
 	tls tlsSet // the TLS of the tls and relp listeners, reloaded together
 
 	audit *auditJoiner // joins the records of one audit event
+
+	// attrs is the attributes the running rules read (SetAttributes);
+	// nil keeps them all.
+	attrs atomic.Pointer[attrFilter]
 }
 
 // streamListener is a TCP listener and what it speaks: syslog over TCP,
@@ -390,6 +395,8 @@ func (r *run) newParser() *Parser {
 			r.m.formatFallback.WithLabelValues(format).Inc()
 		}
 	}
+	p.attrs = &r.attrs
+	p.dropped = func(n int) { r.m.attrsDropped.Add(float64(n)) }
 	return p
 }
 

@@ -39,16 +39,19 @@ func windowsFields(ev *event.Event) bool {
 		return false
 	}
 	copyPrefix := func(prefix string) {
-		// In name order, so the same message keeps the same fields
-		// whatever the map's order.
+		// Past maxWinFields, the first in name order, so the same
+		// message keeps the same fields whatever the map's order.
 		var names []string
 		for k := range ev.Attrs {
 			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") {
 				names = append(names, name)
 			}
 		}
-		slices.Sort(names)
-		for _, name := range names[:min(len(names), maxWinFields)] {
+		if len(names) > maxWinFields {
+			slices.Sort(names)
+			names = names[:maxWinFields]
+		}
+		for _, name := range names {
 			ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
 		}
 	}

@@ -1,0 +1,151 @@
+package syslog
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// Values of Config.Attributes.
+const (
+	// AttributesRead keeps the attributes the loaded rules read (and the
+	// schema's fields): the default.
+	AttributesRead = "read"
+	// AttributesAll keeps every attribute a message had.
+	AttributesAll = "all"
+)
+
+// attrFilter is the attributes the running rules read. A message in a
+// structured format brings tens of keys (every CEF extension, every
+// Windows field); copying each into the event, encoding it on EVENTS and
+// decoding it in the rule filter costs more than the rest of the event,
+// for the few a rule reads. The message keeps the rest.
+//
+// The parse keeps, besides the rules' keys, what Outpost's own
+// normalization reads (the Windows fields normalizeWindows maps to the
+// schema, the audit record's keys): the event's typed and schema fields
+// are the same whichever attributes the rules read.
+type attrFilter struct {
+	// keys is what an event keeps: the rules' keys, the schema's fields
+	// and joinKeys.
+	keys map[string]bool
+	// win is the Windows field names the parse keeps under any prefix
+	// (an SD-ID, "json.", "json.winlog.event_data."): those
+	// normalizeWindows reads and those of the rules' "win.<Name>" keys.
+	win map[string]bool
+}
+
+// maxScratch is the most attributes a parser's scratch map may have held
+// and still be reused: one huge message does not make every later clear
+// pay for its size.
+const maxScratch = 256
+
+// joinKeys are the attributes the audit join (audit.go) reads after the
+// parse: kept whatever the rules read.
+var joinKeys = map[string]bool{"audit_serial": true, "kv.key": true}
+
+// windowsNames are the Windows fields normalizeWindows, normalizeSysmon
+// and windowsFields read (windows.go); TestReadKeepsTheNormalization
+// fails if one is missing.
+var windowsNames = []string{
+	"Channel", "CommandLine", "Computer", "DestinationIp", "DestinationPort", "EventID", "FailureCode",
+	"Hashes", "Image", "ImageLoaded", "ImagePath", "IpAddress", "IpPort", "LogonType", "MemberName",
+	"MemberSid", "NewProcessId", "NewProcessName", "ParentCommandLine", "ParentImage", "ParentProcessName",
+	"ProcessId", "ProcessName", "Protocol", "Provider", "ProviderName", "QueryName", "ServiceFileName",
+	"ServiceName", "SourceImage", "SourceIp", "SourcePort", "SourceName", "SourceUser", "Status",
+	"SubjectUserName", "TargetFilename", "TargetImage", "TargetObject", "TargetUserName", "TaskName", "User",
+	"Hostname",
+}
+
+// windowsJSONKeys are the Winlogbeat keys windowsFields reads.
+var windowsJSONKeys = map[string]bool{
+	"winlog.event_id": true, "winlog.channel": true, "winlog.provider_name": true, "winlog.computer_name": true,
+}
+
+// auditKeys are the key=value keys of an audit record normalizeAudit
+// (linux.go) reads; its EXECVE arguments a0..a63 too.
+var auditKeys = func() map[string]bool {
+	m := map[string]bool{"type": true, "key": true, "exe": true, "pid": true, "auid": true, "success": true,
+		"acct": true, "addr": true, "res": true, "id": true}
+	for i := range 64 {
+		m["a"+strconv.Itoa(i)] = true
+	}
+	return m
+}()
+
+func newAttrFilter(ruleKeys map[string]bool) *attrFilter {
+	f := &attrFilter{keys: make(map[string]bool, len(ruleKeys)+len(event.Schema)+len(joinKeys)), win: map[string]bool{}}
+	for _, set := range []map[string]bool{ruleKeys, joinKeys} {
+		for k := range set {
+			f.keys[k] = true
+		}
+	}
+	for _, k := range event.Schema {
+		f.keys[k] = true
+	}
+	for _, n := range windowsNames {
+		f.win[n] = true
+	}
+	for k := range ruleKeys {
+		if n, ok := strings.CutPrefix(k, winPrefix); ok {
+			f.win[n] = true
+		}
+	}
+	return f
+}
+
+// SetAttributes makes the events parsed from now on keep, of their
+// attributes, only the schema's fields and keys (what the rules read,
+// rules.Set.Attributes); all = true, or the ingest.syslog.attributes
+// setting "all", keeps every attribute. Until it is called, every
+// attribute is kept.
+func (s *Source) SetAttributes(keys map[string]bool, all bool) {
+	if all || s.cfg.Attributes == AttributesAll {
+		s.attrs.Store(nil)
+		return
+	}
+	s.attrs.Store(newAttrFilter(keys))
+}
+
+// keep says whether the parse keeps attribute prefix+key of a structured
+// payload (payload.Keep).
+func (f *attrFilter) keep(prefix, key string) bool {
+	if f.keys[prefix+key] {
+		return true
+	}
+	switch prefix {
+	case "kv.":
+		return auditKeys[key]
+	case "json.":
+		if n, ok := strings.CutPrefix(key, "winlog.event_data."); ok {
+			return f.win[n]
+		}
+		return f.win[key] || windowsJSONKeys[key]
+	}
+	return false
+}
+
+// keepSD says whether the parse keeps the structured data parameter
+// name of element id.
+func (f *attrFilter) keepSD(id, name string) bool {
+	return f.win[name] || f.keys[id+"."+name]
+}
+
+// copyOut returns a new map of the attributes in all that f keeps, nil for
+// none, and how many it left out. It keeps Outpost's own attributes (a
+// name without a dot: the schema's fields, group, reason, audit_serial,
+// parse_warning, ...) whatever the rules read; of the others (under a
+// format's prefix, an SD-ID or win.), those in f.keys.
+func (f *attrFilter) copyOut(all map[string]string) (map[string]string, int) {
+	var out map[string]string
+	for k, v := range all {
+		if f.keys[k] || strings.IndexByte(k, '.') < 0 {
+			if out == nil {
+				out = make(map[string]string, 8)
+			}
+			out[k] = v
+		}
+	}
+	return out, len(all) - len(out)
+}
