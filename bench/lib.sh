@@ -49,3 +49,8 @@ build_loadgen() { go build -o "$1/loadgen" ./bench/loadgen; }
 metric() {
 	curl -sf "$1" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
 }
+
+# cpu_seconds PID: CPU time (user + system) the process has used, in seconds.
+cpu_seconds() {
+	awk -v tck="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / tck }' "/proc/$1/stat"
+}

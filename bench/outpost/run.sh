@@ -6,6 +6,9 @@
 #   pipeline_eps  N / (first byte sent -> every event through the rule filter,
 #                 every match applied to window state, every raised alert
 #                 received as CEF by the receiver)
+#   cpu_s         CPU seconds (user + system) `outpost run` used from the first
+#                 byte sent to the end of the pipeline: its cost, which this
+#                 VM's changing speed moves less than the rates
 #   vmhwm_mib     peak resident memory of `outpost run` (VmHWM)
 #   data_mib      size of data_dir (JetStream + Badger) at the end
 #   alerts        CEF messages received, by rule
@@ -25,7 +28,7 @@ build_loadgen "$tmp"
 gen=(-n "$n" -ips "$ips" -rate "$rate" -mix "$mix")
 "$tmp/loadgen" "${gen[@]}" -out "$tmp/lines.txt" -expect 2>&1 | grep -E 'expect|planted' || true
 rm -f "$tmp/lines.txt"
-ingest=() pipeline=() hwm=() disk=()
+ingest=() pipeline=() hwm=() disk=() cpu=()
 for run in $(seq "$runs"); do
 	dir="$tmp/run$run" && mkdir "$dir"
 	syslog=$(free_port) http=$(free_port) recv=$(free_port)
@@ -46,6 +49,7 @@ for run in $(seq "$runs"); do
 			curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.heap.pprof" "http://127.0.0.1:$http/debug/pprof/heap") &
 		prof=$!
 	fi
+	cpu0=$(cpu_seconds "$op")
 	"$tmp/loadgen" "${gen[@]}" -tcp "127.0.0.1:$syslog" >"$dir/send.txt"
 	published() { (($(metric "$url" outpost_bus_published_events_total) >= n)); }
 	drained() {
@@ -59,12 +63,13 @@ for run in $(seq "$runs"); do
 	t_ingest=$(now)
 	STEP=0.1 wait_until 600 drained
 	t_pipe=$(now)
+	cpu+=("$(awk -v a="$cpu0" -v b="$(cpu_seconds "$op")" 'BEGIN { printf "%.2f", b - a }')")
 	start=$(began "$dir/send.txt")
 	ingest+=("$(rate "$n" "$start" "$t_ingest")") pipeline+=("$(rate "$n" "$start" "$t_pipe")")
 	hwm+=("$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$op/status")")
 	disk+=("$(du -sm "$dir/data" | cut -f1)")
 	[[ -z $prof ]] || wait "$prof" || true
-	echo "run $run: ingest_eps=${ingest[-1]} pipeline_eps=${pipeline[-1]} vmhwm_mib=${hwm[-1]} data_mib=${disk[-1]} alerts=$(wc -l <"$dir/cef.txt") ($(cut -d' ' -f2- "$dir/send.txt"))"
+	echo "run $run: ingest_eps=${ingest[-1]} pipeline_eps=${pipeline[-1]} cpu_s=${cpu[-1]} vmhwm_mib=${hwm[-1]} data_mib=${disk[-1]} alerts=$(wc -l <"$dir/cef.txt") ($(cut -d' ' -f2- "$dir/send.txt"))"
 	awk -F'|' '{ print $5 }' "$dir/cef.txt" | sort | uniq -c | sed 's/^/    /'
 	curl -sf "$url" | awk '
 		/^outpost_windows_checkpoint_seconds_(sum|count) / { cp[$1] = $2 }
@@ -79,4 +84,4 @@ for run in $(seq "$runs"); do
 	pids=()
 	rm -rf "$dir/data"
 done
-echo "outpost mix=$mix n=$n ips=$ips runs=$runs median ingest_eps=$(median "${ingest[@]}") pipeline_eps=$(median "${pipeline[@]}") vmhwm_mib=$(median "${hwm[@]}") data_mib=$(median "${disk[@]}")"
+echo "outpost mix=$mix n=$n ips=$ips runs=$runs median ingest_eps=$(median "${ingest[@]}") pipeline_eps=$(median "${pipeline[@]}") cpu_s=$(median "${cpu[@]}") vmhwm_mib=$(median "${hwm[@]}") data_mib=$(median "${disk[@]}")"

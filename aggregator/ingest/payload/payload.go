@@ -236,7 +236,11 @@ func (m *mapping) compile(prefix string) {
 func (f *fields) apply(ev *event.Event, m *mapping) {
 	m.once.Do(func() { m.compile(f.prefix) })
 	if ev.Attrs == nil {
-		ev.Attrs = make(map[string]string, len(f.keys)+8)
+		n := len(f.keys) + 8
+		if f.only != nil { // most keys will not be kept
+			n = 8
+		}
+		ev.Attrs = make(map[string]string, n)
 	}
 	var best, from [tSchema + 32]int // prio+1 of the value chosen (0: none), and its key's index
 	var vals [tSchema + 32]string

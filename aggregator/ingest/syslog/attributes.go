@@ -36,11 +36,6 @@ type attrFilter struct {
 	win map[string]bool
 }
 
-// maxScratch is the most attributes a parser's scratch map may have held
-// and still be reused: one huge message does not make every later clear
-// pay for its size.
-const maxScratch = 256
-
 // joinKeys are the attributes the audit join (audit.go) reads after the
 // parse: kept whatever the rules read.
 var joinKeys = map[string]bool{"audit_serial": true, "kv.key": true}
@@ -132,20 +127,22 @@ func (f *attrFilter) keepSD(id, name string) bool {
 	return f.win[name] || f.keys[id+"."+name]
 }
 
-// copyOut returns a new map of the attributes in all that f keeps, nil for
-// none, and how many it left out. It keeps Outpost's own attributes (a
-// name without a dot: the schema's fields, group, reason, audit_serial,
-// parse_warning, ...) whatever the rules read; of the others (under a
-// format's prefix, an SD-ID or win.), those in f.keys.
-func (f *attrFilter) copyOut(all map[string]string) (map[string]string, int) {
-	var out map[string]string
-	for k, v := range all {
-		if f.keys[k] || strings.IndexByte(k, '.') < 0 {
-			if out == nil {
-				out = make(map[string]string, 8)
-			}
-			out[k] = v
+// prune deletes the attributes of ev that f does not keep and returns how
+// many. It keeps Outpost's own attributes (a name without a dot: the
+// schema's fields, group, reason, audit_serial, parse_warning, ...)
+// whatever the rules read; of the others (under a format's prefix, an
+// SD-ID or win.), those in f.keys. What it deletes is what the parse kept
+// for the normalization only.
+func (f *attrFilter) prune(ev *event.Event) int {
+	n := 0
+	for k := range ev.Attrs {
+		if !f.keys[k] && strings.IndexByte(k, '.') >= 0 {
+			delete(ev.Attrs, k)
+			n++
 		}
 	}
-	return out, len(all) - len(out)
+	if len(ev.Attrs) == 0 {
+		ev.Attrs = nil
+	}
+	return n
 }

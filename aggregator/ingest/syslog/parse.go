@@ -33,10 +33,9 @@ type Parser struct {
 
 	// attrs, when set and holding a filter, keeps of each event's
 	// attributes only what the filter does (attributes.go): the parse
-	// writes them into scratch, reused from message to message, and the
-	// event gets a copy of the kept ones. dropped counts the others.
+	// stores the rules' keys and what the normalization reads, and the
+	// latter go once it is done. dropped counts what was left out.
 	attrs   *atomic.Pointer[attrFilter]
-	scratch map[string]string
 	dropped func(n int)
 	// keeping is the filter of the message being parsed, left counts the
 	// attributes it left out, keepFn is p.keep for payload.Apply.
@@ -130,16 +129,9 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		if p.keepFn == nil {
 			p.keepFn = p.keep
 		}
-		if p.scratch == nil || len(p.scratch) > maxScratch {
-			p.scratch = make(map[string]string, 64)
-		} else {
-			clear(p.scratch)
-		}
-		ev.Attrs = p.scratch
 	}
 	if isRFC5424(msg) {
 		if err := p.parse5424(msg, ev, keep); err != nil {
-			ev.Attrs = nil
 			return err
 		}
 	} else if !p.parse3164(string(msg), ev) && p.fallback != nil {
@@ -162,9 +154,7 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 	}
 	normalize(ev)
 	if keep != nil {
-		var n int
-		ev.Attrs, n = keep.copyOut(p.scratch)
-		if n += p.left; n > 0 && p.dropped != nil {
+		if n := keep.prune(ev) + p.left; n > 0 && p.dropped != nil {
 			p.dropped(n)
 		}
 	}
