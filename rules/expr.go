@@ -30,16 +30,25 @@ type List struct {
 
 // Contains reports whether v is in the list.
 func (l *List) Contains(v string) bool {
+	ip, err := netip.ParseAddr(v)
+	return l.contains(v, ip, err == nil)
+}
+
+// contains is Contains with v already parsed as an address (isIP) or not.
+func (l *List) contains(v string, ip netip.Addr, isIP bool) bool {
 	if _, ok := l.values[strings.ToLower(v)]; ok {
 		return true
 	}
-	ip, err := netip.ParseAddr(v)
-	if err != nil {
+	if !isIP {
 		return false
 	}
-	ip = ip.Unmap()
-	if _, ok := l.values[ip.String()]; ok {
-		return true
+	// An IPv4 address parses only from its canonical form, which was just
+	// looked up; others are looked up canonical.
+	if !ip.Is4() {
+		ip = ip.Unmap()
+		if _, ok := l.values[ip.String()]; ok {
+			return true
+		}
 	}
 	for _, p := range l.prefixes {
 		if p.Contains(ip) {

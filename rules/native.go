@@ -209,9 +209,9 @@ func (c *nativeCompiler) call(n *ast.CallNode) (boolFn, bool) {
 		}
 		p = p.Masked()
 		return func(e *event.Event) bool {
-			ip, err := netip.ParseAddr(v(e))
+			ip, ok := e.Addr(v(e))
 			// A zone (fe80::1%eth0) does not take an address out of its prefix.
-			return err == nil && p.Contains(ip.Unmap().WithZone(""))
+			return ok && p.Contains(ip.Unmap().WithZone(""))
 		}, true
 	case "is_private", "is_public":
 		if len(args) != 1 {
@@ -223,8 +223,8 @@ func (c *nativeCompiler) call(n *ast.CallNode) (boolFn, bool) {
 		}
 		private := id.Value == "is_private"
 		return func(e *event.Event) bool {
-			ip, err := netip.ParseAddr(v(e))
-			if err != nil {
+			ip, ok := e.Addr(v(e))
+			if !ok {
 				return false
 			}
 			ip = ip.Unmap()
@@ -246,7 +246,11 @@ func (c *nativeCompiler) call(n *ast.CallNode) (boolFn, bool) {
 		if list == nil {
 			return func(*event.Event) bool { return false }, true
 		}
-		return func(e *event.Event) bool { return list.Contains(v(e)) }, true
+		return func(e *event.Event) bool {
+			s := v(e)
+			ip, ok := e.Addr(s)
+			return list.contains(s, ip, ok)
+		}, true
 	}
 	return nil, false
 }

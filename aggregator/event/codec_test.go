@@ -167,3 +167,22 @@ func BenchmarkEventCodec(b *testing.B) {
 		}
 	}
 }
+
+// Addr parses whichever string it is given, remembering only the last:
+// switching between an event's fields gives each its own address.
+func TestAddr(t *testing.T) {
+	ev := &Event{SrcIP: "10.0.0.1", DstIP: "2001:db8::1"}
+	for _, tc := range []struct {
+		s    string
+		want string
+		ok   bool
+	}{
+		{ev.SrcIP, "10.0.0.1", true}, {ev.SrcIP, "10.0.0.1", true}, {ev.DstIP, "2001:db8::1", true},
+		{"not an address", "invalid IP", false}, {"", "invalid IP", false}, {ev.SrcIP, "10.0.0.1", true},
+	} {
+		a, ok := ev.Addr(tc.s)
+		if ok != tc.ok || a.String() != tc.want {
+			t.Errorf("Addr(%q) = %v, %v; want %s, %v", tc.s, a, ok, tc.want, tc.ok)
+		}
+	}
+}

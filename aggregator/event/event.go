@@ -11,6 +11,7 @@
 package event
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
@@ -61,6 +62,27 @@ type Event struct {
 	// Attrs holds the open-ended rest: RFC 5424 structured data as
 	// "sdid.param", source-specific extras.
 	Attrs map[string]string `json:"attrs,omitempty" expr:"attrs"`
+
+	// addrOf is the string Addr parsed last, addr and addrOK its result.
+	addrOf string
+	addr   netip.Addr
+	addrOK bool
+}
+
+// Addr returns s (one of the event's strings) parsed as an IP address, and
+// whether it is one, remembering the last it parsed: the rules' address
+// helpers (cidr, is_private, in_list) read the same field of one event
+// again and again. An event is evaluated by one goroutine at a time; Addr
+// is not safe for concurrent use on one event.
+func (ev *Event) Addr(s string) (netip.Addr, bool) {
+	if s == "" {
+		return netip.Addr{}, false
+	}
+	if s != ev.addrOf {
+		a, err := netip.ParseAddr(s)
+		ev.addrOf, ev.addr, ev.addrOK = s, a, err == nil
+	}
+	return ev.addr, ev.addrOK
 }
 
 // SeenTime is the event's time as the watermarks and windows take it: its
