@@ -82,13 +82,22 @@ func parseLEEF(msg string) (*fields, bool) {
 			rest = after
 		}
 	}
-	for _, pair := range strings.SplitN(rest, delim, maxAttrs+1) {
-		k, v, found := strings.Cut(pair, "=")
-		k = strings.TrimSpace(k)
-		if !found || k == "" || len(k) > maxKey {
-			continue
+	// The pairs as strings.SplitN(rest, delim, maxAttrs+1) gives them,
+	// without the slice.
+	for n := 0; ; n++ {
+		pair, after, more := strings.Cut(rest, delim)
+		if n == maxAttrs {
+			pair, more = rest, false
 		}
-		f.add(k, v)
+		if k, v, found := strings.Cut(pair, "="); found {
+			if k = strings.TrimSpace(k); k != "" && len(k) <= maxKey {
+				f.add(k, v)
+			}
+		}
+		if !more {
+			break
+		}
+		rest = after
 	}
 	return f, true
 }

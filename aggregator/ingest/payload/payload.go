@@ -93,6 +93,8 @@ type fields struct {
 	keys   []string
 	vals   []string
 	only   Keep // Apply's keep
+	// targets[i] is what keys[i] may fill (mapping.byKey), for apply.
+	targets [][]target
 	// header: the first keys are a CEF or LEEF header, whose vendor,
 	// product and event id (1, 2, 4) fill fields and are not kept raw.
 	header bool
@@ -117,6 +119,7 @@ func (f *fields) free() {
 	}
 	clear(f.keys) // the strings point into a message: not kept alive here
 	clear(f.vals)
+	f.targets = f.targets[:0]
 	f.keys, f.vals, f.only, f.header = f.keys[:0], f.vals[:0], nil, false
 	fieldsPool.Put(f)
 }
@@ -244,9 +247,11 @@ func (f *fields) apply(ev *event.Event, m *mapping) {
 	}
 	var best, from [tSchema + 32]int // prio+1 of the value chosen (0: none), and its key's index
 	var vals [tSchema + 32]string
+	f.targets = f.targets[:0]
 	for i, k := range f.keys {
 		v := f.vals[i]
 		targets := m.byKey[k]
+		f.targets = append(f.targets, targets)
 		if len(targets) == 0 || v == "" {
 			f.keep(ev, m, i)
 			continue
@@ -260,8 +265,7 @@ func (f *fields) apply(ev *event.Event, m *mapping) {
 	}
 	// A mapped key no field took (another key of higher preference did,
 	// src over sourceTranslatedAddress) is kept raw.
-	for i, k := range f.keys {
-		targets := m.byKey[k]
+	for i, targets := range f.targets {
 		if len(targets) == 0 || f.vals[i] == "" {
 			continue
 		}
