@@ -28,6 +28,18 @@ func TestAttributes(t *testing.T) {
 		{"the whole map", `rules:
   - {id: a, title: T, kind: match, severity: 1, condition: '"cef.cs1" in attrs'}
 `, nil, true},
+		// $env is the whole environment: $env.attrs is attrs (found by
+		// review: these keys were missed, and attributes: read dropped
+		// what the rule matched on).
+		{"through $env", `rules:
+  - {id: a, title: T, kind: match, severity: 1, condition: '$env.attrs["cef.cs3"] == "x" && $env["attrs"].cs4 == "y" && $env.user != ""'}
+`, []string{"cef.cs3", "cs4"}, false},
+		{"the whole $env", `rules:
+  - {id: a, title: T, kind: match, severity: 1, condition: 'get($env, "attrs")["cef.cs3"] == "x"'}
+`, nil, true},
+		{"$env's attributes whole", `rules:
+  - {id: a, title: T, kind: match, severity: 1, condition: 'len($env.attrs) > 3'}
+`, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			set, err := LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(tc.rules)}}, ".")

@@ -86,11 +86,24 @@ func (s *Set) attrReads(fn func(source, key string)) (dynamic bool) {
 			}
 			// Every "attrs" of the tree is either the object of a member
 			// node with a constant key (counted here) or something else
-			// (counted below); the two counts tell them apart.
-			idents, constant := 0, 0
+			// (counted below); the two counts tell them apart. $env, the
+			// whole environment, reaches the attributes too ($env.attrs,
+			// get($env, "attrs")): read other than by a constant name
+			// ($env.user, $env.attrs), it is a dynamic read.
+			idents, constant, env, envConst := 0, 0, 0, 0
 			ast.Find(st.program.Node(), func(n ast.Node) bool {
-				if id, ok := n.(*ast.IdentifierNode); ok && id.Value == "attrs" {
+				if isAttrs(n) {
 					idents++
+				}
+				if id, ok := n.(*ast.IdentifierNode); ok && id.Value == "$env" {
+					env++
+				}
+				if m, ok := n.(*ast.MemberNode); ok {
+					if id, ok := m.Node.(*ast.IdentifierNode); ok && id.Value == "$env" {
+						if _, ok := m.Property.(*ast.StringNode); ok {
+							envConst++
+						}
+					}
 				}
 				if k, ok := attrKey(n); ok {
 					constant++
@@ -98,7 +111,7 @@ func (s *Set) attrReads(fn func(source, key string)) (dynamic bool) {
 				}
 				return false
 			})
-			if idents != constant {
+			if idents != constant || env != envConst {
 				dynamic = true
 			}
 		}
@@ -106,15 +119,28 @@ func (s *Set) attrReads(fn func(source, key string)) (dynamic bool) {
 	return dynamic
 }
 
-// attrKey reports whether n reads attrs["<key>"] (or attrs.<key>), and the
-// key.
+// isAttrs reports whether n is the attributes map: attrs, or $env.attrs
+// ($env["attrs"]), the same map.
+func isAttrs(n ast.Node) bool {
+	switch n := n.(type) {
+	case *ast.IdentifierNode:
+		return n.Value == "attrs"
+	case *ast.MemberNode:
+		id, ok := n.Node.(*ast.IdentifierNode)
+		p, isStr := n.Property.(*ast.StringNode)
+		return ok && id.Value == "$env" && isStr && p.Value == "attrs"
+	}
+	return false
+}
+
+// attrKey reports whether n reads attrs["<key>"] (or attrs.<key>,
+// $env.attrs["<key>"]), and the key.
 func attrKey(n ast.Node) (string, bool) {
 	m, ok := n.(*ast.MemberNode)
 	if !ok {
 		return "", false
 	}
-	id, ok := m.Node.(*ast.IdentifierNode)
-	if !ok || id.Value != "attrs" {
+	if !isAttrs(m.Node) {
 		return "", false
 	}
 	key, ok := m.Property.(*ast.StringNode)
