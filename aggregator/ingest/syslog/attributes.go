@@ -122,9 +122,11 @@ func (f *attrFilter) keep(prefix, key string) bool {
 }
 
 // keepSD says whether the parse keeps the structured data parameter
-// name of element id.
+// name of element id. An element named like a format prefix ("kv",
+// "json") gives the attributes that format would, which the
+// normalization reads as it does a payload's: keep decides them.
 func (f *attrFilter) keepSD(id, name string) bool {
-	return f.win[name] || f.keys[id+"."+name]
+	return f.win[name] || f.keep(id+".", name)
 }
 
 // prune deletes the attributes of ev that f does not keep and returns how

@@ -121,6 +121,19 @@ func checkReadMode(t *testing.T, msg string, ruleKeys map[string]bool) {
 	}
 }
 
+// An RFC 5424 SD element may be named like a format prefix ("kv",
+// "json"): its parameters are then the attributes the audit and Windows
+// normalizations read (kv.type, json.winlog.event_id), and keeping only
+// the attributes rules read must keep them as it does a payload's
+// (found by review: the parse dropped them, so the event was neither an
+// audit record nor a Windows event).
+func TestSDElementNamedLikeAFormat(t *testing.T) {
+	checkParsed(t, `<85>1 2026-12-04T10:00:00Z web-01 audisp - - [kv type="SYSCALL" exe="/usr/bin/curl" pid="4300" auid="1000" success="yes"] msg=audit(1764842400.123:4242): forwarded`,
+		map[string]string{"action": "syscall", "process": "/usr/bin/curl", "user": "1000", "outcome": "success", "audit_serial": "4242"})
+	checkParsed(t, `<14>1 2026-12-04T10:00:00Z dc-01 agent - - [json winlog.event_id="4624" winlog.channel="Security" winlog.event_data.TargetUserName="bob"] forwarded`,
+		map[string]string{"action": "logon", "user": "bob", "event_code": "4624", "channel": "Security"})
+}
+
 // An ICMP error quotes the packet it is about; that inner header, which
 // the error's sender wrote, does not replace the real one (found by
 // review).
