@@ -53,6 +53,16 @@ var windowsNames = []string{
 	"Hostname",
 }
 
+// windowsRead is windowsNames as a set: windowsFields copies these
+// first.
+var windowsRead = func() map[string]bool {
+	m := make(map[string]bool, len(windowsNames))
+	for _, n := range windowsNames {
+		m[n] = true
+	}
+	return m
+}()
+
 // windowsJSONKeys are the Winlogbeat keys windowsFields reads.
 var windowsJSONKeys = map[string]bool{
 	"winlog.event_id": true, "winlog.channel": true, "winlog.provider_name": true, "winlog.computer_name": true,

@@ -39,8 +39,11 @@ func windowsFields(ev *event.Event) bool {
 		return false
 	}
 	copyPrefix := func(prefix string) {
-		// Past maxWinFields, the first in name order, so the same
-		// message keeps the same fields whatever the map's order.
+		// Past maxWinFields, the fields the normalization reads, then
+		// the others in name order: the same message keeps the same
+		// fields whatever the map's order, no number of other fields
+		// pushes out those the schema is filled from, and those are
+		// the same whichever attributes the parse kept (attributes.go).
 		var names []string
 		for k := range ev.Attrs {
 			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") {
@@ -48,7 +51,15 @@ func windowsFields(ev *event.Event) bool {
 			}
 		}
 		if len(names) > maxWinFields {
-			slices.Sort(names)
+			slices.SortFunc(names, func(a, b string) int {
+				if ra, rb := windowsRead[a], windowsRead[b]; ra != rb {
+					if ra {
+						return -1
+					}
+					return 1
+				}
+				return strings.Compare(a, b)
+			})
 			names = names[:maxWinFields]
 		}
 		for _, name := range names {

@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +117,35 @@ func TestSnareHostileText(t *testing.T) {
 	}
 	if ev.SrcIP != "203.0.113.66" {
 		t.Errorf("src_ip %q, want the address Windows wrote last", ev.SrcIP)
+	}
+}
+
+// An event with more fields than are copied to win.* (maxWinFields):
+// the fields the normalization reads are copied whatever the others are
+// named, so the event's fields are the same with the attributes rules
+// read (ingest.syslog.attributes: read) as with all of them. Before, the
+// first fields by name were copied: with all, fields named before
+// "EventID" pushed out every field the normalization reads, and the event
+// had none of them; with read, those fields were never kept, and the
+// event had them all (found by review).
+func TestWindowsManyFields(t *testing.T) {
+	var sd, data []string
+	for i := range maxWinFields + 4 {
+		sd = append(sd, fmt.Sprintf(`A%03d="x"`, i))
+		data = append(data, fmt.Sprintf(`"A%03d":"x"`, i))
+	}
+	for _, tc := range []struct {
+		name, msg string
+		want      map[string]string
+	}{
+		{"NXLog structured data",
+			`<86>1 2026-12-04T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 ` + strings.Join(sd, " ") + ` EventID="4624" Channel="Security" TargetUserName="bob" IpAddress="10.0.0.9" LogonType="3"] An account was successfully logged on.`,
+			map[string]string{"action": "logon", "outcome": "success", "user": "bob", "src_ip": "10.0.0.9", "event_code": "4624", "channel": "Security", "logon_type": "3"}},
+		{"Winlogbeat",
+			`<14>1 2026-12-04T10:00:00Z dc-01 winlogbeat - - - {"winlog":{"event_id":"4624","channel":"Security","event_data":{` + strings.Join(data, ",") + `,"TargetUserName":"bob","IpAddress":"10.0.0.9","LogonType":"3"}}}`,
+			map[string]string{"action": "logon", "outcome": "success", "user": "bob", "src_ip": "10.0.0.9", "event_code": "4624", "logon_type": "3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkParsed(t, tc.msg, tc.want) })
 	}
 }
 
