@@ -102,3 +102,30 @@ func TestRulesSeeTheAttributesTheyRead(t *testing.T) {
 		t.Errorf("no alert from the rule on cef.cs4 loaded later: %q", msgs)
 	}
 }
+
+// A condition that reads an attribute through $env ($env.attrs["k"]) sees
+// it with ingest.syslog.attributes at its default (read), as it does with
+// all (found by review: the key was not among those the rules read, so
+// the source dropped it and the rule never fired).
+func TestRulesReadingAttrsThroughEnvFire(t *testing.T) {
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "a.yaml", "rules:\n  - {id: env-beacon, title: T, kind: match, severity: 5, condition: '$env.attrs[\"cef.cs3\"] == \"beacon\"'}\n")
+	p := start(t, cfg)
+	send(t, "tcp", p.tcp, octet(fmt.Sprintf("<134>1 %s proxy-01 - - - - CEF:0|Example|WebProxy|2.0|blocked|URL blocked|5|src=10.1.0.7 cs3Label=Category cs3=beacon",
+		t0.Format(time.RFC3339))))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs, err := siem.Wait(ctx, 1)
+	if err != nil {
+		t.Fatalf("no alert from the rule on $env.attrs[\"cef.cs3\"]: %v", err)
+	}
+	if !strings.Contains(msgs[0], "|env-beacon|") {
+		t.Errorf("alert: %s", msgs[0])
+	}
+}
