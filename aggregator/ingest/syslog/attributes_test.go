@@ -1,6 +1,11 @@
 package syslog
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +46,77 @@ func TestSourceKeepsTheAttributesRulesRead(t *testing.T) {
 				t.Errorf("dropped = %v, want %v", got, wantDropped)
 			}
 		})
+	}
+}
+
+// Every attribute Outpost's own normalization reads after the parse is
+// one the parse keeps whatever the rules read: the Windows fields
+// windows.go reads (w("Name"), winPrefix+"Name", "json.<key>"), the audit
+// keys linux.go reads (a("key"), "kv.<key>") and the keys audit.go joins
+// on. A name read there and missing from attributes.go's lists would give
+// the event other fields with attributes: read than with all (found by
+// review: attributes.go named this test, which did not exist).
+func TestReadKeepsTheNormalization(t *testing.T) {
+	f := newAttrFilter(map[string]bool{})
+	for _, file := range []string{"windows.go", "linux.go", "audit.go", "normalize.go"} {
+		tree, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lit := func(e ast.Expr) (string, bool) {
+			b, ok := e.(*ast.BasicLit)
+			if !ok || b.Kind != token.STRING {
+				return "", false
+			}
+			s, err := strconv.Unquote(b.Value)
+			return s, err == nil
+		}
+		n := 0
+		prefixOf := map[ast.Node]bool{} // "kv.a" in "kv.a"+strconv.Itoa(i): a0..a63, checked below
+		ast.Inspect(tree, func(node ast.Node) bool {
+			switch x := node.(type) {
+			case *ast.CallExpr: // w("Name"), a("key")
+				id, ok := x.Fun.(*ast.Ident)
+				if !ok || len(x.Args) != 1 {
+					break
+				}
+				s, ok := lit(x.Args[0])
+				switch {
+				case !ok:
+				case id.Name == "w" && !f.keepSD("NXLOG@14506", s):
+					t.Errorf("%s: w(%q): the parse does not keep it", file, s)
+				case id.Name == "a" && !f.keep("kv.", s):
+					t.Errorf("%s: a(%q): the parse does not keep kv.%s", file, s, s)
+				}
+				n++
+			case *ast.BinaryExpr: // winPrefix+"Name"
+				if x.Op == token.ADD {
+					prefixOf[x.X] = true
+				}
+				if id, ok := x.X.(*ast.Ident); ok && id.Name == "winPrefix" {
+					if s, ok := lit(x.Y); ok && !f.win[s] {
+						t.Errorf("%s: win.%s: the parse does not keep %s", file, s, s)
+					}
+					n++
+				}
+			case *ast.BasicLit: // "json.<key>", "kv.<key>"
+				s, ok := lit(x)
+				if !ok || prefixOf[x] {
+					break
+				}
+				for _, prefix := range []string{"json.", "kv."} {
+					if k, ok := strings.CutPrefix(s, prefix); ok && k != "" && !strings.HasSuffix(k, ".") && !f.keep(prefix, k) && !f.keys[s] {
+						t.Errorf("%s: %q: the parse does not keep it", file, s)
+					}
+				}
+			}
+			return true
+		})
+		if file == "linux.go" && !f.keep("kv.", "a63") {
+			t.Error("linux.go: kv.a63 (the last EXECVE argument read): the parse does not keep it")
+		}
+		if n == 0 && file != "normalize.go" {
+			t.Errorf("%s: no read found: the test no longer sees how the file reads attributes", file)
+		}
 	}
 }
