@@ -10,9 +10,9 @@ import (
 
 // normalize fills ev's security fields when it recognizes the message. It
 // is pure: it reads App and Message and writes only the normalized fields.
-func normalize(ev *event.Event) {
+func normalize(ev *event.Event, keep *attrFilter) {
 	parseSnare(ev) // Snare's Windows format: fills win.* for normalizeWindows
-	if len(ev.Attrs) > 0 && normalizeWindows(ev) {
+	if len(ev.Attrs) > 0 && normalizeWindows(ev, keep) {
 		return
 	}
 	switch ev.App {

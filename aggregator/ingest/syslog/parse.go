@@ -152,7 +152,7 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 			p.payload(f, ok)
 		}
 	}
-	normalize(ev)
+	normalize(ev, keep)
 	if keep != nil {
 		if n := keep.prune(ev) + p.left; n > 0 && p.dropped != nil {
 			p.dropped(n)

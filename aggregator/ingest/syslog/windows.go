@@ -33,12 +33,17 @@ var formatPrefixes = map[string]bool{"cef": true, "leef": true, "kv": true, "jso
 const maxWinFields = 96
 
 // windowsFields finds a Windows event in ev and copies its fields to
-// attrs["win.<Name>"]. It reports whether there is one.
-func windowsFields(ev *event.Event) bool {
+// attrs["win.<Name>"]. It returns the prefix its fields came under ("" for
+// Snare's, read as win.<Name> already), and whether there is one. keep,
+// when not nil, limits the copies to the win.<Name> the rules read: the
+// normalization reads the others under the prefix (windowsField).
+func windowsFields(ev *event.Event, keep *attrFilter) (string, bool) {
 	if len(ev.Attrs) == 0 {
-		return false
+		return "", false
 	}
+	src := ""
 	copyPrefix := func(prefix string) {
+		src = prefix
 		// Past maxWinFields, the fields the normalization reads, then
 		// the others in name order: the same message keeps the same
 		// fields whatever the map's order, no number of other fields
@@ -63,7 +68,9 @@ func windowsFields(ev *event.Event) bool {
 			names = names[:maxWinFields]
 		}
 		for _, name := range names {
-			ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
+			if keep == nil || keep.keys[winPrefix+name] {
+				ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
+			}
 		}
 	}
 	switch {
@@ -91,20 +98,29 @@ func windowsFields(ev *event.Event) bool {
 			}
 		}
 		if sdid == "" {
-			return false
+			return "", false
 		}
 		copyPrefix(sdid + ".")
-		if ev.Attrs[winPrefix+"Provider"] == "" {
+		if windowsField(ev, src, "Provider") == "" {
 			// NXLog puts the provider in APP-NAME.
-			setIf(ev, winPrefix+"Provider", firstOf(ev.Attrs[winPrefix+"SourceName"], ev.Attrs[winPrefix+"ProviderName"], ev.App))
+			setIf(ev, winPrefix+"Provider", firstOf(windowsField(ev, src, "SourceName"), windowsField(ev, src, "ProviderName"), ev.App))
 		}
 	}
-	if ev.Attrs[winPrefix+"Channel"] == "" {
-		if strings.EqualFold(ev.Attrs[winPrefix+"Provider"], "Microsoft-Windows-Sysmon") {
+	if windowsField(ev, src, "Channel") == "" {
+		if strings.EqualFold(windowsField(ev, src, "Provider"), "Microsoft-Windows-Sysmon") {
 			ev.Attrs[winPrefix+"Channel"] = "Microsoft-Windows-Sysmon/Operational"
 		}
 	}
-	return true
+	return src, true
+}
+
+// windowsField is the Windows event's field name: win.<name>, or where
+// windowsFields found it (src+name) when it did not copy it.
+func windowsField(ev *event.Event, src, name string) string {
+	if v := ev.Attrs[winPrefix+name]; v != "" || src == "" {
+		return v
+	}
+	return ev.Attrs[src+name]
 }
 
 func setIf(ev *event.Event, k, v string) {
@@ -125,11 +141,12 @@ func firstOf(vs ...string) string {
 // normalizeWindows fills ev's fields from the Windows event whose fields
 // windowsFields copied: event_code and channel always, and per event id
 // what it says. It reports whether ev is a Windows event.
-func normalizeWindows(ev *event.Event) bool {
-	if !windowsFields(ev) {
+func normalizeWindows(ev *event.Event, keep *attrFilter) bool {
+	src, ok := windowsFields(ev, keep)
+	if !ok {
 		return false
 	}
-	w := func(name string) string { return ev.Attrs[winPrefix+name] }
+	w := func(name string) string { return windowsField(ev, src, name) }
 	id := w("EventID")
 	ev.Set(event.FieldEventCode, id)
 	ev.Set(event.FieldChannel, w("Channel"))
