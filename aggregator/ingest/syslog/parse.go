@@ -125,10 +125,8 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		keep = p.attrs.Load()
 	}
 	p.keeping, p.left = keep, 0
-	if keep != nil {
-		if p.keepFn == nil {
-			p.keepFn = p.keep
-		}
+	if keep != nil && p.keepFn == nil {
+		p.keepFn = p.keep // once: a method value allocates
 	}
 	if isRFC5424(msg) {
 		if err := p.parse5424(msg, ev, keep); err != nil {
