@@ -65,6 +65,10 @@ const (
 	// logChunk is the size a record's messages are cut at, well under
 	// NATS's default max_payload (1 MiB).
 	logChunk = 256 << 10
+	// logFetch is how many messages a restart asks the state log for at a
+	// time (at most 16 MiB), logFetchWait how long it waits for them.
+	logFetch     = 64
+	logFetchWait = 10 * time.Second
 )
 
 // logState is a state as the log holds it: encoded (engine.AppendState),
@@ -295,44 +299,79 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		}
 		cur, data = 0, nil
 	}
-	// One request per message, each the next of the subject: a restart
-	// reads at most state_log.size, in messages of up to logChunk.
-	for seq := from; ; {
-		msg, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject()))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		seq = msg.Sequence + 1
-		rseq, err1 := strconv.ParseUint(msg.Header.Get(logSeqHeader), 10, 64)
-		i, n, err2 := parsePart(msg.Header.Get(logPartHeader))
+	take := func(streamSeq uint64, hdr nats.Header, body []byte) {
+		rseq, err1 := strconv.ParseUint(hdr.Get(logSeqHeader), 10, 64)
+		i, n, err2 := parsePart(hdr.Get(logPartHeader))
 		switch {
 		case err1 != nil || err2 != nil || rseq == 0 || rseq >= maxLogSeq:
-			s.log.Error("skipping a window state log message without a valid seq and part", "stream_seq", msg.Sequence)
-			continue
+			s.log.Error("skipping a window state log message without a valid seq and part", "stream_seq", streamSeq)
+			return
 		case rseq <= mark:
-			continue // compacted; purged with the next compaction
+			return // compacted; purged with the next compaction
 		case rseq == cur:
 			if i == next && n == total {
-				data = append(data, msg.Data...)
-				next, lastPart = i+1, msg.Sequence
+				data = append(data, body...)
+				next, lastPart = i+1, streamSeq
 			} // else: a part missing before it; the record ends at the gap
-			continue
+			return
 		case rseq < max(prev, cur):
-			s.log.Error("skipping a window state log message out of order", "stream_seq", msg.Sequence, "seq", rseq, "after", max(prev, cur))
-			continue
+			s.log.Error("skipping a window state log message out of order", "stream_seq", streamSeq, "seq", rseq, "after", max(prev, cur))
+			return
 		}
 		flush()
 		if i != 0 {
 			// Its first parts are gone: nothing of it can be read.
-			s.log.Error("skipping a window state log record whose first part is missing", "stream_seq", msg.Sequence, "seq", rseq)
+			s.log.Error("skipping a window state log record whose first part is missing", "stream_seq", streamSeq, "seq", rseq)
 			prev = rseq
-			continue
+			return
 		}
-		cur, next, total, lastPart = rseq, 1, n, msg.Sequence
-		data = append([]byte(nil), msg.Data...)
+		cur, next, total, lastPart = rseq, 1, n, streamSeq
+		data = append([]byte(nil), body...)
+	}
+	// An ordered consumer of this instance's subject from stream sequence
+	// from: JetStream streams the messages (a restart reads up to
+	// state_log.size) instead of answering one request per message. It
+	// reads what the subject held when it was made; a message gone since
+	// (a compaction's purge) ends the read, as the end of the log does.
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.subject()},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    max(from, 1),
+	})
+	if err != nil {
+		return err
+	}
+	info := cons.CachedInfo()
+	if info == nil {
+		return errors.New("the state log's consumer has no info")
+	}
+	defer func() {
+		// Ephemeral, it would go after a while of inactivity anyway.
+		if err := stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.log.Debug("deleting the state log's reader", "err", err)
+		}
+	}()
+	for pending := info.NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, logFetch)), jetstream.FetchMaxWait(logFetchWait))
+		if err != nil {
+			return err
+		}
+		got := uint64(0)
+		for msg := range batch.Messages() {
+			got++
+			md, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			take(md.Sequence.Stream, msg.Headers(), msg.Data())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		if got == 0 {
+			break
+		}
+		pending -= min(got, pending)
 	}
 	flush()
 	return nil

@@ -215,7 +215,7 @@ func TestReviewRefusingStateLogWedgesWithoutCompacting(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := h.s.Checkpoint(ctx)
-		h.reset(ctx, t) // reads the whole log again, one GetMsg per message
+		h.reset(ctx, t) // reads the whole log again
 		t.Logf("try %d: checkpoint %v", try, err)
 		if err == nil {
 			return
