@@ -346,8 +346,17 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		return errors.New("the state log's consumer has no info")
 	}
 	defer func() {
-		// Ephemeral, it would go after a while of inactivity anyway.
-		if err := stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		// Every Fetch replaces the ordered consumer's server-side consumer
+		// by a new one (deleting the one before): the one to delete is the
+		// last, not the first. Ephemeral, it would go after a while of
+		// inactivity anyway, but one per restart and per reset add up.
+		last := cons.CachedInfo()
+		if last == nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := stream.DeleteConsumer(dctx, last.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			s.log.Debug("deleting the state log's reader", "err", err)
 		}
 	}()
