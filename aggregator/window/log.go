@@ -337,6 +337,11 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		FilterSubjects: []string{s.subject()},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    max(from, 1),
+		// Each Fetch makes the next server-side consumer; by default it
+		// retries that forever, ignoring ctx (a STATELOG gone or refusing
+		// consumers would hang the restart with mu held). One attempt: its
+		// error is the read's, as GetMsg's was.
+		MaxResetAttempts: 1,
 	})
 	if err != nil {
 		return err
@@ -361,6 +366,9 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		}
 	}()
 	for pending := info.NumPending; pending > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		batch, err := cons.Fetch(int(min(pending, logFetch)), jetstream.FetchMaxWait(logFetchWait))
 		if err != nil {
 			return err

@@ -86,6 +86,40 @@ func TestReview2RestartLeavesAStateLogConsumer(t *testing.T) {
 	t.Errorf("after 3 reads of the log, STATELOG still holds %d consumers: %v", len(left), left)
 }
 
+// A read of the log whose STATELOG goes away in the middle (deleted, or
+// JetStream refusing new consumers) once returned GetMsg's error; the
+// ordered consumer's Fetch retries making its next consumer forever, and
+// ignores ctx: loadLog hung with the stage's mu held (a shutdown too).
+func TestReview2ReadLogHangsWhenTheStateLogGoes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h := newHarness(ctx, t, thresholdRule, nil)
+	js := h.s.js
+	publishLogRecords(ctx, t, js, h.s.subject(), 3*logFetch)
+	done := make(chan error, 1)
+	go func() {
+		deleted := false
+		done <- h.s.readLog(ctx, 1, 0, func(seq, streamSeq uint64, data []byte) {
+			if deleted {
+				return
+			}
+			deleted = true
+			if err := js.DeleteStream(ctx, bus.StreamStateLog); err != nil {
+				t.Error(err)
+			}
+		})
+	}()
+	select {
+	case err := <-done:
+		t.Logf("readLog: %v", err)
+		if err == nil {
+			t.Error("readLog reported no error after STATELOG went away in the middle of the read")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("readLog still running 20 s after STATELOG went away")
+	}
+}
+
 // getMsgReadLog is readLog as it was before the ordered consumer: one
 // GetMsg of the subject's next message at a time.
 func getMsgReadLog(ctx context.Context, s *store, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
