@@ -70,6 +70,11 @@ func windowsFields(ev *event.Event, keep *attrFilter) (string, bool) {
 		for _, name := range names {
 			if keep == nil || keep.keys[winPrefix+name] {
 				ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
+			} else {
+				// Not copied: a win.<Name> already there (an SD element
+				// named "win") must not shadow the field for
+				// windowsField. The copy replaced it, and prune dropped it.
+				delete(ev.Attrs, winPrefix+name)
 			}
 		}
 	}
