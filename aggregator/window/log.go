@@ -328,40 +328,29 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		cur, next, total, lastPart = rseq, 1, n, streamSeq
 		data = append([]byte(nil), body...)
 	}
-	// An ordered consumer of this instance's subject from stream sequence
-	// from: JetStream streams the messages (a restart reads up to
-	// state_log.size) instead of answering one request per message. It
-	// reads what the subject held when it was made; a message gone since
-	// (a compaction's purge) ends the read, as the end of the log does.
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.subject()},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    max(from, 1),
-		// Each Fetch makes the next server-side consumer; by default it
-		// retries that forever, ignoring ctx (a STATELOG gone or refusing
-		// consumers would hang the restart with mu held). One attempt: its
-		// error is the read's, as GetMsg's was.
-		MaxResetAttempts: 1,
+	// An ephemeral pull consumer of this instance's subject from stream
+	// sequence from, without acks: JetStream streams the messages (a
+	// restart reads up to state_log.size) instead of answering one request
+	// per message. It reads what the subject held when it was made; a
+	// message gone since (a compaction's purge) ends the read, as the end
+	// of the log does. A STATELOG gone mid-read fails the fetch, and so
+	// the read, as GetMsg did.
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     s.subject(),
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       max(from, 1),
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: time.Minute, // if this process dies before deleting it
 	})
 	if err != nil {
 		return err
 	}
 	info := cons.CachedInfo()
-	if info == nil {
-		return errors.New("the state log's consumer has no info")
-	}
 	defer func() {
-		// Every Fetch replaces the ordered consumer's server-side consumer
-		// by a new one (deleting the one before): the one to delete is the
-		// last, not the first. Ephemeral, it would go after a while of
-		// inactivity anyway, but one per restart and per reset add up.
-		last := cons.CachedInfo()
-		if last == nil {
-			return
-		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := stream.DeleteConsumer(dctx, last.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if err := stream.DeleteConsumer(dctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			s.log.Debug("deleting the state log's reader", "err", err)
 		}
 	}()
