@@ -60,15 +60,7 @@ func TestCEFFirewallStreamEndToEnd(t *testing.T) {
 // counted as dropped, and a rule loaded later on another key sees that
 // key in the events that follow.
 func TestRulesSeeTheAttributesTheyRead(t *testing.T) {
-	siem, err := receiver.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer siem.Close()
-	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
-	cfg.Rules.Dir = t.TempDir()
-	writeRules(t, cfg.Rules.Dir, "a.yaml", "rules:\n  - {id: beacon-category, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs3\"] == \"beacon\"', fields: [attrs.cef.cs3]}\n")
-	p := start(t, cfg)
+	p, siem, rulesDir := startWithRules(t, "rules:\n  - {id: beacon-category, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs3\"] == \"beacon\"', fields: [attrs.cef.cs3]}\n")
 	line := func(at time.Time) string {
 		return octet(fmt.Sprintf("<134>1 %s proxy-01 - - - - CEF:0|Example|WebProxy|2.0|blocked|URL blocked|5|src=10.1.0.7 request=https://c2.example.net/ cs3Label=Category cs3=beacon cs4Label=Policy cs4=strict-egress flexString1=unused",
 			at.Format(time.RFC3339)))
@@ -89,7 +81,7 @@ func TestRulesSeeTheAttributesTheyRead(t *testing.T) {
 		t.Errorf("outpost_syslog_attributes_dropped_total = %v, want 8", got)
 	}
 
-	writeRules(t, cfg.Rules.Dir, "b.yaml", "rules:\n  - {id: strict-egress, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs4\"] == \"strict-egress\"'}\n")
+	writeRules(t, rulesDir, "b.yaml", "rules:\n  - {id: strict-egress, title: T, kind: match, severity: 5, condition: 'attrs[\"cef.cs4\"] == \"strict-egress\"'}\n")
 	if err := p.ReloadRules(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,15 +100,7 @@ func TestRulesSeeTheAttributesTheyRead(t *testing.T) {
 // all (found by review: the key was not among those the rules read, so
 // the source dropped it and the rule never fired).
 func TestRulesReadingAttrsThroughEnvFire(t *testing.T) {
-	siem, err := receiver.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer siem.Close()
-	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
-	cfg.Rules.Dir = t.TempDir()
-	writeRules(t, cfg.Rules.Dir, "a.yaml", "rules:\n  - {id: env-beacon, title: T, kind: match, severity: 5, condition: '$env.attrs[\"cef.cs3\"] == \"beacon\"'}\n")
-	p := start(t, cfg)
+	p, siem, _ := startWithRules(t, "rules:\n  - {id: env-beacon, title: T, kind: match, severity: 5, condition: '$env.attrs[\"cef.cs3\"] == \"beacon\"'}\n")
 	send(t, "tcp", p.tcp, octet(fmt.Sprintf("<134>1 %s proxy-01 - - - - CEF:0|Example|WebProxy|2.0|blocked|URL blocked|5|src=10.1.0.7 cs3Label=Category cs3=beacon",
 		t0.Format(time.RFC3339))))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -128,4 +112,19 @@ func TestRulesReadingAttrsThroughEnvFire(t *testing.T) {
 	if !strings.Contains(msgs[0], "|env-beacon|") {
 		t.Errorf("alert: %s", msgs[0])
 	}
+}
+
+// startWithRules starts a pipeline whose rules dir holds rules (as a.yaml)
+// and a SIEM receiver for its alerts; it returns them and the rules dir.
+func startWithRules(t *testing.T, rules string) (*running, *receiver.Receiver, string) {
+	t.Helper()
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { siem.Close() })
+	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
+	cfg.Rules.Dir = t.TempDir()
+	writeRules(t, cfg.Rules.Dir, "a.yaml", rules)
+	return start(t, cfg), siem, cfg.Rules.Dir
 }

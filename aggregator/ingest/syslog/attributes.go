@@ -1,6 +1,7 @@
 package syslog
 
 import (
+	"maps"
 	"strconv"
 	"strings"
 
@@ -80,17 +81,11 @@ var auditKeys = func() map[string]bool {
 }()
 
 func newAttrFilter(ruleKeys map[string]bool) *attrFilter {
-	f := &attrFilter{keys: make(map[string]bool, len(ruleKeys)+len(event.Schema)+len(joinKeys)), win: map[string]bool{}}
-	for _, set := range []map[string]bool{ruleKeys, joinKeys} {
-		for k := range set {
-			f.keys[k] = true
-		}
-	}
+	f := &attrFilter{keys: make(map[string]bool, len(ruleKeys)+len(event.Schema)+len(joinKeys)), win: maps.Clone(windowsRead)}
+	maps.Copy(f.keys, ruleKeys)
+	maps.Copy(f.keys, joinKeys)
 	for _, k := range event.Schema {
 		f.keys[k] = true
-	}
-	for _, n := range windowsNames {
-		f.win[n] = true
 	}
 	for k := range ruleKeys {
 		if n, ok := strings.CutPrefix(k, winPrefix); ok {
