@@ -323,7 +323,7 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}
@@ -373,6 +373,8 @@ func (s *Stage) seal() *checkpoint {
 // the sets, then the deletions (see seal), then, once they are durable,
 // the mark.
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
+	cp.log.keys = make([]string, 0, len(cp.sealed))
+	cp.log.states = make([]logState, 0, len(cp.sealed))
 	for _, ss := range cp.sealed {
 		var enc []byte
 		if ss.e != nil {

@@ -162,7 +162,7 @@ func newHarness(ctx context.Context, t *testing.T, ruleItems string, tweak func(
 
 // startCheckpointer loads s's watermark and key counts as Run does and
 // runs its checkpointer until the func it returns is called.
-func startCheckpointer(ctx context.Context, t *testing.T, s *Stage) (stop func()) {
+func startCheckpointer(ctx context.Context, t testing.TB, s *Stage) (stop func()) {
 	t.Helper()
 	if err := s.open(ctx); err != nil {
 		t.Fatal(err)

@@ -90,40 +90,54 @@ const logOverhead = 96
 // seconds).
 func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires <= now }
 
-// logRecord is one checkpoint's states, as appended to the log: data is
-// the record, cut into messages of chunk bytes; last is the stream
-// sequence of its last message, once acked.
+// logRecord is one checkpoint's states, as appended to the log: parts is
+// the record, cut into messages of chunk bytes as it is written (a record
+// of tens of thousands of states is tens of MiB: grown as one slice, it
+// was copied at every doubling); last is the stream sequence of its last
+// message, once acked.
 type logRecord struct {
-	seq    uint64
-	chunk  int
-	keys   []string
-	states []logState
-	data   []byte
-	bytes  int64
-	last   uint64
+	seq     uint64
+	chunk   int
+	keys    []string
+	states  []logState
+	chunks  [][]byte
+	scratch []byte
+	bytes   int64
+	last    uint64
 }
 
 func (lr *logRecord) add(sk string, st logState) {
 	lr.keys = append(lr.keys, sk)
 	lr.states = append(lr.states, st)
-	if lr.data == nil {
-		lr.data = make([]byte, 0, lr.chunk)
-	}
-	lr.data = wire.AppendString(lr.data, sk)
-	lr.data = wire.AppendUvarint(lr.data, st.expires)
-	lr.data = wire.AppendUvarint(lr.data, uint64(len(st.enc)))
-	lr.data = append(lr.data, st.enc...)
+	lr.scratch = wire.AppendString(lr.scratch[:0], sk)
+	lr.scratch = wire.AppendUvarint(lr.scratch, st.expires)
+	lr.scratch = wire.AppendUvarint(lr.scratch, uint64(len(st.enc)))
+	lr.write(lr.scratch)
+	lr.write(st.enc)
 }
 
-// parts cuts the record into its messages' bodies (none if it is empty).
-func (lr *logRecord) parts() [][]byte {
-	var out [][]byte
-	for rest := lr.data; len(rest) > 0; {
-		n := min(len(rest), lr.chunk)
-		out = append(out, rest[:n])
-		rest = rest[n:]
+// write appends b to the record, filling each part to chunk bytes.
+func (lr *logRecord) write(b []byte) {
+	for len(b) > 0 {
+		if n := len(lr.chunks); n == 0 || len(lr.chunks[n-1]) == lr.chunk {
+			lr.chunks = append(lr.chunks, make([]byte, 0, lr.chunk))
+		}
+		last := &lr.chunks[len(lr.chunks)-1]
+		k := min(len(b), lr.chunk-len(*last))
+		*last = append(*last, b[:k]...)
+		b = b[k:]
 	}
-	return out
+}
+
+// parts is the record's messages' bodies (none if it is empty).
+func (lr *logRecord) parts() [][]byte { return lr.chunks }
+
+// size is the record's length in bytes.
+func (lr *logRecord) size() int {
+	if len(lr.chunks) == 0 {
+		return 0
+	}
+	return (len(lr.chunks)-1)*lr.chunk + len(lr.chunks[len(lr.chunks)-1])
 }
 
 // publish appends parts from of the record's (of total) to subject and

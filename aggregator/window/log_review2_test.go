@@ -43,7 +43,7 @@ func publishLogRecords(ctx context.Context, t *testing.T, js jetstream.JetStream
 	for i := range n {
 		rec := &logRecord{seq: uint64(i + 1), chunk: logChunk}
 		rec.add(fmt.Sprintf("w/many@fp\x00host=h%d", i), logState{enc: []byte("s")})
-		if _, err := js.PublishMsgAsync(newLogMsg(subject, strconv.Itoa(i+1), rec.data)); err != nil {
+		if _, err := js.PublishMsgAsync(newLogMsg(subject, strconv.Itoa(i+1), rec.parts()[0])); err != nil {
 			t.Fatal(err)
 		}
 	}
