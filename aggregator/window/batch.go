@@ -155,9 +155,11 @@ func (b *batch) Drop(d engine.Deadline) { b.s.drops[string(d.Ref.([]byte))] = st
 // done ends the batch: it counts the keys it added and removed against the
 // rules' key caps and lets go of its read transaction.
 func (b *batch) done() {
-	for _, e := range b.order {
+	for sk, e := range b.states {
 		b.s.account(e)
+		b.s.resized(sk, e)
 	}
+	b.s.trimCache()
 	b.discard()
 }
 
