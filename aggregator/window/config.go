@@ -42,17 +42,16 @@ type Config struct {
 	// over 300,000 live states 25-38% faster, but raised VmHWM by a few
 	// times its size and did not help a 10-minute run (docs/benchmarks.md).
 	ColdBytes config.ByteSize `yaml:"cold_cache_size"`
-	// CheckpointInterval is how often what changed the states in memory
-	// is appended to the state log together (and the matches that changed
-	// them acked). A crash replays the matches since the last checkpoint.
+	// CheckpointInterval is how often the states changed in memory are
+	// written to Badger together (and the matches that changed them
+	// acked). A crash replays the matches since the last checkpoint.
 	// Default 1s.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
-	// StateLog (`state_log`) bounds the state log (log.go, delta.go): a
-	// compaction writes every state changed since the last one under its
-	// key when those the cache let go of take Memory, encoded, in memory
-	// (default 256 MiB), when the records take Size on disk (default 128
-	// MiB: a restart replays them, ~1.5 million matches a second), or
-	// every Interval (default 10m).
+	// StateLog (`state_log`) bounds the state log (log.go): a compaction
+	// writes the states logged since the last one under their keys when
+	// they take Memory in memory (default 256 MiB), when the records take
+	// Size on disk (default 1 GiB), or every Interval (default 10m, which
+	// bounds what a restart reads back).
 	StateLog StateLogConfig `yaml:"state_log"`
 	// Fused: the rule filter hands its matches to the windows in process,
 	// skipping the MATCHES stream (one encode, one JetStream write and one
@@ -104,7 +103,7 @@ func (c *Config) Validate() error {
 		c.StateLog.Memory = 256 << 20
 	}
 	if c.StateLog.Size == 0 {
-		c.StateLog.Size = 128 << 20
+		c.StateLog.Size = 1 << 30
 	}
 	if c.StateLog.Interval == 0 {
 		c.StateLog.Interval = 10 * time.Minute

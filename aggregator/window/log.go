@@ -122,10 +122,7 @@ func (lr *logRecord) add(sk string, st logState) {
 func (lr *logRecord) write(b []byte) {
 	for len(b) > 0 {
 		if n := len(lr.chunks); n == 0 || len(lr.chunks[n-1]) == lr.chunk {
-			// Grown by append up to chunk: most records are a batch or
-			// two (a consumer at its in-flight limit asks for a
-			// checkpoint), far smaller than a part.
-			lr.chunks = append(lr.chunks, make([]byte, 0, min(lr.chunk, 4<<10)))
+			lr.chunks = append(lr.chunks, make([]byte, 0, lr.chunk))
 		}
 		last := &lr.chunks[len(lr.chunks)-1]
 		k := min(len(b), lr.chunk-len(*last))

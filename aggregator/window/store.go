@@ -318,13 +318,10 @@ const entryOverhead = 400
 
 // entryBytes estimates the memory of sk's state st in the cache.
 func entryBytes(sk string, st *engine.State) int64 {
-	// A list's strings are taken to be as long as its first (ids are
-	// NUIDs): summing them all for every state a batch touched cost more
-	// than the rest of the accounting.
 	strs := func(ss []string) int {
 		n := 16 * cap(ss)
-		if len(ss) > 0 {
-			n += len(ss) * (len(ss[0]) + 8) // 8: the allocation's rounding
+		for _, s := range ss {
+			n += len(s) + 8 // the allocation's rounding
 		}
 		return n
 	}
