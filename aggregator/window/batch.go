@@ -155,11 +155,9 @@ func (b *batch) Drop(d engine.Deadline) { b.s.drops[string(d.Ref.([]byte))] = st
 // done ends the batch: it counts the keys it added and removed against the
 // rules' key caps and lets go of its read transaction.
 func (b *batch) done() {
-	for sk, e := range b.states {
+	for _, e := range b.order {
 		b.s.account(e)
-		b.s.resized(sk, e)
 	}
-	b.s.trimCache()
 	b.discard()
 }
 

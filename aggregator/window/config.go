@@ -24,18 +24,12 @@ type Config struct {
 	// (outpost_windows_key_cap_hits_total), which bounds the state a flood
 	// of distinct addresses can create.
 	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
-	// CacheKeys is how many recently used window states are kept in memory,
-	// decoded, in front of the state log and Badger. Default 500,000.
-	// States changed since the last checkpoint stay in memory regardless;
-	// a checkpoint is taken early when they reach half of it, and batches
-	// wait for the checkpoint being written when they reach all of it.
+	// CacheKeys is how many recently used window states are kept in memory
+	// in front of Badger. Default 100,000. States changed since the last
+	// checkpoint stay in memory regardless; a checkpoint is taken early
+	// when they reach half of it, and batches wait for the checkpoint being
+	// written when they reach all of it.
 	CacheKeys int `yaml:"cache_keys"`
-	// CacheSize bounds the memory of those states (`cache_size`, an
-	// estimate of each state's decoded size): the least recently used go
-	// when either bound is passed. Default 256MiB: the three states of
-	// each of 100,000 attacking addresses fit, so that every match finds
-	// its state decoded (docs/benchmarks.md).
-	CacheSize config.ByteSize `yaml:"cache_size"`
 	// ColdBytes bounds the memory of the states the cache evicted that are
 	// kept encoded behind it (`cold_cache_size`), so that reading one back
 	// is a decode rather than a Badger read. Default 0: off. It made bursts
@@ -88,13 +82,7 @@ func (c *Config) Validate() error {
 		c.MaxKeysPerRule = 1_000_000
 	}
 	if c.CacheKeys == 0 {
-		c.CacheKeys = 500_000
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = 256 << 20
-	}
-	if c.CacheSize < 0 {
-		errs.Add("windows.cache_size", "must not be negative, got %d", c.CacheSize)
+		c.CacheKeys = 100_000
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second

@@ -99,14 +99,13 @@ func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires 
 // one slice, it was copied at every doubling); last is the stream
 // sequence of its last message, once acked.
 type logRecord struct {
-	seq     uint64
-	chunk   int
-	chunks  [][]byte
-	scratch []byte
-	dw      deltaWriter
-	deltas  int
-	bytes   int64
-	last    uint64
+	seq               uint64
+	chunk             int
+	chunks            [][]byte
+	scratch, mscratch []byte
+	deltas            int
+	bytes             int64
+	last              uint64
 }
 
 // add appends a whole state (format 1).

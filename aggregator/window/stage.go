@@ -179,10 +179,6 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		Name: "outpost_windows_cold_bytes",
 		Help: "Memory (estimated) of the window states kept encoded behind the cache (windows.cold_cache_size bounds it).",
 	}, func() float64 { return float64(s.coldBytes.Load()) })
-	cacheBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "outpost_windows_cache_bytes",
-		Help: "Memory (estimated) of the window states kept decoded in the cache (windows.cache_size bounds it).",
-	}, func() float64 { return float64(s.cacheBytes.Load()) })
 	logBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outpost_windows_state_log_bytes",
 		Help: "Memory (estimated) of the window states logged since the last compaction (windows.state_log.memory starts one).",
@@ -194,7 +190,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			ConstLabels: prometheus.Labels{"from": from},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, cacheBytes, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}

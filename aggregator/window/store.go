@@ -34,15 +34,14 @@ type store struct {
 	log *slog.Logger
 
 	// cache holds recently used states, clean or dirty, bounded to
-	// cfg.CacheKeys and, by estimate (cacheBytes), to cfg.CacheSize. dirty holds the states changed since the last seal:
+	// cfg.CacheKeys. dirty holds the states changed since the last seal:
 	// the cache may evict one, but it stays here until it is sealed.
 	// sealed holds the states of the checkpoint being written, until it is
 	// durable: the cache may have evicted them and Badger may not hold them
 	// yet. A state is looked up in that order, then read from Badger.
-	cache      *lru.Cache[string, *entry]
-	cacheBytes atomic.Int64
-	dirty      map[string]*entry
-	sealed     map[string]*entry
+	cache  *lru.Cache[string, *entry]
+	dirty  map[string]*entry
+	sealed map[string]*entry
 	// cold holds, encoded, states the cache evicted, up to cfg.ColdBytes
 	// of them: reading one back is a map lookup and a decode, not a
 	// Badger read. A state is in cold or in the cache, never both (taking
@@ -125,8 +124,6 @@ type entry struct {
 	// its TTL counts from then.
 	gen     uint64
 	touched int64
-	// size is the entry's memory as cacheBytes counts it (entryBytes).
-	size int64
 
 	// sealing and sealedEnc let a compaction encode the state as it was
 	// when its snapshot was taken, without holding the stage's mutex
@@ -184,7 +181,6 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 // hold it yet; any other in cold, encoded, within the byte budget (making
 // room by dropping others: Badger holds them).
 func (s *store) evicted(sk string, e *entry) {
-	s.cacheBytes.Add(-e.size)
 	if s.forgetting {
 		return
 	}
@@ -285,52 +281,7 @@ func (s *store) cacheAdd(sk string, e *entry) {
 	if c, ok := s.cold[sk]; ok {
 		s.dropCold(sk, c)
 	}
-	if old, ok := s.cache.Peek(sk); ok { // replaced without an eviction
-		s.cacheBytes.Add(-old.size)
-	}
-	e.size = entryBytes(sk, &e.st)
-	s.cacheBytes.Add(e.size)
 	s.cache.Add(sk, e)
-	s.trimCache()
-}
-
-// resized counts e's size as it is now, after a change.
-func (s *store) resized(sk string, e *entry) {
-	if !s.cache.Contains(sk) {
-		return
-	}
-	n := entryBytes(sk, &e.st)
-	s.cacheBytes.Add(n - e.size)
-	e.size = n
-}
-
-// trimCache lets the least recently used states go while the cache is
-// over its byte budget.
-func (s *store) trimCache() {
-	for s.cacheBytes.Load() > int64(s.cfg.CacheSize) && s.cache.Len() > 1 {
-		s.cache.RemoveOldest()
-	}
-}
-
-// entryOverhead is what a state in the cache costs beyond its key and its
-// lists: the entry, the cache's list element and map slot, dirty's slot.
-const entryOverhead = 400
-
-// entryBytes estimates the memory of sk's state st in the cache.
-func entryBytes(sk string, st *engine.State) int64 {
-	strs := func(ss []string) int {
-		n := 16 * cap(ss)
-		for _, s := range ss {
-			n += len(s) + 8 // the allocation's rounding
-		}
-		return n
-	}
-	n := entryOverhead + len(sk) + 8*cap(st.Times) + 8*cap(st.Steps) + strs(st.IDs) + strs(st.Values) +
-		strs(st.SpentIDs) + strs(st.Seen) + len(st.SinceID)
-	for k, v := range st.SinceFields {
-		n += 48 + len(k) + len(v)
-	}
-	return int64(n)
 }
 
 // lookup finds the state of sk in memory, marks it dirty (its caller may
@@ -425,7 +376,6 @@ func (s *store) forget() {
 	s.forgetting = true // nothing of the cache is kept
 	s.cache.Purge()
 	s.forgetting = false
-	s.cacheBytes.Store(0)
 	s.cold = map[string]coldState{}
 	s.coldBytes.Store(0)
 	s.dirty, s.sealed = map[string]*entry{}, nil
