@@ -116,9 +116,6 @@ func (s *MemStore) Keys() int {
 	return n
 }
 
-// Expired does nothing: the states are the store (Txn).
-func (s *MemStore) Expired(*rules.Rule, string, int64) {}
-
 // Armed queues a newly armed deadline (or one that moved earlier); one
 // that moved later is queued again when its old time comes (Due).
 func (s *MemStore) Armed(r *rules.Rule, key string, st *State, was int64) {

@@ -28,14 +28,9 @@ var ErrKeyCap = errors.New("rule at its cap of live group keys")
 //     watermark passed, earliest first; it may list stale ones (moved or
 //     disarmed since), which FireDue recognises against the state and hands
 //     back to Drop.
-//   - Expired is called after Expire changed (rule, key)'s state at
-//     watermark, a change no match made: a store that keeps what changed
-//     its states rather than the states (the windows' state log) records
-//     it.
 type Txn interface {
 	State(r *rules.Rule, key string, capped bool) (*State, error)
 	Armed(r *rules.Rule, key string, st *State, was int64)
-	Expired(r *rules.Rule, key string, watermark int64)
 	Due(watermark int64, limit int) ([]Deadline, error)
 	Drop(d Deadline)
 }
@@ -133,7 +128,6 @@ func (w *Windows) FireDue(tx Txn, rule func(id string) *rules.Rule, watermark in
 			continue
 		}
 		a, v := Expire(r, st, d.Key, watermark)
-		tx.Expired(r, d.Key, watermark)
 		if st.Deadline != 0 && st.Deadline != d.At {
 			// A closing window's later events opened the next one.
 			tx.Armed(r, d.Key, st, d.At)

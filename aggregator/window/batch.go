@@ -57,15 +57,9 @@ func timerKey(deadline int64, sk string) []byte {
 type batch struct {
 	s   *store
 	txn *badger.Txn // read-only: states not in memory, and the timer index
-	// states are the states this batch touched, in order; sk is the key
-	// of the last one State returned.
+	// states are the states this batch touched, in order.
 	states map[string]*entry
 	order  []*entry
-	sk     string
-	// rec is the epoch's state log record: what the batch changes is
-	// recorded there (delta.go). now is when the batch began.
-	rec *logRecord
-	now time.Time
 
 	// added counts, per rule, the new keys this batch created so far: the
 	// key cap holds within one batch too (done makes them live).
@@ -89,7 +83,6 @@ func (b *batch) keyCapHit(rule string) {
 // checks must always see their state).
 func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
 	sk := stateKey(r, key)
-	b.sk = sk
 	if e, ok := b.states[sk]; ok {
 		return &e.st, nil
 	}
@@ -110,12 +103,11 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		return nil, engine.ErrKeyCap
 	}
 	if e.sealing.Load() != sealNone {
-		// In the snapshot of a compaction, which may not have encoded it
-		// yet: it must get it as it was, not as changed now.
+		// Sealed by the checkpoint being written, which may not have
+		// encoded it yet: it must get it as sealed, not as changed now.
 		e.sealedState()
 	}
 	e.r = r
-	b.s.touch(e, b.now)
 	b.states[sk] = e
 	b.order = append(b.order, e)
 	return &e.st, nil
@@ -141,12 +133,6 @@ func (b *batch) admitNew(r *rules.Rule, capped bool) bool {
 // Armed does nothing: the checkpoint indexes each state's deadline as it
 // finds it (engine.Txn).
 func (b *batch) Armed(*rules.Rule, string, *engine.State, int64) {}
-
-// Expired records the change Expire made to (r, key)'s state
-// (engine.Txn).
-func (b *batch) Expired(r *rules.Rule, key string, watermark int64) {
-	b.rec.addExpire(stateKey(r, key), watermark)
-}
 
 // Drop deletes a stale deadline's timer key with the next checkpoint
 // (engine.Txn).

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -37,9 +35,6 @@ func BenchmarkStage(b *testing.B) {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
 			ctx := b.Context()
 			cfg := Config{}
-			if v, err := strconv.Atoi(os.Getenv("BENCH_CACHE_KEYS")); err == nil {
-				cfg.CacheKeys = v // exploring the cache's size
-			}
 			if err := cfg.Validate(); err != nil {
 				b.Fatal(err)
 			}

@@ -25,10 +25,8 @@ type epoch struct {
 	verdicts [len(verdictNames)]int
 	unknown  int
 	keyCaps  map[string]int
-	// rec records what its batches changed, for the state log.
-	rec  *logRecord
-	done chan struct{}
-	err  error
+	done     chan struct{}
+	err      error
 }
 
 func newEpoch(now time.Time) *epoch { return &epoch{arrived: now, done: make(chan struct{})} }
@@ -58,18 +56,25 @@ func (ep *epoch) finish(err error) {
 	close(ep.done)
 }
 
-// checkpoint is a sealed epoch's writes: its record to the state log,
-// then the timer keys set and deleted, then the mark; and the compaction
-// whose snapshot was taken with it, if one is due, to start once it is
-// durable.
+// checkpoint is a sealed epoch's writes: states and timer keys, then old
+// timer keys and emptied states deleted, then the mark.
 type checkpoint struct {
-	ep      *epoch
-	log     *logRecord
-	dels    [][]byte
-	sets    []*badger.Entry
-	mark    int64
-	states  int
-	compact *compaction
+	ep  *epoch
+	log *logRecord
+	// sealed are the states to append to the log: encoded by write
+	// (entry.sealedState), or, with no entry, emptied.
+	sealed []sealedState
+	dels   [][]byte
+	sets   []*badger.Entry
+	mark   int64
+	states int
+}
+
+// sealedState is a state a checkpoint appends to the log.
+type sealedState struct {
+	sk      string
+	e       *entry // nil: emptied
+	expires uint64
 }
 
 // requestCheckpoint asks the checkpointer for a checkpoint now rather
@@ -151,7 +156,7 @@ func (s *Stage) reset(ctx context.Context) error {
 		}
 	}
 	s.forget()
-	if err := s.loadLog(ctx, s.rules.Load()); err != nil {
+	if err := s.loadLog(ctx, true); err != nil {
 		return err
 	}
 	if err := s.countKeys(); err != nil {
@@ -159,11 +164,6 @@ func (s *Stage) reset(ctx context.Context) error {
 	}
 	s.failed.Store(false)
 	s.toHandAgain = 0
-	if s.forceCompact && !s.stopped {
-		// The states in memory are the durable ones: a snapshot of them
-		// now is the log through its last record.
-		s.startCompaction(s.snapshot(), s.logThrough, s.logStream)
-	}
 	return nil
 }
 
@@ -268,8 +268,14 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	defer s.mu.Unlock()
 	s.writing = nil
 	if err == nil {
-		s.settleSealed()
+		s.coolSealed()
 		s.merge(cp.log)
+		for _, ss := range cp.sealed {
+			if ss.e != nil { // its encoding is logged: the entry need not keep it
+				ss.e.sealedEnc = nil
+				ss.e.sealing.Store(sealNone)
+			}
+		}
 	}
 	s.sealed, s.sealedDrops = nil, nil
 	if err != nil {
@@ -282,14 +288,10 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		s.fail()
 		if errors.Is(err, errLogAppend) {
 			// STATELOG may be full (a limit, the disk): a compaction
-			// purges what the log holds, whether or not it is due, once
-			// the reset has read back what is durable.
-			s.forceCompact = true
+			// purges what the log holds, whether or not it is due.
+			s.maybeCompact(true)
 		}
 		return
-	}
-	if cp.compact != nil {
-		s.startCompaction(cp.compact, cp.log.seq, s.logStream)
 	}
 	s.checkpoints.WithLabelValues("ok").Inc()
 	s.cpSeconds.Observe(time.Since(start).Seconds())
@@ -303,35 +305,30 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	}
 }
 
-// seal ends the epoch in progress: its record holds what its batches
-// changed; it adds the timer index changes of every state changed since
-// the last seal, and keeps those states in sealed until the checkpoint is
-// durable. If a compaction is due, it takes its snapshot: the states as
-// they are at the end of this epoch. nil if nothing changed. Call with mu
-// held.
+// seal ends the epoch in progress: it encodes every state changed since
+// the last seal as it is now, with its timer index changes, and keeps
+// them in sealed until the checkpoint is durable. nil if nothing changed.
+// Call with mu held.
 //
 // A checkpoint is written in parts (Badger splits a large write into
 // several transactions), so a crash may leave any part of it: the sets
-// (the timer key of every armed state, rewritten each time) go before the
-// deletions (old timer keys), so a crash leaves at worst a stale timer
-// key, which FireDue recognises and drops, never an armed state without
-// its timer key. The matches of the epoch, redelivered, touch again every
-// state it changed.
+// (states, and the timer key of every armed state, rewritten each time)
+// go before the deletions (old timer keys, emptied states), so a crash
+// leaves at worst a stale timer key, which FireDue recognises and drops,
+// never an armed state without its timer key. The matches of the epoch,
+// redelivered, touch again every state it changed.
 func (s *Stage) seal() *checkpoint {
 	ep := s.cur
 	if ep.batches == 0 && len(s.drops) == 0 {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	rec := ep.rec
-	if rec == nil {
-		rec = &logRecord{chunk: s.logChunk}
-	}
-	rec.seq = s.nextSeq
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: rec}
+	now := time.Now()
 	var timers map[string]struct{}
 	for sk, e := range s.dirty {
+		ttl := s.ttl(e.r)
 		if e.indexed != 0 && e.indexed != e.st.Deadline {
 			cp.dels = append(cp.dels, timerKey(e.indexed, sk))
 		}
@@ -339,23 +336,27 @@ func (s *Stage) seal() *checkpoint {
 			// A timer lives no longer than its state: an orphan left by a
 			// state that expired meanwhile goes away by itself.
 			k := timerKey(e.st.Deadline, sk)
-			cp.sets = append(cp.sets, badger.NewEntry(k, nil).WithTTL(s.ttl(e.r)))
+			cp.sets = append(cp.sets, badger.NewEntry(k, nil).WithTTL(ttl))
 			if timers == nil {
 				timers = map[string]struct{}{}
 			}
 			timers[string(k)] = struct{}{}
 		}
 		e.indexed = e.st.Deadline
-		cp.states++
 		if e.st.Empty() {
 			if e.stored {
-				s.logAdd(sk, logState{}) // deleted by the next compaction
+				cp.sealed = append(cp.sealed, sealedState{sk: sk})
 				e.stored = false
+				cp.states++
 			}
 			s.cache.Remove(sk)
 			continue
 		}
+		// Encoded by write, outside the mutex (entry.sealedState).
+		e.sealing.Store(sealPending)
+		cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
 		e.stored = true
+		cp.states++
 	}
 	for k := range s.drops {
 		if _, armed := timers[k]; !armed { // dropped as stale, armed again since
@@ -365,9 +366,6 @@ func (s *Stage) seal() *checkpoint {
 	s.sealed, s.sealedDrops = s.dirty, s.drops
 	s.dirty, s.drops = make(map[string]*entry, len(s.sealed)), map[string]struct{}{}
 	s.writing = ep
-	if s.compactDue() {
-		cp.compact = s.snapshot()
-	}
 	return cp
 }
 
@@ -375,6 +373,15 @@ func (s *Stage) seal() *checkpoint {
 // the sets, then the deletions (see seal), then, once they are durable,
 // the mark.
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
+	cp.log.keys = make([]string, 0, len(cp.sealed))
+	cp.log.states = make([]logState, 0, len(cp.sealed))
+	for _, ss := range cp.sealed {
+		var enc []byte
+		if ss.e != nil {
+			enc = ss.e.sealedState()
+		}
+		cp.log.add(ss.sk, logState{enc: enc, expires: ss.expires})
+	}
 	for _, wait := range cp.ep.waits {
 		if err := wait(ctx); err != nil {
 			return err
@@ -383,7 +390,7 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	if err := s.step("acked"); err != nil {
 		return err
 	}
-	// The record goes to the log (log.go), the timer keys to Badger. A
+	// The states go to the log (log.go), the timer keys to Badger. A
 	// test's kill hook may stop the append halfway: the first half of the
 	// record's messages is then appended on its own.
 	all := cp.log.parts()

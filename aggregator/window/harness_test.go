@@ -193,15 +193,13 @@ func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func()
 
 // storedStates is every window state db holds, encoded, by key, as a
 // restart reads them: the keyed states overlaid by the state log after
-// its compaction mark (its deltas replayed with set and cfg), less the
-// states expired. It reads the two at two instants: call it with no
-// compaction running.
-func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream, set *rules.Set, cfg Config) map[string]string {
+// its compaction mark, less the states expired. It reads the two at two
+// instants: call it with no compaction running.
+func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream) map[string]string {
 	t.Helper()
 	out, _ := keyedStates(t, db)
-	cfg.CacheKeys = 1 << 30 // every state replayed stays decoded
-	st := newStore(cfg, db, js, slog.New(slog.DiscardHandler))
-	if err := st.loadLog(context.Background(), set); err != nil {
+	st := &store{db: db, js: js, log: slog.New(slog.DiscardHandler)}
+	if err := st.loadLog(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	for sk, ls := range st.logged {
@@ -210,10 +208,6 @@ func storedStates(t *testing.T, db *state.DB, js jetstream.JetStream, set *rules
 		} else {
 			out[sk] = string(ls.enc)
 		}
-	}
-	for _, sk := range st.cache.Keys() {
-		e, _ := st.cache.Peek(sk)
-		out[sk] = string(engine.AppendState(nil, &e.st))
 	}
 	return out
 }
@@ -269,7 +263,7 @@ func (h *harness) locked(f func()) {
 // state, or the state log's newer one), nil if none.
 func (h *harness) stored(t *testing.T, sk string) []byte {
 	t.Helper()
-	if v, ok := storedStates(t, h.s.db, h.s.js, h.set, h.s.cfg)[sk]; ok {
+	if v, ok := storedStates(t, h.s.db, h.s.js)[sk]; ok {
 		return []byte(v)
 	}
 	return nil

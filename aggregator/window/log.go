@@ -15,9 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
-	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
-	"github.com/outpost-siem/outpost/rules"
 )
 
 // The state log. A checkpoint does not write each state it changed under
@@ -92,24 +90,25 @@ const logOverhead = 96
 // seconds).
 func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires <= now }
 
-// logRecord is one checkpoint's record, as appended to the log: the
-// deltas of its epoch (delta.go), or, in format 1 (tests, and what older
-// versions wrote), states. chunks is the record, cut into messages of
-// chunk bytes as it is written (a record is tens of MiB at most: grown as
-// one slice, it was copied at every doubling); last is the stream
-// sequence of its last message, once acked.
+// logRecord is one checkpoint's states, as appended to the log: parts is
+// the record, cut into messages of chunk bytes as it is written (a record
+// of tens of thousands of states is tens of MiB: grown as one slice, it
+// was copied at every doubling); last is the stream sequence of its last
+// message, once acked.
 type logRecord struct {
-	seq               uint64
-	chunk             int
-	chunks            [][]byte
-	scratch, mscratch []byte
-	deltas            int
-	bytes             int64
-	last              uint64
+	seq     uint64
+	chunk   int
+	keys    []string
+	states  []logState
+	chunks  [][]byte
+	scratch []byte
+	bytes   int64
+	last    uint64
 }
 
-// add appends a whole state (format 1).
 func (lr *logRecord) add(sk string, st logState) {
+	lr.keys = append(lr.keys, sk)
+	lr.states = append(lr.states, st)
 	lr.scratch = wire.AppendString(lr.scratch[:0], sk)
 	lr.scratch = wire.AppendUvarint(lr.scratch, st.expires)
 	lr.scratch = wire.AppendUvarint(lr.scratch, uint64(len(st.enc)))
@@ -150,7 +149,6 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
-		m.Header.Set(logFormatHeader, logFormatDeltas)
 		m.Data = c
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -211,15 +209,12 @@ func (s *store) logAdd(sk string, st logState) {
 	s.logBytes.Add(st.size(sk))
 }
 
-// loadLog reads the log after the compaction mark back: at start, and
-// after a failure, when what is stored is the truth again (the states in
-// memory were dropped). Format 1 records' states become the latest logged
-// ones; format 2 records' deltas are applied again, in order, with the
-// rules of set, to the states as Badger and the records before them hold
-// them (delta.go). The states replayed are kept in memory (the cache,
-// and logged for those it lets go of): Badger does not hold them until the
-// next compaction. Call with no compaction running.
-func (s *store) loadLog(ctx context.Context, set *rules.Set) error {
+// loadLog reads the log after the compaction mark into memory (logged):
+// at start, and after a failure, when what is stored is the truth again.
+// Call with no compaction running. After a failure (again), only the
+// messages after the last durable record are read: what the failed
+// checkpoints appended of theirs.
+func (s *store) loadLog(ctx context.Context, again bool) error {
 	if s.instance == "" {
 		if err := s.loadInstance(); err != nil {
 			return err
@@ -229,136 +224,45 @@ func (s *store) loadLog(ctx context.Context, set *rules.Set) error {
 	if err != nil {
 		return err
 	}
-	s.logged, s.compacting = map[string]logState{}, nil
-	s.logBytes.Store(0)
-	s.logSize, s.logStream = 0, 0
+	from := uint64(1)
+	if again {
+		from = s.logStream + 1
+	} else {
+		s.logged, s.compacting = map[string]logState{}, nil
+		s.logBytes.Store(0)
+		s.logSize, s.logStream = 0, 0
+	}
 	last := max(mark, s.logThrough)
 	now := uint64(time.Now().Unix())
-	rp := &replay{s: s, set: set, states: map[string]*entry{}, now: time.Now()}
-	defer rp.discard()
-	err = s.readLog(ctx, 1, mark, func(seq, streamSeq uint64, deltas bool, data []byte) {
+	err = s.readLog(ctx, from, mark, func(seq, streamSeq uint64, data []byte) {
 		s.logStream = max(s.logStream, streamSeq)
 		last = max(last, seq)
 		s.logSize += int64(len(data))
-		var err error
-		if deltas {
-			err = readDeltas(data, rp.apply)
-		} else {
-			err = readLogRecord(data, func(sk string, st logState) {
-				delete(rp.states, sk) // the record's state is newer
-				if st.expired(now) {
-					// Its keyed state, older, expired before it.
-					if old, ok := s.logged[sk]; ok {
-						s.logBytes.Add(-old.size(sk))
-						delete(s.logged, sk)
-					}
-					return
+		err := readLogRecord(data, func(sk string, st logState) {
+			if st.expired(now) {
+				// Its keyed state, older, expired before it.
+				if old, ok := s.logged[sk]; ok {
+					s.logBytes.Add(-old.size(sk))
+					delete(s.logged, sk)
 				}
-				s.logAdd(sk, st)
-			})
-		}
-		if err == nil {
-			err = rp.err
-		}
+				return
+			}
+			s.logAdd(sk, st)
+		})
 		if err != nil {
 			// Cut short by a crash while it was appended (its states
 			// before the cut count, as a half-written checkpoint's did),
 			// or damaged.
 			s.log.Warn("a window state log record ends early; its states up to there are read", "seq", seq, "err", err)
-			rp.err = nil
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("reading the window state log: %w", err)
 	}
-	rp.keep()
 	s.logThrough, s.logMark = last, mark
 	s.nextSeq = max(s.nextSeq, last+1)
 	s.lastCompact = time.Now()
 	return nil
-}
-
-// replay applies a state log's deltas again (loadLog).
-type replay struct {
-	s      *store
-	set    *rules.Set
-	states map[string]*entry // replayed, not yet kept
-	txn    *badger.Txn
-	now    time.Time
-	err    error // of the record being read: it ends there
-}
-
-// apply applies one delta to its state; one for a rule no longer loaded,
-// or edited since, is skipped.
-func (rp *replay) apply(d *delta) {
-	if rp.err != nil {
-		return
-	}
-	rule, fp, key, ok := parseStateKey(d.sk)
-	if !ok {
-		rp.err = fmt.Errorf("a state log delta with a bad state key %q", d.sk)
-		return
-	}
-	r := rp.set.Rule(rule)
-	if r == nil || r.Fingerprint != fp {
-		return
-	}
-	e, ok := rp.states[d.sk]
-	if !ok {
-		if rp.txn == nil {
-			rp.txn = rp.s.db.NewTransaction(false)
-		}
-		var err error
-		if e, err = rp.s.load(rp.txn, r, d.sk); err != nil {
-			rp.err = err
-			return
-		}
-		rp.states[d.sk] = e
-	}
-	switch d.kind {
-	case deltaMatch:
-		engine.Apply(r, &e.st, &d.m, rp.s.cfg.MaxLateness())
-	case deltaExpire:
-		engine.Expire(r, &e.st, key, d.watermark)
-	}
-	e.r = r
-	rp.s.touch(e, rp.now)
-	if len(rp.states) >= 2*max(rp.s.cfg.CacheKeys, 1) {
-		rp.spill() // bounded memory: a million keys replayed
-	}
-}
-
-// spill keeps the states replayed so far as logged encodings.
-func (rp *replay) spill() {
-	for sk, e := range rp.states {
-		rp.s.logAdd(sk, rp.s.encode(e))
-	}
-	clear(rp.states)
-}
-
-// keep makes the states replayed the states in memory: what Badger holds
-// of them is older.
-func (rp *replay) keep() {
-	for sk, e := range rp.states {
-		e.indexed = e.st.Deadline // the checkpoints indexed it
-		if e.st.Empty() {
-			if e.stored {
-				rp.s.logAdd(sk, logState{}) // deleted with the next compaction
-			}
-			e.stored, e.live = false, false
-			continue
-		}
-		e.stored, e.live = true, true
-		rp.s.cacheAdd(sk, e)
-	}
-	clear(rp.states)
-}
-
-func (rp *replay) discard() {
-	if rp.txn != nil {
-		rp.txn.Discard()
-		rp.txn = nil
-	}
 }
 
 // loadInstance reads this instance's id from Badger, making one on first
@@ -389,7 +293,7 @@ func (s *store) subject() string { return logSubjectPrefix + s.instance }
 // part, and its bytes. A record missing a part ends at the gap; a message
 // that is not a part of the next record in order (a bad header, a seq not
 // after the one before) is skipped and logged.
-func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, deltas bool, data []byte)) error {
+func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err != nil {
 		return err
@@ -399,13 +303,12 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		next     int    // the part expected next
 		total    int
 		data     []byte
-		deltas   bool // the record's format is 2 (delta.go)
 		lastPart uint64
 		prev     = mark // seq of the record before
 	)
 	flush := func() {
 		if cur != 0 {
-			each(cur, lastPart, deltas, data)
+			each(cur, lastPart, data)
 			prev = cur
 		}
 		cur, data = 0, nil
@@ -437,7 +340,6 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 			return
 		}
 		cur, next, total, lastPart = rseq, 1, n, streamSeq
-		deltas = hdr.Get(logFormatHeader) == logFormatDeltas
 		data = append([]byte(nil), body...)
 	}
 	// An ephemeral pull consumer of this instance's subject from stream
@@ -531,125 +433,52 @@ func (s *store) readUint(key string) (uint64, error) {
 	return v, err
 }
 
-// merge, once a checkpoint is durable, moves the log's durable end to its
-// record. Call with mu held.
+// merge, once a checkpoint is durable, makes its states the latest logged
+// ones, and starts a compaction if one is due. Call with mu held.
 func (s *Stage) merge(lr *logRecord) {
+	for i, sk := range lr.keys {
+		s.logAdd(sk, lr.states[i])
+	}
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
 	s.logSize += lr.bytes
+	s.maybeCompact(false)
 }
 
-// inMemory reports whether the cache, dirty or sealed holds sk's state.
-func (s *store) inMemory(sk string) bool {
-	if s.cache.Contains(sk) {
-		return true
-	}
-	if _, ok := s.dirty[sk]; ok {
-		return true
-	}
-	_, ok := s.sealed[sk]
-	return ok
-}
-
-// compactDue reports whether a compaction is due and may start: the
-// states logged in memory take windows.state_log.memory, the records
-// windows.state_log.size, windows.state_log.interval passed, or the log
-// refused an append; something was logged since the last one, none is
-// running, nor a failed one's retry pending.
-// Call with mu held.
-func (s *Stage) compactDue() bool {
+// maybeCompact starts a compaction when one is due (or, with force, at
+// once: the log refused an append, and a compaction purges it) and none is
+// running, nor a failed one's retry is pending. Call with mu held.
+func (s *Stage) maybeCompact(force bool) {
 	cfg := s.cfg.StateLog
-	if s.compactDone != nil || s.stopped || time.Now().Before(s.compactRetry) || s.logSize == 0 && len(s.logged) == 0 {
-		return false
+	if s.compactDone != nil || s.stopped || len(s.logged) == 0 || time.Now().Before(s.compactRetry) {
+		return
 	}
-	return s.forceCompact || s.logBytes.Load() >= int64(cfg.Memory) || s.logSize >= int64(cfg.Size) || time.Since(s.lastCompact) >= cfg.Interval
-}
-
-// compaction is what one compaction writes under the states' keys: the
-// states logged in memory, and those in memory changed since the last
-// compaction, as they were when its snapshot was taken (entry.sealedState).
-type compaction struct {
-	gen     uint64
-	logged  map[string]logState
-	entries []snapState
-}
-
-// snapState is a state in memory a compaction writes.
-type snapState struct {
-	sk      string
-	e       *entry
-	expires uint64
-}
-
-// snapshot takes what the next compaction writes: every state changed
-// since the last compaction that completed, as it is now. Call with mu
-// held, at the end of an epoch (or with none applied since the durable
-// one): the compaction writes the log through that epoch's record.
-func (s *store) snapshot() *compaction {
-	c := &compaction{gen: s.gen, logged: s.logged}
-	s.logged = map[string]logState{}
-	take := func(sk string, e *entry) {
-		if !s.hot(e) || e.sealing.Load() != sealNone || e.st.Empty() {
-			return // as Badger holds it, taken already, or deleted (logged)
-		}
-		if old, ok := c.logged[sk]; ok { // older than the one in memory
-			delete(c.logged, sk)
-			s.logBytes.Add(-old.size(sk))
-		}
-		e.sealing.Store(sealPending)
-		c.entries = append(c.entries, snapState{sk: sk, e: e, expires: s.expires(e)})
+	if !force && s.logBytes.Load() < int64(cfg.Memory) && s.logSize < int64(cfg.Size) && time.Since(s.lastCompact) < cfg.Interval {
+		return
 	}
-	for _, sk := range s.cache.Keys() {
-		if e, ok := s.cache.Peek(sk); ok {
-			take(sk, e)
-		}
-	}
-	for sk, e := range s.sealed {
-		take(sk, e)
-	}
-	for sk, e := range s.dirty {
-		take(sk, e)
-	}
-	s.gen++
-	s.compacting = c.logged
-	return c
-}
-
-// startCompaction runs compaction c, which writes the log through seq
-// through (stream sequence throughStream), beside the checkpoints. Call
-// with mu held.
-func (s *Stage) startCompaction(c *compaction, through, throughStream uint64) {
-	cfg := s.cfg.StateLog
-	s.forceCompact = false
+	s.compacting, s.logged = s.logged, map[string]logState{}
+	through, throughStream := s.logThrough, s.logStream
 	s.logSize = 0
 	s.lastCompact = time.Now()
 	done := make(chan struct{})
 	s.compactDone = done
+	states := s.compacting
 	s.compactions.Go(func() {
 		start := time.Now()
-		err := s.compact(through, throughStream, c)
+		err := s.compact(through, throughStream, states)
 		if errors.Is(err, errKilled) {
 			return // dead: the next stage reads the log again
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for sk, st := range c.logged {
-			_, newer := s.logged[sk]
-			if err != nil && !newer {
+		for sk, st := range states {
+			if err != nil {
 				// Still in the log: keep it in memory until the next try.
-				s.logged[sk] = st
-				continue
+				if _, newer := s.logged[sk]; !newer {
+					s.logged[sk] = st
+					continue
+				}
 			}
 			s.logBytes.Add(-st.size(sk))
-			if err == nil && !newer && st.enc != nil && s.cfg.ColdBytes > 0 && !s.inMemory(sk) {
-				// Badger holds it now: cold may keep it, as it keeps the
-				// states the cache lets go of.
-				s.keepCold(sk, coldState{enc: st.enc, indexed: -1, stored: true, live: true})
-			}
-		}
-		for _, ss := range c.entries {
-			// Hot still if it failed (gen): the next snapshot takes it.
-			ss.e.sealedEnc = nil
-			ss.e.sealing.Store(sealNone)
 		}
 		s.compacting, s.compactDone = nil, nil
 		close(done)
@@ -662,7 +491,6 @@ func (s *Stage) startCompaction(c *compaction, through, throughStream uint64) {
 			s.log.Warn("compacting the window state log failed; will retry", "err", err)
 			return
 		}
-		s.doneGen = max(s.doneGen, c.gen)
 		s.logMark = through
 		s.compactBackoff = 0
 		s.compactionsDone.WithLabelValues("ok").Inc()
@@ -670,21 +498,20 @@ func (s *Stage) startCompaction(c *compaction, through, throughStream uint64) {
 	})
 }
 
-// compact writes c's states, the log through seq through (stream sequence
+// compact writes states, the log through seq through (stream sequence
 // throughStream), under their keys, then the mark, then purges the
-// messages the mark covers. It does not hold mu: c is its own (the states
-// in memory it encodes copy on write), and the keys it writes are no one
-// else's.
-func (s *Stage) compact(through, throughStream uint64, c *compaction) error {
+// messages the mark covers. It does not hold mu: states is its own, and
+// the keys it writes are no one else's.
+func (s *Stage) compact(through, throughStream uint64, states map[string]logState) error {
 	if err := s.step("compact"); err != nil {
 		return err
 	}
-	// Written as they are walked, not gathered first: at a million keys
-	// the entries alone would be ~100 MiB. A test's kill hook may stop it
-	// halfway.
+	// Written as the map is walked, not gathered first: at a million
+	// keys the entries alone would be ~100 MiB. A test's kill hook may stop
+	// it halfway.
 	wb := s.db.NewWriteBatch()
-	half, i := (len(c.logged)+len(c.entries))/2, 0
-	put := func(sk string, st logState) error {
+	half, i := len(states)/2, 0
+	for sk, st := range states {
 		if s.kill != nil && i == half {
 			if err := wb.Flush(); err != nil {
 				return fmt.Errorf("compacting window state: %w", err)
@@ -704,17 +531,6 @@ func (s *Stage) compact(through, throughStream uint64, c *compaction) error {
 		if err != nil {
 			wb.Cancel()
 			return fmt.Errorf("compacting window state: %w", err)
-		}
-		return nil
-	}
-	for sk, st := range c.logged {
-		if err := put(sk, st); err != nil {
-			return err
-		}
-	}
-	for _, ss := range c.entries {
-		if err := put(ss.sk, logState{enc: ss.e.sealedState(), expires: ss.expires}); err != nil {
-			return err
 		}
 	}
 	if err := wb.Flush(); err != nil {

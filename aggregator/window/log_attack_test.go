@@ -61,7 +61,7 @@ func TestReviewTwoInstancesShareOneStateLog(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	a := newCrashRun(t)
-	a.tweak = func(c *Config) { c.StateLog.Size = 1 } // compacts after every checkpoint
+	a.tweak = func(c *Config) { c.StateLog.Memory = 1 } // compacts after every checkpoint
 	b := &crashRun{t: t, db: statetest.Open(t), bus: a.bus, set: a.set, published: map[string]string{}}
 	rekey := func(prefix string, batches [][]*event.Match) [][]*event.Match {
 		for _, batch := range batches {
@@ -121,7 +121,7 @@ func reviewConcurrentResetTrial(t *testing.T, trial int) (lost bool) {
 	var once sync.Once
 	rel := func() { once.Do(func() { close(release) }) }
 	defer rel()
-	h := newHarness(ctx, t, absenceRule+thresholdRule, func(c *Config) { c.StateLog.Size = 1 })
+	h := newHarness(ctx, t, absenceRule+thresholdRule, func(c *Config) { c.StateLog.Memory = 1 })
 	h.s.kill = func(step string) error {
 		if step == "compact" && block.CompareAndSwap(true, false) {
 			<-release // a long compaction (128 MiB of states into Badger)
@@ -232,7 +232,7 @@ func TestReviewHugeLogSeqMakesLaterRecordsLookCompacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	run := newCrashRun(t)
-	run.tweak = func(c *Config) { c.StateLog.Size = 1 }
+	run.tweak = func(c *Config) { c.StateLog.Memory = 1 }
 	s, stop := run.stage(ctx, nil)
 	drive(ctx, t, s, crashStream(7, 10)) // some compactions: a mark > 0
 	stop()
@@ -301,7 +301,7 @@ func TestReviewLoadLogCost(t *testing.T) {
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()
 	start := time.Now()
-	if err := h.s.loadLog(ctx, h.set); err != nil {
+	if err := h.s.loadLog(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("loadLog of %d messages: %s, %d states", n, time.Since(start), len(h.s.logged))

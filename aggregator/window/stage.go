@@ -246,7 +246,7 @@ func (s *Stage) open(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.loadLog(ctx, s.rules.Load()); err != nil {
+	if err := s.loadLog(ctx, false); err != nil {
 		return err
 	}
 	if err := s.countKeys(); err != nil {
@@ -417,9 +417,6 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 		if res.Dropped {
 			return nil
 		}
-		if !res.Capped && !engine.Stateless(r) {
-			b.rec.addMatch(b.sk, r, m)
-		}
 		b.verdicts[res.Verdict]++
 		if res.Alert != nil {
 			alerts = append(alerts, res.Alert)
@@ -472,12 +469,7 @@ func (s *Stage) waitWriting(ctx context.Context) error {
 
 // newBatch begins a batch: the engine.Txn of one batch of matches or one
 // deadline check.
-func (s *Stage) newBatch() *batch {
-	if s.cur.rec == nil {
-		s.cur.rec = &logRecord{chunk: s.logChunk}
-	}
-	return &batch{s: s.store, states: map[string]*entry{}, rec: s.cur.rec, now: time.Now()}
-}
+func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string]*entry{}} }
 
 // submit publishes a batch's alerts (without waiting for their acks) and
 // adds the batch to the current epoch; newest is the newest event time it

@@ -85,22 +85,12 @@ type store struct {
 	compactBackoff time.Duration
 	compactDone    chan struct{}
 
-	// gen is the compaction generation: a state changed now gets it
-	// (entry.gen), and the next compaction's snapshot takes every state
-	// changed since the last compaction that completed, doneGen, which
-	// Badger holds every change of up to its generation (hot).
-	gen, doneGen uint64
-	// forceCompact asks for a compaction as soon as the states in memory
-	// are the durable ones (the log refused an append: it may be full).
-	forceCompact bool
-	forgetting   bool // forget is emptying the cache
-
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
 }
 
 // coldState is an entry in cold: its state encoded (engine.AppendState)
-// and its flags; indexed < 0 says the timer index holds its own deadline.
+// and its flags.
 type coldState struct {
 	enc          []byte
 	indexed      int64
@@ -119,19 +109,13 @@ type entry struct {
 	stored  bool  // Badger holds the state
 	indexed int64 // the deadline Badger's timer index holds (0: none)
 	live    bool  // counted in liveKeys
-	// gen is the store's compaction generation when the state last
-	// changed (0: it is as Badger holds it), touched when (Unix seconds):
-	// its TTL counts from then.
-	gen     uint64
-	touched int64
 
-	// sealing and sealedEnc let a compaction encode the state as it was
-	// when its snapshot was taken, without holding the stage's mutex
-	// (copy on write): the snapshot sets sealing to sealPending; the
-	// compaction, or the first batch to touch the state before it did (it
-	// must not change the state first), claims it (sealEncoding), encodes
-	// it into sealedEnc and sets sealDone; the other one waits for that,
-	// or takes the encoding.
+	// sealing and sealedEnc let a checkpoint encode the state as it was
+	// sealed without holding the stage's mutex (copy on write): seal sets
+	// sealing to sealPending; the checkpointer, or the first batch to
+	// touch the state before it did (it must not change the state first),
+	// claims it (sealEncoding), encodes it into sealedEnc and sets
+	// sealDone; the other one waits for that, or takes the encoding.
 	sealing   atomic.Int32
 	sealedEnc []byte
 }
@@ -144,10 +128,9 @@ const (
 	sealDone
 )
 
-// sealedState returns the state's encoding as it was when a compaction's
-// snapshot took it, encoding it if no one has yet. The compaction calls
-// it for every state of its snapshot; a batch, before changing a state
-// (batch.State), to keep that encoding.
+// sealedState returns the state's encoding as it was sealed, encoding it
+// if no one has yet. The checkpointer calls it for every state it seals;
+// a batch, before changing a state (batch.State), to keep that encoding.
 func (e *entry) sealedState() []byte {
 	for {
 		switch e.sealing.Load() {
@@ -169,76 +152,41 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 	s := &store{
 		cfg: cfg, db: db, js: js, log: log,
 		dirty: map[string]*entry{}, drops: map[string]struct{}{},
-		cold: map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk, gen: 1,
+		cold: map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
 	}
 	// errs only for a size < 1
 	s.cache, _ = lru.NewWithEvict[string, *entry](max(cfg.CacheKeys, 1), s.evicted)
 	return s
 }
 
-// evicted keeps a state the cache let go of: one changed since the last
-// compaction (hot) as its latest logged encoding, since Badger does not
-// hold it yet; any other in cold, encoded, within the byte budget (making
-// room by dropping others: Badger holds them).
+// evicted keeps a state the cache let go of in cold, encoded, within the
+// byte budget (making room by dropping others: Badger holds them).
 func (s *store) evicted(sk string, e *entry) {
-	if s.forgetting {
-		return
-	}
 	// A state changed since the last durable checkpoint stays in dirty or
 	// sealed, where the batch that holds it may change it further;
-	// settleSealed keeps it once it is durable.
+	// coolSealed keeps it in cold once it is durable.
 	if _, ok := s.dirty[sk]; ok {
 		return
 	}
 	if _, ok := s.sealed[sk]; ok {
 		return
 	}
-	s.letGo(sk, e)
-}
-
-// letGo keeps what memory must of a state no longer in the cache.
-func (s *store) letGo(sk string, e *entry) {
-	if s.hot(e) {
-		if c, ok := s.cold[sk]; ok { // older
-			s.dropCold(sk, c)
-		}
-		s.logAdd(sk, s.encode(e))
-		return
-	}
 	s.freeze(sk, e)
 }
 
-// settleSealed, once the sealed checkpoint is durable, lets go of the
-// states of it that neither the cache nor dirty holds. Call with the
-// stage's mutex held.
-func (s *store) settleSealed() {
+// coolSealed, once the sealed checkpoint is durable, keeps in cold the
+// states of it that neither the cache nor dirty holds (they would
+// otherwise be read back from Badger). Call with the stage's mutex held.
+func (s *store) coolSealed() {
+	if s.cfg.ColdBytes <= 0 {
+		return
+	}
 	for sk, e := range s.sealed {
-		if _, ok := s.dirty[sk]; ok || s.cache.Contains(sk) || e.st.Empty() {
-			continue // an emptied state was logged as deleted when sealed
+		if _, ok := s.dirty[sk]; ok || s.cache.Contains(sk) {
+			continue
 		}
-		s.letGo(sk, e)
+		s.freeze(sk, e)
 	}
-}
-
-// touch marks e changed now.
-func (s *store) touch(e *entry, now time.Time) { e.gen, e.touched = s.gen, now.Unix() }
-
-// hot reports whether e changed since the last compaction that
-// completed: Badger does not hold it as it is.
-func (s *store) hot(e *entry) bool { return e.gen > s.doneGen }
-
-// encode is e's state as the log and Badger hold it, with its expiry.
-func (s *store) encode(e *entry) logState {
-	if e.st.Empty() {
-		return logState{}
-	}
-	return logState{enc: engine.AppendState(nil, &e.st), expires: s.expires(e)}
-}
-
-// expires is Badger's ExpiresAt for e's state: its TTL from its last
-// change.
-func (s *store) expires(e *entry) uint64 {
-	return uint64(max(e.touched, 0) + int64(s.ttl(e.r)/time.Second))
 }
 
 // freeze keeps e in cold, encoded, within the byte budget.
@@ -246,15 +194,10 @@ func (s *store) freeze(sk string, e *entry) {
 	if s.cfg.ColdBytes <= 0 || e.st.Empty() {
 		return
 	}
-	s.keepCold(sk, coldState{enc: engine.AppendState(nil, &e.st), indexed: e.indexed, stored: e.stored, live: e.live})
-}
-
-// keepCold keeps c in cold within the byte budget, making room by
-// dropping others.
-func (s *store) keepCold(sk string, c coldState) {
 	if old, ok := s.cold[sk]; ok {
 		s.dropCold(sk, old)
 	}
+	c := coldState{enc: engine.AppendState(nil, &e.st), indexed: e.indexed, stored: e.stored, live: e.live}
 	size := int64(len(sk) + len(c.enc) + coldOverhead)
 	budget := int64(s.cfg.ColdBytes)
 	for k, old := range s.cold {
@@ -317,9 +260,6 @@ func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
 		s.dropCold(sk, c)
 		return nil, false
 	}
-	if c.indexed < 0 {
-		e.indexed = e.st.Deadline // compacted from the log: the checkpoints indexed it
-	}
 	return e, true
 }
 
@@ -333,8 +273,6 @@ func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) 
 			return e, nil // emptied, or expired: Badger would not return it
 		}
 		s.restore(e, sk, st.enc)
-		// Not in Badger as it is: it stays hot until a compaction.
-		e.gen, e.touched = s.gen, int64(st.expires)-int64(s.ttl(r)/time.Second)
 		return e, nil
 	}
 	s.badgerReads.Add(1)
@@ -369,13 +307,11 @@ func (s *store) keep(sk string, e *entry) {
 	s.dirty[sk] = e
 }
 
-// forget drops every state held in memory: after a failed checkpoint,
-// what Badger and the log hold is the truth again (reset reads the log
-// again: the failed checkpoint may have written part of a record).
+// forget drops every state held in memory but the log's: after a failed
+// checkpoint, what Badger holds is the truth again (reset reads the log
+// again too: the failed checkpoint may have written part of a record).
 func (s *store) forget() {
-	s.forgetting = true // nothing of the cache is kept
 	s.cache.Purge()
-	s.forgetting = false
 	s.cold = map[string]coldState{}
 	s.coldBytes.Store(0)
 	s.dirty, s.sealed = map[string]*entry{}, nil
@@ -415,37 +351,26 @@ func (s *store) loadMark() (int64, error) {
 }
 
 // countKeys counts the live group keys per rule: Badger's keyed states,
-// reading keys only, overlaid by the log's (the states logged, and those
-// in memory changed since the last compaction, as last checkpointed).
-// Keys that expired by TTL since the last count are not seen, so the count
-// drifts up between counts and never under the truth. Call only when
-// no checkpoint is being written.
+// reading keys only, overlaid by the log's. Keys that expired by TTL
+// since the last count are not seen, so the count drifts up between
+// counts and never under the truth. Call only when every state in memory
+// is what Badger holds (at start, after forget).
 func (s *store) countKeys() error {
+	counts := map[string]int{}
 	now := uint64(time.Now().Unix())
-	over := map[string]bool{} // state key: live, for those Badger is not the latest of
-	for sk, st := range s.compacting {
-		over[sk] = st.enc != nil && !st.expired(now)
+	countLog := func(sk string, st logState) {
+		if st.enc != nil && !st.expired(now) {
+			if rule, _, _, ok := parseStateKey(sk); ok {
+				counts[rule]++
+			}
+		}
 	}
 	for sk, st := range s.logged {
-		over[sk] = st.enc != nil && !st.expired(now)
+		countLog(sk, st)
 	}
-	hot := func(sk string, e *entry) {
-		if s.hot(e) {
-			over[sk] = e.stored
-		}
-	}
-	for _, sk := range s.cache.Keys() {
-		if e, ok := s.cache.Peek(sk); ok {
-			hot(sk, e)
-		}
-	}
-	for sk, e := range s.dirty {
-		hot(sk, e)
-	}
-	counts := map[string]int{}
-	for sk, live := range over {
-		if rule, _, _, ok := parseStateKey(sk); ok && live {
-			counts[rule]++
+	for sk, st := range s.compacting {
+		if _, newer := s.logged[sk]; !newer {
+			countLog(sk, st)
 		}
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -456,7 +381,7 @@ func (s *store) countKeys() error {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if _, ok := over[string(k)]; ok {
+			if _, ok := s.logLookup(string(k)); ok {
 				continue // counted from the log
 			}
 			if rule, _, _, ok := parseStateKey(string(k)); ok {
