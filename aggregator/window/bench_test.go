@@ -38,7 +38,8 @@ func BenchmarkStage(b *testing.B) {
 			if err := cfg.Validate(); err != nil {
 				b.Fatal(err)
 			}
-			s, err := New(cfg, bustest.Open(ctx, b), statetest.Open(b), set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			bs, db := bustest.Open(ctx, b), statetest.Open(b)
+			s, err := New(cfg, bs, db, set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -84,6 +85,16 @@ func BenchmarkStage(b *testing.B) {
 			// the rule filter: what it costs is its CPU, the checkpointer's
 			// included, not the time it took here with a core to spare.
 			b.ReportMetric(float64(cpuTime(b)-cpu0-genCPU)/float64(b.N), "cpu-ns/op")
+			// A restart: a new stage reads the state log back.
+			s2, err := New(cfg, bs, db, set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			if err := s2.open(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(time.Since(start).Seconds(), "restart-s")
 		})
 	}
 }
