@@ -13,6 +13,9 @@ import (
 type Evaluator struct {
 	vm   vm.VM
 	hits []rules.Hit
+	// m is the match Evaluate hands to emit, which must not keep it: one
+	// on the heap per match was a third of the rule filter's allocations.
+	m event.Match
 	// Scratch is for rules.Set.Candidates.
 	Scratch rules.Scratch
 
@@ -45,8 +48,8 @@ func (e *Evaluator) Evaluate(rs []*rules.Rule, ev *event.Event, emit func(r *rul
 			e.NoKey(r, noKey)
 		}
 		for _, h := range hits {
-			m := NewMatch(r, ev, h)
-			if err := emit(r, &m); err != nil {
+			e.m = NewMatch(r, ev, h)
+			if err := emit(r, &e.m); err != nil {
 				return err
 			}
 		}
