@@ -46,11 +46,6 @@ func probeRedeliver(t *testing.T, ruleItems string, batches [][]*event.Match, st
 	stop()
 	wantIDs, wantStates := ref.ids(), ref.states()
 	t.Logf("uninterrupted: alerts %v", ref.published)
-	for k, v := range wantStates {
-		var st engine.State
-		_ = engine.DecodeState([]byte(v), &st)
-		t.Logf("uninterrupted: state %q: %+v", k, st)
-	}
 
 	run := newProbeRun(t, ruleItems)
 	n := 0
@@ -104,6 +99,75 @@ func probeRedeliver(t *testing.T, ruleItems string, batches [][]*event.Match, st
 	}
 }
 
+// afterStates are the kill points at which the checkpoint's states are
+// durable (the state log appended: "sets" and "states"; and the mark:
+// "marked") but its matches not acked.
+var afterStates = []string{"sets", "states", "marked"}
+
+// beforeStates are the kill points before the state log holds the
+// checkpoint: the matches are applied again to the states before it.
+var beforeStates = []string{"sealed", "acked", "half"}
+
+// TestProbeRedeliverControl: killed before the states are durable, every
+// probe's stream gives the uninterrupted run's alerts and states.
+func TestProbeRedeliverControl(t *testing.T) {
+	for name, c := range probeCases() {
+		for _, step := range beforeStates {
+			t.Run(name+"/"+step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+		}
+	}
+}
+
+func probeCases() map[string]probeCase {
+	return map[string]probeCase{
+		"atMostThreshold":            atMostThresholdCase(),
+		"thresholdTiedSpent":         thresholdTiedSpentCase(),
+		"unorderedSequenceTiedSpent": unorderedSequenceTiedSpentCase(),
+		"distinctSameValue":          distinctSameValueCase(),
+		"absenceExpect":              absenceExpectCase(),
+	}
+}
+
+func TestProbeRedeliverAtMostThreshold(t *testing.T) {
+	c := atMostThresholdCase()
+	for _, step := range afterStates {
+		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+	}
+}
+
+func TestProbeRedeliverThresholdTiedSpent(t *testing.T) {
+	c := thresholdTiedSpentCase()
+	for _, step := range afterStates {
+		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+	}
+}
+
+func TestProbeRedeliverUnorderedSequenceTiedSpent(t *testing.T) {
+	c := unorderedSequenceTiedSpentCase()
+	for _, step := range afterStates {
+		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+	}
+}
+
+func TestProbeRedeliverDistinctSameValue(t *testing.T) {
+	c := distinctSameValueCase()
+	for _, step := range afterStates {
+		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+	}
+}
+
+func TestProbeRedeliverAbsenceExpect(t *testing.T) {
+	c := absenceExpectCase()
+	for _, step := range afterStates {
+		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+	}
+}
+
+type probeCase struct {
+	rule    string
+	batches [][]*event.Match
+}
+
 // at is t0 plus d.
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
@@ -114,7 +178,7 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 // with room to spare. Handed again, the dropped event is neither spent
 // (it is after the judged window) nor held: applyClosing inserts it into
 // the new window, which then holds more than at_most and does not fire.
-func TestProbeRedeliverAtMostThreshold(t *testing.T) {
+func atMostThresholdCase() probeCase {
 	const rule = `
   - {id: few, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], threshold: 2, at_most: 2, window: 10m}`
 	m := func(id string, d time.Duration) *event.Match { return match("few", "h1", id, at(d)) }
@@ -126,9 +190,111 @@ func TestProbeRedeliverAtMostThreshold(t *testing.T) {
 		m("e", 15*time.Minute), // the region is full: dropped
 		m("f", 5*time.Hour),    // > deadline + lateness (2h): judges window 1; window 2 is [11m, 21m]
 	}
-	for _, step := range []string{"states", "marked"} {
-		t.Run(step, func(t *testing.T) {
-			probeRedeliver(t, rule, [][]*event.Match{batch}, step, 1)
-		})
+	return probeCase{rule, [][]*event.Match{batch}}
+}
+
+// pad makes batches of the first ones, then empty batches up to the fifth
+// (drive checkpoints after it: checkpoint 1 holds them), then the rest.
+func pad(first [][]*event.Match, rest ...[]*event.Match) [][]*event.Match {
+	out := slices.Clone(first)
+	for len(out) < 5 {
+		out = append(out, nil)
 	}
+	return append(out, rest...)
+}
+
+// withStep is m with its step set.
+func withStep(m *event.Match, step int) *event.Match { m.Step = step; return m }
+
+// withValue is m with its value set.
+func withValue(m *event.Match, v string) *event.Match { m.Value = v; return m }
+
+// A threshold rule (no upper bound) with ties at the second: an alert
+// spends its events through its last time, remembering in SpentIDs the ids
+// held at exactly that time. A second alert whose window begins at that
+// same second replaces SpentIDs with its own ids, so the first alert's
+// event at that second (y) is no longer recognised as spent: handed
+// again, it is inserted, and with the next event it completes a window the
+// uninterrupted run never saw (a new alert id).
+func thresholdTiedSpentCase() probeCase {
+	const rule = `
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], threshold: 2, window: 1m}`
+	m := func(id string, d time.Duration) *event.Match { return match("many", "h1", id, at(d)) }
+	batches := pad([][]*event.Match{{
+		m("x", 10*time.Second),
+		m("y", 12*time.Second), // fires [x, y]: spent through 12s, SpentIDs [y]
+		m("z", 12*time.Second), // at the spent second, not spent: held
+		m("w", 12*time.Second), // fires [z, w]: SpentIDs [z, w]
+	}}, []*event.Match{m("v", 13*time.Second)}) // alone, no alert
+	return probeCase{rule, batches}
+}
+
+// The same with an unordered sequence: SpentIDs replaced by a second
+// alert at the same second.
+func unorderedSequenceTiedSpentCase() probeCase {
+	const rule = `
+  - id: useq
+    title: T
+    kind: sequence
+    unordered: true
+    severity: 9
+    window: 10m
+    group_by: [host]
+    steps:
+      - {name: a, condition: 'host != ""'}
+      - {name: b, condition: 'host == "x"'}`
+	m := func(id string, d time.Duration, step int) *event.Match {
+		return withStep(match("useq", "h1", id, at(d)), step)
+	}
+	batches := pad([][]*event.Match{{
+		m("e0", 23*time.Minute, 0),
+		m("e1", 18*time.Minute, 1), // fires [e1, e0]: spent through 23m, SpentIDs [e0]
+		m("e2", 23*time.Minute, 0),
+		m("e3", 23*time.Minute, 1), // fires [e2, e3]: SpentIDs [e2, e3]
+	}}, []*event.Match{m("e4", 24*time.Minute, 1)}) // alone, no alert
+	return probeCase{rule, batches}
+}
+
+// A distinct rule keeps one entry per value, its latest: an event whose
+// value is already held at the same time or later is not inserted (e1).
+// An alert at that time spends the ids held then (SpentIDs [e0]): e1 is
+// not among them. Handed again, e1 is neither spent nor held, and is
+// inserted: with suppress, the next window then begins at e1's time, within
+// suppress of the last alert, is suppressed and spends e3, so the window
+// the uninterrupted run fired for (e3, e4) never forms.
+func distinctSameValueCase() probeCase {
+	const rule = `
+  - {id: spread, title: T, kind: distinct, severity: 5, condition: 'host != ""', group_by: [host], field: user, threshold: 2, window: 10m, suppress: 5m}`
+	m := func(id string, d time.Duration, v string) *event.Match {
+		return withValue(match("spread", "h1", id, at(d)), v)
+	}
+	batches := pad([][]*event.Match{{
+		m("e0", 24*time.Minute, "u2"),
+		m("e1", 24*time.Minute, "u2"), // u2 held at 24m already: not inserted
+		m("e2", 23*time.Minute, "u1"), // fires [e2, e0]: spent through 24m, SpentIDs [e0]
+	}}, []*event.Match{
+		m("e3", 33*time.Minute, "u3"),
+		m("e4", 35*time.Minute, "u1"), // fires [e3, e4]: 9m after the last alert
+	})
+	return probeCase{rule, batches}
+}
+
+// An absence rule with expect: applyAbsence first expires a deadline any
+// match is later than, duplicate or not. An expected event (done at 34m)
+// that came before its trigger (start at 18m, armed to 33m) and that the
+// watermark (34m less the lateness) has not let fire, handed again,
+// passes the deadline: the alert is raised at once, and the redelivered
+// trigger arms it again. The uninterrupted run's next expected event (done
+// at 30m) disarms it in time: no alert.
+func absenceExpectCase() probeCase {
+	const rule = `
+  - {id: ack, title: T, kind: absence, severity: 5, condition: 'host != ""', expect: 'host == "x"', group_by: [host], for: 15m, fields: [host]}`
+	m := func(id string, d time.Duration, step int) *event.Match {
+		return withStep(match("ack", "h1", id, at(d)), step)
+	}
+	batches := pad([][]*event.Match{{
+		m("done1", 34*time.Minute, 1), // nothing armed: nothing
+		m("start", 18*time.Minute, 0), // arms 33m
+	}}, []*event.Match{m("done2", 30*time.Minute, 1)}) // within for: disarms
+	return probeCase{rule, batches}
 }
