@@ -190,8 +190,13 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		}
 	}
 	// The events up to the last one used are spent either way: the next
-	// alert needs new ones.
-	st.SpentIDs = st.SpentIDs[:0]
+	// alert needs new ones. An alert ending at the second an earlier one
+	// ended at adds its ids to that one's: the events the earlier alert
+	// spent at that second are no longer held, and a redelivery of one of
+	// them must still be recognised as spent.
+	if last != st.Spent {
+		st.SpentIDs = st.SpentIDs[:0]
+	}
 	for i, tt := range st.Times {
 		if tt == last {
 			st.SpentIDs = append(st.SpentIDs, st.IDs[i])

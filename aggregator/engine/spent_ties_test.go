@@ -1,0 +1,35 @@
+package engine
+
+import "testing"
+
+// Two alerts ending at the same second: the second must not forget the
+// events the first spent at that second, or a redelivery of one of them
+// is counted again (and completes a window no uninterrupted run saw).
+func TestSpentAtATiedSecondStaysSpent(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'true', group_by: [host], threshold: 2, window: 1m}
+`)
+	st := &State{}
+	fired := 0
+	for _, m := range []struct {
+		sec int
+		id  string
+	}{{10, "x"}, {12, "y"}, {12, "z"}, {12, "w"}} {
+		if a, _ := Apply(r, st, match(0, m.sec, m.id, ""), 0); a != nil {
+			fired++
+		}
+	}
+	if fired != 2 {
+		t.Fatalf("fired %d alerts, want 2 ([x y] and [z w])", fired)
+	}
+	st = roundTrip(t, st)
+	for _, m := range []struct {
+		sec int
+		id  string
+	}{{10, "x"}, {12, "y"}, {12, "z"}, {12, "w"}} {
+		if _, v := Apply(r, st, match(0, m.sec, m.id, ""), 0); v != Duplicate {
+			t.Errorf("redelivered %s: %v, want Duplicate", m.id, v)
+		}
+	}
+}
