@@ -14,10 +14,12 @@ import (
 )
 
 // maxEvidence caps the event ids an alert carries; maxSeen the values a
-// new_value key remembers.
+// new_value key remembers; maxSpentIDs the ids spent at one second.
 const (
 	maxEvidence = 100
 	maxSeen     = 1000
+	// maxSpentIDs caps the ids a state remembers as spent at one second.
+	maxSpentIDs = 256
 )
 
 // State is the durable state of one (rule, group key).
@@ -201,6 +203,12 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		if tt == last {
 			st.SpentIDs = append(st.SpentIDs, st.IDs[i])
 		}
+	}
+	if n := len(st.SpentIDs); n > maxSpentIDs {
+		// A flood stamped with one second (a sender picks its
+		// timestamps) must not grow the state without bound: the oldest
+		// go, and only their redelivery after a crash could count again.
+		st.SpentIDs = append(st.SpentIDs[:0], st.SpentIDs[n-maxSpentIDs:]...)
 	}
 	st.dropThrough(last)
 	st.Spent = last

@@ -1,6 +1,9 @@
 package engine
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // Two alerts ending at the same second: the second must not forget the
 // events the first spent at that second, or a redelivery of one of them
@@ -31,5 +34,27 @@ rules:
 		if _, v := Apply(r, st, match(0, m.sec, m.id, ""), 0); v != Duplicate {
 			t.Errorf("redelivered %s: %v, want Duplicate", m.id, v)
 		}
+	}
+}
+
+// A flood of events stamped with one second, alert after alert: the ids
+// remembered as spent at that second stay bounded.
+func TestSpentAtOneSecondIsBounded(t *testing.T) {
+	r := loadRule(t, `
+rules:
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'true', group_by: [host], threshold: 2, window: 1m}
+`)
+	st := &State{}
+	fired := 0
+	for i := range 10 * maxSpentIDs {
+		if a, _ := Apply(r, st, match(0, 12, fmt.Sprint("e", i), ""), 0); a != nil {
+			fired++
+		}
+	}
+	if fired != 5*maxSpentIDs {
+		t.Fatalf("fired %d alerts, want %d", fired, 5*maxSpentIDs)
+	}
+	if n := len(st.SpentIDs); n > maxSpentIDs {
+		t.Fatalf("%d ids remembered as spent at one second, want at most %d", n, maxSpentIDs)
 	}
 }
