@@ -327,7 +327,7 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, through: s.appliedThrough, matchesID: s.matchesID}, sealed: make([]sealedState, 0, len(s.dirty))}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, through: s.appliedThrough}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}

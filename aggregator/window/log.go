@@ -100,17 +100,15 @@ func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires 
 type logRecord struct {
 	seq uint64
 	// through is the stream sequence of the newest consumer message whose
-	// matches the states hold, once this record is durable (Stage.seen),
-	// in the MATCHES stream matchesID names.
-	through   uint64
-	matchesID string
-	chunk     int
-	keys      []string
-	states    []logState
-	chunks    [][]byte
-	scratch   []byte
-	bytes     int64
-	last      uint64
+	// matches the states hold, once this record is durable (Stage.seen).
+	through uint64
+	chunk   int
+	keys    []string
+	states  []logState
+	chunks  [][]byte
+	scratch []byte
+	bytes   int64
+	last    uint64
 }
 
 func (lr *logRecord) add(sk string, st logState) {
@@ -156,7 +154,7 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
-		m.Header.Set(logThroughHeader, formatThrough(lr.through, lr.matchesID))
+		m.Header.Set(logThroughHeader, strconv.FormatUint(lr.through, 10))
 		m.Data = c
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -232,7 +230,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	if err != nil {
 		return err
 	}
-	if s.readThrough, err = s.readThroughKey(); err != nil {
+	if s.readThrough, err = s.readUint(throughKey); err != nil {
 		return err
 	}
 	from := uint64(1)
@@ -360,7 +358,7 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 			return
 		}
 		cur, next, total, lastPart = rseq, 1, n, streamSeq
-		through = s.parseThrough(hdr.Get(logThroughHeader))
+		through, _ = strconv.ParseUint(hdr.Get(logThroughHeader), 10, 64)
 		data = append([]byte(nil), body...)
 	}
 	// An ephemeral pull consumer of this instance's subject from stream
@@ -416,44 +414,6 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 	}
 	flush()
 	return nil
-}
-
-// formatThrough is a consumer position as the log and Badger keep it:
-// "<stream sequence>@<the stream's id>". A position is of one MATCHES
-// stream: one deleted and made again (or another cluster's) numbers its
-// messages from 1, and an old position would skip all of them.
-func formatThrough(seq uint64, streamID string) string {
-	return strconv.FormatUint(seq, 10) + "@" + streamID
-}
-
-// parseThrough reads formatThrough's form: 0 unless it is of the MATCHES
-// stream this stage consumes.
-func (s *store) parseThrough(v string) uint64 {
-	a, id, ok := strings.Cut(v, "@")
-	if !ok || id != s.matchesID {
-		return 0
-	}
-	n, _ := strconv.ParseUint(a, 10, 64)
-	return n
-}
-
-// readThroughKey reads the position the compacted log held (m/through).
-func (s *store) readThroughKey() (uint64, error) {
-	var v uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(throughKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(b []byte) error {
-			v = s.parseThrough(string(b))
-			return nil
-		})
-	})
-	return v, err
 }
 
 // parsePart reads an Outpost-Log-Part header, "i/n".
@@ -600,7 +560,7 @@ func (s *Stage) compact(through, throughStream, matches uint64, states map[strin
 		return err
 	}
 	err := s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set([]byte(throughKey), []byte(formatThrough(matches, s.matchesID))); err != nil {
+		if err := txn.Set([]byte(throughKey), binary.BigEndian.AppendUint64(nil, matches)); err != nil {
 			return err
 		}
 		return txn.Set([]byte(logMarkKey), binary.BigEndian.AppendUint64(nil, through))

@@ -2,13 +2,11 @@ package window
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
@@ -79,49 +77,9 @@ func TestRedeliveredMessagesAreSkipped(t *testing.T) {
 // back from its state log and Badger.
 func storedThrough(t *testing.T, h *harness) uint64 {
 	t.Helper()
-	st := &store{db: h.s.db, js: h.s.js, log: h.s.log, instance: h.s.instance, matchesID: h.s.matchesID}
+	st := &store{db: h.s.db, js: h.s.js, log: h.s.log, instance: h.s.instance}
 	if err := st.loadLog(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	return st.durableThrough
-}
-
-// A position is of one MATCHES stream: one deleted and made again numbers
-// its messages from 1 again, and a restart must not skip them as
-// redelivered.
-func TestPositionOfAnotherMatchesStreamIsIgnored(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, nil)
-	h.locked(func() { _ = h.s.seen(7) })
-	h.commit(ctx, t, match("many", "a", "e1", t0))
-	if got := storedThrough(t, h); got != 7 {
-		t.Fatalf("the durable position is %d, want 7", got)
-	}
-	js := h.s.bus.JetStream()
-	stream, err := js.Stream(ctx, bus.StreamMatches)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	if err := js.DeleteStream(ctx, bus.StreamMatches); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(10 * time.Millisecond) // another creation time
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	// A restart.
-	s2, err := New(h.s.cfg, h.s.bus, h.s.db, h.set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s2.open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s2.mu.Lock()
-	defer s2.mu.Unlock()
-	if s2.durableThrough != 0 || s2.seen(1) {
-		t.Errorf("after MATCHES was made again: durable position %d, message 1 seen; want 0 and not seen", s2.durableThrough)
-	}
 }

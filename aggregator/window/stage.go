@@ -254,12 +254,6 @@ func (s *Stage) open(ctx context.Context) error {
 	if err := s.loadWatermark(); err != nil {
 		return err
 	}
-	// The positions the checkpoints keep are of this MATCHES stream.
-	stream, err := s.bus.JetStream().Stream(ctx, bus.StreamMatches)
-	if err != nil {
-		return fmt.Errorf("reading the %s stream: %w", bus.StreamMatches, err)
-	}
-	s.matchesID = strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 10)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLog(ctx, false); err != nil {

@@ -90,9 +90,6 @@ type store struct {
 	// durable checkpoints hold, where a reset takes it back to;
 	// readThrough what a read of the log found.
 	appliedThrough, durableThrough, readThrough uint64
-	// matchesID names the MATCHES stream the positions are of: its
-	// creation time (formatThrough).
-	matchesID string
 
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
