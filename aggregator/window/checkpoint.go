@@ -24,12 +24,9 @@ type epoch struct {
 	bytes    int // of the batches' messages
 	verdicts [len(verdictNames)]int
 	unknown  int
-	// redelivered counts the consumer's messages skipped as already
-	// applied (Stage.seen).
-	redelivered int
-	keyCaps     map[string]int
-	done        chan struct{}
-	err         error
+	keyCaps  map[string]int
+	done     chan struct{}
+	err      error
 }
 
 func newEpoch(now time.Time) *epoch { return &epoch{arrived: now, done: make(chan struct{})} }
@@ -296,7 +293,6 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		}
 		return
 	}
-	s.durableThrough = max(s.durableThrough, cp.log.through)
 	s.checkpoints.WithLabelValues("ok").Inc()
 	s.cpSeconds.Observe(time.Since(start).Seconds())
 	s.cpStates.Observe(float64(cp.states))
@@ -327,7 +323,7 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, through: s.appliedThrough}, sealed: make([]sealedState, 0, len(s.dirty))}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}
@@ -471,9 +467,6 @@ func (s *Stage) count(ep *epoch) {
 	}
 	if ep.unknown > 0 {
 		s.unknown.Add(float64(ep.unknown))
-	}
-	if ep.redelivered > 0 {
-		s.redelivered.Add(float64(ep.redelivered))
 	}
 	for rule, n := range ep.keyCaps {
 		s.keyCap.WithLabelValues(rule).Add(float64(n))

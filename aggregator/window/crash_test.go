@@ -131,17 +131,9 @@ func (r *crashRun) stage(ctx context.Context, kill func(string) error) (s *Stage
 // killed.
 func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match) int {
 	t.Helper()
-	return driveAt(ctx, t, s, batches, 1)
-}
-
-// driveAt is drive with the batches' consumer messages at stream
-// sequences first, first+1, ...: a redelivery hands the batches not acked
-// again at the sequences they had (Stage.seen).
-func driveAt(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match, first int) int {
-	t.Helper()
 	acked := 0
 	for i, batch := range batches {
-		if _, err := applyBatchAt(ctx, s, uint64(first+i), batch); errors.Is(err, errKilled) {
+		if _, err := applyBatch(ctx, s, batch); errors.Is(err, errKilled) {
 			return acked // killed by an early checkpoint (cache_keys / 2 states waiting)
 		} else if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
@@ -253,7 +245,7 @@ func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 				// A new stage on the same Badger; JetStream redelivers every
 				// batch not acked.
 				s2, stop2 := run.stage(ctx, nil)
-				driveAt(ctx, t, s2, batches[acked:], acked+1)
+				drive(ctx, t, s2, batches[acked:])
 				stop2()
 				if got := run.ids(); !slices.Equal(got, wantIDs) {
 					t.Errorf("killed at %s of checkpoint %d (%d batches acked): alerts differ from the uninterrupted run's\n got %d: %v\nwant %d: %v", step, at, acked, len(got), got, len(wantIDs), wantIDs)

@@ -57,9 +57,7 @@ const (
 	logSubjectPrefix = "statelog.windows."
 	logSeqHeader     = "Outpost-Log-Seq"
 	logPartHeader    = "Outpost-Log-Part"
-	logThroughHeader = "Outpost-Matches-Through"
 	logMarkKey       = "m/log"
-	throughKey       = "m/through"
 	instanceKey      = "m/instance"
 	// maxLogSeq bounds a record's seq: anything above is corruption (and
 	// could wrap the next one's).
@@ -98,10 +96,7 @@ func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires 
 // was copied at every doubling); last is the stream sequence of its last
 // message, once acked.
 type logRecord struct {
-	seq uint64
-	// through is the stream sequence of the newest consumer message whose
-	// matches the states hold, once this record is durable (Stage.seen).
-	through uint64
+	seq     uint64
 	chunk   int
 	keys    []string
 	states  []logState
@@ -154,7 +149,6 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
-		m.Header.Set(logThroughHeader, strconv.FormatUint(lr.through, 10))
 		m.Data = c
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -230,9 +224,6 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	if err != nil {
 		return err
 	}
-	if s.readThrough, err = s.readUint(throughKey); err != nil {
-		return err
-	}
 	from := uint64(1)
 	if again {
 		from = s.logStream + 1
@@ -269,8 +260,6 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 		return fmt.Errorf("reading the window state log: %w", err)
 	}
 	s.logThrough, s.logMark = last, mark
-	s.durableThrough = max(s.durableThrough, s.readThrough)
-	s.appliedThrough = s.durableThrough
 	s.nextSeq = max(s.nextSeq, last+1)
 	s.lastCompact = time.Now()
 	return nil
@@ -317,17 +306,10 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		lastPart uint64
 		prev     = mark // seq of the record before
 	)
-	var through uint64 // the record's Outpost-Matches-Through
 	flush := func() {
 		if cur != 0 {
 			each(cur, lastPart, data)
 			prev = cur
-			if next == total {
-				// Whole: the states hold every match through it. (One cut
-				// short belongs to a checkpoint that failed: its matches
-				// are handed again.)
-				s.readThrough = max(s.readThrough, through)
-			}
 		}
 		cur, data = 0, nil
 	}
@@ -358,7 +340,6 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 			return
 		}
 		cur, next, total, lastPart = rseq, 1, n, streamSeq
-		through, _ = strconv.ParseUint(hdr.Get(logThroughHeader), 10, 64)
 		data = append([]byte(nil), body...)
 	}
 	// An ephemeral pull consumer of this instance's subject from stream
@@ -475,7 +456,7 @@ func (s *Stage) maybeCompact(force bool) {
 		return
 	}
 	s.compacting, s.logged = s.logged, map[string]logState{}
-	through, throughStream, matches := s.logThrough, s.logStream, s.durableThrough
+	through, throughStream := s.logThrough, s.logStream
 	s.logSize = 0
 	s.lastCompact = time.Now()
 	done := make(chan struct{})
@@ -483,7 +464,7 @@ func (s *Stage) maybeCompact(force bool) {
 	states := s.compacting
 	s.compactions.Go(func() {
 		start := time.Now()
-		err := s.compact(through, throughStream, matches, states)
+		err := s.compact(through, throughStream, states)
 		if errors.Is(err, errKilled) {
 			return // dead: the next stage reads the log again
 		}
@@ -518,11 +499,10 @@ func (s *Stage) maybeCompact(force bool) {
 }
 
 // compact writes states, the log through seq through (stream sequence
-// throughStream), under their keys, then the mark (with matches, the
-// consumer position the records it covers hold), then purges the
+// throughStream), under their keys, then the mark, then purges the
 // messages the mark covers. It does not hold mu: states is its own, and
 // the keys it writes are no one else's.
-func (s *Stage) compact(through, throughStream, matches uint64, states map[string]logState) error {
+func (s *Stage) compact(through, throughStream uint64, states map[string]logState) error {
 	if err := s.step("compact"); err != nil {
 		return err
 	}
@@ -560,9 +540,6 @@ func (s *Stage) compact(through, throughStream, matches uint64, states map[strin
 		return err
 	}
 	err := s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set([]byte(throughKey), binary.BigEndian.AppendUint64(nil, matches)); err != nil {
-			return err
-		}
 		return txn.Set([]byte(logMarkKey), binary.BigEndian.AppendUint64(nil, through))
 	})
 	if err != nil {

@@ -26,14 +26,9 @@
 // applied to the states of that checkpoint, they give the same
 // alerts with the same ids, which JetStream's duplicate window drops (the
 // mark is written last, so a watermark never runs ahead of the states). A
-// crash between 4 and 5 redelivers matches the states already hold: the
-// stage skips them by their position in the stream (seen), which the
-// state log's records carry (and the compaction's mark), because applying
-// a match twice is not always a no-op. Fused with the rule filter
-// (windows.fused), matches have no such position and rely on apply
-// recognising them, which not every rule kind does (docs/operations.md).
-// A failure (an alert not acked, a write that failed) is a crash in
-// miniature: the states in memory are dropped, and
+// crash between 4 and 5 redelivers matches the states already hold; apply
+// treats them as duplicates. A failure (an alert not acked, a write that
+// failed) is a crash in miniature: the states in memory are dropped, and
 // every match since the last checkpoint is applied again, in order, to
 // what is stored (bus.ConsumeAsync hands them again).
 //
@@ -111,7 +106,6 @@ type Stage struct {
 	keyCap      *prometheus.CounterVec
 	alerts      *prometheus.CounterVec
 	unknown     prometheus.Counter
-	redelivered prometheus.Counter
 	checkpoints *prometheus.CounterVec
 	cpSeconds   prometheus.Histogram
 	cpStates    prometheus.Histogram
@@ -145,10 +139,6 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_windows_unknown_rule_matches_total",
 			Help: "Matches for a rule no longer loaded (removed or disabled); dropped.",
-		}),
-		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "outpost_windows_redelivered_messages_total",
-			Help: "MATCHES messages handed again after a crash or an ack timeout whose matches the window state already held; skipped.",
 		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_checkpoints_total",
@@ -200,7 +190,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			ConstLabels: prometheus.Labels{"from": from},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.redelivered, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -365,32 +355,18 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	return s.apply(ctx, size, func(each func(*event.Match) error) (int64, error) {
 		var newest int64
 		for _, msg := range msgs {
-			// A redelivery is not applied again, but still moves the
-			// watermark as far as it did: the checkpoint that holds it may
-			// not have written its mark.
-			md, err := msg.Metadata()
-			again := err == nil && s.seen(md.Sequence.Stream)
 			byHeader := false
 			if v := msg.Headers().Get(bus.HeaderWatermark); v != "" {
 				if wm, err := strconv.ParseInt(v, 10, 64); err == nil {
 					newest, byHeader = max(newest, wm), true
 				}
 			}
-			if again && byHeader {
-				continue
-			}
-			err = bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
+			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
 				if !byHeader {
 					newest = max(newest, m.At().UnixNano())
 				}
-				if again {
-					return nil
-				}
 				return each(m)
 			}, func(rec []byte, err error) error {
-				if again {
-					return nil // dead-lettered the first time
-				}
 				// Not ours to fix: the filter wrote it. Keep it for a human.
 				s.deadLetter(ctx, rec, err)
 				return nil
@@ -401,27 +377,6 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		}
 		return newest, nil
 	})
-}
-
-// seen reports whether the consumer's message at stream sequence seq was
-// applied already, and records it if not. JetStream delivers a consumer's
-// messages in order and hands again, after a crash, those not acked: one
-// at or before the newest applied is such a redelivery, whose matches the
-// states hold. Applied again, a match is not always a no-op (a window
-// judged, a value absorbed, a match past a deadline leave no trace in the
-// state), so it is skipped; it is acked with the batch. After a failure,
-// Reset takes the position back to the durable checkpoints'. Call with mu
-// held (inside apply); seq 0 (unknown) is never seen.
-func (s *Stage) seen(seq uint64) bool {
-	if seq == 0 {
-		return false
-	}
-	if seq <= s.appliedThrough {
-		s.cur.redelivered++
-		return true
-	}
-	s.appliedThrough = seq
-	return false
 }
 
 // apply applies the matches decode yields to their states (steps 1 and 2

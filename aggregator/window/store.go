@@ -85,12 +85,6 @@ type store struct {
 	compactBackoff time.Duration
 	compactDone    chan struct{}
 
-	// appliedThrough is the stream sequence of the newest consumer message
-	// applied (Stage.seen); durableThrough that of the newest one the
-	// durable checkpoints hold, where a reset takes it back to;
-	// readThrough what a read of the log found.
-	appliedThrough, durableThrough, readThrough uint64
-
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
 }
