@@ -157,6 +157,34 @@ func drive(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match
 	return acked
 }
 
+// killAndRedeliver drives batches through a stage killed at step of the
+// at-th phase (a checkpoint's seal, or a compaction), then through a new
+// stage on the same Badger the batches not acked, as JetStream hands them
+// again; it returns how many were acked before the kill.
+func (r *crashRun) killAndRedeliver(ctx context.Context, batches [][]*event.Match, phase, step string, at int) int {
+	t := r.t
+	t.Helper()
+	n := 0
+	s, stop := r.stage(ctx, func(name string) error {
+		if name == phase {
+			n++
+		}
+		if name == step && n == at {
+			return errors.New("kill -9")
+		}
+		return nil
+	})
+	acked := drive(ctx, t, s, batches)
+	stop()
+	if !s.killed.Load() {
+		t.Fatalf("never killed at %s of checkpoint %d", step, at)
+	}
+	s2, stop2 := r.stage(ctx, nil)
+	drive(ctx, t, s2, batches[acked:])
+	stop2()
+	return acked
+}
+
 // states is every window state in Badger, encoded, by key.
 func (r *crashRun) states() map[string]string {
 	return storedStates(r.t, r.db, r.bus.JetStream())
@@ -227,26 +255,7 @@ func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 			t.Run(fmt.Sprintf("%s/%s%d", step, phase, at), func(t *testing.T) {
 				run := newCrashRun(t)
 				run.tweak = tweak
-				n := 0
-				s, stop := run.stage(ctx, func(name string) error {
-					if name == phase {
-						n++
-					}
-					if name == step && n == at {
-						return errors.New("kill -9")
-					}
-					return nil
-				})
-				acked := drive(ctx, t, s, batches)
-				stop()
-				if !s.killed.Load() {
-					t.Fatalf("never killed at %s of checkpoint %d", step, at)
-				}
-				// A new stage on the same Badger; JetStream redelivers every
-				// batch not acked.
-				s2, stop2 := run.stage(ctx, nil)
-				drive(ctx, t, s2, batches[acked:])
-				stop2()
+				acked := run.killAndRedeliver(ctx, batches, phase, step, at)
 				if got := run.ids(); !slices.Equal(got, wantIDs) {
 					t.Errorf("killed at %s of checkpoint %d (%d batches acked): alerts differ from the uninterrupted run's\n got %d: %v\nwant %d: %v", step, at, acked, len(got), got, len(wantIDs), wantIDs)
 				}

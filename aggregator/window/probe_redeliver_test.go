@@ -2,7 +2,6 @@ package window
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -48,24 +47,7 @@ func probeRedeliver(t *testing.T, ruleItems string, batches [][]*event.Match, st
 	t.Logf("uninterrupted: alerts %v", ref.published)
 
 	run := newProbeRun(t, ruleItems)
-	n := 0
-	s, stop = run.stage(ctx, func(name string) error {
-		if name == "sealed" {
-			n++
-		}
-		if name == step && n == at {
-			return errors.New("kill -9")
-		}
-		return nil
-	})
-	acked := drive(ctx, t, s, batches)
-	stop()
-	if !s.killed.Load() {
-		t.Fatalf("never killed at %s of checkpoint %d", step, at)
-	}
-	s2, stop2 := run.stage(ctx, nil)
-	drive(ctx, t, s2, batches[acked:])
-	stop2()
+	acked := run.killAndRedeliver(ctx, batches, "sealed", step, at)
 	t.Logf("killed at %s of checkpoint %d, %d of %d batches acked, handed again %d", step, at, acked, len(batches), len(batches)-acked)
 
 	got := run.ids()
