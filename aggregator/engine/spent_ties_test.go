@@ -5,14 +5,16 @@ import (
 	"testing"
 )
 
+const threshold2in1m = `
+rules:
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'true', group_by: [host], threshold: 2, window: 1m}
+`
+
 // Two alerts ending at the same second: the second must not forget the
 // events the first spent at that second, or a redelivery of one of them
 // is counted again (and completes a window no uninterrupted run saw).
 func TestSpentAtATiedSecondStaysSpent(t *testing.T) {
-	r := loadRule(t, `
-rules:
-  - {id: many, title: T, kind: threshold, severity: 5, condition: 'true', group_by: [host], threshold: 2, window: 1m}
-`)
+	r := loadRule(t, threshold2in1m)
 	st := &State{}
 	fired := 0
 	for _, m := range []struct {
@@ -40,10 +42,7 @@ rules:
 // A flood of events stamped with one second, alert after alert: the ids
 // remembered as spent at that second stay bounded.
 func TestSpentAtOneSecondIsBounded(t *testing.T) {
-	r := loadRule(t, `
-rules:
-  - {id: many, title: T, kind: threshold, severity: 5, condition: 'true', group_by: [host], threshold: 2, window: 1m}
-`)
+	r := loadRule(t, threshold2in1m)
 	st := &State{}
 	fired := 0
 	for i := range 10 * maxSpentIDs {

@@ -132,14 +132,6 @@ func (lr *logRecord) write(b []byte) {
 // parts is the record's messages' bodies (none if it is empty).
 func (lr *logRecord) parts() [][]byte { return lr.chunks }
 
-// size is the record's length in bytes.
-func (lr *logRecord) size() int {
-	if len(lr.chunks) == 0 {
-		return 0
-	}
-	return (len(lr.chunks)-1)*lr.chunk + len(lr.chunks[len(lr.chunks)-1])
-}
-
 // publish appends parts from of the record's (of total) to subject and
 // waits for their acks.
 func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subject string, parts [][]byte, from, total int) error {

@@ -288,7 +288,7 @@ func TestReviewLoadLogCost(t *testing.T) {
 	const n = 256
 	rec := &logRecord{seq: 1, chunk: logChunk}
 	enc := make([]byte, 200)
-	for i := 0; rec.size() < logChunk; i++ {
+	for i := 0; len(rec.parts()) == 0 || len(rec.parts()[0]) < logChunk; i++ {
 		rec.add(fmt.Sprintf("w/many@fp\x00host=h%07d", i), logState{enc: enc})
 	}
 	part := rec.parts()[0]
