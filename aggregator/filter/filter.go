@@ -68,11 +68,16 @@ type Sink interface {
 	// Consumer adapts the EVENTS consumer to the sink's pace: how many
 	// batches may wait for it, and its Flush and Reset.
 	Consumer(bus.ConsumerConfig) bus.ConsumerConfig
+	// Applied reports, for each message of a batch, whether the sink's
+	// durable state already holds its matches (handed again after a
+	// crash): the filter admits its events but does not evaluate them.
+	// nil if none is.
+	Applied(msgs []jetstream.Msg) []bool
 	// Apply takes a batch's matches, to apply in order; newest is the
 	// newest event time the rule filter admitted, size the bytes of the
-	// batch's messages. ms is the sink's from then on. The wait returns
-	// once they are durable.
-	Apply(ctx context.Context, ms []event.Match, newest int64, size int) (wait func() error, err error)
+	// batch's messages, msgs the messages. ms is the sink's from then on.
+	// The wait returns once they are durable.
+	Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg) (wait func() error, err error)
 }
 
 // Fuse makes sink take the matches instead of MATCHES. Call before Run.
@@ -191,7 +196,23 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.fused = nil
 		return nil, err
 	}
-	for _, msg := range msgs {
+	var held []bool
+	if s.sink != nil {
+		held = s.sink.Applied(msgs)
+	}
+	for i, msg := range msgs {
+		if held != nil && held[i] {
+			// Its matches are in the sink's state: the events still move
+			// the gate as they did, and are not evaluated again.
+			err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
+				s.gate.Admit(ev)
+				return nil
+			}, func([]byte, error) error { return nil })
+			if err != nil {
+				return fail(err)
+			}
+			continue
+		}
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			s.events.Inc()
 			if !s.gate.Admit(ev) {
@@ -220,7 +241,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
-		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size)
+		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size, msgs)
 		if err != nil {
 			return fail(err)
 		}

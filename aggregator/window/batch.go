@@ -69,6 +69,11 @@ type batch struct {
 	verdicts [len(verdictNames)]int
 	unknown  int
 	keyCaps  map[string]int // by rule
+
+	// positions are the consumer messages the batch applied (applied.go);
+	// redelivered counts those it skipped, which the states already held.
+	positions   applied
+	redelivered int
 }
 
 func (b *batch) keyCapHit(rule string) {

@@ -25,11 +25,17 @@ type epoch struct {
 	verdicts [len(verdictNames)]int
 	unknown  int
 	keyCaps  map[string]int
-	done     chan struct{}
-	err      error
+	// positions are the consumer messages its batches applied, which its
+	// checkpoint's record carries; redelivered those they skipped.
+	positions   applied
+	redelivered int
+	done        chan struct{}
+	err         error
 }
 
-func newEpoch(now time.Time) *epoch { return &epoch{arrived: now, done: make(chan struct{})} }
+func newEpoch(now time.Time) *epoch {
+	return &epoch{arrived: now, positions: applied{}, done: make(chan struct{})}
+}
 
 // add makes a batch part of the epoch: wait collects its alerts' acks.
 func (ep *epoch) add(b *batch, wait func(context.Context) error, maxTime int64, now time.Time) {
@@ -43,6 +49,8 @@ func (ep *epoch) add(b *batch, wait func(context.Context) error, maxTime int64, 
 		ep.verdicts[v] += n
 	}
 	ep.unknown += b.unknown
+	ep.positions.union(b.positions)
+	ep.redelivered += b.redelivered
 	for rule, n := range b.keyCaps {
 		if ep.keyCaps == nil {
 			ep.keyCaps = map[string]int{}
@@ -310,20 +318,22 @@ func (s *Stage) checkpoint(ctx context.Context) {
 // them in sealed until the checkpoint is durable. nil if nothing changed.
 // Call with mu held.
 //
-// A checkpoint is written in parts (Badger splits a large write into
-// several transactions), so a crash may leave any part of it: the sets
-// (states, and the timer key of every armed state, rewritten each time)
-// go before the deletions (old timer keys, emptied states), so a crash
+// A checkpoint is written in steps, so a crash may leave any prefix of
+// them: the timer key of every armed state (rewritten each time) goes to
+// Badger first, then the states to the state log, whose record counts
+// whole or not at all, then the deletions (old timer keys), so a crash
 // leaves at worst a stale timer key, which FireDue recognises and drops,
-// never an armed state without its timer key. The matches of the epoch,
-// redelivered, touch again every state it changed.
+// never an armed state without its timer key. Before the record is whole,
+// the epoch's matches, handed again, are applied again to the states
+// before it and touch every state it changed; after, they are skipped by
+// their positions, which the record carries.
 func (s *Stage) seal() *checkpoint {
 	ep := s.cur
 	if ep.batches == 0 && len(s.drops) == 0 {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk}, sealed: make([]sealedState, 0, len(s.dirty))}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, applied: ep.positions}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}
@@ -375,6 +385,7 @@ func (s *Stage) seal() *checkpoint {
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	cp.log.keys = make([]string, 0, len(cp.sealed))
 	cp.log.states = make([]logState, 0, len(cp.sealed))
+	cp.log.begin()
 	for _, ss := range cp.sealed {
 		var enc []byte
 		if ss.e != nil {
@@ -390,8 +401,17 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	if err := s.step("acked"); err != nil {
 		return err
 	}
-	// The states go to the log (log.go), the timer keys to Badger. A
-	// test's kill hook may stop the append halfway: the first half of the
+	// The timer keys of the armed states first: until the record is
+	// complete they are stale ones, which FireDue drops.
+	if err := s.writeBatch(cp.sets, nil); err != nil {
+		return err
+	}
+	if err := s.step("sets"); err != nil {
+		return err
+	}
+	// The states and the positions they hold go to the log (log.go): the
+	// checkpoint is durable once every part of its record is. A test's
+	// kill hook may stop the append halfway: the first half of the
 	// record's messages is then appended on its own.
 	all := cp.log.parts()
 	halves := [][][]byte{all}
@@ -410,16 +430,14 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 		}
 		from += len(half)
 	}
-	if err := s.writeBatch(cp.sets, nil); err != nil {
+	if err := s.step("logged"); err != nil {
 		return err
 	}
-	if err := s.step("sets"); err != nil {
-		return err
-	}
+	// Then the old timer keys: a crash before leaves stale ones.
 	if err := s.writeBatch(nil, cp.dels); err != nil {
 		return err
 	}
-	if err := s.step("states"); err != nil {
+	if err := s.step("deleted"); err != nil {
 		return err
 	}
 	if cp.mark > 0 {
@@ -467,6 +485,9 @@ func (s *Stage) count(ep *epoch) {
 	}
 	if ep.unknown > 0 {
 		s.unknown.Add(float64(ep.unknown))
+	}
+	if ep.redelivered > 0 {
+		s.redelivered.Add(float64(ep.redelivered))
 	}
 	for rule, n := range ep.keyCaps {
 		s.keyCap.WithLabelValues(rule).Add(float64(n))

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -179,10 +180,20 @@ func startCheckpointer(ctx context.Context, t testing.TB, s *Stage) (stop func()
 // applyBatch applies ms to s as one batch; like MATCHES messages without a
 // watermark header, it moves the watermark by the matches' times.
 func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func() error, err error) {
-	return s.apply(ctx, 0, func(each func(*event.Match) error) (int64, error) {
+	return applyBatchAt(ctx, s, 0, ms)
+}
+
+// applyBatchAt is applyBatch as one MATCHES message at stream sequence
+// seq (0: none), which the stage skips if the states hold it already.
+func applyBatchAt(ctx context.Context, s *Stage, seq uint64, ms []*event.Match) (settle func() error, err error) {
+	return s.apply(ctx, 0, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
 		var newest int64
+		again := seq != 0 && !take(bus.StreamMatches, seq)
 		for _, m := range ms {
 			newest = max(newest, m.At().UnixNano())
+			if again {
+				continue // moves the watermark only, as handle does
+			}
 			if err := each(m); err != nil {
 				return 0, err
 			}

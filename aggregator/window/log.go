@@ -36,11 +36,14 @@ import (
 // take windows.state_log.size, or windows.state_log.interval passed (which
 // bounds what a restart reads).
 //
-// A crash at any point leaves a prefix of what was being written: records
-// of a checkpoint not acked (its matches are redelivered and find the
-// states already changed, as a half-written checkpoint of keyed states
-// did), or keyed states written without their mark (the records after the
-// old mark still overlay them: the same states). The log is in JetStream
+// A record counts whole or not at all: one missing a part (a crash while
+// it was appended) is not read, and its checkpoint's matches, never acked,
+// are handed again and applied to the states before it. A complete record
+// is a durable checkpoint: it carries the positions of the consumer
+// messages its states hold (applied.go), so those handed again are not
+// applied twice. A crash during a compaction leaves keyed states written
+// without their mark (the records after the old mark still overlay them:
+// the same states). The log is in JetStream
 // so that, with windows partitioned across several instances, a
 // partition's new owner can read its states from a replicated stream.
 //
@@ -48,16 +51,22 @@ import (
 // two instances on one JetStream never read or purge each other's records.
 //
 //	STATELOG, subject statelog.windows.<instance id>,
-//	  headers Outpost-Log-Seq: the record's seq, Outpost-Log-Part: i/n
-//	  body: part i of n of the record (state key, expiry, encoded state or none)...,
+//	  headers Outpost-Log-Seq: the record's seq, Outpost-Log-Part: i/n,
+//	    Outpost-Log-Format: 2 (none: a record of an earlier version, without positions)
+//	  body: part i of n of the record: the positions its states hold
+//	  (appendApplied), then (state key, expiry, encoded state or none)...,
 //	  cut at logChunk bytes wherever that falls (a state may span parts)
 //	m/log (Badger): the seq through which the keyed states hold the log (8 bytes BE)
+//	m/applied (Badger): the positions those records held (appendApplied), written with m/log
 //	m/instance (Badger): this instance's id
 const (
 	logSubjectPrefix = "statelog.windows."
 	logSeqHeader     = "Outpost-Log-Seq"
 	logPartHeader    = "Outpost-Log-Part"
+	logFormatHeader  = "Outpost-Log-Format"
+	logFormat        = "2"
 	logMarkKey       = "m/log"
+	appliedKey       = "m/applied"
 	instanceKey      = "m/instance"
 	// maxLogSeq bounds a record's seq: anything above is corruption (and
 	// could wrap the next one's).
@@ -90,14 +99,16 @@ const logOverhead = 96
 // seconds).
 func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires <= now }
 
-// logRecord is one checkpoint's states, as appended to the log: parts is
-// the record, cut into messages of chunk bytes as it is written (a record
-// of tens of thousands of states is tens of MiB: grown as one slice, it
-// was copied at every doubling); last is the stream sequence of its last
-// message, once acked.
+// logRecord is one checkpoint's states, as appended to the log, and the
+// positions of the messages they hold (applied, written first: begin):
+// parts is the record, cut into messages of chunk bytes as it is written
+// (a record of tens of thousands of states is tens of MiB: grown as one
+// slice, it was copied at every doubling); last is the stream sequence of
+// its last message, once acked.
 type logRecord struct {
 	seq     uint64
 	chunk   int
+	applied applied
 	keys    []string
 	states  []logState
 	chunks  [][]byte
@@ -105,6 +116,9 @@ type logRecord struct {
 	bytes   int64
 	last    uint64
 }
+
+// begin writes the record's positions, before its states.
+func (lr *logRecord) begin() { lr.write(appendApplied(nil, lr.applied)) }
 
 func (lr *logRecord) add(sk string, st logState) {
 	lr.keys = append(lr.keys, sk)
@@ -141,6 +155,7 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
+		m.Header.Set(logFormatHeader, logFormat)
 		m.Data = c
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -165,11 +180,19 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 // errLogAppend is an append to STATELOG that failed.
 var errLogAppend = errors.New("appending to the window state log")
 
-// readLogRecord calls each for every state of a record, in order; a
-// record cut short (a crash while it was appended) yields the states
-// before the cut, and the error.
-func readLogRecord(v []byte, each func(sk string, st logState)) error {
+// readLogRecord reads a record: the positions its states hold (none in a
+// record of an earlier format, without them), then each of its states in
+// order; a record that does not read to its end yields the states before,
+// and the error.
+func readLogRecord(v []byte, withApplied bool, each func(sk string, st logState)) (applied, error) {
 	r := wire.NewReader(v)
+	var a applied
+	if withApplied {
+		var err error
+		if a, err = readApplied(r); err != nil {
+			return nil, err
+		}
+	}
 	for r.Err() == nil && len(r.Rest()) > 0 {
 		sk := r.String()
 		st := logState{expires: r.Uvarint()}
@@ -180,7 +203,7 @@ func readLogRecord(v []byte, each func(sk string, st logState)) error {
 			each(sk, st)
 		}
 	}
-	return r.Done()
+	return a, r.Done()
 }
 
 // logLookup finds the latest logged state of sk not yet compacted.
@@ -224,13 +247,26 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 		s.logBytes.Store(0)
 		s.logSize, s.logStream = 0, 0
 	}
+	if !again {
+		if s.applied, err = s.readApplied(); err != nil {
+			return err
+		}
+	}
 	last := max(mark, s.logThrough)
 	now := uint64(time.Now().Unix())
-	err = s.readLog(ctx, from, mark, func(seq, streamSeq uint64, data []byte) {
-		s.logStream = max(s.logStream, streamSeq)
+	err = s.readLog(ctx, from, mark, func(rec logRead) {
+		seq, data := rec.seq, rec.data
+		s.logStream = max(s.logStream, rec.streamSeq)
 		last = max(last, seq)
 		s.logSize += int64(len(data))
-		err := readLogRecord(data, func(sk string, st logState) {
+		if !rec.complete {
+			// A crash (or a failure) while it was appended: its
+			// checkpoint's matches were not acked, and are applied again
+			// to the states before it.
+			s.log.Warn("a window state log record is missing parts; its checkpoint is not read", "seq", seq)
+			return
+		}
+		a, err := readLogRecord(data, rec.format == logFormat, func(sk string, st logState) {
 			if st.expired(now) {
 				// Its keyed state, older, expired before it.
 				if old, ok := s.logged[sk]; ok {
@@ -242,15 +278,17 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 			s.logAdd(sk, st)
 		})
 		if err != nil {
-			// Cut short by a crash while it was appended (its states
-			// before the cut count, as a half-written checkpoint's did),
-			// or damaged.
-			s.log.Warn("a window state log record ends early; its states up to there are read", "seq", seq, "err", err)
+			// Damaged: its states up to there count, and its positions
+			// do not (its matches handed again are applied again).
+			s.log.Warn("a window state log record is damaged; its states up to there are read", "seq", seq, "err", err)
+			return
 		}
+		s.applied.union(a)
 	})
 	if err != nil {
 		return fmt.Errorf("reading the window state log: %w", err)
 	}
+	s.applied.only(s.streams)
 	s.logThrough, s.logMark = last, mark
 	s.nextSeq = max(s.nextSeq, last+1)
 	s.lastCompact = time.Now()
@@ -279,13 +317,22 @@ func (s *store) loadInstance() error {
 // subject is this instance's subject of STATELOG.
 func (s *store) subject() string { return logSubjectPrefix + s.instance }
 
+// logRead is a record of the state log as read: its seq, the stream
+// sequence of its last part read, its parts joined, whether every part
+// was, and its format (logFormatHeader).
+type logRead struct {
+	seq, streamSeq uint64
+	data           []byte
+	complete       bool
+	format         string
+}
+
 // readLog calls each for every record of this instance's subject of
 // STATELOG after the compaction mark, from stream sequence from on, in
-// order, with its parts joined: its seq, the stream sequence of its last
-// part, and its bytes. A record missing a part ends at the gap; a message
-// that is not a part of the next record in order (a bad header, a seq not
-// after the one before) is skipped and logged.
-func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
+// order, with its parts joined. A record missing a part ends at the gap,
+// incomplete; a message that is not a part of the next record in order (a
+// bad header, a seq not after the one before) is skipped and logged.
+func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRead)) error {
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err != nil {
 		return err
@@ -294,13 +341,15 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 		cur      uint64 // seq of the record being joined (0: none)
 		next     int    // the part expected next
 		total    int
+		gap      bool // a part of it is missing
+		format   string
 		data     []byte
 		lastPart uint64
 		prev     = mark // seq of the record before
 	)
 	flush := func() {
 		if cur != 0 {
-			each(cur, lastPart, data)
+			each(logRead{seq: cur, streamSeq: lastPart, data: data, complete: !gap && next == total, format: format})
 			prev = cur
 		}
 		cur, data = 0, nil
@@ -318,7 +367,9 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 			if i == next && n == total {
 				data = append(data, body...)
 				next, lastPart = i+1, streamSeq
-			} // else: a part missing before it; the record ends at the gap
+			} else {
+				gap = true // a part missing before it; the record ends at the gap
+			}
 			return
 		case rseq < max(prev, cur):
 			s.log.Error("skipping a window state log message out of order", "stream_seq", streamSeq, "seq", rseq, "after", max(prev, cur))
@@ -331,7 +382,7 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(seq, s
 			prev = rseq
 			return
 		}
-		cur, next, total, lastPart = rseq, 1, n, streamSeq
+		cur, next, total, lastPart, gap, format = rseq, 1, n, streamSeq, false, hdr.Get(logFormatHeader)
 		data = append([]byte(nil), body...)
 	}
 	// An ephemeral pull consumer of this instance's subject from stream
@@ -404,6 +455,37 @@ func parsePart(h string) (i, n int, err error) {
 	return i, n, err
 }
 
+// readApplied reads the positions the compacted records held (m/applied;
+// none before the first compaction). What does not read back is dropped,
+// and logged: the matches of those positions handed again are applied
+// again, as before positions were kept.
+func (s *store) readApplied() (applied, error) {
+	a := applied{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(appliedKey))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			r := wire.NewReader(b)
+			got, err := readApplied(r)
+			if err == nil {
+				err = r.Done()
+			}
+			if err != nil {
+				s.log.Error("the window state's applied positions do not read back; dropped", "err", err)
+				return nil
+			}
+			a = got
+			return nil
+		})
+	})
+	return a, err
+}
+
 // readUint reads an 8-byte big-endian value (0 if none).
 func (s *store) readUint(key string) (uint64, error) {
 	var v uint64
@@ -431,6 +513,7 @@ func (s *Stage) merge(lr *logRecord) {
 	for i, sk := range lr.keys {
 		s.logAdd(sk, lr.states[i])
 	}
+	s.applied.union(lr.applied)
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
 	s.logSize += lr.bytes
 	s.maybeCompact(false)
@@ -448,7 +531,7 @@ func (s *Stage) maybeCompact(force bool) {
 		return
 	}
 	s.compacting, s.logged = s.logged, map[string]logState{}
-	through, throughStream := s.logThrough, s.logStream
+	through, throughStream, held := s.logThrough, s.logStream, s.applied.clone()
 	s.logSize = 0
 	s.lastCompact = time.Now()
 	done := make(chan struct{})
@@ -456,7 +539,7 @@ func (s *Stage) maybeCompact(force bool) {
 	states := s.compacting
 	s.compactions.Go(func() {
 		start := time.Now()
-		err := s.compact(through, throughStream, states)
+		err := s.compact(through, throughStream, states, held)
 		if errors.Is(err, errKilled) {
 			return // dead: the next stage reads the log again
 		}
@@ -491,10 +574,11 @@ func (s *Stage) maybeCompact(force bool) {
 }
 
 // compact writes states, the log through seq through (stream sequence
-// throughStream), under their keys, then the mark, then purges the
-// messages the mark covers. It does not hold mu: states is its own, and
-// the keys it writes are no one else's.
-func (s *Stage) compact(through, throughStream uint64, states map[string]logState) error {
+// throughStream), under their keys, then the mark with held, the positions
+// those records hold, then purges the messages the mark covers. It does
+// not hold mu: states and held are its own, and the keys it writes are no
+// one else's.
+func (s *Stage) compact(through, throughStream uint64, states map[string]logState, held applied) error {
 	if err := s.step("compact"); err != nil {
 		return err
 	}
@@ -532,6 +616,9 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 		return err
 	}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set([]byte(appliedKey), appendApplied(nil, held)); err != nil {
+			return err
+		}
 		return txn.Set([]byte(logMarkKey), binary.BigEndian.AppendUint64(nil, through))
 	})
 	if err != nil {

@@ -99,7 +99,7 @@ func TestReview2ReadLogHangsWhenTheStateLogGoes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		deleted := false
-		done <- h.s.readLog(ctx, 1, 0, func(seq, streamSeq uint64, data []byte) {
+		done <- h.s.readLog(ctx, 1, 0, func(logRead) {
 			if deleted {
 				return
 			}
@@ -242,7 +242,9 @@ func TestReview2ReadLogAsGetMsgDid(t *testing.T) {
 			want := read(func(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
 				return getMsgReadLog(ctx, s, from, mark, each)
 			}, from, mark)
-			got := read(s.readLog, from, mark)
+			got := read(func(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
+				return s.readLog(ctx, from, mark, func(r logRead) { each(r.seq, r.streamSeq, r.data) })
+			}, from, mark)
 			if !slices.Equal(got, want) {
 				t.Errorf("from %d, mark %d: read %d records, GetMsg read %d:\n got %v\nwant %v", from, mark, len(got), len(want), got, want)
 			}

@@ -15,12 +15,13 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// Probes of the contract's "a crash between 4 and 5 redelivers matches
-// the states already hold; apply treats them as duplicates": a stage is
-// killed after a checkpoint's states (and mark) are durable but before its
+// Probes of the contract's "a crash after redelivers messages the states
+// already hold: the stage skips each by its position": a stage is killed
+// after a checkpoint's states (and mark) are durable but before its
 // matches are acked, a new stage on the same Badger and JetStream is
-// handed them again, and what it publishes and stores is compared with an
-// uninterrupted run's.
+// handed them again at the positions they had, and what it publishes and
+// stores is compared with an uninterrupted run's. Each case is a rule
+// kind for which applying a match twice is not a no-op.
 
 func newProbeRun(t *testing.T, ruleItems string) *crashRun {
 	t.Helper()
@@ -82,13 +83,13 @@ func probeRedeliver(t *testing.T, ruleItems string, batches [][]*event.Match, st
 }
 
 // afterStates are the kill points at which the checkpoint's states are
-// durable (the state log appended: "sets" and "states"; and the mark:
-// "marked") but its matches not acked.
-var afterStates = []string{"sets", "states", "marked"}
+// durable (its state log record whole: "logged"; the old timer keys
+// deleted: "deleted"; and the mark: "marked") but its matches not acked.
+var afterStates = []string{"logged", "deleted", "marked"}
 
 // beforeStates are the kill points before the state log holds the
 // checkpoint: the matches are applied again to the states before it.
-var beforeStates = []string{"sealed", "acked", "half"}
+var beforeStates = []string{"sealed", "acked", "sets", "half"}
 
 // TestProbeRedeliverControl: killed before the states are durable, every
 // probe's stream gives the uninterrupted run's alerts and states.
@@ -110,19 +111,7 @@ func probeCases() map[string]probeCase {
 	}
 }
 
-// knownRedeliveryDefect skips a probe that still fails: the state does not
-// record what Apply dropped, absorbed or ignored, so a match redelivered
-// onto a state that holds it is not recognised (docs/operations.md,
-// "Delivery guarantees"). The fix is the next step of the crash-safety
-// work: the checkpoint keeps the positions of the matches it holds, and
-// a redelivered one at or before them is not applied again.
-func knownRedeliveryDefect(t *testing.T) {
-	t.Helper()
-	t.Skip("known defect: a crash after a checkpoint's states are durable and before its matches are acked redelivers matches this rule kind's state does not recognise (docs/operations.md, Delivery guarantees)")
-}
-
 func TestProbeRedeliverAtMostThreshold(t *testing.T) {
-	knownRedeliveryDefect(t)
 	c := atMostThresholdCase()
 	for _, step := range afterStates {
 		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
@@ -144,7 +133,6 @@ func TestProbeRedeliverUnorderedSequenceTiedSpent(t *testing.T) {
 }
 
 func TestProbeRedeliverDistinctSameValue(t *testing.T) {
-	knownRedeliveryDefect(t)
 	c := distinctSameValueCase()
 	for _, step := range afterStates {
 		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
@@ -152,7 +140,6 @@ func TestProbeRedeliverDistinctSameValue(t *testing.T) {
 }
 
 func TestProbeRedeliverAbsenceExpect(t *testing.T) {
-	knownRedeliveryDefect(t)
 	c := absenceExpectCase()
 	for _, step := range afterStates {
 		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })

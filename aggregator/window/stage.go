@@ -15,26 +15,28 @@
 //  2. publish the alerts, each with its deterministic id as Nats-Msg-Id;
 //  3. seal: the batches applied so far form an epoch; the states they
 //     changed are encoded as they are now;
-//  4. once JetStream acked every alert of the epoch, append the states to
-//     the state log (log.go: STATELOG), write the timer index to Badger,
-//     then the watermark mark;
+//  4. once JetStream acked every alert of the epoch, write the timer index
+//     of its armed states to Badger, append the states to the state log
+//     (log.go: STATELOG) with the positions of the messages they hold
+//     (applied.go), delete the old timer keys, then write the watermark
+//     mark;
 //  5. once written, ack the epoch's matches.
 //
 // What is stored of the states is Badger's keyed states overlaid by the
 // state log: a compaction moves the log into Badger (log.go). A crash
-// before 4 completes redelivers every match since the last checkpoint:
-// applied to the states of that checkpoint, they give the same
-// alerts with the same ids, which JetStream's duplicate window drops (the
-// mark is written last, so a watermark never runs ahead of the states). A
-// crash between 4 and 5 redelivers matches the states already hold; apply
-// treats them as duplicates — except, today, a match an at_most window
-// dropped over its bound, a distinct rule's absorbed repeat and an
-// absence-with-expect match past its deadline, which leave no trace to
-// recognise them by (a known defect: docs/operations.md, "Delivery
-// guarantees"; probe_redeliver_test.go). A failure (an alert not acked, a write that
-// failed) is a crash in miniature: the states in memory are dropped, and
-// every match since the last checkpoint is applied again, in order, to
-// what is stored (bus.ConsumeAsync hands them again).
+// before the state log holds the whole record redelivers every match since
+// the last checkpoint: applied to the states of that checkpoint, they give
+// the same alerts with the same ids, which JetStream's duplicate window
+// drops (the mark is written last, so a watermark never runs ahead of the
+// states). A crash after redelivers messages the states already hold: the
+// stage skips each by its position in its stream, which the record
+// carries (applied.go), since applying a match twice is not always a
+// no-op (an at_most window's dropped match, a distinct rule's absorbed
+// repeat, an absence match past its deadline leave no trace in the state).
+// A failure (an alert not acked, a write that failed) is a crash in
+// miniature: the states in memory are dropped, and every match since the
+// last checkpoint is applied again, in order, to what is stored
+// (bus.ConsumeAsync hands them again).
 //
 // The watermark (engine.Watermark) moves only when a checkpoint is
 // durable, by the newest event time the rule filter had admitted before
@@ -110,6 +112,7 @@ type Stage struct {
 	keyCap      *prometheus.CounterVec
 	alerts      *prometheus.CounterVec
 	unknown     prometheus.Counter
+	redelivered prometheus.Counter
 	checkpoints *prometheus.CounterVec
 	cpSeconds   prometheus.Histogram
 	cpStates    prometheus.Histogram
@@ -143,6 +146,10 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		unknown: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_windows_unknown_rule_matches_total",
 			Help: "Matches for a rule no longer loaded (removed or disabled); dropped.",
+		}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_windows_redelivered_messages_total",
+			Help: "Messages handed again (after a crash, or an ack timeout) whose matches the window state already held; skipped. Counted once checkpointed.",
 		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_checkpoints_total",
@@ -194,7 +201,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			ConstLabels: prometheus.Labels{"from": from},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.redelivered, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -248,6 +255,9 @@ func (s *Stage) open(ctx context.Context) error {
 	if err := s.loadWatermark(); err != nil {
 		return err
 	}
+	if err := s.loadStreams(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLog(ctx, false); err != nil {
@@ -255,6 +265,21 @@ func (s *Stage) open(ctx context.Context) error {
 	}
 	if err := s.countKeys(); err != nil {
 		return fmt.Errorf("counting window state keys: %w", err)
+	}
+	return nil
+}
+
+// loadStreams reads the creation time of each stream whose messages the
+// stage applies (MATCHES; EVENTS, fused): the positions it keeps are of
+// those streams (applied.go).
+func (s *Stage) loadStreams(ctx context.Context) error {
+	s.streams = map[string]int64{}
+	for _, name := range []string{bus.StreamMatches, bus.StreamEvents} {
+		st, err := s.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		s.streams[name] = st.CachedInfo().Created.UnixNano()
 	}
 	return nil
 }
@@ -270,16 +295,35 @@ func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 	return cc
 }
 
+// Applied reports, for each of a batch of EVENTS messages, whether the
+// durable states already hold its matches: handed again after a crash,
+// the rule filter does not evaluate it (filter.Sink). nil if none is.
+func (s *Stage) Applied(msgs []jetstream.Msg) []bool {
+	var held []bool
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, msg := range msgs {
+		if md, err := msg.Metadata(); err == nil && s.holds(md.Stream, md.Sequence.Stream) {
+			if held == nil {
+				held = make([]bool, len(msgs))
+			}
+			held[i] = true
+		}
+	}
+	return held
+}
+
 // Apply queues the matches of one batch of events, handed in process by
 // the rule filter (filter.Sink), for the stage's own goroutine, which
 // applies them as handle applies a batch of MATCHES while the filter
 // evaluates the next batch: newest is the newest event time the filter
-// admitted once the batch was evaluated, size the bytes of its messages.
-// ms is the stage's from then on. The wait returns once the batch is
-// durable, or fails if it could not be applied (the consumer then hands
-// it again, as it does after any failure).
-func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int) (func() error, error) {
-	fb := &fusedBatch{ms: ms, newest: newest, size: size, applied: make(chan struct{})}
+// admitted once the batch was evaluated, size the bytes of its messages,
+// msgs the messages (their positions are kept with the states; those
+// Applied held are skipped). ms is the stage's from then on. The wait
+// returns once the batch is durable, or fails if it could not be applied
+// (the consumer then hands it again, as it does after any failure).
+func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg) (func() error, error) {
+	fb := &fusedBatch{ms: ms, msgs: msgs, newest: newest, size: size, applied: make(chan struct{})}
 	select {
 	case s.fusedq <- fb:
 	case <-ctx.Done():
@@ -308,6 +352,7 @@ func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size 
 // fusedBatch is a batch of matches handed by Apply.
 type fusedBatch struct {
 	ms      []event.Match
+	msgs    []jetstream.Msg
 	newest  int64
 	size    int
 	applied chan struct{} // closed once applied (or failed: err)
@@ -323,7 +368,12 @@ func (s *Stage) runFused(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case fb := <-s.fusedq:
-			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error) (int64, error) {
+			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
+				for _, msg := range fb.msgs {
+					if md, err := msg.Metadata(); err == nil {
+						take(md.Stream, md.Sequence.Stream)
+					}
+				}
 				for i := range fb.ms {
 					if err := each(&fb.ms[i]); err != nil {
 						return 0, err
@@ -331,7 +381,7 @@ func (s *Stage) runFused(ctx context.Context) {
 				}
 				return fb.newest, nil
 			})
-			fb.ms = nil
+			fb.ms, fb.msgs = nil, nil
 			close(fb.applied)
 		}
 	}
@@ -350,27 +400,42 @@ var (
 // handle decodes a batch of MATCHES messages and applies it. The batch
 // moves the watermark to the newest event time its messages' headers
 // carry (bus.HeaderWatermark), or, for a message without one, to its
-// matches' times.
+// matches' times. A message the states already hold (handed again after
+// a crash) is not applied again, but still moves the watermark as far as
+// it did: the checkpoint that holds it may not have written its mark.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	size := 0
 	for _, msg := range msgs {
 		size += len(msg.Data())
 	}
-	return s.apply(ctx, size, func(each func(*event.Match) error) (int64, error) {
+	return s.apply(ctx, size, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
 		var newest int64
 		for _, msg := range msgs {
+			again := false
+			if md, err := msg.Metadata(); err == nil {
+				again = !take(md.Stream, md.Sequence.Stream)
+			}
 			byHeader := false
 			if v := msg.Headers().Get(bus.HeaderWatermark); v != "" {
 				if wm, err := strconv.ParseInt(v, 10, 64); err == nil {
 					newest, byHeader = max(newest, wm), true
 				}
 			}
+			if again && byHeader {
+				continue
+			}
 			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
 				if !byHeader {
 					newest = max(newest, m.At().UnixNano())
 				}
+				if again {
+					return nil
+				}
 				return each(m)
 			}, func(rec []byte, err error) error {
+				if again {
+					return nil // dead-lettered the first time
+				}
 				// Not ours to fix: the filter wrote it. Keep it for a human.
 				s.deadLetter(ctx, rec, err)
 				return nil
@@ -384,12 +449,13 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 }
 
 // apply applies the matches decode yields to their states (steps 1 and 2
-// of the contract above) in the current epoch; decode returns the newest
-// event time the batch lets the watermark move to; size is the bytes of
-// its messages. The func apply returns
-// waits until the epoch's checkpoint is durable (step 5 is the caller's
-// ack).
-func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error) (newest int64, err error)) (func() error, error) {
+// of the contract above) in the current epoch; decode calls take with the
+// position of each message it decodes, and skips the message if take says
+// the states hold it already; it returns the newest event time the batch
+// lets the watermark move to; size is the bytes of its messages. The func
+// apply returns waits until the epoch's checkpoint is durable (step 5 is
+// the caller's ack).
+func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, take func(stream string, seq uint64) bool) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed.Load() {
@@ -405,6 +471,17 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
+	take := func(stream string, seq uint64) bool {
+		if s.holds(stream, seq) || b.positions.holds(stream, seq) {
+			b.redelivered++
+			return false
+		}
+		if b.positions == nil {
+			b.positions = applied{}
+		}
+		b.positions.add(stream, s.streams[stream], seq)
+		return true
+	}
 	newest, err := decode(func(m *event.Match) error {
 		r := set.Rule(m.RuleID)
 		if r == nil {
@@ -426,7 +503,7 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 			alerts = append(alerts, res.Alert)
 		}
 		return nil
-	})
+	}, take)
 	if err == nil {
 		err = s.submit(b, alerts, newest, size, false)
 	}
@@ -439,6 +516,17 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	}
 	ep := s.cur
 	return func() error { return s.await(ep) }, nil
+}
+
+// holds reports whether the states hold the message at seq of stream
+// already: a durable checkpoint's, or an epoch's applied since (JetStream
+// hands a message again when its ack wait passed before its checkpoint
+// was durable). Call with mu held.
+func (s *Stage) holds(stream string, seq uint64) bool {
+	if created, ok := s.streams[stream]; !ok || (s.applied[stream] != nil && s.applied[stream].created != created) {
+		return false
+	}
+	return s.applied.holds(stream, seq) || s.cur.positions.holds(stream, seq) || (s.writing != nil && s.writing.positions.holds(stream, seq))
 }
 
 // prepare, before a batch: when many states wait for a checkpoint that

@@ -85,6 +85,13 @@ type store struct {
 	compactBackoff time.Duration
 	compactDone    chan struct{}
 
+	// applied holds the positions of the consumer messages whose matches
+	// the durable checkpoints hold (applied.go); streams the creation time
+	// of each stream consumed (MATCHES, and EVENTS when fused), which the
+	// positions are of.
+	applied applied
+	streams map[string]int64
+
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
 }
@@ -153,6 +160,7 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 		cfg: cfg, db: db, js: js, log: log,
 		dirty: map[string]*entry{}, drops: map[string]struct{}{},
 		cold: map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
+		applied: applied{},
 	}
 	// errs only for a size < 1
 	s.cache, _ = lru.NewWithEvict[string, *entry](max(cfg.CacheKeys, 1), s.evicted)
