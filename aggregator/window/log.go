@@ -289,6 +289,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 		return fmt.Errorf("reading the window state log: %w", err)
 	}
 	s.applied.only(s.streams)
+	s.appliedChanged()
 	s.logThrough, s.logMark = last, mark
 	s.nextSeq = max(s.nextSeq, last+1)
 	s.lastCompact = time.Now()
@@ -513,7 +514,10 @@ func (s *Stage) merge(lr *logRecord) {
 	for i, sk := range lr.keys {
 		s.logAdd(sk, lr.states[i])
 	}
-	s.applied.union(lr.applied)
+	if len(lr.applied) > 0 {
+		s.applied.union(lr.applied)
+		s.appliedChanged()
+	}
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
 	s.logSize += lr.bytes
 	s.maybeCompact(false)

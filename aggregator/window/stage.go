@@ -297,13 +297,17 @@ func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 
 // Applied reports, for each of a batch of EVENTS messages, whether the
 // durable states already hold its matches: handed again after a crash,
-// the rule filter does not evaluate it (filter.Sink). nil if none is.
+// the rule filter does not evaluate it (filter.Sink). nil if none is. It
+// reads a copy of the durable positions, without the lock the stage holds
+// while it applies the batch before.
 func (s *Stage) Applied(msgs []jetstream.Msg) []bool {
+	a := s.store.held.Load()
+	if a == nil || len(*a) == 0 {
+		return nil
+	}
 	var held []bool
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for i, msg := range msgs {
-		if md, err := msg.Metadata(); err == nil && s.holds(md.Stream, md.Sequence.Stream) {
+		if md, err := msg.Metadata(); err == nil && a.holds(md.Stream, md.Sequence.Stream) {
 			if held == nil {
 				held = make([]bool, len(msgs))
 			}
