@@ -58,7 +58,7 @@ func BenchmarkStage(b *testing.B) {
 				c := cpuTime(b)
 				ms := gen.next(b, min(batch, b.N-lo))
 				genCPU += cpuTime(b) - c
-				settle, err := applyBatch(ctx, s, ms)
+				settle, err := applyBatchAt(ctx, s, uint64(lo/batch+1), ms) // one MATCHES message, at its position
 				if err != nil {
 					b.Fatal(err)
 				}
