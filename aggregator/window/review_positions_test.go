@@ -242,3 +242,86 @@ func TestFailedAppendLandingLateIsNotADurableCheckpoint(t *testing.T) {
 		t.Errorf("stored states differ from the uninterrupted run's: batches the failed checkpoint held were skipped on top of states without them")
 	}
 }
+
+// Fused, after a crash between a checkpoint's record and its acks, the
+// rule filter's consumer hands the EVENTS messages again as soon as the
+// pipeline starts (its layers start together), while the windows stage
+// still reads its state log (open): Applied, asked before the positions
+// are read, holds none, the filter evaluates the messages, and runFused,
+// which starts once open is done, applies their matches although take
+// says the durable states hold them. The very redelivery the positions
+// are for.
+func TestFusedRedeliveryBeforeOpenIsNotAppliedTwice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := atMostThresholdCase()
+	h := newHarness(ctx, t, c.rule, nil)
+	msgs := fetchEvents(ctx, t, h.s.bus, 1)
+	ms := func() []event.Match {
+		out := make([]event.Match, 0, len(c.batches[0]))
+		for _, m := range c.batches[0] {
+			out = append(out, *m)
+		}
+		return out
+	}
+	newest := c.batches[0][len(c.batches[0])-1].At().UnixNano()
+	ref := newReference(h.s.cfg)
+	ref.apply(t, h.set, c.batches[0]...)
+	wantState := ref.state(t, h.set, "few", "h1")
+
+	// The first stage applies the message and its checkpoint is durable;
+	// its ack never happens (killed).
+	fctx, stopFused := context.WithCancel(ctx)
+	go h.s.runFused(fctx)
+	wait, err := h.s.Apply(ctx, ms(), newest, 0, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := background(wait)
+	waitFor(ctx, t, "the batch applied", func() bool {
+		var n int
+		h.locked(func() { n = h.s.cur.batches })
+		return n == 1
+	})
+	h.checkpoint(ctx, t)
+	if err := recv(t, waited, "wait"); err != nil {
+		t.Fatal(err)
+	}
+	stopFused()
+	<-h.s.fusedDone
+
+	// The new stage: the filter asks before open has read the log.
+	s2, err := New(h.s.cfg, h.s.bus, h.s.db, h.set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.publish = h.pub.publish
+	held := s2.Applied(msgs)
+	t.Cleanup(startCheckpointer(ctx, t, s2)) // opens it
+	f2ctx, stopFused2 := context.WithCancel(ctx)
+	go s2.runFused(f2ctx)
+	defer func() { stopFused2(); <-s2.fusedDone }()
+	var again []event.Match
+	if held == nil || !held[0] {
+		again = ms() // evaluated: its matches handed again
+	}
+	wait, err = s2.Apply(ctx, again, newest, 0, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited = background(wait)
+	waitFor(ctx, t, "the batch applied", func() bool {
+		s2.mu.Lock()
+		defer s2.mu.Unlock()
+		return s2.cur.batches == 1
+	})
+	if err := s2.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, waited, "wait"); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.stored(t, h.sk(t, "few", "h1")); string(st) != string(wantState) {
+		t.Errorf("stored state differs from the state of the matches applied once: the message handed again after the restart was applied twice")
+	}
+}
