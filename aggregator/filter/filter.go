@@ -75,9 +75,12 @@ type Sink interface {
 	Applied(msgs []jetstream.Msg) []bool
 	// Apply takes a batch's matches, to apply in order; newest is the
 	// newest event time the rule filter admitted, size the bytes of the
-	// batch's messages, msgs the messages. ms is the sink's from then on.
-	// The wait returns once they are durable.
-	Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg) (wait func() error, err error)
+	// batch's messages, msgs the messages, held what Applied said of them
+	// (the messages whose events were not evaluated). ms is the sink's
+	// from then on. The wait returns once they are durable, or fails if
+	// the sink holds a message the filter evaluated (or not one it did
+	// not): the consumer then hands the batch again.
+	Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg, held []bool) (wait func() error, err error)
 }
 
 // Fuse makes sink take the matches instead of MATCHES. Call before Run.
@@ -241,7 +244,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
-		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size, msgs)
+		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size, msgs, held)
 		if err != nil {
 			return fail(err)
 		}

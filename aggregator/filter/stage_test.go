@@ -239,7 +239,7 @@ func (k *heldSink) Applied(msgs []jetstream.Msg) []bool {
 	return out
 }
 
-func (k *heldSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int, msgs []jetstream.Msg) (func() error, error) {
+func (k *heldSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int, msgs []jetstream.Msg, _ []bool) (func() error, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.matches = append(k.matches, ms...)

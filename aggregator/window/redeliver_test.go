@@ -263,7 +263,7 @@ func TestFusedPositionsAreHeld(t *testing.T) {
 	if held := h.s.Applied(msgs); held != nil {
 		t.Fatalf("held %v before any was applied", held)
 	}
-	wait, err := h.s.Apply(ctx, []event.Match{*match("many", "a", "ev0", t0), *match("many", "a", "ev1", t0)}, t0.UnixNano(), 0, msgs)
+	wait, err := h.s.Apply(ctx, []event.Match{*match("many", "a", "ev0", t0), *match("many", "a", "ev1", t0)}, t0.UnixNano(), 0, msgs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

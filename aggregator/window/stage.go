@@ -322,12 +322,14 @@ func (s *Stage) Applied(msgs []jetstream.Msg) []bool {
 // applies them as handle applies a batch of MATCHES while the filter
 // evaluates the next batch: newest is the newest event time the filter
 // admitted once the batch was evaluated, size the bytes of its messages,
-// msgs the messages (their positions are kept with the states; those
-// Applied held are skipped). ms is the stage's from then on. The wait
-// returns once the batch is durable, or fails if it could not be applied
-// (the consumer then hands it again, as it does after any failure).
-func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg) (func() error, error) {
-	fb := &fusedBatch{ms: ms, msgs: msgs, newest: newest, size: size, applied: make(chan struct{})}
+// msgs the messages (their positions are kept with the states), held
+// what Applied said of them (the filter did not evaluate those). ms is
+// the stage's from then on. The wait returns once the batch is durable,
+// or fails if it could not be applied (the consumer then hands it again,
+// as it does after any failure): also when the states hold a message the
+// filter evaluated, or not one it skipped (errHeldDiffers).
+func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg, held []bool) (func() error, error) {
+	fb := &fusedBatch{ms: ms, msgs: msgs, held: held, newest: newest, size: size, applied: make(chan struct{})}
 	select {
 	case s.fusedq <- fb:
 	case <-ctx.Done():
@@ -357,6 +359,7 @@ func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size 
 type fusedBatch struct {
 	ms      []event.Match
 	msgs    []jetstream.Msg
+	held    []bool // what Applied said of msgs
 	newest  int64
 	size    int
 	applied chan struct{} // closed once applied (or failed: err)
@@ -373,9 +376,20 @@ func (s *Stage) runFused(ctx context.Context) {
 			return
 		case fb := <-s.fusedq:
 			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
-				for _, msg := range fb.msgs {
-					if md, err := msg.Metadata(); err == nil {
-						take(md.Stream, md.Sequence.Stream)
+				for i, msg := range fb.msgs {
+					md, err := msg.Metadata()
+					if err != nil {
+						continue
+					}
+					skipped := fb.held != nil && fb.held[i]
+					if take(md.Stream, md.Sequence.Stream) == skipped {
+						// Applied said otherwise when the filter asked:
+						// the message was handed again before its epoch
+						// was durable, or before open read the positions.
+						// Its matches, if evaluated, are not told apart
+						// from the batch's: the batch is handed again,
+						// after Reset, when the two agree.
+						return 0, errHeldDiffers
 					}
 				}
 				for i := range fb.ms {
@@ -385,7 +399,7 @@ func (s *Stage) runFused(ctx context.Context) {
 				}
 				return fb.newest, nil
 			})
-			fb.ms, fb.msgs = nil, nil
+			fb.ms, fb.msgs, fb.held = nil, nil, nil
 			close(fb.applied)
 		}
 	}
@@ -399,6 +413,7 @@ var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired",
 var (
 	errEarlierFailed = errors.New("an earlier batch failed; applying again from the last checkpoint")
 	errStopped       = errors.New("the windows stage stopped before the batch was checkpointed")
+	errHeldDiffers   = errors.New("the window states hold a message the rule filter evaluated (or not one it skipped); applying again from the last checkpoint")
 )
 
 // handle decodes a batch of MATCHES messages and applies it. The batch
@@ -516,6 +531,10 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 		// since the last checkpoint (the consumer hands them again).
 		b.discard()
 		s.fail()
+		// This batch too: its consumer hands it again, after its Reset
+		// (the deadline checks must not reset first, and let a batch
+		// queued after it be applied before it).
+		s.toHandAgain++
 		return nil, err
 	}
 	ep := s.cur
