@@ -53,21 +53,20 @@ func (p positions) has(seq uint64) bool {
 
 // add puts seq in p.
 func (p *positions) add(seq uint64) {
-	if n := len(*p); n > 0 {
-		last := &(*p)[n-1]
-		switch {
-		case seq == last.hi+1:
-			last.hi = seq
-			return
-		case seq > last.hi+1:
-			*p = append(*p, span{seq, seq})
-			return
-		}
-	} else {
+	n := len(*p)
+	if n == 0 {
 		*p = append(*p, span{seq, seq})
 		return
 	}
-	p.addSpan(span{seq, seq})
+	last := &(*p)[n-1]
+	switch {
+	case seq > last.hi && seq-last.hi == 1:
+		last.hi = seq
+	case seq > last.hi:
+		*p = append(*p, span{seq, seq})
+	default:
+		p.addSpan(span{seq, seq})
+	}
 }
 
 // addSpan puts every position of sp in p.
@@ -92,7 +91,7 @@ func (p *positions) addSpan(sp span) {
 // union puts every position of q in p.
 func (p *positions) union(q positions) {
 	for _, sp := range q {
-		if n := len(*p); n == 0 || sp.lo > (*p)[n-1].hi+1 {
+		if n := len(*p); n == 0 || (sp.lo > (*p)[n-1].hi && sp.lo-(*p)[n-1].hi > 1) {
 			*p = append(*p, sp) // the common case: q is after p
 			continue
 		}

@@ -66,6 +66,26 @@ func TestPositionsAgreeWithASet(t *testing.T) {
 	}
 }
 
+// The last position there is: no sum past it wraps around to put a span
+// out of order.
+func TestPositionsAtTheEnd(t *testing.T) {
+	const top = ^uint64(0)
+	var p positions
+	p.add(top)
+	p.add(5)
+	p.add(top - 1)
+	p.union(positions{{1, 2}, {top, top}})
+	checkSpans(t, p)
+	for _, seq := range []uint64{1, 2, 5, top - 1, top} {
+		if !p.has(seq) {
+			t.Errorf("%d not held: %v", seq, p)
+		}
+	}
+	if p.has(3) || p.has(top-2) {
+		t.Errorf("holds what was not put: %v", p)
+	}
+}
+
 func checkSpans(t *testing.T, p positions) {
 	t.Helper()
 	for i, s := range p {

@@ -333,7 +333,7 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, applied: ep.positions}, sealed: make([]sealedState, 0, len(s.dirty))}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, after: s.logTail, applied: ep.positions}, sealed: make([]sealedState, 0, len(s.dirty))}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}

@@ -106,8 +106,14 @@ func (l logState) expired(now uint64) bool { return l.expires != 0 && l.expires 
 // slice, it was copied at every doubling); last is the stream sequence of
 // its last message, once acked.
 type logRecord struct {
-	seq     uint64
-	chunk   int
+	seq   uint64
+	chunk int
+	// after is the stream sequence of the last message of the instance's
+	// subject the stage knows of: the record's first part is appended
+	// only if it is still the last (a fence against a part of a failed
+	// append stored late, which would make a record the stage gave up on
+	// whole ahead of this one).
+	after   uint64
 	applied applied
 	keys    []string
 	states  []logState
@@ -157,7 +163,11 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
 		m.Header.Set(logFormatHeader, logFormat)
 		m.Data = c
-		f, err := js.PublishMsgAsync(m)
+		var opts []jetstream.PublishOpt
+		if from+i == 0 {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(lr.after))
+		}
+		f, err := js.PublishMsgAsync(m, opts...)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errLogAppend, err)
 		}
@@ -183,7 +193,8 @@ var errLogAppend = errors.New("appending to the window state log")
 // readLogRecord reads a record: the positions its states hold (none in a
 // record of an earlier format, without them), then each of its states in
 // order; a record that does not read to its end yields the states before,
-// and the error.
+// and the error (none if its positions do not read: where its states
+// begin is not known).
 func readLogRecord(v []byte, withApplied bool, each func(sk string, st logState)) (applied, error) {
 	r := wire.NewReader(v)
 	var a applied
@@ -245,7 +256,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	} else {
 		s.logged, s.compacting = map[string]logState{}, nil
 		s.logBytes.Store(0)
-		s.logSize, s.logStream = 0, 0
+		s.logSize, s.logStream, s.logTail = 0, 0, 0
 	}
 	if !again {
 		if s.applied, err = s.readApplied(); err != nil {
@@ -254,18 +265,21 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	}
 	last := max(mark, s.logThrough)
 	now := uint64(time.Now().Unix())
-	err = s.readLog(ctx, from, mark, func(rec logRead) {
+	tail, err := s.readLog(ctx, from, mark, func(rec logRead) {
 		seq, data := rec.seq, rec.data
-		s.logStream = max(s.logStream, rec.streamSeq)
-		last = max(last, seq)
+		last = max(last, seq) // not to be used again, read or not
 		s.logSize += int64(len(data))
 		if !rec.complete {
 			// A crash (or a failure) while it was appended: its
 			// checkpoint's matches were not acked, and are applied again
-			// to the states before it.
+			// to the states before it. The next reset reads it again
+			// (logStream stays before it): a part stored late may have
+			// made it whole, and the fence (logRecord.after) has then
+			// failed the appends since.
 			s.log.Warn("a window state log record is missing parts; its checkpoint is not read", "seq", seq)
 			return
 		}
+		s.logStream = max(s.logStream, rec.streamSeq)
 		a, err := readLogRecord(data, rec.format == logFormat, func(sk string, st logState) {
 			if st.expired(now) {
 				// Its keyed state, older, expired before it.
@@ -288,6 +302,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	if err != nil {
 		return fmt.Errorf("reading the window state log: %w", err)
 	}
+	s.logTail = max(s.logTail, tail)
 	s.applied.only(s.streams)
 	s.appliedChanged()
 	s.logThrough, s.logMark = last, mark
@@ -332,11 +347,12 @@ type logRead struct {
 // STATELOG after the compaction mark, from stream sequence from on, in
 // order, with its parts joined. A record missing a part ends at the gap,
 // incomplete; a message that is not a part of the next record in order (a
-// bad header, a seq not after the one before) is skipped and logged.
-func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRead)) error {
+// bad header, a seq not after the one before) is skipped and logged. It
+// returns the stream sequence of the last message it read (0: none).
+func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRead)) (tail uint64, err error) {
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var (
 		cur      uint64 // seq of the record being joined (0: none)
@@ -402,7 +418,7 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 		InactiveThreshold: time.Minute, // if this process dies before deleting it
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	info := cons.CachedInfo()
 	defer func() {
@@ -414,23 +430,24 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 	}()
 	for pending := info.NumPending; pending > 0; {
 		if err := ctx.Err(); err != nil {
-			return err
+			return 0, err
 		}
 		batch, err := cons.Fetch(int(min(pending, logFetch)), jetstream.FetchMaxWait(logFetchWait))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		got := uint64(0)
 		for msg := range batch.Messages() {
 			got++
 			md, err := msg.Metadata()
 			if err != nil {
-				return err
+				return 0, err
 			}
+			tail = max(tail, md.Sequence.Stream)
 			take(md.Sequence.Stream, msg.Headers(), msg.Data())
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
+			return 0, err
 		}
 		if got == 0 {
 			break
@@ -438,7 +455,7 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 		pending -= min(got, pending)
 	}
 	flush()
-	return nil
+	return tail, nil
 }
 
 // parsePart reads an Outpost-Log-Part header, "i/n".
@@ -519,6 +536,7 @@ func (s *Stage) merge(lr *logRecord) {
 		s.appliedChanged()
 	}
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
+	s.logTail = max(s.logTail, lr.last)
 	s.logSize += lr.bytes
 	s.maybeCompact(false)
 }
@@ -634,15 +652,17 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 	return s.purgeLog(throughStream)
 }
 
-// purgeLog purges this instance's messages of STATELOG through stream
+// purgeLog purges this instance's messages of STATELOG before stream
 // sequence through (a compaction's mark covers them, and any an earlier
-// compaction left).
+// compaction left). The one at through is kept, read as compacted: the
+// subject's last message stays the one the next append's fence expects
+// (logRecord.after), not none.
 func (s *Stage) purgeLog(through uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
 	if err == nil {
-		err = stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject()), jetstream.WithPurgeSequence(through+1))
+		err = stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject()), jetstream.WithPurgeSequence(through))
 	}
 	if err != nil {
 		return fmt.Errorf("purging the compacted window state log: %w", err)

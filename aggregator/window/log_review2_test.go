@@ -99,7 +99,7 @@ func TestReview2ReadLogHangsWhenTheStateLogGoes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		deleted := false
-		done <- h.s.readLog(ctx, 1, 0, func(logRead) {
+		_, err := h.s.readLog(ctx, 1, 0, func(logRead) {
 			if deleted {
 				return
 			}
@@ -108,6 +108,7 @@ func TestReview2ReadLogHangsWhenTheStateLogGoes(t *testing.T) {
 				t.Error(err)
 			}
 		})
+		done <- err
 	}()
 	select {
 	case err := <-done:
@@ -243,7 +244,8 @@ func TestReview2ReadLogAsGetMsgDid(t *testing.T) {
 				return getMsgReadLog(ctx, s, from, mark, each)
 			}, from, mark)
 			got := read(func(ctx context.Context, from, mark uint64, each func(seq, streamSeq uint64, data []byte)) error {
-				return s.readLog(ctx, from, mark, func(r logRead) { each(r.seq, r.streamSeq, r.data) })
+				_, err := s.readLog(ctx, from, mark, func(r logRead) { each(r.seq, r.streamSeq, r.data) })
+				return err
 			}, from, mark)
 			if !slices.Equal(got, want) {
 				t.Errorf("from %d, mark %d: read %d records, GetMsg read %d:\n got %v\nwant %v", from, mark, len(got), len(want), got, want)

@@ -75,6 +75,7 @@ type store struct {
 	logSize             int64
 	logThrough, logMark uint64
 	logStream           uint64 // the stream sequence of logThrough's last message
+	logTail             uint64 // the stream sequence of the subject's last message known (logRecord.after)
 	nextSeq             uint64
 	logChunk            int    // the size the log's messages are cut at (tests make it small)
 	instance            string // this instance's id: its subject of STATELOG (log.go)
