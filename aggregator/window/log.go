@@ -479,27 +479,17 @@ func parsePart(h string) (i, n int, err error) {
 // again, as before positions were kept.
 func (s *store) readApplied() (applied, error) {
 	a := applied{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(appliedKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
+	err := s.readValue(appliedKey, func(b []byte) {
+		r := wire.NewReader(b)
+		got, err := readApplied(r)
+		if err == nil {
+			err = r.Done()
 		}
 		if err != nil {
-			return err
+			s.log.Error("the window state's applied positions do not read back; dropped", "err", err)
+			return
 		}
-		return item.Value(func(b []byte) error {
-			r := wire.NewReader(b)
-			got, err := readApplied(r)
-			if err == nil {
-				err = r.Done()
-			}
-			if err != nil {
-				s.log.Error("the window state's applied positions do not read back; dropped", "err", err)
-				return nil
-			}
-			a = got
-			return nil
-		})
+		a = got
 	})
 	return a, err
 }
@@ -507,7 +497,18 @@ func (s *store) readApplied() (applied, error) {
 // readUint reads an 8-byte big-endian value (0 if none).
 func (s *store) readUint(key string) (uint64, error) {
 	var v uint64
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.readValue(key, func(b []byte) {
+		if len(b) == 8 {
+			v = binary.BigEndian.Uint64(b)
+		}
+	})
+	return v, err
+}
+
+// readValue calls read with the value of key in Badger, if there is one;
+// the bytes are valid only during the call.
+func (s *store) readValue(key string, read func([]byte)) error {
+	return s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -516,13 +517,10 @@ func (s *store) readUint(key string) (uint64, error) {
 			return err
 		}
 		return item.Value(func(b []byte) error {
-			if len(b) == 8 {
-				v = binary.BigEndian.Uint64(b)
-			}
+			read(b)
 			return nil
 		})
 	})
-	return v, err
 }
 
 // merge, once a checkpoint is durable, makes its states the latest logged

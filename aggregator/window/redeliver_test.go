@@ -97,21 +97,7 @@ func TestRedeliveredMessagesAreSkipped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := js.CreateConsumer(ctx, bus.StreamMatches, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != 2 {
-		t.Fatalf("fetched %d messages, want 2", len(msgs))
-	}
+	msgs := fetch(ctx, t, js, bus.StreamMatches, 2)
 	for round := range 2 { // the second: handed again
 		settle, err := h.s.handle(ctx, msgs)
 		if err != nil {
@@ -245,21 +231,7 @@ func TestFusedPositionsAreHeld(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := b.JetStream().CreateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != 2 {
-		t.Fatalf("fetched %d messages, want 2", len(msgs))
-	}
+	msgs := fetch(ctx, t, b.JetStream(), bus.StreamEvents, 2)
 	if held := h.s.Applied(msgs); held != nil {
 		t.Fatalf("held %v before any was applied", held)
 	}
@@ -284,4 +256,26 @@ func TestFusedPositionsAreHeld(t *testing.T) {
 	if held := restarted(ctx, t, h).Applied(msgs); !slices.Equal(held, []bool{true, true}) {
 		t.Errorf("held %v after a restart, want both", held)
 	}
+}
+
+// fetch takes n messages of stream through a consumer of its own, as a
+// stage's consumer is handed them.
+func fetch(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string, n int) []jetstream.Msg {
+	t.Helper()
+	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != n {
+		t.Fatalf("fetched %d messages of %s, want %d", len(msgs), stream, n)
+	}
+	return msgs
 }
