@@ -38,7 +38,11 @@ import (
 //
 // A record counts whole or not at all: one missing a part (a crash while
 // it was appended) is not read, and its checkpoint's matches, never acked,
-// are handed again and applied to the states before it. A complete record
+// are handed again and applied to the states before it. Its first part is
+// appended only if the subject's last message is the one the stage knows
+// (logRecord.after): a part of a failed append stored late then fails the
+// next append, and the reset after it reads that record whole, rather
+// than it becoming whole behind newer records. A complete record
 // is a durable checkpoint: it carries the positions of the consumer
 // messages its states hold (applied.go), so those handed again are not
 // applied twice. A crash during a compaction leaves keyed states written
