@@ -243,7 +243,8 @@ func (s *store) logAdd(sk string, st logState) {
 // at start, and after a failure, when what is stored is the truth again.
 // Call with no compaction running. After a failure (again), only the
 // messages after the last durable record are read: what the failed
-// checkpoints appended of theirs.
+// checkpoints appended of theirs (the whole log, as at start, if the
+// subject lost messages the stage did not purge).
 func (s *store) loadLog(ctx context.Context, again bool) error {
 	if s.instance == "" {
 		if err := s.loadInstance(); err != nil {
@@ -253,6 +254,23 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	mark, err := s.readUint(logMarkKey)
 	if err != nil {
 		return err
+	}
+	// The subject's last message: below the last one the stage knows
+	// (logTail, which the next append's fence expects), the subject lost
+	// messages the stage did not purge (a STATELOG limit, an operator's
+	// purge, STATELOG made again). The fence would fail every append and
+	// a read from logStream+1 find nothing to repair it: what the stage
+	// knows of the log's positions no longer holds, and the log is read
+	// whole, as a restart reads it.
+	if again {
+		last, err := s.subjectLast(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the window state log: %w", err)
+		}
+		if last < s.logTail {
+			s.log.Warn("the window state log lost messages the stage did not purge; reading it whole again", "last", last, "known", s.logTail)
+			again = false
+		}
 	}
 	from := uint64(1)
 	if again {
@@ -336,6 +354,23 @@ func (s *store) loadInstance() error {
 
 // subject is this instance's subject of STATELOG.
 func (s *store) subject() string { return logSubjectPrefix + s.instance }
+
+// subjectLast is the stream sequence of the last message of this
+// instance's subject of STATELOG (0: none).
+func (s *store) subjectLast(ctx context.Context) (uint64, error) {
+	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
+	if err != nil {
+		return 0, err
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, s.subject())
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return m.Sequence, nil
+}
 
 // logRead is a record of the state log as read: its seq, the stream
 // sequence of its last part read, its parts joined, whether every part
