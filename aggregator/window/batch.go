@@ -65,10 +65,12 @@ type batch struct {
 	// key cap holds within one batch too (done makes them live).
 	added map[string]int
 
-	// What became of the batch's matches, for the metrics once durable.
-	verdicts [len(verdictNames)]int
-	unknown  int
-	keyCaps  map[string]int // by rule
+	// What became of the batch's matches (or, a deadline check, of the
+	// deadlines it found passed), for the metrics once durable.
+	verdicts  [len(verdictNames)]int
+	deadlines bool // a deadline check
+	unknown   int
+	keyCaps   map[string]int // by rule
 
 	// positions are the consumer messages the batch applied (applied.go);
 	// redelivered counts those it skipped, which the states already held.

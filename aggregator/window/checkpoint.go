@@ -23,8 +23,11 @@ type epoch struct {
 	handed   int // of them, batches a consumer handed (not deadline checks)
 	bytes    int // of the batches' messages
 	verdicts [len(verdictNames)]int
-	unknown  int
-	keyCaps  map[string]int
+	// deadlines is what became of the absence deadlines its deadline
+	// checks found passed (not matches: outpost_windows_deadlines_total).
+	deadlines [len(verdictNames)]int
+	unknown   int
+	keyCaps   map[string]int
 	// positions are the consumer messages its batches applied, which its
 	// checkpoint's record carries; redelivered those they skipped.
 	positions   applied
@@ -46,7 +49,11 @@ func (ep *epoch) add(b *batch, wait func(context.Context) error, maxTime int64, 
 	ep.waits = append(ep.waits, wait)
 	ep.maxTime, ep.arrived = max(ep.maxTime, maxTime), now
 	for v, n := range b.verdicts {
-		ep.verdicts[v] += n
+		if b.deadlines {
+			ep.deadlines[v] += n
+		} else {
+			ep.verdicts[v] += n
+		}
 	}
 	ep.unknown += b.unknown
 	ep.positions.union(b.positions)
@@ -481,6 +488,11 @@ func (s *Stage) count(ep *epoch) {
 	for v, n := range ep.verdicts {
 		if n > 0 {
 			s.verdicts.WithLabelValues(verdictNames[v]).Add(float64(n))
+		}
+	}
+	for v, n := range ep.deadlines {
+		if n > 0 {
+			s.deadlines.WithLabelValues(verdictNames[v]).Add(float64(n))
 		}
 	}
 	if ep.unknown > 0 {

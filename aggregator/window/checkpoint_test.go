@@ -592,6 +592,11 @@ func TestAbsenceTimerIndexIsWrittenAtCheckpoint(t *testing.T) {
 	if got := h.pub.ackedIDs(); !slices.Equal(got, wantA) {
 		t.Errorf("acked alerts %v, want %v", got, wantA)
 	}
+	// A deadline fired is not a match: the windows' matches stay the
+	// filter's (two, counted), and the deadline is counted apart.
+	if c, f, d := h.verdict("counted"), h.verdict("fired"), testutil.ToFloat64(h.s.deadlines.WithLabelValues("fired")); c != 2 || f != 0 || d != 1 {
+		t.Errorf("matches counted %v, fired %v; deadlines fired %v: want 2, 0 and 1", c, f, d)
+	}
 
 	// The watermark reaches host=b's deadline: nothing; passes it: fired.
 	h.setWatermark(t, dB)

@@ -109,6 +109,7 @@ type Stage struct {
 	dead   chan struct{}
 
 	verdicts    *prometheus.CounterVec
+	deadlines   *prometheus.CounterVec
 	keyCap      *prometheus.CounterVec
 	alerts      *prometheus.CounterVec
 	unknown     prometheus.Counter
@@ -134,6 +135,10 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_matches_total",
 			Help: "Matches applied to window state, by what became of them (counted, fired, suppressed, duplicate); counted once checkpointed.",
+		}, []string{"verdict"}),
+		deadlines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_windows_deadlines_total",
+			Help: "Absence deadlines the watermark passed, by what became of them (fired, suppressed, ...); counted once checkpointed. Not matches: outpost_windows_matches_total counts those.",
 		}, []string{"verdict"}),
 		keyCap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_key_cap_hits_total",
@@ -201,7 +206,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			ConstLabels: prometheus.Labels{"from": from},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.keyCap, s.alerts, s.unknown, s.redelivered, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.deadlines, s.keyCap, s.alerts, s.unknown, s.redelivered, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -681,6 +686,7 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
+	b.deadlines = true
 	var alerts []*event.Alert
 	n, err := s.windows.FireDue(b, set.Rule, s.wm.At(), expireLimit, func(_ *rules.Rule, _ engine.Deadline, a *event.Alert, v engine.Verdict) {
 		b.verdicts[v]++
