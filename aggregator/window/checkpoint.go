@@ -71,8 +71,10 @@ func (ep *epoch) finish(err error) {
 	close(ep.done)
 }
 
-// checkpoint is a sealed epoch's writes: states and timer keys, then old
-// timer keys and emptied states deleted, then the mark.
+// checkpoint is a sealed epoch's writes: the timer keys of its armed
+// states, then its record in the state log (its states, emptied ones
+// included, and its positions), then the old timer keys deleted, then the
+// mark.
 type checkpoint struct {
 	ep  *epoch
 	log *logRecord
@@ -386,8 +388,8 @@ func (s *Stage) seal() *checkpoint {
 	return cp
 }
 
-// write waits for the epoch's alerts' acks, then writes the checkpoint:
-// the sets, then the deletions (see seal), then, once they are durable,
+// write waits for the epoch's alerts' acks, then writes the checkpoint in
+// the order seal explains: the timer keys, the record, the deletions, then
 // the mark.
 func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	cp.log.keys = make([]string, 0, len(cp.sealed))
