@@ -1,9 +1,9 @@
 // Package window is the stateful stage: it consumes MATCHES, applies them
 // with the engine's window logic (aggregator/engine: Windows, Watermark)
 // to each (rule, group key)'s state, kept in memory and checkpointed to
-// Badger, in event time, and publishes an alert to ALERTS when a rule's
-// condition holds. It is the adapter and the Badger store: decode, apply,
-// publish, checkpoint, ack; the semantics are the engine's.
+// the state log and Badger, in event time, and publishes an alert to
+// ALERTS when a rule's condition holds. It is the adapter and the store:
+// decode, apply, publish, checkpoint, ack; the semantics are the engine's.
 //
 // State is checkpointed, the way stream processors keep keyed state: the
 // matches change the states in memory, and every checkpoint_interval (or
@@ -28,15 +28,16 @@
 // the last checkpoint: applied to the states of that checkpoint, they give
 // the same alerts with the same ids, which JetStream's duplicate window
 // drops (the mark is written last, so a watermark never runs ahead of the
-// states). A crash after redelivers messages the states already hold: the
-// stage skips each by its position in its stream, which the record
-// carries (applied.go), since applying a match twice is not always a
-// no-op (an at_most window's dropped match, a distinct rule's absorbed
-// repeat, an absence match past its deadline leave no trace in the state).
-// A failure (an alert not acked, a write that failed) is a crash in
-// miniature: the states in memory are dropped, and every match since the
-// last checkpoint is applied again, in order, to what is stored
-// (bus.ConsumeAsync hands them again).
+// states). A crash after that redelivers messages the states already
+// hold: the stage skips each by its position in its stream (MATCHES, or
+// EVENTS when fused), which the record carries (applied.go), since
+// applying a match twice is not always a no-op (an at_most window's
+// dropped match, a distinct rule's absorbed repeat, an absence match past
+// its deadline leave no trace in the state). A failure (an alert not
+// acked, a write that failed) is a crash in miniature: the states in
+// memory are dropped, and every match since the last checkpoint is
+// applied again, in order, to what is stored (bus.ConsumeAsync hands them
+// again).
 //
 // The watermark (engine.Watermark) moves only when a checkpoint is
 // durable, by the newest event time the rule filter had admitted before
