@@ -31,10 +31,10 @@ import (
 // order: a restart reads them back into memory (loadLog), and memory keeps
 // the latest logged encoding of each state (logged) until a compaction
 // writes them under their keys, writes the mark and purges the records it
-// covered. A compaction runs beside the checkpoints, when the states
-// logged since the last one take windows.state_log.memory, the records
-// take windows.state_log.size, or windows.state_log.interval passed (which
-// bounds what a restart reads).
+// covered (all but their last message: purgeLog). A compaction runs beside
+// the checkpoints, when the states logged since the last one take
+// windows.state_log.memory, the records take windows.state_log.size, or
+// windows.state_log.interval passed (which bounds what a restart reads).
 //
 // A record counts whole or not at all: one missing a part (a crash while
 // it was appended) is not read, and its checkpoint's matches, never acked,
@@ -42,14 +42,14 @@ import (
 // appended only if the subject's last message is the one the stage knows
 // (logRecord.after): a part of a failed append stored late then fails the
 // next append, and the reset after it reads that record whole, rather
-// than it becoming whole behind newer records. A complete record
-// is a durable checkpoint: it carries the positions of the consumer
-// messages its states hold (applied.go), so those handed again are not
-// applied twice. A crash during a compaction leaves keyed states written
-// without their mark (the records after the old mark still overlay them:
-// the same states). The log is in JetStream
-// so that, with windows partitioned across several instances, a
-// partition's new owner can read its states from a replicated stream.
+// than it becoming whole behind newer records. A complete record is a
+// durable checkpoint: it carries the positions of the consumer messages
+// its states hold (applied.go), so those handed again are not applied
+// twice. A crash during a compaction leaves keyed states written without
+// their mark (the records after the old mark still overlay them: the same
+// states). The log is in JetStream so that, with windows partitioned
+// across several instances, a partition's new owner can read its states
+// from a replicated stream.
 //
 // Each instance writes its own subject, named by an id kept in its Badger:
 // two instances on one JetStream never read or purge each other's records.
@@ -57,8 +57,8 @@ import (
 //	STATELOG, subject statelog.windows.<instance id>,
 //	  headers Outpost-Log-Seq: the record's seq, Outpost-Log-Part: i/n,
 //	    Outpost-Log-Format: 2 (none: a record of an earlier version, without positions)
-//	  body: part i of n of the record: the positions its states hold
-//	  (appendApplied), then (state key, expiry, encoded state or none)...,
+//	  body: part i of n of the record, which is the positions its states
+//	  hold (appendApplied), then (state key, expiry, encoded state or none)...,
 //	  cut at logChunk bytes wherever that falls (a state may span parts)
 //	m/log (Badger): the seq through which the keyed states hold the log (8 bytes BE)
 //	m/applied (Badger): the positions those records held (appendApplied), written with m/log
