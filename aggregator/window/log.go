@@ -281,7 +281,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 		s.logSize, s.logStream, s.logTail = 0, 0, 0
 	}
 	if !again {
-		if s.applied, err = s.readApplied(); err != nil {
+		if s.applied, err = s.loadApplied(); err != nil {
 			return err
 		}
 	}
@@ -512,11 +512,11 @@ func parsePart(h string) (i, n int, err error) {
 	return i, n, err
 }
 
-// readApplied reads the positions the compacted records held (m/applied;
+// loadApplied reads the positions the compacted records held (m/applied;
 // none before the first compaction). What does not read back is dropped,
 // and logged: the matches of those positions handed again are applied
 // again, as before positions were kept.
-func (s *store) readApplied() (applied, error) {
+func (s *store) loadApplied() (applied, error) {
 	a := applied{}
 	err := s.readValue(appliedKey, func(b []byte) {
 		r := wire.NewReader(b)
