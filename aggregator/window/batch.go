@@ -68,7 +68,7 @@ type batch struct {
 	// What became of the batch's matches (or, a deadline check, of the
 	// deadlines it found passed), for the metrics once durable.
 	verdicts  [len(verdictNames)]int
-	deadlines bool // a deadline check
+	deadlines bool // a deadline check, not a batch a consumer handed
 	unknown   int
 	keyCaps   map[string]int // by rule
 

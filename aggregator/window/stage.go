@@ -530,7 +530,7 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 		return nil
 	}, take)
 	if err == nil {
-		err = s.submit(b, alerts, newest, size, false)
+		err = s.submit(b, alerts, newest, size)
 	}
 	if err != nil {
 		// The states changed in place: drop them all, with every batch
@@ -594,10 +594,9 @@ func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string
 
 // submit publishes a batch's alerts (without waiting for their acks) and
 // adds the batch to the current epoch; newest is the newest event time it
-// lets the watermark move to, size the bytes of its messages; deadlines
-// says it is a deadline check, not a consumer's batch. It asks for a
-// checkpoint when the epoch is large enough.
-func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int, deadlines bool) error {
+// lets the watermark move to, size the bytes of its messages. It asks for
+// a checkpoint when the epoch is large enough.
+func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int) error {
 	wait, err := s.publish(alerts)
 	if err != nil {
 		return err
@@ -605,7 +604,7 @@ func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int, 
 	b.done()
 	ep := s.cur
 	ep.add(b, wait, max(s.newestApplied(), newest), s.now())
-	if !deadlines {
+	if !b.deadlines {
 		ep.handed++
 	}
 	ep.bytes += size
@@ -696,7 +695,7 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 		}
 	})
 	if err == nil && len(b.order) > 0 {
-		err = s.submit(b, alerts, 0, 0, true)
+		err = s.submit(b, alerts, 0, 0)
 	}
 	if err != nil {
 		b.discard()
