@@ -550,9 +550,11 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 // holds reports whether the states hold the message at seq of stream
 // already: a durable checkpoint's, or an epoch's applied since (JetStream
 // hands a message again when its ack wait passed before its checkpoint
-// was durable). Call with mu held.
+// was durable). The positions held are all of the streams as open found
+// them (loadLog keeps only those; the epochs add no other). Call with mu
+// held.
 func (s *Stage) holds(stream string, seq uint64) bool {
-	if created, ok := s.streams[stream]; !ok || (s.applied[stream] != nil && s.applied[stream].created != created) {
+	if _, ok := s.streams[stream]; !ok {
 		return false
 	}
 	return s.applied.holds(stream, seq) || s.cur.positions.holds(stream, seq) || (s.writing != nil && s.writing.positions.holds(stream, seq))
