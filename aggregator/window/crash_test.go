@@ -30,9 +30,9 @@ import (
 // Crash safety of the checkpoint (stage.go's package comment): a stage is
 // killed at every step of a checkpoint (the kill hook stops it there, as
 // kill -9 would: nothing after the step happens), a new stage starts on
-// the same Badger and is handed every batch not acked, as JetStream
-// redelivers them; the alerts JetStream would hold, and the states, equal
-// an uninterrupted run's.
+// the same Badger and state log and is handed every batch not acked at
+// the position it had, as JetStream redelivers them; the alerts JetStream
+// would hold, and the states, equal an uninterrupted run's.
 
 const crashRules = `
   - {id: many, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], threshold: 3, window: 2m}
@@ -167,8 +167,9 @@ func driveAt(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Mat
 
 // killAndRedeliver drives batches through a stage killed at step of the
 // at-th phase (a checkpoint's seal, or a compaction), then through a new
-// stage on the same Badger the batches not acked, as JetStream hands them
-// again; it returns how many were acked before the kill.
+// stage on the same Badger and state log the batches not acked, at their
+// positions, as JetStream hands them again; it returns how many were
+// acked before the kill.
 func (r *crashRun) killAndRedeliver(ctx context.Context, batches [][]*event.Match, phase, step string, at int) int {
 	t := r.t
 	t.Helper()
@@ -185,7 +186,7 @@ func (r *crashRun) killAndRedeliver(ctx context.Context, batches [][]*event.Matc
 	acked := drive(ctx, t, s, batches)
 	stop()
 	if !s.killed.Load() {
-		t.Fatalf("never killed at %s of checkpoint %d", step, at)
+		t.Fatalf("never killed at %s of %s %d", step, phase, at)
 	}
 	s2, stop2 := r.stage(ctx, nil)
 	driveAt(ctx, t, s2, batches[acked:], acked+1)

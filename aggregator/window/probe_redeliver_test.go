@@ -15,9 +15,10 @@ import (
 	"github.com/outpost-siem/outpost/rules"
 )
 
-// Probes of the contract's "a crash after redelivers messages the states
-// already hold: the stage skips each by its position": a stage is killed
-// after a checkpoint's states (and mark) are durable but before its
+// Probes of the contract's "a crash after that redelivers messages the
+// states already hold: the stage skips each by its position": a stage is
+// killed once a checkpoint's record is whole in the state log (before or
+// after its old timer keys and its mark are written) but before its
 // matches are acked, a new stage on the same Badger and JetStream is
 // handed them again at the positions they had, and what it publishes and
 // stores is compared with an uninterrupted run's. Each case is a rule
