@@ -9,17 +9,16 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/bus"
 )
 
-// Review of the state log's fence (logRecord.after, store.logTail).
+// The state log's fence (logRecord.after, store.logTail).
 
-// logTail only grows (max in loadLog and merge): once the subject's last
-// message is below it, because messages left the subject other than by
-// the stage's purge (a STATELOG limit, here max_age on an idle stage; an
-// operator's purge; STATELOG deleted and made again), every append's
-// fence expects a sequence the subject no longer has, and a Reset, which
-// reads from logStream+1 and finds nothing, never lowers it: every
-// checkpoint fails until the process restarts. Here only the message a
-// compaction kept goes (its record is in Badger: nothing is lost), and a
-// restart would append at once.
+// logTail only grows (max in loadLog and merge): once messages leave the
+// subject other than by the stage's purge (a STATELOG limit, here max_age
+// on an idle stage; an operator's purge; STATELOG deleted and made again),
+// the subject's last message is below it and the next append's fence
+// fails. The Reset after it finds that, and reads the log whole, as a
+// restart does, rather than from logStream+1, where nothing would lower
+// logTail: the checkpoints that follow succeed. Here only the message a
+// compaction kept goes (its record is in Badger: nothing is lost).
 func TestFenceAgreesAgainAfterTheSubjectLosesItsLastMessage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

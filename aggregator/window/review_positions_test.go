@@ -19,7 +19,8 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
-// Review of the positions the checkpoints keep (applied.go).
+// The positions the checkpoints keep (applied.go), where a redelivery
+// races a checkpoint, a failed append or open.
 
 // fetchEvents publishes n events to EVENTS and fetches them back through
 // a consumer of its own, as the rule filter's consumer hands them.
@@ -108,13 +109,11 @@ func fusedSettle(ctx context.Context, t *testing.T, s *Stage, waits []func() err
 }
 
 // Fused, an EVENTS message handed again before the checkpoint that holds
-// it is durable (its ack wait passed while the checkpoint was written, as
-// the MATCHES path's holds allows for) is not held by Applied, which
-// reads the durable positions only: the rule filter evaluates it again
-// and hands its matches to Apply. runFused then calls take for the
-// message, which says the epoch holds it, but ignores the answer and
-// applies every match of the batch: the message's matches are applied
-// twice. The MATCHES path (handle) skips such a message.
+// it is durable (its ack wait passed while the checkpoint was written) is
+// not held by Applied, which reads the durable positions only: the rule
+// filter evaluates it again. take, which reads the epochs' positions too,
+// says it is held, so runFused fails the batch (errHeldDiffers); handed
+// again after Reset, the two agree, and its matches are applied once.
 func TestFusedRedeliveryWithinTheEpochIsNotAppliedTwice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -192,14 +191,14 @@ func (j *lateJS) land(ctx context.Context, t *testing.T) {
 
 // A checkpoint whose state log append failed (a part's ack timed out)
 // fails its epoch; Reset reads its record incomplete, and the consumer
-// hands its batches again, one at a time, each checkpointed in a record of
-// its own (bus.ConsumeAsync's retry). If the part whose ack timed out is
-// stored after all, the failed checkpoint's record becomes whole in the
-// log, before the retries' records. A restart then reads it as durable:
-// its positions hold every batch of the failed epoch, so those the retry
-// had not applied again yet are skipped, while the retries' records,
-// later, overlay its states with states that lack them.
-func TestFailedAppendLandingLateIsNotADurableCheckpoint(t *testing.T) {
+// hands its batches again, one at a time (bus.ConsumeAsync's retry). The
+// part whose ack timed out is stored after all. Were the retries' records
+// appended behind it, the failed checkpoint's record would be whole
+// before them: a restart would skip the failed epoch's batches by its
+// positions and overlay its states with the retries', which lack them.
+// The fence fails the retry's append instead, and the Reset after it
+// reads the record whole, durable, before anything newer.
+func TestFailedAppendLandingLateIsFenced(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m := func(id string, sec int) []*event.Match {
@@ -294,10 +293,10 @@ func TestFailedAppendLandingLateIsNotADurableCheckpoint(t *testing.T) {
 // rule filter's consumer hands the EVENTS messages again as soon as the
 // pipeline starts (its layers start together), while the windows stage
 // still reads its state log (open): Applied, asked before the positions
-// are read, holds none, the filter evaluates the messages, and runFused,
-// which starts once open is done, applies their matches although take
-// says the durable states hold them. The very redelivery the positions
-// are for.
+// are read, holds none, and the filter evaluates the messages. runFused,
+// which starts once open is done, finds that take says the durable states
+// hold them and fails the batch; handed again after Reset, Applied holds
+// them, and their matches are applied once.
 func TestFusedRedeliveryBeforeOpenIsNotAppliedTwice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
