@@ -6,7 +6,9 @@
 //
 // A batch of events is acked only after JetStream acked all its matches. A
 // redelivered batch publishes its matches again; the windows stage drops
-// them by event id.
+// them by event id. Fused with the windows (Sink), a batch is acked once
+// the sink's state holds its matches durably, and a message handed again
+// whose matches that state holds is not evaluated again (Sink.Applied).
 package filter
 
 import (
