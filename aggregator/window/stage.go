@@ -415,7 +415,8 @@ var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired",
 
 // errEarlierFailed fails a batch applied on top of one whose checkpoint
 // (or application) failed; errStopped one applied after the last
-// checkpoint.
+// checkpoint; errHeldDiffers a fused batch of which Applied told the rule
+// filter otherwise than take tells runFused.
 var (
 	errEarlierFailed = errors.New("an earlier batch failed; applying again from the last checkpoint")
 	errStopped       = errors.New("the windows stage stopped before the batch was checkpointed")
