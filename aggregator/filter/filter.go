@@ -7,8 +7,9 @@
 // A batch of events is acked only after JetStream acked all its matches. A
 // redelivered batch publishes its matches again; the windows stage drops
 // them by event id. Fused with the windows (Sink), a batch is acked once
-// the sink's state holds its matches durably, and a message handed again
-// whose matches that state holds is not evaluated again (Sink.Applied).
+// the sink's state holds its matches durably; a batch handed again is
+// evaluated again and its matches applied again (the windows recognise
+// them by event id, not by position: docs/operations.md).
 package filter
 
 import (
@@ -70,19 +71,11 @@ type Sink interface {
 	// Consumer adapts the EVENTS consumer to the sink's pace: how many
 	// batches may wait for it, and its Flush and Reset.
 	Consumer(bus.ConsumerConfig) bus.ConsumerConfig
-	// Applied reports, for each message of a batch, whether the sink's
-	// durable state already holds its matches (handed again after a
-	// crash): the filter admits its events but does not evaluate them.
-	// nil if none is.
-	Applied(msgs []jetstream.Msg) []bool
 	// Apply takes a batch's matches, to apply in order; newest is the
 	// newest event time the rule filter admitted, size the bytes of the
-	// batch's messages, msgs the messages, held what Applied said of them
-	// (the messages whose events were not evaluated). ms is the sink's
-	// from then on. The wait returns once they are durable, or fails if
-	// the sink holds a message the filter evaluated (or not one it did
-	// not): the consumer then hands the batch again.
-	Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg, held []bool) (wait func() error, err error)
+	// batch's messages. ms is the sink's from then on. The wait returns
+	// once they are durable.
+	Apply(ctx context.Context, ms []event.Match, newest int64, size int) (wait func() error, err error)
 }
 
 // Fuse makes sink take the matches instead of MATCHES. Call before Run.
@@ -201,23 +194,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.fused = nil
 		return nil, err
 	}
-	var held []bool
-	if s.sink != nil {
-		held = s.sink.Applied(msgs)
-	}
-	for i, msg := range msgs {
-		if held != nil && held[i] {
-			// Its matches are in the sink's state: the events still move
-			// the gate as they did, and are not evaluated again.
-			err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
-				s.gate.Admit(ev)
-				return nil
-			}, func([]byte, error) error { return nil })
-			if err != nil {
-				return fail(err)
-			}
-			continue
-		}
+	for _, msg := range msgs {
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			s.events.Inc()
 			if !s.gate.Admit(ev) {
@@ -246,7 +223,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
-		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size, msgs, held)
+		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size)
 		if err != nil {
 			return fail(err)
 		}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -216,76 +214,4 @@ rules:
 	second, newest2 := batch(100)
 	check("second batch", publish(second)[len(hs):], fmt.Sprint(newest1.UnixNano()), fmt.Sprint(newest2.UnixNano()))
 
-}
-
-// heldSink is a fused sink that holds the EVENTS messages at the positions
-// in held (as the windows do for messages whose matches their durable
-// state holds), and records what it is handed.
-type heldSink struct {
-	held    map[uint64]bool
-	mu      sync.Mutex
-	matches []event.Match
-	handed  []uint64
-}
-
-func (k *heldSink) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig { return cc }
-
-func (k *heldSink) Applied(msgs []jetstream.Msg) []bool {
-	out := make([]bool, len(msgs))
-	for i, m := range msgs {
-		md, err := m.Metadata()
-		out[i] = err == nil && k.held[md.Sequence.Stream]
-	}
-	return out
-}
-
-func (k *heldSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int, msgs []jetstream.Msg, _ []bool) (func() error, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.matches = append(k.matches, ms...)
-	for _, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		k.handed = append(k.handed, md.Sequence.Stream)
-	}
-	return func() error { return nil }, nil
-}
-
-// Fused, an EVENTS message handed again whose matches the sink's durable
-// state holds is not evaluated again (its matches would be applied twice),
-// but is still handed with its batch, to be acked.
-func TestFusedSkipsMessagesTheSinkHolds(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	b, set, logger := openVictimBus(ctx, t)
-	at := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
-	for i := range 3 { // three messages of one event each: stream sequences 1, 2, 3
-		ev := &event.Event{ID: fmt.Sprint("ev", i), Source: "syslog", Host: "victim01", Time: at, Received: at, Message: "m"}
-		if err := b.PublishEvents(ctx, []*event.Event{ev}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &heldSink{held: map[uint64]bool{2: true}}
-	s.Fuse(sink)
-	stop := bustest.Run(ctx, t, s.Run)
-	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
-	stop()
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	var ids []string
-	for _, m := range sink.matches {
-		ids = append(ids, m.EventID)
-	}
-	if !slices.Equal(ids, []string{"ev0", "ev2"}) {
-		t.Errorf("matches of events %v, want ev0 and ev2 (ev1's message is held)", ids)
-	}
-	if slices.Sort(sink.handed); !slices.Equal(sink.handed, []uint64{1, 2, 3}) {
-		t.Errorf("messages handed to the sink %v, want 1, 2 and 3", sink.handed)
-	}
 }

@@ -326,7 +326,6 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	}
 	s.logTail = max(s.logTail, tail)
 	s.applied.only(s.streams)
-	s.appliedChanged()
 	s.logThrough, s.logMark = last, mark
 	s.nextSeq = max(s.nextSeq, last+1)
 	s.lastCompact = time.Now()
@@ -568,10 +567,7 @@ func (s *Stage) merge(lr *logRecord) {
 	for i, sk := range lr.keys {
 		s.logAdd(sk, lr.states[i])
 	}
-	if len(lr.applied) > 0 {
-		s.applied.union(lr.applied)
-		s.appliedChanged()
-	}
+	s.applied.union(lr.applied)
 	s.logThrough, s.logStream = lr.seq, max(s.logStream, lr.last)
 	s.logTail = max(s.logTail, lr.last)
 	s.logSize += lr.bytes

@@ -214,50 +214,6 @@ func restarted(ctx context.Context, t *testing.T, h *harness) *Stage {
 	return s
 }
 
-// Fused with the rule filter, the positions kept are the EVENTS messages'
-// the filter hands with its matches (Apply): once their checkpoint is
-// durable, Applied holds them, and so does a restart.
-func TestFusedPositionsAreHeld(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, nil)
-	fctx, stopFused := context.WithCancel(ctx)
-	go h.s.runFused(fctx)
-	defer func() { stopFused(); <-h.s.fusedDone }()
-	b := h.s.bus
-	for i := range 2 {
-		ev := &event.Event{ID: "ev" + string(rune('0'+i)), Source: "syslog", Host: "a", Time: t0, Received: t0, Message: "m"}
-		if err := b.PublishEvents(ctx, []*event.Event{ev}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	msgs := fetch(ctx, t, b.JetStream(), bus.StreamEvents, 2)
-	if held := h.s.Applied(msgs); held != nil {
-		t.Fatalf("held %v before any was applied", held)
-	}
-	wait, err := h.s.Apply(ctx, []event.Match{*match("many", "a", "ev0", t0), *match("many", "a", "ev1", t0)}, t0.UnixNano(), 0, msgs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waited := background(wait)
-	for applied := false; !applied; { // Apply queues; runFused applies
-		h.locked(func() { applied = h.s.cur.batches > 0 })
-		time.Sleep(time.Millisecond)
-	}
-	if err := h.s.Checkpoint(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := recv(t, waited, "wait"); err != nil {
-		t.Fatal(err)
-	}
-	if held := h.s.Applied(msgs); !slices.Equal(held, []bool{true, true}) {
-		t.Errorf("held %v once durable, want both", held)
-	}
-	if held := restarted(ctx, t, h).Applied(msgs); !slices.Equal(held, []bool{true, true}) {
-		t.Errorf("held %v after a restart, want both", held)
-	}
-}
-
 // fetch takes n messages of stream through a consumer of its own, as a
 // stage's consumer is handed them.
 func fetch(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string, n int) []jetstream.Msg {

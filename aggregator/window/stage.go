@@ -29,11 +29,13 @@
 // the same alerts with the same ids, which JetStream's duplicate window
 // drops (the mark is written last, so a watermark never runs ahead of the
 // states). A crash after that redelivers messages the states already
-// hold: the stage skips each by its position in its stream (MATCHES, or
-// EVENTS when fused), which the record carries (applied.go), since
-// applying a match twice is not always a no-op (an at_most window's
-// dropped match, a distinct rule's absorbed repeat, an absence match past
-// its deadline leave no trace in the state). A failure (an alert not
+// hold: the stage skips each by its position in MATCHES, which the record
+// carries (applied.go), since applying a match twice is not always a
+// no-op (an at_most window's dropped match, a distinct rule's absorbed
+// repeat, an absence match past its deadline leave no trace in the
+// state). Fused with the rule filter, no positions are kept: a batch
+// handed again is applied again, and its matches recognised by event id,
+// which those three cases do not (docs/operations.md). A failure (an alert not
 // acked, a write that failed) is a crash in miniature: the states in
 // memory are dropped, and every match since the last checkpoint is
 // applied again, in order, to what is stored (bus.ConsumeAsync hands them
@@ -275,12 +277,11 @@ func (s *Stage) open(ctx context.Context) error {
 	return nil
 }
 
-// loadStreams reads the creation time of each stream whose messages the
-// stage applies (MATCHES; EVENTS, fused): the positions it keeps are of
-// those streams (applied.go).
+// loadStreams reads the creation time of MATCHES: the positions the stage
+// keeps are of it (applied.go).
 func (s *Stage) loadStreams(ctx context.Context) error {
 	s.streams = map[string]int64{}
-	for _, name := range []string{bus.StreamMatches, bus.StreamEvents} {
+	for _, name := range []string{bus.StreamMatches} {
 		st, err := s.js.Stream(ctx, name)
 		if err != nil {
 			return fmt.Errorf("reading stream %s: %w", name, err)
@@ -301,41 +302,18 @@ func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 	return cc
 }
 
-// Applied reports, for each of a batch of EVENTS messages, whether the
-// durable states already hold its matches: handed again after a crash,
-// the rule filter does not evaluate it (filter.Sink). nil if none is. It
-// reads a copy of the durable positions, without the lock the stage holds
-// while it applies the batch before.
-func (s *Stage) Applied(msgs []jetstream.Msg) []bool {
-	a := s.store.held.Load()
-	if a == nil || len(*a) == 0 {
-		return nil
-	}
-	var held []bool
-	for i, msg := range msgs {
-		if md, err := msg.Metadata(); err == nil && a.holds(md.Stream, md.Sequence.Stream) {
-			if held == nil {
-				held = make([]bool, len(msgs))
-			}
-			held[i] = true
-		}
-	}
-	return held
-}
-
 // Apply queues the matches of one batch of events, handed in process by
 // the rule filter (filter.Sink), for the stage's own goroutine, which
 // applies them as handle applies a batch of MATCHES while the filter
 // evaluates the next batch: newest is the newest event time the filter
-// admitted once the batch was evaluated, size the bytes of its messages,
-// msgs the messages (their positions are kept with the states), held
-// what Applied said of them (the filter did not evaluate those). ms is
-// the stage's from then on. The wait returns once the batch is durable,
-// or fails if it could not be applied (the consumer then hands it again,
-// as it does after any failure): also when the states hold a message the
-// filter evaluated, or not one it skipped (errHeldDiffers).
-func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int, msgs []jetstream.Msg, held []bool) (func() error, error) {
-	fb := &fusedBatch{ms: ms, msgs: msgs, held: held, newest: newest, size: size, applied: make(chan struct{})}
+// admitted once the batch was evaluated, size the bytes of its messages.
+// ms is the stage's from then on. The wait returns once the batch is
+// durable, or fails if it could not be applied (the consumer then hands
+// it again, as it does after any failure). Fused, no positions are kept:
+// a batch handed again is applied again, and its matches recognised by
+// event id (docs/operations.md, "Delivery guarantees").
+func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int) (func() error, error) {
+	fb := &fusedBatch{ms: ms, newest: newest, size: size, applied: make(chan struct{})}
 	select {
 	case s.fusedq <- fb:
 	case <-ctx.Done():
@@ -364,8 +342,6 @@ func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size 
 // fusedBatch is a batch of matches handed by Apply.
 type fusedBatch struct {
 	ms      []event.Match
-	msgs    []jetstream.Msg
-	held    []bool // what Applied said of msgs
 	newest  int64
 	size    int
 	applied chan struct{} // closed once applied (or failed: err)
@@ -381,23 +357,7 @@ func (s *Stage) runFused(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case fb := <-s.fusedq:
-			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
-				for i, msg := range fb.msgs {
-					md, err := msg.Metadata()
-					if err != nil {
-						continue
-					}
-					skipped := fb.held != nil && fb.held[i]
-					if take(md.Stream, md.Sequence.Stream) == skipped {
-						// Applied said otherwise when the filter asked:
-						// the message was handed again before its epoch
-						// was durable, or before open read the positions.
-						// Its matches, if evaluated, are not told apart
-						// from the batch's: the batch is handed again,
-						// after Reset, when the two agree.
-						return 0, errHeldDiffers
-					}
-				}
+			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ func(string, uint64) bool) (int64, error) {
 				for i := range fb.ms {
 					if err := each(&fb.ms[i]); err != nil {
 						return 0, err
@@ -405,7 +365,7 @@ func (s *Stage) runFused(ctx context.Context) {
 				}
 				return fb.newest, nil
 			})
-			fb.ms, fb.msgs, fb.held = nil, nil, nil
+			fb.ms = nil
 			close(fb.applied)
 		}
 	}
@@ -415,12 +375,10 @@ var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired",
 
 // errEarlierFailed fails a batch applied on top of one whose checkpoint
 // (or application) failed; errStopped one applied after the last
-// checkpoint; errHeldDiffers a fused batch of which Applied told the rule
-// filter otherwise than take tells runFused.
+// checkpoint.
 var (
 	errEarlierFailed = errors.New("an earlier batch failed; applying again from the last checkpoint")
 	errStopped       = errors.New("the windows stage stopped before the batch was checkpointed")
-	errHeldDiffers   = errors.New("the window states hold a message the rule filter evaluated (or not one it skipped); applying again from the last checkpoint")
 )
 
 // handle decodes a batch of MATCHES messages and applies it. The batch

@@ -88,22 +88,13 @@ type store struct {
 
 	// applied holds the positions of the consumer messages whose matches
 	// the durable checkpoints hold (applied.go); streams the creation time
-	// of each stream consumed (MATCHES, and EVENTS when fused), which the
+	// of each stream whose positions are kept (MATCHES), which the
 	// positions are of.
 	applied applied
 	streams map[string]int64
-	// held is a copy of applied, made whenever it changes, for Applied to
-	// read without the lock (the rule filter asks it for every batch).
-	held atomic.Pointer[applied]
 
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
-}
-
-// appliedChanged publishes a copy of applied for held.
-func (s *store) appliedChanged() {
-	c := s.applied.clone()
-	s.held.Store(&c)
 }
 
 // coldState is an entry in cold: its state encoded (engine.AppendState)
