@@ -2,9 +2,12 @@ package filter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -214,4 +217,74 @@ rules:
 	second, newest2 := batch(100)
 	check("second batch", publish(second)[len(hs):], fmt.Sprint(newest1.UnixNano()), fmt.Sprint(newest2.UnixNano()))
 
+}
+
+// failOnceSink is a fused sink that takes one message per batch, holds up
+// to four batches in flight, fails the wait of its first batch once, and
+// records the matches it is handed.
+type failOnceSink struct {
+	mu      sync.Mutex
+	calls   int
+	matches []string // event ids, as handed
+}
+
+func (k *failOnceSink) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
+	cc.Batch, cc.InFlight = 1, 4
+	return cc
+}
+
+func (k *failOnceSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int) (func() error, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.calls++
+	first := k.calls == 1
+	for _, m := range ms {
+		k.matches = append(k.matches, m.EventID)
+	}
+	return func() error {
+		if first {
+			time.Sleep(200 * time.Millisecond) // the batches after it are evaluated meanwhile
+			return errors.New("checkpoint failed")
+		}
+		return nil
+	}, nil
+}
+
+// A batch handed again after a failure is evaluated again by a gate that
+// already admitted the batches after it: an event older than those by
+// more than the allowed lateness is then dead-lettered as late, and its
+// match lost, though it was on time the first time.
+func TestBatchHandedAgainIsNotJudgedLate(t *testing.T) {
+	t.Skip("known defect, not fixed yet (docs/operations.md, Delivery guarantees): the retry dead-letters ev0 and ev1 as late")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, set, logger := openVictimBus(ctx, t)
+	at := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	for i := range 3 { // one host, 10 minutes apart: one message each
+		ts := at.Add(time.Duration(i) * 10 * time.Minute)
+		ev := &event.Event{ID: fmt.Sprint("ev", i), Source: "syslog", Host: "victim01", Time: ts, Received: ts, Message: "m"}
+		if err := b.PublishEvents(ctx, []*event.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &failOnceSink{}
+	s.Fuse(sink)
+	stop := bustest.Run(ctx, t, s.Run)
+	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
+	stop()
+	late := 0
+	bustest.ReadStream(ctx, t, b, bus.StreamDeadLetter, func(m *jetstream.RawStreamMsg) {
+		if m.Subject == "deadletter.late" {
+			late++
+		}
+	})
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if late > 0 || !slices.Contains(sink.matches[1:], "ev0") {
+		t.Errorf("%d events dead-lettered as late; matches handed %v: ev0's batch, handed again, lost its match", late, sink.matches)
+	}
 }
