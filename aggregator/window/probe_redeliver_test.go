@@ -112,38 +112,14 @@ func probeCases() map[string]probeCase {
 	}
 }
 
-func TestProbeRedeliverAtMostThreshold(t *testing.T) {
-	c := atMostThresholdCase()
-	for _, step := range afterStates {
-		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
-	}
-}
-
-func TestProbeRedeliverThresholdTiedSpent(t *testing.T) {
-	c := thresholdTiedSpentCase()
-	for _, step := range afterStates {
-		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
-	}
-}
-
-func TestProbeRedeliverUnorderedSequenceTiedSpent(t *testing.T) {
-	c := unorderedSequenceTiedSpentCase()
-	for _, step := range afterStates {
-		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
-	}
-}
-
-func TestProbeRedeliverDistinctSameValue(t *testing.T) {
-	c := distinctSameValueCase()
-	for _, step := range afterStates {
-		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
-	}
-}
-
-func TestProbeRedeliverAbsenceExpect(t *testing.T) {
-	c := absenceExpectCase()
-	for _, step := range afterStates {
-		t.Run(step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+// TestProbeRedeliverAfterTheRecord: killed once the checkpoint's record
+// is whole, every probe's stream, handed again at its positions, gives
+// the uninterrupted run's alerts and states.
+func TestProbeRedeliverAfterTheRecord(t *testing.T) {
+	for name, c := range probeCases() {
+		for _, step := range afterStates {
+			t.Run(name+"/"+step, func(t *testing.T) { probeRedeliver(t, c.rule, c.batches, step, 1) })
+		}
 	}
 }
 

@@ -280,14 +280,11 @@ func (s *Stage) open(ctx context.Context) error {
 // loadStreams reads the creation time of MATCHES: the positions the stage
 // keeps are of it (applied.go).
 func (s *Stage) loadStreams(ctx context.Context) error {
-	s.streams = map[string]int64{}
-	for _, name := range []string{bus.StreamMatches} {
-		st, err := s.js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", name, err)
-		}
-		s.streams[name] = st.CachedInfo().Created.UnixNano()
+	st, err := s.js.Stream(ctx, bus.StreamMatches)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", bus.StreamMatches, err)
 	}
+	s.streams = map[string]int64{bus.StreamMatches: st.CachedInfo().Created.UnixNano()}
 	return nil
 }
 
