@@ -21,6 +21,10 @@ const MaxHostWatermarks = 100_000
 // host and stamped ahead cannot make that host's own events late either.
 //
 // A Gate is used by one goroutine, in the order events arrived.
+//
+// Its admissions can be undone (Mark, Undo): a consumer that hands a batch
+// again after a failure must judge it as it was judged the first time,
+// not against the batches admitted after it.
 type Gate struct {
 	lateness  Lateness
 	newest    map[hostKey]*int64 // unix ns
@@ -28,6 +32,29 @@ type Gate struct {
 	newestAll int64              // the newest SeenTime admitted, any host
 	// Late counts the events judged late.
 	Late int
+
+	// journal, once Mark was called, holds what each admission since the
+	// oldest Mark not forgotten changed, oldest first; forgotten counts
+	// the entries dropped from its front (Marks are absolute positions).
+	journal    []undo
+	journaling bool
+	forgotten  int
+}
+
+// undo is one change an admission made: a host's watermark moved from
+// prev (p), a host added (k), or every watermark dropped (cleared, the map
+// before).
+type undo struct {
+	p       *int64
+	prev    int64
+	k       hostKey
+	cleared map[hostKey]*int64
+}
+
+// Mark is a point in a Gate's admissions, to Undo back to.
+type Mark struct {
+	pos       int
+	newestAll int64
 }
 
 type hostKey struct{ source, host string }
@@ -60,16 +87,79 @@ func (g *Gate) Admit(ev *event.Event) bool {
 	switch {
 	case newest != nil && seen <= *newest:
 	case newest != nil:
+		if g.journaling {
+			g.journal = append(g.journal, undo{p: newest, prev: *newest})
+		}
 		*newest = seen
 	default:
 		if len(g.newest) >= MaxHostWatermarks {
-			clear(g.newest)
+			if g.journaling {
+				// Keep the map to put back; a new one for what follows.
+				g.journal = append(g.journal, undo{cleared: g.newest})
+				g.newest = make(map[hostKey]*int64, len(g.newest))
+			} else {
+				clear(g.newest)
+			}
 		}
 		newest = new(int64)
 		*newest = seen
 		g.newest[k] = newest
+		if g.journaling {
+			g.journal = append(g.journal, undo{k: k})
+		}
 	}
 	return true
+}
+
+// Mark returns the point the gate is at, and from then on records what
+// its admissions change so that Undo can take them back. Forget what no
+// longer needs undoing: the record grows with every admission until then.
+func (g *Gate) Mark() Mark {
+	g.journaling = true
+	return Mark{pos: g.forgotten + len(g.journal), newestAll: g.newestAll}
+}
+
+// Undo takes back every admission since m: the gate judges the events
+// admitted since as it judged them the first time. m must not be older
+// than a Forget.
+func (g *Gate) Undo(m Mark) {
+	from := m.pos - g.forgotten
+	if from < 0 {
+		panic("engine: Gate.Undo to a forgotten mark")
+	}
+	for i := len(g.journal) - 1; i >= from; i-- {
+		switch u := g.journal[i]; {
+		case u.cleared != nil:
+			g.newest = u.cleared
+		case u.p != nil:
+			*u.p = u.prev
+		default:
+			delete(g.newest, u.k)
+		}
+		g.journal[i] = undo{}
+	}
+	g.journal = g.journal[:max(from, 0)]
+	g.newestAll = m.newestAll
+}
+
+// Forget drops what Undo would need to go back before m: the admissions
+// before it are final. The record's front is reclaimed once it is the
+// larger part, so forgetting batch after batch costs no more than the
+// admissions did.
+func (g *Gate) Forget(m Mark) {
+	n := min(m.pos-g.forgotten, len(g.journal))
+	if n <= 0 {
+		return
+	}
+	clear(g.journal[:n])
+	if n == len(g.journal) {
+		g.journal = g.journal[:0]
+	} else {
+		// Slice forward; the backing array is dropped or reused by append
+		// once the front is garbage.
+		g.journal = g.journal[n:]
+	}
+	g.forgotten += n
 }
 
 // Newest is the newest SeenTime (unix ns) of any event the gate admitted:

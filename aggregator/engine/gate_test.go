@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -60,5 +61,94 @@ func TestFutureStampCannotMakeOthersLate(t *testing.T) {
 	stale := &event.Event{Source: "syslog", Host: "victim01", Time: now.AddDate(73, 0, 0), Received: now.Add(19*time.Second - 5*time.Minute)}
 	if !!s.Admit(stale) {
 		t.Error("an event received 5m behind its host's watermark, stamped 2099, was not late")
+	}
+}
+
+// Undo takes back admissions: events judged again after it are judged as
+// they were the first time, not against the newer events admitted since.
+func TestGateUndoJudgesAgainAsTheFirstTime(t *testing.T) {
+	g := NewGate(Lateness{AllowedLateness: 2 * time.Minute})
+	at := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	ev := func(host string, d time.Duration) *event.Event {
+		return &event.Event{Source: "syslog", Host: host, Time: at.Add(d), Received: at.Add(d)}
+	}
+	if !g.Admit(ev("a", 0)) {
+		t.Fatal("first event late")
+	}
+	durable := g.Mark()
+	g.Forget(durable)
+	first := g.Mark() // batch 1: a at +1m, b (new host) at +1m
+	g.Admit(ev("a", time.Minute))
+	g.Admit(ev("b", time.Minute))
+	second := g.Mark() // batch 2: a and b 10 minutes on
+	g.Admit(ev("a", 10*time.Minute))
+	g.Admit(ev("b", 10*time.Minute))
+	if g.Admit(ev("a", time.Minute)) {
+		t.Fatal("without undo, batch 1 handed again should be late (the defect this guards)")
+	}
+	g.Undo(second)
+	if got := time.Unix(0, g.Newest()).UTC(); !got.Equal(at.Add(time.Minute)) {
+		t.Errorf("Newest after undoing batch 2 = %s, want batch 1's newest", got)
+	}
+	g.Undo(first)
+	if _, ok := g.newest[hostKey{"syslog", "b"}]; ok {
+		t.Error("host b, first seen in an undone batch, still has a watermark")
+	}
+	if w := *g.newest[hostKey{"syslog", "a"}]; w != at.UnixNano() {
+		t.Errorf("host a's watermark %v after undo, want the durable %v", time.Unix(0, w).UTC(), at)
+	}
+	if !g.Admit(ev("a", time.Minute)) || !g.Admit(ev("b", time.Minute)) || !g.Admit(ev("a", 10*time.Minute)) {
+		t.Error("the batches handed again were judged late")
+	}
+	if g.Admit(ev("a", 0)) {
+		t.Error("an event 10 minutes behind after the retry was not late")
+	}
+}
+
+// The per-host watermarks start over past MaxHostWatermarks; an undo
+// across that puts the old ones back.
+func TestGateUndoAcrossTheHostLimit(t *testing.T) {
+	g := NewGate(Lateness{AllowedLateness: 2 * time.Minute})
+	at := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	ev := func(i int, d time.Duration) *event.Event {
+		return &event.Event{Source: "syslog", Host: "h" + strconv.Itoa(i), Time: at.Add(d), Received: at.Add(d)}
+	}
+	for i := range MaxHostWatermarks {
+		g.Admit(ev(i, 10*time.Minute))
+	}
+	m := g.Mark()
+	g.Admit(ev(MaxHostWatermarks, 0)) // one host too many: the map starts over
+	if len(g.newest) != 1 {
+		t.Fatalf("%d watermarks after the limit, want 1", len(g.newest))
+	}
+	g.Undo(m)
+	if len(g.newest) != MaxHostWatermarks {
+		t.Fatalf("%d watermarks after undo, want %d", len(g.newest), MaxHostWatermarks)
+	}
+	if g.Admit(ev(7, 0)) {
+		t.Error("host 7's watermark was not put back: an event 10 minutes behind it was admitted")
+	}
+}
+
+// Forget drops the record before a mark; later marks still undo exactly.
+func TestGateForgetKeepsLaterMarks(t *testing.T) {
+	g := NewGate(Lateness{AllowedLateness: time.Minute})
+	at := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	var marks []Mark
+	for i := range 50 {
+		marks = append(marks, g.Mark())
+		d := time.Duration(i) * 30 * time.Second
+		g.Admit(&event.Event{Source: "syslog", Host: "a", Time: at.Add(d), Received: at.Add(d)})
+		if i >= 10 {
+			g.Forget(marks[i-10])
+		}
+	}
+	g.Undo(marks[45])
+	want := at.Add(44 * 30 * time.Second).UnixNano()
+	if w := *g.newest[hostKey{"syslog", "a"}]; w != want || g.Newest() != want {
+		t.Errorf("after undo to batch 45: watermark %d, newest %d, want %d", w, g.Newest(), want)
+	}
+	if len(g.journal) > 11 {
+		t.Errorf("the record holds %d entries, more than the 10 batches not forgotten", len(g.journal))
 	}
 }

@@ -62,6 +62,22 @@ type Stage struct {
 	// sink keeps it).
 	sink  Sink
 	fused []event.Match
+
+	// marks are the gate's Marks at the start of each batch handed and
+	// not yet known durable, by seq, the batch's number; acked is the seq
+	// of the newest batch whose wait returned nil with none failing before
+	// it, failed whether one failed since the last reset. A batch handed
+	// again is judged as it was the first time: the reset undoes the
+	// gate's admissions back to the first batch not durable (undoAfter).
+	marks  []batchMark
+	seq    uint64
+	acked  atomic.Uint64
+	failed atomic.Bool
+}
+
+type batchMark struct {
+	seq  uint64
+	mark engine.Mark
 }
 
 // Sink takes the matches of each batch of events in process, in place of
@@ -142,7 +158,68 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.sink != nil {
 		cc = s.sink.Consumer(cc)
 	}
+	sinkReset := cc.Reset
+	cc.Reset = func() {
+		s.undoAfter()
+		if sinkReset != nil {
+			sinkReset()
+		}
+	}
 	return s.bus.ConsumeAsync(ctx, cc, s.log, s.handle)
+}
+
+// undoAfter, before batches are handed again after a failure, takes back
+// the gate's admissions of every batch not known durable: they are all
+// handed again, in order, and must not be judged against each other's
+// newer events (an event on time at first would be dead-lettered as late
+// on the retry).
+func (s *Stage) undoAfter() {
+	acked := s.acked.Load()
+	i := 0
+	for i < len(s.marks) && s.marks[i].seq <= acked {
+		i++
+	}
+	if i < len(s.marks) {
+		s.gate.Undo(s.marks[i].mark)
+		s.marks = s.marks[:i]
+	}
+	s.failed.Store(false)
+}
+
+// forgetDurable drops the gate's record of the batches known durable.
+func (s *Stage) forgetDurable() {
+	acked := s.acked.Load()
+	i := 0
+	for i < len(s.marks) && s.marks[i].seq <= acked {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	if i < len(s.marks) {
+		s.gate.Forget(s.marks[i].mark)
+	} else {
+		s.gate.Forget(s.gate.Mark())
+	}
+	s.marks = append(s.marks[:0], s.marks[i:]...)
+}
+
+// settle wraps batch seq's wait: once it returned nil, with no batch
+// failed before it, the batch is durable and its admissions final.
+func (s *Stage) settle(seq uint64, wait func() error) func() error {
+	return func() error {
+		var err error
+		if wait != nil {
+			err = wait()
+		}
+		switch {
+		case err != nil:
+			s.failed.Store(true)
+		case !s.failed.Load():
+			s.acked.Store(seq)
+		}
+		return err
+	}
 }
 
 // handle evaluates a batch of events and publishes its matches; the wait
@@ -157,6 +234,10 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.batches = make([][]byte, parts)
 	}
 	var futures []jetstream.PubAckFuture
+	s.forgetDurable()
+	s.seq++
+	seq := s.seq
+	s.marks = append(s.marks, batchMark{seq, s.gate.Mark()})
 	// Every match of this batch comes from an event admitted after the
 	// events seen so far: the windows may take those as complete once they
 	// applied a message of this batch. The batch's last message says the
@@ -186,6 +267,9 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		}
 	}
 	fail := func(err error) (func() error, error) {
+		// Nothing of this batch took effect: it is handed again.
+		s.gate.Undo(s.marks[len(s.marks)-1].mark)
+		s.marks = s.marks[:len(s.marks)-1]
 		s.coalesce.Reset()
 		s.coalesce.Coalesced = 0
 		for p := range s.batches {
@@ -230,7 +314,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.fused = nil
 		s.coalesced.Add(float64(s.coalesce.Coalesced))
 		s.coalesce.Coalesced = 0
-		return wait, nil
+		return s.settle(seq, wait), nil
 	}
 	last := -1
 	for p := range s.batches {
@@ -248,7 +332,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	}
 	s.coalesced.Add(float64(s.coalesce.Coalesced))
 	s.coalesce.Coalesced = 0
-	return func() error {
+	return s.settle(seq, func() error {
 		for _, f := range futures {
 			select {
 			case <-f.Ok():
@@ -259,7 +343,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			}
 		}
 		return nil
-	}, nil
+	}), nil
 }
 
 // watermarkHeader is the bus.HeaderWatermark header for newest (unix ns),
