@@ -33,10 +33,12 @@ type Gate struct {
 	// Late counts the events judged late.
 	Late int
 
-	// journal, once Mark was called, holds what each admission since the
-	// oldest Mark not forgotten changed, oldest first; forgotten counts
-	// the entries dropped from its front (Marks are absolute positions).
+	// journal[head:], once Mark was called, holds what each admission
+	// since the oldest Mark not forgotten changed, oldest first; forgotten
+	// counts the entries dropped from its front (Marks are absolute
+	// positions: forgotten + index - head).
 	journal    []undo
+	head       int // journal[:head] is forgotten, not yet reclaimed
 	journaling bool
 	forgotten  int
 }
@@ -116,15 +118,15 @@ func (g *Gate) Admit(ev *event.Event) bool {
 // longer needs undoing: the record grows with every admission until then.
 func (g *Gate) Mark() Mark {
 	g.journaling = true
-	return Mark{pos: g.forgotten + len(g.journal), newestAll: g.newestAll}
+	return Mark{pos: g.forgotten + len(g.journal) - g.head, newestAll: g.newestAll}
 }
 
 // Undo takes back every admission since m: the gate judges the events
 // admitted since as it judged them the first time. m must not be older
 // than a Forget.
 func (g *Gate) Undo(m Mark) {
-	from := m.pos - g.forgotten
-	if from < 0 {
+	from := m.pos - g.forgotten + g.head
+	if from < g.head {
 		panic("engine: Gate.Undo to a forgotten mark")
 	}
 	for i := len(g.journal) - 1; i >= from; i-- {
@@ -138,7 +140,7 @@ func (g *Gate) Undo(m Mark) {
 		}
 		g.journal[i] = undo{}
 	}
-	g.journal = g.journal[:max(from, 0)]
+	g.journal = g.journal[:from]
 	g.newestAll = m.newestAll
 }
 
@@ -147,21 +149,20 @@ func (g *Gate) Undo(m Mark) {
 // larger part, so forgetting batch after batch costs no more than the
 // admissions did.
 func (g *Gate) Forget(m Mark) {
-	n := min(m.pos-g.forgotten, len(g.journal))
+	n := min(m.pos-g.forgotten, len(g.journal)-g.head)
 	if n <= 0 {
 		return
 	}
-	clear(g.journal[:n])
-	if n == len(g.journal) {
-		g.journal = g.journal[:0]
-	} else {
-		// Slice forward; the backing array is dropped or reused by append
-		// once the front is garbage.
-		g.journal = g.journal[n:]
-	}
+	clear(g.journal[g.head : g.head+n])
+	g.head += n
 	g.forgotten += n
+	if g.head > len(g.journal)/2 {
+		rest := copy(g.journal, g.journal[g.head:])
+		clear(g.journal[rest:])
+		g.journal = g.journal[:rest]
+		g.head = 0
+	}
 }
-
 // Newest is the newest SeenTime (unix ns) of any event the gate admitted:
 // what moves the watermark on (Watermark.Observe).
 func (g *Gate) Newest() int64 { return g.newestAll }
