@@ -34,6 +34,28 @@ const batchBinary = 0xB1
 // (written by an older version) moves the watermark by its matches' times.
 const HeaderWatermark = "Outpost-Watermark"
 
+// HeaderSource, on a MATCHES message, says which EVENTS message its
+// matches come from: "FROM POS", decimal. POS is the EVENTS stream
+// sequence of that message times 2^16 plus the message's index among
+// those it gave its partition (SourcePosition): the same EVENTS message
+// evaluated again, after the rule filter crashed before acking it, gives
+// its partitions messages at the same positions, which the windows
+// recognise. FROM..POS are the positions the message accounts for on its
+// partition: those since the rule filter's previous message to it, which
+// gave it nothing. A message without it (an older version, or an EVENTS
+// message without metadata) is not recognised that way.
+const HeaderSource = "Outpost-Source"
+
+// SourcePosition is HeaderSource's POS for the chunk-th MATCHES message
+// of partition from the EVENTS message at seq; ok is false past 2^16
+// messages or an EVENTS sequence of 2^48 and more.
+func SourcePosition(seq uint64, chunk int) (pos uint64, ok bool) {
+	if seq == 0 || seq >= 1<<48 || chunk < 0 || chunk >= 1<<16 {
+		return 0, false
+	}
+	return seq<<16 | uint64(chunk), true
+}
+
 // AppendRecord appends one encoded record to a batch payload (nil starts
 // a new batch).
 func AppendRecord(batch, rec []byte) []byte {

@@ -163,6 +163,7 @@ func (g *Gate) Forget(m Mark) {
 		g.head = 0
 	}
 }
+
 // Newest is the newest SeenTime (unix ns) of any event the gate admitted:
 // what moves the watermark on (Watermark.Observe).
 func (g *Gate) Newest() int64 { return g.newestAll }

@@ -5,8 +5,9 @@
 // windows instance sees every match of a key.
 //
 // A batch of events is acked only after JetStream acked all its matches. A
-// redelivered batch publishes its matches again; the windows stage drops
-// them by event id. Fused with the windows (Sink), a batch is acked once
+// redelivered batch publishes its matches again, each MATCHES message with
+// the position of the EVENTS message it comes from (bus.HeaderSource), by
+// which the windows recognise the matches they hold. Fused with the windows (Sink), a batch is acked once
 // the sink's state holds its matches durably; a batch handed again is
 // evaluated again and its matches applied again (the windows recognise
 // them by event id, not by position: docs/operations.md).
@@ -69,8 +70,14 @@ type Stage struct {
 	// it, failed whether one failed since the last reset. A batch handed
 	// again is judged as it was the first time: the reset undoes the
 	// gate's admissions back to the first batch not durable (undoAfter).
-	marks  []batchMark
-	seq    uint64
+	marks []batchMark
+	seq   uint64
+	// chunks counts, per partition, the messages published for the
+	// EVENTS message in hand; next is, per partition, the position after
+	// the last message published to it since the last failure (0: none),
+	// where the next message's account starts (bus.HeaderSource).
+	chunks []int
+	next   []uint64
 	acked  atomic.Uint64
 	failed atomic.Bool
 }
@@ -183,6 +190,7 @@ func (s *Stage) undoAfter() {
 		s.gate.Undo(s.marks[i].mark)
 		s.marks = s.marks[:i]
 	}
+	clear(s.next)
 	s.failed.Store(false)
 }
 
@@ -226,29 +234,51 @@ func (s *Stage) settle(seq uint64, wait func() error) func() error {
 // it returns collects JetStream's acks, so the next batch is evaluated
 // while they are on their way. Fused, it hands the matches to the sink
 // and returns its wait.
+//
+// The matches of each EVENTS message are published once it is evaluated,
+// one message per partition that has any (more if they do not fit), each
+// with the EVENTS message's position (bus.HeaderSource): evaluated again
+// after a crash, it gives the same positions, and the windows recognise
+// the matches they hold already.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	set := s.rules.Load()
 	js := s.bus.JetStream()
 	parts := uint32(s.bus.Partitions())
 	if len(s.batches) != int(parts) {
 		s.batches = make([][]byte, parts)
+		s.chunks = make([]int, parts)
+		s.next = make([]uint64, parts)
 	}
 	var futures []jetstream.PubAckFuture
 	s.forgetDurable()
 	s.seq++
-	seq := s.seq
-	s.marks = append(s.marks, batchMark{seq, s.gate.Mark()})
-	// Every match of this batch comes from an event admitted after the
-	// events seen so far: the windows may take those as complete once they
-	// applied a message of this batch. The batch's last message says the
-	// batch's own events are complete too: every message of the batch is
-	// before it in MATCHES.
-	header := watermarkHeader(s.gate.Newest())
-	// flush publishes partition p's batch of matches as one message.
-	flush := func(p int) error {
+	batch := s.seq
+	s.marks = append(s.marks, batchMark{batch, s.gate.Mark()})
+	// complete is the newest event time admitted once every match of the
+	// events before the EVENTS message in hand was published: the windows
+	// may take those as complete once they applied a message carrying it.
+	// The last message published for an EVENTS message carries the newest
+	// after it: every message of it is before that one in MATCHES.
+	complete := s.gate.Newest()
+	var source uint64 // the EVENTS message in hand's stream sequence (0: unknown)
+	// flush publishes partition p's matches as one message.
+	flush := func(p int, watermark int64) error {
 		if len(s.batches[p]) == 0 {
 			return nil
 		}
+		header := watermarkHeader(watermark)
+		if pos, ok := bus.SourcePosition(source, s.chunks[p]); ok {
+			from := pos
+			if n := s.next[p]; n != 0 && n <= pos {
+				from = n
+			}
+			s.next[p] = max(s.next[p], pos+1)
+			if header == nil {
+				header = nats.Header{}
+			}
+			header[bus.HeaderSource] = []string{strconv.FormatUint(from, 10) + " " + strconv.FormatUint(pos, 10)}
+		}
+		s.chunks[p]++
 		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: s.batches[p], Header: header})
 		if err != nil {
 			return err
@@ -257,7 +287,8 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.batches[p] = nil // the message owns the bytes now
 		return nil
 	}
-	emit := func(m *event.Match) error { return s.emit(m, parts, flush) }
+	early := func(p int) error { return flush(p, complete) }
+	emit := func(m *event.Match) error { return s.emit(m, parts, early) }
 	if s.sink != nil {
 		s.fused = nil // the sink keeps the last batch's
 		emit = func(m *event.Match) error {
@@ -270,6 +301,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		// Nothing of this batch took effect: it is handed again.
 		s.gate.Undo(s.marks[len(s.marks)-1].mark)
 		s.marks = s.marks[:len(s.marks)-1]
+		clear(s.next) // what was published of it is published again
 		s.coalesce.Reset()
 		s.coalesce.Coalesced = 0
 		for p := range s.batches {
@@ -279,6 +311,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return nil, err
 	}
 	for _, msg := range msgs {
+		source = 0
+		if md, err := msg.Metadata(); err == nil {
+			source = md.Sequence.Stream
+		}
+		clear(s.chunks)
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			s.events.Inc()
 			if !s.gate.Admit(ev) {
@@ -295,12 +332,30 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		}, func(line []byte, err error) error {
 			return s.bus.DeadLetter(ctx, "filter", err.Error(), line, "")
 		})
+		if err == nil {
+			// Coalesced per EVENTS message: its matches are the same
+			// however the messages were batched.
+			err = s.coalesce.Flush(emit)
+		}
 		if err != nil {
 			return fail(err)
 		}
-	}
-	if err := s.coalesce.Flush(emit); err != nil {
-		return fail(err)
+		last := -1
+		for p := range s.batches {
+			if len(s.batches[p]) > 0 {
+				last = p
+			}
+		}
+		for p := 0; p <= last; p++ {
+			wm := complete
+			if p == last {
+				wm = s.gate.Newest()
+			}
+			if err := flush(p, wm); err != nil {
+				return fail(err)
+			}
+		}
+		complete = s.gate.Newest()
 	}
 	if s.sink != nil {
 		size := 0
@@ -314,25 +369,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.fused = nil
 		s.coalesced.Add(float64(s.coalesce.Coalesced))
 		s.coalesce.Coalesced = 0
-		return s.settle(seq, wait), nil
-	}
-	last := -1
-	for p := range s.batches {
-		if len(s.batches[p]) > 0 {
-			last = p
-		}
-	}
-	for p := range s.batches {
-		if p == last {
-			header = watermarkHeader(s.gate.Newest())
-		}
-		if err := flush(p); err != nil {
-			return fail(err)
-		}
+		return s.settle(batch, wait), nil
 	}
 	s.coalesced.Add(float64(s.coalesce.Coalesced))
 	s.coalesce.Coalesced = 0
-	return s.settle(seq, func() error {
+	return s.settle(batch, func() error {
 		for _, f := range futures {
 			select {
 			case <-f.Ok():

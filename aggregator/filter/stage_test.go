@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -326,4 +327,117 @@ func lateDeadLetters(ctx context.Context, t *testing.T, b *bus.Bus) int {
 		}
 	})
 	return late
+}
+
+// EVENTS messages handed again (the rule filter was killed before it
+// acked them, or a batch failed) give each partition MATCHES messages at
+// the positions they gave it the first time (bus.HeaderSource), whether
+// the same stage or a restarted one evaluates them, and however they are
+// batched; and a partition's messages account for the positions between
+// them without overlapping.
+func TestMatchesHandedAgainKeepTheirSourcePositions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := bustest.Open(ctx, t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: any, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	for m := range 3 { // three EVENTS messages over 40 hosts each
+		var evs []*event.Event
+		for i := range 40 {
+			at := base.Add(time.Duration(m*100+i) * time.Second)
+			evs = append(evs, &event.Event{ID: fmt.Sprint("e", m, "-", i), Source: "syslog", Host: fmt.Sprint("h", i*(m+1)), Time: at, Received: at})
+		}
+		if err := b.PublishEvents(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := b.JetStream().CreateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range fetched.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != 3 {
+		t.Fatalf("fetched %d EVENTS messages, want 3", len(msgs))
+	}
+	read := 0
+	// evaluate hands s the batches and returns the MATCHES messages they
+	// gave: subject and HeaderSource.
+	evaluate := func(s *Stage, batches ...[]jetstream.Msg) [][2]string {
+		for _, batch := range batches {
+			wait, err := s.handle(ctx, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got [][2]string
+		i := 0
+		bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+			if i++; i > read {
+				got = append(got, [2]string{m.Subject, m.Header.Get(bus.HeaderSource)})
+			}
+		})
+		read = i
+		return got
+	}
+	newStage := func() *Stage {
+		s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// positions is subject → POS of each message.
+	positions := func(ms [][2]string) map[string][]uint64 {
+		out := map[string][]uint64{}
+		for _, m := range ms {
+			var from, pos uint64
+			if _, err := fmt.Sscanf(m[1], "%d %d", &from, &pos); err != nil || from > pos {
+				t.Fatalf("%s: source %q does not read", m[0], m[1])
+			}
+			out[m[0]] = append(out[m[0]], pos)
+		}
+		for _, ps := range out {
+			slices.Sort(ps)
+		}
+		return out
+	}
+	s := newStage()
+	first := evaluate(s, msgs)
+	// Each partition's messages account for disjoint, adjacent positions.
+	next := map[string]uint64{}
+	for _, m := range first {
+		var from, pos uint64
+		fmt.Sscanf(m[1], "%d %d", &from, &pos)
+		if n, ok := next[m[0]]; ok && from != n {
+			t.Errorf("%s: message at %d accounts from %d, want %d (right after the one before)", m[0], pos, from, n)
+		}
+		next[m[0]] = pos + 1
+	}
+	want := positions(first)
+	if len(want) < 2 {
+		t.Fatalf("the batch gave %d partitions; the test wants several", len(want))
+	}
+	if got := positions(evaluate(s, msgs)); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("handed again to the same stage: positions %v, want %v", got, want)
+	}
+	if got := positions(evaluate(newStage(), msgs[:1], msgs[1:])); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("handed again to a restarted stage, batched otherwise: positions %v, want %v", got, want)
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 
+	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
 
@@ -123,11 +125,34 @@ func (a applied) holds(stream string, seq uint64) bool {
 	return sp != nil && sp.pos.has(seq)
 }
 
-// add puts the message at seq of stream (made at created) in a. A stream
-// made again (another creation time) starts afresh.
-func (a applied) add(stream string, created int64, seq uint64) {
+// add puts the positions from through at of stream (made at created) in
+// a. A stream made again (another creation time) starts afresh.
+func (a applied) add(stream string, created int64, from, at uint64) {
 	sp := a.of(stream, created)
-	sp.pos.add(seq)
+	if from == at {
+		sp.pos.add(at)
+		return
+	}
+	sp.pos.addSpan(span{from, at})
+}
+
+// position is where a message is: at in stream, accounting for from
+// through at (from == at: only itself).
+type position struct {
+	stream   string
+	from, at uint64
+}
+
+// sourceStream is the name positions in EVENTS are kept under for the
+// MATCHES messages of subject (a partition): the same EVENTS message gives
+// each partition messages of its own.
+func sourceStream(subject string) string { return bus.StreamEvents + "/" + subject }
+
+// streamOf is the stream whose creation time positions kept under name
+// (a stream's name, or sourceStream's) are tied to.
+func streamOf(name string) string {
+	base, _, _ := strings.Cut(name, "/")
+	return base
 }
 
 // of is stream's positions in a, made (or made again) for created.
@@ -159,7 +184,7 @@ func (a applied) union(b applied) {
 // (by name): a stream made again, or gone.
 func (a applied) only(current map[string]int64) {
 	for name, sp := range a {
-		if c, ok := current[name]; !ok || c != sp.created {
+		if c, ok := current[streamOf(name)]; !ok || c != sp.created {
 			delete(a, name)
 		}
 	}
@@ -191,6 +216,10 @@ func appendApplied(b []byte, a applied) []byte {
 	return b
 }
 
+// maxStreams bounds the streams of an encoding: MATCHES, and EVENTS per
+// partition (at most 1,024).
+const maxStreams = 2048
+
 // errApplied is an encoding of applied that does not read back.
 var errApplied = errors.New("malformed applied positions")
 
@@ -198,7 +227,7 @@ var errApplied = errors.New("malformed applied positions")
 // or overlapping, or more than maxSpans of one stream, are an error.
 func readApplied(r *wire.Reader) (applied, error) {
 	n := r.Uvarint()
-	if r.Err() != nil || n > 64 {
+	if r.Err() != nil || n > maxStreams {
 		return nil, errApplied
 	}
 	a := make(applied, n)

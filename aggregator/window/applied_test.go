@@ -99,10 +99,10 @@ func TestAppliedRoundTripsAndStartsAfreshForAStreamMadeAgain(t *testing.T) {
 	a := applied{}
 	for seq := uint64(5); seq < 50; seq++ {
 		if seq%10 != 0 {
-			a.add("MATCHES", 100, seq)
+			a.add("MATCHES", 100, seq, seq)
 		}
 	}
-	a.add("EVENTS", 7, 1<<40)
+	a.add("EVENTS", 7, 1<<40, 1<<40)
 	r := wire.NewReader(appendApplied(nil, a))
 	got, err := readApplied(r)
 	if err == nil {
@@ -117,7 +117,7 @@ func TestAppliedRoundTripsAndStartsAfreshForAStreamMadeAgain(t *testing.T) {
 		}
 	}
 	// The stream made again: its old positions do not count.
-	a.add("MATCHES", 200, 3)
+	a.add("MATCHES", 200, 3, 3)
 	if a.holds("MATCHES", 5) || !a.holds("MATCHES", 3) {
 		t.Errorf("after MATCHES was made again: %+v", a["MATCHES"])
 	}
@@ -127,7 +127,7 @@ func TestAppliedRoundTripsAndStartsAfreshForAStreamMadeAgain(t *testing.T) {
 	}
 	// A union with a newer stream's positions replaces the older ones.
 	old := applied{}
-	old.add("MATCHES", 100, 9)
+	old.add("MATCHES", 100, 9, 9)
 	old.union(a)
 	if old.holds("MATCHES", 9) || !old.holds("MATCHES", 3) {
 		t.Errorf("union kept the older stream's positions: %+v", old["MATCHES"])
@@ -139,7 +139,7 @@ func TestAppliedRoundTripsAndStartsAfreshForAStreamMadeAgain(t *testing.T) {
 func FuzzReadApplied(f *testing.F) {
 	a := applied{}
 	for _, seq := range []uint64{1, 2, 3, 7, 9, 10, 1 << 50} {
-		a.add("MATCHES", 1733000000000000000, seq)
+		a.add("MATCHES", 1733000000000000000, seq, seq)
 	}
 	f.Add(appendApplied(nil, a))
 	f.Add(appendApplied(nil, applied{}))

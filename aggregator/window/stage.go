@@ -33,7 +33,11 @@
 // carries (applied.go), since applying a match twice is not always a
 // no-op (an at_most window's dropped match, a distinct rule's absorbed
 // repeat, an absence match past its deadline leave no trace in the
-// state). Fused with the rule filter, no positions are kept: a batch
+// state). The rule filter, killed after it published a batch's matches
+// and before it acked its events, publishes them again at new MATCHES
+// positions: the stage skips those by the position of the EVENTS message
+// they come from (bus.HeaderSource), which the record carries too, per
+// partition. Fused with the rule filter, no positions are kept: a batch
 // handed again is applied again, and its matches recognised by event id,
 // which those three cases do not (docs/operations.md). A failure (an alert not
 // acked, a write that failed) is a crash in miniature: the states in
@@ -56,6 +60,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,14 +282,21 @@ func (s *Stage) open(ctx context.Context) error {
 	return nil
 }
 
-// loadStreams reads the creation time of MATCHES: the positions the stage
-// keeps are of it (applied.go).
+// loadStreams reads the creation times of MATCHES and EVENTS: the
+// positions the stage keeps are of them (applied.go).
 func (s *Stage) loadStreams(ctx context.Context) error {
 	st, err := s.js.Stream(ctx, bus.StreamMatches)
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", bus.StreamMatches, err)
 	}
-	s.streams = map[string]int64{bus.StreamMatches: st.CachedInfo().Created.UnixNano()}
+	ev, err := s.js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", bus.StreamEvents, err)
+	}
+	s.streams = map[string]int64{
+		bus.StreamMatches: st.CachedInfo().Created.UnixNano(),
+		bus.StreamEvents:  ev.CachedInfo().Created.UnixNano(),
+	}
 	return nil
 }
 
@@ -354,7 +366,7 @@ func (s *Stage) runFused(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case fb := <-s.fusedq:
-			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ func(string, uint64) bool) (int64, error) {
+			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ func(...position) bool) (int64, error) {
 				for i := range fb.ms {
 					if err := each(&fb.ms[i]); err != nil {
 						return 0, err
@@ -389,13 +401,18 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	for _, msg := range msgs {
 		size += len(msg.Data())
 	}
-	return s.apply(ctx, size, func(each func(*event.Match) error, take func(string, uint64) bool) (int64, error) {
+	return s.apply(ctx, size, func(each func(*event.Match) error, take func(...position) bool) (int64, error) {
 		var newest int64
+		var at []position
 		for _, msg := range msgs {
-			again := false
+			at = at[:0]
 			if md, err := msg.Metadata(); err == nil {
-				again = !take(md.Stream, md.Sequence.Stream)
+				at = append(at, position{md.Stream, md.Sequence.Stream, md.Sequence.Stream})
 			}
+			if p, ok := sourcePosition(msg); ok {
+				at = append(at, p)
+			}
+			again := len(at) > 0 && !take(at...)
 			byHeader := false
 			if v := msg.Headers().Get(bus.HeaderWatermark); v != "" {
 				if wm, err := strconv.ParseInt(v, 10, 64); err == nil {
@@ -429,14 +446,31 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	})
 }
 
+// sourcePosition is the position in EVENTS a MATCHES message gives
+// (bus.HeaderSource), if it gives one that reads.
+func sourcePosition(msg jetstream.Msg) (position, bool) {
+	v := msg.Headers().Get(bus.HeaderSource)
+	if v == "" {
+		return position{}, false
+	}
+	f, a, ok := strings.Cut(v, " ")
+	from, err1 := strconv.ParseUint(f, 10, 64)
+	at, err2 := strconv.ParseUint(a, 10, 64)
+	if !ok || err1 != nil || err2 != nil || from == 0 || from > at {
+		return position{}, false
+	}
+	return position{sourceStream(msg.Subject()), from, at}, true
+}
+
 // apply applies the matches decode yields to their states (steps 1 and 2
 // of the contract above) in the current epoch; decode calls take with the
-// position of each message it decodes, and skips the message if take says
-// the states hold it already; it returns the newest event time the batch
+// positions of each message it decodes (in MATCHES, and in EVENTS of the
+// events its matches come from), and skips the message if take says the
+// states hold it already; it returns the newest event time the batch
 // lets the watermark move to; size is the bytes of its messages. The func
 // apply returns waits until the epoch's checkpoint is durable (step 5 is
 // the caller's ack).
-func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, take func(stream string, seq uint64) bool) (newest int64, err error)) (func() error, error) {
+func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, take func(at ...position) bool) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed.Load() {
@@ -452,15 +486,21 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
-	take := func(stream string, seq uint64) bool {
-		if s.holds(stream, seq) || b.positions.holds(stream, seq) {
-			b.redelivered++
-			return false
+	take := func(at ...position) bool {
+		for _, p := range at {
+			if s.holds(p.stream, p.at) || b.positions.holds(p.stream, p.at) {
+				b.redelivered++
+				return false
+			}
 		}
 		if b.positions == nil {
 			b.positions = applied{}
 		}
-		b.positions.add(stream, s.streams[stream], seq)
+		for _, p := range at {
+			if created, ok := s.streams[streamOf(p.stream)]; ok {
+				b.positions.add(p.stream, created, p.from, p.at)
+			}
+		}
 		return true
 	}
 	newest, err := decode(func(m *event.Match) error {
@@ -510,7 +550,7 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 // them (loadLog keeps only those; the epochs add no other). Call with mu
 // held.
 func (s *Stage) holds(stream string, seq uint64) bool {
-	if _, ok := s.streams[stream]; !ok {
+	if _, ok := s.streams[streamOf(stream)]; !ok {
 		return false
 	}
 	return s.applied.holds(stream, seq) || s.cur.positions.holds(stream, seq) || (s.writing != nil && s.writing.positions.holds(stream, seq))
