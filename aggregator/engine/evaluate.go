@@ -91,6 +91,10 @@ func Coalescable(r *rules.Rule) bool { return r.Kind == rules.KindAbsence && len
 // traffic); the in-memory drivers have nothing to save and do not.
 type Coalescer struct {
 	silences map[silenceKey]*silence
+	// order is the keys of silences as first seen: Flush passes on what
+	// is held in that order, so the same matches always come out in the
+	// same order (the rule filter's MATCHES runs depend on it).
+	order []silenceKey
 	// Coalesced counts the matches held back and replaced.
 	Coalesced int
 }
@@ -116,6 +120,7 @@ func (c *Coalescer) Add(r *rules.Rule, m *event.Match, emit func(*event.Match) e
 		}
 		sl = &silence{}
 		c.silences[k] = sl
+		c.order = append(c.order, k)
 		sl.anchor = m.At().UnixNano()
 		return emit(m)
 	}
@@ -148,8 +153,8 @@ func (c *Coalescer) Add(r *rules.Rule, m *event.Match, emit func(*event.Match) e
 // Flush passes on the matches held back and forgets every key: at the
 // end of a batch.
 func (c *Coalescer) Flush(emit func(*event.Match) error) error {
-	for _, sl := range c.silences {
-		if sl.held {
+	for _, k := range c.order {
+		if sl := c.silences[k]; sl.held {
 			if err := emit(&sl.pending); err != nil {
 				return err
 			}
@@ -157,9 +162,15 @@ func (c *Coalescer) Flush(emit func(*event.Match) error) error {
 		}
 	}
 	clear(c.silences)
+	clear(c.order)
+	c.order = c.order[:0]
 	return nil
 }
 
 // Reset forgets what is held, without passing it on: the batch will be
 // evaluated again.
-func (c *Coalescer) Reset() { clear(c.silences) }
+func (c *Coalescer) Reset() {
+	clear(c.silences)
+	clear(c.order)
+	c.order = c.order[:0]
+}

@@ -45,10 +45,11 @@ type Stage struct {
 	bus   *bus.Bus
 	rules atomic.Pointer[rules.Set]
 	log   *slog.Logger
-	// batches holds each MATCHES partition's matches of the batch of events
-	// in hand (bus.AppendRecord); rec is scratch for one match.
-	batches [][]byte
-	rec     []byte
+	// parts holds each MATCHES partition's message being built, and where
+	// its account of EVENTS positions stands (source.go); rec is scratch
+	// for one match.
+	parts []part
+	rec   []byte
 
 	events     prometheus.Counter
 	matches    *prometheus.CounterVec
@@ -70,14 +71,8 @@ type Stage struct {
 	// it, failed whether one failed since the last reset. A batch handed
 	// again is judged as it was the first time: the reset undoes the
 	// gate's admissions back to the first batch not durable (undoAfter).
-	marks []batchMark
-	seq   uint64
-	// chunks counts, per partition, the messages published for the
-	// EVENTS message in hand; next is, per partition, the position after
-	// the last message published to it since the last failure (0: none),
-	// where the next message's account starts (bus.HeaderSource).
-	chunks []int
-	next   []uint64
+	marks  []batchMark
+	seq    uint64
 	acked  atomic.Uint64
 	failed atomic.Bool
 }
@@ -190,7 +185,9 @@ func (s *Stage) undoAfter() {
 		s.gate.Undo(s.marks[i].mark)
 		s.marks = s.marks[:i]
 	}
-	clear(s.next)
+	for p := range s.parts {
+		s.parts[p].drop()
+	}
 	s.failed.Store(false)
 }
 
@@ -235,60 +232,56 @@ func (s *Stage) settle(seq uint64, wait func() error) func() error {
 // while they are on their way. Fused, it hands the matches to the sink
 // and returns its wait.
 //
-// The matches of each EVENTS message are published once it is evaluated,
-// one message per partition that has any (more if they do not fit), each
-// with the EVENTS message's position (bus.HeaderSource): evaluated again
-// after a crash, it gives the same positions, and the windows recognise
-// the matches they hold already.
+// Each MATCHES message says which EVENTS messages its matches come from
+// (bus.HeaderSource, source.go): evaluated again after a crash, an EVENTS
+// message gives the same matches at the same positions, and the windows
+// skip those they hold.
 func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error, error) {
 	set := s.rules.Load()
 	js := s.bus.JetStream()
 	parts := uint32(s.bus.Partitions())
-	if len(s.batches) != int(parts) {
-		s.batches = make([][]byte, parts)
-		s.chunks = make([]int, parts)
-		s.next = make([]uint64, parts)
+	if len(s.parts) != int(parts) {
+		s.parts = make([]part, parts)
 	}
 	var futures []jetstream.PubAckFuture
 	s.forgetDurable()
 	s.seq++
 	batch := s.seq
 	s.marks = append(s.marks, batchMark{batch, s.gate.Mark()})
-	// complete is the newest event time admitted once every match of the
-	// events before the EVENTS message in hand was published: the windows
-	// may take those as complete once they applied a message carrying it.
-	// The last message published for an EVENTS message carries the newest
-	// after it: every message of it is before that one in MATCHES.
-	complete := s.gate.Newest()
+	// Every match of this batch comes from an event admitted after the
+	// events seen so far: the windows may take those as complete once they
+	// applied a message of this batch. The batch's last message says the
+	// batch's own events are complete too: every message of the batch is
+	// before it in MATCHES.
+	header := watermarkHeader(s.gate.Newest())
 	var source uint64 // the EVENTS message in hand's stream sequence (0: unknown)
-	// flush publishes partition p's matches as one message.
-	flush := func(p int, watermark int64) error {
-		if len(s.batches[p]) == 0 {
+	// flush publishes partition p's batch of matches as one message.
+	flush := func(p int) error {
+		pt := &s.parts[p]
+		if len(pt.batch) == 0 {
 			return nil
 		}
-		header := watermarkHeader(watermark)
-		if pos, ok := bus.SourcePosition(source, s.chunks[p]); ok {
-			from := pos
-			if n := s.next[p]; n != 0 && n <= pos {
-				from = n
+		h := header
+		if v := pt.header(); v != "" {
+			h = nats.Header{bus.HeaderSource: []string{v}}
+			for k, v := range header {
+				h[k] = v
 			}
-			s.next[p] = max(s.next[p], pos+1)
-			if header == nil {
-				header = nats.Header{}
-			}
-			header[bus.HeaderSource] = []string{strconv.FormatUint(from, 10) + " " + strconv.FormatUint(pos, 10)}
 		}
-		s.chunks[p]++
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: s.batches[p], Header: header})
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: pt.batch, Header: h})
 		if err != nil {
 			return err
 		}
 		futures = append(futures, f)
-		s.batches[p] = nil // the message owns the bytes now
+		pt.sent()
 		return nil
 	}
-	early := func(p int) error { return flush(p, complete) }
-	emit := func(m *event.Match) error { return s.emit(m, parts, early) }
+	emit := func(m *event.Match) error {
+		s.matchCounter(m.RuleID).Inc()
+		s.rec = event.AppendMatch(s.rec[:0], m)
+		p := int(partition(m.RuleID, m.Key, parts))
+		return s.parts[p].add(s.rec, source, func() error { return flush(p) })
+	}
 	if s.sink != nil {
 		s.fused = nil // the sink keeps the last batch's
 		emit = func(m *event.Match) error {
@@ -301,11 +294,10 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		// Nothing of this batch took effect: it is handed again.
 		s.gate.Undo(s.marks[len(s.marks)-1].mark)
 		s.marks = s.marks[:len(s.marks)-1]
-		clear(s.next) // what was published of it is published again
 		s.coalesce.Reset()
 		s.coalesce.Coalesced = 0
-		for p := range s.batches {
-			s.batches[p] = s.batches[p][:0] // the batch will be evaluated again
+		for p := range s.parts {
+			s.parts[p].drop() // what was published of it is published again
 		}
 		s.fused = nil
 		return nil, err
@@ -315,7 +307,9 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if md, err := msg.Metadata(); err == nil {
 			source = md.Sequence.Stream
 		}
-		clear(s.chunks)
+		for p := range s.parts {
+			s.parts[p].chunk = 0
+		}
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			s.events.Inc()
 			if !s.gate.Admit(ev) {
@@ -340,22 +334,6 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if err != nil {
 			return fail(err)
 		}
-		last := -1
-		for p := range s.batches {
-			if len(s.batches[p]) > 0 {
-				last = p
-			}
-		}
-		for p := 0; p <= last; p++ {
-			wm := complete
-			if p == last {
-				wm = s.gate.Newest()
-			}
-			if err := flush(p, wm); err != nil {
-				return fail(err)
-			}
-		}
-		complete = s.gate.Newest()
 	}
 	if s.sink != nil {
 		size := 0
@@ -370,6 +348,20 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		s.coalesced.Add(float64(s.coalesce.Coalesced))
 		s.coalesce.Coalesced = 0
 		return s.settle(batch, wait), nil
+	}
+	last := -1
+	for p := range s.parts {
+		if len(s.parts[p].batch) > 0 {
+			last = p
+		}
+	}
+	for p := range s.parts {
+		if p == last {
+			header = watermarkHeader(s.gate.Newest())
+		}
+		if err := flush(p); err != nil {
+			return fail(err)
+		}
 	}
 	s.coalesced.Add(float64(s.coalesce.Coalesced))
 	s.coalesce.Coalesced = 0
@@ -394,24 +386,6 @@ func watermarkHeader(newest int64) nats.Header {
 		return nil
 	}
 	return nats.Header{bus.HeaderWatermark: []string{strconv.FormatInt(newest, 10)}}
-}
-
-// emit adds m to its partition's batch, publishing the batch first if m
-// would not fit.
-func (s *Stage) emit(m *event.Match, parts uint32, flush func(int) error) error {
-	s.matchCounter(m.RuleID).Inc()
-	s.rec = event.AppendMatch(s.rec[:0], m)
-	p := int(partition(m.RuleID, m.Key, parts))
-	if !bus.Fits(s.batches[p], len(s.rec)) {
-		if err := flush(p); err != nil {
-			return err
-		}
-	}
-	if s.batches[p] == nil {
-		s.batches[p] = make([]byte, 0, 32<<10) // fewer copies as it grows
-	}
-	s.batches[p] = bus.AppendRecord(s.batches[p], s.rec)
-	return nil
 }
 
 // matchCounter returns outpost_filter_matches_total{rule=id}.

@@ -76,6 +76,9 @@ type batch struct {
 	// redelivered counts those it skipped, which the states already held.
 	positions   applied
 	redelivered int
+	// republished counts the matches it skipped from EVENTS messages the
+	// states already held (a rule filter handed its events again).
+	republished int
 }
 
 func (b *batch) keyCapHit(rule string) {

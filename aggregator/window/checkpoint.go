@@ -29,9 +29,11 @@ type epoch struct {
 	unknown   int
 	keyCaps   map[string]int
 	// positions are the consumer messages its batches applied, which its
-	// checkpoint's record carries; redelivered those they skipped.
+	// checkpoint's record carries; redelivered those they skipped,
+	// republished the matches they skipped by EVENTS position.
 	positions   applied
 	redelivered int
+	republished int
 	done        chan struct{}
 	err         error
 }
@@ -58,6 +60,7 @@ func (ep *epoch) add(b *batch, wait func(context.Context) error, maxTime int64, 
 	ep.unknown += b.unknown
 	ep.positions.union(b.positions)
 	ep.redelivered += b.redelivered
+	ep.republished += b.republished
 	for rule, n := range b.keyCaps {
 		if ep.keyCaps == nil {
 			ep.keyCaps = map[string]int{}
@@ -499,6 +502,9 @@ func (s *Stage) count(ep *epoch) {
 	}
 	if ep.unknown > 0 {
 		s.unknown.Add(float64(ep.unknown))
+	}
+	if ep.republished > 0 {
+		s.republished.Add(float64(ep.republished))
 	}
 	if ep.redelivered > 0 {
 		s.redelivered.Add(float64(ep.redelivered))

@@ -1068,7 +1068,7 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 	for i, b := range batches {
 		wantIDs = append(wantIDs, ref.apply(t, h.set, b...)...)
 		matches += len(b)
-		wait, err := h.s.apply(ctx, 0, func(each func(*event.Match) error, _ func(...position) bool) (int64, error) {
+		wait, err := h.s.apply(ctx, 0, func(each func(*event.Match) error, _ tracker) (int64, error) {
 			var newest int64
 			for _, m := range b {
 				newest = max(newest, m.At().UnixNano())

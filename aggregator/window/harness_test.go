@@ -186,9 +186,9 @@ func applyBatch(ctx context.Context, s *Stage, ms []*event.Match) (settle func()
 // applyBatchAt is applyBatch as one MATCHES message at stream sequence
 // seq (0: none), which the stage skips if the states hold it already.
 func applyBatchAt(ctx context.Context, s *Stage, seq uint64, ms []*event.Match) (settle func() error, err error) {
-	return s.apply(ctx, 0, func(each func(*event.Match) error, take func(...position) bool) (int64, error) {
+	return s.apply(ctx, 0, func(each func(*event.Match) error, k tracker) (int64, error) {
 		var newest int64
-		again := seq != 0 && !take(position{bus.StreamMatches, seq, seq})
+		again := seq != 0 && !k.take(position{bus.StreamMatches, seq, seq})
 		for _, m := range ms {
 			newest = max(newest, m.At().UnixNano())
 			if again {

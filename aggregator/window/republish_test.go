@@ -2,6 +2,7 @@ package window
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -49,15 +50,19 @@ func TestRepublishedMatchesAreSkipped(t *testing.T) {
 			handleAll(ctx, t, s, again)
 			ackAll(ctx, t, first)
 			stop()
-			if n := testutil.ToFloat64(s.redelivered); int(n) != len(again) {
-				t.Errorf("%v of %d republished messages recognised", n, len(again))
+			matches := 0
+			for _, b := range c.batches {
+				matches += len(b)
+			}
+			if n := testutil.ToFloat64(s.republished); int(n) != matches {
+				t.Errorf("%v of %d republished matches recognised", n, matches)
 			}
 			s2, stop2 := run.stage(ctx, nil)
 			third := publishSourced(ctx, t, js, cons, c.batches, 1)
 			handleAll(ctx, t, s2, third)
 			stop2()
-			if n := testutil.ToFloat64(s2.redelivered); int(n) != len(third) {
-				t.Errorf("after a restart, %v of %d republished messages recognised", n, len(third))
+			if n := testutil.ToFloat64(s2.republished); int(n) != matches {
+				t.Errorf("after a restart, %v of %d republished matches recognised", n, matches)
 			}
 			if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
 				t.Errorf("alerts %v, want the single run's %v", run.published, ref.published)
@@ -85,8 +90,7 @@ func publishSourced(ctx context.Context, t *testing.T, js jetstream.JetStream, c
 			msg.Data = bus.AppendRecord(msg.Data, event.AppendMatch(nil, m))
 		}
 		pos, _ := bus.SourcePosition(uint64(first+i), 0)
-		p := strconv.FormatUint(pos, 10)
-		msg.Header.Set(bus.HeaderSource, p+" "+p)
+		msg.Header.Set(bus.HeaderSource, strconv.FormatUint(pos, 10)+" 0:"+strconv.Itoa(len(batch)))
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
@@ -149,4 +153,86 @@ func ackAll(ctx context.Context, t *testing.T, msgs []jetstream.Msg) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A rule filter handed its events again may batch them otherwise: a
+// MATCHES message then holds runs of EVENTS messages the states hold and
+// of ones they do not. Each run is skipped or applied on its own, and a
+// message accounts for the positions between its runs (they gave its
+// partition nothing).
+func TestRepublishedRunsAreSkippedOneByOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h := newHarness(ctx, t, thresholdRule, nil)
+	js := h.s.bus.JetStream()
+	cons := matchesConsumer(ctx, t, js)
+	pos := func(seq uint64) uint64 { p, _ := bus.SourcePosition(seq, 0); return p }
+	publish := func(header string, ids ...string) []jetstream.Msg {
+		msg := nats.NewMsg("matches.0")
+		for i, id := range ids {
+			msg.Data = bus.AppendRecord(msg.Data, event.AppendMatch(nil, match("many", "a", id, t0.Add(time.Duration(i)*time.Second))))
+		}
+		msg.Header.Set(bus.HeaderSource, header)
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		return msgs
+	}
+	p1, p3 := pos(1), pos(3)
+	// EVENTS message 1 gave a1 and a2; 2 gave this partition nothing.
+	handleAll(ctx, t, h.s, publish(fmt.Sprintf("%d 0:2", p1), "a1", "a2"))
+	// Again, batched with message 3: a1, a2 held, b1 new.
+	handleAll(ctx, t, h.s, publish(fmt.Sprintf("%d 0:2 %d:1", p1, p3-p1), "a1", "a2", "b1"))
+	// Message 3 alone, as 2 would be (accounted for by the message before).
+	handleAll(ctx, t, h.s, publish(fmt.Sprintf("%d 0:1", pos(2)), "x"))
+	handleAll(ctx, t, h.s, publish(fmt.Sprintf("%d 0:1", p3), "b1"))
+	// The rule's threshold is 3: b1 fires.
+	if c, f, d := h.verdict("counted"), h.verdict("fired"), h.verdict("duplicate"); c != 2 || f != 1 || d != 0 {
+		t.Errorf("verdicts counted %v fired %v duplicate %v, want 2 (a1, a2), 1 (b1) and 0", c, f, d)
+	}
+	if n := testutil.ToFloat64(h.s.republished); n != 4 {
+		t.Errorf("%v matches skipped as republished, want 4 (a1, a2, x, b1)", n)
+	}
+	s2 := restarted(ctx, t, h)
+	for _, p := range []uint64{p1, pos(2), p3, p1 + 1, p3 - 1} {
+		if !s2.holds(sourceStream("matches.0"), p) {
+			t.Errorf("after a restart, EVENTS position %d is not held", p)
+		}
+	}
+	if s2.holds(sourceStream("matches.0"), p3+1) || s2.holds(sourceStream("matches.1"), p1) {
+		t.Error("after a restart, a position never accounted for is held")
+	}
+}
+
+// FuzzParseSource: any header value reads or is refused, never panics;
+// what reads has runs in increasing positions from FROM on, and counts
+// that are not negative.
+func FuzzParseSource(f *testing.F) {
+	for _, seed := range []string{"65536 0:3", "65536 0:2 65536:1 1:4", "1 0:0", "", "0 0:1", "65536", "65536 1", "65536 0:1 0:1", "18446744073709551615 1:1", "7 -1:2", "7 0:-2", "7  0:1"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		src, ok := parseSource(v, "matches.3")
+		if !ok {
+			return
+		}
+		if src.from == 0 || len(src.runs) == 0 || src.stream != sourceStream("matches.3") {
+			t.Fatalf("%q read as %+v", v, src)
+		}
+		prev := src.from
+		for i, r := range src.runs {
+			if r.pos < prev || (i > 0 && r.pos == prev) || r.n < 0 {
+				t.Fatalf("%q: run %d %+v after %d", v, i, r, prev)
+			}
+			prev = r.pos
+		}
+	})
 }

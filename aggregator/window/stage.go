@@ -122,6 +122,7 @@ type Stage struct {
 	alerts      *prometheus.CounterVec
 	unknown     prometheus.Counter
 	redelivered prometheus.Counter
+	republished prometheus.Counter
 	checkpoints *prometheus.CounterVec
 	cpSeconds   prometheus.Histogram
 	cpStates    prometheus.Histogram
@@ -163,6 +164,10 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_windows_redelivered_messages_total",
 			Help: "Messages handed again (after a crash, or an ack timeout) whose matches the window state already held; skipped. Counted once checkpointed.",
+		}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_windows_republished_matches_total",
+			Help: "Matches published again by a rule filter handed their events again (after a crash) that the window state already held, recognised by the EVENTS message they come from; skipped. Counted once checkpointed.",
 		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_windows_checkpoints_total",
@@ -214,7 +219,7 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 			ConstLabels: prometheus.Labels{"from": from},
 		}, func() float64 { return float64(n.Load()) }))
 	}
-	for _, c := range append([]prometheus.Collector{s.verdicts, s.deadlines, s.keyCap, s.alerts, s.unknown, s.redelivered, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
+	for _, c := range append([]prometheus.Collector{s.verdicts, s.deadlines, s.keyCap, s.alerts, s.unknown, s.redelivered, s.republished, s.checkpoints, s.cpSeconds, s.cpStates, live, coldBytes, logBytes, s.compactionsDone, s.compactSeconds}, reads...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the windows metrics: %w", err)
 		}
@@ -366,7 +371,7 @@ func (s *Stage) runFused(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case fb := <-s.fusedq:
-			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ func(...position) bool) (int64, error) {
+			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ tracker) (int64, error) {
 				for i := range fb.ms {
 					if err := each(&fb.ms[i]); err != nil {
 						return 0, err
@@ -401,18 +406,14 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	for _, msg := range msgs {
 		size += len(msg.Data())
 	}
-	return s.apply(ctx, size, func(each func(*event.Match) error, take func(...position) bool) (int64, error) {
+	return s.apply(ctx, size, func(each func(*event.Match) error, k tracker) (int64, error) {
 		var newest int64
-		var at []position
+		var held []bool
 		for _, msg := range msgs {
-			at = at[:0]
+			again := false
 			if md, err := msg.Metadata(); err == nil {
-				at = append(at, position{md.Stream, md.Sequence.Stream, md.Sequence.Stream})
+				again = !k.take(position{md.Stream, md.Sequence.Stream, md.Sequence.Stream})
 			}
-			if p, ok := sourcePosition(msg); ok {
-				at = append(at, p)
-			}
-			again := len(at) > 0 && !take(at...)
 			byHeader := false
 			if v := msg.Headers().Get(bus.HeaderWatermark); v != "" {
 				if wm, err := strconv.ParseInt(v, 10, 64); err == nil {
@@ -422,16 +423,42 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			if again && byHeader {
 				continue
 			}
+			// The runs of matches from EVENTS messages the states hold
+			// already (republished by a rule filter handed its events
+			// again) are skipped.
+			src, ok := parseSource(msg.Headers().Get(bus.HeaderSource), msg.Subject())
+			held = held[:0]
+			if ok && !again {
+				for _, r := range src.runs {
+					held = append(held, k.holds(src.stream, r.pos))
+				}
+			}
+			run := 0
+			// skip reports whether the next record is of a held run.
+			skip := func() bool {
+				for run < len(src.runs) && src.runs[run].n == 0 {
+					run++
+				}
+				if run == len(src.runs) {
+					return false
+				}
+				src.runs[run].n--
+				if run < len(held) && held[run] {
+					k.skipped()
+					return true
+				}
+				return false
+			}
 			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
 				if !byHeader {
 					newest = max(newest, m.At().UnixNano())
 				}
-				if again {
+				if skip() || again {
 					return nil
 				}
 				return each(m)
 			}, func(rec []byte, err error) error {
-				if again {
+				if skip() || again {
 					return nil // dead-lettered the first time
 				}
 				// Not ours to fix: the filter wrote it. Keep it for a human.
@@ -441,36 +468,106 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			if err != nil {
 				return 0, err
 			}
+			if ok && !again {
+				k.add(position{src.stream, src.from, src.runs[len(src.runs)-1].pos})
+			}
 		}
 		return newest, nil
 	})
 }
 
-// sourcePosition is the position in EVENTS a MATCHES message gives
-// (bus.HeaderSource), if it gives one that reads.
-func sourcePosition(msg jetstream.Msg) (position, bool) {
-	v := msg.Headers().Get(bus.HeaderSource)
-	if v == "" {
-		return position{}, false
-	}
-	f, a, ok := strings.Cut(v, " ")
-	from, err1 := strconv.ParseUint(f, 10, 64)
-	at, err2 := strconv.ParseUint(a, 10, 64)
-	if !ok || err1 != nil || err2 != nil || from == 0 || from > at {
-		return position{}, false
-	}
-	return position{sourceStream(msg.Subject()), from, at}, true
+// source is a MATCHES message's bus.HeaderSource: the runs of its
+// matches, each from one EVENTS message, at their positions, and the
+// positions from through the last run's it accounts for, kept under
+// stream.
+type source struct {
+	stream string
+	from   uint64
+	runs   []sourceRun
 }
 
+type sourceRun struct {
+	pos uint64
+	n   int
+}
+
+// parseSource reads v, HeaderSource's "FROM D1:N1 D2:N2 ..." on a message
+// of subject; ok is false if there is none or it does not read (its
+// matches are then applied as they come).
+func parseSource(v, subject string) (src source, ok bool) {
+	if v == "" {
+		return src, false
+	}
+	f, rest, _ := strings.Cut(v, " ")
+	from, err := strconv.ParseUint(f, 10, 64)
+	if err != nil || from == 0 || rest == "" {
+		return src, false
+	}
+	src = source{stream: sourceStream(subject), from: from}
+	pos := from
+	for rest != "" {
+		var item string
+		item, rest, _ = strings.Cut(rest, " ")
+		d, n, found := strings.Cut(item, ":")
+		delta, err1 := strconv.ParseUint(d, 10, 64)
+		count, err2 := strconv.Atoi(n)
+		if !found || err1 != nil || err2 != nil || count < 0 || (len(src.runs) > 0 && delta == 0) || pos+delta < pos {
+			return source{}, false
+		}
+		pos += delta
+		src.runs = append(src.runs, sourceRun{pos, count})
+	}
+	return src, true
+}
+
+// tracker is what decode is given to consult and record the positions of
+// the messages it decodes, for apply's batch.
+type tracker struct {
+	s *Stage
+	b *batch
+}
+
+// take reports whether the message at p is new, and records it; false
+// (counted as redelivered) if the states hold it already.
+func (k tracker) take(p position) bool {
+	if k.holds(p.stream, p.at) {
+		k.b.redelivered++
+		return false
+	}
+	k.add(p)
+	return true
+}
+
+// holds reports whether the states hold position at of stream: a durable
+// checkpoint's, or an epoch's since, or this batch's.
+func (k tracker) holds(stream string, at uint64) bool {
+	return k.s.holds(stream, at) || k.b.positions.holds(stream, at)
+}
+
+// add records p (its positions from through at) as the batch's.
+func (k tracker) add(p position) {
+	created, ok := k.s.streams[streamOf(p.stream)]
+	if !ok {
+		return
+	}
+	if k.b.positions == nil {
+		k.b.positions = applied{}
+	}
+	k.b.positions.add(p.stream, created, p.from, p.at)
+}
+
+// skipped counts a match skipped as republished.
+func (k tracker) skipped() { k.b.republished++ }
+
 // apply applies the matches decode yields to their states (steps 1 and 2
-// of the contract above) in the current epoch; decode calls take with the
-// positions of each message it decodes (in MATCHES, and in EVENTS of the
-// events its matches come from), and skips the message if take says the
-// states hold it already; it returns the newest event time the batch
+// of the contract above) in the current epoch; decode consults and records
+// through its tracker the positions of each message it decodes (in
+// MATCHES, and in EVENTS of the events its matches come from), and skips
+// what the states hold already; it returns the newest event time the batch
 // lets the watermark move to; size is the bytes of its messages. The func
 // apply returns waits until the epoch's checkpoint is durable (step 5 is
 // the caller's ack).
-func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, take func(at ...position) bool) (newest int64, err error)) (func() error, error) {
+func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, k tracker) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed.Load() {
@@ -486,23 +583,6 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
-	take := func(at ...position) bool {
-		for _, p := range at {
-			if s.holds(p.stream, p.at) || b.positions.holds(p.stream, p.at) {
-				b.redelivered++
-				return false
-			}
-		}
-		if b.positions == nil {
-			b.positions = applied{}
-		}
-		for _, p := range at {
-			if created, ok := s.streams[streamOf(p.stream)]; ok {
-				b.positions.add(p.stream, created, p.from, p.at)
-			}
-		}
-		return true
-	}
 	newest, err := decode(func(m *event.Match) error {
 		r := set.Rule(m.RuleID)
 		if r == nil {
@@ -524,7 +604,7 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 			alerts = append(alerts, res.Alert)
 		}
 		return nil
-	}, take)
+	}, tracker{s, b})
 	if err == nil {
 		err = s.submit(b, alerts, newest, size)
 	}
