@@ -34,31 +34,6 @@ const batchBinary = 0xB1
 // (written by an older version) moves the watermark by its matches' times.
 const HeaderWatermark = "Outpost-Watermark"
 
-// HeaderSource, on a MATCHES message, says which EVENTS messages its
-// matches come from: "FROM D1:N1 D2:N2 ...", decimal. The matches are in
-// runs, each of one EVENTS message (or one chunk of its matches for this
-// partition, at most 64 KiB: aggregator/filter), in order: run i has N_i
-// matches and position P_i = P_(i-1) + D_i, P_0 = FROM (SourcePosition:
-// the EVENTS stream sequence times 2^16 plus the chunk). The same EVENTS
-// message evaluated again, after the rule filter crashed before acking
-// it, gives the same runs at the same positions however it is batched,
-// and the windows skip the runs they hold. FROM through the last run's
-// position are the positions the message accounts for on its partition:
-// those between its runs, and since the rule filter's previous message to
-// the partition, gave it nothing. A message without it (an older version,
-// or an EVENTS message without metadata) is applied as it comes.
-const HeaderSource = "Outpost-Source"
-
-// SourcePosition is HeaderSource's position of the chunk-th run of
-// partition from the EVENTS message at seq; ok is false past 2^16 runs or
-// an EVENTS sequence of 2^48 and more.
-func SourcePosition(seq uint64, chunk int) (pos uint64, ok bool) {
-	if seq == 0 || seq >= 1<<48 || chunk < 0 || chunk >= 1<<16 {
-		return 0, false
-	}
-	return seq<<16 | uint64(chunk), true
-}
-
 // AppendRecord appends one encoded record to a batch payload (nil starts
 // a new batch).
 func AppendRecord(batch, rec []byte) []byte {

@@ -262,7 +262,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			return nil
 		}
 		h := header
-		if v := pt.header(); v != "" {
+		if v := pt.src.Format(); v != "" {
 			h = nats.Header{bus.HeaderSource: []string{v}}
 			for k, v := range header {
 				h[k] = v

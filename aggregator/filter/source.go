@@ -2,7 +2,6 @@ package filter
 
 import (
 	"encoding/binary"
-	"strconv"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 )
@@ -18,20 +17,13 @@ const chunkBytes = 64 << 10
 // recordOverhead is what bus.AppendRecord adds to a record at most.
 const recordOverhead = binary.MaxVarintLen64
 
-// run is the matches of one EVENTS message (one chunk of them) in the
-// MATCHES message being built: its position (0: none) and how many.
-type run struct {
-	pos uint64
-	n   int
-}
-
 // part is what the rule filter keeps of one MATCHES partition.
 type part struct {
-	// batch is the message being built (bus.AppendRecord), runs its runs
-	// in order, from where its account starts (HeaderSource's FROM).
+	// batch is the message being built (bus.AppendRecord), src its runs
+	// (each the matches of one EVENTS message, or one chunk of them, a
+	// run without position 0) and where its account starts.
 	batch []byte
-	runs  []run
-	from  uint64
+	src   bus.Source
 	// runBytes is the bytes of the last run; chunk numbers the runs of
 	// the EVENTS message in hand.
 	runBytes int
@@ -51,30 +43,31 @@ func (pt *part) add(rec []byte, source uint64, flush func() error) error {
 	if !ok {
 		pos = 0
 	}
-	last := len(pt.runs) - 1
-	if last >= 0 && pt.runs[last].pos == pos && pos != 0 && pt.runBytes+n > chunkBytes {
+	runs := pt.src.Runs
+	last := len(runs) - 1
+	if last >= 0 && runs[last].Pos == pos && pos != 0 && pt.runBytes+n > chunkBytes {
 		// The run is full: the next chunk of this EVENTS message.
 		pt.chunk++
 		if pos, ok = bus.SourcePosition(source, pt.chunk); !ok {
 			pos = 0
 		}
 	}
-	if last < 0 || pt.runs[last].pos != pos || (pos == 0 && !bus.Fits(pt.batch, len(rec))) {
+	if last < 0 || runs[last].Pos != pos || (pos == 0 && !bus.Fits(pt.batch, len(rec))) {
 		from := pos
 		if pos != 0 && pt.next != 0 && pt.next <= pos {
 			from = pt.next
 		}
-		contiguous := last < 0 || (pos != 0 && pt.runs[last].pos != 0 && from == pt.runs[last].pos+1)
+		contiguous := last < 0 || (pos != 0 && runs[last].Pos != 0 && from == runs[last].Pos+1)
 		roomy := len(pt.batch) == 0 || (len(pt.batch)+chunkBytes <= bus.MaxBatchBytes && bus.Fits(pt.batch, len(rec)))
 		if !contiguous || !roomy {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		if len(pt.runs) == 0 {
-			pt.from = from
+		if len(pt.src.Runs) == 0 {
+			pt.src.From = from
 		}
-		pt.runs = append(pt.runs, run{pos: pos})
+		pt.src.Runs = append(pt.src.Runs, bus.SourceRun{Pos: pos})
 		pt.runBytes = 0
 		if pos != 0 {
 			pt.next = max(pt.next, pos+1)
@@ -84,41 +77,22 @@ func (pt *part) add(rec []byte, source uint64, flush func() error) error {
 		pt.batch = make([]byte, 0, 32<<10) // fewer copies as it grows
 	}
 	pt.batch = bus.AppendRecord(pt.batch, rec)
-	pt.runs[len(pt.runs)-1].n++
+	pt.src.Runs[len(pt.src.Runs)-1].N++
 	pt.runBytes += n
 	return nil
-}
-
-// header is the partition's message's HeaderSource value, "" if its
-// matches have no position: "FROM D1:N1 D2:N2 ...", each run's position
-// the one before's (FROM for the first) plus D, with its N matches.
-func (pt *part) header() string {
-	if len(pt.runs) == 0 || pt.runs[0].pos == 0 {
-		return ""
-	}
-	b := strconv.AppendUint(nil, pt.from, 10)
-	prev := pt.from
-	for _, r := range pt.runs {
-		b = append(b, ' ')
-		b = strconv.AppendUint(b, r.pos-prev, 10)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, int64(r.n), 10)
-		prev = r.pos
-	}
-	return string(b)
 }
 
 // sent forgets the message built, now published (it owns the bytes).
 func (pt *part) sent() {
 	pt.batch = nil
-	pt.runs = pt.runs[:0]
+	pt.src.Runs = pt.src.Runs[:0]
 }
 
 // drop forgets the message built and where the account stands: the batch
 // will be evaluated again.
 func (pt *part) drop() {
 	pt.batch = pt.batch[:0]
-	pt.runs = pt.runs[:0]
+	pt.src.Runs = pt.src.Runs[:0]
 	pt.next = 0
 	pt.chunk = 0
 }

@@ -32,9 +32,9 @@ func collect(t *testing.T, msgs map[uint64][][]byte, order []uint64) ([]sentRun,
 		}
 		sizes = append(sizes, len(pt.batch))
 		i := 0
-		for _, r := range pt.runs {
-			runs = append(runs, sentRun{r.pos, pending[i : i+r.n]})
-			i += r.n
+		for _, r := range pt.src.Runs {
+			runs = append(runs, sentRun{r.Pos, pending[i : i+r.N]})
+			i += r.N
 		}
 		pending = nil
 		pt.sent()

@@ -211,28 +211,3 @@ func TestRepublishedRunsAreSkippedOneByOne(t *testing.T) {
 		t.Error("after a restart, a position never accounted for is held")
 	}
 }
-
-// FuzzParseSource: any header value reads or is refused, never panics;
-// what reads has runs in increasing positions from FROM on, and counts
-// that are not negative.
-func FuzzParseSource(f *testing.F) {
-	for _, seed := range []string{"65536 0:3", "65536 0:2 65536:1 1:4", "1 0:0", "", "0 0:1", "65536", "65536 1", "65536 0:1 0:1", "18446744073709551615 1:1", "7 -1:2", "7 0:-2", "7  0:1"} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, v string) {
-		src, ok := parseSource(v, "matches.3")
-		if !ok {
-			return
-		}
-		if src.from == 0 || len(src.runs) == 0 || src.stream != sourceStream("matches.3") {
-			t.Fatalf("%q read as %+v", v, src)
-		}
-		prev := src.from
-		for i, r := range src.runs {
-			if r.pos < prev || (i > 0 && r.pos == prev) || r.n < 0 {
-				t.Fatalf("%q: run %d %+v after %d", v, i, r, prev)
-			}
-			prev = r.pos
-		}
-	})
-}

@@ -60,7 +60,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -426,29 +425,13 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			// The runs of matches from EVENTS messages the states hold
 			// already (republished by a rule filter handed its events
 			// again) are skipped.
-			src, ok := parseSource(msg.Headers().Get(bus.HeaderSource), msg.Subject())
+			src, ok := bus.ParseSource(msg.Headers().Get(bus.HeaderSource))
+			stream := sourceStream(msg.Subject())
 			held = held[:0]
 			if ok && !again {
-				for _, r := range src.runs {
-					held = append(held, k.holds(src.stream, r.pos))
-				}
+				held = k.held(held, stream, src)
 			}
-			run := 0
-			// skip reports whether the next record is of a held run.
-			skip := func() bool {
-				for run < len(src.runs) && src.runs[run].n == 0 {
-					run++
-				}
-				if run == len(src.runs) {
-					return false
-				}
-				src.runs[run].n--
-				if run < len(held) && held[run] {
-					k.skipped()
-					return true
-				}
-				return false
-			}
+			skip := runSkipper(src, held, k)
 			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
 				if !byHeader {
 					newest = max(newest, m.At().UnixNano())
@@ -469,55 +452,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 				return 0, err
 			}
 			if ok && !again {
-				k.add(position{src.stream, src.from, src.runs[len(src.runs)-1].pos})
+				k.add(position{stream, src.From, src.Last()})
 			}
 		}
 		return newest, nil
 	})
-}
-
-// source is a MATCHES message's bus.HeaderSource: the runs of its
-// matches, each from one EVENTS message, at their positions, and the
-// positions from through the last run's it accounts for, kept under
-// stream.
-type source struct {
-	stream string
-	from   uint64
-	runs   []sourceRun
-}
-
-type sourceRun struct {
-	pos uint64
-	n   int
-}
-
-// parseSource reads v, HeaderSource's "FROM D1:N1 D2:N2 ..." on a message
-// of subject; ok is false if there is none or it does not read (its
-// matches are then applied as they come).
-func parseSource(v, subject string) (src source, ok bool) {
-	if v == "" {
-		return src, false
-	}
-	f, rest, _ := strings.Cut(v, " ")
-	from, err := strconv.ParseUint(f, 10, 64)
-	if err != nil || from == 0 || rest == "" {
-		return src, false
-	}
-	src = source{stream: sourceStream(subject), from: from}
-	pos := from
-	for rest != "" {
-		var item string
-		item, rest, _ = strings.Cut(rest, " ")
-		d, n, found := strings.Cut(item, ":")
-		delta, err1 := strconv.ParseUint(d, 10, 64)
-		count, err2 := strconv.Atoi(n)
-		if !found || err1 != nil || err2 != nil || count < 0 || (len(src.runs) > 0 && delta == 0) || pos+delta < pos {
-			return source{}, false
-		}
-		pos += delta
-		src.runs = append(src.runs, sourceRun{pos, count})
-	}
-	return src, true
 }
 
 // tracker is what decode is given to consult and record the positions of
@@ -558,6 +497,40 @@ func (k tracker) add(p position) {
 
 // skipped counts a match skipped as republished.
 func (k tracker) skipped() { k.b.republished++ }
+
+// held appends to dst, for each run of src, whether the states hold its
+// position in stream.
+func (k tracker) held(dst []bool, stream string, src bus.Source) []bool {
+	for _, r := range src.Runs {
+		dst = append(dst, k.holds(stream, r.Pos))
+	}
+	return dst
+}
+
+// runSkipper returns a func that says, for each match of src's runs in
+// order, whether it is of a run held (counting it), and false past them.
+func runSkipper(src bus.Source, held []bool, k tracker) func() bool {
+	run, left := 0, 0
+	if len(src.Runs) > 0 {
+		left = src.Runs[0].N
+	}
+	return func() bool {
+		for run < len(src.Runs) && left == 0 {
+			if run++; run < len(src.Runs) {
+				left = src.Runs[run].N
+			}
+		}
+		if run == len(src.Runs) {
+			return false
+		}
+		left--
+		if run < len(held) && held[run] {
+			k.skipped()
+			return true
+		}
+		return false
+	}
+}
 
 // apply applies the matches decode yields to their states (steps 1 and 2
 // of the contract above) in the current epoch; decode consults and records
