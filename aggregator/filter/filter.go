@@ -5,12 +5,12 @@
 // windows instance sees every match of a key.
 //
 // A batch of events is acked only after JetStream acked all its matches. A
-// redelivered batch publishes its matches again, each MATCHES message with
-// the position of the EVENTS message it comes from (bus.HeaderSource), by
-// which the windows recognise the matches they hold. Fused with the windows (Sink), a batch is acked once
-// the sink's state holds its matches durably; a batch handed again is
-// evaluated again and its matches applied again (the windows recognise
-// them by event id, not by position: docs/operations.md).
+// redelivered batch publishes its matches again, each MATCHES message
+// saying which EVENTS messages its matches come from (bus.HeaderSource,
+// source.go), by which the windows recognise the matches they hold. Fused
+// with the windows (Sink), a batch is acked once the sink's state holds
+// its matches durably, and a batch handed again is handed with the same
+// EVENTS positions.
 package filter
 
 import (
@@ -64,6 +64,11 @@ type Stage struct {
 	// sink keeps it).
 	sink  Sink
 	fused []event.Match
+	// fusedSrc says which EVENTS messages fused's matches come from
+	// (a new slice per batch: the sink keeps it); fusedNext is where the
+	// next run's account starts (source.go's part.next, for the sink).
+	fusedSrc  []bus.Source
+	fusedNext uint64
 
 	// marks are the gate's Marks at the start of each batch handed and
 	// not yet known durable, by seq, the batch's number; acked is the seq
@@ -89,11 +94,13 @@ type Sink interface {
 	// Consumer adapts the EVENTS consumer to the sink's pace: how many
 	// batches may wait for it, and its Flush and Reset.
 	Consumer(bus.ConsumerConfig) bus.ConsumerConfig
-	// Apply takes a batch's matches, to apply in order; newest is the
-	// newest event time the rule filter admitted, size the bytes of the
-	// batch's messages. ms is the sink's from then on. The wait returns
+	// Apply takes a batch's matches, to apply in order; src says which
+	// EVENTS messages they come from (each Source's runs take the next
+	// matches; one without From has no position), newest is the newest
+	// event time the rule filter admitted, size the bytes of the batch's
+	// messages. ms and src are the sink's from then on. The wait returns
 	// once they are durable.
-	Apply(ctx context.Context, ms []event.Match, newest int64, size int) (wait func() error, err error)
+	Apply(ctx context.Context, ms []event.Match, src []bus.Source, newest int64, size int) (wait func() error, err error)
 }
 
 // Fuse makes sink take the matches instead of MATCHES. Call before Run.
@@ -188,6 +195,7 @@ func (s *Stage) undoAfter() {
 	for p := range s.parts {
 		s.parts[p].drop()
 	}
+	s.fusedNext = 0
 	s.failed.Store(false)
 }
 
@@ -283,7 +291,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return s.parts[p].add(s.rec, source, func() error { return flush(p) })
 	}
 	if s.sink != nil {
-		s.fused = nil // the sink keeps the last batch's
+		s.fused, s.fusedSrc = nil, nil // the sink keeps the last batch's
 		emit = func(m *event.Match) error {
 			s.matchCounter(m.RuleID).Inc()
 			s.fused = append(s.fused, *m)
@@ -299,7 +307,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for p := range s.parts {
 			s.parts[p].drop() // what was published of it is published again
 		}
-		s.fused = nil
+		s.fused, s.fusedSrc, s.fusedNext = nil, nil, 0
 		return nil, err
 	}
 	for _, msg := range msgs {
@@ -310,6 +318,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for p := range s.parts {
 			s.parts[p].chunk = 0
 		}
+		start := len(s.fused)
 		err := bus.DecodeEvents(msg.Data(), func(ev *event.Event) error {
 			s.events.Inc()
 			if !s.gate.Admit(ev) {
@@ -334,17 +343,20 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if err != nil {
 			return fail(err)
 		}
+		if n := len(s.fused) - start; n > 0 {
+			s.fusedRun(source, n)
+		}
 	}
 	if s.sink != nil {
 		size := 0
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
-		wait, err := s.sink.Apply(ctx, s.fused, s.gate.Newest(), size)
+		wait, err := s.sink.Apply(ctx, s.fused, s.fusedSrc, s.gate.Newest(), size)
 		if err != nil {
 			return fail(err)
 		}
-		s.fused = nil
+		s.fused, s.fusedSrc = nil, nil
 		s.coalesced.Add(float64(s.coalesce.Coalesced))
 		s.coalesce.Coalesced = 0
 		return s.settle(batch, wait), nil
@@ -377,6 +389,27 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		}
 		return nil
 	}), nil
+}
+
+// fusedRun records that the EVENTS message at source gave the last n
+// matches of fused: a run of fusedSrc, in the Source whose account it
+// continues, else in a new one.
+func (s *Stage) fusedRun(source uint64, n int) {
+	pos, ok := bus.SourcePosition(source, 0)
+	if !ok {
+		s.fusedSrc = append(s.fusedSrc, bus.Source{Runs: []bus.SourceRun{{N: n}}})
+		return
+	}
+	from := pos
+	if s.fusedNext != 0 && s.fusedNext <= pos {
+		from = s.fusedNext
+	}
+	s.fusedNext = max(s.fusedNext, pos+1)
+	if k := len(s.fusedSrc) - 1; k >= 0 && s.fusedSrc[k].From != 0 && from == s.fusedSrc[k].Last()+1 {
+		s.fusedSrc[k].Runs = append(s.fusedSrc[k].Runs, bus.SourceRun{Pos: pos, N: n})
+		return
+	}
+	s.fusedSrc = append(s.fusedSrc, bus.Source{From: from, Runs: []bus.SourceRun{{Pos: pos, N: n}}})
 }
 
 // watermarkHeader is the bus.HeaderWatermark header for newest (unix ns),

@@ -226,6 +226,8 @@ type failOnceSink struct {
 	mu      sync.Mutex
 	calls   int
 	matches []string // event ids, as handed
+	// at is, by event id, the EVENTS positions its matches were handed at.
+	at map[string][]uint64
 }
 
 func (k *failOnceSink) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
@@ -233,7 +235,7 @@ func (k *failOnceSink) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 	return cc
 }
 
-func (k *failOnceSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int) (func() error, error) {
+func (k *failOnceSink) Apply(_ context.Context, ms []event.Match, src []bus.Source, _ int64, _ int) (func() error, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls++
@@ -243,6 +245,18 @@ func (k *failOnceSink) Apply(_ context.Context, ms []event.Match, _ int64, _ int
 	}
 	for _, m := range ms {
 		k.matches = append(k.matches, m.EventID)
+	}
+	if k.at == nil {
+		k.at = map[string][]uint64{}
+	}
+	i := 0
+	for _, s := range src {
+		for _, r := range s.Runs {
+			for _, m := range ms[i : i+r.N] {
+				k.at[m.EventID] = append(k.at[m.EventID], r.Pos)
+			}
+			i += r.N
+		}
 	}
 	return func() error {
 		if first {
@@ -283,6 +297,15 @@ func TestBatchHandedAgainIsNotJudgedLate(t *testing.T) {
 	defer sink.mu.Unlock()
 	if late > 0 || !slices.Contains(sink.matches[1:], "ev0") {
 		t.Errorf("%d events dead-lettered as late; matches handed %v: ev0's batch, handed again, lost its match", late, sink.matches)
+	}
+	// Handed again, each match comes with the EVENTS position it had.
+	for id, at := range sink.at {
+		if len(at) < 2 || slices.Min(at) != slices.Max(at) || at[0] == 0 {
+			t.Errorf("%s handed at EVENTS positions %v, want one position each time (and twice)", id, at)
+		}
+	}
+	if len(sink.at) != 3 {
+		t.Errorf("positions for %d events, want 3", len(sink.at))
 	}
 }
 

@@ -148,6 +148,11 @@ type position struct {
 // each partition messages of its own.
 func sourceStream(subject string) string { return bus.StreamEvents + "/" + subject }
 
+// fusedSource is the name positions in EVENTS are kept under when the rule
+// filter hands the stage its matches in process (windows.fused): one
+// account for every partition.
+var fusedSource = sourceStream("fused")
+
 // streamOf is the stream whose creation time positions kept under name
 // (a stream's name, or sourceStream's) are tied to.
 func streamOf(name string) string {

@@ -211,3 +211,90 @@ func TestRepublishedRunsAreSkippedOneByOne(t *testing.T) {
 		t.Error("after a restart, a position never accounted for is held")
 	}
 }
+
+// The same, fused (windows.fused): the rule filter hands the matches in
+// process with the EVENTS positions they come from, and hands a batch of
+// events again after a crash or a failure.
+func TestRepublishedFusedBatchesAreSkipped(t *testing.T) {
+	for name, c := range probeCases() {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ref := newProbeRun(t, c.rule)
+			s, stop := ref.stage(ctx, nil)
+			applyFusedAll(ctx, t, s, c.batches)
+			settleAll(ctx, t, s)
+			stop()
+
+			run := newProbeRun(t, c.rule)
+			s, stop = run.stage(ctx, nil)
+			applyFusedAll(ctx, t, s, c.batches)
+			if err := s.Checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			applyFusedAll(ctx, t, s, c.batches) // handed again
+			settleAll(ctx, t, s)
+			stop()
+			matches := 0
+			for _, b := range c.batches {
+				matches += len(b)
+			}
+			if n := testutil.ToFloat64(s.republished); int(n) != matches {
+				t.Errorf("%v of %d republished matches recognised", n, matches)
+			}
+			s2, stop2 := run.stage(ctx, nil)
+			applyFusedAll(ctx, t, s2, c.batches) // and after a restart
+			settleAll(ctx, t, s2)
+			stop2()
+			if n := testutil.ToFloat64(s2.republished); int(n) != matches {
+				t.Errorf("after a restart, %v of %d republished matches recognised", n, matches)
+			}
+			if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
+				t.Errorf("alerts %v, want the single run's %v", run.published, ref.published)
+			}
+			if got, want := run.states(), ref.states(); !maps.Equal(got, want) {
+				t.Errorf("stored states differ from the single run's:\n got %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// applyFusedAll applies the batches as the rule filter hands them fused,
+// all in one batch of events: batch i the matches of EVENTS message i+1.
+func applyFusedAll(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match) {
+	t.Helper()
+	fb := &fusedBatch{applied: make(chan struct{})}
+	var src bus.Source
+	for i, batch := range batches {
+		if len(batch) == 0 {
+			continue
+		}
+		pos, _ := bus.SourcePosition(uint64(i+1), 0)
+		if len(src.Runs) == 0 {
+			src.From = pos
+		}
+		src.Runs = append(src.Runs, bus.SourceRun{Pos: pos, N: len(batch)})
+		for _, m := range batch {
+			fb.ms = append(fb.ms, *m)
+			fb.newest = max(fb.newest, m.At().UnixNano())
+		}
+	}
+	fb.src = []bus.Source{src}
+	s.applyFused(ctx, fb)
+	if fb.err != nil {
+		t.Fatal(fb.err)
+	}
+}
+
+// settleAll checkpoints and runs the deadline checks, as Run does.
+func settleAll(ctx context.Context, t *testing.T, s *Stage) {
+	t.Helper()
+	for range 3 { // a checkpoint moves the watermark, which may pass more deadlines
+		if err := s.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.expire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

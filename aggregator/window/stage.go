@@ -37,9 +37,8 @@
 // and before it acked its events, publishes them again at new MATCHES
 // positions: the stage skips those by the position of the EVENTS message
 // they come from (bus.HeaderSource), which the record carries too, per
-// partition. Fused with the rule filter, no positions are kept: a batch
-// handed again is applied again, and its matches recognised by event id,
-// which those three cases do not (docs/operations.md). A failure (an alert not
+// partition (fused with the rule filter, the filter hands them with the
+// matches: one account for all partitions). A failure (an alert not
 // acked, a write that failed) is a crash in miniature: the states in
 // memory are dropped, and every match since the last checkpoint is
 // applied again, in order, to what is stored (bus.ConsumeAsync hands them
@@ -322,11 +321,12 @@ func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 // admitted once the batch was evaluated, size the bytes of its messages.
 // ms is the stage's from then on. The wait returns once the batch is
 // durable, or fails if it could not be applied (the consumer then hands
-// it again, as it does after any failure). Fused, no positions are kept:
-// a batch handed again is applied again, and its matches recognised by
-// event id (docs/operations.md, "Delivery guarantees").
-func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size int) (func() error, error) {
-	fb := &fusedBatch{ms: ms, newest: newest, size: size, applied: make(chan struct{})}
+// it again, as it does after any failure). src says which EVENTS messages
+// the matches come from, in order (each Source's runs take the next
+// matches; the rest have none): a batch handed again skips the runs the
+// states hold, as handle does for MATCHES.
+func (s *Stage) Apply(ctx context.Context, ms []event.Match, src []bus.Source, newest int64, size int) (func() error, error) {
+	fb := &fusedBatch{ms: ms, src: src, newest: newest, size: size, applied: make(chan struct{})}
 	select {
 	case s.fusedq <- fb:
 	case <-ctx.Done():
@@ -355,6 +355,7 @@ func (s *Stage) Apply(ctx context.Context, ms []event.Match, newest int64, size 
 // fusedBatch is a batch of matches handed by Apply.
 type fusedBatch struct {
 	ms      []event.Match
+	src     []bus.Source
 	newest  int64
 	size    int
 	applied chan struct{} // closed once applied (or failed: err)
@@ -370,18 +371,53 @@ func (s *Stage) runFused(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case fb := <-s.fusedq:
-			fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, _ tracker) (int64, error) {
-				for i := range fb.ms {
-					if err := each(&fb.ms[i]); err != nil {
-						return 0, err
-					}
-				}
-				return fb.newest, nil
-			})
+			s.applyFused(ctx, fb)
 			fb.ms = nil
 			close(fb.applied)
 		}
 	}
+}
+
+// applyFused applies fb's matches (steps 1 and 2 of the contract above)
+// as handle applies MATCHES messages: the runs of EVENTS messages the
+// states hold are skipped, and fb's account of EVENTS positions recorded.
+func (s *Stage) applyFused(ctx context.Context, fb *fusedBatch) {
+	fb.wait, fb.err = s.apply(ctx, fb.size, func(each func(*event.Match) error, k tracker) (int64, error) {
+		ms := fb.ms
+		var held []bool
+		for _, src := range fb.src {
+			n := 0
+			for _, r := range src.Runs {
+				n += r.N
+			}
+			if n > len(ms) {
+				return 0, fmt.Errorf("the rule filter's runs count %d matches, %d are left", n, len(ms))
+			}
+			held = held[:0]
+			if src.From != 0 { // else: no position
+				held = k.held(held, fusedSource, src)
+			}
+			skip := runSkipper(src, held, k)
+			for i := range ms[:n] {
+				if skip() {
+					continue
+				}
+				if err := each(&ms[i]); err != nil {
+					return 0, err
+				}
+			}
+			ms = ms[n:]
+			if src.From != 0 && len(src.Runs) > 0 {
+				k.add(position{fusedSource, src.From, src.Last()})
+			}
+		}
+		for i := range ms {
+			if err := each(&ms[i]); err != nil {
+				return 0, err
+			}
+		}
+		return fb.newest, nil
+	})
 }
 
 var verdictNames = [...]string{engine.Counted: "counted", engine.Fired: "fired", engine.Suppressed: "suppressed", engine.Duplicate: "duplicate"}
