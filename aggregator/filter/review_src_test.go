@@ -126,3 +126,51 @@ func TestTwoRuleFiltersSharingEventsLoseNoMatch(t *testing.T) {
 		t.Errorf("%d alerts, want 1: three matches of host a within a minute (MATCHES sources %q)", alerts, sources)
 	}
 }
+
+// One rule filter, restarted after a kill: the killed one had fetched
+// EVENTS 1 (and published its match) and 2 (not yet evaluated), in two
+// fetches. The restarted one is handed 1 again once its ack wait passed,
+// then 3 (never delivered before), and 2 only once its own ack wait
+// passed. Its message for 3 must not account for 2's position (it never
+// evaluated 2): the windows would skip 2's match when it comes, and the
+// threshold would never fire.
+func TestRestartedFilterLosesNoRedeliveredMatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := bustest.Open(ctx, t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(reviewThreshold)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := reviewEvents(ctx, t, b, 3)
+	newStage := func() *Stage {
+		s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	hand := func(s *Stage, m jetstream.Msg) {
+		t.Helper()
+		wait, err := s.handle(ctx, []jetstream.Msg{m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hand(newStage(), msgs[0]) // the killed filter: 1 published, 2 fetched, then kill -9
+	restarted := newStage()
+	hand(restarted, msgs[0]) // redelivered
+	hand(restarted, msgs[2]) // new
+	hand(restarted, msgs[1]) // redelivered later
+	var sources []string
+	bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+		sources = append(sources, m.Header.Get(bus.HeaderSource))
+	})
+	if alerts := reviewWindows(ctx, t, b, set); alerts != 1 {
+		t.Errorf("%d alerts, want 1: three matches of host a within a minute (MATCHES sources %q)", alerts, sources)
+	}
+}
