@@ -80,6 +80,13 @@ type Stage struct {
 	seq    uint64
 	acked  atomic.Uint64
 	failed atomic.Bool
+
+	// lastSource is the EVENTS sequence of the message evaluated last (0:
+	// none, or one without metadata). An account of positions (source.go)
+	// spans only EVENTS messages this stage evaluated one after the other:
+	// one it was not handed (another rule filter sharing the consumer took
+	// it, or it comes again later) starts every account afresh.
+	lastSource uint64
 }
 
 type batchMark struct {
@@ -195,7 +202,7 @@ func (s *Stage) undoAfter() {
 	for p := range s.parts {
 		s.parts[p].drop()
 	}
-	s.fusedNext = 0
+	s.fusedNext, s.lastSource = 0, 0
 	s.failed.Store(false)
 }
 
@@ -307,7 +314,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for p := range s.parts {
 			s.parts[p].drop() // what was published of it is published again
 		}
-		s.fused, s.fusedSrc, s.fusedNext = nil, nil, 0
+		s.fused, s.fusedSrc, s.fusedNext, s.lastSource = nil, nil, 0, 0
 		return nil, err
 	}
 	for _, msg := range msgs {
@@ -315,6 +322,15 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if md, err := msg.Metadata(); err == nil {
 			source = md.Sequence.Stream
 		}
+		if source == 0 || source != s.lastSource+1 {
+			// The messages between this one and the one before were not
+			// evaluated here (or not in this order): no account spans them.
+			for p := range s.parts {
+				s.parts[p].restart(source)
+			}
+			s.fusedNext, _ = bus.SourcePosition(source, 0)
+		}
+		s.lastSource = source
 		for p := range s.parts {
 			s.parts[p].chunk = 0
 		}

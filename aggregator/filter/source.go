@@ -88,6 +88,13 @@ func (pt *part) sent() {
 	pt.src.Runs = pt.src.Runs[:0]
 }
 
+// restart starts the partition's account afresh at the EVENTS message at
+// source (0: unknown, none), the first of a new series this stage
+// evaluates one after the other.
+func (pt *part) restart(source uint64) {
+	pt.next, _ = bus.SourcePosition(source, 0)
+}
+
 // drop forgets the message built and where the account stands: the batch
 // will be evaluated again.
 func (pt *part) drop() {

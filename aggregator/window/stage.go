@@ -446,7 +446,8 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		var held []bool
 		for _, msg := range msgs {
 			again := false
-			if md, err := msg.Metadata(); err == nil {
+			md, mdErr := msg.Metadata()
+			if mdErr == nil {
 				again = !k.take(position{md.Stream, md.Sequence.Stream, md.Sequence.Stream})
 			}
 			byHeader := false
@@ -462,6 +463,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			// already (republished by a rule filter handed its events
 			// again) are skipped.
 			src, ok := bus.ParseSource(msg.Headers().Get(bus.HeaderSource))
+			if ok && (mdErr != nil || md.Timestamp.UnixNano() < s.streams[bus.StreamEvents]) {
+				// Written before EVENTS was made (again): its positions are
+				// of a stream gone, not of this one.
+				ok = false
+			}
 			stream := sourceStream(msg.Subject())
 			held = held[:0]
 			if ok && !again {
