@@ -222,16 +222,5 @@ func fetch(ctx context.Context, t *testing.T, js jetstream.JetStream, stream str
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != n {
-		t.Fatalf("fetched %d messages of %s, want %d", len(msgs), stream, n)
-	}
-	return msgs
+	return fetchFrom(t, cons, n)
 }

@@ -50,10 +50,7 @@ func TestRepublishedMatchesAreSkipped(t *testing.T) {
 			handleAll(ctx, t, s, again)
 			ackAll(ctx, t, first)
 			stop()
-			matches := 0
-			for _, b := range c.batches {
-				matches += len(b)
-			}
+			matches := matchCount(c.batches)
 			if n := testutil.ToFloat64(s.republished); int(n) != matches {
 				t.Errorf("%v of %d republished matches recognised", n, matches)
 			}
@@ -64,12 +61,7 @@ func TestRepublishedMatchesAreSkipped(t *testing.T) {
 			if n := testutil.ToFloat64(s2.republished); int(n) != matches {
 				t.Errorf("after a restart, %v of %d republished matches recognised", n, matches)
 			}
-			if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
-				t.Errorf("alerts %v, want the single run's %v", run.published, ref.published)
-			}
-			if got, want := run.states(), ref.states(); !maps.Equal(got, want) {
-				t.Errorf("stored states differ from the single run's:\n got %q\nwant %q", got, want)
-			}
+			sameAsSingleRun(t, run, ref)
 		})
 	}
 }
@@ -96,6 +88,13 @@ func publishSourced(ctx context.Context, t *testing.T, js jetstream.JetStream, c
 		}
 		n++
 	}
+	return fetchFrom(t, cons, n)
+}
+
+// fetchFrom takes n messages through cons, as a stage's consumer is
+// handed them.
+func fetchFrom(t *testing.T, cons jetstream.Consumer, n int) []jetstream.Msg {
+	t.Helper()
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +107,27 @@ func publishSourced(ctx context.Context, t *testing.T, js jetstream.JetStream, c
 		t.Fatalf("fetched %d messages, want %d", len(msgs), n)
 	}
 	return msgs
+}
+
+// matchCount is how many matches the batches hold.
+func matchCount(batches [][]*event.Match) int {
+	n := 0
+	for _, b := range batches {
+		n += len(b)
+	}
+	return n
+}
+
+// sameAsSingleRun reports (t.Error) alerts or stored states of run that
+// differ from ref's.
+func sameAsSingleRun(t *testing.T, run, ref *crashRun) {
+	t.Helper()
+	if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
+		t.Errorf("alerts %v, want the single run's %v", run.published, ref.published)
+	}
+	if got, want := run.states(), ref.states(); !maps.Equal(got, want) {
+		t.Errorf("stored states differ from the single run's:\n got %q\nwant %q", got, want)
+	}
 }
 
 // matchesConsumer is a consumer of MATCHES as the stage's is.
@@ -176,15 +196,7 @@ func TestRepublishedRunsAreSkippedOneByOne(t *testing.T) {
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		return msgs
+		return fetchFrom(t, cons, 1)
 	}
 	p1, p3 := pos(1), pos(3)
 	// EVENTS message 1 gave a1 and a2; 2 gave this partition nothing.
@@ -235,10 +247,7 @@ func TestRepublishedFusedBatchesAreSkipped(t *testing.T) {
 			applyFusedAll(ctx, t, s, c.batches) // handed again
 			settleAll(ctx, t, s)
 			stop()
-			matches := 0
-			for _, b := range c.batches {
-				matches += len(b)
-			}
+			matches := matchCount(c.batches)
 			if n := testutil.ToFloat64(s.republished); int(n) != matches {
 				t.Errorf("%v of %d republished matches recognised", n, matches)
 			}
@@ -249,12 +258,7 @@ func TestRepublishedFusedBatchesAreSkipped(t *testing.T) {
 			if n := testutil.ToFloat64(s2.republished); int(n) != matches {
 				t.Errorf("after a restart, %v of %d republished matches recognised", n, matches)
 			}
-			if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
-				t.Errorf("alerts %v, want the single run's %v", run.published, ref.published)
-			}
-			if got, want := run.states(), ref.states(); !maps.Equal(got, want) {
-				t.Errorf("stored states differ from the single run's:\n got %q\nwant %q", got, want)
-			}
+			sameAsSingleRun(t, run, ref)
 		})
 	}
 }

@@ -46,15 +46,7 @@ func TestEventsMadeAgainIsNotMistakenForTheOld(t *testing.T) {
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		return msgs
+		return fetchFrom(t, cons, 1)
 	}
 	// A match of the old EVENTS (its messages 1 to 3: the rule filter's
 	// account), still in MATCHES.
