@@ -149,6 +149,20 @@ rules:
 	return b, set, logger
 }
 
+// openAnyBus is openVictimBus with one rule, a match of any host.
+func openAnyBus(ctx context.Context, t *testing.T) (*bus.Bus, *rules.Set, *slog.Logger) {
+	t.Helper()
+	b := bustest.Open(ctx, t)
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
+rules:
+  - {id: any, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host]}
+`)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, set, slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
 // The windows move their watermark by what the filter says it had seen
 // (bus.HeaderWatermark): a batch's messages carry the newest event time
 // admitted before the batch, its last message the newest after it. Two
@@ -158,15 +172,7 @@ rules:
 func TestMatchesCarryTheWatermark(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b := bustest.Open(ctx, t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
-rules:
-  - {id: any, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host]}
-`)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, set, logger := openAnyBus(ctx, t)
 	base := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
 	batch := func(from int) ([]*event.Event, time.Time) {
 		var evs []*event.Event
@@ -363,15 +369,7 @@ func lateDeadLetters(ctx context.Context, t *testing.T, b *bus.Bus) int {
 func TestMatchesHandedAgainKeepTheirSourcePositions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b := bustest.Open(ctx, t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(`
-rules:
-  - {id: any, title: T, kind: match, severity: 5, condition: 'host != ""', group_by: [host]}
-`)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, set, logger := openAnyBus(ctx, t)
 	base := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
 	for m := range 3 { // three EVENTS messages over 40 hosts each
 		var evs []*event.Event
