@@ -140,6 +140,17 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		}
 		return fmt.Errorf("creating consumer %s on %s: %w", cc.Durable, cc.Stream, err)
 	}
+	if b.server != nil {
+		// Embedded: this process is the durable consumer's only client.
+		// What an earlier run was handed and did not ack (it was killed)
+		// would come again only once its ack wait passed, after newer
+		// messages: late then, to the lateness gate and the windows'
+		// watermark, and lost. Rewound to the ack floor, the consumer
+		// hands them first, in stream order.
+		if _, err := b.js.ResetConsumer(ctx, cc.Stream, cc.Durable); err != nil && ctx.Err() == nil {
+			logger.Warn("rewinding the consumer to its ack floor failed; messages an earlier run did not ack come again after their ack wait", "consumer", cc.Durable, "err", err)
+		}
+	}
 	c := &consumer{b: b, cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}
 
 	// The waiter: calls the waits in order and acks. Once a wait of

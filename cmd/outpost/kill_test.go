@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
+	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/forwarder/receiver"
+	"github.com/outpost-siem/outpost/rules"
+)
+
+// killRules are everyKind's rules: with distinct (a repeated value
+// absorbed) and absence with expect, two of the kinds for which applying
+// a match twice is not a no-op. (A rule with at_most is not: on this
+// stream its alerts depend on when deadlines are checked, which differs
+// between runs even without a kill.)
+const killRules = everyKind
+
+// TestKill9ReplaysToTheSameAlerts: the outpost binary works through a
+// backlog of 10^5 source addresses in EVENTS and is killed with SIGKILL at
+// random moments, five times, then runs to the end. Its alerts are the
+// ones the uninterrupted in-process pipeline raises on the same events:
+// nothing lost, nothing extra, whichever step of the rule filter or the
+// windows each kill hit. Over MATCHES and fused.
+func TestKill9ReplaysToTheSameAlerts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the outpost binary")
+	}
+	set, err := rules.LoadFS(fstest.MapFS{"kill.yaml": {Data: []byte(killRules)}}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, events := manyKeysStream(t, 7, 100_000)
+	live := liveAlerts(t, set, events, time.Time{}, nil)
+	want := alertIDs(live)
+	described := map[string]string{}
+	for _, a := range live {
+		described[a.ID] = a.RuleID + " " + a.Key + " " + a.FirstSeen.Format(time.RFC3339)
+	}
+	if len(want) < 1000 {
+		t.Fatalf("the uninterrupted run raised %d alerts; the stream proves little", len(want))
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "outpost")
+	if b := os.Getenv("OUTPOST_KILL_BIN"); b != "" {
+		bin = b // another build, to compare
+	} else if out, err := exec.Command("go", "build", "-o", bin, "github.com/outpost-siem/outpost/cmd/outpost").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, fused := range []bool{false, true} {
+		t.Run("fused="+strconv.FormatBool(fused), func(t *testing.T) {
+			got, alerts := killedRun(t, bin, events, fused, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9)))
+			if !slices.Equal(got, want) {
+				var diff []string
+				for _, id := range got {
+					if _, ok := slices.BinarySearch(want, id); !ok {
+						diff = append(diff, "+ "+alerts[id])
+					}
+				}
+				for _, id := range want {
+					if _, ok := slices.BinarySearch(got, id); !ok {
+						diff = append(diff, "- "+described[id])
+					}
+				}
+				slices.Sort(diff)
+				t.Errorf("%d alerts after the kills, %d uninterrupted; differing (rule, key, first seen):\n%s", len(got), len(want), strings.Join(diff, "\n"))
+			}
+		})
+	}
+}
+
+// killedRun seeds a new data dir's EVENTS with events, runs the binary on
+// it, kills it five times at random moments, runs it to the end, and
+// returns the ids of the alerts in ALERTS, sorted, and each described.
+func killedRun(t *testing.T, bin string, events []*event.Event, fused bool, rng *rand.Rand) ([]string, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	rulesDir := filepath.Join(dir, "rules")
+	if err := os.Mkdir(rulesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rulesDir, "kill.yaml"), []byte(killRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	siem, err := receiver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer siem.Close()
+	httpPort := killFreePort(t)
+	cf := filepath.Join(dir, "outpost.yaml")
+	cfg := fmt.Sprintf(`data_dir: %s
+http: {listen: "127.0.0.1:%d"}
+log: {level: warn}
+rules: {dir: %s}
+ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
+windows: {fused: %t}
+forwarder:
+  destinations:
+    - {name: siem, address: %q, framing: octet-counting, backoff_max: 200ms}
+`, data, httpPort, rulesDir, killFreePort(t), fused, siem.Addr())
+	if err := os.WriteFile(cf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withBus(t, data, func(ctx context.Context, b *bus.Bus) {
+		if err := b.PublishEvents(ctx, events); err != nil {
+			t.Fatal(err)
+		}
+	})
+	logFile, err := os.Create(filepath.Join(dir, "outpost.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(logFile.Name())
+			t.Logf("outpost's log (end):\n%s", log[max(0, len(log)-6000):])
+		}
+	})
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "-c", cf)
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		})
+		return cmd
+	}
+	metrics := "http://127.0.0.1:" + strconv.Itoa(httpPort) + "/metrics"
+	kills := 5
+	if v, err := strconv.Atoi(os.Getenv("OUTPOST_KILLS")); err == nil {
+		kills = v // to check the harness itself
+	}
+	for kill := range kills {
+		cmd := start()
+		// Kill once it is at work: a random moment after it evaluated
+		// its first events, while the backlog lasts.
+		if !reached(metrics, "outpost_filter_events_total", 1, 15*time.Second) {
+			t.Logf("kill %d: nothing left to evaluate; run to the end", kill+1)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			break
+		}
+		time.Sleep(time.Duration(50+rng.IntN(700)) * time.Millisecond)
+		evaluated := metricValue(metrics, "outpost_filter_events_total")
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		t.Logf("kill %d: SIGKILL after the filter evaluated %.0f events in this run", kill+1, evaluated)
+	}
+	// To the end: until nothing moves for two seconds, then a graceful
+	// stop, and EVENTS and MATCHES must be empty (every batch acked).
+	for attempt := 0; ; attempt++ {
+		cmd := start()
+		waitIdle(t, metrics, 120*time.Second)
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("outpost run after SIGTERM: %v", err)
+		}
+		left := 0
+		withBus(t, data, func(ctx context.Context, b *bus.Bus) {
+			for _, name := range []string{bus.StreamEvents, bus.StreamMatches} {
+				st, err := b.JetStream().Stream(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				left += int(st.CachedInfo().State.Msgs)
+			}
+		})
+		if left == 0 {
+			break
+		}
+		if attempt == 2 {
+			t.Fatalf("%d messages still in EVENTS and MATCHES after three runs to the end", left)
+		}
+	}
+	var ids []string
+	described := map[string]string{}
+	withBus(t, data, func(ctx context.Context, b *bus.Bus) {
+		bustest.ReadStream(ctx, t, b, bus.StreamAlerts, func(m *jetstream.RawStreamMsg) {
+			var a event.Alert
+			if err := json.Unmarshal(m.Data, &a); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, a.ID)
+			described[a.ID] = a.RuleID + " " + a.Key + " " + a.FirstSeen.Format(time.RFC3339)
+		})
+	})
+	slices.Sort(ids)
+	return ids, described
+}
+
+// alertIDs is the sorted ids of alerts.
+func alertIDs(alerts []*event.Alert) []string {
+	ids := make([]string, 0, len(alerts))
+	for _, a := range alerts {
+		ids = append(ids, a.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// withBus opens the embedded bus on dataDir (no outpost running on it),
+// calls f, and closes it.
+func withBus(t *testing.T, dataDir string, f func(context.Context, *bus.Bus)) {
+	t.Helper()
+	var bc bus.Config
+	if err := bc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := bus.Open(ctx, bc, dataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	f(ctx, b)
+}
+
+// metricValue is the sum of the samples of name at url (0 if unreachable).
+func metricValue(url, name string) float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// reached waits until name at url reaches at least min; false if it did
+// not within the time given.
+func reached(url, name string, min float64, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for metricValue(url, name) < min {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// waitIdle waits until the process is ready and the rule filter's and the
+// windows' counters have not moved for two seconds.
+func waitIdle(t *testing.T, url string, within time.Duration) {
+	t.Helper()
+	names := []string{"outpost_filter_events_total", "outpost_windows_matches_total", "outpost_windows_republished_matches_total", "outpost_windows_redelivered_messages_total", "outpost_windows_checkpoints_total"}
+	ready := strings.TrimSuffix(url, "/metrics") + "/readyz"
+	snapshot := func() []float64 {
+		var v []float64
+		for _, n := range names {
+			v = append(v, metricValue(url, n))
+		}
+		return v
+	}
+	deadline := time.Now().Add(within)
+	for {
+		if resp, err := http.Get(ready); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	last, since := snapshot(), time.Now()
+	for time.Since(since) < 2*time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("still busy after %s", within)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if v := snapshot(); !slices.Equal(v, last) {
+			last, since = v, time.Now()
+		}
+	}
+}
+
+func killFreePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
