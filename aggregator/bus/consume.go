@@ -336,11 +336,20 @@ const ackTimeout = 5 * time.Second
 // order, so its reply confirms the others. If it fails, or the connection
 // reconnected meanwhile, every message is double-acked, each retried with
 // backoff until confirmed, until half the ack wait has passed (past it the
-// server redelivers anyway; handlers are idempotent) or ctx ends.
+// server redelivers anyway; handlers are idempotent) or ctx ends (a batch
+// settled after ctx ended is still acked, within ackTimeout).
 // Failures are counted in outpost_bus_ack_errors_total{stream}.
 func (c *consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
 	if len(msgs) == 0 {
 		return
+	}
+	if ctx.Err() != nil {
+		// A graceful stop settles the batches in flight: one durable
+		// after ctx ended is still acked (within ackTimeout), or it is
+		// handed again to the next run.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
 	}
 	reconnects := c.b.nc.Stats().Reconnects
 	last := len(msgs) - 1
