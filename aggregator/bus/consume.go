@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -323,6 +324,10 @@ type consumer struct {
 	log     *slog.Logger
 	h       AsyncHandler
 	backoff Backoff
+	// stopCtx is the acks' context once the consumer's ended
+	// (ackContext).
+	stopOnce sync.Once
+	stopCtx  context.Context
 }
 
 // ackTimeout bounds one ack's round trip to JetStream.
@@ -343,14 +348,7 @@ func (c *consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
 	if len(msgs) == 0 {
 		return
 	}
-	if ctx.Err() != nil {
-		// A graceful stop settles the batches in flight: one durable
-		// after ctx ended is still acked (within ackTimeout), or it is
-		// handed again to the next run.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-		defer cancel()
-	}
+	ctx = c.ackContext(ctx)
 	reconnects := c.b.nc.Stats().Reconnects
 	last := len(msgs) - 1
 	for _, m := range msgs[:last] {
@@ -378,6 +376,22 @@ func (c *consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
 			}
 		}
 	}
+}
+
+// ackContext is ctx while it runs. A graceful stop settles the batches
+// in flight: those durable after ctx ended are still acked, or they are
+// handed again to the next run; their acks share one context, ending
+// ackTimeout after the first.
+func (c *consumer) ackContext(ctx context.Context) context.Context {
+	if ctx.Err() == nil {
+		return ctx
+	}
+	c.stopOnce.Do(func() {
+		var cancel context.CancelFunc
+		c.stopCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		time.AfterFunc(ackTimeout, cancel) // ends by its timeout; released then
+	})
+	return c.stopCtx
 }
 
 func (c *consumer) doubleAck(ctx context.Context, m jetstream.Msg) error {
