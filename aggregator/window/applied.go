@@ -35,8 +35,9 @@ type span struct{ lo, hi uint64 }
 type positions []span
 
 // maxSpans bounds a stream's positions. Holes are messages never applied
-// here: gone from the stream by its limits, or handed again late; past the
-// bound the lowest (oldest) holes are filled, as if applied.
+// here (gone from the stream by its limits, or handed again late), or
+// where an account of EVENTS positions started afresh; past the bound the
+// lowest (oldest) spans are forgotten.
 const maxSpans = 4096
 
 // has reports whether seq is in p.
@@ -101,12 +102,13 @@ func (p *positions) union(q positions) {
 	}
 }
 
-// bound fills p's lowest holes until it has at most n spans.
+// bound forgets p's lowest spans until it has at most n: a message at a
+// position forgotten is applied if it comes again (as before positions
+// were kept: its matches recognised by event id), where filling the holes
+// instead would skip a message never applied, and lose it.
 func (p *positions) bound(n int) {
 	if k := len(*p) - n; k > 0 {
-		s := *p
-		s[k].lo = s[0].lo
-		*p = slices.Delete(s, 0, k)
+		*p = slices.Delete(*p, 0, k)
 	}
 }
 
