@@ -429,11 +429,12 @@ func (s *Stage) fusedRun(source uint64, n int) {
 }
 
 // watermarkHeader is the bus.HeaderWatermark header for newest (unix ns),
-// or none before any event.
+// "0" before any event: a message without one moves the windows'
+// watermark by its own matches' times (the way of versions before the
+// header), which for the first batch after a start could pass the
+// deadlines of keys whose matches of that same batch are in messages
+// still to come (an absence alert too many after a restart).
 func watermarkHeader(newest int64) nats.Header {
-	if newest == 0 {
-		return nil
-	}
 	return nats.Header{bus.HeaderWatermark: []string{strconv.FormatInt(newest, 10)}}
 }
 
