@@ -93,9 +93,9 @@ func TestGracefulStopAcksTheBatchesItSettles(t *testing.T) {
 	t.Errorf("after a graceful stop that settled every batch handed, EVENTS holds %d messages not acked", left)
 }
 
-// reviewCounter is the value of the counter name that reg holds (0 if
+// counterValue is the value of the counter name that reg holds (0 if
 // none).
-func reviewCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -200,7 +200,7 @@ rules:
 	hand(y, msgs[1])                                  // message 2, its ack wait passed
 	bustest.WaitDrained(ctx, t, b, bus.StreamMatches)
 	stop()
-	if r := reviewCounter(t, reg, "outpost_windows_republished_matches_total"); r != 0 {
-		t.Errorf("%v of %d matches, each published once, skipped as republished (applied %v)", r, n, reviewCounter(t, reg, "outpost_windows_matches_total"))
+	if r := counterValue(t, reg, "outpost_windows_republished_matches_total"); r != 0 {
+		t.Errorf("%v of %d matches, each published once, skipped as republished (applied %v)", r, n, counterValue(t, reg, "outpost_windows_matches_total"))
 	}
 }
