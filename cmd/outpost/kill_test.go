@@ -223,7 +223,9 @@ func withBus(t *testing.T, dataDir string, f func(context.Context, *bus.Bus)) {
 	if err := bc.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Reading 40,000 alerts back takes a while on a loaded machine (CI
+	// ran out of a minute once).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b, err := bus.Open(ctx, bc, dataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
