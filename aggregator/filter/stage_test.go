@@ -290,16 +290,8 @@ func TestBatchHandedAgainIsNotJudgedLate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	sink := &failOnceSink{}
-	s.Fuse(sink)
-	stop := bustest.Run(ctx, t, s.Run)
-	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
-	stop()
-	late := lateDeadLetters(ctx, t, b)
+	late := drainFused(ctx, t, b, set, logger, sink)
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	if late > 0 || !slices.Contains(sink.matches[1:], "ev0") {
@@ -332,21 +324,29 @@ func TestBatchFailedInHandIsNotJudgedLate(t *testing.T) {
 	if err := b.PublishEvents(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	sink := &failOnceSink{inApply: true}
-	s.Fuse(sink)
-	stop := bustest.Run(ctx, t, s.Run)
-	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
-	stop()
-	late := lateDeadLetters(ctx, t, b)
+	late := drainFused(ctx, t, b, set, logger, sink)
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	if late > 0 || !slices.Equal(sink.matches, []string{"ev0", "ev1", "ev2"}) {
 		t.Errorf("%d events dead-lettered as late; matches handed %v, want ev0 ev1 ev2 once (the refused batch's are not kept)", late, sink.matches)
 	}
+}
+
+// drainFused runs a rule filter (2 minutes of lateness) fused with sink
+// until EVENTS is drained, and returns how many events it dead-lettered
+// as late.
+func drainFused(ctx context.Context, t *testing.T, b *bus.Bus, set *rules.Set, logger *slog.Logger, sink Sink) int {
+	t.Helper()
+	s, err := New(b, set, engine.Lateness{AllowedLateness: 2 * time.Minute}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Fuse(sink)
+	stop := bustest.Run(ctx, t, s.Run)
+	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
+	stop()
+	return lateDeadLetters(ctx, t, b)
 }
 
 // lateDeadLetters counts the events the filter dead-lettered as late.
