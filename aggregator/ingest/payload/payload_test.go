@@ -248,3 +248,38 @@ func TestJSONWinlogFirst(t *testing.T) {
 		t.Errorf("winlog lost: %d attrs", len(ev.Attrs))
 	}
 }
+
+// JSON values as the sender wrote them: a key written twice counts once,
+// with its last value; numbers keep their text; escapes are read; null is
+// no value; a subtree past the depth bound is kept as compact JSON text.
+func TestJSONValues(t *testing.T) {
+	deep := strings.Repeat(`{"d":`, maxJSONDepth+1) + `{"x": [1, "two"]}` + strings.Repeat("}", maxJSONDepth+1)
+	for _, c := range []struct{ msg, key, want string }{
+		{`{"a":"1","b":"x","a":"2"}`, "json.a", "2"},
+		{`{"n":1.5e3}`, "json.n", "1.5e3"},
+		{`{"n":-0.25}`, "json.n", "-0.25"},
+		{`{"s":"C:\\Windows\\cmd.exe \"x\" \u00e9"}`, "json.s", `C:\Windows\cmd.exe "x" é`},
+		{`{"t":true,"f":false}`, "json.f", "false"},
+		{`{"l":["a",{"b":"c"}]}`, "json.l.1.b", "c"},
+		{deep, "json" + strings.Repeat(".d", maxJSONDepth), `{"d":{"x":[1,"two"]}}`},
+	} {
+		ev := &event.Event{Message: c.msg}
+		if !Apply(Detect(ev), ev, nil) {
+			t.Errorf("%s: not parsed", c.msg)
+			continue
+		}
+		if got := ev.Attrs[c.key]; got != c.want {
+			t.Errorf("%s: %s = %q, want %q (attrs %v)", c.msg, c.key, got, c.want, ev.Attrs)
+		}
+	}
+	ev := &event.Event{Message: `{"a":null}`}
+	if !Apply(Detect(ev), ev, nil) || len(ev.Attrs) != 0 {
+		t.Errorf("null: %v", ev.Attrs)
+	}
+	for _, msg := range []string{`{"a":1} trailing`, `{"a":1`, `{"a":}`, `{"a":1}{"b":2}`} {
+		ev := &event.Event{Message: msg}
+		if Apply(FormatJSON, ev, nil) {
+			t.Errorf("%q parsed: %v", msg, ev.Attrs)
+		}
+	}
+}
