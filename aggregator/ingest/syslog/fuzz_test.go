@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/influxdata/go-syslog/v3/rfc5424"
+
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
@@ -169,4 +171,57 @@ func framerOutput(t *testing.T, r io.Reader, maxSize, n int) []string {
 	}
 	t.Fatalf("no EOF after %d results", n+2)
 	return nil
+}
+
+// FuzzSplitMSG checks that go-syslog reads the header and structured data
+// splitMSG leaves it as it reads them in the whole message, and that the
+// MSG is what it would have found: the split changes nothing it accepts or
+// rejects.
+func FuzzSplitMSG(f *testing.F) {
+	for _, s := range parseSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1 a="q\"]\\ [x" b="]"][y@2 c=""] text [not sd]`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1 a="\x"] t`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1 a="\"\] b"] msg`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1 a="\\"] msg`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1 a="unterminated] t`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1][x@1] t`,
+		`<14>1 2026-12-04T10:00:00Z h a - - [x@1]x`,
+		`<14>1 2026-12-04T10:00:00Z h a - - -x`,
+		`<14>1 2026-12-04T10:00:00Z h a - - - `,
+		`<14>1 2026-12-04T10:00:00Z h a - -  - t`,
+		`<14>1 2026-12-04T10:00:00.123456789Z h a - - - t`,
+		"<14>1 2026-12-04T10:00:00Z h a - - - \uFEFFbom",
+	} {
+		f.Add([]byte(s))
+	}
+	full := rfc5424.NewParser(rfc5424.WithBestEffort())
+	cut := rfc5424.NewParser(rfc5424.WithBestEffort())
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if !utf8.Valid(msg) {
+			return // Parse repairs it first
+		}
+		head, text, ok := splitMSG(msg)
+		if !ok {
+			return // go-syslog reads the whole message
+		}
+		want, errWant := full.Parse(msg)
+		got, errGot := cut.Parse(head)
+		if (errWant == nil) != (errGot == nil) {
+			t.Fatalf("whole: %v, split at %d: %v", errWant, len(head), errGot)
+		}
+		if errWant != nil {
+			return
+		}
+		w, g := want.(*rfc5424.SyslogMessage), got.(*rfc5424.SyslogMessage)
+		if deref(w.Message) != string(text) {
+			t.Fatalf("MSG %q, split %q", deref(w.Message), text)
+		}
+		g.Message = w.Message
+		if !reflect.DeepEqual(w, g) {
+			t.Fatalf("whole %+v\nsplit %+v", w, g)
+		}
+	})
 }

@@ -174,13 +174,17 @@ func isRFC5424(msg []byte) bool {
 }
 
 func (p *Parser) parse5424(msg []byte, ev *event.Event, keep *attrFilter) error {
-	m, err := p.rfc5424.Parse(msg)
+	head, text, split := splitMSG(msg)
+	if !split {
+		head = msg
+	}
+	m, err := p.rfc5424.Parse(head)
 	if err != nil {
 		// RFC 5424 allows at most 6 digits of fractional seconds, but
 		// senders that format with nanoseconds (Go's RFC3339Nano, some
 		// agents) write up to 9. Be lenient as rsyslog is: cut the
 		// fraction to 6 digits and parse again.
-		if fixed, ok := trimSecFrac(msg); ok {
+		if fixed, ok := trimSecFrac(head); ok {
 			m, err = p.rfc5424.Parse(fixed)
 		}
 		if err != nil {
@@ -200,7 +204,11 @@ func (p *Parser) parse5424(msg []byte, ev *event.Event, keep *attrFilter) error 
 	ev.App = deref(sm.Appname)
 	ev.ProcID = deref(sm.ProcID)
 	ev.MsgID = deref(sm.MsgID)
-	ev.Message = strings.TrimPrefix(deref(sm.Message), "\uFEFF") // go-syslog keeps the BOM
+	if split {
+		ev.Message = strings.TrimPrefix(string(text), "\uFEFF")
+	} else {
+		ev.Message = strings.TrimPrefix(deref(sm.Message), "\uFEFF") // go-syslog keeps the BOM
+	}
 	if sm.StructuredData != nil {
 		for id, params := range *sm.StructuredData {
 			for name, value := range params {
@@ -256,4 +264,64 @@ func trimSecFrac(msg []byte) ([]byte, bool) {
 	out = append(out, msg[:start+dot+1+6]...)
 	out = append(out, msg[start+dot+1+digits:]...)
 	return out, true
+}
+
+// splitMSG splits an RFC 5424 message before its MSG: head is the header
+// and the structured data, text the MSG (nil when there is none). go-syslog
+// reads MSG byte by byte to check it is UTF-8, which Parse made sure of
+// already, and copies it: half of its time on an appliance's message.
+// Given head alone it reads the same header and structured data, so splitMSG
+// only finds where the structured data ends (RFC 5424 §6.3: "-", or
+// elements in brackets whose quoted values may hold \" \] \\), and
+// reports false for anything it does not see the end of: go-syslog then
+// reads the whole message and says what is wrong with it.
+func splitMSG(msg []byte) (head, text []byte, ok bool) {
+	// "<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID ": six spaces.
+	i := 0
+	for range 6 {
+		n := bytes.IndexByte(msg[i:], ' ')
+		if n < 0 {
+			return nil, nil, false
+		}
+		i += n + 1
+	}
+	if i >= len(msg) {
+		return nil, nil, false
+	}
+	switch msg[i] {
+	case '-':
+		i++
+	case '[':
+		quoted := false
+	scan:
+		for i < len(msg) {
+			switch c := msg[i]; {
+			case quoted && c == '\\':
+				i += 2
+				continue
+			case c == '"':
+				quoted = !quoted
+			case !quoted && c == ']':
+				if i+1 < len(msg) && msg[i+1] == '[' {
+					i += 2 // the next element
+					continue
+				}
+				i++
+				break scan
+			}
+			i++
+		}
+		if quoted || i > len(msg) || msg[i-1] != ']' {
+			return nil, nil, false
+		}
+	default:
+		return nil, nil, false
+	}
+	switch {
+	case i == len(msg):
+		return msg, nil, true
+	case msg[i] == ' ':
+		return msg[:i], msg[i+1:], true
+	}
+	return nil, nil, false
 }
