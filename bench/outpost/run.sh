@@ -12,10 +12,12 @@
 #   vmhwm_mib     peak resident memory of `outpost run` (VmHWM)
 #   data_mib      size of data_dir (JetStream + Badger) at the end
 #   alerts        CEF messages received, by rule
-# and the medians. Environment: RUNS (3), MIX (sshd|realistic), IPS (1000),
-# RATE (loadgen -rate, 1000), PROFILE=DIR to save a 10 s CPU profile per run
+# and the medians. Environment: RUNS (3), MIX (sshd|realistic|formats), IPS (1000),
+# RATE (loadgen -rate, 1000), PROFILE=DIR to save a CPU profile of PROFILE_SECONDS (10) per run
 # (PROFILE_AFTER=S seconds into the run, default 0) and a heap profile after it,
-# EXTRA (YAML appended to the config, e.g. 'windows: {fused: true}').
+# EXTRA (YAML appended to the config, e.g. 'windows: {fused: true}'), OUTPOST_BIN (an
+# outpost binary to run instead of one built from this tree: another build,
+# measured on the same input).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . bench/lib.sh
@@ -23,7 +25,7 @@ n=${1:-1000000} runs=${RUNS:-3} mix=${MIX:-sshd} ips=${IPS:-1000} rate=${RATE:-1
 tmp=$(mktemp -d)
 pids=()
 trap cleanup EXIT # bench/lib.sh: kills pids, removes tmp
-go build -o "$tmp/outpost" ./cmd/outpost
+if [[ -n ${OUTPOST_BIN:-} ]]; then cp "$OUTPOST_BIN" "$tmp/outpost"; else go build -o "$tmp/outpost" ./cmd/outpost; fi
 build_loadgen "$tmp"
 gen=(-n "$n" -ips "$ips" -rate "$rate" -mix "$mix")
 "$tmp/loadgen" "${gen[@]}" -out "$tmp/lines.txt" -expect 2>&1 | grep -E 'expect|planted' || true
@@ -45,7 +47,7 @@ for run in $(seq "$runs"); do
 	prof=
 	if [[ -n ${PROFILE:-} ]]; then
 		mkdir -p "$PROFILE"
-		(sleep "${PROFILE_AFTER:-0}" && curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=10" &&
+		(sleep "${PROFILE_AFTER:-0}" && curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" &&
 			curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.heap.pprof" "http://127.0.0.1:$http/debug/pprof/heap") &
 		prof=$!
 	fi
