@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
@@ -42,6 +43,36 @@ func AppendRecord(batch, rec []byte) []byte {
 	}
 	batch = binary.AppendUvarint(batch, uint64(len(rec)))
 	return append(batch, rec...)
+}
+
+// batchBuffers recycles batch payloads. Built by appending to nothing, a
+// batch of MaxBatchBytes allocated about twice its size and copied what it
+// held at every doubling: a third of all the bytes the pipeline allocated.
+var batchBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchCap)
+	return &b
+}}
+
+// batchCap is the capacity of a pooled batch: a full batch and one varint.
+const batchCap = MaxBatchBytes + binary.MaxVarintLen64
+
+// NewBatch returns an empty batch payload with room for MaxBatchBytes, for
+// AppendRecord; FreeBatch gives it back once it is no longer read.
+func NewBatch() []byte {
+	return (*batchBuffers.Get().(*[]byte))[:0]
+}
+
+// FreeBatch gives a batch from NewBatch back for reuse. Call it only when
+// nothing reads the bytes any more: for a published message, once
+// JetStream acked it (the client keeps the message to send it again until
+// then). A batch that grew past its capacity (one record over
+// MaxBatchBytes) is left to the collector.
+func FreeBatch(b []byte) {
+	if cap(b) != batchCap {
+		return
+	}
+	b = b[:0]
+	batchBuffers.Put(&b)
 }
 
 // Fits reports whether a record of n bytes can be appended to batch

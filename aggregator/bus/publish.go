@@ -237,11 +237,13 @@ func (p *Publisher) drain(ctx context.Context, items []item) error {
 }
 
 // pending is one message of a round and how many events it carries; a
-// dead letter carries its item.
+// dead letter carries its item. pooled: its data is a NewBatch, freed
+// when the message is acked.
 type pending struct {
 	msg    *nats.Msg
 	events int
 	dead   *item
+	pooled bool
 }
 
 // pack turns queued items into messages: consecutive events of one
@@ -259,7 +261,7 @@ func pack(items []item) []pending {
 			continue
 		}
 		if cur == nil || cur.msg.Subject != it.subject || !Fits(cur.msg.Data, len(it.data)) {
-			out = append(out, pending{msg: &nats.Msg{Subject: it.subject}})
+			out = append(out, pending{msg: &nats.Msg{Subject: it.subject, Data: NewBatch()}, pooled: true})
 			cur = &out[len(out)-1]
 		}
 		cur.msg.Data = AppendRecord(cur.msg.Data, it.data)
@@ -292,6 +294,9 @@ func (p *Publisher) send(ctx context.Context, items []item) error {
 			}
 			select {
 			case ack := <-f.Ok():
+				if todo[i].pooled {
+					FreeBatch(todo[i].msg.Data) // acked: the client is done with it
+				}
 				if d := todo[i].dead; d != nil {
 					p.bus.countDeadLetter(ack.Stream, d.source, d.reason)
 				} else {

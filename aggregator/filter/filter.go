@@ -397,6 +397,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, f := range futures {
 			select {
 			case <-f.Ok():
+				bus.FreeBatch(f.Msg().Data) // acked: the client is done with it
 			case err := <-f.Err():
 				return err
 			case <-ctx.Done():

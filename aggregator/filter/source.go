@@ -74,7 +74,7 @@ func (pt *part) add(rec []byte, source uint64, flush func() error) error {
 		}
 	}
 	if pt.batch == nil {
-		pt.batch = make([]byte, 0, 32<<10) // fewer copies as it grows
+		pt.batch = bus.NewBatch() // freed when JetStream acks the message
 	}
 	pt.batch = bus.AppendRecord(pt.batch, rec)
 	pt.src.Runs[len(pt.src.Runs)-1].N++
