@@ -246,9 +246,15 @@ func (c *chunk) add(frame []byte) {
 // no worker waits on one that is not being worked on.
 func (r *run) parseChunks() {
 	p := r.newParser()
+	// The events of a chunk, parsed into the memory of the last one's:
+	// the sink keeps none of them.
+	var store []event.Event
 	var evs []*event.Event
 	for c := range r.chunks {
 		evs = evs[:0]
+		if len(store) < len(c.ends) {
+			store = make([]event.Event, len(c.ends))
+		}
 		start := 0
 		for _, end := range c.ends {
 			msg := c.data[start:end]
@@ -257,7 +263,8 @@ func (r *run) parseChunks() {
 				continue
 			}
 			// A sink failure while dead-lettering is recorded by r.fail.
-			if ev, _ := r.parse(p, msg, c.received, c.sender); ev != nil {
+			ev := &store[len(evs)]
+			if ok, _ := r.parse(p, msg, c.received, c.sender, ev); ok {
 				evs = append(evs, ev)
 			}
 		}

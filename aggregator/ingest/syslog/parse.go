@@ -42,6 +42,10 @@ type Parser struct {
 	keeping *attrFilter
 	left    int
 	keepFn  payload.Keep
+
+	// scratch is the event of a message delivered alone (UDP, RELP),
+	// parsed again for the next: the sink keeps none.
+	scratch event.Event
 }
 
 // keep is payload.Keep for the message being parsed: its filter's say,

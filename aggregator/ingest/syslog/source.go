@@ -29,8 +29,9 @@ import (
 //
 // Publish blocks while the bus applies backpressure and returns an error
 // only when ctx ends or the bus is gone; the source then stops reading (it
-// does not drop input silently). Each event is new: the sink may keep it,
-// the source never touches it again.
+// does not drop input silently). ev is only valid during the call: the
+// source parses the next message into the same memory, so a sink copies
+// what it keeps (its strings it may keep: they are new for each event).
 //
 // DeadLetter keeps input that could not be parsed or framed, with the
 // reason, for a user to inspect. reason is "<kind>: <detail>", kind being
@@ -403,26 +404,27 @@ func (r *run) newParser() *Parser {
 // deliver parses one message and publishes it. It returns an error only
 // when the sink failed, and then the reader that called it must stop.
 func (r *run) deliver(p *Parser, msg []byte, received time.Time, sender string, events prometheus.Counter) error {
-	ev, err := r.parse(p, msg, received, sender)
-	if ev == nil {
+	ev := &p.scratch
+	ok, err := r.parse(p, msg, received, sender, ev)
+	if !ok {
 		return err
 	}
 	return r.publish(ev, events)
 }
 
-// parse parses one message; a message that does not parse is rejected
-// (counted, logged, dead-lettered) and gives no event. The error is the
-// sink's, from dead-lettering.
-func (r *run) parse(p *Parser, msg []byte, received time.Time, sender string) (*event.Event, error) {
+// parse parses one message into ev and reports whether it gave an event;
+// a message that does not parse is rejected (counted, logged,
+// dead-lettered) and gives none. The error is the sink's, from
+// dead-lettering.
+func (r *run) parse(p *Parser, msg []byte, received time.Time, sender string, ev *event.Event) (bool, error) {
 	msg = trimTrailer(msg)
 	if len(msg) == 0 {
-		return nil, nil
+		return false, nil
 	}
-	ev := new(event.Event)
 	if err := p.Parse(msg, received, sender, ev); err != nil {
-		return nil, r.reject(errRFC5424, err.Error(), msg, sender)
+		return false, r.reject(errRFC5424, err.Error(), msg, sender)
 	}
-	return ev, nil
+	return true, nil
 }
 
 // publish counts ev and hands it to the sink; an error is the sink's.

@@ -61,7 +61,8 @@ func (s *memSink) Publish(ctx context.Context, ev *event.Event) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.events = append(s.events, ev)
+	cp := *ev // the source reuses ev
+	s.events = append(s.events, &cp)
 	return nil
 }
 
