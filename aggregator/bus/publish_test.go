@@ -57,10 +57,12 @@ func TestFlushWaitsForTheAcks(t *testing.T) {
 }
 
 // TestRecycledBatchesArriveWhole: the publisher reuses a message's bytes
-// for a later message once JetStream acked it (NewBatch, FreeBatch). Every
+// for a later message once JetStream acked it (NewBatch, FreeBatch), and
+// an event's encoding once it is copied into a message (eventBufs). Every
 // event of many full messages, published while the next ones are being
-// packed, arrives as it was sent: a batch handed out twice (freed twice)
-// arrives holding another message's records. (A batch freed before its
+// packed, arrives as it was sent: a buffer handed out again while still
+// in use (a batch freed twice, an encoding freed before it was copied)
+// arrives holding another event's bytes. (A batch freed before its
 // ack would not show here: the embedded server's client copies what it
 // sends at once.)
 func TestRecycledBatchesArriveWhole(t *testing.T) {
