@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -280,6 +281,23 @@ func TestJSONValues(t *testing.T) {
 		ev := &event.Event{Message: msg}
 		if Apply(FormatJSON, ev, nil) {
 			t.Errorf("%q parsed: %v", msg, ev.Attrs)
+		}
+	}
+}
+
+// A JSON path cut at maxJSONPath is cut between characters: attribute
+// names are valid UTF-8 like every event string (found by review: keys of
+// 32 "é" cut the fourth level's name in the middle of one).
+func TestJSONLongPathUTF8(t *testing.T) {
+	k := strings.Repeat("é", 32) // 64 bytes: a key
+	msg := `{"` + k + `":{"` + k + `":{"` + k + `":{"` + k + `":{"` + k + `":"v"}}}}}`
+	ev := &event.Event{Message: msg}
+	if !Apply(Detect(ev), ev, nil) {
+		t.Fatal("not parsed")
+	}
+	for name, v := range ev.Attrs {
+		if !utf8.ValidString(name) || !utf8.ValidString(v) {
+			t.Errorf("invalid UTF-8: attribute %q = %q", name, v)
 		}
 	}
 }
