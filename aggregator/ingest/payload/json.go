@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 
@@ -110,7 +111,11 @@ func flatten(f *fields, path string, v *fastjson.Value, depth int) {
 		return path + "." + k
 	}
 	if len(path) > maxJSONPath {
-		f.add(path[:maxJSONPath], compact(v)) // too deep a name: the subtree as text, under a bounded name
+		n := maxJSONPath
+		for n > 0 && !utf8.RuneStart(path[n]) {
+			n-- // cut between characters: names are UTF-8
+		}
+		f.add(path[:n], compact(v)) // too deep a name: the subtree as text, under a bounded name
 		return
 	}
 	switch v.Type() {
