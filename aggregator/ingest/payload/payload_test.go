@@ -301,3 +301,29 @@ func TestJSONLongPathUTF8(t *testing.T) {
 		}
 	}
 }
+
+// A subtree kept as text past the depth bound does not depend on the
+// order the sender wrote its keys in, counts a repeated key once with its
+// last value, and is read as JSON before it is written again, as the
+// attributes are (found by review: fastjson's MarshalTo wrote the
+// sender's text back, key order and repeats included).
+func TestJSONCompactCanonical(t *testing.T) {
+	wrap := func(x string) string {
+		return strings.Repeat(`{"d":`, maxJSONDepth) + x + strings.Repeat("}", maxJSONDepth)
+	}
+	key := "json" + strings.Repeat(".d", maxJSONDepth)
+	want := `{"a":[1,"é/"],"b":3}`
+	for _, x := range []string{
+		`{"b":1,"a":[1,"é/"],"b":3}`,
+		`{"a":[1, "\u00e9\/"], "b":3}`,
+		`{"b":3,"a":[1,"é/"]}`,
+	} {
+		ev := &event.Event{Message: wrap(x)}
+		if !Apply(Detect(ev), ev, nil) {
+			t.Fatalf("%s: not parsed", x)
+		}
+		if got := ev.Attrs[key]; got != want {
+			t.Errorf("%s: %s = %s, want %s", x, key, got, want)
+		}
+	}
+}
