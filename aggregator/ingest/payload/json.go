@@ -176,9 +176,91 @@ func flatten(f *fields, path string, v *fastjson.Value, depth int) {
 	}
 }
 
-// compact is v as JSON text, without insignificant spaces.
+// compact is v as JSON text, without insignificant spaces, as
+// encoding/json wrote the value it read: an object's keys sorted, a
+// repeated key once with its last value, strings read and written again
+// (fastjson's MarshalTo gives back the sender's text).
 func compact(v *fastjson.Value) string {
-	return string(v.MarshalTo(nil))
+	return string(appendCompact(nil, v))
+}
+
+func appendCompact(b []byte, v *fastjson.Value) []byte {
+	switch v.Type() {
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		var members []member
+		o.Visit(func(k []byte, x *fastjson.Value) { members = append(members, member{string(k), x}) })
+		slices.SortStableFunc(members, func(a, b member) int { return strings.Compare(a.key, b.key) })
+		b = append(b, '{')
+		for i, m := range members {
+			if i+1 < len(members) && members[i+1].key == m.key {
+				continue // the same key again after this: the last wins
+			}
+			if b[len(b)-1] != '{' {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, m.key)
+			b = append(b, ':')
+			b = appendCompact(b, m.val)
+		}
+		return append(b, '}')
+	case fastjson.TypeArray:
+		a, _ := v.Array()
+		b = append(b, '[')
+		for i, x := range a {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendCompact(b, x)
+		}
+		return append(b, ']')
+	case fastjson.TypeString:
+		return appendJSONString(b, string(v.GetStringBytes()))
+	}
+	return v.MarshalTo(b) // numbers as written, true, false, null
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it without HTML escaping.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c == '\b':
+				b = append(b, '\\', 'b')
+			case c == '\f':
+				b = append(b, '\\', 'f')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
 }
 
 // jsonFirst are the top-level keys flattened first.
