@@ -99,6 +99,39 @@ type member struct {
 	val *fastjson.Value
 }
 
+// sortedMembers appends the members of object v to buf in key order, those
+// first says ahead (nil: none), a key written twice once with its last
+// value, and keys longer than maxLen left out (-1: none).
+func sortedMembers(v *fastjson.Value, buf []member, maxLen int, first func(string) bool) []member {
+	o, _ := v.Object()
+	o.Visit(func(k []byte, x *fastjson.Value) {
+		if maxLen < 0 || len(k) <= maxLen {
+			buf = append(buf, member{string(k), x})
+		}
+	})
+	rank := func(k string) int {
+		if first != nil && first(k) {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(buf, func(a, b member) int {
+		if c := rank(a.key) - rank(b.key); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	// The sort is stable: of a key written twice, the last is last.
+	out := buf[:0]
+	for i, m := range buf {
+		if i+1 < len(buf) && buf[i+1].key == m.key {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // flatten adds v's scalars under their paths, keys in sorted order so the
 // result does not depend on the order the sender wrote them in (a key
 // written twice counts once, with its last value).
@@ -126,30 +159,15 @@ func flatten(f *fields, path string, v *fastjson.Value, depth int) {
 			f.add(path, compact(v))
 			return
 		}
-		o, _ := v.Object()
-		var buf [16]member
-		members := buf[:0]
-		o.Visit(func(k []byte, x *fastjson.Value) {
-			if len(k) <= maxKey { // longer is not a key: no name of that size is kept
-				members = append(members, member{string(k), x})
-			}
-		})
-		first := func(k string) int { return boolInt(depth != 0 || !jsonFirst[k]) }
 		// The keys fields and the Windows normalizer read go first, so a
 		// message with many others (a host's hundred addresses) does not
-		// lose them to the key cap.
-		slices.SortStableFunc(members, func(a, b member) int {
-			if c := first(a.key) - first(b.key); c != 0 {
-				return c
-			}
-			return strings.Compare(a.key, b.key)
-		})
-		for i, m := range members {
+		// lose them to the key cap. A longer key than maxKey is not a key:
+		// no name of that size is kept.
+		var buf [16]member
+		members := sortedMembers(v, buf[:0], maxKey, func(k string) bool { return depth == 0 && jsonFirst[k] })
+		for _, m := range members {
 			if len(f.keys) >= maxAttrs {
 				return
-			}
-			if i+1 < len(members) && members[i+1].key == m.key {
-				continue // the same key again after this: the last wins
 			}
 			flatten(f, join(m.key), m.val, depth+1)
 		}
@@ -189,15 +207,8 @@ func compact(v *fastjson.Value) string {
 func appendCompact(b []byte, v *fastjson.Value) []byte {
 	switch v.Type() {
 	case fastjson.TypeObject:
-		o, _ := v.Object()
-		var members []member
-		o.Visit(func(k []byte, x *fastjson.Value) { members = append(members, member{string(k), x}) })
-		slices.SortStableFunc(members, func(a, b member) int { return strings.Compare(a.key, b.key) })
 		b = append(b, '{')
-		for i, m := range members {
-			if i+1 < len(members) && members[i+1].key == m.key {
-				continue // the same key again after this: the last wins
-			}
+		for _, m := range sortedMembers(v, nil, -1, nil) {
 			if b[len(b)-1] != '{' {
 				b = append(b, ',')
 			}
@@ -237,10 +248,3 @@ func appendJSONString(b []byte, s string) []byte {
 // jsonFirst are the top-level keys flattened first.
 var jsonFirst = map[string]bool{"winlog": true, "event": true, "process": true, "source": true, "destination": true, "user": true,
 	"EventID": true, "Channel": true, "SourceName": true, "network": true, "file": true, "dns": true, "url": true, "http": true, "rule": true}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
