@@ -108,7 +108,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		if !e.stored && !b.admitNew(r, capped) {
 			return nil, engine.ErrKeyCap
 		}
-		b.s.keep(sk, e)
+		b.s.keep(e)
 	} else if e.st.Empty() && !e.live && !b.admitNew(r, capped) {
 		return nil, engine.ErrKeyCap
 	}

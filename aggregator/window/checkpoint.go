@@ -288,7 +288,6 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	defer s.mu.Unlock()
 	s.writing = nil
 	if err == nil {
-		s.coolSealed()
 		s.merge(cp.log)
 		for _, ss := range cp.sealed {
 			if ss.e != nil { // its encoding is logged: the entry need not keep it
@@ -296,6 +295,15 @@ func (s *Stage) checkpoint(ctx context.Context) {
 				ss.e.sealing.Store(sealNone)
 			}
 		}
+		// Durable: the sealed states not changed since are clean (the
+		// most recently used), and mem may let go of them.
+		for _, e := range s.sealed {
+			e.sealed = false
+			if !e.dirty {
+				s.cleaned(e)
+			}
+		}
+		s.shrink()
 	}
 	s.sealed, s.sealedDrops = nil, nil
 	if err != nil {
@@ -349,7 +357,10 @@ func (s *Stage) seal() *checkpoint {
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}
-	for sk, e := range s.dirty {
+	sealed := make([]*entry, 0, len(s.dirty))
+	for _, e := range s.dirty {
+		sk := e.sk
+		e.dirty = false
 		ttl := s.ttl(e.r)
 		if e.indexed != 0 && e.indexed != e.st.Deadline {
 			cp.dels = append(cp.dels, timerKey(e.indexed, sk))
@@ -366,27 +377,35 @@ func (s *Stage) seal() *checkpoint {
 		}
 		e.indexed = e.st.Deadline
 		if e.st.Empty() {
-			if e.stored {
-				cp.sealed = append(cp.sealed, sealedState{sk: sk})
-				e.stored = false
-				cp.states++
+			if !e.stored {
+				// Nothing to write, and nothing stored: the state is no
+				// state, which a lookup finds again as well without it.
+				delete(s.mem, sk)
+				continue
 			}
-			s.cache.Remove(sk)
-			continue
+			// Emptied: deleted by this checkpoint. It stays in mem,
+			// sealed, until that is durable (Badger and the log still
+			// hold it until then).
+			cp.sealed = append(cp.sealed, sealedState{sk: sk})
+			e.stored = false
+			cp.states++
+		} else {
+			// Encoded by write, outside the mutex (entry.sealedState).
+			e.sealing.Store(sealPending)
+			cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
+			e.stored = true
+			cp.states++
 		}
-		// Encoded by write, outside the mutex (entry.sealedState).
-		e.sealing.Store(sealPending)
-		cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
-		e.stored = true
-		cp.states++
+		e.sealed = true
+		sealed = append(sealed, e)
 	}
 	for k := range s.drops {
 		if _, armed := timers[k]; !armed { // dropped as stale, armed again since
 			cp.dels = append(cp.dels, []byte(k))
 		}
 	}
-	s.sealed, s.sealedDrops = s.dirty, s.drops
-	s.dirty, s.drops = make(map[string]*entry, len(s.sealed)), map[string]struct{}{}
+	s.sealed, s.sealedDrops = sealed, s.drops
+	s.dirty, s.drops = make([]*entry, 0, len(sealed)), map[string]struct{}{}
 	s.writing = ep
 	return cp
 }

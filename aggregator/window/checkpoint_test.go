@@ -264,8 +264,7 @@ func TestEpochsShareStateInMemoryAndCheckpointTogether(t *testing.T) {
 		// cache emptied) decoded from Badger.
 		for _, from := range []string{"cache", "Badger"} {
 			if from == "Badger" {
-				h.s.cache.Remove(sk)
-				delete(h.s.dirty, sk)
+				h.s.letGo(sk)
 			}
 			b := h.s.newBatch()
 			st, err := b.State(h.rule(t, "many"), "host=a", true)
@@ -277,7 +276,7 @@ func TestEpochsShareStateInMemoryAndCheckpointTogether(t *testing.T) {
 				t.Errorf("a fresh batch reads %x from the %s, want %x", got, from, final)
 			}
 		}
-		delete(h.s.dirty, sk)
+		h.s.letGo(sk)
 	})
 }
 
@@ -1029,8 +1028,9 @@ func TestFailedEpochDoesNotMoveTheWatermark(t *testing.T) {
 // checkpointed after every fourth batch by the test, and in between when
 // the stage asks for one itself (half the cache dirty) or makes a batch
 // wait for the one being written (the whole cache dirty). A state changed
-// since the last checkpoint stays in memory (dirty, then sealed) when the
-// LRU evicts it: at every batch, memory or else Badger holds the
+// since the last checkpoint stays in memory (dirty, then sealed) however
+// many states memory holds, and clean ones are let go of and read back:
+// at every batch, memory or else Badger holds the
 // reference's state of every key; the alerts are the reference's, in
 // order; at the end Badger holds exactly the reference's states.
 func TestSmallCacheLosesNoChangedState(t *testing.T) {
@@ -1062,7 +1062,7 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 
 	var wantIDs []string
 	touched := map[[2]string]bool{}
-	evicted := 0 // times a state changed since the last checkpoint was not in the LRU
+	over := 0 // batches after which memory held more than cacheKeys states (dirty and sealed ones)
 	var waits []<-chan error
 	matches := 0
 	for i, b := range batches {
@@ -1076,19 +1076,18 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 					return 0, err
 				}
 			}
-			// mu is held: every state the batch touched is dirty, whether
-			// or not the LRU kept it.
+			// mu is held: every state the batch touched is in memory,
+			// dirty, however many that is.
 			for _, m := range b {
 				sk := stateKey(h.rule(t, m.RuleID), m.Key)
-				if _, ok := h.s.dirty[sk]; !ok {
-					t.Errorf("batch %d: %q not dirty", i, sk)
-				}
-				if !h.s.cache.Contains(sk) {
-					evicted++
+				if e := h.s.mem[sk]; e == nil || !e.dirty || !slices.Contains(h.s.dirty, e) {
+					t.Errorf("batch %d: %q not dirty in memory", i, sk)
 				}
 			}
-			if n := h.s.cache.Len(); n > cacheKeys {
-				t.Errorf("the cache holds %d states, more than %d", n, cacheKeys)
+			if n, pinned := len(h.s.mem), len(h.s.dirty)+len(h.s.sealed); n > max(cacheKeys, pinned) {
+				t.Errorf("memory holds %d states, more than %d and the %d dirty or sealed", n, cacheKeys, pinned)
+			} else if n > cacheKeys {
+				over++
 			}
 			return newest, nil
 		})
@@ -1133,14 +1132,15 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 			t.Errorf("batch %d: %v", i, err)
 		}
 	}
-	if evicted == 0 {
-		t.Fatal("no state changed since the last checkpoint was ever evicted from the cache: the test tells nothing")
+	reads := h.s.logReads.Load() + h.s.badgerReads.Load()
+	if reads <= int64(len(touched)) || over == 0 {
+		t.Fatalf("%d states read back for %d keys, %d batches with more than the cache in memory: the test tells nothing", reads, len(touched), over)
 	}
 	if len(wantIDs) < 10 {
 		t.Fatalf("the reference raised %d alerts: too few to tell anything", len(wantIDs))
 	}
-	t.Logf("%d matches, %d alerts, %d checkpoints, %d looks at a changed state out of the LRU",
-		matches, len(wantIDs), int(testutil.ToFloat64(h.s.checkpoints.WithLabelValues("ok"))), evicted)
+	t.Logf("%d matches, %d alerts, %d checkpoints, %d states read back, %d batches with more than the cache in memory",
+		matches, len(wantIDs), int(testutil.ToFloat64(h.s.checkpoints.WithLabelValues("ok"))), reads, over)
 	if _, ids := h.pub.published(); !slices.Equal(ids, wantIDs) {
 		t.Errorf("published %d alerts %v,\nwant %d %v", len(ids), ids, len(wantIDs), wantIDs)
 	}
@@ -1187,8 +1187,9 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 }
 
 // A checkpoint in flight (its alerts' acks held) while further batches
-// are applied, with a cache of 4. A state it sealed and the LRU then
-// evicted is found sealed in memory, not read from Badger, which still
+// are applied, with a cache of 4. A state it sealed stays in memory while
+// more states than that are touched, and is found sealed there, not read
+// from Badger, which still
 // holds the checkpoint before: the batch that touches it fires on it. A
 // batch waits while the whole cache is dirty and a checkpoint is being
 // written. Once the acks come, the checkpoint writes the states as sealed
@@ -1226,13 +1227,12 @@ func TestSealedStatesAreFoundWhileTheCheckpointIsInFlight(t *testing.T) {
 		t.Fatalf("Badger holds %x for host=a, want the first checkpoint's %x", got, afterM1)
 	}
 
-	// Three new keys evict host=a, sealed, from the LRU.
+	// Three new keys fill the cache past its size: host=a, sealed, stays.
 	wx := background(h.mustApply(ctx, t, x...))
 	h.locked(func() {
-		_, dirty := h.s.dirty[skA]
-		_, sealed := h.s.sealed[skA]
-		if h.s.cache.Contains(skA) || dirty || !sealed {
-			t.Fatalf("host=a: in the cache %v, dirty %v, sealed %v; want only sealed", h.s.cache.Contains(skA), dirty, sealed)
+		e := h.s.mem[skA]
+		if e == nil || e.dirty || !e.sealed || !slices.Contains(h.s.sealed, e) || len(h.s.mem) <= h.s.cfg.CacheKeys {
+			t.Fatalf("host=a: in memory %v, of %d states; want it there, only sealed, with more than %d states", e != nil, len(h.s.mem), h.s.cfg.CacheKeys)
 		}
 	})
 	if got := h.inMemory(skA); !bytes.Equal(got, afterM2) {
@@ -1243,8 +1243,8 @@ func TestSealedStatesAreFoundWhileTheCheckpointIsInFlight(t *testing.T) {
 		t.Fatalf("published %v, want %v: a3 applied to Badger's older state, not the sealed one", ids, wantIDs)
 	}
 	h.locked(func() {
-		if e, s := h.s.dirty[skA], h.s.sealed[skA]; e == nil || e != s || !h.s.cache.Contains(skA) {
-			t.Errorf("host=a is not the sealed entry, dirty and cached again")
+		if e := h.s.mem[skA]; e == nil || !e.dirty || !e.sealed || !slices.Contains(h.s.dirty, e) || !slices.Contains(h.s.sealed, e) {
+			t.Errorf("host=a is not the sealed entry, dirty again")
 		}
 	})
 	if got, want := h.inMemory(skA), ref.state(t, h.set, "many", "a"); !bytes.Equal(got, want) {

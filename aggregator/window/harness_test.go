@@ -280,17 +280,25 @@ func (h *harness) stored(t *testing.T, sk string) []byte {
 	return nil
 }
 
+// letGo makes the store let go of sk's state in memory, as if it had
+// never read it (dirty or not). Call with mu held.
+func (s *store) letGo(sk string) {
+	e := s.mem[sk]
+	if e == nil {
+		return
+	}
+	s.unlink(e)
+	delete(s.mem, sk)
+	s.dirty = slices.DeleteFunc(s.dirty, func(x *entry) bool { return x == e })
+	s.sealed = slices.DeleteFunc(s.sealed, func(x *entry) bool { return x == e })
+	e.dirty, e.sealed = false, false
+}
+
 // inMemory returns the encoded state memory holds for sk, nil if none.
 func (h *harness) inMemory(sk string) []byte {
 	var out []byte
 	h.locked(func() {
-		e, ok := h.s.cache.Peek(sk)
-		if !ok {
-			if e, ok = h.s.dirty[sk]; !ok {
-				e, ok = h.s.sealed[sk]
-			}
-		}
-		if ok {
+		if e, ok := h.s.mem[sk]; ok {
 			out = engine.AppendState(nil, &e.st)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-siem/outpost/aggregator/engine"
@@ -33,24 +32,29 @@ type store struct {
 	js  jetstream.JetStream // the state log's stream (log.go)
 	log *slog.Logger
 
-	// cache holds recently used states, clean or dirty, bounded to
-	// cfg.CacheKeys. dirty holds the states changed since the last seal:
-	// the cache may evict one, but it stays here until it is sealed.
-	// sealed holds the states of the checkpoint being written, until it is
-	// durable: the cache may have evicted them and Badger may not hold them
-	// yet. A state is looked up in that order, then read from Badger.
-	cache  *lru.Cache[string, *entry]
-	dirty  map[string]*entry
-	sealed map[string]*entry
-	// cold holds, encoded, states the cache evicted, up to cfg.ColdBytes
-	// of them: reading one back is a map lookup and a decode, not a
-	// Badger read. A state is in cold or in the cache, never both (taking
-	// it back out removes it), so cold is never staler than the cache;
-	// one the cache evicted while dirty is still in dirty (or sealed),
-	// which lookup looks in first.
+	// mem holds every state decoded in memory, by its key: those changed
+	// since the last seal (dirty), those of the checkpoint being written
+	// (sealed: Badger may not hold them yet), and clean ones, which a
+	// later batch is likely to touch again. It is the one table a state
+	// is looked up in before it is read back from cold, the log or
+	// Badger. The clean states are on a list in the order they became
+	// clean (the least recently used first: a state becomes dirty when
+	// used, and clean again once its checkpoint is durable), and the
+	// first ones are let go of while mem holds more than cfg.CacheKeys.
+	// A dirty or sealed state is never let go of: it stays until its
+	// checkpoint is durable.
+	mem    map[string]*entry
+	clean  entry    // the list's sentinel: clean.next is the least recently used
+	dirty  []*entry // in the order they became dirty
+	sealed []*entry // nil when no checkpoint is being written
+	// cold holds, encoded, states mem let go of, up to cfg.ColdBytes of
+	// them: reading one back is a map lookup and a decode, not a Badger
+	// read. A state is in cold or in mem, never both (taking it back out
+	// removes it), so cold is never staler than mem; mem never lets go of
+	// a state changed since the last durable checkpoint.
 	cold      map[string]coldState
 	coldBytes atomic.Int64
-	// reads counts the states read back into the cache: from cold, and
+	// reads counts the states read back into mem: from cold, and
 	// from Badger (found or not), for the metrics.
 	coldReads, logReads, badgerReads atomic.Int64
 	// drops are the timer keys to delete with the next checkpoint (stale
@@ -114,9 +118,16 @@ const coldOverhead = 64
 type entry struct {
 	st      engine.State
 	r       *rules.Rule
-	stored  bool  // Badger holds the state
-	indexed int64 // the deadline Badger's timer index holds (0: none)
-	live    bool  // counted in liveKeys
+	sk      string // its state key, as mem holds it
+	stored  bool   // Badger holds the state
+	indexed int64  // the deadline Badger's timer index holds (0: none)
+	live    bool   // counted in liveKeys
+
+	// dirty and sealed say whether it is in store.dirty and store.sealed
+	// (it may be in both); prev and next link it into the clean list when
+	// it is in neither.
+	dirty, sealed bool
+	prev, next    *entry
 
 	// sealing and sealedEnc let a checkpoint encode the state as it was
 	// sealed without holding the stage's mutex (copy on write): seal sets
@@ -159,42 +170,54 @@ func (e *entry) sealedState() []byte {
 func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger) *store {
 	s := &store{
 		cfg: cfg, db: db, js: js, log: log,
-		dirty: map[string]*entry{}, drops: map[string]struct{}{},
-		cold: map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
+		drops: map[string]struct{}{},
+		cold:  map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
 		applied: applied{},
 	}
-	// errs only for a size < 1
-	s.cache, _ = lru.NewWithEvict[string, *entry](max(cfg.CacheKeys, 1), s.evicted)
+	s.forgetMem()
 	return s
 }
 
-// evicted keeps a state the cache let go of in cold, encoded, within the
-// byte budget (making room by dropping others: Badger holds them).
-func (s *store) evicted(sk string, e *entry) {
-	// A state changed since the last durable checkpoint stays in dirty or
-	// sealed, where the batch that holds it may change it further;
-	// coolSealed keeps it in cold once it is durable.
-	if _, ok := s.dirty[sk]; ok {
-		return
-	}
-	if _, ok := s.sealed[sk]; ok {
-		return
-	}
-	s.freeze(sk, e)
+// forgetMem empties mem.
+func (s *store) forgetMem() {
+	s.mem = map[string]*entry{}
+	s.clean.prev, s.clean.next = &s.clean, &s.clean
+	s.dirty, s.sealed = nil, nil
 }
 
-// coolSealed, once the sealed checkpoint is durable, keeps in cold the
-// states of it that neither the cache nor dirty holds (they would
-// otherwise be read back from Badger). Call with the stage's mutex held.
-func (s *store) coolSealed() {
-	if s.cfg.ColdBytes <= 0 {
-		return
+// unlink takes e off the clean list, if it is on it.
+func (s *store) unlink(e *entry) {
+	if e.next != nil {
+		e.prev.next, e.next.prev = e.next, e.prev
+		e.prev, e.next = nil, nil
 	}
-	for sk, e := range s.sealed {
-		if _, ok := s.dirty[sk]; ok || s.cache.Contains(sk) {
-			continue
-		}
-		s.freeze(sk, e)
+}
+
+// cleaned puts e, neither dirty nor sealed any more, at the end of the
+// clean list: the most recently used.
+func (s *store) cleaned(e *entry) {
+	last := s.clean.prev
+	e.prev, e.next = last, &s.clean
+	last.next, s.clean.prev = e, e
+}
+
+// touch marks e dirty: its caller may change it.
+func (s *store) touch(e *entry) {
+	if !e.dirty {
+		e.dirty = true
+		s.dirty = append(s.dirty, e)
+		s.unlink(e)
+	}
+}
+
+// shrink lets go of the least recently used clean states while mem holds
+// more than cfg.CacheKeys, keeping them in cold within its budget.
+func (s *store) shrink() {
+	for len(s.mem) > s.cfg.CacheKeys && s.clean.next != &s.clean {
+		e := s.clean.next
+		s.unlink(e)
+		delete(s.mem, e.sk)
+		s.freeze(e.sk, e)
 	}
 }
 
@@ -227,30 +250,18 @@ func (s *store) dropCold(sk string, c coldState) {
 	s.coldBytes.Add(-int64(len(sk) + len(c.enc) + coldOverhead))
 }
 
-// cacheAdd makes e the most recently used state in the cache; cold lets
-// go of its copy.
-func (s *store) cacheAdd(sk string, e *entry) {
-	if c, ok := s.cold[sk]; ok {
-		s.dropCold(sk, c)
-	}
-	s.cache.Add(sk, e)
-}
-
-// lookup finds the state of sk in memory, marks it dirty (its caller may
-// change it) and makes it the most recently used.
+// lookup finds the state of sk in memory (or cold) and marks it dirty
+// (its caller may change it).
 func (s *store) lookup(r *rules.Rule, sk string) *entry {
-	e, ok := s.cache.Get(sk)
+	e, ok := s.mem[sk]
 	if !ok {
-		if e, ok = s.dirty[sk]; !ok {
-			if e, ok = s.sealed[sk]; !ok {
-				if e, ok = s.thaw(r, sk); !ok {
-					return nil
-				}
-			}
+		if e, ok = s.thaw(r, sk); !ok {
+			return nil
 		}
-		s.cacheAdd(sk, e)
+		s.keep(e)
+		return e
 	}
-	s.dirty[sk] = e
+	s.touch(e)
 	return e
 }
 
@@ -261,7 +272,7 @@ func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
 		return nil, false
 	}
 	s.coldReads.Add(1)
-	e := &entry{r: r, indexed: c.indexed, stored: c.stored, live: c.live}
+	e := &entry{r: r, sk: sk, indexed: c.indexed, stored: c.stored, live: c.live}
 	if err := engine.DecodeState(c.enc, &e.st); err != nil {
 		// Encoded by this process a moment ago: a bug. Badger holds the
 		// state as of the last checkpoint; read it there.
@@ -273,9 +284,9 @@ func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
 }
 
 // load reads the state of sk from Badger through txn into a new entry,
-// which it keeps (in the cache, dirty). found says whether Badger held it.
+// for its caller to keep. e.stored says whether Badger held it.
 func (s *store) load(txn *badger.Txn, r *rules.Rule, sk string) (*entry, error) {
-	e := &entry{r: r}
+	e := &entry{r: r, sk: sk}
 	if st, ok := s.logLookup(sk); ok {
 		s.logReads.Add(1)
 		if st.enc == nil || st.expired(uint64(time.Now().Unix())) {
@@ -310,20 +321,24 @@ func (s *store) restore(e *entry, sk string, enc []byte) {
 	e.indexed = e.st.Deadline
 }
 
-// keep makes e the state of sk in memory, dirty.
-func (s *store) keep(sk string, e *entry) {
-	s.cacheAdd(sk, e)
-	s.dirty[sk] = e
+// keep makes e, new in memory, the state of its key there, dirty; cold
+// lets go of its copy.
+func (s *store) keep(e *entry) {
+	if c, ok := s.cold[e.sk]; ok {
+		s.dropCold(e.sk, c)
+	}
+	s.touch(e)
+	s.mem[e.sk] = e
+	s.shrink()
 }
 
 // forget drops every state held in memory but the log's: after a failed
 // checkpoint, what Badger holds is the truth again (reset reads the log
 // again too: the failed checkpoint may have written part of a record).
 func (s *store) forget() {
-	s.cache.Purge()
+	s.forgetMem()
 	s.cold = map[string]coldState{}
 	s.coldBytes.Store(0)
-	s.dirty, s.sealed = map[string]*entry{}, nil
 	s.drops, s.sealedDrops = map[string]struct{}{}, nil
 }
 
