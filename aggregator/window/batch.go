@@ -27,7 +27,18 @@ const (
 )
 
 func stateKey(r *rules.Rule, key string) string {
-	return statePrefix + r.ID + "@" + r.Fingerprint + "\x00" + key
+	return string(appendStateKey(nil, r, key))
+}
+
+// appendStateKey appends (r, key)'s state key to b: looked up as
+// string(b), a key in memory costs no allocation.
+func appendStateKey(b []byte, r *rules.Rule, key string) []byte {
+	b = append(b, statePrefix...)
+	b = append(b, r.ID...)
+	b = append(b, '@')
+	b = append(b, r.Fingerprint...)
+	b = append(b, 0)
+	return append(b, key...)
 }
 
 // parseStateKey splits a state key into rule id, fingerprint and group key.
@@ -60,6 +71,7 @@ type batch struct {
 	// states are the states this batch touched, in order.
 	states map[string]*entry
 	order  []*entry
+	key    []byte // scratch: the state key being looked up
 
 	// added counts, per rule, the new keys this batch created so far: the
 	// key cap holds within one batch too (done makes them live).
@@ -92,17 +104,17 @@ func (b *batch) keyCapHit(rule string) {
 // not yet stored counts against the rule's key cap if capped (deadline
 // checks must always see their state).
 func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
-	sk := stateKey(r, key)
-	if e, ok := b.states[sk]; ok {
+	b.key = appendStateKey(b.key[:0], r, key)
+	if e, ok := b.states[string(b.key)]; ok {
 		return &e.st, nil
 	}
-	e := b.s.lookup(r, sk)
+	e := b.s.lookup(r, b.key)
 	if e == nil {
 		if b.txn == nil {
 			b.txn = b.s.db.NewTransaction(false)
 		}
 		var err error
-		if e, err = b.s.load(b.txn, r, sk); err != nil {
+		if e, err = b.s.load(b.txn, r, string(b.key)); err != nil {
 			return nil, err
 		}
 		if !e.stored && !b.admitNew(r, capped) {
@@ -118,7 +130,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		e.sealedState()
 	}
 	e.r = r
-	b.states[sk] = e
+	b.states[e.sk] = e
 	b.order = append(b.order, e)
 	return &e.st, nil
 }

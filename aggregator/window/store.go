@@ -252,8 +252,8 @@ func (s *store) dropCold(sk string, c coldState) {
 
 // lookup finds the state of sk in memory (or cold) and marks it dirty
 // (its caller may change it).
-func (s *store) lookup(r *rules.Rule, sk string) *entry {
-	e, ok := s.mem[sk]
+func (s *store) lookup(r *rules.Rule, sk []byte) *entry {
+	e, ok := s.mem[string(sk)]
 	if !ok {
 		if e, ok = s.thaw(r, sk); !ok {
 			return nil
@@ -266,11 +266,12 @@ func (s *store) lookup(r *rules.Rule, sk string) *entry {
 }
 
 // thaw decodes sk's state from cold into a new entry.
-func (s *store) thaw(r *rules.Rule, sk string) (*entry, bool) {
-	c, ok := s.cold[sk]
+func (s *store) thaw(r *rules.Rule, key []byte) (*entry, bool) {
+	c, ok := s.cold[string(key)]
 	if !ok {
 		return nil, false
 	}
+	sk := string(key)
 	s.coldReads.Add(1)
 	e := &entry{r: r, sk: sk, indexed: c.indexed, stored: c.stored, live: c.live}
 	if err := engine.DecodeState(c.enc, &e.st); err != nil {
