@@ -68,10 +68,11 @@ func timerKey(deadline int64, sk string) []byte {
 type batch struct {
 	s   *store
 	txn *badger.Txn // read-only: states not in memory, and the timer index
-	// states are the states this batch touched, in order.
-	states map[string]*entry
-	order  []*entry
-	key    []byte // scratch: the state key being looked up
+	// order is the states this batch touched, in order; each is stamped
+	// with the batch's seq (entry.batch).
+	seq   uint64
+	order []*entry
+	key   []byte // scratch: the state key being looked up
 
 	// added counts, per rule, the new keys this batch created so far: the
 	// key cap holds within one batch too (done makes them live).
@@ -105,10 +106,15 @@ func (b *batch) keyCapHit(rule string) {
 // checks must always see their state).
 func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
 	b.key = appendStateKey(b.key[:0], r, key)
-	if e, ok := b.states[string(b.key)]; ok {
+	e := b.s.mem[string(b.key)]
+	if e != nil && e.batch == b.seq {
 		return &e.st, nil
 	}
-	e := b.s.lookup(r, b.key)
+	if e != nil {
+		b.s.touch(e)
+	} else if e = b.s.thaw(r, b.key); e != nil {
+		b.s.keep(e)
+	}
 	if e == nil {
 		if b.txn == nil {
 			b.txn = b.s.db.NewTransaction(false)
@@ -130,7 +136,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		e.sealedState()
 	}
 	e.r = r
-	b.states[e.sk] = e
+	e.batch = b.seq
 	b.order = append(b.order, e)
 	return &e.st, nil
 }

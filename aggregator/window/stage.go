@@ -683,7 +683,10 @@ func (s *Stage) waitWriting(ctx context.Context) error {
 
 // newBatch begins a batch: the engine.Txn of one batch of matches or one
 // deadline check.
-func (s *Stage) newBatch() *batch { return &batch{s: s.store, states: map[string]*entry{}} }
+func (s *Stage) newBatch() *batch {
+	s.batches++
+	return &batch{s: s.store, seq: s.batches}
+}
 
 // submit publishes a batch's alerts (without waiting for their acks) and
 // adds the batch to the current epoch; newest is the newest event time it

@@ -97,6 +97,7 @@ type store struct {
 	applied applied
 	streams map[string]int64
 
+	batches   uint64         // the seq of the last batch begun
 	liveKeys  map[string]int // live group keys per rule id (see countKeys)
 	keysTotal atomic.Int64   // their sum, for the gauge (read without the lock)
 }
@@ -128,6 +129,8 @@ type entry struct {
 	// it is in neither.
 	dirty, sealed bool
 	prev, next    *entry
+	// batch is the seq of the last batch that touched it (batch.seq).
+	batch uint64
 
 	// sealing and sealedEnc let a checkpoint encode the state as it was
 	// sealed without holding the stage's mutex (copy on write): seal sets
@@ -250,26 +253,12 @@ func (s *store) dropCold(sk string, c coldState) {
 	s.coldBytes.Add(-int64(len(sk) + len(c.enc) + coldOverhead))
 }
 
-// lookup finds the state of sk in memory (or cold) and marks it dirty
-// (its caller may change it).
-func (s *store) lookup(r *rules.Rule, sk []byte) *entry {
-	e, ok := s.mem[string(sk)]
-	if !ok {
-		if e, ok = s.thaw(r, sk); !ok {
-			return nil
-		}
-		s.keep(e)
-		return e
-	}
-	s.touch(e)
-	return e
-}
-
-// thaw decodes sk's state from cold into a new entry.
-func (s *store) thaw(r *rules.Rule, key []byte) (*entry, bool) {
+// thaw decodes sk's state from cold into a new entry (nil if cold does
+// not hold it).
+func (s *store) thaw(r *rules.Rule, key []byte) *entry {
 	c, ok := s.cold[string(key)]
 	if !ok {
-		return nil, false
+		return nil
 	}
 	sk := string(key)
 	s.coldReads.Add(1)
@@ -279,9 +268,9 @@ func (s *store) thaw(r *rules.Rule, key []byte) (*entry, bool) {
 		// state as of the last checkpoint; read it there.
 		s.log.Error("discarding an unreadable cold window state", "key", sk, "err", err)
 		s.dropCold(sk, c)
-		return nil, false
+		return nil
 	}
-	return e, true
+	return e
 }
 
 // load reads the state of sk from Badger through txn into a new entry,
