@@ -25,7 +25,8 @@ type Config struct {
 	// of distinct addresses can create.
 	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
 	// CacheKeys is how many recently used window states are kept in memory
-	// in front of Badger. Default 100,000. States changed since the last
+	// in front of Badger (decoded; beyond it the least recently used are
+	// let go of first). Default 100,000. States changed since the last
 	// checkpoint stay in memory regardless; a checkpoint is taken early
 	// when they reach half of it, and batches wait for the checkpoint being
 	// written when they reach all of it.
