@@ -73,10 +73,11 @@ func DecodeState(v []byte, st *State) error {
 		return json.Unmarshal(v, st)
 	}
 	// The strings (event ids, values) share one copy of v, or for
-	// stateV3 one buffer per list: a few allocations instead of one per
-	// event.
+	// stateV3 one buffer per list (the few strings outside a list are
+	// copied each: v is not copied whole): a few allocations instead of
+	// one per event.
 	var r wire.Reader
-	r.Reset(v, true)
+	r.Reset(v, len(v) > 0 && v[0] != stateV3)
 	ver := r.Byte()
 	if (ver < stateV1 || ver > stateV3) && r.Err() == nil {
 		return fmt.Errorf("window state encoding version %d unknown", ver)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nuid"
@@ -196,4 +197,22 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("unstable: %+v\n%+v %v", st, again, err)
 		}
 	})
+}
+
+// BenchmarkDecodeState decodes a state of 10 and of 200 events, as a
+// windows stage reads back a state it let go of.
+func BenchmarkDecodeState(b *testing.B) {
+	for _, n := range []int{10, 200} {
+		enc := AppendState(nil, nuidState(n))
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(enc)))
+			var st State
+			for b.Loop() {
+				if err := DecodeState(enc, &st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
