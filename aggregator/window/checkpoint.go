@@ -288,6 +288,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 	defer s.mu.Unlock()
 	s.writing = nil
 	if err == nil {
+		cp.log.free() // every part acked
 		s.merge(cp.log)
 		for _, ss := range cp.sealed {
 			if ss.e != nil { // its encoding is logged: the entry need not keep it

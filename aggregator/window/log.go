@@ -144,7 +144,13 @@ func (lr *logRecord) add(sk string, st logState) {
 func (lr *logRecord) write(b []byte) {
 	for len(b) > 0 {
 		if n := len(lr.chunks); n == 0 || len(lr.chunks[n-1]) == lr.chunk {
-			lr.chunks = append(lr.chunks, make([]byte, 0, lr.chunk))
+			var c []byte
+			if lr.chunk <= bus.MaxBatchBytes {
+				c = bus.NewBatch() // room for a chunk; free gives it back
+			} else {
+				c = make([]byte, 0, lr.chunk)
+			}
+			lr.chunks = append(lr.chunks, c)
 		}
 		last := &lr.chunks[len(lr.chunks)-1]
 		k := min(len(b), lr.chunk-len(*last))
@@ -155,6 +161,16 @@ func (lr *logRecord) write(b []byte) {
 
 // parts is the record's messages' bodies (none if it is empty).
 func (lr *logRecord) parts() [][]byte { return lr.chunks }
+
+// free gives the record's messages' bodies back for reuse (bus.FreeBatch):
+// call it only once JetStream acked every one of them (the client keeps a
+// message to send it again until then), and read parts no more.
+func (lr *logRecord) free() {
+	for _, c := range lr.chunks {
+		bus.FreeBatch(c)
+	}
+	lr.chunks = nil
+}
 
 // publish appends parts from of the record's (of total) to subject and
 // waits for their acks.
