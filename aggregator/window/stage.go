@@ -595,6 +595,14 @@ func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*even
 	if err := s.prepare(ctx); err != nil {
 		return nil, err
 	}
+	if s.failed.Load() {
+		// The checkpoint prepare waited for failed meanwhile: refused as
+		// above. Applied, its matches would be forgotten by the Reset
+		// while its positions stayed in the epoch in progress, and handed
+		// again it would be skipped as held.
+		s.toHandAgain++
+		return func() error { return errEarlierFailed }, nil
+	}
 	set := s.rules.Load()
 	b := s.newBatch()
 	var alerts []*event.Alert
@@ -779,6 +787,9 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 	}
 	if err := s.prepare(ctx); err != nil {
 		return 0, err
+	}
+	if s.failed.Load() {
+		return 0, errEarlierFailed // the checkpoint prepare waited for failed
 	}
 	set := s.rules.Load()
 	b := s.newBatch()

@@ -1,0 +1,255 @@
+package window
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outpost-siem/outpost/aggregator/engine"
+	"github.com/outpost-siem/outpost/aggregator/event"
+)
+
+// driveFailing is drive with failed checkpoints: a batch's alerts are
+// not acked (fail says which), which fails its epoch's checkpoint (one
+// the stage took itself, or the test's); the test then Resets and hands
+// again every batch since its last durable Checkpoint, at their positions,
+// as the consumer does. It returns how many checkpoints failed.
+func driveFailing(ctx context.Context, t *testing.T, s *Stage, batches [][]*event.Match, fail func(i, try int) bool) int {
+	t.Helper()
+	errAck := errors.New("alert not acked")
+	var failing atomic.Bool
+	publish := s.publish
+	s.publish = func(alerts []*event.Alert) (func(context.Context) error, error) {
+		wait, err := publish(alerts)
+		if err != nil || !failing.Load() {
+			return wait, err
+		}
+		return func(context.Context) error { return errAck }, nil
+	}
+	failed, durable := 0, 0
+	tries := map[int]int{}
+	for i := 0; i < len(batches); i++ {
+		failing.Store(fail(i, tries[i]))
+		tries[i]++
+		_, err := applyBatchAt(ctx, s, uint64(i+1), batches[i])
+		failing.Store(false)
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if (i+1)%5 != 0 && i != len(batches)-1 {
+			continue
+		}
+		ok := true
+		for range 3 {
+			// Checkpoint waits for ever for an epoch of no batch (only
+			// timer drops) on a failed stage (it is never sealed): a
+			// failed stage is the test's to Reset first.
+			if s.failed.Load() {
+				ok = false
+				break
+			}
+			if err := s.Checkpoint(ctx); err != nil {
+				ok = false
+				break
+			}
+			if _, err := s.expire(ctx); err != nil {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			durable = i + 1
+			continue
+		}
+		failed++
+		if err := s.Reset(ctx); err != nil {
+			t.Fatalf("Reset: %v", err)
+		}
+		i = durable - 1 // handed again from the first batch not durable
+	}
+	return failed
+}
+
+// A tiny cache (with and without the cold tier, and with a compaction
+// after every checkpoint), key caps hit, absence deadlines, and
+// checkpoints that fail at random (the stage's own, taken early with half
+// the cache dirty, and the test's), each followed by Reset and the
+// batches since the last durable checkpoint handed again: the alerts,
+// the states and the live keys equal an uninterrupted run's with every
+// state in memory. (It lost a batch now and then, and more often when
+// slowed down, before apply refused a batch whose wait for the
+// checkpoint being written saw that checkpoint fail:
+// TestReview11BatchWaitingForAFailingCheckpointIsRefused.)
+func TestReview11FailedCheckpointsWithATinyCache(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	batches := crashStream(19, 120)
+	capKeys := func(c *Config) { c.MaxKeysPerRule = 18 }
+
+	ref := newCrashRun(t)
+	ref.tweak = capKeys
+	s, stop := ref.stage(ctx, nil)
+	drive(ctx, t, s, batches)
+	stop()
+	wantIDs, wantStates := ref.ids(), ref.states()
+	wantLive := s.liveKeys
+	if len(wantIDs) < 20 {
+		t.Fatalf("%d alerts: too few to tell anything", len(wantIDs))
+	}
+	t.Logf("uninterrupted: %d alerts, %d states, live keys %v", len(wantIDs), len(wantStates), wantLive)
+
+	for _, c := range []struct {
+		name  string
+		tweak func(*Config)
+	}{
+		{"small", func(c *Config) { capKeys(c); c.CacheKeys = 6 }},
+		{"cold", func(c *Config) { capKeys(c); c.CacheKeys, c.ColdBytes = 6, 4<<10 }},
+		{"compacted", func(c *Config) { capKeys(c); c.CacheKeys, c.StateLog.Memory = 6, 1 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for seed := range uint64(3) {
+				began := time.Now()
+				run := newCrashRun(t)
+				run.tweak = c.tweak
+				s, stop := run.stage(ctx, nil)
+				rng := rand.New(rand.NewPCG(seed, 7))
+				failed := driveFailing(ctx, t, s, batches, func(i, try int) bool { return try == 0 && rng.IntN(6) == 0 })
+				stop()
+				if failed == 0 {
+					t.Fatalf("seed %d: no checkpoint failed", seed)
+				}
+				if got := run.ids(); !slices.Equal(got, wantIDs) {
+					for _, id := range wantIDs {
+						if !slices.Contains(got, id) {
+							t.Logf("missing %s (%s)", id, ref.published[id])
+						}
+					}
+					for _, id := range got {
+						if !slices.Contains(wantIDs, id) {
+							t.Logf("extra %s (%s)", id, run.published[id])
+						}
+					}
+					t.Errorf("seed %d (%d failed): alerts differ\n got %d: %v\nwant %d: %v", seed, failed, len(got), got, len(wantIDs), wantIDs)
+				}
+				if got := run.states(); !maps.Equal(got, wantStates) {
+					diff := 0
+					for k, v := range wantStates {
+						if got[k] != v {
+							diff++
+							var a, b engine.State
+							_ = engine.DecodeState([]byte(v), &a)
+							_ = engine.DecodeState([]byte(got[k]), &b)
+							t.Logf("%q:\n got %+v\nwant %+v", k, b, a)
+						}
+					}
+					t.Errorf("seed %d (%d failed): %d of %d states differ (%d held)", seed, failed, diff, len(wantStates), len(got))
+				}
+				s.mu.Lock()
+				live := maps.Clone(s.liveKeys)
+				s.mu.Unlock()
+				for r, n := range live {
+					if n == 0 {
+						delete(live, r)
+					}
+				}
+				want := maps.Clone(wantLive)
+				for r, n := range want {
+					if n == 0 {
+						delete(want, r)
+					}
+				}
+				if !maps.Equal(live, want) {
+					t.Errorf("seed %d: live keys %v, want %v", seed, live, want)
+				}
+				t.Logf("seed %d (%s): %d checkpoints failed; reads: %d cold, %d log, %d Badger", seed, time.Since(began), failed, s.coldReads.Load(), s.logReads.Load(), s.badgerReads.Load())
+			}
+		})
+	}
+}
+
+// A batch that waits for the checkpoint being written (the whole cache
+// dirty) while that checkpoint fails must not be applied once it wakes:
+// the stage is failed, and Reset is about to forget every state changed
+// since the last durable checkpoint. Applied, its matches are forgotten
+// with them but its position stays in the epoch in progress, so handed
+// again after Reset it is skipped as held: its matches are lost, and its
+// wait returns nil once that epoch is checkpointed, so the consumer acks
+// it.
+func TestReview11BatchWaitingForAFailingCheckpointIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys = 2 })
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	a := []*event.Match{match("many", "a", "a1", at(1)), match("many", "b", "b1", at(1))}
+	b := []*event.Match{match("many", "c", "c1", at(2)), match("many", "d", "d1", at(2))}
+	c := []*event.Match{match("many", "e", "e1", at(3))}
+	ref := newReference(h.s.cfg)
+	ref.apply(t, h.set, a...)
+	ref.apply(t, h.set, b...)
+	ref.apply(t, h.set, c...)
+	skE := h.sk(t, "many", "e")
+	wantE := ref.state(t, h.set, "many", "e")
+
+	errAck := errors.New("alert not acked")
+	gate := make(chan struct{})
+	h.pub.then(step{gate: gate, waitErr: errAck}) // a's: its checkpoint fails
+	wa, err := applyBatchAt(ctx, h.s, 1, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := h.sealAsync(ctx, t)
+	wb, err := applyBatchAt(ctx, h.s, 2, b) // the whole cache dirty again
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wc func() error
+	applied := background(func() error {
+		var err error
+		wc, err = applyBatchAt(ctx, h.s, 3, c)
+		return err
+	})
+	pending(t, applied, "a batch with the cache's worth of states dirty during a checkpoint")
+	close(gate)
+	if err := recv(t, cp, "the checkpoint"); !errors.Is(err, errAck) {
+		t.Fatalf("checkpoint: %v, want %v", err, errAck)
+	}
+	if err := recv(t, applied, "the waiting batch"); err != nil {
+		t.Fatalf("the waiting batch: %v", err)
+	}
+	for what, w := range map[string]func() error{"a": wa, "b": wb} {
+		if err := recv(t, background(w), what+"'s wait"); err == nil {
+			t.Errorf("%s's wait: nil after its checkpoint failed", what)
+		}
+	}
+
+	// The consumer resets and hands every batch not acked again, in order.
+	h.reset(ctx, t)
+	var waits []func() error
+	for i, ms := range [][]*event.Match{a, b, c} {
+		w, err := applyBatchAt(ctx, h.s, uint64(i+1), ms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, w)
+	}
+	h.checkpoint(ctx, t)
+	for i, w := range waits {
+		if err := recv(t, background(w), "a wait"); err != nil {
+			t.Errorf("batch %d handed again: %v", i, err)
+		}
+	}
+	if err := recv(t, background(wc), "c's first wait"); err == nil {
+		t.Errorf("c's first wait: nil, though the stage had failed when it was applied (the consumer acks it)")
+	}
+	if got := h.stored(t, skE); !bytes.Equal(got, wantE) {
+		t.Errorf("Badger holds %x for host=e after c was handed again, want %x (c's match lost)", got, wantE)
+	}
+}
