@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -42,6 +45,14 @@ func driveFailing(ctx context.Context, t *testing.T, s *Stage, batches [][]*even
 		if err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
+		check := func(when string) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.failed.Load() {
+				checkMem(t, s, when)
+			}
+		}
+		check(fmt.Sprintf("after batch %d", i))
 		if (i+1)%5 != 0 && i != len(batches)-1 {
 			continue
 		}
@@ -58,10 +69,12 @@ func driveFailing(ctx context.Context, t *testing.T, s *Stage, batches [][]*even
 				ok = false
 				break
 			}
+			check(fmt.Sprintf("checkpoint after batch %d", i))
 			if _, err := s.expire(ctx); err != nil {
 				ok = false
 				break
 			}
+			check(fmt.Sprintf("deadlines after batch %d", i))
 		}
 		if ok {
 			durable = i + 1
@@ -77,7 +90,8 @@ func driveFailing(ctx context.Context, t *testing.T, s *Stage, batches [][]*even
 }
 
 // A tiny cache (with and without the cold tier, and with a compaction
-// after every checkpoint), key caps hit, absence deadlines, and
+// after every checkpoint) and one of a third of the keys (with and
+// without the cold tier), key caps hit, absence deadlines, and
 // checkpoints that fail at random (the stage's own, taken early with half
 // the cache dirty, and the test's), each followed by Reset and the
 // batches since the last durable checkpoint handed again: the alerts,
@@ -112,6 +126,9 @@ func TestReview11FailedCheckpointsWithATinyCache(t *testing.T) {
 		{"small", func(c *Config) { capKeys(c); c.CacheKeys = 6 }},
 		{"cold", func(c *Config) { capKeys(c); c.CacheKeys, c.ColdBytes = 6, 4<<10 }},
 		{"compacted", func(c *Config) { capKeys(c); c.CacheKeys, c.StateLog.Memory = 6, 1 }},
+		// A third of the keys: clean states stay, and are let go of.
+		{"third", func(c *Config) { capKeys(c); c.CacheKeys = 40 }},
+		{"third-cold", func(c *Config) { capKeys(c); c.CacheKeys, c.ColdBytes = 40, 4<<10 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := range uint64(3) {
@@ -251,5 +268,108 @@ func TestReview11BatchWaitingForAFailingCheckpointIsRefused(t *testing.T) {
 	}
 	if got := h.stored(t, skE); !bytes.Equal(got, wantE) {
 		t.Errorf("Badger holds %x for host=e after c was handed again, want %x (c's match lost)", got, wantE)
+	}
+}
+
+// checkMem fails t unless the states in memory are consistent: every
+// entry of mem under its own key, dirty (in dirty), sealed (in sealed) or
+// else on the clean list, once; the clean list well linked, of entries
+// of mem only; no state both in mem and in cold; mem over cache_keys only
+// while no clean state is left to let go of; every state counted live
+// exactly when it is not empty. Call with mu held, the stage not failed
+// (until Reset, memory is to be forgotten).
+func checkMem(t *testing.T, s *Stage, when string) {
+	t.Helper()
+	inDirty, inSealed, onList := map[*entry]bool{}, map[*entry]bool{}, map[*entry]bool{}
+	for _, e := range s.dirty {
+		if inDirty[e] || !e.dirty || s.mem[e.sk] != e {
+			t.Fatalf("%s: %q in dirty twice (%v), not flagged dirty (%v), or not mem's (%v)", when, e.sk, inDirty[e], !e.dirty, s.mem[e.sk] != e)
+		}
+		inDirty[e] = true
+	}
+	for _, e := range s.sealed {
+		if inSealed[e] || !e.sealed || s.mem[e.sk] != e {
+			t.Fatalf("%s: %q in sealed twice (%v), not flagged sealed (%v), or not mem's (%v)", when, e.sk, inSealed[e], !e.sealed, s.mem[e.sk] != e)
+		}
+		inSealed[e] = true
+	}
+	prev := &s.clean
+	for e := s.clean.next; e != &s.clean; e = e.next {
+		if e == nil || e.prev != prev || onList[e] || len(onList) > len(s.mem) {
+			t.Fatalf("%s: the clean list is broken", when)
+		}
+		if e.dirty || e.sealed || s.mem[e.sk] != e {
+			t.Fatalf("%s: %q on the clean list: dirty %v, sealed %v, mem's %v", when, e.sk, e.dirty, e.sealed, s.mem[e.sk] == e)
+		}
+		onList[e] = true
+		prev = e
+	}
+	if s.clean.prev != prev {
+		t.Fatalf("%s: the clean list's sentinel does not end at its last entry", when)
+	}
+	for sk, e := range s.mem {
+		if e.sk != sk {
+			t.Fatalf("%s: mem holds %q under %q", when, e.sk, sk)
+		}
+		if e.dirty != inDirty[e] || e.sealed != inSealed[e] || onList[e] == (e.dirty || e.sealed) {
+			t.Fatalf("%s: %q flagged dirty %v sealed %v, in dirty %v, in sealed %v, on the clean list %v", when, sk, e.dirty, e.sealed, inDirty[e], inSealed[e], onList[e])
+		}
+		if e.live == e.st.Empty() {
+			t.Fatalf("%s: %q live %v, empty %v", when, sk, e.live, e.st.Empty())
+		}
+		if _, ok := s.cold[sk]; ok {
+			t.Fatalf("%s: %q both in mem and in cold", when, sk)
+		}
+	}
+	if len(s.mem) > s.cfg.CacheKeys && len(onList) > 0 {
+		t.Fatalf("%s: mem holds %d states, more than %d, and %d clean ones", when, len(s.mem), s.cfg.CacheKeys, len(onList))
+	}
+}
+
+// An orphan timer (its state gone: expired by TTL, or never written)
+// makes the deadline check read a state that is not stored and leave it
+// empty: the checkpoint that drops the timer lets go of it (memory
+// holds it in no list), and the memory stays consistent; while a key cap
+// is full, a new key's empty state a match was refused for goes the same
+// way, and the key cap counts the stored keys only.
+func TestReview11EmptyStatesLeaveMemory(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHarness(ctx, t, absenceRule+thresholdRule, func(c *Config) { c.CacheKeys, c.MaxKeysPerRule = 3, 1 })
+	skZ, skB := h.sk(t, "silent", "z"), h.sk(t, "many", "b")
+	h.commit(ctx, t, match("silent", "a", "a1", t0), match("many", "a", "a1", t0))
+	at := t0.Add(-time.Hour)
+	if err := h.s.db.Update(func(txn *badger.Txn) error { return txn.Set(timerKey(at.UnixNano(), skZ), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	h.setWatermark(t, t0.Add(10*time.Minute)) // before host=a's deadline
+	h.expireOK(ctx, t)
+	h.locked(func() {
+		if e := h.s.mem[skZ]; e == nil || !e.dirty || !e.st.Empty() || e.stored {
+			t.Fatalf("host=z after the deadline check: %+v, want its empty state dirty in memory", e)
+		}
+		checkMem(t, h.s, "after the deadline check")
+	})
+	// host=b of many: over the key cap, refused (its state read, not kept).
+	h.mustApply(ctx, t, match("many", "b", "b1", t0))
+	h.checkpoint(ctx, t)
+	h.locked(func() {
+		if e := h.s.mem[skZ]; e != nil {
+			t.Errorf("host=z, empty, still in memory after the checkpoint: %+v", e)
+		}
+		if e := h.s.mem[skB]; e != nil {
+			t.Errorf("host=b, refused by the key cap, in memory: %+v", e)
+		}
+		checkMem(t, h.s, "after the checkpoint")
+	})
+	if got := h.timers(t); len(got) != 1 || got[0].sk != h.sk(t, "silent", "a") {
+		t.Errorf("timer index %v, want host=a's only", got)
+	}
+	if got := h.liveKeys(); got["silent"] != 1 || got["many"] != 1 {
+		t.Errorf("live keys %v, want one of each rule", got)
+	}
+	if got := h.badgerStates(t); len(got) != 2 {
+		t.Errorf("Badger holds %d states, want 2", len(got))
 	}
 }
