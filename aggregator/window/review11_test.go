@@ -346,8 +346,10 @@ func TestReview11EmptyStatesLeaveMemory(t *testing.T) {
 	h.setWatermark(t, t0.Add(10*time.Minute)) // before host=a's deadline
 	h.expireOK(ctx, t)
 	h.locked(func() {
-		if e := h.s.mem[skZ]; e == nil || !e.dirty || !e.st.Empty() || e.stored {
-			t.Fatalf("host=z after the deadline check: %+v, want its empty state dirty in memory", e)
+		// The stage's own checkpointer (due with a timer to drop) may
+		// have let go of it already.
+		if e := h.s.mem[skZ]; e != nil && (!e.dirty || !e.st.Empty() || e.stored) {
+			t.Fatalf("host=z after the deadline check: %+v, want its empty state dirty in memory, or gone", e)
 		}
 		checkMem(t, h.s, "after the deadline check")
 	})
