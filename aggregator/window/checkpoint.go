@@ -110,6 +110,11 @@ func (s *Stage) requestCheckpoint() {
 // it is (or failed).
 func (s *Stage) Checkpoint(ctx context.Context) error {
 	s.mu.Lock()
+	if s.failed.Load() {
+		// No checkpoint is written until Reset ran.
+		s.mu.Unlock()
+		return errEarlierFailed
+	}
 	ep := s.cur
 	if ep.batches == 0 && len(s.drops) == 0 {
 		ep = s.writing
@@ -137,8 +142,10 @@ func (s *Stage) fail() {
 	s.failed.Store(true)
 	if s.cur.batches > 0 {
 		s.toHandAgain += s.cur.handed
-		s.cur.finish(errEarlierFailed)
 	}
+	// Finished even with no batch: a Checkpoint may wait for it (one
+	// holding only timer deletions), and no checkpoint will seal it.
+	s.cur.finish(errEarlierFailed)
 	s.cur = newEpoch(s.now())
 }
 

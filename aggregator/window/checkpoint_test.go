@@ -1493,3 +1493,33 @@ func TestRefusedBatchKeepsItsOrderAcrossADeadlineCheck(t *testing.T) {
 		t.Errorf("acked %v: the silence was never acked", acked)
 	}
 }
+
+// Checkpoint on a stage whose last checkpoint failed (no Reset yet)
+// returns that, at once: it neither waits for an epoch that no checkpoint
+// will seal (one holding only a stale timer's deletion) nor says nil.
+func TestCheckpointOnAFailedStageSaysSo(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHarness(ctx, t, thresholdRule, nil)
+	errAck := errors.New("alert not acked")
+	h.pub.then(step{waitErr: errAck})
+	w := h.mustApply(ctx, t, match("many", "a", "a1", t0))
+	if err := h.s.Checkpoint(ctx); !errors.Is(err, errAck) {
+		t.Fatalf("the failing checkpoint: %v, want %v", err, errAck)
+	}
+	if err := w(); err == nil {
+		t.Fatal("the batch's wait: nil after its checkpoint failed")
+	}
+	for _, drop := range []bool{false, true} {
+		if drop {
+			h.locked(func() { h.s.drops[string(timerKey(t0.UnixNano(), "w/stale"))] = struct{}{} })
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+		err := h.s.Checkpoint(cctx)
+		ccancel()
+		if !errors.Is(err, errEarlierFailed) {
+			t.Errorf("Checkpoint on the failed stage (a drop pending: %v): %v, want %v", drop, err, errEarlierFailed)
+		}
+	}
+}
