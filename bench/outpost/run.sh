@@ -15,6 +15,8 @@
 # and the medians. Environment: RUNS (3), MIX (sshd|realistic|formats), IPS (1000),
 # RATE (loadgen -rate, 1000), PROFILE=DIR to save a CPU profile of PROFILE_SECONDS (10) per run
 # (PROFILE_AFTER=S seconds into the run, default 0) and a heap profile after it,
+# then, with TRACE_SECONDS, an execution trace of that many seconds (`go tool trace
+# -pprof=sync|sched FILE` says where goroutines wait),
 # EXTRA (YAML appended to the config, e.g. 'windows: {fused: true}'), OUTPOST_BIN (an
 # outpost binary to run instead of one built from this tree: another build,
 # measured on the same input).
@@ -48,7 +50,8 @@ for run in $(seq "$runs"); do
 	if [[ -n ${PROFILE:-} ]]; then
 		mkdir -p "$PROFILE"
 		(sleep "${PROFILE_AFTER:-0}" && curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.cpu.pprof" "http://127.0.0.1:$http/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" &&
-			curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.heap.pprof" "http://127.0.0.1:$http/debug/pprof/heap") &
+			curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.heap.pprof" "http://127.0.0.1:$http/debug/pprof/heap" &&
+			if [[ -n ${TRACE_SECONDS:-} ]]; then curl -sf -o "$PROFILE/outpost-$mix-$ips-run$run.trace" "http://127.0.0.1:$http/debug/pprof/trace?seconds=$TRACE_SECONDS"; fi) &
 		prof=$!
 	fi
 	cpu0=$(cpu_seconds "$op")
