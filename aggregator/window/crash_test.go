@@ -20,7 +20,6 @@ import (
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
-	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/aggregator/state"
 	"github.com/outpost-siem/outpost/aggregator/state/statetest"
@@ -277,17 +276,7 @@ func killAtEveryStep(t *testing.T, tweak func(*Config)) {
 					t.Errorf("killed at %s of checkpoint %d (%d batches acked): alerts differ from the uninterrupted run's\n got %d: %v\nwant %d: %v", step, at, acked, len(got), got, len(wantIDs), wantIDs)
 				}
 				if got := run.states(); !maps.Equal(got, wantStates) {
-					diff := 0
-					for k, v := range wantStates {
-						if got[k] != v {
-							diff++
-							var a, b engine.State
-							_ = engine.DecodeState([]byte(v), &a)
-							_ = engine.DecodeState([]byte(got[k]), &b)
-							t.Logf("%q:\n got %+v\nwant %+v", k, b, a)
-						}
-					}
-					t.Errorf("killed at %s of checkpoint %d: %d of %d states differ from the uninterrupted run's (%d states)", step, at, diff, len(wantStates), len(got))
+					t.Errorf("killed at %s of checkpoint %d: %d of %d states differ from the uninterrupted run's (%d states)", step, at, logStateDiff(t, got, wantStates), len(wantStates), len(got))
 				}
 			})
 		}

@@ -294,6 +294,23 @@ func (s *store) letGo(sk string) {
 	e.dirty, e.sealed = false, false
 }
 
+// logStateDiff logs, decoded, every state of want that got holds
+// otherwise, and returns how many.
+func logStateDiff(t *testing.T, got, want map[string]string) int {
+	t.Helper()
+	diff := 0
+	for k, v := range want {
+		if got[k] != v {
+			diff++
+			var a, b engine.State
+			_ = engine.DecodeState([]byte(v), &a)
+			_ = engine.DecodeState([]byte(got[k]), &b)
+			t.Logf("%q:\n got %+v\nwant %+v", k, b, a)
+		}
+	}
+	return diff
+}
+
 // inMemory returns the encoded state memory holds for sk, nil if none.
 func (h *harness) inMemory(sk string) []byte {
 	var out []byte

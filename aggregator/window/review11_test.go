@@ -14,7 +14,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
@@ -156,17 +155,7 @@ func TestReview11FailedCheckpointsWithATinyCache(t *testing.T) {
 					t.Errorf("seed %d (%d failed): alerts differ\n got %d: %v\nwant %d: %v", seed, failed, len(got), got, len(wantIDs), wantIDs)
 				}
 				if got := run.states(); !maps.Equal(got, wantStates) {
-					diff := 0
-					for k, v := range wantStates {
-						if got[k] != v {
-							diff++
-							var a, b engine.State
-							_ = engine.DecodeState([]byte(v), &a)
-							_ = engine.DecodeState([]byte(got[k]), &b)
-							t.Logf("%q:\n got %+v\nwant %+v", k, b, a)
-						}
-					}
-					t.Errorf("seed %d (%d failed): %d of %d states differ (%d held)", seed, failed, diff, len(wantStates), len(got))
+					t.Errorf("seed %d (%d failed): %d of %d states differ (%d held)", seed, failed, logStateDiff(t, got, wantStates), len(wantStates), len(got))
 				}
 				s.mu.Lock()
 				live := maps.Clone(s.liveKeys)
