@@ -396,14 +396,13 @@ func (s *Stage) seal() *checkpoint {
 			// hold it until then).
 			cp.sealed = append(cp.sealed, sealedState{sk: sk})
 			e.stored = false
-			cp.states++
 		} else {
 			// Encoded by write, outside the mutex (entry.sealedState).
 			e.sealing.Store(sealPending)
 			cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
 			e.stored = true
-			cp.states++
 		}
+		cp.states++
 		e.sealed = true
 		sealed = append(sealed, e)
 	}

@@ -585,23 +585,14 @@ func runSkipper(src bus.Source, held []bool, k tracker) func() bool {
 func (s *Stage) apply(ctx context.Context, size int, decode func(each func(*event.Match) error, k tracker) (newest int64, err error)) (func() error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failed.Load() {
+	if err := s.prepare(ctx); errors.Is(err, errEarlierFailed) {
 		// Applied on top of a batch that failed: it will be handed again
 		// after it, once Reset ran (bus.ConsumeAsync). Counted, so the
 		// deadline checks leave the Reset to the consumer.
 		s.toHandAgain++
 		return func() error { return errEarlierFailed }, nil
-	}
-	if err := s.prepare(ctx); err != nil {
+	} else if err != nil {
 		return nil, err
-	}
-	if s.failed.Load() {
-		// The checkpoint prepare waited for failed meanwhile: refused as
-		// above. Applied, its matches would be forgotten by the Reset
-		// while its positions stayed in the epoch in progress, and handed
-		// again it would be skipped as held.
-		s.toHandAgain++
-		return func() error { return errEarlierFailed }, nil
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
@@ -660,9 +651,15 @@ func (s *Stage) holds(stream string, seq uint64) bool {
 }
 
 // prepare, before a batch: when many states wait for a checkpoint that
-// is still being written, it waits for it (bounded memory). Call with mu
-// held.
+// is still being written, it waits for it (bounded memory). It returns
+// errEarlierFailed when a checkpoint failed (before, or the one it waited
+// for): a batch applied then would have its matches forgotten by the
+// Reset while its positions stayed in the epoch in progress, and, handed
+// again, be skipped as held. Call with mu held.
 func (s *Stage) prepare(ctx context.Context) error {
+	if s.failed.Load() {
+		return errEarlierFailed
+	}
 	if s.stopped {
 		return errStopped
 	}
@@ -670,6 +667,9 @@ func (s *Stage) prepare(ctx context.Context) error {
 		if err := s.waitWriting(ctx); err != nil {
 			return err
 		}
+	}
+	if s.failed.Load() {
+		return errEarlierFailed
 	}
 	return nil
 }
@@ -782,14 +782,8 @@ func (s *Stage) expire(ctx context.Context) (int, error) {
 			return 0, err
 		}
 	}
-	if s.failed.Load() {
-		return 0, errEarlierFailed // until the consumer's Reset
-	}
 	if err := s.prepare(ctx); err != nil {
-		return 0, err
-	}
-	if s.failed.Load() {
-		return 0, errEarlierFailed // the checkpoint prepare waited for failed
+		return 0, err // errEarlierFailed until the consumer's Reset
 	}
 	set := s.rules.Load()
 	b := s.newBatch()
