@@ -127,11 +127,17 @@ func (f *attrFilter) keep(prefix, key string) bool {
 }
 
 // keepSD says whether the parse keeps the structured data parameter
-// name of element id. An element named like a format prefix ("kv",
-// "json") gives the attributes that format would, which the
-// normalization reads as it does a payload's: keep decides them.
-func (f *attrFilter) keepSD(id, name string) bool {
-	return f.win[name] || f.keep(id+".", name)
+// name of element id as an attribute (the rules read it, or it is one of
+// the Windows fields the normalization reads; parse5424 sets the latter
+// aside in winFields rather than storing them). An element named like a
+// format prefix ("kv", "json") gives the attributes that format would,
+// which the normalization reads as it does a payload's: keep decides
+// them.
+func (f *attrFilter) keepSD(id, name string) (attr, aside bool) {
+	if f.keep(id+".", name) {
+		return true, false
+	}
+	return false, f.win[name] && !formatPrefixes[id]
 }
 
 // prune deletes the attributes of ev that f does not keep and returns how
@@ -139,8 +145,8 @@ func (f *attrFilter) keepSD(id, name string) bool {
 // schema's fields, group, reason, audit_serial, parse_warning, ...)
 // whatever the rules read; of the others (under a format's prefix, an
 // SD-ID or win.), those in f.keys. What it deletes is what the parse kept
-// for the normalization only.
-func (f *attrFilter) prune(ev *event.Event) int {
+// for the normalization only. An emptied map is let go of, unless reuse.
+func (f *attrFilter) prune(ev *event.Event, reuse bool) int {
 	n := 0
 	for k := range ev.Attrs {
 		if !f.keys[k] && strings.IndexByte(k, '.') >= 0 {
@@ -148,7 +154,7 @@ func (f *attrFilter) prune(ev *event.Event) int {
 			n++
 		}
 	}
-	if len(ev.Attrs) == 0 {
+	if len(ev.Attrs) == 0 && !reuse {
 		ev.Attrs = nil
 	}
 	return n

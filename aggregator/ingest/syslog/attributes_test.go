@@ -75,15 +75,21 @@ func TestReadKeepsTheNormalization(t *testing.T) {
 		prefixOf := map[ast.Node]bool{} // "kv.a" in "kv.a"+strconv.Itoa(i): a0..a63, checked below
 		ast.Inspect(tree, func(node ast.Node) bool {
 			switch x := node.(type) {
-			case *ast.CallExpr: // w("Name"), a("key")
+			case *ast.CallExpr: // w("Name"), a("key"), setWin("Name", v)
 				id, ok := x.Fun.(*ast.Ident)
+				if ok && file == "windows.go" && (id.Name == "setWin" || id.Name == "setWinIf") && len(x.Args) == 2 {
+					if s, ok := lit(x.Args[0]); ok && !f.win[s] {
+						t.Errorf("%s: %s(%q): the parse does not keep %s", file, id.Name, s, s)
+					}
+					n++
+				}
 				if !ok || len(x.Args) != 1 {
 					break
 				}
 				s, ok := lit(x.Args[0])
 				switch {
 				case !ok:
-				case id.Name == "w" && !f.keepSD("NXLOG@14506", s):
+				case id.Name == "w" && !isKeptSD(f, "NXLOG@14506", s):
 					t.Errorf("%s: w(%q): the parse does not keep it", file, s)
 				case id.Name == "a" && !f.keep("kv.", s):
 					t.Errorf("%s: a(%q): the parse does not keep kv.%s", file, s, s)
@@ -119,4 +125,9 @@ func TestReadKeepsTheNormalization(t *testing.T) {
 			t.Errorf("%s: no read found: the test no longer sees how the file reads attributes", file)
 		}
 	}
+}
+
+func isKeptSD(f *attrFilter, id, name string) bool {
+	attr, aside := f.keepSD(id, name)
+	return attr || aside
 }

@@ -119,7 +119,28 @@ func checkReadMode(t *testing.T, msg string, ruleKeys map[string]bool) {
 	if !reflect.DeepEqual(read, want) {
 		t.Errorf("%s\nkeeping %v of the attributes:\n got %+v\nwant %+v", msg, slices.Sorted(maps.Keys(ruleKeys)), read, want)
 	}
+	// As the source parses: into an event that held another message's
+	// attributes, its map reused, by a parser that parsed that message.
+	reuse := NewParser(WithReusedAttrs())
+	reuse.attrs = &filter
+	var again event.Event
+	for _, m := range []string{reusedBefore, msg} {
+		if err := reuse.Parse([]byte(m), testReceived, "127.0.0.1:514", &again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again.ID = read.ID
+	if len(again.Attrs) == 0 {
+		again.Attrs = nil // a reused map is left empty, not nil
+	}
+	if !reflect.DeepEqual(again, read) {
+		t.Errorf("%s\nparsed into reused memory:\n got %+v\nwant %+v", msg, again, read)
+	}
 }
+
+// reusedBefore is parsed before each message checkReadMode reuses memory
+// for: a Windows event leaving attributes and Windows fields behind.
+const reusedBefore = `<134>1 2026-11-23T10:00:00Z dc-01 Microsoft-Windows-Security-Auditing 612 - [NXLOG@14506 EventID="4688" Channel="Security" SubjectUserName="eve" NewProcessName="C:\\x.exe" CommandLine="x -y" TargetUserName="mallory" IpAddress="192.0.2.7"] A new process has been created.`
 
 // An RFC 5424 SD element may be named like a format prefix ("kv",
 // "json"): its parameters are then the attributes the audit and Windows

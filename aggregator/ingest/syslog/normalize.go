@@ -10,9 +10,13 @@ import (
 
 // normalize fills ev's security fields when it recognizes the message. It
 // is pure: it reads App and Message and writes only the normalized fields.
-func normalize(ev *event.Event, keep *attrFilter) {
+// win is scratch for the Windows fields (nil: one is made).
+func normalize(ev *event.Event, keep *attrFilter, win *winFields) {
 	parseSnare(ev) // Snare's Windows format: fills win.* for normalizeWindows
-	if len(ev.Attrs) > 0 && normalizeWindows(ev, keep) {
+	if win == nil {
+		win = new(winFields)
+	}
+	if (len(ev.Attrs) > 0 || len(win.sd) > 0) && normalizeWindows(ev, keep, win) {
 		return
 	}
 	switch ev.App {

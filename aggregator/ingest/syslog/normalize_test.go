@@ -71,7 +71,7 @@ func TestNormalize(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := event.Event{App: tt.app, Message: tt.msg}
-			normalize(&ev, nil)
+			normalize(&ev, nil, nil)
 			if tt.want == nil {
 				if !reflect.DeepEqual(ev, event.Event{App: tt.app, Message: tt.msg}) {
 					t.Errorf("normalize(%q) set fields: %+v", tt.msg, ev)

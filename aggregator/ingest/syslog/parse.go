@@ -46,7 +46,17 @@ type Parser struct {
 	// scratch is the event of a message delivered alone (UDP, RELP),
 	// parsed again for the next: the sink keeps none.
 	scratch event.Event
+	// win is the Windows fields of the message being parsed.
+	win winFields
+	// reuseAttrs: Parse clears and fills the Attrs map of the event it is
+	// given instead of making one (WithReusedAttrs).
+	reuseAttrs bool
 }
+
+// maxReusedAttrs bounds the map Parse reuses: a cleared map keeps its
+// size, and ranging over it costs that, so one message with many
+// attributes is not paid for by every later one.
+const maxReusedAttrs = 32
 
 // keep is payload.Keep for the message being parsed: its filter's say,
 // counting what it leaves out.
@@ -75,6 +85,14 @@ func WithLocation(loc *time.Location) ParserOption {
 // (outpost rules replay numbers lines).
 func WithoutIDs() ParserOption {
 	return func(p *Parser) { p.ids = nil }
+}
+
+// WithReusedAttrs makes Parse reuse the Attrs map of the event it parses
+// into: for a caller whose sink copies what it keeps of an event, map
+// included, before the next Parse into the same event (Sink). The map
+// left may be empty rather than nil.
+func WithReusedAttrs() ParserOption {
+	return func(p *Parser) { p.reuseAttrs = true }
 }
 
 // NewParser returns a Parser.
@@ -118,17 +136,23 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		// keeps those messages.
 		msg = bytes.ToValidUTF8(msg, []byte("\uFFFD"))
 	}
+	attrs := ev.Attrs
 	*ev = event.Event{
 		ID:       p.nextID(),
 		Source:   SourceName,
 		Received: received,
 		Sender:   sender,
 	}
+	if p.reuseAttrs && attrs != nil && len(attrs) <= maxReusedAttrs {
+		clear(attrs)
+		ev.Attrs = attrs
+	}
 	var keep *attrFilter
 	if p.attrs != nil {
 		keep = p.attrs.Load()
 	}
 	p.keeping, p.left = keep, 0
+	p.win.reset()
 	if keep != nil && p.keepFn == nil {
 		p.keepFn = p.keep // once: a method value allocates
 	}
@@ -154,9 +178,9 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 			p.payload(f, ok)
 		}
 	}
-	normalize(ev, keep)
+	normalize(ev, keep, &p.win)
 	if keep != nil {
-		if n := keep.prune(ev) + p.left; n > 0 && p.dropped != nil {
+		if n := keep.prune(ev, p.reuseAttrs) + p.left; n > 0 && p.dropped != nil {
 			p.dropped(n)
 		}
 	}
@@ -216,9 +240,14 @@ func (p *Parser) parse5424(msg []byte, ev *event.Event, keep *attrFilter) error 
 	if sm.StructuredData != nil {
 		for id, params := range *sm.StructuredData {
 			for name, value := range params {
-				if keep != nil && !keep.keepSD(id, name) {
-					p.left++
-					continue
+				if keep != nil {
+					if attr, aside := keep.keepSD(id, name); !attr {
+						p.left++
+						if aside { // only the Windows normalization reads it
+							p.win.sd = append(p.win.sd, sdParam{id, name, value})
+						}
+						continue
+					}
 				}
 				if ev.Attrs == nil {
 					ev.Attrs = make(map[string]string)

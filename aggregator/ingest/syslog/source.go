@@ -30,8 +30,9 @@ import (
 // Publish blocks while the bus applies backpressure and returns an error
 // only when ctx ends or the bus is gone; the source then stops reading (it
 // does not drop input silently). ev is only valid during the call: the
-// source parses the next message into the same memory, so a sink copies
-// what it keeps (its strings it may keep: they are new for each event).
+// source parses the next message into the same memory, Attrs map
+// included, so a sink copies what it keeps (its strings it may keep: they
+// are new for each event).
 //
 // DeadLetter keeps input that could not be parsed or framed, with the
 // reason, for a user to inspect. reason is "<kind>: <detail>", kind being
@@ -383,7 +384,7 @@ func (r *run) failure() error {
 }
 
 func (r *run) newParser() *Parser {
-	p := NewParser(WithLocation(r.loc))
+	p := NewParser(WithLocation(r.loc), WithReusedAttrs())
 	fallbackErrors := r.m.errors.WithLabelValues(errFallback)
 	p.fallback = func() {
 		r.m.fallback.Inc()

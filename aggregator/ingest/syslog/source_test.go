@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -61,7 +62,8 @@ func (s *memSink) Publish(ctx context.Context, ev *event.Event) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cp := *ev // the source reuses ev
+	cp := *ev // the source reuses ev, and its map
+	cp.Attrs = maps.Clone(ev.Attrs)
 	s.events = append(s.events, &cp)
 	return nil
 }

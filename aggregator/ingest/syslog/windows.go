@@ -32,65 +32,123 @@ var formatPrefixes = map[string]bool{"cef": true, "leef": true, "kv": true, "jso
 // maxWinFields bounds the fields copied from one event.
 const maxWinFields = 96
 
-// windowsFields finds a Windows event in ev and copies its fields to
-// attrs["win.<Name>"]. It returns the prefix its fields came under ("" for
-// Snare's, read as win.<Name> already), and whether there is one. keep,
-// when not nil, limits the copies to the win.<Name> the rules read: the
-// normalization reads the others under the prefix (windowsField).
-func windowsFields(ev *event.Event, keep *attrFilter) (string, bool) {
-	if len(ev.Attrs) == 0 {
-		return "", false
+// winFields is a Windows event's own fields by their names (EventID,
+// TargetUserName, ...), as windowsFields found them: what the
+// normalization reads, looked up without building "win."+name or
+// prefix+name each time. A Parser keeps one and reuses it.
+type winFields struct {
+	m     map[string]string
+	found []winField // windowsFields' scratch
+	// sd holds the structured data parameters the parse left out of
+	// the event's attributes because only the normalization reads them
+	// (parse5424): they are looked at here, never stored.
+	sd []sdParam
+}
+
+type winField struct{ name, value string }
+
+type sdParam struct{ id, name, value string }
+
+// reset forgets the message before.
+func (fields *winFields) reset() {
+	clear(fields.sd)
+	fields.sd = fields.sd[:0]
+}
+
+// get is the field's value, "" if the event has none.
+func (w *winFields) get(name string) string { return w.m[name] }
+
+// windowsFields finds a Windows event in ev, copies its fields to
+// attrs["win.<Name>"] and puts them in w by name. It reports whether there
+// is one. keep, when not nil, limits the copies to the win.<Name> the
+// rules read: the normalization reads the others in w.
+func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
+	if len(ev.Attrs) == 0 && len(fields.sd) == 0 {
+		return false
 	}
-	src := ""
+	if ev.Attrs == nil {
+		ev.Attrs = make(map[string]string)
+	}
+	if fields.m == nil || len(fields.m) > maxReusedAttrs {
+		// A cleared map keeps its size, which ranging and clearing cost.
+		fields.m = make(map[string]string)
+	} else {
+		clear(fields.m)
+	}
+	w, found := fields.get, fields.found[:0]
+	// setWin sets field name to v, in the event and in w.
+	setWin := func(name, v string) {
+		ev.Attrs[winPrefix+name] = v
+		fields.m[name] = v
+	}
+	setWinIf := func(name, v string) {
+		if v != "" {
+			setWin(name, v)
+		}
+	}
 	copyPrefix := func(prefix string) {
-		src = prefix
+		shadowed := false
+		for k, v := range ev.Attrs {
+			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") {
+				found = append(found, winField{name, v})
+			} else if strings.HasPrefix(k, winPrefix) {
+				shadowed = true
+			}
+		}
+		if id, ok := strings.CutSuffix(prefix, "."); ok {
+			for _, p := range fields.sd {
+				if p.id == id && p.name != "" && !strings.Contains(p.name, ".") {
+					found = append(found, winField{p.name, p.value})
+				}
+			}
+		}
 		// Past maxWinFields, the fields the normalization reads, then
 		// the others in name order: the same message keeps the same
 		// fields whatever the map's order, no number of other fields
 		// pushes out those the schema is filled from, and those are
 		// the same whichever attributes the parse kept (attributes.go).
-		var names []string
-		for k := range ev.Attrs {
-			if name, ok := strings.CutPrefix(k, prefix); ok && name != "" && !strings.Contains(name, ".") {
-				names = append(names, name)
-			}
-		}
-		if len(names) > maxWinFields {
-			slices.SortFunc(names, func(a, b string) int {
-				if ra, rb := windowsRead[a], windowsRead[b]; ra != rb {
+		use := found
+		if len(use) > maxWinFields {
+			slices.SortFunc(use, func(a, b winField) int {
+				if ra, rb := windowsRead[a.name], windowsRead[b.name]; ra != rb {
 					if ra {
 						return -1
 					}
 					return 1
 				}
-				return strings.Compare(a, b)
+				return strings.Compare(a.name, b.name)
 			})
-			names = names[:maxWinFields]
+			use = use[:maxWinFields]
 		}
-		for _, name := range names {
-			if keep == nil || keep.keys[winPrefix+name] {
-				ev.Attrs[winPrefix+name] = ev.Attrs[prefix+name]
-			} else {
-				// Not copied: a win.<Name> already there (an SD element
-				// named "win") must not shadow the field for
-				// windowsField. The copy replaced it, and prune dropped it.
-				delete(ev.Attrs, winPrefix+name)
+		for _, f := range use {
+			fields.m[f.name] = f.value
+			if keep == nil || keep.keys[winPrefix+f.name] {
+				ev.Attrs[winPrefix+f.name] = f.value
+			} else if shadowed {
+				// Not copied: a win.<Name> already there (an SD
+				// element named "win") must not pass for the field.
+				delete(ev.Attrs, winPrefix+f.name)
 			}
 		}
 	}
 	switch {
 	case ev.Attrs[winPrefix+"EventID"] != "":
 		// Read already (Snare, snare.go).
+		for k, v := range ev.Attrs {
+			if name, ok := strings.CutPrefix(k, winPrefix); ok {
+				fields.m[name] = v
+			}
+		}
 	case ev.Attrs["json.winlog.event_id"] != "":
 		copyPrefix("json.winlog.event_data.")
-		ev.Attrs[winPrefix+"EventID"] = ev.Attrs["json.winlog.event_id"]
-		setIf(ev, winPrefix+"Channel", ev.Attrs["json.winlog.channel"])
-		setIf(ev, winPrefix+"Provider", ev.Attrs["json.winlog.provider_name"])
-		setIf(ev, winPrefix+"Computer", ev.Attrs["json.winlog.computer_name"])
+		setWin("EventID", ev.Attrs["json.winlog.event_id"])
+		setWinIf("Channel", ev.Attrs["json.winlog.channel"])
+		setWinIf("Provider", ev.Attrs["json.winlog.provider_name"])
+		setWinIf("Computer", ev.Attrs["json.winlog.computer_name"])
 	case ev.Attrs["json.EventID"] != "":
 		copyPrefix("json.")
-		setIf(ev, winPrefix+"Provider", firstOf(ev.Attrs["json.SourceName"], ev.Attrs["json.ProviderName"]))
-		setIf(ev, winPrefix+"Computer", ev.Attrs["json.Hostname"])
+		setWinIf("Provider", firstOf(ev.Attrs["json.SourceName"], ev.Attrs["json.ProviderName"]))
+		setWinIf("Computer", ev.Attrs["json.Hostname"])
 	default:
 		// The SD element holding EventID: NXLog's if there, else the
 		// first by name (the same one every time).
@@ -102,30 +160,28 @@ func windowsFields(ev *event.Event, keep *attrFilter) (string, bool) {
 				}
 			}
 		}
+		for _, p := range fields.sd {
+			if id := p.id; p.name == "EventID" && p.value != "" && id != "" && !strings.Contains(id, ".") {
+				if id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid {
+					sdid = id
+				}
+			}
+		}
 		if sdid == "" {
-			return "", false
+			return false
 		}
 		copyPrefix(sdid + ".")
-		if windowsField(ev, src, "Provider") == "" {
+		if w("Provider") == "" {
 			// NXLog puts the provider in APP-NAME.
-			setIf(ev, winPrefix+"Provider", firstOf(windowsField(ev, src, "SourceName"), windowsField(ev, src, "ProviderName"), ev.App))
+			setWinIf("Provider", firstOf(w("SourceName"), w("ProviderName"), ev.App))
 		}
 	}
-	if windowsField(ev, src, "Channel") == "" {
-		if strings.EqualFold(windowsField(ev, src, "Provider"), "Microsoft-Windows-Sysmon") {
-			ev.Attrs[winPrefix+"Channel"] = "Microsoft-Windows-Sysmon/Operational"
-		}
+	if w("Channel") == "" && strings.EqualFold(w("Provider"), "Microsoft-Windows-Sysmon") {
+		setWin("Channel", "Microsoft-Windows-Sysmon/Operational")
 	}
-	return src, true
-}
-
-// windowsField is the Windows event's field name: win.<name>, or where
-// windowsFields found it (src+name) when it did not copy it.
-func windowsField(ev *event.Event, src, name string) string {
-	if v := ev.Attrs[winPrefix+name]; v != "" || src == "" {
-		return v
-	}
-	return ev.Attrs[src+name]
+	clear(found) // the strings are the event's: not kept alive here
+	fields.found = found[:0]
+	return true
 }
 
 func setIf(ev *event.Event, k, v string) {
@@ -146,12 +202,11 @@ func firstOf(vs ...string) string {
 // normalizeWindows fills ev's fields from the Windows event whose fields
 // windowsFields copied: event_code and channel always, and per event id
 // what it says. It reports whether ev is a Windows event.
-func normalizeWindows(ev *event.Event, keep *attrFilter) bool {
-	src, ok := windowsFields(ev, keep)
-	if !ok {
+func normalizeWindows(ev *event.Event, keep *attrFilter, fields *winFields) bool {
+	if !windowsFields(ev, keep, fields) {
 		return false
 	}
-	w := func(name string) string { return windowsField(ev, src, name) }
+	w := fields.get
 	id := w("EventID")
 	ev.Set(event.FieldEventCode, id)
 	ev.Set(event.FieldChannel, w("Channel"))

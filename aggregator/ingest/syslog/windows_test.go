@@ -85,7 +85,7 @@ func FuzzSnare(f *testing.F) {
 	f.Add("1\tSecurity\t1\tx\t4688\tp\tN/A\tN/A\tS\tws\tc\t\tNew Process Name:")
 	f.Fuzz(func(t *testing.T, rest string) {
 		ev := event.Event{Message: "MSWinEventLog\t" + rest}
-		normalize(&ev, nil)
+		normalize(&ev, nil, nil)
 		for k, v := range ev.Attrs {
 			if !strings.HasPrefix(k, winPrefix) && !event.IsSchemaField(k) && k != "group" {
 				t.Fatalf("attribute %q = %q", k, v)
