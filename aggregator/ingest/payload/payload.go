@@ -63,10 +63,12 @@ func Detect(ev *event.Event) string {
 
 func isVersionStart(m string) bool { return m != "" && m[0] >= '0' && m[0] <= '9' }
 
-// Keep says whether the attribute prefix+key (prefix "cef.", "kv.", ...)
-// is wanted. The keys a parser maps to fields fill those fields whatever
-// it says; it decides only which of the rest become attributes.
-type Keep func(prefix, key string) bool
+// Keep says whether the attribute prefix+key (prefix "cef.", "kv.", ...),
+// of value value, is wanted. The keys a parser maps to fields fill those
+// fields whatever it says; it decides only which of the rest become
+// attributes. It may keep what it is shown and not wanted elsewhere: the
+// strings are the caller's.
+type Keep func(prefix, key, value string) bool
 
 // Apply parses ev's message in format f and fills ev. It reports whether
 // the message was in that format; when it was not, ev is unchanged. keep,
@@ -328,15 +330,15 @@ func (f *fields) keep(ev *event.Event, m *mapping, i int) {
 	if f.header && (i == 1 || i == 2 || i == 4) {
 		return
 	}
-	k := f.keys[i]
-	if f.only != nil && !f.only(f.prefix, k) {
+	k, v := f.keys[i], clip(f.vals[i])
+	if f.only != nil && !f.only(f.prefix, k, v) {
 		return
 	}
 	name, ok := m.prefixed[k]
 	if !ok {
 		name = f.prefix + k
 	}
-	ev.Attrs[name] = clip(f.vals[i])
+	ev.Attrs[name] = v
 }
 
 // cleanIP returns s as a normalized address, "" if it is not one.

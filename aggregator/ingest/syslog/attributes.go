@@ -109,33 +109,33 @@ func (s *Source) SetAttributes(keys map[string]bool, all bool) {
 }
 
 // keep says whether the parse keeps attribute prefix+key of a structured
-// payload (payload.Keep).
-func (f *attrFilter) keep(prefix, key string) bool {
+// payload (payload.Keep) as an attribute, and if not, whether the
+// normalization still reads it: the parse sets those aside (winFields)
+// instead of storing them for prune to delete.
+func (f *attrFilter) keep(prefix, key string) (attr, aside bool) {
 	if f.keys[prefix+key] {
-		return true
+		return true, false
 	}
 	switch prefix {
 	case "kv.":
-		return auditKeys[key]
+		return auditKeys[key], false
 	case "json.":
 		if n, ok := strings.CutPrefix(key, "winlog.event_data."); ok {
-			return f.win[n]
+			return false, f.win[n]
 		}
-		return f.win[key] || windowsJSONKeys[key]
+		return false, f.win[key] || windowsJSONKeys[key]
 	}
-	return false
+	return false, false
 }
 
-// keepSD says whether the parse keeps the structured data parameter
-// name of element id as an attribute (the rules read it, or it is one of
-// the Windows fields the normalization reads; parse5424 sets the latter
-// aside in winFields rather than storing them). An element named like a
-// format prefix ("kv", "json") gives the attributes that format would,
-// which the normalization reads as it does a payload's: keep decides
-// them.
+// keepSD is keep for the structured data parameter name of element id.
+// An element named like a format prefix ("kv", "json") gives the
+// attributes that format would, which the normalization reads as it does
+// a payload's: keep decides them. Of any other element, the Windows
+// fields the normalization reads are set aside.
 func (f *attrFilter) keepSD(id, name string) (attr, aside bool) {
-	if f.keep(id+".", name) {
-		return true, false
+	if attr, aside = f.keep(id+".", name); attr || aside {
+		return attr, aside
 	}
 	return false, f.win[name] && !formatPrefixes[id]
 }

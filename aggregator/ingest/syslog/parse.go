@@ -59,12 +59,17 @@ type Parser struct {
 const maxReusedAttrs = 32
 
 // keep is payload.Keep for the message being parsed: its filter's say,
-// counting what it leaves out.
-func (p *Parser) keep(prefix, key string) bool {
-	if p.keeping.keep(prefix, key) {
+// counting what it leaves out and setting aside what only the
+// normalization reads.
+func (p *Parser) keep(prefix, key, value string) bool {
+	attr, aside := p.keeping.keep(prefix, key)
+	if attr {
 		return true
 	}
 	p.left++
+	if aside {
+		p.win.sd = append(p.win.sd, sdParam{strings.TrimSuffix(prefix, "."), key, value})
+	}
 	return false
 }
 

@@ -47,7 +47,32 @@ type winFields struct {
 
 type winField struct{ name, value string }
 
+// sdParam is an attribute set aside: a structured data parameter (id,
+// name) or a payload's key (id is the format's prefix without its dot).
 type sdParam struct{ id, name, value string }
+
+// cut returns what follows prefix in the attribute's key, id.name.
+func (p sdParam) cut(prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(prefix, p.id)
+	if !ok || rest == "" || rest[0] != '.' {
+		return "", false
+	}
+	return strings.CutPrefix(p.name, rest[1:])
+}
+
+// attr is ev's attribute key, or the value set aside under that key.
+func (fields *winFields) attr(ev *event.Event, key string) string {
+	if v, ok := ev.Attrs[key]; ok {
+		return v
+	}
+	for i := len(fields.sd) - 1; i >= 0; i-- { // the last of a key repeated
+		p := fields.sd[i]
+		if len(key) == len(p.id)+1+len(p.name) && key[len(p.id)] == '.' && strings.HasPrefix(key, p.id) && strings.HasSuffix(key, p.name) {
+			return p.value
+		}
+	}
+	return ""
+}
 
 // reset forgets the message before.
 func (fields *winFields) reset() {
@@ -76,6 +101,7 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 		clear(fields.m)
 	}
 	w, found := fields.get, fields.found[:0]
+	attr := func(key string) string { return fields.attr(ev, key) }
 	// setWin sets field name to v, in the event and in w.
 	setWin := func(name, v string) {
 		ev.Attrs[winPrefix+name] = v
@@ -95,11 +121,9 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 				shadowed = true
 			}
 		}
-		if id, ok := strings.CutSuffix(prefix, "."); ok {
-			for _, p := range fields.sd {
-				if p.id == id && p.name != "" && !strings.Contains(p.name, ".") {
-					found = append(found, winField{p.name, p.value})
-				}
+		for _, p := range fields.sd {
+			if name, ok := p.cut(prefix); ok && name != "" && !strings.Contains(name, ".") {
+				found = append(found, winField{name, p.value})
 			}
 		}
 		// Past maxWinFields, the fields the normalization reads, then
@@ -139,16 +163,16 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 				fields.m[name] = v
 			}
 		}
-	case ev.Attrs["json.winlog.event_id"] != "":
+	case attr("json.winlog.event_id") != "":
 		copyPrefix("json.winlog.event_data.")
-		setWin("EventID", ev.Attrs["json.winlog.event_id"])
-		setWinIf("Channel", ev.Attrs["json.winlog.channel"])
-		setWinIf("Provider", ev.Attrs["json.winlog.provider_name"])
-		setWinIf("Computer", ev.Attrs["json.winlog.computer_name"])
-	case ev.Attrs["json.EventID"] != "":
+		setWin("EventID", attr("json.winlog.event_id"))
+		setWinIf("Channel", attr("json.winlog.channel"))
+		setWinIf("Provider", attr("json.winlog.provider_name"))
+		setWinIf("Computer", attr("json.winlog.computer_name"))
+	case attr("json.EventID") != "":
 		copyPrefix("json.")
-		setWinIf("Provider", firstOf(ev.Attrs["json.SourceName"], ev.Attrs["json.ProviderName"]))
-		setWinIf("Computer", ev.Attrs["json.Hostname"])
+		setWinIf("Provider", firstOf(attr("json.SourceName"), attr("json.ProviderName")))
+		setWinIf("Computer", attr("json.Hostname"))
 	default:
 		// The SD element holding EventID: NXLog's if there, else the
 		// first by name (the same one every time).
@@ -161,7 +185,7 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 			}
 		}
 		for _, p := range fields.sd {
-			if id := p.id; p.name == "EventID" && p.value != "" && id != "" && !strings.Contains(id, ".") {
+			if id := p.id; p.name == "EventID" && id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] {
 				if id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid {
 					sdid = id
 				}
