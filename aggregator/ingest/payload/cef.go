@@ -50,6 +50,26 @@ var cefMapping = &mapping{
 // ruleLabels are csN labels that name the rule or policy that decided.
 var ruleLabels = map[string]bool{"rule": true, "rule name": true, "rulename": true, "policy": true, "policy name": true, "policyname": true, "security rule": true, "access rule": true, "rule_name": true}
 
+// csLabels are the keys of the custom strings' labels, cs1Label to
+// cs6Label; their values are under cs1 to cs6.
+var csLabels = [...]string{"cs1Label", "cs2Label", "cs3Label", "cs4Label", "cs5Label", "cs6Label"}
+
+// isRuleLabel reports whether label, in any case, is one of ruleLabels.
+func isRuleLabel(label string) bool {
+	var buf [16]byte // longer than any of them
+	if len(label) > len(buf) {
+		return false
+	}
+	for i := range len(label) {
+		c := label[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return ruleLabels[string(buf[:len(label)])] // no copy: a map key lookup
+}
+
 func applyCEF(ev *event.Event, keep Keep) bool {
 	f, ok := parseCEF(tagged(ev, "CEF"))
 	if !ok {
@@ -58,9 +78,9 @@ func applyCEF(ev *event.Event, keep Keep) bool {
 	defer f.free()
 	f.only, f.header = keep, true
 	f.apply(ev, cefMapping)
-	for n := '1'; n <= '6'; n++ {
-		if label, _ := f.get("cs" + string(n) + "Label"); ruleLabels[strings.ToLower(label)] {
-			v, _ := f.get("cs" + string(n))
+	for _, label := range csLabels {
+		if l, _ := f.get(label); l != "" && isRuleLabel(l) {
+			v, _ := f.get(label[:len("csN")])
 			ev.Set(event.FieldRuleName, clip(v))
 		}
 	}

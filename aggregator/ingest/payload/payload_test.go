@@ -327,3 +327,20 @@ func TestJSONCompactCanonical(t *testing.T) {
 		}
 	}
 }
+
+// Every rule label is recognized whatever its case (isRuleLabel lowers
+// into a fixed buffer: a longer label added to ruleLabels would be missed).
+func TestRuleLabelsAnyCase(t *testing.T) {
+	for label := range ruleLabels {
+		for _, l := range []string{label, strings.ToUpper(label), strings.ToUpper(label[:1]) + label[1:]} {
+			if !isRuleLabel(l) {
+				t.Errorf("isRuleLabel(%q) = false", l)
+			}
+		}
+	}
+	for _, l := range []string{"", "rules", "Rule ", "cs1"} {
+		if isRuleLabel(l) {
+			t.Errorf("isRuleLabel(%q) = true", l)
+		}
+	}
+}
