@@ -2,6 +2,7 @@ package payload
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -113,7 +114,7 @@ func parseCEF(msg string) (*fields, bool) {
 func cutHeader(s string) (field, rest string, ok bool) {
 	// Without an escape before the pipe, the field is s up to it.
 	if i := strings.IndexAny(s, `|\`); i >= 0 && s[i] == '|' {
-		return s[:min(i, maxValue)], s[i+1:], true
+		return clip(s[:i]), s[i+1:], true
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -122,9 +123,9 @@ func cutHeader(s string) (field, rest string, ok bool) {
 			b.WriteByte(s[i+1])
 			i++
 		case c == '|':
-			return b.String(), s[i+1:], true
+			return clip(b.String()), s[i+1:], true
 		default:
-			if b.Len() < maxValue {
+			if b.Len() < maxValue+utf8.UTFMax { // clip cuts it between characters
 				b.WriteByte(c)
 			}
 		}

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -134,6 +135,10 @@ func parseKV(m string) (*fields, bool) {
 // it returns the value with `\"` and `\\` undone, and the index after the
 // closing quote (the end, if there is none).
 func quoted(m string, i int) (string, int) {
+	// Without an escape before the closing quote, the value is m up to it.
+	if j := strings.IndexAny(m[i:], `"\`); j >= 0 && m[i+j] == '"' {
+		return clip(m[i : i+j]), i + j + 1
+	}
 	var b strings.Builder
 	for ; i < len(m); i++ {
 		switch c := m[i]; {
@@ -141,12 +146,12 @@ func quoted(m string, i int) (string, int) {
 			b.WriteByte(m[i+1])
 			i++
 		case c == '"':
-			return b.String(), i + 1
+			return clip(b.String()), i + 1
 		default:
-			if b.Len() < maxValue {
+			if b.Len() < maxValue+utf8.UTFMax { // clip cuts it between characters
 				b.WriteByte(c)
 			}
 		}
 	}
-	return b.String(), i
+	return clip(b.String()), i
 }

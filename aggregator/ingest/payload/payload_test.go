@@ -344,3 +344,32 @@ func TestRuleLabelsAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// A value cut to maxValue is cut between characters, whichever way the
+// parser read it: a quoted key=value value, with and without escapes, and
+// a CEF header field with and without an escape, a LEEF value. (A LEEF
+// header field that long makes the message not LEEF.)
+func TestLongValuesCutBetweenCharacters(t *testing.T) {
+	for _, wide := range []string{strings.Repeat("é", 3000), "y" + strings.Repeat("é", 3000)} { // the cut falls on either byte
+		for _, msg := range []string{
+			`a=1 b=2 c="x` + wide + `"`,
+			`a=1 b=2 c="x\"` + wide + `"`,
+			`CEF:0|x\|` + wide + `|p|1|id|n|5|src=192.0.2.1`,
+			`CEF:0|x` + wide + `|p|1|id|n|5|src=192.0.2.1`,
+			"LEEF:1.0|v|p|1|id|src=192.0.2.1\tusrName=x" + wide + "\tdst=192.0.2.2",
+			"LEEF:2.0|v|p|1|id|^|src=192.0.2.1^usrName=x" + wide,
+			`CEF:0|v|p|1|id|n|5|msg=x` + wide,
+			`CEF:0|v|p|1|id|n|5|msg=x\=` + wide,
+		} {
+			ev := &event.Event{Message: msg}
+			if !Apply(Detect(ev), ev, nil) {
+				t.Fatalf("%.40q: not parsed", msg)
+			}
+			for k, v := range ev.Attrs {
+				if !utf8.ValidString(v) || len(v) > maxValue {
+					t.Errorf("%.40q: attribute %q: %d bytes, valid UTF-8 %v", msg, k, len(v), utf8.ValidString(v))
+				}
+			}
+		}
+	}
+}
