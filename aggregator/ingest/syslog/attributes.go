@@ -132,10 +132,15 @@ func (f *attrFilter) keep(prefix, key string) (attr, aside bool) {
 // An element named like a format prefix ("kv", "json") gives the
 // attributes that format would, which the normalization reads as it does
 // a payload's: keep decides them. Of any other element, the Windows
-// fields the normalization reads are set aside.
+// fields the normalization reads are set aside; of an element named
+// "win", they are kept for prune to delete: its win.<Name> are read
+// from the attributes, as Snare's (windowsFields).
 func (f *attrFilter) keepSD(id, name string) (attr, aside bool) {
 	if attr, aside = f.keep(id+".", name); attr || aside {
 		return attr, aside
+	}
+	if id == "win" {
+		return f.win[name], false
 	}
 	return false, f.win[name] && !formatPrefixes[id]
 }
