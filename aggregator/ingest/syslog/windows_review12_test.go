@@ -1,6 +1,9 @@
 package syslog
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // An RFC 5424 SD element named "win" gives the attributes win.<Name>,
 // which the normalization reads as a Windows event's own fields (as
@@ -12,4 +15,24 @@ import "testing"
 func TestSDElementNamedWinIsAWindowsEvent(t *testing.T) {
 	checkParsed(t, `<14>1 2026-12-04T10:00:00Z dc-01 agent - - [win EventID="4624" TargetUserName="bob" IpAddress="198.51.100.4" LogonType="3"] forwarded`,
 		map[string]string{"action": "logon", "user": "bob", "src_ip": "198.51.100.4", "logon_type": "3"})
+}
+
+// A Windows field given more than once (a Winlogbeat event_data field in
+// the SD element json.winlog.event_data, nested in the JSON payload and
+// as a flat "winlog.event_data.<Name>" key): with every attribute kept,
+// the last value is the attribute's and the field's. With attributes:
+// read each is set aside, so windowsFields found the name three times;
+// past maxWinFields it sorted them (unstably) and kept the first 96, so
+// the field had another value or none, and TargetUserName was cut off
+// (found by review).
+func TestWindowsFieldRepeatedPastMaxWinFields(t *testing.T) {
+	var sd, nested, flat []string
+	for _, n := range windowsNames {
+		sd = append(sd, n+`="sd"`)
+		nested = append(nested, `"`+n+`":"nested"`)
+		flat = append(flat, `"winlog.event_data.`+n+`":"flat"`)
+	}
+	msg := `<14>1 2026-12-04T10:00:00Z dc-01 winlogbeat - - [json.winlog.event_data ` + strings.Join(sd, " ") + `] ` +
+		`{"winlog":{"event_id":"4624","event_data":{` + strings.Join(nested, ",") + `}},` + strings.Join(flat, ",") + `}`
+	checkParsed(t, msg, map[string]string{"action": "logon", "user": "flat", "logon_type": "flat", "channel": "flat"})
 }
