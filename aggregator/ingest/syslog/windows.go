@@ -131,9 +131,13 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 		// fields whatever the map's order, no number of other fields
 		// pushes out those the schema is filled from, and those are
 		// the same whichever attributes the parse kept (attributes.go).
+		// A name set aside more than once (the SD and the payload both
+		// give it) is one field, its last value, as in the attributes:
+		// the stable sort keeps a name's values in order, and only the
+		// last is counted and used.
 		use := found
 		if len(use) > maxWinFields {
-			slices.SortFunc(use, func(a, b winField) int {
+			slices.SortStableFunc(use, func(a, b winField) int {
 				if ra, rb := windowsRead[a.name], windowsRead[b.name]; ra != rb {
 					if ra {
 						return -1
@@ -142,7 +146,14 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 				}
 				return strings.Compare(a.name, b.name)
 			})
-			use = use[:maxWinFields]
+			n := 0
+			for i, f := range use {
+				if i+1 == len(use) || use[i+1].name != f.name {
+					use[n] = f
+					n++
+				}
+			}
+			use = use[:min(n, maxWinFields)]
 		}
 		for _, f := range use {
 			fields.m[f.name] = f.value
