@@ -1,8 +1,12 @@
 package syslog
 
 import (
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
 // An RFC 5424 SD element named "win" gives the attributes win.<Name>,
@@ -35,4 +39,43 @@ func TestWindowsFieldRepeatedPastMaxWinFields(t *testing.T) {
 	msg := `<14>1 2026-12-04T10:00:00Z dc-01 winlogbeat - - [json.winlog.event_data ` + strings.Join(sd, " ") + `] ` +
 		`{"winlog":{"event_id":"4624","event_data":{` + strings.Join(nested, ",") + `}},` + strings.Join(flat, ",") + `}`
 	checkParsed(t, msg, map[string]string{"action": "logon", "user": "flat", "logon_type": "flat", "channel": "flat"})
+}
+
+// The Windows scratch a Parser keeps between messages (winFields: the
+// parameters set aside, windowsFields' list of fields) is let go of when
+// one message made it large, as the other reused memory is
+// (maxReusedAttrs, payload's fieldsPool): a 64 kB message of 3,000 SD
+// elements each holding EventID, or one element of 3,000 parameters,
+// pinned some 150 kB per parser, and at max_message_size 16 MiB tens of
+// MB, for as long as the connection or listener lasted (found by
+// review).
+func TestParserWindowsScratchBounded(t *testing.T) {
+	var aside, params strings.Builder
+	aside.WriteString(`<14>1 2026-12-04T10:00:00Z dc-01 agent - - `)
+	params.WriteString(`<14>1 2026-12-04T10:00:00Z dc-01 agent - - [NXLOG@14506 EventID="4624"`)
+	for i := range 3000 {
+		fmt.Fprintf(&aside, `[e%d EventID="4624"]`, i)
+		fmt.Fprintf(&params, ` p%d="v"`, i)
+	}
+	aside.WriteString(" x")
+	params.WriteString("] x")
+	var filter atomic.Pointer[attrFilter]
+	filter.Store(newAttrFilter(nil))
+	for _, tc := range []struct {
+		name  string
+		attrs *atomic.Pointer[attrFilter]
+		msg   string
+	}{{"set aside (attributes: read)", &filter, aside.String()}, {"fields found (attributes: all)", nil, params.String()}} {
+		p := NewParser(WithReusedAttrs())
+		p.attrs = tc.attrs
+		var ev event.Event
+		for _, m := range []string{tc.msg, reusedBefore} {
+			if err := p.Parse([]byte(m), testReceived, "127.0.0.1:514", &ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := max(cap(p.win.sd), cap(p.win.found)); c > 4*maxWinFields {
+			t.Errorf("%s: after a message of %d bytes, the parser keeps scratch for %d fields", tc.name, len(tc.msg), c)
+		}
+	}
 }
