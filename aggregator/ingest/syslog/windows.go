@@ -74,8 +74,17 @@ func (fields *winFields) attr(ev *event.Event, key string) string {
 	return ""
 }
 
+// maxKeptWinScratch bounds the scratch (winFields.sd, .found) kept for
+// the next message: one message with thousands of parameters is not
+// kept in memory by its parser.
+const maxKeptWinScratch = 4 * maxWinFields
+
 // reset forgets the message before.
 func (fields *winFields) reset() {
+	if cap(fields.sd) > maxKeptWinScratch {
+		fields.sd = nil
+		return
+	}
 	clear(fields.sd)
 	fields.sd = fields.sd[:0]
 }
@@ -216,6 +225,9 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 	}
 	clear(found) // the strings are the event's: not kept alive here
 	fields.found = found[:0]
+	if cap(found) > maxKeptWinScratch {
+		fields.found = nil
+	}
 	return true
 }
 
