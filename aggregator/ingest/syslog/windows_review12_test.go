@@ -79,3 +79,14 @@ func TestParserWindowsScratchBounded(t *testing.T) {
 		}
 	}
 }
+
+// An SD-ID may hold dots: [json.winlog event_id="4624"] gives the
+// attribute json.winlog.event_id, which makes the message a Winlogbeat
+// event with every attribute kept. With attributes: read keepSD asked
+// keep("json.winlog.", "event_id"), which knows only the prefix "json.",
+// and dropped it: no Windows event (found by review; the code before
+// 5e5aa7c..d5ed851 did the same).
+func TestSDElementWithADottedJSONPath(t *testing.T) {
+	checkParsed(t, `<14>1 2026-12-04T10:00:00Z dc-01 agent - - [json.winlog event_id="4624" channel="Security"][json.winlog.event_data TargetUserName="bob"] forwarded`,
+		map[string]string{"action": "logon", "user": "bob", "event_code": "4624", "channel": "Security"})
+}
