@@ -136,7 +136,13 @@ func (f *attrFilter) keep(prefix, key string) (attr, aside bool) {
 // "win", they are kept for prune to delete: its win.<Name> are read
 // from the attributes, as Snare's (windowsFields).
 func (f *attrFilter) keepSD(id, name string) (attr, aside bool) {
-	if attr, aside = f.keep(id+".", name); attr || aside {
+	prefix := id + "."
+	if path, ok := strings.CutPrefix(id, "json."); ok {
+		// [json.winlog event_id=...] is json.winlog.event_id: the
+		// payload's key winlog.event_id.
+		prefix, name = "json.", path+"."+name
+	}
+	if attr, aside = f.keep(prefix, name); attr || aside {
 		return attr, aside
 	}
 	if id == "win" {
