@@ -21,6 +21,9 @@ var parseSeeds = []string{
 	`<86>1 2026-12-04T10:00:00Z ws-17 Microsoft-Windows-Security-Auditing 4 - [NXLOG@14506 EventID="4688" NewProcessName="C:\\x.exe" NewProcessId="0x1a"] x`,
 	`<14>1 2026-12-04T10:00:00Z ws-17 nxlog - - - {"EventID":1,"SourceName":"Microsoft-Windows-Sysmon","Image":"C:\\a.exe"}`,
 	`<14>1 2026-12-04T10:00:00Z ws-17 winlogbeat - - - {"winlog":{"event_id":"3","event_data":{"SourceIp":"10.0.0.1"}}}`,
+	// SD elements named like a format or a JSON path, beside a payload (windows_review12_test.go).
+	`<14>1 2026-12-04T10:00:00Z dc-01 agent - - [win EventID="4624" TargetUserName="bob"][NXLOG@14506 EventID="4625" IpAddress="10.0.0.1"] x`,
+	`<14>1 2026-12-04T10:00:00Z dc-01 agent - - [json.winlog event_id="4624"][json.winlog.event_data TargetUserName="sd"] {"winlog":{"event_data":{"TargetUserName":"p"}},"winlog.event_data.TargetUserName":"f"}`,
 	// A JSON path past its bound, cut between characters (TestJSONLongPathUTF8).
 	`<14>1 2026-12-04T10:00:00Z ws-17 app - - - {"éééééééééééééééééééééééééééééééé":{"éééééééééééééééééééééééééééééééé":{"éééééééééééééééééééééééééééééééé":{"éééééééééééééééééééééééééééééééé":{"éééééééééééééééééééééééééééééééé":"v"}}}}}`,
 	"<86>Dec  4 10:00:00 web-01 sudo:    alice : 3 incorrect password attempts ; TTY=pts/0 ; USER=root ; COMMAND=/bin/sh ; x",
