@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
@@ -81,4 +83,59 @@ func TestAuditJoinBounded(t *testing.T) {
 	if ev.Attrs["audit_records"] != "SYSCALL,EXECVE" {
 		t.Fatalf("the newest serial was forgotten: %v", ev.Attrs)
 	}
+}
+
+// FuzzAudit feeds audit records, as audisp-syslog forwards them, through
+// the parse and the join in order: a record of any bytes neither panics
+// nor yields invalid text or another host, and what the join adds stays
+// within its bounds.
+func FuzzAudit(f *testing.F) {
+	for _, s := range []string{
+		"type=SYSCALL msg=audit(1764842400.123:4242): arch=c000003e syscall=59 success=yes exit=0 pid=4300 auid=1000 comm=\"curl\" exe=\"/usr/bin/curl\" key=\"exec\"\n" +
+			"type=EXECVE msg=audit(1764842400.123:4242): argc=3 a0=\"curl\" a1=\"-o\" a2=2F746D702F78\n" +
+			"type=PATH msg=audit(1764842400.123:4242): item=0 name=\"/usr/bin/curl\" nametype=NORMAL\n" +
+			"type=EOE msg=audit(1764842400.123:4242): ",
+		"type=USER_AUTH msg=audit(1.2:3): pid=1 uid=0 auid=4294967295 msg='op=PAM:authentication acct=\"root\" exe=\"/usr/sbin/sshd\" addr=203.0.113.5 res=failed'",
+		"type=ADD_USER msg=audit(5.6:7): pid=9 auid=1000 msg='op=add-user id=1002 exe=\"/usr/sbin/useradd\" acct=\"mallory\" res=success'\ntype=EOE msg=audit(5.6:7): ",
+		"type=SYSCALL msg=audit(1:1): key=(null) success=no\ntype=EXECVE msg=audit(1:1): argc=70 a0=\"x\" a63=\"y\" a64=\"z\"",
+	} {
+		f.Add([]byte(s), uint8(1))
+	}
+	received := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, data []byte, hosts uint8) {
+		lines := strings.Split(string(data), "\n")
+		if len(lines) > 64 {
+			lines = lines[:64]
+		}
+		p := NewParser(WithReusedAttrs())
+		j := newAuditJoiner()
+		var ev event.Event
+		for i, body := range lines {
+			host := fmt.Sprintf("h%d", i%(1+int(hosts%4)))
+			msg := fmt.Sprintf("<85>Dec  4 10:00:00 %s audisp-syslog: %s", host, body)
+			if err := p.Parse([]byte(msg), received, "127.0.0.1:514", &ev); err != nil {
+				continue // only RFC 5424 is rejected; these are RFC 3164
+			}
+			j.join(&ev)
+			for _, s := range []string{ev.Host, ev.App, ev.Message, ev.User, ev.Outcome, ev.Action} {
+				if !utf8.ValidString(s) {
+					t.Fatalf("line %d: invalid UTF-8 %q", i, s)
+				}
+			}
+			for k, v := range ev.Attrs {
+				if !utf8.ValidString(k) || !utf8.ValidString(v) {
+					t.Fatalf("line %d: attribute %q: invalid UTF-8", i, k)
+				}
+			}
+			if ev.Host != host {
+				t.Fatalf("line %d: host %q, sent as %q", i, ev.Host, host)
+			}
+			if recs := ev.Attrs["audit_records"]; len(recs) > 256+64 {
+				t.Fatalf("line %d: audit_records of %d bytes", i, len(recs))
+			}
+		}
+		if len(j.m) > auditJoinKeys {
+			t.Fatalf("%d serials remembered", len(j.m))
+		}
+	})
 }
