@@ -16,7 +16,7 @@ func normalize(ev *event.Event, keep *attrFilter, win *winFields) {
 	if win == nil {
 		win = new(winFields)
 	}
-	if (len(ev.Attrs) > 0 || len(win.sd) > 0) && normalizeWindows(ev, keep, win) {
+	if (len(ev.Attrs) > 0 || len(win.aside) > 0) && normalizeWindows(ev, keep, win) {
 		return
 	}
 	switch ev.App {

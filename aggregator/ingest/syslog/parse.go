@@ -68,7 +68,7 @@ func (p *Parser) keep(prefix, key, value string) bool {
 	}
 	p.left++
 	if aside {
-		p.win.sd = append(p.win.sd, sdParam{strings.TrimSuffix(prefix, "."), key, value})
+		p.win.aside = append(p.win.aside, asideAttr{strings.TrimSuffix(prefix, "."), key, value})
 	}
 	return false
 }
@@ -249,7 +249,7 @@ func (p *Parser) parse5424(msg []byte, ev *event.Event, keep *attrFilter) error 
 					if attr, aside := keep.keepSD(id, name); !attr {
 						p.left++
 						if aside { // only the Windows normalization reads it
-							p.win.sd = append(p.win.sd, sdParam{id, name, value})
+							p.win.aside = append(p.win.aside, asideAttr{id, name, value})
 						}
 						continue
 					}

@@ -39,20 +39,21 @@ const maxWinFields = 96
 type winFields struct {
 	m     map[string]string
 	found []winField // windowsFields' scratch
-	// sd holds the structured data parameters the parse left out of
-	// the event's attributes because only the normalization reads them
-	// (parse5424): they are looked at here, never stored.
-	sd []sdParam
+	// aside holds the attributes the parse left out of the event
+	// because only the normalization reads them (structured data in
+	// parse5424, a payload's keys in Parser.keep): they are looked at
+	// here, never stored.
+	aside []asideAttr
 }
 
 type winField struct{ name, value string }
 
-// sdParam is an attribute set aside: a structured data parameter (id,
+// asideAttr is an attribute set aside: a structured data parameter (id,
 // name) or a payload's key (id is the format's prefix without its dot).
-type sdParam struct{ id, name, value string }
+type asideAttr struct{ id, name, value string }
 
 // cut returns what follows prefix in the attribute's key, id.name.
-func (p sdParam) cut(prefix string) (string, bool) {
+func (p asideAttr) cut(prefix string) (string, bool) {
 	rest, ok := strings.CutPrefix(prefix, p.id)
 	if !ok || rest == "" || rest[0] != '.' {
 		return "", false
@@ -65,8 +66,8 @@ func (fields *winFields) attr(ev *event.Event, key string) string {
 	if v, ok := ev.Attrs[key]; ok {
 		return v
 	}
-	for i := len(fields.sd) - 1; i >= 0; i-- { // the last of a key repeated
-		p := fields.sd[i]
+	for i := len(fields.aside) - 1; i >= 0; i-- { // the last of a key repeated
+		p := fields.aside[i]
 		if len(key) == len(p.id)+1+len(p.name) && key[len(p.id)] == '.' && strings.HasPrefix(key, p.id) && strings.HasSuffix(key, p.name) {
 			return p.value
 		}
@@ -81,23 +82,24 @@ const maxKeptWinScratch = 4 * maxWinFields
 
 // reset forgets the message before.
 func (fields *winFields) reset() {
-	if cap(fields.sd) > maxKeptWinScratch {
-		fields.sd = nil
+	if cap(fields.aside) > maxKeptWinScratch {
+		fields.aside = nil
 		return
 	}
-	clear(fields.sd)
-	fields.sd = fields.sd[:0]
+	clear(fields.aside)
+	fields.aside = fields.aside[:0]
 }
 
 // get is the field's value, "" if the event has none.
 func (w *winFields) get(name string) string { return w.m[name] }
 
-// windowsFields finds a Windows event in ev, copies its fields to
-// attrs["win.<Name>"] and puts them in w by name. It reports whether there
-// is one. keep, when not nil, limits the copies to the win.<Name> the
-// rules read: the normalization reads the others in w.
+// windowsFields finds a Windows event in ev (its attributes and those set
+// aside in fields), copies its fields to attrs["win.<Name>"] and puts them
+// in fields by name. It reports whether there is one. keep, when not nil,
+// limits the copies to the win.<Name> the rules read: the normalization
+// reads the others in fields.
 func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
-	if len(ev.Attrs) == 0 && len(fields.sd) == 0 {
+	if len(ev.Attrs) == 0 && len(fields.aside) == 0 {
 		return false
 	}
 	if ev.Attrs == nil {
@@ -130,7 +132,7 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 				shadowed = true
 			}
 		}
-		for _, p := range fields.sd {
+		for _, p := range fields.aside {
 			if name, ok := p.cut(prefix); ok && name != "" && !strings.Contains(name, ".") {
 				found = append(found, winField{name, p.value})
 			}
@@ -197,18 +199,20 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 		// The SD element holding EventID: NXLog's if there, else the
 		// first by name (the same one every time).
 		sdid := ""
-		for k := range ev.Attrs {
-			if id, ok := strings.CutSuffix(k, ".EventID"); ok && id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] {
-				if id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid {
-					sdid = id
-				}
+		pick := func(id string) {
+			if id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] &&
+				(id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid) {
+				sdid = id
 			}
 		}
-		for _, p := range fields.sd {
-			if id := p.id; p.name == "EventID" && id != "" && !strings.Contains(id, ".") && !formatPrefixes[id] {
-				if id == "NXLOG@14506" || sdid == "" || sdid != "NXLOG@14506" && id < sdid {
-					sdid = id
-				}
+		for k := range ev.Attrs {
+			if id, ok := strings.CutSuffix(k, ".EventID"); ok {
+				pick(id)
+			}
+		}
+		for _, p := range fields.aside {
+			if p.name == "EventID" {
+				pick(p.id)
 			}
 		}
 		if sdid == "" {

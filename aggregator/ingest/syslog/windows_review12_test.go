@@ -74,7 +74,7 @@ func TestParserWindowsScratchBounded(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if c := max(cap(p.win.sd), cap(p.win.found)); c > 4*maxWinFields {
+		if c := max(cap(p.win.aside), cap(p.win.found)); c > 4*maxWinFields {
 			t.Errorf("%s: after a message of %d bytes, the parser keeps scratch for %d fields", tc.name, len(tc.msg), c)
 		}
 	}
