@@ -130,7 +130,8 @@ func splitLines(data []byte, fn func(line []byte) error) error {
 // DecodeEvents calls fn for each event of an EVENTS message. A record that
 // does not decode is passed to bad with its error, and decoding goes on
 // with the next; fn's error stops decoding and is returned. The event
-// handed to fn is reused for the next record: fn must not keep it.
+// handed to fn is reused for the next record, its Attrs map included: fn
+// must not keep either.
 func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte, err error) error) error {
 	var r wire.Reader
 	var ev event.Event
@@ -140,7 +141,7 @@ func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte,
 			ev = event.Event{}
 			err = json.Unmarshal(rec, &ev)
 		} else {
-			err = event.DecodeEvent(rec, &ev, &r)
+			err = event.DecodeEventReusing(rec, &ev, &r)
 		}
 		if err != nil {
 			return bad(rec, fmt.Errorf("decoding event: %w", err))

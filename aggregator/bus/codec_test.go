@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -127,4 +129,36 @@ func TestDecodeDamagedJSONLines(t *testing.T) {
 		}
 	}
 	_ = neighbours
+}
+
+// The event DecodeEvents hands out is reused, its attribute map too: each
+// record still shows exactly its own attributes, none left from the one
+// before, also after a record with more than the reused map may hold.
+func TestDecodedEventsHaveTheirOwnAttributes(t *testing.T) {
+	many := map[string]string{}
+	for i := range 40 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	want := []map[string]string{
+		{"a": "1", "b": "2"}, {"c": "3"}, nil, many, {"a": "4"}, {}, {"d": "5"},
+	}
+	var items []item
+	for i, attrs := range want {
+		items = append(items, item{subject: "events.syslog", data: event.AppendEvent(nil, &event.Event{ID: fmt.Sprint(i), Source: "syslog", Attrs: attrs})})
+	}
+	msgs := pack(items)
+	if len(msgs) != 1 {
+		t.Fatalf("pack made %d messages", len(msgs))
+	}
+	i := 0
+	err := DecodeEvents(msgs[0].msg.Data, func(ev *event.Event) error {
+		if !maps.Equal(ev.Attrs, want[i]) {
+			t.Errorf("event %s: attributes %v, want %v", ev.ID, ev.Attrs, want[i])
+		}
+		i++
+		return nil
+	}, func([]byte, error) error { t.Error("bad record"); return nil })
+	if err != nil || i != len(want) {
+		t.Errorf("decoded %d events, %v", i, err)
+	}
 }

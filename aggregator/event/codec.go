@@ -47,6 +47,28 @@ func AppendEvent(b []byte, ev *Event) []byte {
 // scratch the caller may reuse across records (nil is fine); the strings
 // of ev share one copy of data.
 func DecodeEvent(data []byte, ev *Event, r *wire.Reader) error {
+	return decodeEvent(data, ev, r, nil)
+}
+
+// maxReusedAttrs bounds the map DecodeEventReusing reuses: a cleared map
+// keeps its size, which ranging over it costs.
+const maxReusedAttrs = 32
+
+// DecodeEventReusing is DecodeEvent decoding the attributes into ev's
+// Attrs map, cleared, if it has one of at most maxReusedAttrs entries: for
+// a caller that decodes record after record into one Event and keeps
+// neither the event nor its map (bus.DecodeEvents). The map left may be
+// empty rather than nil.
+func DecodeEventReusing(data []byte, ev *Event, r *wire.Reader) error {
+	attrs := ev.Attrs
+	if len(attrs) > maxReusedAttrs {
+		attrs = nil
+	}
+	clear(attrs)
+	return decodeEvent(data, ev, r, attrs)
+}
+
+func decodeEvent(data []byte, ev *Event, r *wire.Reader, attrs map[string]string) error {
 	r, err := open(data, r, true, eventV1, "event")
 	if err != nil {
 		return err
@@ -74,7 +96,7 @@ func DecodeEvent(data []byte, ev *Event, r *wire.Reader) error {
 		DstPort:  r.Int(),
 		Protocol: r.String(),
 	}
-	ev.Attrs = readMap(r)
+	ev.Attrs = readMapInto(r, attrs)
 	if err := r.Done(); err != nil {
 		return fmt.Errorf("decoding event: %w", err)
 	}
@@ -197,11 +219,19 @@ func skipMap(r *wire.Reader) error {
 // readMap reads appendMap's encoding; an empty map reads as nil, as JSON's
 // omitempty leaves it.
 func readMap(r *wire.Reader) map[string]string {
+	return readMapInto(r, nil)
+}
+
+// readMapInto is readMap filling m, empty, if it is not nil (and then
+// returning it even when there is nothing to read).
+func readMapInto(r *wire.Reader, m map[string]string) map[string]string {
 	n := r.Count(2)
 	if n == 0 {
-		return nil
+		return m
 	}
-	m := make(map[string]string, n)
+	if m == nil {
+		m = make(map[string]string, n)
+	}
 	for range n {
 		k := r.String()
 		m[k] = r.String()

@@ -133,6 +133,17 @@ func FuzzDecodeEvent(f *testing.F) {
 		if !reflect.DeepEqual(ev, again) {
 			t.Fatalf("unstable:\n%+v\n%+v", ev, again)
 		}
+		// Into an event whose map held another record's: the same.
+		reused := Event{Attrs: map[string]string{"stale": "x", "a": "b"}}
+		if err := DecodeEventReusing(data, &reused, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(reused.Attrs) == 0 {
+			reused.Attrs = nil
+		}
+		if !reflect.DeepEqual(ev, reused) {
+			t.Fatalf("decoded into reused memory:\n%+v\n%+v", ev, reused)
+		}
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -277,7 +278,9 @@ func (r *rig) events() []event.Event {
 				if !strings.HasPrefix(m.Subject(), "events.azure.") || m.Subject() != "events."+ev.Source {
 					r.t.Errorf("subject %s for source %s", m.Subject(), ev.Source)
 				}
-				out = append(out, *ev)
+				cp := *ev // DecodeEvents reuses ev, and its map
+				cp.Attrs = maps.Clone(ev.Attrs)
+				out = append(out, cp)
 				return nil
 			}, func(line []byte, err error) error { return err })
 			if err != nil {
