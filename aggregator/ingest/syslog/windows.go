@@ -75,7 +75,7 @@ func (fields *winFields) attr(ev *event.Event, key string) string {
 	return ""
 }
 
-// maxKeptWinScratch bounds the scratch (winFields.sd, .found) kept for
+// maxKeptWinScratch bounds the scratch (winFields.aside, .found) kept for
 // the next message: one message with thousands of parameters is not
 // kept in memory by its parser.
 const maxKeptWinScratch = 4 * maxWinFields
