@@ -50,22 +50,28 @@ func DecodeEvent(data []byte, ev *Event, r *wire.Reader) error {
 	return decodeEvent(data, ev, r, nil)
 }
 
-// maxReusedAttrs bounds the map DecodeEventReusing reuses: a cleared map
-// keeps its size, which ranging over it costs.
+// maxReusedAttrs bounds the attribute maps ReuseAttrs hands back: a
+// cleared map keeps its size, and ranging over or clearing it costs that,
+// so one record with many attributes is not paid for by every later one.
 const maxReusedAttrs = 32
 
-// DecodeEventReusing is DecodeEvent decoding the attributes into ev's
-// Attrs map, cleared, if it has one of at most maxReusedAttrs entries: for
-// a caller that decodes record after record into one Event and keeps
-// neither the event nor its map (bus.DecodeEvents). The map left may be
-// empty rather than nil.
-func DecodeEventReusing(data []byte, ev *Event, r *wire.Reader) error {
-	attrs := ev.Attrs
-	if len(attrs) > maxReusedAttrs {
-		attrs = nil
+// ReuseAttrs returns m emptied, for the next event's attributes, or nil
+// (make a new one) when m is nil or held more than maxReusedAttrs entries.
+// The caller must be done with what m held.
+func ReuseAttrs(m map[string]string) map[string]string {
+	if len(m) > maxReusedAttrs {
+		return nil
 	}
-	clear(attrs)
-	return decodeEvent(data, ev, r, attrs)
+	clear(m)
+	return m
+}
+
+// DecodeEventReusing is DecodeEvent decoding the attributes into ev's
+// Attrs map (ReuseAttrs): for a caller that decodes record after record
+// into one Event and keeps neither the event nor its map
+// (bus.DecodeEvents). The map left may be empty rather than nil.
+func DecodeEventReusing(data []byte, ev *Event, r *wire.Reader) error {
+	return decodeEvent(data, ev, r, ReuseAttrs(ev.Attrs))
 }
 
 func decodeEvent(data []byte, ev *Event, r *wire.Reader, attrs map[string]string) error {

@@ -53,11 +53,6 @@ type Parser struct {
 	reuseAttrs bool
 }
 
-// maxReusedAttrs bounds the map Parse reuses: a cleared map keeps its
-// size, and ranging over it costs that, so one message with many
-// attributes is not paid for by every later one.
-const maxReusedAttrs = 32
-
 // keep is payload.Keep for the message being parsed: its filter's say,
 // counting what it leaves out and setting aside what only the
 // normalization reads.
@@ -148,9 +143,8 @@ func (p *Parser) Parse(msg []byte, received time.Time, sender string, ev *event.
 		Received: received,
 		Sender:   sender,
 	}
-	if p.reuseAttrs && attrs != nil && len(attrs) <= maxReusedAttrs {
-		clear(attrs)
-		ev.Attrs = attrs
+	if p.reuseAttrs {
+		ev.Attrs = event.ReuseAttrs(attrs)
 	}
 	var keep *attrFilter
 	if p.attrs != nil {

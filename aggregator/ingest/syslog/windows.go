@@ -105,11 +105,8 @@ func windowsFields(ev *event.Event, keep *attrFilter, fields *winFields) bool {
 	if ev.Attrs == nil {
 		ev.Attrs = make(map[string]string)
 	}
-	if fields.m == nil || len(fields.m) > maxReusedAttrs {
-		// A cleared map keeps its size, which ranging and clearing cost.
+	if fields.m = event.ReuseAttrs(fields.m); fields.m == nil {
 		fields.m = make(map[string]string)
-	} else {
-		clear(fields.m)
 	}
 	w, found := fields.get, fields.found[:0]
 	attr := func(key string) string { return fields.attr(ev, key) }

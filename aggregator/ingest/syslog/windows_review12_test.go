@@ -44,7 +44,7 @@ func TestWindowsFieldRepeatedPastMaxWinFields(t *testing.T) {
 // The Windows scratch a Parser keeps between messages (winFields: the
 // parameters set aside, windowsFields' list of fields) is let go of when
 // one message made it large, as the other reused memory is
-// (maxReusedAttrs, payload's fieldsPool): a 64 kB message of 3,000 SD
+// (event.ReuseAttrs, payload's fieldsPool): a 64 kB message of 3,000 SD
 // elements each holding EventID, or one element of 3,000 parameters,
 // pinned some 150 kB per parser, and at max_message_size 16 MiB tens of
 // MB, for as long as the connection or listener lasted (found by
