@@ -244,6 +244,9 @@ const (
 // is still consumed: matches left there by an unfused run are not lost.
 func (s *Stage) Run(ctx context.Context) error {
 	if err := s.open(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing was applied
+		}
 		return err
 	}
 	tctx, cancel := context.WithCancel(ctx)
