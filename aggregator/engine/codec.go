@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 )
@@ -65,6 +66,30 @@ func AppendState(b []byte, st *State) []byte {
 	}
 	return b
 }
+
+// EncodeState returns st's encoding (AppendState) in a slice of exactly
+// its length: for an encoding that is kept (the state log's index, a
+// checkpoint, cold). AppendState's one allocation is sized for the
+// state's strings whole, and front-coded event ids take a fraction of
+// that: an 80-event state's 538 bytes sat in 2,944 (the fifth of it that
+// was used is what the budgets counted).
+func EncodeState(st *State) []byte {
+	bp := encodeScratch.Get().(*[]byte)
+	b := AppendState((*bp)[:0], st)
+	out := make([]byte, len(b))
+	copy(out, b)
+	if cap(b) <= maxEncodeScratch {
+		*bp = b
+		encodeScratch.Put(bp)
+	}
+	return out
+}
+
+// encodeScratch holds EncodeState's buffers; one that grew past
+// maxEncodeScratch (a huge state) is let go of.
+var encodeScratch = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxEncodeScratch = 1 << 20
 
 // DecodeState reads AppendState's encoding, or that of older versions.
 func DecodeState(v []byte, st *State) error {

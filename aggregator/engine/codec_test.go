@@ -105,6 +105,20 @@ func TestStateCodecRoundTrip(t *testing.T) {
 	}
 }
 
+// EncodeState is AppendState's encoding in a slice of its length, however
+// large the state and whatever its scratch held before.
+func TestEncodeStateIsExact(t *testing.T) {
+	for _, st := range []*State{nuidState(2000), fullState(), {}, nuidState(80), nuidState(3)} {
+		got, want := EncodeState(st), AppendState(nil, st)
+		if !bytes.Equal(got, want) {
+			t.Errorf("EncodeState %x, want %x", got, want)
+		}
+		if cap(got) != len(got) {
+			t.Errorf("EncodeState: %d bytes in %d", len(got), cap(got))
+		}
+	}
+}
+
 // State written as JSON by versions before the binary encoding still reads.
 func TestStateCodecReadsJSON(t *testing.T) {
 	old, err := json.Marshal(fullState())

@@ -158,7 +158,7 @@ func (e *entry) sealedState() []byte {
 		switch e.sealing.Load() {
 		case sealPending:
 			if e.sealing.CompareAndSwap(sealPending, sealEncoding) {
-				e.sealedEnc = engine.AppendState(nil, &e.st)
+				e.sealedEnc = engine.EncodeState(&e.st)
 				e.sealing.Store(sealDone)
 				return e.sealedEnc
 			}
@@ -232,7 +232,7 @@ func (s *store) freeze(sk string, e *entry) {
 	if old, ok := s.cold[sk]; ok {
 		s.dropCold(sk, old)
 	}
-	c := coldState{enc: engine.AppendState(nil, &e.st), indexed: e.indexed, stored: e.stored, live: e.live}
+	c := coldState{enc: engine.EncodeState(&e.st), indexed: e.indexed, stored: e.stored, live: e.live}
 	size := int64(len(sk) + len(c.enc) + coldOverhead)
 	budget := int64(s.cfg.ColdBytes)
 	for k, old := range s.cold {
