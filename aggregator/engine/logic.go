@@ -140,6 +140,9 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	}
 	st.insert(r, t, m)
 	st.evict(r, lateness)
+	if r.Kind == rules.KindSequence && forgetIDs {
+		st.forgetOldIDs(r)
+	}
 	var lo, hi int
 	var picked []int
 	var ok bool
@@ -182,7 +185,9 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		a.Count = len(picked)
 		a.FirstSeen, a.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
 		for _, i := range picked[:min(len(picked), maxEvidence)] {
-			a.EventIDs = append(a.EventIDs, st.IDs[i])
+			if st.IDs[i] != "" { // not forgotten (forgetOldIDs)
+				a.EventIDs = append(a.EventIDs, st.IDs[i])
+			}
 			if r.Kind == rules.KindSequence {
 				a.Steps = append(a.Steps, event.StepHit{Name: r.Steps[st.Steps[i]].Name, Time: time.Unix(0, st.Times[i]).UTC(), EventID: st.IDs[i]})
 			}
@@ -201,7 +206,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		st.SpentIDs = st.SpentIDs[:0]
 	}
 	for i, tt := range st.Times {
-		if tt == last {
+		if tt == last && st.IDs[i] != "" {
 			st.SpentIDs = append(st.SpentIDs, st.IDs[i])
 		}
 	}
@@ -231,7 +236,7 @@ func (st *State) spent(t int64, id string) bool {
 
 func (st *State) has(id string, step int) bool {
 	for i, v := range st.IDs {
-		if v == id && (st.Steps == nil || st.Steps[i] == step) {
+		if v == id && v != "" && (st.Steps == nil || st.Steps[i] == step) {
 			return true
 		}
 	}
@@ -265,6 +270,47 @@ func (st *State) insertSorted(r *rules.Rule, t int64, m *event.Match) {
 	}
 	if r.Kind == rules.KindDistinct {
 		st.Values = slices.Insert(st.Values, i, m.Value)
+	}
+}
+
+// keptIDs is how many of a sequence step's newest events keep their ids,
+// in multiples of the step's count.
+const keptIDs = 2
+
+// forgetIDs is false only in the test that compares alerts with and
+// without forgetOldIDs.
+var forgetIDs = true
+
+// forgetOldIDs forgets the ids of a sequence's events beyond the newest
+// keptIDs × count of their step (their times and steps stay, and still
+// count). A chain picks each step's latest events before the next step's:
+// in order, those are the newest. The rest wait, for the window and the
+// lateness, in case a step arrives out of order; a key that fails and
+// fails (a brute force that never succeeds) kept up to 80 ids it would
+// likely never name, which made its state, encoded at every checkpoint
+// and held in the state log's index, about three times bigger. What it
+// costs: an alert whose chain picked such an event names fewer events
+// than it counts, and a copy of such an event arriving again (not a
+// redelivery, which the stage's positions skip, but the same record read
+// twice) is not recognised as one.
+func (st *State) forgetOldIDs(r *rules.Rule) {
+	var buf [8]int
+	seen := buf[:0]
+	if len(r.Steps) > len(buf) {
+		seen = make([]int, len(r.Steps))
+	} else {
+		seen = buf[:len(r.Steps)]
+	}
+	for i := len(st.IDs) - 1; i >= 0; i-- {
+		k := st.Steps[i]
+		if k < 0 || k >= len(seen) {
+			continue
+		}
+		// One at Spent keeps its id: a window beginning there takes it
+		// into its alert's id (Apply).
+		if seen[k]++; seen[k] > keptIDs*max(r.Steps[k].Count, 1) && st.Times[i] != st.Spent {
+			st.IDs[i] = ""
+		}
 	}
 }
 
