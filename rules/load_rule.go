@@ -213,6 +213,10 @@ func (l *loader) steps(file string, r *Rule, n *yaml.Node, bad func(string, stri
 		bad("steps", "required for kind sequence: a list of at least two steps")
 		return
 	}
+	if len(n.Content) > MaxSteps {
+		bad("steps", "at most %d steps, got %d", MaxSteps, len(n.Content))
+		return
+	}
 	for i, sn := range n.Content {
 		nodes, ok := l.mapping(file, sn, r.ID, stepKeys)
 		if !ok {

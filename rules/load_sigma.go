@@ -370,8 +370,8 @@ func (l *loader) sigmaCorrelation(d sigmaDoc, c *sigma.Correlation, byRef map[st
 		}
 		r.Steps = []*Step{{Name: "condition", Condition: strings.Join(conds, " or "), By: r.GroupBy, Count: 1}}
 	case "temporal", "temporal_ordered":
-		if len(refs) < 2 {
-			return nil, nil, fmt.Errorf("correlation.rules: %s needs at least two rules", c.Type)
+		if len(refs) < 2 || len(refs) > MaxSteps {
+			return nil, nil, fmt.Errorf("correlation.rules: %s needs at least two rules and at most %d, got %d", c.Type, MaxSteps, len(refs))
 		}
 		if n, ok := c.Condition["gte"]; len(c.Condition) > 0 && (!ok || len(c.Condition) > 1 || n != len(refs)) {
 			return nil, nil, fmt.Errorf("correlation.condition: for %s only {gte: %d} (every rule) is supported", c.Type, len(refs))

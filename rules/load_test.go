@@ -205,3 +205,25 @@ rules:
 		t.Errorf("disabled rule was loaded: %+v", set.Rules)
 	}
 }
+
+// A window state keeps each event's step in a byte: a sequence of more
+// steps is refused, natively and from a Sigma temporal correlation.
+func TestSequenceStepsAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("rules:\n  - {id: long, title: T, kind: sequence, severity: 5, window: 1m, steps: [")
+	for i := range MaxSteps + 1 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(`{condition: 'host != ""', by: [host]}`)
+	}
+	b.WriteString("]}\n")
+	_, err := LoadFS(fstest.MapFS{"long.yaml": {Data: []byte(b.String())}}, ".")
+	if err == nil || !strings.Contains(err.Error(), "at most 255 steps, got 256") {
+		t.Errorf("256 steps: %v", err)
+	}
+	short := strings.Replace(b.String(), `{condition: 'host != ""', by: [host]}, `, "", 1)
+	if _, err := LoadFS(fstest.MapFS{"ok.yaml": {Data: []byte(short)}}, "."); err != nil {
+		t.Errorf("255 steps: %v", err)
+	}
+}

@@ -45,6 +45,10 @@ const (
 
 var kinds = []Kind{KindMatch, KindThreshold, KindDistinct, KindSequence, KindAbsence, KindNewValue}
 
+// MaxSteps bounds a sequence's steps: a window state keeps each event's
+// step in a byte.
+const MaxSteps = 255
+
 // Step is one condition of a rule with the fields that key it. Every kind
 // but sequence has one step (absence with `expect` has two: the trigger and
 // the expected event).

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
+	"github.com/outpost-siem/outpost/rules"
 )
 
 // The first byte of a State's binary encoding: its version. stateV2
@@ -124,9 +125,14 @@ func DecodeState(v []byte, st *State) error {
 	}
 	st.IDs = strs(&r)
 	if n := r.Count(1); n > 0 {
-		st.Steps = make([]int, n)
+		st.Steps = make([]uint8, n)
 		for i := range n {
-			st.Steps[i] = r.Int()
+			k := r.Int()
+			if k < 0 || k >= rules.MaxSteps {
+				r.Fail(wire.ErrCorrupt)
+				break
+			}
+			st.Steps[i] = uint8(k)
 		}
 	}
 	st.Values = strs(&r)

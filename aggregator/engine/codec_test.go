@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -17,7 +18,7 @@ import (
 func fullState() *State {
 	return &State{
 		Times: []int64{1_700_000_000_000_000_000, 1_700_000_001_000_000_000, 1_700_000_001_000_000_000},
-		IDs:   []string{"a", "b", "c"}, Steps: []int{0, 1, 2}, Values: []string{"u1", "u2", "ü3"},
+		IDs:   []string{"a", "b", "c"}, Steps: []uint8{0, 1, 2}, Values: []string{"u1", "u2", "ü3"},
 		LastAlert: 1_700_000_000_500_000_000, Spent: 1_699_999_999_000_000_000, SpentIDs: []string{"z"},
 		First: -5, Seen: []string{"x", ""}, Deadline: 1_700_000_600_000_000_000, Since: 42, SinceID: "s",
 		SinceFields: map[string]string{"host": "web-01", "app": ""},
@@ -131,6 +132,35 @@ func TestStateCodecReadsJSON(t *testing.T) {
 	}
 	if len(AppendState(nil, fullState())) >= len(old) {
 		t.Errorf("binary %d bytes, JSON %d", len(AppendState(nil, fullState())), len(old))
+	}
+}
+
+// A state's JSON from before the binary encoding has its steps as numbers.
+func TestStateCodecReadsJSONSteps(t *testing.T) {
+	var got State
+	if err := DecodeState([]byte(`{"t":[1,2,3],"i":["a","b","c"],"p":[0,1,2]}`), &got); err != nil || !slices.Equal(got.Steps, []uint8{0, 1, 2}) {
+		t.Errorf("steps %v, %v", got.Steps, err)
+	}
+}
+
+// A step past rules.MaxSteps is damage, not a step wrapped into a byte.
+func TestStateCodecRejectsStepOutOfRange(t *testing.T) {
+	st := &State{Times: []int64{1e18}, IDs: []string{"a"}, Steps: []uint8{7}}
+	v := AppendState(nil, st)
+	at := bytes.Index(v, []byte{1, 14}) // one step, 7 zigzagged
+	if at < 0 {
+		t.Fatalf("no step 7 in %x", v)
+	}
+	for _, k := range []int64{255, 300, -1} {
+		bad := append(wire.AppendVarint(append([]byte(nil), v[:at+1]...), k), v[at+2:]...)
+		var got State
+		if err := DecodeState(bad, &got); err == nil {
+			t.Errorf("step %d: no error, steps %v", k, got.Steps)
+		}
+	}
+	var got State
+	if err := DecodeState(v, &got); err != nil || !slices.Equal(got.Steps, []uint8{7}) {
+		t.Errorf("step 7: %v, %v", got.Steps, err)
 	}
 }
 

@@ -188,3 +188,17 @@ rules:
 		}
 	}
 }
+
+// A key's lists grow by a quarter, not twice over: appended at the end
+// and cut at the front for as long as the key lives, a doubled list sat
+// half empty.
+func TestStateListsGrowByAQuarter(t *testing.T) {
+	r := loadRule(t, failThenOK)
+	st := &State{}
+	for i := range 2000 {
+		Apply(r, st, match(0, i, fmt.Sprintf("f%d", i), ""), 0)
+		if n := len(st.Times); cap(st.Times) > n+n/4+4 || cap(st.IDs) > n+n/4+4 || cap(st.Steps) > n+n/4+4 {
+			t.Fatalf("after %d failures: %d events in lists of %d, %d, %d", i+1, n, cap(st.Times), cap(st.IDs), cap(st.Steps))
+		}
+	}
+}

@@ -35,7 +35,7 @@ const (
 type State struct {
 	Times     []int64  `json:"t,omitempty"` // unix nanoseconds
 	IDs       []string `json:"i,omitempty"`
-	Steps     []int    `json:"p,omitempty"` // sequence: step of each event
+	Steps     []uint8  `json:"p,omitempty"` // sequence: step of each event (rules.MaxSteps)
 	Values    []string `json:"v,omitempty"` // distinct: value of each event
 	LastAlert int64    `json:"a,omitempty"`
 	Spent     int64    `json:"s,omitempty"`
@@ -236,7 +236,7 @@ func (st *State) spent(t int64, id string) bool {
 
 func (st *State) has(id string, step int) bool {
 	for i, v := range st.IDs {
-		if v == id && v != "" && (st.Steps == nil || st.Steps[i] == step) {
+		if v == id && v != "" && (st.Steps == nil || int(st.Steps[i]) == step) {
 			return true
 		}
 	}
@@ -263,14 +263,29 @@ func (st *State) insert(r *rules.Rule, t int64, m *event.Match) {
 // insertSorted adds the match in event-time order.
 func (st *State) insertSorted(r *rules.Rule, t int64, m *event.Match) {
 	i := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] > t })
-	st.Times = slices.Insert(st.Times, i, t)
-	st.IDs = slices.Insert(st.IDs, i, m.EventID)
+	st.Times = insertAt(st.Times, i, t)
+	st.IDs = insertAt(st.IDs, i, m.EventID)
 	if r.Kind == rules.KindSequence {
-		st.Steps = slices.Insert(st.Steps, i, m.Step)
+		st.Steps = insertAt(st.Steps, i, uint8(m.Step))
 	}
 	if r.Kind == rules.KindDistinct {
-		st.Values = slices.Insert(st.Values, i, m.Value)
+		st.Values = insertAt(st.Values, i, m.Value)
 	}
+}
+
+// insertAt is slices.Insert of one value, growing a full slice by a
+// quarter rather than doubling it: a state is appended to at the end and
+// sliced at the front (evict), so a doubled list sat half empty, and a
+// key's lists live as long as the key does.
+func insertAt[T any](s []T, i int, v T) []T {
+	if len(s) < cap(s) {
+		return slices.Insert(s, i, v)
+	}
+	n := make([]T, len(s)+1, len(s)+len(s)/4+4)
+	copy(n, s[:i])
+	n[i] = v
+	copy(n[i+1:], s[i:])
+	return n
 }
 
 // keptIDs is how many of a sequence step's newest events keep their ids,
@@ -302,7 +317,7 @@ func (st *State) forgetOldIDs(r *rules.Rule) {
 		seen = buf[:len(r.Steps)]
 	}
 	for i := len(st.IDs) - 1; i >= 0; i-- {
-		k := st.Steps[i]
+		k := int(st.Steps[i])
 		if k < 0 || k >= len(seen) {
 			continue
 		}
@@ -412,7 +427,7 @@ func (st *State) orderedChain(r *rules.Rule, t int64) ([]int, bool) {
 	from := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] >= t })
 	var picked []int
 	for end := from; end < len(st.Times) && st.Times[end]-t <= w; end++ {
-		if st.Steps[end] != last {
+		if int(st.Steps[end]) != last {
 			continue
 		}
 		picked = append(picked[:0], end)
@@ -425,7 +440,7 @@ func (st *State) orderedChain(r *rules.Rule, t int64) ([]int, bool) {
 			}
 			earliest := cur
 			for i := len(st.Times) - 1; i >= 0 && need > 0; i-- {
-				if st.Steps[i] == step && st.Times[i] <= cur && i != end && (step != last || !slices.Contains(picked, i)) {
+				if int(st.Steps[i]) == step && st.Times[i] <= cur && i != end && (step != last || !slices.Contains(picked, i)) {
 					picked = append(picked, i)
 					earliest = st.Times[i]
 					need--
@@ -451,7 +466,7 @@ func (st *State) unorderedChain(r *rules.Rule) ([]int, bool) {
 		for step := range r.Steps {
 			need := r.Steps[step].Count
 			for i := start; i < len(st.Times) && st.Times[i]-st.Times[start] <= w && need > 0; i++ {
-				if st.Steps[i] == step {
+				if int(st.Steps[i]) == step {
 					picked = append(picked, i)
 					need--
 				}
