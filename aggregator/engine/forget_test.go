@@ -11,6 +11,7 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
+// failThenOK is three failures, then a success, within an hour.
 const failThenOK = `
 rules:
   - id: seq

@@ -26,17 +26,7 @@ func roundTrip(t *testing.T, st *State) *State {
 }
 
 func TestSequenceAcrossRestart(t *testing.T) {
-	r := loadRule(t, `
-rules:
-  - id: seq
-    title: T
-    kind: sequence
-    severity: 9
-    window: 10m
-    steps:
-      - {name: fail, condition: 'outcome == "failure"', by: [src_ip], count: 3}
-      - {name: ok, condition: 'outcome == "success"', by: [src_ip]}
-`)
+	r := loadRule(t, failThenOK)
 	st := &State{}
 	for i, sec := range []int{0, 10, 20} {
 		if a, _ := Apply(r, st, match(0, sec, "f"+string(rune('0'+i)), ""), 0); a != nil {
