@@ -96,7 +96,10 @@ const maxEncodeScratch = 1 << 20
 func DecodeState(v []byte, st *State) error {
 	*st = State{}
 	if len(v) > 0 && v[0] == '{' {
-		return json.Unmarshal(v, st)
+		if err := json.Unmarshal(v, st); err != nil {
+			return err
+		}
+		return st.parallel()
 	}
 	// The strings (event ids, values) share one copy of v, or for
 	// stateV3 one buffer per list (the few strings outside a list are
@@ -153,7 +156,21 @@ func DecodeState(v []byte, st *State) error {
 			}
 		}
 	}
-	return r.Done()
+	if err := r.Done(); err != nil {
+		return err
+	}
+	return st.parallel()
+}
+
+// parallel checks that the event lists are as long as Times (Steps and
+// Values may be empty): Apply indexes them together, and a damaged state
+// must be refused here (the windows start its key over), not panic there.
+func (st *State) parallel() error {
+	n := len(st.Times)
+	if len(st.IDs) != n || len(st.Steps) != 0 && len(st.Steps) != n || len(st.Values) != 0 && len(st.Values) != n {
+		return fmt.Errorf("window state damaged: %d times, %d ids, %d steps, %d values", n, len(st.IDs), len(st.Steps), len(st.Values))
+	}
+	return nil
 }
 
 // appendTimes writes times as deltas from the one before (the first from

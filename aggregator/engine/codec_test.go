@@ -94,7 +94,7 @@ func TestStateCodecRoundTrip(t *testing.T) {
 		fullState(), {}, {Times: []int64{-1, 0, 1}, IDs: []string{"", "", ""}}, nuidState(200),
 		// Deltas that wrap around int64, and one not a multiple of 10.
 		{Times: []int64{math.MinInt64, math.MaxInt64, 0, 7}, IDs: []string{"ab", "abc", "a", "abc"}},
-		{Times: []int64{5_000_000_000, 9_000_000_000}, Values: []string{"10.0.0.1", "10.0.0.1", "10.0.0.12", ""}, Seen: []string{"x", "x"}},
+		{Times: []int64{5_000_000_000, 9_000_000_000, 9_000_000_000, 12_000_000_000}, IDs: []string{"a", "b", "c", "d"}, Values: []string{"10.0.0.1", "10.0.0.1", "10.0.0.12", ""}, Seen: []string{"x", "x"}},
 	} {
 		var got State
 		if err := DecodeState(AppendState(nil, st), &got); err != nil {
@@ -162,6 +162,34 @@ func TestStateCodecRejectsStepOutOfRange(t *testing.T) {
 	if err := DecodeState(v, &got); err != nil || !slices.Equal(got.Steps, []uint8{7}) {
 		t.Errorf("step 7: %v, %v", got.Steps, err)
 	}
+}
+
+// A state whose lists are not as long as its times is damage: Apply
+// indexes them together and would panic on it.
+func TestStateCodecRejectsListsOfOtherLengths(t *testing.T) {
+	r := loadRule(t, failThenOK)
+	for _, bad := range []*State{
+		{Times: []int64{1e18, 2e18, 3e18}, IDs: []string{"a", "b"}},
+		{Times: []int64{1e18, 2e18}, IDs: []string{"a", "b"}, Steps: []uint8{0}},
+		{Times: []int64{1e18}, IDs: []string{"a"}, Values: []string{"x", "y"}},
+	} {
+		for _, enc := range [][]byte{AppendState(nil, bad), mustJSON(t, bad)} {
+			var st State
+			if err := DecodeState(enc, &st); err == nil {
+				t.Errorf("%+v decoded without error; Apply on it would index %d times", *bad, len(st.Times))
+				Apply(r, &st, match(0, 5, "z", ""), 0)
+			}
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestStateCodecRejectsDamage(t *testing.T) {

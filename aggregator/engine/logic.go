@@ -309,13 +309,12 @@ var forgetIDs = true
 // redelivery, which the stage's positions skip, but the same record read
 // twice) is not recognised as one.
 func (st *State) forgetOldIDs(r *rules.Rule) {
-	var buf [8]int
-	seen := buf[:0]
+	var buf [8]int // events seen of each step, newest first
+	seen := buf[:]
 	if len(r.Steps) > len(buf) {
 		seen = make([]int, len(r.Steps))
-	} else {
-		seen = buf[:len(r.Steps)]
 	}
+	seen = seen[:len(r.Steps)]
 	for i := len(st.IDs) - 1; i >= 0; i-- {
 		k := int(st.Steps[i])
 		if k < 0 || k >= len(seen) {
