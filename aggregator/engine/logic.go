@@ -141,7 +141,7 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 	st.insert(r, t, m)
 	st.evict(r, lateness)
 	if r.Kind == rules.KindSequence && forgetIDs {
-		st.forgetOldIDs(r)
+		st.forgetOldIDs(r, m.EventID)
 	}
 	var lo, hi int
 	var picked []int
@@ -308,7 +308,13 @@ var forgetIDs = true
 // than it counts, and a copy of such an event arriving again (not a
 // redelivery, which the stage's positions skip, but the same record read
 // twice) is not recognised as one.
-func (st *State) forgetOldIDs(r *rules.Rule) {
+//
+// The event being applied (id) keeps its id, however old: an event that
+// satisfies several steps is a match per step with its id, applied one
+// after the other, and an alert that one of them completes, ending at the
+// event's second, must remember it as spent (SpentIDs), or its next match
+// is counted where keeping every id makes it Duplicate.
+func (st *State) forgetOldIDs(r *rules.Rule, id string) {
 	var buf [8]int // events seen of each step, newest first
 	seen := buf[:]
 	if len(r.Steps) > len(buf) {
@@ -322,7 +328,7 @@ func (st *State) forgetOldIDs(r *rules.Rule) {
 		}
 		// One at Spent keeps its id: a window beginning there takes it
 		// into its alert's id (Apply).
-		if seen[k]++; seen[k] > keptIDs*max(r.Steps[k].Count, 1) && st.Times[i] != st.Spent {
+		if seen[k]++; seen[k] > keptIDs*max(r.Steps[k].Count, 1) && st.Times[i] != st.Spent && st.IDs[i] != id {
 			st.IDs[i] = ""
 		}
 	}
