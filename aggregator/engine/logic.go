@@ -130,6 +130,12 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 		}
 		return nil, Counted
 	}
+	if !st.fits(r) {
+		// Damage DecodeState cannot see (it does not know the rule, and a
+		// threshold's state has no steps): the key starts over, as for
+		// any unreadable state, rather than panic below.
+		*st = State{}
+	}
 	if FromState(r) {
 		return applyClosing(r, st, m, t, lateness)
 	}
@@ -227,6 +233,20 @@ func Apply(r *rules.Rule, st *State, m *event.Match, lateness time.Duration) (*e
 
 func suppressed(r *rules.Rule, st *State, t int64) bool {
 	return r.Suppress > 0 && st.LastAlert != 0 && absDur(t-st.LastAlert) < r.Suppress
+}
+
+// fits reports whether the event lists are those of r's kind: Steps (a
+// sequence) and Values (distinct) parallel to Times, and none for another
+// kind.
+func (st *State) fits(r *rules.Rule) bool {
+	n, steps, values := len(st.Times), 0, 0
+	switch r.Kind {
+	case rules.KindSequence:
+		steps = n
+	case rules.KindDistinct:
+		values = n
+	}
+	return len(st.IDs) == n && len(st.Steps) == steps && len(st.Values) == values
 }
 
 // spent reports whether an event at t with id was used by an alert already.
