@@ -42,7 +42,7 @@ func TestReview13StepsOfOneEventSpentTogether(t *testing.T) {
 	}
 	stream := []m{
 		{0, 101, "g1"}, {0, 102, "g2"}, {0, 103, "g3"}, // later failures
-		{1, 100, "f"},               // a later step at 100s: nothing before it yet
+		{1, 100, "f"},                // a later step at 100s: nothing before it yet
 		{0, 100, "e"}, {1, 100, "e"}, // e matches both steps: fires [f, e] at 100s
 		{0, 100, "k"}, // another failure at 100s
 	}
