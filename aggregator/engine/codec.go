@@ -163,8 +163,10 @@ func DecodeState(v []byte, st *State) error {
 }
 
 // parallel checks that the event lists are as long as Times (Steps and
-// Values may be empty): Apply indexes them together, and a damaged state
-// must be refused here (the windows start its key over), not panic there.
+// Values may be empty: without the rule, a threshold's state and a
+// sequence's that lost its steps look alike). A state refused here is
+// logged by the windows as unreadable and its key starts over; Apply's
+// fits, which knows the rule's kind, catches the rest.
 func (st *State) parallel() error {
 	n := len(st.Times)
 	if len(st.IDs) != n || len(st.Steps) != 0 && len(st.Steps) != n || len(st.Values) != 0 && len(st.Values) != n {

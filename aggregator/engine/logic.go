@@ -237,7 +237,7 @@ func suppressed(r *rules.Rule, st *State, t int64) bool {
 
 // fits reports whether the event lists are those of r's kind: Steps (a
 // sequence) and Values (distinct) parallel to Times, and none for another
-// kind.
+// kind. DecodeState's parallel checks what it can without the rule.
 func (st *State) fits(r *rules.Rule) bool {
 	n, steps, values := len(st.Times), 0, 0
 	switch r.Kind {
