@@ -45,7 +45,8 @@ const (
 	StreamDeadLetter = "DEADLETTER"
 	// StreamStateLog is the windows' state log (aggregator/window/log.go):
 	// each checkpoint's changed states, appended, until a compaction
-	// writes them to Badger under their keys and purges them.
+	// writes them to Badger under their keys and purges them; and the
+	// rule filter's lateness watermarks (aggregator/filter/gatelog.go).
 	StreamStateLog = "STATELOG"
 )
 
@@ -212,7 +213,7 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 			// cover (windows.state_log.size bounds the rest), and a
 			// record lost to a limit would be state lost.
 			Name: StreamStateLog, Subjects: []string{"statelog.>"},
-			Description: "window states changed by each checkpoint, until compacted into Badger",
+			Description: "window states changed by each checkpoint, until compacted into Badger; the rule filter's lateness watermarks",
 			Retention:   jetstream.LimitsPolicy, Discard: jetstream.DiscardNew,
 		},
 	}

@@ -65,6 +65,13 @@ type ConsumerConfig struct {
 	// failure: the handler drops what it holds of batches not yet durable
 	// (they are all handed again, in order).
 	Reset func()
+	// Start, if set, is called once with the consumer's ack floor (the
+	// EVENTS sequence through which every message was acked) before the
+	// first batch is fetched, when the consumer was rewound to it: on the
+	// embedded server only, whose durable consumers have this process as
+	// their only client, so the next messages handed are those after the
+	// floor, in order.
+	Start func(ctx context.Context, ackFloor uint64)
 }
 
 // fetchSize picks how many messages to fetch next: BatchBytes over the
@@ -148,8 +155,12 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		// messages: late then, to the lateness gate and the windows'
 		// watermark, and lost. Rewound to the ack floor, the consumer
 		// hands them first, in stream order.
-		if _, err := b.js.ResetConsumer(ctx, cc.Stream, cc.Durable); err != nil && ctx.Err() == nil {
+		r, err := b.js.ResetConsumer(ctx, cc.Stream, cc.Durable)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			logger.Warn("rewinding the consumer to its ack floor failed; messages an earlier run did not ack come again after their ack wait", "consumer", cc.Durable, "err", err)
+		case err == nil && cc.Start != nil && r.ConsumerInfo != nil:
+			cc.Start(ctx, r.AckFloor.Stream)
 		}
 	}
 	c := &consumer{b: b, cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}

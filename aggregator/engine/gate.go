@@ -27,9 +27,9 @@ const MaxHostWatermarks = 100_000
 // not against the batches admitted after it.
 type Gate struct {
 	lateness  Lateness
-	newest    map[hostKey]*int64 // unix ns
-	bySource  map[string]int64   // LatenessFor, looked up once per source
-	newestAll int64              // the newest SeenTime admitted, any host
+	newest    map[hostKey]*watermark
+	bySource  map[string]int64 // LatenessFor, looked up once per source
+	newestAll int64            // the newest SeenTime admitted, any host
 	// Late counts the events judged late.
 	Late int
 
@@ -41,16 +41,31 @@ type Gate struct {
 	head       int // journal[:head] is forgotten, not yet reclaimed
 	journaling bool
 	forgotten  int
+
+	// Once Track was called, changed lists the hosts whose watermark an
+	// admission moved since the last Changes (each once: its watermark's
+	// stamp is the Gate's), cleared whether they all started over meanwhile.
+	tracking bool
+	changed  []hostKey
+	cleared  bool
+	stamp    uint64
+}
+
+// watermark is a host's newest SeenTime admitted (unix ns), and the Gate's
+// stamp when it was last listed in changed.
+type watermark struct {
+	newest int64
+	stamp  uint64
 }
 
 // undo is one change an admission made: a host's watermark moved from
 // prev (p), a host added (k), or every watermark dropped (cleared, the map
 // before).
 type undo struct {
-	p       *int64
+	p       *watermark
 	prev    int64
 	k       hostKey
-	cleared map[hostKey]*int64
+	cleared map[hostKey]*watermark
 }
 
 // Mark is a point in a Gate's admissions, to Undo back to.
@@ -63,7 +78,7 @@ type hostKey struct{ source, host string }
 
 // NewGate returns a gate enforcing l.
 func NewGate(l Lateness) *Gate {
-	return &Gate{lateness: l, newest: map[hostKey]*int64{}, bySource: map[string]int64{}}
+	return &Gate{lateness: l, newest: map[hostKey]*watermark{}, bySource: map[string]int64{}}
 }
 
 // Admit reports whether ev is in time, and moves its host's watermark on.
@@ -81,37 +96,102 @@ func (g *Gate) Admit(ev *event.Event) bool {
 		lateness = int64(g.lateness.LatenessFor(ev.Source))
 		g.bySource[ev.Source] = lateness
 	}
-	if newest != nil && seen < *newest-lateness {
+	if newest != nil && seen < newest.newest-lateness {
 		g.Late++
 		return false
 	}
 	g.newestAll = max(g.newestAll, seen)
 	switch {
-	case newest != nil && seen <= *newest:
+	case newest != nil && seen <= newest.newest:
+		return true
 	case newest != nil:
 		if g.journaling {
-			g.journal = append(g.journal, undo{p: newest, prev: *newest})
+			g.journal = append(g.journal, undo{p: newest, prev: newest.newest})
 		}
-		*newest = seen
+		newest.newest = seen
 	default:
-		if len(g.newest) >= MaxHostWatermarks {
-			if g.journaling {
-				// Keep the map to put back; a new one for what follows.
-				g.journal = append(g.journal, undo{cleared: g.newest})
-				g.newest = make(map[hostKey]*int64, len(g.newest))
-			} else {
-				clear(g.newest)
-			}
-		}
-		newest = new(int64)
-		*newest = seen
+		g.makeRoom()
+		newest = &watermark{newest: seen}
 		g.newest[k] = newest
 		if g.journaling {
 			g.journal = append(g.journal, undo{k: k})
 		}
 	}
+	if g.tracking && newest.stamp != g.stamp {
+		newest.stamp = g.stamp
+		g.changed = append(g.changed, k)
+	}
 	return true
 }
+
+// makeRoom, before a host is added, starts every watermark over if there
+// are MaxHostWatermarks already.
+func (g *Gate) makeRoom() {
+	if len(g.newest) < MaxHostWatermarks {
+		return
+	}
+	if g.journaling {
+		// Keep the map to put back; a new one for what follows.
+		g.journal = append(g.journal, undo{cleared: g.newest})
+		g.newest = make(map[hostKey]*watermark, len(g.newest))
+	} else {
+		clear(g.newest)
+	}
+	if g.tracking {
+		g.changed, g.cleared = g.changed[:0], true
+		g.stamp++
+	}
+}
+
+// Track makes the gate list the watermarks its admissions move, for
+// Changes: a record of them kept durable with the events' acks lets a
+// restarted gate judge the events handed again as this one did.
+func (g *Gate) Track() {
+	g.tracking = true
+	g.stamp++
+}
+
+// Changes calls each with every host's watermark an admission moved since
+// the last Changes (or Track, or Undo), as it is now, and returns whether
+// every watermark started over first (MaxHostWatermarks), and Newest.
+func (g *Gate) Changes(each func(source, host string, newest int64)) (cleared bool, newestAll int64) {
+	for _, k := range g.changed {
+		if w := g.newest[k]; w != nil {
+			each(k.source, k.host, w.newest)
+		}
+	}
+	cleared = g.cleared
+	clear(g.changed)
+	g.changed, g.cleared = g.changed[:0], false
+	g.stamp++
+	return cleared, g.newestAll
+}
+
+// Watermarks calls each with every host's watermark.
+func (g *Gate) Watermarks(each func(source, host string, newest int64)) {
+	for k, w := range g.newest {
+		each(k.source, k.host, w.newest)
+	}
+}
+
+// Restore sets a host's watermark, or with clear every watermark starting
+// over, and newestAll (if newer), as a record of Changes says: to put back
+// a gate's watermarks as of what a restarted consumer is handed first.
+// Call it before the first Mark.
+func (g *Gate) Restore(source, host string, newest int64) {
+	k := hostKey{source, host}
+	if w := g.newest[k]; w != nil {
+		w.newest = newest
+		return
+	}
+	g.makeRoom()
+	g.newest[k] = &watermark{newest: newest}
+}
+
+// RestoreClear starts every watermark over, and RestoreNewest sets
+// Newest, as Restore does a host's.
+func (g *Gate) RestoreClear()         { clear(g.newest) }
+func (g *Gate) RestoreNewest(n int64) { g.newestAll = n }
 
 // Mark returns the point the gate is at, and from then on records what
 // its admissions change so that Undo can take them back. Forget what no
@@ -134,7 +214,7 @@ func (g *Gate) Undo(m Mark) {
 		case u.cleared != nil:
 			g.newest = u.cleared
 		case u.p != nil:
-			*u.p = u.prev
+			u.p.newest = u.prev
 		default:
 			delete(g.newest, u.k)
 		}
@@ -142,6 +222,12 @@ func (g *Gate) Undo(m Mark) {
 	}
 	g.journal = g.journal[:from]
 	g.newestAll = m.newestAll
+	if g.tracking {
+		// What was listed since the last Changes is undone.
+		clear(g.changed)
+		g.changed, g.cleared = g.changed[:0], false
+		g.stamp++
+	}
 }
 
 // Forget drops what Undo would need to go back before m: the admissions

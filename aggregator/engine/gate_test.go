@@ -53,7 +53,7 @@ func TestFutureStampCannotMakeOthersLate(t *testing.T) {
 	if late > 0 {
 		t.Errorf("%d of 20 genuine events judged late after one future-stamped datagram", late)
 	}
-	if w, last := time.Unix(0, *s.newest[hostKey{"syslog", "victim01"}]).UTC(), now.Add(19*time.Second); w.After(last) {
+	if w, last := time.Unix(0, s.newest[hostKey{"syslog", "victim01"}].newest).UTC(), now.Add(19*time.Second); w.After(last) {
 		t.Errorf("watermark %s ahead of the last reception %s", w.Format(time.RFC3339), last.Format(time.RFC3339))
 	}
 	// A future-stamped event is judged by its reception: received 5m
@@ -94,7 +94,7 @@ func TestGateUndoJudgesAgainAsTheFirstTime(t *testing.T) {
 	if _, ok := g.newest[hostKey{"syslog", "b"}]; ok {
 		t.Error("host b, first seen in an undone batch, still has a watermark")
 	}
-	if w := *g.newest[hostKey{"syslog", "a"}]; w != at.UnixNano() {
+	if w := g.newest[hostKey{"syslog", "a"}].newest; w != at.UnixNano() {
 		t.Errorf("host a's watermark %v after undo, want the durable %v", time.Unix(0, w).UTC(), at)
 	}
 	if !g.Admit(ev("a", time.Minute)) || !g.Admit(ev("b", time.Minute)) || !g.Admit(ev("a", 10*time.Minute)) {
@@ -145,7 +145,7 @@ func TestGateForgetKeepsLaterMarks(t *testing.T) {
 	}
 	g.Undo(marks[45])
 	want := at.Add(44 * 30 * time.Second).UnixNano()
-	if w := *g.newest[hostKey{"syslog", "a"}]; w != want || g.Newest() != want {
+	if w := g.newest[hostKey{"syslog", "a"}].newest; w != want || g.Newest() != want {
 		t.Errorf("after undo to batch 45: watermark %d, newest %d, want %d", w, g.Newest(), want)
 	}
 	if len(g.journal)-g.head > 11 {
@@ -154,17 +154,22 @@ func TestGateForgetKeepsLaterMarks(t *testing.T) {
 }
 
 // BenchmarkGateAdmit is Admit over 1,000 hosts, each event a second on:
-// plain, and journaled as the rule filter does (a Mark per batch of 256,
-// the batch four back forgotten).
+// plain, journaled as the rule filter does (a Mark per batch of 256, the
+// batch four back forgotten), and tracked as well, as with the embedded
+// server (Changes every 64 events, an EVENTS message's worth).
 func BenchmarkGateAdmit(b *testing.B) {
 	at := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
 	evs := make([]*event.Event, 1000)
 	for i := range evs {
 		evs[i] = &event.Event{Source: "syslog", Host: "h" + strconv.Itoa(i)}
 	}
-	for _, journaled := range []bool{false, true} {
-		b.Run("journaled="+strconv.FormatBool(journaled), func(b *testing.B) {
+	for _, mode := range []string{"plain", "journaled", "tracked"} {
+		journaled, tracked := mode != "plain", mode == "tracked"
+		b.Run(mode, func(b *testing.B) {
 			g := NewGate(Lateness{AllowedLateness: 2 * time.Minute})
+			if tracked {
+				g.Track()
+			}
 			var marks []Mark
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
@@ -175,6 +180,9 @@ func BenchmarkGateAdmit(b *testing.B) {
 						marks = marks[1:]
 					}
 				}
+				if tracked && i%64 == 0 {
+					g.Changes(func(string, string, int64) {})
+				}
 				ev := evs[i%len(evs)]
 				ev.Time = at.Add(time.Duration(i) * time.Second)
 				ev.Received = ev.Time
@@ -182,4 +190,90 @@ func BenchmarkGateAdmit(b *testing.B) {
 			}
 		})
 	}
+}
+
+// gateState is every watermark of g, and its Newest.
+func gateState(g *Gate) (map[hostKey]int64, int64) {
+	m := map[hostKey]int64{}
+	g.Watermarks(func(source, host string, newest int64) { m[hostKey{source, host}] = newest })
+	return m, g.Newest()
+}
+
+// A second gate given what Changes listed after each "message" (Restore,
+// RestoreClear, RestoreNewest), in order, holds the watermarks of the
+// first: through batches undone and judged again, and the watermarks
+// all starting over at MaxHostWatermarks hosts.
+func TestGateChangesRestoreTheSameWatermarks(t *testing.T) {
+	g := NewGate(Lateness{AllowedLateness: time.Minute})
+	g.Track()
+	copyOf := NewGate(Lateness{AllowedLateness: time.Minute})
+	at := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	admit := func(host string, d time.Duration) {
+		g.Admit(&event.Event{Source: "syslog", Host: host, Time: at.Add(d), Received: at.Add(d)})
+	}
+	apply := func() (listed int) {
+		cleared, all := g.Changes(func(source, host string, newest int64) {
+			copyOf.Restore(source, host, newest)
+			listed++
+		})
+		if cleared {
+			t.Fatal("cleared after the hosts it listed: a record must say it first")
+		}
+		copyOf.RestoreNewest(max(copyOf.Newest(), all))
+		return listed
+	}
+	check := func(when string) {
+		t.Helper()
+		want, wantAll := gateState(g)
+		got, gotAll := gateState(copyOf)
+		if len(got) != len(want) || gotAll != wantAll {
+			t.Fatalf("%s: %d watermarks (newest %d), want %d (%d)", when, len(got), gotAll, len(want), wantAll)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("%s: %v at %d, want %d", when, k, got[k], v)
+			}
+		}
+	}
+	for i := range 20 { // a message: three hosts, each moved many times
+		for j := range 30 {
+			admit(strconv.Itoa(j%3), time.Duration(i*30+j)*time.Second)
+		}
+		if n := apply(); n != 3 {
+			t.Fatalf("message %d listed %d changes, want each of its 3 hosts once", i, n)
+		}
+	}
+	check("after 20 messages")
+	// A batch admitted, undone (it failed), and judged again.
+	m := g.Mark()
+	admit("0", time.Hour)
+	admit("new", time.Hour)
+	g.Undo(m)
+	if n := apply(); n != 0 {
+		t.Fatalf("after an undo, %d changes listed, want none", n)
+	}
+	admit("0", time.Hour)
+	apply()
+	check("after a batch undone and admitted again")
+	// Past MaxHostWatermarks: everything starts over, the record says so first.
+	for i := range MaxHostWatermarks + 5 {
+		admit("h"+strconv.Itoa(i), 2*time.Hour)
+	}
+	listed := 0
+	cleared, all := g.Changes(func(source, host string, newest int64) {
+		if listed == 0 {
+			copyOf.RestoreClear() // as the record's flag says, before its hosts
+		}
+		listed++
+		copyOf.Restore(source, host, newest)
+	})
+	if !cleared {
+		t.Fatal("the watermarks started over, and Changes did not say so")
+	}
+	copyOf.RestoreNewest(max(copyOf.Newest(), all))
+	// 3 hosts + 99,997 new ones fill it; the last 8 come after the start over.
+	if listed != 8 {
+		t.Errorf("listed %d hosts after the start over, want the 8 added since", listed)
+	}
+	check("after the watermarks started over")
 }

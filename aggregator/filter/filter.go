@@ -38,6 +38,7 @@ type Stage struct {
 	// evaluation; coalesce thins absence matches per batch. All used by
 	// the one consuming goroutine only.
 	gate     *engine.Gate
+	lateness engine.Lateness
 	eval     engine.Evaluator
 	coalesce engine.Coalescer
 	late     *prometheus.CounterVec
@@ -87,11 +88,18 @@ type Stage struct {
 	// one it was not handed (another rule filter sharing the consumer took
 	// it, or it comes again later) starts every account afresh.
 	lastSource uint64
+
+	// glog keeps the gate's watermarks in STATELOG (gatelog.go), nil
+	// without the embedded server; gateTag is the EVENTS sequence of the
+	// message the gate admitted from last.
+	glog    *gateLog
+	gateTag uint64
 }
 
 type batchMark struct {
 	seq  uint64
 	mark engine.Mark
+	tag  uint64 // gateTag when the batch began
 }
 
 // Sink takes the matches of each batch of events in process, in place of
@@ -118,7 +126,8 @@ func (s *Stage) Fuse(sink Sink) { s.sink = sink }
 // late: counted and dead-lettered instead of evaluated.
 func New(b *bus.Bus, set *rules.Set, lateness engine.Lateness, logger *slog.Logger, reg prometheus.Registerer) (*Stage, error) {
 	s := &Stage{
-		gate: engine.NewGate(lateness),
+		gate:     engine.NewGate(lateness),
+		lateness: lateness,
 		late: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_filter_late_events_total",
 			Help: "Events older than their source's watermark minus its allowed lateness, dead-lettered, by source.",
@@ -174,6 +183,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.sink != nil {
 		cc = s.sink.Consumer(cc)
 	}
+	cc.Start = func(ctx context.Context, floor uint64) { s.startGateLog(ctx, cc.Durable, floor) }
 	sinkReset := cc.Reset
 	cc.Reset = func() {
 		s.undoAfter()
@@ -182,6 +192,42 @@ func (s *Stage) Run(ctx context.Context) error {
 		}
 	}
 	return s.bus.ConsumeAsync(ctx, cc, s.log, s.handle)
+}
+
+// startGateLog restores the gate as it stood after EVENTS message floor,
+// the last the consumer durable acked, and keeps it from then on
+// (gatelog.go). If it cannot, the gate starts empty and is not kept.
+func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) {
+	js := s.bus.JetStream()
+	st, err := js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		s.log.Error("the lateness gate starts empty and is not kept: EVENTS unavailable", "err", err)
+		return
+	}
+	l := openGateLog(js, durable, st.CachedInfo().Created, s.log, func(ctx context.Context) (uint64, error) {
+		c, err := js.Consumer(ctx, bus.StreamEvents, durable)
+		if err != nil {
+			return 0, err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return info.AckFloor.Stream, nil
+	})
+	if err := l.restore(ctx, s.gate, floor); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error("the lateness gate starts empty and is not kept: an event late before this restart may be evaluated after it", "err", err)
+		s.gate = engine.NewGate(s.lateness)
+		if err := l.purgeAll(ctx); err != nil {
+			s.log.Error("purging the lateness gate's log", "err", err)
+		}
+		return
+	}
+	s.gate.Track()
+	s.glog, s.gateTag = l, floor
 }
 
 // undoAfter, before batches are handed again after a failure, takes back
@@ -197,6 +243,7 @@ func (s *Stage) undoAfter() {
 	}
 	if i < len(s.marks) {
 		s.gate.Undo(s.marks[i].mark)
+		s.gateTag = s.marks[i].tag
 		s.marks = s.marks[:i]
 	}
 	for p := range s.parts {
@@ -260,9 +307,14 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	}
 	var futures []jetstream.PubAckFuture
 	s.forgetDurable()
+	if s.glog != nil && s.glog.due() {
+		if err := s.glog.snapshot(ctx, s.gate, s.gateTag); err != nil && ctx.Err() == nil {
+			s.log.Warn("writing a snapshot of the lateness gate failed; its records are kept until the next", "err", err)
+		}
+	}
 	s.seq++
 	batch := s.seq
-	s.marks = append(s.marks, batchMark{batch, s.gate.Mark()})
+	s.marks = append(s.marks, batchMark{batch, s.gate.Mark(), s.gateTag})
 	// Every match of this batch comes from an event admitted after the
 	// events seen so far: the windows may take those as complete once they
 	// applied a message of this batch. The batch's last message says the
@@ -308,7 +360,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	fail := func(err error) (func() error, error) {
 		// Nothing of this batch took effect: it is handed again.
 		s.gate.Undo(s.marks[len(s.marks)-1].mark)
+		s.gateTag = s.marks[len(s.marks)-1].tag
 		s.marks = s.marks[:len(s.marks)-1]
+		if s.glog != nil {
+			s.glog.drop()
+		}
 		s.coalesce.Reset()
 		s.coalesce.Coalesced = 0
 		for p := range s.parts {
@@ -362,6 +418,19 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		if n := len(s.fused) - start; n > 0 {
 			s.fusedRun(source, n)
 		}
+		if s.glog != nil {
+			s.glog.note(source, s.gate)
+			if source != 0 {
+				s.gateTag = source
+			}
+		}
+	}
+	var gateFutures []jetstream.PubAckFuture
+	if s.glog != nil {
+		var err error
+		if gateFutures, err = s.glog.publish(); err != nil {
+			return fail(err)
+		}
 	}
 	if s.sink != nil {
 		size := 0
@@ -371,6 +440,18 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		wait, err := s.sink.Apply(ctx, s.fused, s.fusedSrc, s.gate.Newest(), size)
 		if err != nil {
 			return fail(err)
+		}
+		if len(gateFutures) > 0 {
+			sinkWait := wait
+			wait = func() error {
+				if err := waitFutures(ctx, gateFutures, false); err != nil {
+					return err
+				}
+				if sinkWait == nil {
+					return nil
+				}
+				return sinkWait()
+			}
 		}
 		s.fused, s.fusedSrc = nil, nil
 		s.coalesced.Add(float64(s.coalesce.Coalesced))
@@ -394,18 +475,30 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	s.coalesced.Add(float64(s.coalesce.Coalesced))
 	s.coalesce.Coalesced = 0
 	return s.settle(batch, func() error {
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-				bus.FreeBatch(f.Msg().Data) // acked: the client is done with it
-			case err := <-f.Err():
-				return err
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if err := waitFutures(ctx, futures, true); err != nil {
+			return err
 		}
-		return nil
+		return waitFutures(ctx, gateFutures, false)
 	}), nil
+}
+
+// waitFutures returns once JetStream acked every publish of futures, or
+// with the first error; free gives the acked messages' data back to the
+// bus's pool (bus.FreeBatch).
+func waitFutures(ctx context.Context, futures []jetstream.PubAckFuture, free bool) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			if free {
+				bus.FreeBatch(f.Msg().Data) // acked: the client is done with it
+			}
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // fusedRun records that the EVENTS message at source gave the last n

@@ -78,10 +78,6 @@ const (
 	// logChunk is the size a record's messages are cut at, well under
 	// NATS's default max_payload (1 MiB).
 	logChunk = 256 << 10
-	// logFetch is how many messages a restart asks the state log for at a
-	// time (at most 16 MiB), logFetchWait how long it waits for them.
-	logFetch     = 64
-	logFetchWait = 10 * time.Second
 )
 
 // logState is a state as the log holds it: encoded (engine.AppendState),
@@ -404,10 +400,6 @@ type logRead struct {
 // bad header, a seq not after the one before) is skipped and logged. It
 // returns the stream sequence of the last message it read (0: none).
 func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRead)) (tail uint64, err error) {
-	stream, err := s.js.Stream(ctx, bus.StreamStateLog)
-	if err != nil {
-		return 0, err
-	}
 	var (
 		cur      uint64 // seq of the record being joined (0: none)
 		next     int    // the part expected next
@@ -456,57 +448,9 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 		cur, next, total, lastPart, gap, format = rseq, 1, n, streamSeq, false, hdr.Get(logFormatHeader)
 		data = append([]byte(nil), body...)
 	}
-	// An ephemeral pull consumer of this instance's subject from stream
-	// sequence from, without acks: JetStream streams the messages (a
-	// restart reads up to state_log.size) instead of answering one request
-	// per message. It reads what the subject held when it was made; a
-	// message gone since (a compaction's purge) ends the read, as the end
-	// of the log does. A STATELOG gone mid-read fails the fetch, and so
-	// the read, as GetMsg did.
-	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     s.subject(),
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       max(from, 1),
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute, // if this process dies before deleting it
-	})
+	tail, err = bus.ReadSubject(ctx, s.js, bus.StreamStateLog, s.subject(), from, s.log, take)
 	if err != nil {
 		return 0, err
-	}
-	info := cons.CachedInfo()
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := stream.DeleteConsumer(dctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			s.log.Debug("deleting the state log's reader", "err", err)
-		}
-	}()
-	for pending := info.NumPending; pending > 0; {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		batch, err := cons.Fetch(int(min(pending, logFetch)), jetstream.FetchMaxWait(logFetchWait))
-		if err != nil {
-			return 0, err
-		}
-		got := uint64(0)
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				return 0, err
-			}
-			tail = max(tail, md.Sequence.Stream)
-			take(md.Sequence.Stream, msg.Headers(), msg.Data())
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return 0, err
-		}
-		if got == 0 {
-			break
-		}
-		pending -= min(got, pending)
 	}
 	flush()
 	return tail, nil

@@ -64,7 +64,7 @@ func TestReview2RestartLeavesAStateLogConsumer(t *testing.T) {
 	defer cancel()
 	h := newHarness(ctx, t, thresholdRule, nil)
 	js := h.s.js
-	publishLogRecords(ctx, t, js, h.s.subject(), 3*logFetch)
+	publishLogRecords(ctx, t, js, h.s.subject(), 3*64) // three of bus.ReadSubject's fetches
 	for range 3 {
 		h.s.mu.Lock()
 		err := h.s.loadLog(ctx, false)
@@ -95,7 +95,7 @@ func TestReview2ReadLogHangsWhenTheStateLogGoes(t *testing.T) {
 	defer cancel()
 	h := newHarness(ctx, t, thresholdRule, nil)
 	js := h.s.js
-	publishLogRecords(ctx, t, js, h.s.subject(), 3*logFetch)
+	publishLogRecords(ctx, t, js, h.s.subject(), 3*64) // three of bus.ReadSubject's fetches
 	done := make(chan error, 1)
 	go func() {
 		deleted := false
