@@ -198,6 +198,9 @@ func (s *Stage) Run(ctx context.Context) error {
 // the last the consumer durable acked, and keeps it from then on
 // (gatelog.go). If it cannot, the gate starts empty and is not kept.
 func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) {
+	// The gate is restored from the log alone (a second Run starts over
+	// from the floor as a restart does).
+	s.gate, s.marks, s.glog = engine.NewGate(s.lateness), s.marks[:0], nil
 	js := s.bus.JetStream()
 	st, err := js.Stream(ctx, bus.StreamEvents)
 	if err != nil {
@@ -220,7 +223,7 @@ func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) 
 			return
 		}
 		s.log.Error("the lateness gate starts empty and is not kept: an event late before this restart may be evaluated after it", "err", err)
-		s.gate = engine.NewGate(s.lateness)
+		s.gate = engine.NewGate(s.lateness) // not half restored
 		if err := l.purgeAll(ctx); err != nil {
 			s.log.Error("purging the lateness gate's log", "err", err)
 		}
@@ -484,22 +487,35 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 
 // waitFutures returns once JetStream acked every publish of futures, or
 // with the first error; free gives the acked messages' data back to the
-// bus's pool (bus.FreeBatch).
+// bus's pool (bus.FreeBatch). Once ctx ended (a graceful stop, which
+// still settles the batches in flight and acks those durable) it waits up
+// to stopGrace more for the answers.
 func waitFutures(ctx context.Context, futures []jetstream.PubAckFuture, free bool) error {
+	done := ctx.Done()
+	var grace <-chan time.Time
 	for _, f := range futures {
-		select {
-		case <-f.Ok():
-			if free {
-				bus.FreeBatch(f.Msg().Data) // acked: the client is done with it
+		for answered := false; !answered; {
+			select {
+			case <-f.Ok():
+				if free {
+					bus.FreeBatch(f.Msg().Data) // acked: the client is done with it
+				}
+				answered = true
+			case err := <-f.Err():
+				return err
+			case <-done:
+				done, grace = nil, time.After(stopGrace)
+			case <-grace:
+				return ctx.Err()
 			}
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return nil
 }
+
+// stopGrace bounds how long a batch's publishes are waited for after the
+// stage's context ended.
+const stopGrace = 5 * time.Second
 
 // fusedRun records that the EVENTS message at source gave the last n
 // matches of fused: a run of fusedSrc, in the Source whose account it
