@@ -27,6 +27,12 @@ func fetchAsFilter(ctx context.Context, t *testing.T, b *bus.Bus, n int) []jetst
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fetchN(t, cons, n)
+}
+
+// fetchN fetches n messages from cons.
+func fetchN(t *testing.T, cons jetstream.Consumer, n int) []jetstream.Msg {
+	t.Helper()
 	var msgs []jetstream.Msg
 	for len(msgs) < n {
 		fetched, err := cons.Fetch(n-len(msgs), jetstream.FetchMaxWait(5*time.Second))

@@ -149,16 +149,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var msgs []jetstream.Msg
-	for len(msgs) < n {
-		fetched, err := cons.Fetch(n-len(msgs), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range fetched.Messages() {
-			msgs = append(msgs, m)
-		}
-	}
+	msgs := fetchN(t, cons, n)
 	newStage := func() *Stage {
 		s, err := New(b, set, engine.Lateness{AllowedLateness: time.Hour}, logger, prometheus.NewRegistry())
 		if err != nil {
@@ -166,16 +157,7 @@ rules:
 		}
 		return s
 	}
-	hand := func(s *Stage, m jetstream.Msg) {
-		t.Helper()
-		wait, err := s.handle(ctx, []jetstream.Msg{m})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	hand := func(s *Stage, m jetstream.Msg) { handOne(ctx, t, s, m) }
 	cfg := window.Config{CheckpointInterval: 50 * time.Millisecond}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
