@@ -65,13 +65,14 @@ type ConsumerConfig struct {
 	// failure: the handler drops what it holds of batches not yet durable
 	// (they are all handed again, in order).
 	Reset func()
-	// Start, if set, is called once with the consumer's ack floor (the
-	// EVENTS sequence through which every message was acked) before the
-	// first batch is fetched, when the consumer was rewound to it: on the
-	// embedded server only, whose durable consumers have this process as
-	// their only client, so the next messages handed are those after the
-	// floor, in order.
-	Start func(ctx context.Context, ackFloor uint64)
+	// Start, if set, is called once on the embedded server, whose durable
+	// consumers have this process as their only client, before the first
+	// batch is fetched: with the consumer's ack floor (the stream sequence
+	// through which every message was acked) and whether the consumer was
+	// rewound to it, so that the next messages handed are those after
+	// the floor, in order (if not, those an earlier run did not ack come
+	// after their ack wait).
+	Start func(ctx context.Context, ackFloor uint64, rewound bool)
 }
 
 // fetchSize picks how many messages to fetch next: BatchBytes over the
@@ -156,11 +157,15 @@ func (b *Bus) ConsumeAsync(ctx context.Context, cc ConsumerConfig, logger *slog.
 		// watermark, and lost. Rewound to the ack floor, the consumer
 		// hands them first, in stream order.
 		r, err := b.js.ResetConsumer(ctx, cc.Stream, cc.Durable)
-		switch {
-		case err != nil && ctx.Err() == nil:
+		if err != nil && ctx.Err() == nil {
 			logger.Warn("rewinding the consumer to its ack floor failed; messages an earlier run did not ack come again after their ack wait", "consumer", cc.Durable, "err", err)
-		case err == nil && cc.Start != nil && r.ConsumerInfo != nil:
-			cc.Start(ctx, r.AckFloor.Stream)
+		}
+		if cc.Start != nil && ctx.Err() == nil {
+			if err == nil && r.ConsumerInfo != nil {
+				cc.Start(ctx, r.AckFloor.Stream, true)
+			} else {
+				cc.Start(ctx, cons.CachedInfo().AckFloor.Stream, false)
+			}
 		}
 	}
 	c := &consumer{b: b, cc: cc, log: logger, h: h, backoff: Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}}

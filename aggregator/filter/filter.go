@@ -183,7 +183,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.sink != nil {
 		cc = s.sink.Consumer(cc)
 	}
-	cc.Start = func(ctx context.Context, floor uint64) { s.startGateLog(ctx, cc.Durable, floor) }
+	cc.Start = func(ctx context.Context, floor uint64, rewound bool) { s.start(ctx, cc.Durable, floor, rewound) }
 	sinkReset := cc.Reset
 	cc.Reset = func() {
 		s.undoAfter()
@@ -194,9 +194,20 @@ func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.ConsumeAsync(ctx, cc, s.log, s.handle)
 }
 
+// start is the consumer's Start: the gate restored as of floor, if the
+// consumer resumes after it.
+func (s *Stage) start(ctx context.Context, durable string, floor uint64, rewound bool) {
+	if !rewound {
+		s.dropGateLog(ctx, durable, "the consumer was not rewound to its ack floor")
+		return
+	}
+	s.startGateLog(ctx, durable, floor)
+}
+
 // startGateLog restores the gate as it stood after EVENTS message floor,
 // the last the consumer durable acked, and keeps it from then on
-// (gatelog.go). If it cannot, the gate starts empty and is not kept.
+// (gatelog.go). If it cannot read the log, the gate starts empty and is
+// not kept.
 func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) {
 	// The gate is restored from the log alone (a second Run starts over
 	// from the floor as a restart does).
@@ -204,7 +215,7 @@ func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) 
 	js := s.bus.JetStream()
 	st, err := js.Stream(ctx, bus.StreamEvents)
 	if err != nil {
-		s.log.Error("the lateness gate starts empty and is not kept: EVENTS unavailable", "err", err)
+		s.dropGateLog(ctx, durable, "EVENTS unavailable: "+err.Error())
 		return
 	}
 	l := openGateLog(js, durable, st.CachedInfo().Created, s.log, func(ctx context.Context) (uint64, error) {
@@ -219,18 +230,24 @@ func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) 
 		return info.AckFloor.Stream, nil
 	})
 	if err := l.restore(ctx, s.gate, floor); err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.Error("the lateness gate starts empty and is not kept: an event late before this restart may be evaluated after it", "err", err)
-		s.gate = engine.NewGate(s.lateness) // not half restored
-		if err := l.purgeAll(ctx); err != nil {
-			s.log.Error("purging the lateness gate's log", "err", err)
+		if ctx.Err() == nil {
+			s.gate = engine.NewGate(s.lateness) // not half restored
+			s.dropGateLog(ctx, durable, err.Error())
 		}
 		return
 	}
 	s.gate.Track()
 	s.glog, s.gateTag = l, floor
+}
+
+// dropGateLog, when the gate cannot be restored or kept, purges its log:
+// this run's gate starts empty and is not recorded, and a later restart
+// must not take an earlier run's records for this one's.
+func (s *Stage) dropGateLog(ctx context.Context, durable, why string) {
+	s.log.Error("the lateness gate starts empty and is not kept: an event judged late before this restart may be evaluated after it", "why", why)
+	if err := openGateLog(s.bus.JetStream(), durable, time.Time{}, s.log, nil).purgeAll(ctx); err != nil {
+		s.log.Error("purging the lateness gate's log failed; a later restart may restore an earlier run's watermarks", "err", err)
+	}
 }
 
 // undoAfter, before batches are handed again after a failure, takes back
@@ -422,10 +439,12 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			s.fusedRun(source, n)
 		}
 		if s.glog != nil {
-			s.glog.note(source, s.gate)
-			if source != 0 {
-				s.gateTag = source
-			}
+			// Tagged with the newest EVENTS message admitted from so far: a
+			// message handed again out of order (its ack wait passed) is
+			// recorded with watermarks that newer messages moved, which a
+			// restart must apply only once those are acked too.
+			s.gateTag = max(s.gateTag, source)
+			s.glog.note(s.gateTag, s.gate)
 		}
 	}
 	var gateFutures []jetstream.PubAckFuture

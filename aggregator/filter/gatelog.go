@@ -30,7 +30,13 @@ import (
 // back and applies those tagged up to the consumer's ack floor, in order:
 // the gate as it stood after the last message acked, which is where the
 // rewound consumer resumes (bus.ConsumerConfig.Start). Records tagged past
-// the floor (written, never acked) are not applied.
+// the floor (written, never acked) are not applied. A tag is the newest
+// EVENTS sequence admitted from so far: a message handed again out of
+// order (its ack wait passed) is recorded with watermarks newer messages
+// moved, to apply only once those are acked too. A start that cannot
+// restore (the log unreadable, the consumer not rewound) purges the log
+// and keeps nothing: a later restart must not take an earlier run's
+// records for a run that judged with an empty gate.
 //
 // The records are values, not increments, so a run that writes the same
 // tag again (a batch handed again) writes the same values, and a
@@ -252,7 +258,8 @@ func (l *gateLog) purge(ctx context.Context) error {
 }
 
 // restore reads the records back into g, those tagged up to floor, then
-// writes a snapshot at floor in their place.
+// writes a snapshot at floor in their place. It fails only if the log
+// could not be read (g is then partly restored).
 func (l *gateLog) restore(ctx context.Context, g *engine.Gate, floor uint64) error {
 	applied, skipped, hosts := 0, 0, 0
 	_, err := bus.ReadSubject(ctx, l.js, bus.StreamStateLog, l.subject, 1, l.log, func(seq uint64, h nats.Header, data []byte) {
@@ -274,11 +281,18 @@ func (l *gateLog) restore(ctx context.Context, g *engine.Gate, floor uint64) err
 		l.log.Info("restored the lateness gate's watermarks as of the last EVENTS message acked",
 			"events_seq", floor, "hosts", hosts, "records", applied, "other_events_stream", skipped)
 	}
+	// The gate is restored. What follows only tidies the log: records
+	// left past the floor by the killed run hold what this run writes
+	// again for the same messages, so failing here loses nothing.
 	if hosts == 0 && g.Newest() == 0 {
-		// Nothing to keep: drop whatever the subject holds.
-		return l.purgeAll(ctx)
+		err = l.purgeAll(ctx) // nothing to keep
+	} else {
+		err = l.snapshot(ctx, g, floor)
 	}
-	return l.snapshot(ctx, g, floor)
+	if err != nil && ctx.Err() == nil {
+		l.log.Warn("tidying the lateness gate's log after its restore failed; it is tidied at its next snapshot", "err", err)
+	}
+	return nil
 }
 
 // applyGateRecords applies to g the records of one message of the gate's

@@ -353,3 +353,87 @@ func FuzzGateRecords(f *testing.F) {
 		}
 	})
 }
+
+// A start whose consumer was not rewound to its ack floor (the messages
+// not acked come after their ack wait, out of order) neither restores nor
+// keeps the gate, and purges the log: a later restart must not restore
+// the earlier run's watermarks for a run that judged with an empty gate.
+func TestGateLogDroppedWhenNotRewound(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, set, logger := openVictimBus(ctx, t)
+	at := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	publishAt(ctx, t, b, at)
+	msgs := fetchAsFilter(ctx, t, b, 1)
+	lateness := engine.Lateness{AllowedLateness: 2 * time.Minute}
+	first, err := New(b, set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.start(ctx, "outpost-filter", 0, true)
+	handOne(ctx, t, first, msgs[0])
+	if err := msgs[0].DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	subject := gateSubjectPrefix + "outpost-filter"
+	if n := subjectMessages(ctx, t, b, subject); n == 0 {
+		t.Fatal("the first run recorded nothing")
+	}
+	again, err := New(b, set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.start(ctx, "outpost-filter", 1, false)
+	if again.glog != nil {
+		t.Error("the gate is kept though the consumer was not rewound")
+	}
+	if got, _ := gateWatermarks(again.gate); len(got) != 0 {
+		t.Errorf("restored %v though the consumer was not rewound", got)
+	}
+	if n := subjectMessages(ctx, t, b, subject); n != 0 {
+		t.Errorf("the gate's log still holds %d messages", n)
+	}
+}
+
+// A message handed again out of order (its ack wait passed while the
+// filter ran on) is admitted after newer ones: its record carries what
+// they moved (the newest event time of any host, which the windows'
+// watermark follows), and is tagged with the newest, so a restart whose
+// floor is the older message does not restore it. Before, it was tagged
+// with its own sequence, and the restart restored the newest time of a
+// message never acked.
+func TestGateRecordOfAMessageOutOfOrderWaitsForTheNewer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, set, logger := openVictimBus(ctx, t)
+	at := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	for _, ev := range []*event.Event{
+		{ID: "old", Source: "syslog", Host: "other", Time: at, Received: at, Message: "m"},
+		{ID: "new", Source: "syslog", Host: "victim01", Time: at.Add(10 * time.Minute), Received: at.Add(10 * time.Minute), Message: "m"},
+	} {
+		if err := b.PublishEvents(ctx, []*event.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := fetchAsFilter(ctx, t, b, 2)
+	lateness := engine.Lateness{AllowedLateness: 2 * time.Minute}
+	first, err := New(b, set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.start(ctx, "outpost-filter", 0, true)
+	handOne(ctx, t, first, msgs[1])
+	handOne(ctx, t, first, msgs[0]) // out of order
+	if err := msgs[0].DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again, err := New(b, set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.start(ctx, "outpost-filter", 1, true) // message 1 acked, 2 not
+	got, newest := gateWatermarks(again.gate)
+	if newest > at.UnixNano() || got["syslog/victim01"] != 0 {
+		t.Errorf("restored newest %s, watermarks %v: from message 2, which was never acked", time.Unix(0, newest).UTC(), got)
+	}
+}
