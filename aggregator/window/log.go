@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -56,10 +58,15 @@ import (
 //
 //	STATELOG, subject statelog.windows.<instance id>,
 //	  headers Outpost-Log-Seq: the record's seq, Outpost-Log-Part: i/n,
-//	    Outpost-Log-Format: 2 (none: a record of an earlier version, without positions)
+//	    Outpost-Log-Format: 3, or 2 for a part not compressed (a record's
+//	    first part's says it holds positions; none: a record of an earlier
+//	    version, without them)
 //	  body: part i of n of the record, which is the positions its states
 //	  hold (appendApplied), then (state key, expiry, encoded state or none)...,
-//	  cut at logChunk bytes wherever that falls (a state may span parts)
+//	  cut at logChunk bytes wherever that falls (a state may span parts),
+//	  each part of 1 KiB or more compressed on its own (S2's block
+//	  format: at 100,000 keys the records take about a third of their
+//	  bytes, which JetStream writes, caches and reads back)
 //	m/log (Badger): the seq through which the keyed states hold the log (8 bytes BE)
 //	m/applied (Badger): the positions those records held (appendApplied), written with m/log
 //	m/instance (Badger): this instance's id
@@ -68,7 +75,8 @@ const (
 	logSeqHeader     = "Outpost-Log-Seq"
 	logPartHeader    = "Outpost-Log-Part"
 	logFormatHeader  = "Outpost-Log-Format"
-	logFormat        = "2"
+	logFormat        = "3"
+	logFormatPlain   = "2" // the parts not compressed
 	logMarkKey       = "m/log"
 	appliedKey       = "m/applied"
 	instanceKey      = "m/instance"
@@ -78,6 +86,13 @@ const (
 	// logChunk is the size a record's messages are cut at, well under
 	// NATS's default max_payload (1 MiB).
 	logChunk = 256 << 10
+	// maxLogPart bounds what one part may uncompress to: parts are cut at
+	// logChunk, and a damaged length must not make a restart allocate
+	// gigabytes.
+	maxLogPart = 16 << 20
+	// minCompressed is the smallest part compressed: a smaller one gains
+	// little (a quiet checkpoint's record), and is appended as it is.
+	minCompressed = 1 << 10
 )
 
 // logState is a state as the log holds it: encoded (engine.AppendState),
@@ -177,8 +192,13 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m := nats.NewMsg(subject)
 		m.Header.Set(logSeqHeader, seq)
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
-		m.Header.Set(logFormatHeader, logFormat)
-		m.Data = c
+		if len(c) >= minCompressed {
+			m.Header.Set(logFormatHeader, logFormat)
+			m.Data = s2.Encode(nil, c)
+		} else {
+			m.Header.Set(logFormatHeader, logFormatPlain)
+			m.Data = c
+		}
 		var opts []jetstream.PublishOpt
 		if from+i == 0 {
 			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(lr.after))
@@ -188,7 +208,7 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 			return fmt.Errorf("%w: %w", errLogAppend, err)
 		}
 		futures = append(futures, f)
-		lr.bytes += int64(len(c))
+		lr.bytes += int64(len(m.Data))
 	}
 	for _, f := range futures {
 		select {
@@ -302,7 +322,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 	tail, err := s.readLog(ctx, from, mark, func(rec logRead) {
 		seq, data := rec.seq, rec.data
 		last = max(last, seq) // not to be used again, read or not
-		s.logSize += int64(len(data))
+		s.logSize += int64(rec.stored)
 		if !rec.complete {
 			// A crash (or a failure) while it was appended: its
 			// checkpoint's matches were not acked, and are applied again
@@ -314,7 +334,7 @@ func (s *store) loadLog(ctx context.Context, again bool) error {
 			return
 		}
 		s.logStream = max(s.logStream, rec.streamSeq)
-		a, err := readLogRecord(data, rec.format == logFormat, func(sk string, st logState) {
+		a, err := readLogRecord(data, rec.format == logFormat || rec.format == logFormatPlain, func(sk string, st logState) {
 			if st.expired(now) {
 				// Its keyed state, older, expired before it.
 				if old, ok := s.logged[sk]; ok {
@@ -389,6 +409,7 @@ func (s *store) subjectLast(ctx context.Context) (uint64, error) {
 type logRead struct {
 	seq, streamSeq uint64
 	data           []byte
+	stored         int // its bytes in STATELOG (compressed)
 	complete       bool
 	format         string
 }
@@ -407,15 +428,43 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 		gap      bool // a part of it is missing
 		format   string
 		data     []byte
+		stored   int // the record's bytes in STATELOG
 		lastPart uint64
 		prev     = mark // seq of the record before
 	)
 	flush := func() {
 		if cur != 0 {
-			each(logRead{seq: cur, streamSeq: lastPart, data: data, complete: !gap && next == total, format: format})
+			each(logRead{seq: cur, streamSeq: lastPart, data: data, stored: stored, complete: !gap && next == total, format: format})
 			prev = cur
 		}
-		cur, data = 0, nil
+		cur, data, stored = 0, nil, 0
+	}
+	// part appends a part's body to data, uncompressed; false if it does
+	// not uncompress (the record ends there, as at a missing part).
+	part := func(streamSeq uint64, hdr nats.Header, body []byte) bool {
+		stored += len(body)
+		if hdr.Get(logFormatHeader) != logFormat {
+			data = append(data, body...)
+			return true
+		}
+		n, err := s2.DecodedLen(body)
+		if err == nil && n > maxLogPart {
+			err = fmt.Errorf("a part of %d bytes uncompressed", n)
+		}
+		if err == nil {
+			data = slices.Grow(data, n)
+			var plain []byte
+			// Into data's room: plain is that room, and appending it
+			// copies nothing (a copy if Decode had to allocate).
+			if plain, err = s2.Decode(data[len(data):len(data)+n], body); err == nil {
+				data = append(data, plain...)
+			}
+		}
+		if err != nil {
+			s.log.Error("a window state log message does not uncompress; its record ends before it", "stream_seq", streamSeq, "err", err)
+			return false
+		}
+		return true
 	}
 	take := func(streamSeq uint64, hdr nats.Header, body []byte) {
 		rseq, err1 := strconv.ParseUint(hdr.Get(logSeqHeader), 10, 64)
@@ -427,8 +476,7 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 		case rseq <= mark:
 			return // compacted; purged with the next compaction
 		case rseq == cur:
-			if i == next && n == total {
-				data = append(data, body...)
+			if !gap && i == next && n == total && part(streamSeq, hdr, body) {
 				next, lastPart = i+1, streamSeq
 			} else {
 				gap = true // a part missing before it; the record ends at the gap
@@ -446,7 +494,9 @@ func (s *store) readLog(ctx context.Context, from, mark uint64, each func(logRea
 			return
 		}
 		cur, next, total, lastPart, gap, format = rseq, 1, n, streamSeq, false, hdr.Get(logFormatHeader)
-		data = append([]byte(nil), body...)
+		if !part(streamSeq, hdr, body) {
+			gap, next = true, 0
+		}
 	}
 	tail, err = bus.ReadSubject(ctx, s.js, bus.StreamStateLog, s.subject(), from, s.log, take)
 	if err != nil {

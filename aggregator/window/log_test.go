@@ -2,11 +2,14 @@ package window
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
@@ -129,5 +132,103 @@ func TestStateLogHoldsTheStatesUntilCompacted(t *testing.T) {
 	}
 	if s2.logBytes.Load() != 0 {
 		t.Fatalf("%d bytes of logged states still counted after the compaction", s2.logBytes.Load())
+	}
+}
+
+// statelogMessages reads every message of STATELOG.
+func statelogMessages(ctx context.Context, t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
+	t.Helper()
+	stream, err := js.Stream(ctx, bus.StreamStateLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// The log's parts are compressed (format 3): fewer bytes for JetStream to
+// write, cache and read back than the records hold. And a log written by
+// the version before, parts not compressed (format 2), reads back into
+// the same states: here the same records, uncompressed and appended again
+// in that format.
+func TestStateLogIsCompressedAndReadsTheFormatBefore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := newCrashRun(t)
+	s, stop := run.stage(ctx, nil)
+	s.mu.Lock()
+	s.logChunk = logChunk // records of one part, each as large as a checkpoint makes it
+	s.mu.Unlock()
+	drive(ctx, t, s, crashStream(7, 150))
+	subject := s.subject()
+	stop()
+	want := run.states()
+	js := run.bus.JetStream()
+	msgs := statelogMessages(ctx, t, js)
+	if len(msgs) == 0 {
+		t.Fatal("no log record")
+	}
+	stored, plain := 0, 0
+	var bodies [][]byte
+	for _, m := range msgs {
+		body := m.Data
+		if f := m.Header.Get(logFormatHeader); f == logFormat {
+			var err error
+			if body, err = s2.Decode(nil, m.Data); err != nil {
+				t.Fatalf("a log message does not uncompress: %v", err)
+			}
+		} else if f != logFormatPlain || len(body) >= minCompressed {
+			t.Fatalf("a log message of %d bytes in format %q", len(body), f)
+		}
+		stored, plain = stored+len(m.Data), plain+len(body)
+		bodies = append(bodies, body)
+	}
+	t.Logf("%d log messages: %d bytes stored for %d", len(msgs), stored, plain)
+	if stored*3 > plain*2 {
+		t.Errorf("the log's parts take %d bytes for %d: not compressed", stored, plain)
+	}
+
+	// The version before: the same records, parts as they are.
+	stream, err := js.Stream(ctx, bus.StreamStateLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		old := nats.NewMsg(subject)
+		old.Header.Set(logSeqHeader, m.Header.Get(logSeqHeader))
+		old.Header.Set(logPartHeader, m.Header.Get(logPartHeader))
+		old.Header.Set(logFormatHeader, logFormatPlain)
+		old.Data = bodies[i]
+		if _, err := js.PublishMsg(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2nd, stop2 := run.stage(ctx, nil)
+	defer stop2()
+	s2nd.mu.Lock()
+	logged := len(s2nd.logged)
+	s2nd.mu.Unlock()
+	if logged != len(want) {
+		t.Fatalf("a restart read %d states from the log of the version before, want %d", logged, len(want))
+	}
+	if got := run.states(); !maps.Equal(got, want) {
+		t.Fatalf("read back from the log of the version before: %d states differ from the %d written", len(got), len(want))
 	}
 }
