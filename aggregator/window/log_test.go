@@ -232,3 +232,57 @@ func TestStateLogIsCompressedAndReadsTheFormatBefore(t *testing.T) {
 		t.Fatalf("read back from the log of the version before: %d states differ from the %d written", len(got), len(want))
 	}
 }
+
+// A compressed part that does not uncompress (damaged on disk) ends its
+// record there, as a missing part does: a restart reads the records
+// before it and does not fail or panic.
+func TestStateLogDamagedCompressedPartEndsItsRecord(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := newCrashRun(t)
+	s, stop := run.stage(ctx, nil)
+	s.mu.Lock()
+	s.logChunk = logChunk
+	s.mu.Unlock()
+	drive(ctx, t, s, crashStream(7, 150))
+	subject := s.subject()
+	stop()
+	want := run.states()
+	js := run.bus.JetStream()
+	msgs := statelogMessages(ctx, t, js)
+	last := len(msgs) - 1
+	for last >= 0 && msgs[last].Header.Get(logFormatHeader) != logFormat {
+		last--
+	}
+	if last < 1 {
+		t.Fatal("no compressed part after the first message")
+	}
+	stream, err := js.Stream(ctx, bus.StreamStateLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs[:last+1] {
+		again := nats.NewMsg(subject)
+		for _, h := range []string{logSeqHeader, logPartHeader, logFormatHeader} {
+			again.Header.Set(h, m.Header.Get(h))
+		}
+		again.Data = m.Data
+		if i == last {
+			again.Data = append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, m.Data[min(5, len(m.Data)):]...) // a length past any part
+		}
+		if _, err := js.PublishMsg(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2nd, stop2 := run.stage(ctx, nil)
+	defer stop2()
+	s2nd.mu.Lock()
+	logged := len(s2nd.logged)
+	s2nd.mu.Unlock()
+	if logged == 0 || logged > len(want) {
+		t.Fatalf("a restart read %d states from a log whose last record is damaged; want some of the %d, the records before it", logged, len(want))
+	}
+}
