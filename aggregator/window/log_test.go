@@ -160,6 +160,62 @@ func statelogMessages(ctx context.Context, t *testing.T, js jetstream.JetStream)
 	return out
 }
 
+// logOfOneRun drives a crash run's stage with records of one part each
+// (as large as a checkpoint makes them), stops it, and returns the run,
+// its log's subject, its states and its log's messages.
+func logOfOneRun(ctx context.Context, t *testing.T) (*crashRun, string, map[string]string, []*jetstream.RawStreamMsg) {
+	t.Helper()
+	run := newCrashRun(t)
+	s, stop := run.stage(ctx, nil)
+	s.mu.Lock()
+	s.logChunk = logChunk
+	s.mu.Unlock()
+	drive(ctx, t, s, crashStream(7, 150))
+	subject := s.subject()
+	stop()
+	msgs := statelogMessages(ctx, t, run.bus.JetStream())
+	if len(msgs) == 0 {
+		t.Fatal("no log record")
+	}
+	return run, subject, run.states(), msgs
+}
+
+// appendAgain replaces subject's messages with msgs, each with its log
+// headers but the format and the body that again gives it.
+func appendAgain(ctx context.Context, t *testing.T, js jetstream.JetStream, subject string, msgs []*jetstream.RawStreamMsg,
+	again func(i int, m *jetstream.RawStreamMsg) (format string, data []byte)) {
+	t.Helper()
+	stream, err := js.Stream(ctx, bus.StreamStateLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		msg := nats.NewMsg(subject)
+		msg.Header.Set(logSeqHeader, m.Header.Get(logSeqHeader))
+		msg.Header.Set(logPartHeader, m.Header.Get(logPartHeader))
+		var format string
+		format, msg.Data = again(i, m)
+		msg.Header.Set(logFormatHeader, format)
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// restartLogged starts run's stage again and returns how many states it
+// read from the log.
+func restartLogged(ctx context.Context, t *testing.T, run *crashRun) int {
+	t.Helper()
+	s, stop := run.stage(ctx, nil)
+	t.Cleanup(stop)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.logged)
+}
+
 // The log's parts are compressed (format 3): fewer bytes for JetStream to
 // write, cache and read back than the records hold. And a log written by
 // the version before, parts not compressed (format 2), reads back into
@@ -168,20 +224,7 @@ func statelogMessages(ctx context.Context, t *testing.T, js jetstream.JetStream)
 func TestStateLogIsCompressedAndReadsTheFormatBefore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	run := newCrashRun(t)
-	s, stop := run.stage(ctx, nil)
-	s.mu.Lock()
-	s.logChunk = logChunk // records of one part, each as large as a checkpoint makes it
-	s.mu.Unlock()
-	drive(ctx, t, s, crashStream(7, 150))
-	subject := s.subject()
-	stop()
-	want := run.states()
-	js := run.bus.JetStream()
-	msgs := statelogMessages(ctx, t, js)
-	if len(msgs) == 0 {
-		t.Fatal("no log record")
-	}
+	run, subject, want, msgs := logOfOneRun(ctx, t)
 	stored, plain := 0, 0
 	var bodies [][]byte
 	for _, m := range msgs {
@@ -201,31 +244,11 @@ func TestStateLogIsCompressedAndReadsTheFormatBefore(t *testing.T) {
 	if stored*3 > plain*2 {
 		t.Errorf("the log's parts take %d bytes for %d: not compressed", stored, plain)
 	}
-
 	// The version before: the same records, parts as they are.
-	stream, err := js.Stream(ctx, bus.StreamStateLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
-		t.Fatal(err)
-	}
-	for i, m := range msgs {
-		old := nats.NewMsg(subject)
-		old.Header.Set(logSeqHeader, m.Header.Get(logSeqHeader))
-		old.Header.Set(logPartHeader, m.Header.Get(logPartHeader))
-		old.Header.Set(logFormatHeader, logFormatPlain)
-		old.Data = bodies[i]
-		if _, err := js.PublishMsg(ctx, old); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2nd, stop2 := run.stage(ctx, nil)
-	defer stop2()
-	s2nd.mu.Lock()
-	logged := len(s2nd.logged)
-	s2nd.mu.Unlock()
-	if logged != len(want) {
+	appendAgain(ctx, t, run.bus.JetStream(), subject, msgs, func(i int, _ *jetstream.RawStreamMsg) (string, []byte) {
+		return logFormatPlain, bodies[i]
+	})
+	if logged := restartLogged(ctx, t, run); logged != len(want) {
 		t.Fatalf("a restart read %d states from the log of the version before, want %d", logged, len(want))
 	}
 	if got := run.states(); !maps.Equal(got, want) {
@@ -239,17 +262,7 @@ func TestStateLogIsCompressedAndReadsTheFormatBefore(t *testing.T) {
 func TestStateLogDamagedCompressedPartEndsItsRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	run := newCrashRun(t)
-	s, stop := run.stage(ctx, nil)
-	s.mu.Lock()
-	s.logChunk = logChunk
-	s.mu.Unlock()
-	drive(ctx, t, s, crashStream(7, 150))
-	subject := s.subject()
-	stop()
-	want := run.states()
-	js := run.bus.JetStream()
-	msgs := statelogMessages(ctx, t, js)
+	run, subject, want, msgs := logOfOneRun(ctx, t)
 	last := len(msgs) - 1
 	for last >= 0 && msgs[last].Header.Get(logFormatHeader) != logFormat {
 		last--
@@ -257,32 +270,13 @@ func TestStateLogDamagedCompressedPartEndsItsRecord(t *testing.T) {
 	if last < 1 {
 		t.Fatal("no compressed part after the first message")
 	}
-	stream, err := js.Stream(ctx, bus.StreamStateLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
-		t.Fatal(err)
-	}
-	for i, m := range msgs[:last+1] {
-		again := nats.NewMsg(subject)
-		for _, h := range []string{logSeqHeader, logPartHeader, logFormatHeader} {
-			again.Header.Set(h, m.Header.Get(h))
-		}
-		again.Data = m.Data
+	appendAgain(ctx, t, run.bus.JetStream(), subject, msgs[:last+1], func(i int, m *jetstream.RawStreamMsg) (string, []byte) {
 		if i == last {
-			again.Data = append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, m.Data[min(5, len(m.Data)):]...) // a length past any part
+			return logFormat, append([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, m.Data[min(5, len(m.Data)):]...) // a length past any part
 		}
-		if _, err := js.PublishMsg(ctx, again); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2nd, stop2 := run.stage(ctx, nil)
-	defer stop2()
-	s2nd.mu.Lock()
-	logged := len(s2nd.logged)
-	s2nd.mu.Unlock()
-	if logged == 0 || logged > len(want) {
+		return m.Header.Get(logFormatHeader), m.Data
+	})
+	if logged := restartLogged(ctx, t, run); logged == 0 || logged > len(want) {
 		t.Fatalf("a restart read %d states from a log whose last record is damaged; want some of the %d, the records before it", logged, len(want))
 	}
 }
