@@ -245,7 +245,7 @@ func (s *Stage) startGateLog(ctx context.Context, durable string, floor uint64) 
 // must not take an earlier run's records for this one's.
 func (s *Stage) dropGateLog(ctx context.Context, durable, why string) {
 	s.log.Error("the lateness gate starts empty and is not kept: an event judged late before this restart may be evaluated after it", "why", why)
-	if err := openGateLog(s.bus.JetStream(), durable, time.Time{}, s.log, nil).purgeAll(ctx); err != nil {
+	if err := purgeGateLog(ctx, s.bus.JetStream(), durable); err != nil {
 		s.log.Error("purging the lateness gate's log failed; a later restart may restore an earlier run's watermarks", "err", err)
 	}
 }

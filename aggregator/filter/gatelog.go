@@ -75,6 +75,7 @@ var gateSnapshotMin int64 = 1 << 20
 // goroutine only.
 type gateLog struct {
 	js      jetstream.JetStream
+	durable string
 	subject string
 	created string // EVENTS' creation, as the header gives it
 	log     *slog.Logger
@@ -83,7 +84,11 @@ type gateLog struct {
 
 	buf  []byte   // the batch's records being cut
 	msgs [][]byte // the batch's full chunks
-	ents []byte   // scratch: a record's entries
+	// ents holds the n entries (entry) of the records being made, cuts
+	// where each record's end.
+	ents []byte
+	n    int
+	cuts []entryCut
 
 	written  int64 // bytes published since the last snapshot
 	snapSize int64
@@ -99,48 +104,56 @@ type gateSnap struct{ streamSeq, tag uint64 }
 // at most about gateChunk bytes: the first says whether every watermark
 // started over first (Changes lists only the hosts moved since).
 func (l *gateLog) note(tag uint64, g *engine.Gate) {
-	n := 0
-	l.ents = l.ents[:0]
-	cleared, all := g.Changes(func(source, host string, newest int64) {
-		l.ents = wire.AppendString(l.ents, source)
-		l.ents = wire.AppendString(l.ents, host)
-		l.ents = wire.AppendVarint(l.ents, newest)
-		n++
-	})
-	if tag == 0 || (n == 0 && !cleared) {
+	cleared, all := g.Changes(l.entry)
+	if tag == 0 || (l.n == 0 && !cleared) {
+		l.resetEntries()
 		return
 	}
 	flags := byte(0)
 	if cleared {
 		flags = gateCleared
 	}
-	for rest := l.ents; ; flags = 0 {
-		cut, k := entriesUpTo(rest, gateChunk)
-		l.record(tag, flags, all, k, rest[:cut])
-		rest, n = rest[cut:], n-k
-		if n == 0 {
-			return
-		}
+	l.records(tag, flags, all)
+}
+
+// entry appends a host's watermark to the entries of the records being
+// cut, and notes where a record of about gateChunk bytes ends.
+func (l *gateLog) entry(source, host string, newest int64) {
+	l.ents = wire.AppendString(l.ents, source)
+	l.ents = wire.AppendString(l.ents, host)
+	l.ents = wire.AppendVarint(l.ents, newest)
+	l.n++
+	if len(l.ents)-l.lastCut().end >= gateChunk {
+		l.cuts = append(l.cuts, entryCut{end: len(l.ents), n: l.n})
 	}
 }
 
-// entriesUpTo returns how many bytes of ents the entries that fit in
-// size take (at least one), and how many entries that is.
-func entriesUpTo(ents []byte, size int) (cut, n int) {
-	r := wire.NewReader(ents)
-	for r.Err() == nil && len(r.Rest()) > 0 {
-		r.Skip() // source
-		r.Skip() // host
-		r.Varint()
-		used := len(ents) - len(r.Rest())
-		if n > 0 && used > size {
-			return cut, n
-		}
-		cut = used
-		n++
+// entryCut is where a record's entries end in ents, and how many entries
+// precede that.
+type entryCut struct{ end, n int }
+
+func (l *gateLog) lastCut() entryCut {
+	if len(l.cuts) == 0 {
+		return entryCut{}
 	}
-	return cut, n
+	return l.cuts[len(l.cuts)-1]
 }
+
+// records appends the entries as records of tag (at least one, even of
+// none), the first with flags, and starts the entries over.
+func (l *gateLog) records(tag uint64, flags byte, all int64) {
+	if last := l.lastCut(); len(l.cuts) == 0 || last.n < l.n {
+		l.cuts = append(l.cuts, entryCut{end: len(l.ents), n: l.n})
+	}
+	var prev entryCut
+	for _, c := range l.cuts {
+		l.record(tag, flags, all, c.n-prev.n, l.ents[prev.end:c.end])
+		flags, prev = 0, c
+	}
+	l.resetEntries()
+}
+
+func (l *gateLog) resetEntries() { l.ents, l.n, l.cuts = l.ents[:0], 0, l.cuts[:0] }
 
 // record appends a record of n entries, cut into the batch's messages.
 func (l *gateLog) record(tag uint64, flags byte, all int64, n int, ents []byte) {
@@ -191,22 +204,8 @@ func (l *gateLog) snapshot(ctx context.Context, g *engine.Gate, tag uint64) erro
 	if tag == 0 {
 		return nil
 	}
-	n := 0
-	l.ents = l.ents[:0]
-	g.Watermarks(func(source, host string, newest int64) {
-		l.ents = wire.AppendString(l.ents, source)
-		l.ents = wire.AppendString(l.ents, host)
-		l.ents = wire.AppendVarint(l.ents, newest)
-		n++
-	})
-	for rest := l.ents; ; {
-		cut, k := entriesUpTo(rest, gateChunk)
-		l.record(tag, 0, g.Newest(), k, rest[:cut])
-		rest, n = rest[cut:], n-k
-		if n <= 0 {
-			break
-		}
-	}
+	g.Watermarks(l.entry)
+	l.records(tag, 0, g.Newest())
 	written := l.written
 	futures, err := l.publish()
 	if err != nil {
@@ -285,7 +284,7 @@ func (l *gateLog) restore(ctx context.Context, g *engine.Gate, floor uint64) err
 	// left past the floor by the killed run hold what this run writes
 	// again for the same messages, so failing here loses nothing.
 	if hosts == 0 && g.Newest() == 0 {
-		err = l.purgeAll(ctx) // nothing to keep
+		err = purgeGateLog(ctx, l.js, l.durable) // nothing to keep
 	} else {
 		err = l.snapshot(ctx, g, floor)
 	}
@@ -326,12 +325,13 @@ func applyGateRecords(g *engine.Gate, data []byte, floor uint64) (applied int, e
 	return applied, r.Err()
 }
 
-func (l *gateLog) purgeAll(ctx context.Context) error {
-	st, err := l.js.Stream(ctx, bus.StreamStateLog)
+// purgeGateLog drops everything the gate's log of consumer durable holds.
+func purgeGateLog(ctx context.Context, js jetstream.JetStream, durable string) error {
+	st, err := js.Stream(ctx, bus.StreamStateLog)
 	if err != nil {
 		return err
 	}
-	err = st.Purge(ctx, jetstream.WithPurgeSubject(l.subject))
+	err = st.Purge(ctx, jetstream.WithPurgeSubject(gateSubjectPrefix+durable))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	}
@@ -341,5 +341,5 @@ func (l *gateLog) purgeAll(ctx context.Context) error {
 // openGateLog is the gate log of the consumer durable on EVENTS, made at
 // created.
 func openGateLog(js jetstream.JetStream, durable string, created time.Time, log *slog.Logger, floor func(context.Context) (uint64, error)) *gateLog {
-	return &gateLog{js: js, subject: gateSubjectPrefix + durable, created: strconv.FormatInt(created.UnixNano(), 10), log: log, floor: floor}
+	return &gateLog{js: js, durable: durable, subject: gateSubjectPrefix + durable, created: strconv.FormatInt(created.UnixNano(), 10), log: log, floor: floor}
 }
