@@ -265,7 +265,7 @@ type pending struct {
 }
 
 // pack turns queued items into messages: consecutive events of one
-// subject share a message up to MaxBatchBytes.
+// subject share a message up to MaxBatchBytes, compressed (Compress).
 func pack(items []item) []pending {
 	var out []pending
 	var cur *pending
@@ -286,6 +286,11 @@ func pack(items []item) []pending {
 		cur.events++
 		if it.buf != nil && cap(*it.buf) <= maxPooledEvent {
 			eventBufs.Put(it.buf) // copied: nothing reads it again
+		}
+	}
+	for i := range out {
+		if out[i].pooled {
+			out[i].msg.Data = Compress(out[i].msg.Data)
 		}
 	}
 	return out

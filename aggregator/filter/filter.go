@@ -355,7 +355,11 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 				h[k] = v
 			}
 		}
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: pt.batch, Header: h})
+		// Compress gives pt.batch back: it is no longer the partition's,
+		// even if the publish fails (the batch is then evaluated again).
+		data := bus.Compress(pt.batch)
+		pt.batch = nil
+		f, err := js.PublishMsgAsync(&nats.Msg{Subject: "matches." + strconv.Itoa(p), Data: data, Header: h})
 		if err != nil {
 			return err
 		}

@@ -69,7 +69,11 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 
 	late := lateDeadLetters(ctx, t, b)
 	matched := map[string]bool{}
+	compressed := 0
 	bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+		if m.Data[0] == 0xB2 { // bus.Compress's batch
+			compressed++
+		}
 		err := bus.DecodeMatches(m.Data, func(m *event.Match) error {
 			matched[m.EventID] = true
 			return nil
@@ -78,6 +82,9 @@ func TestForgedDatagramDoesNotBlindAHost(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	if compressed == 0 {
+		t.Error("no MATCHES message was compressed")
+	}
 	missed := 0
 	for _, ev := range genuine {
 		if !matched[ev.ID] {
