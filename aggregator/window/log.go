@@ -187,6 +187,10 @@ func (lr *logRecord) free() {
 // waits for their acks.
 func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subject string, parts [][]byte, from, total int) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(parts))
+	// The compressed parts, in pooled buffers (bus.NewBatch: room for a
+	// chunk compressed), given back once every part is acked; after a
+	// failure the client may still hold some, and the collector takes them.
+	var compressed [][]byte
 	seq := strconv.FormatUint(lr.seq, 10)
 	for i, c := range parts {
 		m := nats.NewMsg(subject)
@@ -194,7 +198,12 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		m.Header.Set(logPartHeader, strconv.Itoa(from+i)+"/"+strconv.Itoa(total))
 		if len(c) >= minCompressed {
 			m.Header.Set(logFormatHeader, logFormat)
-			m.Data = s2.Encode(nil, c)
+			var dst []byte
+			if len(c) <= bus.MaxBatchBytes {
+				dst = bus.NewBatch()
+				compressed = append(compressed, dst)
+			}
+			m.Data = s2.Encode(dst, c)
 		} else {
 			m.Header.Set(logFormatHeader, logFormatPlain)
 			m.Data = c
@@ -219,6 +228,9 @@ func (lr *logRecord) publish(ctx context.Context, js jetstream.JetStream, subjec
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	for _, c := range compressed {
+		bus.FreeBatch(c)
 	}
 	return nil
 }
