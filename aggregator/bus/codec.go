@@ -129,9 +129,15 @@ func Fits(batch []byte, n int) bool {
 // errTruncated: a binary batch whose last record is cut short.
 var errTruncated = errors.New("batch truncated")
 
+// plainBuffers recycles what EVENTS batches decompress into (DecodeEvents:
+// its events' strings are copies, nothing keeps the record's bytes).
+var plainBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
 // records calls fn for each record of a batch and whether it is JSON. The
-// unreadable rest of a damaged binary batch goes to bad, once.
-func records(data []byte, fn func(rec []byte, isJSON bool) error, bad func(rec []byte, err error) error) error {
+// unreadable rest of a damaged binary batch goes to bad, once. With reuse
+// a compressed batch is decompressed into a pooled buffer, reused once
+// records returns: for a caller whose fn and bad keep nothing of rec.
+func records(data []byte, reuse bool, fn func(rec []byte, isJSON bool) error, bad func(rec []byte, err error) error) error {
 	if len(data) == 0 {
 		return nil
 	}
@@ -139,15 +145,30 @@ func records(data []byte, fn func(rec []byte, isJSON bool) error, bad func(rec [
 	case batchBinary:
 		data = data[1:]
 	case batchS2:
-		// Decompressed into memory of its own, as the message's data is:
-		// a decoded match keeps its record's bytes (its fields, decoded
-		// on demand).
+		// Without reuse, decompressed into memory of its own, as the
+		// message's data is: a decoded match keeps its record's bytes (its
+		// fields, decoded on demand).
 		n, err := s2.DecodedLen(data[1:])
 		if err == nil && n > maxDecompressed {
 			err = fmt.Errorf("decompresses to %d bytes, over %d", n, maxDecompressed)
 		}
 		if err == nil {
-			data, err = s2.Decode(make([]byte, n), data[1:])
+			var dst []byte
+			if reuse {
+				buf := plainBuffers.Get().(*[]byte)
+				defer func() {
+					if cap(*buf) <= 2*batchCap {
+						plainBuffers.Put(buf)
+					}
+				}()
+				if cap(*buf) < n {
+					*buf = make([]byte, n)
+				}
+				dst = (*buf)[:n]
+			} else {
+				dst = make([]byte, n)
+			}
+			data, err = s2.Decode(dst, data[1:])
 		}
 		if err != nil {
 			return bad(data, fmt.Errorf("decompressing batch: %w", err))
@@ -192,11 +213,13 @@ func splitLines(data []byte, fn func(line []byte) error) error {
 // does not decode is passed to bad with its error, and decoding goes on
 // with the next; fn's error stops decoding and is returned. The event
 // handed to fn is reused for the next record, its Attrs map included: fn
-// must not keep either.
+// must not keep either. Its strings are its own; the rec handed to bad is
+// reused once DecodeEvents returns (a compressed batch's buffer): bad
+// copies what it keeps.
 func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte, err error) error) error {
 	var r wire.Reader
 	var ev event.Event
-	return records(data, func(rec []byte, isJSON bool) error {
+	return records(data, true, func(rec []byte, isJSON bool) error {
 		var err error
 		if isJSON {
 			ev = event.Event{}
@@ -217,7 +240,7 @@ func DecodeEvents(data []byte, fn func(*event.Event) error, bad func(rec []byte,
 func DecodeMatches(data []byte, fn func(*event.Match) error, bad func(rec []byte, err error) error) error {
 	var r wire.Reader
 	var m event.Match
-	return records(data, func(rec []byte, isJSON bool) error {
+	return records(data, false, func(rec []byte, isJSON bool) error {
 		var err error
 		if isJSON {
 			m = event.Match{}

@@ -128,7 +128,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{batchS2, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var recs [][]byte
-		_ = records(data, func(rec []byte, _ bool) error { recs = append(recs, rec); return nil },
+		_ = records(data, false, func(rec []byte, _ bool) error { recs = append(recs, rec); return nil },
 			func([]byte, error) error { return nil })
 		for _, rec := range recs {
 			if len(rec) > maxDecompressed {
@@ -144,7 +144,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			return
 		}
 		var back []byte
-		err := records(Compress(b), func(rec []byte, _ bool) error { back = append(back, rec...); return nil },
+		err := records(Compress(b), true, func(rec []byte, _ bool) error { back = append(back, rec...); return nil },
 			func(_ []byte, err error) error { return err })
 		if err != nil || !bytes.Equal(back, data) {
 			t.Fatalf("records of %x read back as %x, %v", data, back, err)
@@ -181,5 +181,34 @@ func BenchmarkDecodeCompressed(b *testing.B) {
 				_ = DecodeEvents(c.data, func(*event.Event) error { return nil }, func([]byte, error) error { return nil })
 			}
 		})
+	}
+}
+
+// A compressed EVENTS batch is decompressed into a reused buffer: the
+// strings of the events decoded from it stay theirs after the next batch
+// is decompressed into the same buffer.
+func TestDecodedEventsOutliveTheirBuffer(t *testing.T) {
+	evs := sshdEvents(400)
+	batch := func(evs []*event.Event) []byte {
+		var b []byte
+		for _, ev := range evs {
+			b = AppendRecord(b, event.AppendEvent(nil, ev))
+		}
+		return Compress(b)
+	}
+	first, second := batch(evs[:200]), batch(evs[200:])
+	var kept []string
+	keep := func(ev *event.Event) error { kept = append(kept, ev.ID, ev.Message); return nil }
+	bad := func(_ []byte, err error) error { return err }
+	if err := DecodeEvents(first, keep, bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := DecodeEvents(second, func(*event.Event) error { return nil }, bad); err != nil {
+		t.Fatal(err)
+	}
+	for i, ev := range evs[:200] {
+		if kept[2*i] != ev.ID || kept[2*i+1] != ev.Message {
+			t.Fatalf("event %d reads %q %q after the next batch, want %q %q", i, kept[2*i], kept[2*i+1], ev.ID, ev.Message)
+		}
 	}
 }
