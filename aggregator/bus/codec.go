@@ -168,9 +168,13 @@ func records(data []byte, reuse bool, fn func(rec []byte, isJSON bool) error, ba
 			} else {
 				dst = make([]byte, n)
 			}
-			data, err = s2.Decode(dst, data[1:])
+			var plain []byte
+			if plain, err = s2.Decode(dst, data[1:]); err == nil {
+				data = plain
+			}
 		}
 		if err != nil {
+			// The whole message, as it came, for the dead letter.
 			return bad(data, fmt.Errorf("decompressing batch: %w", err))
 		}
 	default:

@@ -107,9 +107,17 @@ func TestDecodeDamagedCompressedBatch(t *testing.T) {
 	flipped[len(flipped)/3] ^= 0xff
 	for name, data := range map[string][]byte{"forged length": forged, "cut short": cut, "a byte flipped": flipped} {
 		var bad, n int
-		err := DecodeEvents(data, func(*event.Event) error { n++; return nil }, func([]byte, error) error { bad++; return nil })
+		var kept []byte
+		err := DecodeEvents(data, func(*event.Event) error { n++; return nil }, func(rec []byte, _ error) error {
+			bad++
+			kept = bytes.Clone(rec)
+			return nil
+		})
 		if err != nil || bad != 1 {
 			t.Errorf("%s: %d events, %d bad, err %v; want one bad record", name, n, bad, err)
+		}
+		if name != "a byte flipped" && !bytes.Equal(kept, data) {
+			t.Errorf("%s: the bad record is %d bytes, not the %d of the message", name, len(kept), len(data))
 		}
 	}
 }
