@@ -93,6 +93,9 @@ const (
 	// minCompressed is the smallest part compressed: a smaller one gains
 	// little (a quiet checkpoint's record), and is appended as it is.
 	minCompressed = 1 << 10
+	// compactChunk is how many states a compaction writes to Badger at a
+	// time before it lets go of them (compact).
+	compactChunk = 16 << 10
 )
 
 // logState is a state as the log holds it: encoded (engine.AppendState),
@@ -608,6 +611,13 @@ func (s *Stage) maybeCompact(force bool) {
 		return
 	}
 	s.compacting, s.logged = s.logged, map[string]logState{}
+	// The keys, in the order the compaction writes them: it reads and
+	// lets go of the states a chunk at a time, with mu held (the map is
+	// read by lookups meanwhile).
+	keys := make([]string, 0, len(s.compacting))
+	for sk := range s.compacting {
+		keys = append(keys, sk)
+	}
 	through, throughStream, held := s.logThrough, s.logStream, s.applied.clone()
 	s.logSize = 0
 	s.lastCompact = time.Now()
@@ -616,12 +626,14 @@ func (s *Stage) maybeCompact(force bool) {
 	states := s.compacting
 	s.compactions.Go(func() {
 		start := time.Now()
-		err := s.compact(through, throughStream, states, held)
+		err := s.compact(through, throughStream, states, keys, held)
 		if errors.Is(err, errKilled) {
 			return // dead: the next stage reads the log again
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		// What it has not let go of: all of them once it succeeded (the
+		// last chunk), those it did not write when it failed.
 		for sk, st := range states {
 			if err != nil {
 				// Still in the log: keep it in memory until the next try.
@@ -650,44 +662,69 @@ func (s *Stage) maybeCompact(force bool) {
 	})
 }
 
-// compact writes states, the log through seq through (stream sequence
-// throughStream), under their keys, then the mark with held, the positions
-// those records hold, then purges the messages the mark covers. It does
-// not hold mu: states and held are its own, and the keys it writes are no
-// one else's.
-func (s *Stage) compact(through, throughStream uint64, states map[string]logState, held applied) error {
+// compact writes states (s.compacting), the log through seq through
+// (stream sequence throughStream), under their keys, then the mark with
+// held, the positions those records hold, then purges the messages the
+// mark covers. It writes them compactChunk at a time, in the order of
+// keys, and lets go of each chunk once Badger holds it: a lookup then
+// reads the state from Badger, which holds what the log does, and the
+// memory of what is written is freed as it goes rather than at the end
+// (at 300,000 states, the states logged again meanwhile and those being
+// written were both held until the last was written). A crash or a failure
+// before the mark leaves states written without it: the records after the
+// old mark overlay them with the same states. It holds mu only to read
+// and let go of a chunk; the keys it writes are no one else's.
+func (s *Stage) compact(through, throughStream uint64, states map[string]logState, keys []string, held applied) error {
 	if err := s.step("compact"); err != nil {
 		return err
 	}
-	// Written as the map is walked, not gathered first: at a million
-	// keys the entries alone would be ~100 MiB. A test's kill hook may stop
-	// it halfway.
-	wb := s.db.NewWriteBatch()
-	half, i := len(states)/2, 0
-	for sk, st := range states {
-		if s.kill != nil && i == half {
-			if err := wb.Flush(); err != nil {
+	chunk := s.compactChunk
+	if s.kill != nil {
+		// A test's kill hook may stop it halfway.
+		chunk = min(chunk, max(len(keys)/2, 1))
+	}
+	type write struct {
+		sk string
+		st logState
+	}
+	var batch []write
+	for len(keys) > 0 {
+		n := min(chunk, len(keys))
+		batch = batch[:0]
+		s.mu.Lock()
+		for _, sk := range keys[:n] {
+			batch = append(batch, write{sk, states[sk]})
+		}
+		s.mu.Unlock()
+		wb := s.db.NewWriteBatch()
+		for _, w := range batch {
+			var err error
+			if w.st.enc == nil {
+				err = wb.Delete([]byte(w.sk))
+			} else {
+				err = wb.SetEntry(&badger.Entry{Key: []byte(w.sk), Value: w.st.enc, ExpiresAt: w.st.expires})
+			}
+			if err != nil {
+				wb.Cancel()
 				return fmt.Errorf("compacting window state: %w", err)
 			}
-			if err := s.step("compact-half"); err != nil {
-				return err
-			}
-			wb = s.db.NewWriteBatch()
 		}
-		i++
-		var err error
-		if st.enc == nil {
-			err = wb.Delete([]byte(sk))
-		} else {
-			err = wb.SetEntry(&badger.Entry{Key: []byte(sk), Value: st.enc, ExpiresAt: st.expires})
-		}
-		if err != nil {
-			wb.Cancel()
+		if err := wb.Flush(); err != nil {
 			return fmt.Errorf("compacting window state: %w", err)
 		}
-	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("compacting window state: %w", err)
+		keys = keys[n:]
+		if len(keys) == 0 {
+			break // the last chunk is let go of with the rest, at the end
+		}
+		s.mu.Lock()
+		for _, w := range batch {
+			delete(states, w.sk)
+			s.logBytes.Add(-w.st.size(w.sk))
+		}
+		s.mu.Unlock()
+		if err := s.step("compact-half"); err != nil {
+			return err
+		}
 	}
 	if err := s.step("compact-states"); err != nil {
 		return err

@@ -82,6 +82,7 @@ type store struct {
 	logTail             uint64 // the stream sequence of the subject's last message known (logRecord.after)
 	nextSeq             uint64
 	logChunk            int    // the size the log's messages are cut at (tests make it small)
+	compactChunk        int    // the states a compaction writes and lets go of at a time (tests make it small)
 	instance            string // this instance's id: its subject of STATELOG (log.go)
 	lastCompact         time.Time
 	// compactRetry is when a failed compaction may be tried again, after
@@ -174,7 +175,7 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 	s := &store{
 		cfg: cfg, db: db, js: js, log: log,
 		drops: map[string]struct{}{},
-		cold:  map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk,
+		cold:  map[string]coldState{}, logged: map[string]logState{}, nextSeq: 1, logChunk: logChunk, compactChunk: compactChunk,
 		applied: applied{},
 	}
 	s.forgetMem()
