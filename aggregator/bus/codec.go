@@ -41,6 +41,14 @@ const (
 	// Compress leaves a larger batch (records of up to the sources' 16 MiB
 	// max_record_size) as it is.
 	maxDecompressed = 32 << 20
+	// maxRatio bounds what a compressed batch may decompress to by its
+	// own size: S2 turns a few bytes into megabytes of a repeated record,
+	// so without it a forged message of a few bytes on events.> or
+	// matches.> made a stage allocate 32 MiB, or read a million records
+	// (each one dead letter, if they do not decode). Batches of events and
+	// matches shrink about 6 times; Compress leaves one that would shrink
+	// more than this as it is.
+	maxRatio = 64
 )
 
 // HeaderWatermark, on a MATCHES message, is the newest event time (unix
@@ -76,7 +84,8 @@ var batchCap = 1 + s2.MaxEncodedLen(MaxBatchBytes+binary.MaxVarintLen64)
 
 // Compress returns a binary batch compressed with S2, and gives batch back
 // (FreeBatch); or batch itself when it is small, too large, or does not
-// shrink. EVENTS and MATCHES batches take about a quarter of their bytes
+// shrink (or shrinks more than maxRatio times: records reads no such
+// batch). EVENTS and MATCHES batches take about a quarter of their bytes
 // compressed: JetStream writes, caches (its 8 MiB block buffers, for the
 // blocks written in the last seconds) and reads back that much less.
 // Like a batch of NewBatch, the result is freed with FreeBatch.
@@ -92,7 +101,7 @@ func Compress(batch []byte) []byte {
 		out = make([]byte, n)
 	}
 	enc := s2.Encode(out[1:], batch[1:])
-	if 1+len(enc) >= len(batch) {
+	if 1+len(enc) >= len(batch) || len(batch)-1 > maxRatio*len(enc) {
 		FreeBatch(out)
 		return batch
 	}
@@ -151,6 +160,9 @@ func records(data []byte, reuse bool, fn func(rec []byte, isJSON bool) error, ba
 		n, err := s2.DecodedLen(data[1:])
 		if err == nil && n > maxDecompressed {
 			err = fmt.Errorf("decompresses to %d bytes, over %d", n, maxDecompressed)
+		}
+		if err == nil && n > maxRatio*(len(data)-1) {
+			err = fmt.Errorf("decompresses to %d bytes, over %d times its %d", n, maxRatio, len(data)-1)
 		}
 		if err == nil {
 			var dst []byte
