@@ -122,3 +122,91 @@ func TestReview15BadRecordOfCompressedBatchDeadLetteredIntact(t *testing.T) {
 		t.Errorf("%d events matched, want %d", len(matched), len(want))
 	}
 }
+
+// MATCHES refuses the filter's publishes for a while (full: MaxMsgs, new
+// discarded), so batches fail after some partitions' compressed messages
+// went out (fail, undoAfter: pt.drop, the batch evaluated again with the
+// buffers Compress gave back to the pool handed out anew). Once MATCHES
+// takes them, every message reads whole: each match is of an event that
+// was sent, under its own key, and every event is matched.
+func TestReview15RefusedMatchesAreRebuiltWhole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for retries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	b := bustest.Open(ctx, t)
+	js := b.JetStream()
+	st, err := js.Stream(ctx, bus.StreamMatches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxMsgs = 3
+	if _, err := js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	host := map[string]string{}
+	_, set, logger := openAnyBus(ctx, t)
+	for k := range 8 {
+		var evs []*event.Event
+		for i := range 400 {
+			ev := &event.Event{ID: fmt.Sprintf("b%d-e%03d", k, i), Source: "syslog", Host: fmt.Sprintf("host%03d", (i*7+k)%97),
+				Time: at, Received: at, Message: fmt.Sprintf("Failed password for admin%d from 198.51.100.%d port %d ssh2", i%40, i%250, 40000+i)}
+			host[ev.ID] = ev.Host
+			evs = append(evs, ev)
+		}
+		if err := b.PublishEvents(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(b, set, engine.Lateness{AllowedLateness: time.Hour}, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := bustest.Run(ctx, t, s.Run)
+	time.Sleep(2 * time.Second) // batches fail, are handed again
+	if _, err := js.UpdateStream(ctx, info.Config); err != nil {
+		t.Fatal(err)
+	}
+	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
+	stop()
+	matched := map[string]int{}
+	compressed, msgs := 0, 0
+	bustest.ReadStream(ctx, t, b, bus.StreamMatches, func(m *jetstream.RawStreamMsg) {
+		msgs++
+		if m.Data[0] == 0xB2 {
+			compressed++
+		}
+		err := bus.DecodeMatches(m.Data, func(m *event.Match) error {
+			h, ok := host[m.EventID]
+			if !ok || m.Key != "host="+h {
+				return fmt.Errorf("match of event %q under key %q (its host %q)", m.EventID, m.Key, h)
+			}
+			matched[m.EventID]++
+			return nil
+		}, func(_ []byte, err error) error { return err })
+		if err != nil {
+			t.Fatalf("MATCHES message %d: %v", m.Sequence, err)
+		}
+	})
+	for id := range host {
+		if matched[id] == 0 {
+			t.Fatalf("event %s not matched", id)
+		}
+	}
+	if compressed == 0 {
+		t.Error("no MATCHES message was compressed")
+	}
+	t.Logf("%d MATCHES messages (%d compressed), %d matches for %d events", msgs, compressed, func() (n int) {
+		for _, c := range matched {
+			n += c
+		}
+		return
+	}(), len(host))
+}
