@@ -158,6 +158,9 @@ func records(data []byte, reuse bool, fn func(rec []byte, isJSON bool) error, ba
 		// message's data is: a decoded match keeps its record's bytes (its
 		// fields, decoded on demand).
 		n, err := s2.DecodedLen(data[1:])
+		if err == nil && n == 0 {
+			err = errors.New("decompresses to nothing") // Compress writes no such batch
+		}
 		if err == nil && n > maxDecompressed {
 			err = fmt.Errorf("decompresses to %d bytes, over %d", n, maxDecompressed)
 		}

@@ -105,7 +105,8 @@ func TestDecodeDamagedCompressedBatch(t *testing.T) {
 	cut := good[:len(good)/2]
 	flipped := bytes.Clone(good)
 	flipped[len(flipped)/3] ^= 0xff
-	for name, data := range map[string][]byte{"forged length": forged, "cut short": cut, "a byte flipped": flipped} {
+	empty := []byte{batchS2, 0}
+	for name, data := range map[string][]byte{"forged length": forged, "cut short": cut, "a byte flipped": flipped, "empty": empty} {
 		var bad, n int
 		var kept []byte
 		err := DecodeEvents(data, func(*event.Event) error { n++; return nil }, func(rec []byte, _ error) error {

@@ -232,7 +232,9 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 // every batch since the last checkpoint, so the consumer never waits for a
 // checkpoint it did not ask for.
 // inFlightBytes bounds them by size: the consumer holds their data until
-// acked. An epoch is sealed at a quarter of either.
+// acked (as stored: a compressed batch counts its compressed bytes, ~1/6
+// of its matches'). An epoch is sealed at a quarter of either; the dirty
+// states an epoch makes are bounded by cache_keys (prepare).
 const (
 	inFlight      = 1024
 	inFlightBytes = 64 << 20
