@@ -16,18 +16,26 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
+// runPublisher starts a publisher on b; done receives what its Run
+// returns.
+func runPublisher(ctx context.Context, t *testing.T, b *Bus, cfg PublisherConfig) (*Publisher, chan error) {
+	t.Helper()
+	p, err := NewPublisher(b, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return p, done
+}
+
 // TestFlushWaitsForTheAcks: Flush returns only once everything queued
 // before it is acked by JetStream: what RELP's acknowledgements rest on.
 func TestFlushWaitsForTheAcks(t *testing.T) {
 	b := openTestBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := NewPublisher(b, PublisherConfig{Capacity: 64, Batch: 16}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	p, done := runPublisher(ctx, t, b, PublisherConfig{Capacity: 64, Batch: 16})
 	for round := 1; round <= 3; round++ {
 		for i := range 500 {
 			ev := &event.Event{ID: fmt.Sprintf("e%d-%d", round, i), Source: "syslog", Message: "m", Time: time.Now(), Received: time.Now()}
@@ -69,12 +77,7 @@ func TestRecycledBatchesArriveWhole(t *testing.T) {
 	b := openTestBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := NewPublisher(b, PublisherConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	p, done := runPublisher(ctx, t, b, PublisherConfig{})
 	const n = 20_000
 	pad := strings.Repeat("x", 200) // ~1,200 events a message
 	for i := range n {

@@ -3,13 +3,10 @@ package bus
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
@@ -28,12 +25,7 @@ func TestReview15RetriedCompressedBatchesArriveWhole(t *testing.T) {
 	b := openTestBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := NewPublisher(b, PublisherConfig{Capacity: 512, Batch: 256}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	p, done := runPublisher(ctx, t, b, PublisherConfig{Capacity: 512, Batch: 256})
 	const n = 6000
 	pad := strings.Repeat("sshd failed password ", 8)
 	for i := range n {
