@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -27,6 +28,70 @@ func runPublisher(ctx context.Context, t *testing.T, b *Bus, cfg PublisherConfig
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
 	return p, done
+}
+
+// publishNumbered publishes n events numbered e000000..., each with its
+// number and pad as its message (before(i), if not nil, runs before the
+// i-th), then flushes and closes p and waits for its Run (done).
+func publishNumbered(ctx context.Context, t *testing.T, p *Publisher, done chan error, n int, pad string, before func(i int)) {
+	t.Helper()
+	for i := range n {
+		if before != nil {
+			before(i)
+		}
+		ev := &event.Event{ID: fmt.Sprintf("e%06d", i), Source: "syslog", Message: fmt.Sprintf("%06d %s", i, pad), Time: time.Unix(int64(i), 0), Received: time.Unix(int64(i), 0)}
+		if err := p.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readNumbered reads every EVENTS message (each, if not nil, sees it
+// first) and returns how many times each of publishNumbered's n events is
+// there, failing on one that does not hold its own message under its own
+// subject.
+func readNumbered(ctx context.Context, t *testing.T, b *Bus, n int, pad string, each func(m *jetstream.RawStreamMsg)) []int {
+	t.Helper()
+	s, err := b.JetStream().Stream(ctx, StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make([]int, n)
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if each != nil {
+			each(m)
+		}
+		err = DecodeEvents(m.Data, func(ev *event.Event) error {
+			var i int
+			if _, err := fmt.Sscanf(ev.ID, "e%06d", &i); err != nil || i < 0 || i >= n {
+				return fmt.Errorf("event id %q", ev.ID)
+			}
+			if want := fmt.Sprintf("%06d %s", i, pad); ev.Message != want || "events."+ev.Source != m.Subject {
+				return fmt.Errorf("event %s holds %.20q under %s", ev.ID, ev.Message, m.Subject)
+			}
+			seen[i]++
+			return nil
+		}, func(rec []byte, err error) error { return err })
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+	}
+	return seen
 }
 
 // TestFlushWaitsForTheAcks: Flush returns only once everything queued
@@ -80,50 +145,9 @@ func TestRecycledBatchesArriveWhole(t *testing.T) {
 	p, done := runPublisher(ctx, t, b, PublisherConfig{})
 	const n = 20_000
 	pad := strings.Repeat("x", 200) // ~1,200 events a message
-	for i := range n {
-		ev := &event.Event{ID: fmt.Sprintf("e%06d", i), Source: "syslog", Message: fmt.Sprintf("%06d %s", i, pad), Time: time.Unix(int64(i), 0), Received: time.Unix(int64(i), 0)}
-		if err := p.Publish(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	s, err := b.JetStream().Stream(ctx, "EVENTS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := make([]bool, n)
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = DecodeEvents(m.Data, func(ev *event.Event) error {
-			var i int
-			if _, err := fmt.Sscanf(ev.ID, "e%06d", &i); err != nil || i < 0 || i >= n {
-				return fmt.Errorf("event id %q", ev.ID)
-			}
-			if want := fmt.Sprintf("%06d %s", i, pad); ev.Message != want {
-				return fmt.Errorf("event %s holds message %.20q", ev.ID, ev.Message)
-			}
-			seen[i] = true
-			return nil
-		}, func(rec []byte, err error) error { return err })
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-	}
-	for i, ok := range seen {
-		if !ok {
+	publishNumbered(ctx, t, p, done, n, pad, nil)
+	for i, c := range readNumbered(ctx, t, b, n, pad, nil) {
+		if c == 0 {
 			t.Fatalf("event %d missing", i)
 		}
 	}

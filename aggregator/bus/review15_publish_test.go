@@ -2,14 +2,12 @@ package bus
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
 // Compressed batches that fail (JetStream stopped mid-stream, as at a full
@@ -28,58 +26,21 @@ func TestReview15RetriedCompressedBatchesArriveWhole(t *testing.T) {
 	p, done := runPublisher(ctx, t, b, PublisherConfig{Capacity: 512, Batch: 256})
 	const n = 6000
 	pad := strings.Repeat("sshd failed password ", 8)
-	for i := range n {
+	publishNumbered(ctx, t, p, done, n, pad, func(i int) {
 		if i == n/3 {
 			restartJetStream(t, b, 700*time.Millisecond)
 		}
-		ev := &event.Event{ID: fmt.Sprintf("e%06d", i), Source: "syslog", Message: fmt.Sprintf("%06d %s", i, pad), Time: time.Unix(int64(i), 0), Received: time.Unix(int64(i), 0)}
-		if err := p.Publish(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	})
 	if testutil.ToFloat64(p.retries) == 0 {
 		t.Error("no publish was retried: the outage missed the publishes")
 	}
-	s, err := b.JetStream().Stream(ctx, StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := make([]int, n)
-	compressed := 0
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	var msgs, compressed int
+	seen := readNumbered(ctx, t, b, n, pad, func(m *jetstream.RawStreamMsg) {
+		msgs++
 		if m.Data[0] == batchS2 {
 			compressed++
 		}
-		err = DecodeEvents(m.Data, func(ev *event.Event) error {
-			var i int
-			if _, err := fmt.Sscanf(ev.ID, "e%06d", &i); err != nil || i < 0 || i >= n {
-				return fmt.Errorf("event id %q", ev.ID)
-			}
-			if want := fmt.Sprintf("%06d %s", i, pad); ev.Message != want || "events."+ev.Source != m.Subject {
-				return fmt.Errorf("event %s holds %.20q under %s", ev.ID, ev.Message, m.Subject)
-			}
-			seen[i]++
-			return nil
-		}, func(rec []byte, err error) error { return err })
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-	}
+	})
 	if compressed == 0 {
 		t.Error("no message was compressed")
 	}
@@ -88,5 +49,5 @@ func TestReview15RetriedCompressedBatchesArriveWhole(t *testing.T) {
 			t.Fatalf("event %d missing", i)
 		}
 	}
-	t.Logf("%d messages, %d compressed, %v retries", info.State.Msgs, compressed, testutil.ToFloat64(p.retries))
+	t.Logf("%d messages, %d compressed, %v retries", msgs, compressed, testutil.ToFloat64(p.retries))
 }
