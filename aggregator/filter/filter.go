@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -61,10 +62,12 @@ type Stage struct {
 	lastErrLog time.Time
 
 	// sink, if set (Fuse), takes each batch's matches in process instead
-	// of MATCHES; fused holds them meanwhile (a new slice per batch: the
-	// sink keeps it).
-	sink  Sink
-	fused []event.Match
+	// of MATCHES; fused holds them meanwhile (the sink keeps it, and hands
+	// it back once applied: engine.MatchBuffer), fusedCap how many the
+	// last batch gave, which a new one is made for.
+	sink     Sink
+	fused    []event.Match
+	fusedCap int
 	// fusedSrc says which EVENTS messages fused's matches come from
 	// (a new slice per batch: the sink keeps it); fusedNext is where the
 	// next run's account starts (source.go's part.next, for the sink).
@@ -178,7 +181,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		Stream:     bus.StreamEvents,
 		Durable:    "outpost-filter",
 		Batch:      256,
-		BatchBytes: 4 << 20, // about 16 full messages of events
+		BatchBytes: 4 << 20, // about 90 messages of sshd events, compressed
 	}
 	if s.sink != nil {
 		cc = s.sink.Consumer(cc)
@@ -374,9 +377,16 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		return s.parts[p].add(s.rec, source, func() error { return flush(p) })
 	}
 	if s.sink != nil {
-		s.fused, s.fusedSrc = nil, nil // the sink keeps the last batch's
+		// The sink keeps the last batch's, and hands them back once applied.
+		s.fused, s.fusedSrc = engine.MatchBuffer(), nil
+		if cap(s.fused) < s.fusedCap {
+			s.fused = make([]event.Match, 0, s.fusedCap)
+		}
 		emit = func(m *event.Match) error {
 			s.matchCounter(m.RuleID).Inc()
+			if m.Value != "" {
+				m.Value = strings.Clone(m.Value)
+			}
 			s.fused = append(s.fused, *m)
 			return nil
 		}
@@ -422,6 +432,12 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 				data, _ := json.Marshal(ev)
 				return s.bus.DeadLetter(ctx, "late", s.gate.LateReason(ev), data, ev.Sender)
 			}
+			if s.sink != nil {
+				// The windows keep an event's id in the states it counts in
+				// (and a distinct rule's value, below): as a substring of
+				// the event's record it would keep the whole record alive.
+				ev.ID = strings.Clone(ev.ID)
+			}
 			return s.eval.Evaluate(set.Candidates(ev, &s.eval.Scratch), ev, func(r *rules.Rule, m *event.Match) error {
 				if engine.Coalescable(r) {
 					return s.coalesce.Add(r, m, emit)
@@ -463,6 +479,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
+		s.fusedCap = len(s.fused)
 		wait, err := s.sink.Apply(ctx, s.fused, s.fusedSrc, s.gate.Newest(), size)
 		if err != nil {
 			return fail(err)
