@@ -151,6 +151,12 @@ func (c *Config) Validate() error {
 	}
 	add(c.Rules.Validate())
 	add(c.Windows.Validate())
+	if c.Windows.Fused == nil {
+		// With the embedded server this process owns every partition of
+		// the windows: the rule filter hands them its matches in process.
+		fused := c.NATS.URL == ""
+		c.Windows.Fused = &fused
+	}
 	add(c.State.Validate())
 	add(c.Disk.Validate())
 	add(c.Forwarder.Validate())

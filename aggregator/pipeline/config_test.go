@@ -160,3 +160,30 @@ forwarder: {destinations: [{name: a, address: "h:1"}, {name: b, address: "", fal
 		}
 	})
 }
+
+// With the embedded NATS server this process owns every partition of the
+// windows, and the rule filter hands them its matches in process; with an
+// external cluster MATCHES stays between them. Set, the key wins.
+func TestFusedDefaultsToTheEmbeddedServer(t *testing.T) {
+	for _, tc := range []struct {
+		extra string
+		want  bool
+	}{
+		{"", true},
+		{"nats: {url: nats://127.0.0.1:4222}\n", false},
+		{"windows: {fused: false}\n", false},
+		{"nats: {url: nats://127.0.0.1:4222}\nwindows: {fused: true}\n", true},
+	} {
+		cfg, err := LoadConfig(writeConfig(t, `
+data_dir: /tmp/x
+ingest: {syslog: {tcp: ["127.0.0.1:5514"]}}
+forwarder: {destinations: [{address: "127.0.0.1:6514"}]}
+`+tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Windows.IsFused(); got != tc.want {
+			t.Errorf("with %q: fused %t, want %t", tc.extra, got, tc.want)
+		}
+	}
+}

@@ -52,9 +52,12 @@ type Config struct {
 	// skipping the MATCHES stream (one encode, one JetStream write and one
 	// decode per match fewer), the windows applying one batch while the
 	// filter evaluates the next. This process must then own every
-	// partition, as it does today. Default false: it gave +12% events/s
-	// but +50% VmHWM (docs/benchmarks.md); false keeps MATCHES between
-	// them, which the cluster case needs anyway.
+	// partition, as it does with the embedded NATS server. Default: true
+	// with the embedded server (fused ran 15-40% faster on half the CPU
+	// at 1,000 attacking addresses and ~20% at 100,000, with about the
+	// same memory: docs/benchmarks.md), false with an external cluster
+	// (nats.url), which keeps MATCHES between the stages for the cluster
+	// case; pipeline.Config.Validate sets it.
 	Fused *bool `yaml:"fused"`
 }
 
@@ -65,7 +68,7 @@ type StateLogConfig struct {
 	Interval time.Duration   `yaml:"interval"`
 }
 
-// IsFused reports Fused, default false.
+// IsFused reports Fused (false if unset).
 func (c *Config) IsFused() bool { return c.Fused != nil && *c.Fused }
 
 // Validate applies defaults.
