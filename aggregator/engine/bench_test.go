@@ -75,3 +75,35 @@ func BenchmarkEngine(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplySequence applies in-order failures (and a success every
+// 50th) of brute-force-then-success to 1,000 keys: each state fills up to
+// its 80 events, where forgetOldIDs walks every one of them per match. One
+// op is one match.
+func BenchmarkApplySequence(b *testing.B) {
+	set, err := rules.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := set.Rule("brute-force-then-success")
+	if r == nil {
+		b.Fatal("no brute-force-then-success in the pack")
+	}
+	const keys = 1000
+	states := make([]State, keys)
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%026d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		step := 0
+		if n%50 == 49 {
+			step = 1
+		}
+		m := event.Match{RuleID: r.ID, Key: "k", Time: base.Add(time.Duration(n) * time.Millisecond), EventID: ids[n%len(ids)], Step: step}
+		Apply(r, &states[n%keys], &m, time.Minute)
+	}
+}

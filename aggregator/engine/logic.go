@@ -347,8 +347,11 @@ func (st *State) forgetOldIDs(r *rules.Rule, id string) {
 			continue
 		}
 		// One at Spent keeps its id: a window beginning there takes it
-		// into its alert's id (Apply).
-		if seen[k]++; seen[k] > keptIDs*max(r.Steps[k].Count, 1) && st.Times[i] != st.Spent && st.IDs[i] != id {
+		// into its alert's id (Apply). One forgotten already is left
+		// alone: most are, and rewriting each (a pointer, behind the
+		// collector's write barrier) at every match cost more than the
+		// test.
+		if seen[k]++; st.IDs[i] != "" && seen[k] > keptIDs*max(r.Steps[k].Count, 1) && st.Times[i] != st.Spent && st.IDs[i] != id {
 			st.IDs[i] = ""
 		}
 	}
