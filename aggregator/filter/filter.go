@@ -63,8 +63,9 @@ type Stage struct {
 
 	// sink, if set (Fuse), takes each batch's matches in process instead
 	// of MATCHES; fused holds them meanwhile (the sink keeps it, and hands
-	// it back once applied: engine.MatchBuffer), fusedCap how many the
-	// last batch gave, which a new one is made for.
+	// it back once applied: engine.MatchBuffer), fusedCap about as many
+	// as the largest of the recent batches gave, which a new one is made
+	// for.
 	sink     Sink
 	fused    []event.Match
 	fusedCap int
@@ -479,7 +480,9 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 		for _, msg := range msgs {
 			size += len(msg.Data())
 		}
-		s.fusedCap = len(s.fused)
+		// The largest of the recent batches, so that a batch larger than
+		// the last one does not grow its slice by copying it.
+		s.fusedCap = max(len(s.fused), s.fusedCap-s.fusedCap/16)
 		wait, err := s.sink.Apply(ctx, s.fused, s.fusedSrc, s.gate.Newest(), size)
 		if err != nil {
 			return fail(err)
