@@ -98,3 +98,21 @@ func ParseSource(v string) (s Source, ok bool) {
 	}
 	return s, true
 }
+
+// Partition is the MATCHES partition of a match of rule on group key,
+// hash(rule, key) mod n: FNV-1a (32-bit) over rule, a zero
+// byte and key, written out so the hot path allocates no hasher. Stable
+// across versions: MATCHES partitions depend on it, and the windows
+// stage recognises by it the matches a partition's positions account for.
+func Partition(rule, key string, n uint32) uint32 {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(rule); i++ {
+		h = (h ^ uint32(rule[i])) * prime
+	}
+	h *= prime // the zero separator: h ^ 0 == h
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * prime
+	}
+	return h % n
+}

@@ -374,7 +374,7 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 	emit := func(m *event.Match) error {
 		s.matchCounter(m.RuleID).Inc()
 		s.rec = event.AppendMatch(s.rec[:0], m)
-		p := int(partition(m.RuleID, m.Key, parts))
+		p := int(bus.Partition(m.RuleID, m.Key, parts))
 		return s.parts[p].add(s.rec, source, func() error { return flush(p) })
 	}
 	if s.sink != nil {
@@ -602,22 +602,6 @@ func (s *Stage) matchCounter(id string) prometheus.Counter {
 		s.byRule[id] = c
 	}
 	return c
-}
-
-// partition is hash(rule, key) mod n: FNV-1a (32-bit) over rule, a zero
-// byte and key, written out so the hot path allocates no hasher. Stable
-// across versions: MATCHES partitions depend on it.
-func partition(rule, key string, n uint32) uint32 {
-	const offset, prime = 2166136261, 16777619
-	h := uint32(offset)
-	for i := 0; i < len(rule); i++ {
-		h = (h ^ uint32(rule[i])) * prime
-	}
-	h *= prime // the zero separator: h ^ 0 == h
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint32(key[i])) * prime
-	}
-	return h % n
 }
 
 func (s *Stage) logEvalError(r *rules.Rule, err error) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
@@ -31,7 +32,7 @@ func TestPartitionIsFNV1a(t *testing.T) {
 		h.Write([]byte(c.rule))
 		h.Write([]byte{0})
 		h.Write([]byte(c.key))
-		if got, want := partition(c.rule, c.key, 16), h.Sum32()%16; got != want {
+		if got, want := bus.Partition(c.rule, c.key, 16), h.Sum32()%16; got != want {
 			t.Errorf("partition(%q, %q) = %d, want %d", c.rule, c.key, got, want)
 		}
 	}
