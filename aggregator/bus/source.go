@@ -30,6 +30,14 @@ func SourcePosition(seq uint64, chunk int) (pos uint64, ok bool) {
 	return seq<<16 | uint64(chunk), true
 }
 
+// MaxRunBytes bounds a run of HeaderSource: the encoded matches (each
+// with bus.AppendRecord's most overhead, binary.MaxVarintLen64) one
+// EVENTS message gives one partition in one chunk. The rule filter cuts
+// its runs so (filter/source.go), and the windows stage, handed fused the
+// matches of an EVENTS message an unfused run published, places each in
+// its chunk by the same sizes.
+const MaxRunBytes = 64 << 10
+
 // SourceRun is a run of HeaderSource: N matches from the EVENTS message
 // (chunk) at Pos.
 type SourceRun struct {

@@ -12,7 +12,7 @@ import (
 // matches are split does not depend on how the events were batched: the
 // same message evaluated again gives its partitions the same runs at the
 // same positions.
-const chunkBytes = 64 << 10
+const chunkBytes = bus.MaxRunBytes
 
 // recordOverhead is what bus.AppendRecord adds to a record at most.
 const recordOverhead = binary.MaxVarintLen64

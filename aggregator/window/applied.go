@@ -54,6 +54,17 @@ func (p positions) has(seq uint64) bool {
 	return i < len(p) && p[i].lo <= seq && seq <= p[i].hi
 }
 
+// overlaps reports whether p holds a position from lo through hi.
+func (p positions) overlaps(lo, hi uint64) bool {
+	i, _ := slices.BinarySearchFunc(p, lo, func(s span, lo uint64) int {
+		if s.hi < lo {
+			return -1
+		}
+		return 1
+	})
+	return i < len(p) && p[i].lo <= hi
+}
+
 // add puts seq in p.
 func (p *positions) add(seq uint64) {
 	n := len(*p)

@@ -2,16 +2,28 @@ package window
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
+	"github.com/outpost-siem/outpost/aggregator/bus/bustest"
+	"github.com/outpost-siem/outpost/aggregator/engine"
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/filter"
 )
 
 // Review 16: windows.fused now defaults to true with the embedded server,
@@ -53,6 +65,31 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 				stop2()
 				if n := testutil.ToFloat64(s2.republished); int(n) != matchCount(c.batches[:first]) {
 					t.Errorf("%v of %d matches applied unfused and handed fused recognised", n, matchCount(c.batches[:first]))
+				}
+				sameAsSingleRun(t, run, ref)
+			})
+			// The same, killed again once fused: the filter hands again
+			// what the fused run applied, with the rest.
+			t.Run("applied unfused, handed fused, killed, handed fused again", func(t *testing.T) {
+				if first == len(c.batches) {
+					t.Skip("one batch: nothing new the second time")
+				}
+				run := newProbeRun(t, c.rule)
+				js := run.bus.JetStream()
+				cons := matchesConsumer(ctx, t, js)
+				s, stop := run.stage(ctx, nil)
+				handleAll(ctx, t, s, publishPartitioned(ctx, t, js, cons, c.batches[:first], s.bus.Partitions()))
+				stop()
+				s2, stop2 := run.stage(ctx, nil)
+				applyFusedAll(ctx, t, s2, c.batches[:first])
+				settleAll(ctx, t, s2)
+				stop2()
+				s3, stop3 := run.stage(ctx, nil)
+				applyFusedAll(ctx, t, s3, c.batches)
+				settleAll(ctx, t, s3)
+				stop3()
+				if n := testutil.ToFloat64(s3.republished); int(n) != matchCount(c.batches[:first]) {
+					t.Errorf("%v of %d matches handed fused again recognised", n, matchCount(c.batches[:first]))
 				}
 				sameAsSingleRun(t, run, ref)
 			})
@@ -110,4 +147,129 @@ func publishPartitioned(ctx context.Context, t *testing.T, js jetstream.JetStrea
 		}
 	}
 	return fetchFrom(t, cons, n)
+}
+
+// captureSink keeps the first batch the rule filter hands it fused, and
+// refuses every batch (its wait fails), so that none is acked.
+type captureSink struct {
+	mu       sync.Mutex
+	ms       []event.Match
+	src      []bus.Source
+	newest   int64
+	captured chan struct{}
+}
+
+func (c *captureSink) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig { return cc }
+
+func (c *captureSink) Apply(_ context.Context, ms []event.Match, src []bus.Source, newest int64, _ int) (func() error, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ms == nil {
+		c.ms, c.newest = slices.Clone(ms), newest
+		for _, s := range src {
+			c.src = append(c.src, bus.Source{From: s.From, Runs: slices.Clone(s.Runs)})
+		}
+		close(c.captured)
+	}
+	return func() error { return errors.New("refused") }, nil
+}
+
+// The same with the real rule filter, and an EVENTS message whose
+// matches for one partition are cut into runs (64 KiB each) that span two
+// MATCHES messages: the first one applied unfused and checkpointed before
+// the kill, the second left in MATCHES. Fused after the restart, the
+// windows skip the matches of the first (placed in their run by their
+// sizes, as the filter cut them) and apply the others, then skip the
+// second MATCHES message: each match applied once.
+func TestReview16SwitchToFusedSplitsRunsAsTheFilterDid(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const rule = `
+  - {id: many, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], fields: [message], threshold: 1000000, window: 24h}`
+	run := newProbeRun(t, rule)
+	b, js := run.bus, run.bus.JetStream()
+	var evs []*event.Event
+	for i := range 1500 {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		msg := fmt.Sprintf("%d %x", i, sha256.Sum256([]byte(strconv.Itoa(i))))
+		evs = append(evs, &event.Event{ID: fmt.Sprintf("ev%05d", i), Source: "syslog", Host: "h1", Time: at, Received: at, Message: strings.Repeat(msg, 4)})
+	}
+	if err := b.PublishEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lateness := engine.Lateness{AllowedLateness: time.Hour}
+	// Fused, captured and never acked; then over MATCHES, acked.
+	sink := &captureSink{captured: make(chan struct{})}
+	f, err := filter.New(b, run.set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Fuse(sink)
+	stop := bustest.Run(ctx, t, f.Run)
+	select {
+	case <-sink.captured:
+	case <-ctx.Done():
+		t.Fatal("the fused filter handed nothing")
+	}
+	stop()
+	f, err = filter.New(b, run.set, lateness, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = bustest.Run(ctx, t, f.Run)
+	bustest.WaitDrained(ctx, t, b, bus.StreamEvents)
+	stop()
+	st, err := js.Stream(ctx, bus.StreamMatches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := fetchFrom(t, matchesConsumer(ctx, t, js), int(st.CachedInfo().State.Msgs))
+	// The first message whose first run continues the EVENTS message of
+	// the last run of the message before it (chunk 1 or more).
+	split := 0
+	for i := 1; i < len(msgs) && split == 0; i++ {
+		prev, _ := bus.ParseSource(msgs[i-1].Headers().Get(bus.HeaderSource))
+		cur, _ := bus.ParseSource(msgs[i].Headers().Get(bus.HeaderSource))
+		if len(prev.Runs) > 0 && len(cur.Runs) > 0 && msgs[i].Subject() == msgs[i-1].Subject() && cur.Runs[0].Pos>>16 == prev.Last()>>16 {
+			split = i
+		}
+	}
+	if split == 0 {
+		t.Fatalf("no EVENTS message's runs span two of the %d MATCHES messages: the test proves nothing", len(msgs))
+	}
+	total := matchCount([][]*event.Match{ptrs(sink.ms)})
+	if total != len(evs) {
+		t.Fatalf("%d matches handed fused, want %d", total, len(evs))
+	}
+
+	ref := newProbeRun(t, rule)
+	s, stopRef := ref.stage(ctx, nil)
+	s.applyFused(ctx, &fusedBatch{ms: slices.Clone(sink.ms), src: sink.src, newest: sink.newest, applied: make(chan struct{})})
+	settleAll(ctx, t, s)
+	stopRef()
+
+	s, stopS := run.stage(ctx, nil)
+	handleAll(ctx, t, s, msgs[:split]) // unfused, before the kill
+	stopS()
+	s, stopS = run.stage(ctx, nil) // fused, after the restart
+	fb := &fusedBatch{ms: slices.Clone(sink.ms), src: sink.src, newest: sink.newest, applied: make(chan struct{})}
+	s.applyFused(ctx, fb)
+	if fb.err != nil {
+		t.Fatal(fb.err)
+	}
+	handleAll(ctx, t, s, msgs[split:])
+	stopS()
+	if n := testutil.ToFloat64(s.republished); int(n) != total {
+		t.Errorf("%v of %d matches recognised as applied once already (%d MATCHES messages, split at %d)", n, total, len(msgs), split)
+	}
+	sameAsSingleRun(t, run, ref)
+}
+
+func ptrs(ms []event.Match) []*event.Match {
+	out := make([]*event.Match, len(ms))
+	for i := range ms {
+		out[i] = &ms[i]
+	}
+	return out
 }

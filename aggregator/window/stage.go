@@ -54,11 +54,13 @@ package window
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -415,8 +417,14 @@ func (s *Stage) applyFused(ctx context.Context, fb *fusedBatch) {
 				held = k.held(held, fusedSource, src)
 			}
 			skip := runSkipper(src, held, k)
+			unfused := k.unfusedSkipper(src)
 			for i := range ms[:n] {
+				byPartition := unfused != nil && unfused(&ms[i]) // told every match, in order
 				if skip() {
+					continue
+				}
+				if byPartition {
+					k.skipped()
 					continue
 				}
 				if err := each(&ms[i]); err != nil {
@@ -489,6 +497,12 @@ func (s *Stage) handle(ctx context.Context, msgs []jetstream.Msg) (func() error,
 			held = held[:0]
 			if ok && !again {
 				held = k.held(held, stream, src)
+				// An EVENTS message whose matches were handed fused (this
+				// stage ran fused before a crash, or this message was left
+				// by an unfused run that crashed): all its matches.
+				for i, r := range src.Runs {
+					held[i] = held[i] || k.holds(fusedSource, r.Pos&^chunkBits)
+				}
 			}
 			skip := runSkipper(src, held, k)
 			err := bus.DecodeMatches(msg.Data(), func(m *event.Match) error {
@@ -564,6 +578,72 @@ func (k tracker) held(dst []bool, stream string, src bus.Source) []bool {
 		dst = append(dst, k.holds(stream, r.Pos))
 	}
 	return dst
+}
+
+// chunkBits are the bits of a position (bus.SourcePosition) that number
+// the runs of one EVENTS message in a partition.
+const chunkBits = 1<<16 - 1
+
+// unfusedSkipper returns, for the matches of fused runs of src in order
+// (each one, held or not), a func that says whether the per-partition
+// accounts of an unfused run hold the match, or nil when they hold none of src's
+// positions, as always once the mode has been the same since the last
+// crash. windows.fused switched after a crash (an upgrade to the embedded
+// default): the rule filter hands fused the matches of the EVENTS
+// messages it had not acked, whose MATCHES messages the states may hold.
+// Each match is placed where the unfused filter put it: its partition,
+// and the chunk of its run (filter/source.go), by the sizes of the
+// matches of its EVENTS message before it there.
+func (k tracker) unfusedSkipper(src bus.Source) func(*event.Match) bool {
+	if src.From == 0 || len(src.Runs) == 0 || !k.s.partitionsHold(src.From&^chunkBits, src.Last()|chunkBits) {
+		return nil
+	}
+	parts := uint32(k.s.bus.Partitions())
+	run, left := -1, 0
+	var runBytes, chunk map[uint32]int
+	var rec []byte
+	return func(m *event.Match) bool {
+		for left == 0 {
+			if run++; run >= len(src.Runs) {
+				return false
+			}
+			left = src.Runs[run].N
+			runBytes, chunk = map[uint32]int{}, map[uint32]int{}
+		}
+		left--
+		p := bus.Partition(m.RuleID, m.Key, parts)
+		rec = event.AppendMatch(rec[:0], m)
+		n := len(rec) + binary.MaxVarintLen64
+		if runBytes[p] > 0 && runBytes[p]+n > bus.MaxRunBytes {
+			chunk[p]++
+			runBytes[p] = 0
+		}
+		runBytes[p] += n
+		pos, ok := bus.SourcePosition(src.Runs[run].Pos>>16, chunk[p])
+		return ok && k.holds(sourceStream("matches."+strconv.Itoa(int(p))), pos)
+	}
+}
+
+// partitionsHold reports whether a per-partition account of EVENTS
+// positions (unfused) holds a position from lo through hi. Call with mu
+// held.
+func (s *Stage) partitionsHold(lo, hi uint64) bool {
+	for _, a := range []applied{s.applied, s.cur.positions, s.writingPositions()} {
+		for name, sp := range a {
+			if name != fusedSource && strings.HasPrefix(name, sourceStream("matches.")) && sp.pos.overlaps(lo, hi) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writingPositions are those of the epoch being checkpointed, if any.
+func (s *Stage) writingPositions() applied {
+	if s.writing == nil {
+		return nil
+	}
+	return s.writing.positions
 }
 
 // runSkipper returns a func that says, for each match of src's runs in
