@@ -85,6 +85,16 @@ func TestKill9ReplaysToTheSameAlerts(t *testing.T) {
 // each described.
 func killedRun(t *testing.T, bin string, events []*event.Event, fused bool, rng *rand.Rand) ([]string, map[string]string) {
 	t.Helper()
+	w := fmt.Sprintf("windows: {fused: %t}\n", fused)
+	return killedRunSwitching(t, bin, events, w, w, 5, rng, nil)
+}
+
+// killedRunSwitching is killedRun with windows, a line of the config, as
+// before while it kills the binary (kills times) and as after from the run
+// to the end on; afterKill, if set, is called with the data dir after
+// each kill (no outpost running on it).
+func killedRunSwitching(t *testing.T, bin string, events []*event.Event, before, after string, kills int, rng *rand.Rand, afterKill func(data string)) ([]string, map[string]string) {
+	t.Helper()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	rulesDir := filepath.Join(dir, "rules")
@@ -101,19 +111,22 @@ func killedRun(t *testing.T, bin string, events []*event.Event, fused bool, rng 
 	defer siem.Close()
 	httpPort := killFreePort(t)
 	cf := filepath.Join(dir, "outpost.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
+	syslogPort := killFreePort(t)
+	writeConfig := func(windows string) {
+		cfg := fmt.Sprintf(`data_dir: %s
 http: {listen: "127.0.0.1:%d"}
 log: {level: warn}
 rules: {dir: %s}
 ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
-windows: {fused: %t}
-forwarder:
+%sforwarder:
   destinations:
     - {name: siem, address: %q, framing: octet-counting, backoff_max: 200ms}
-`, data, httpPort, rulesDir, killFreePort(t), fused, siem.Addr())
-	if err := os.WriteFile(cf, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+`, data, httpPort, rulesDir, syslogPort, windows, siem.Addr())
+		if err := os.WriteFile(cf, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	writeConfig(before)
 	withBus(t, data, func(ctx context.Context, b *bus.Bus) {
 		if err := b.PublishEvents(ctx, events); err != nil {
 			t.Fatal(err)
@@ -145,7 +158,6 @@ forwarder:
 		return cmd
 	}
 	metrics := "http://127.0.0.1:" + strconv.Itoa(httpPort) + "/metrics"
-	kills := 5
 	if rng == nil {
 		kills = 0
 	}
@@ -166,12 +178,18 @@ forwarder:
 		}
 		_ = cmd.Wait()
 		t.Logf("kill %d: SIGKILL after the filter evaluated %.0f events in this run", kill+1, evaluated)
+		if afterKill != nil {
+			afterKill(data)
+		}
 	}
+	writeConfig(after)
 	// To the end: until nothing moves for six seconds, then a graceful
 	// stop, and EVENTS and MATCHES must be empty (every batch acked).
 	for attempt := 0; ; attempt++ {
 		cmd := start()
 		waitIdle(t, metrics, 120*time.Second)
+		t.Logf("run to the end %d: %.0f matches skipped as republished, %.0f messages as redelivered", attempt+1,
+			metricValue(metrics, "outpost_windows_republished_matches_total"), metricValue(metrics, "outpost_windows_redelivered_messages_total"))
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
