@@ -109,6 +109,9 @@ type Stage struct {
 	checkpointed chan struct{}
 	fusedq       chan *fusedBatch // Apply to runFused: one batch ahead
 	fusedDone    chan struct{}    // closed when runFused has ended
+	// matchesLeft is the last MATCHES message when the stage started (0:
+	// none): runFused applies nothing before the states durably hold it.
+	matchesLeft uint64
 	// kill, in tests, is called at each step of a checkpoint (checkpoint.go:
 	// step); an error stops the stage there as kill -9 would, and closes
 	// dead.
@@ -311,6 +314,10 @@ func (s *Stage) loadStreams(ctx context.Context) error {
 		bus.StreamMatches: st.CachedInfo().Created.UnixNano(),
 		bus.StreamEvents:  ev.CachedInfo().Created.UnixNano(),
 	}
+	s.matchesLeft = 0
+	if st.CachedInfo().State.Msgs > 0 {
+		s.matchesLeft = st.CachedInfo().State.LastSeq
+	}
 	return nil
 }
 
@@ -382,6 +389,9 @@ type fusedBatch struct {
 // runFused applies the batches Apply queues, in order, until ctx ends.
 func (s *Stage) runFused(ctx context.Context) {
 	defer close(s.fusedDone)
+	if !s.waitMatchesLeft(ctx) {
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -393,6 +403,42 @@ func (s *Stage) runFused(ctx context.Context) {
 			engine.ReleaseMatches(fb.ms)
 			fb.ms = nil
 			close(fb.applied)
+		}
+	}
+}
+
+// waitMatchesLeft waits until a durable checkpoint holds the MATCHES
+// messages there were when the stage started (an unfused run's, whose
+// events the rule filter acked: the windows were behind at its stop or
+// kill), or MATCHES is empty; false if ctx ended first. Fused, MATCHES is
+// consumed concurrently with the matches handed in process: a key's older
+// matches applied after its newer ones would be spent by the newer ones'
+// alerts, and their own alerts lost.
+func (s *Stage) waitMatchesLeft(ctx context.Context) bool {
+	if s.matchesLeft == 0 {
+		return true
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		s.mu.Lock()
+		done := s.applied.holds(bus.StreamMatches, s.matchesLeft)
+		s.mu.Unlock()
+		if !done && i%50 == 49 { // every second: acked otherwise (another consumer, a purge)
+			if st, err := s.js.Stream(ctx, bus.StreamMatches); err == nil && st.CachedInfo().State.Msgs == 0 {
+				done = true
+			}
+		}
+		if done {
+			if i > 0 {
+				s.log.Info("the matches left in MATCHES when the stage started are applied; those handed in process follow", "through", s.matchesLeft)
+			}
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
 		}
 	}
 }
