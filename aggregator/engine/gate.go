@@ -94,7 +94,7 @@ func (g *Gate) Admit(ev *event.Event) bool {
 	if !ok {
 		// Source names are Outpost's own (syslog, azure.<category>): few.
 		lateness = int64(g.lateness.LatenessFor(ev.Source))
-		g.bySource[ev.Source] = lateness
+		g.bySource[strings.Clone(ev.Source)] = lateness // not a substring of ev's record: kept
 	}
 	if newest != nil && seen < newest.newest-lateness {
 		g.Late++
@@ -111,6 +111,9 @@ func (g *Gate) Admit(ev *event.Event) bool {
 		newest.newest = seen
 	default:
 		g.makeRoom()
+		// Kept as long as the host is: decoded from EVENTS, ev's strings
+		// are substrings of its whole record, which they would keep alive.
+		k = hostKey{strings.Clone(k.source), strings.Clone(k.host)}
 		newest = &watermark{newest: seen}
 		g.newest[k] = newest
 		if g.journaling {
