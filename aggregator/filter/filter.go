@@ -140,11 +140,11 @@ func New(b *bus.Bus, set *rules.Set, lateness engine.Lateness, logger *slog.Logg
 		log: logger.With("component", "filter"),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_filter_events_total",
-			Help: "Events evaluated against the rules.",
+			Help: "Events evaluated against the rules (fused with the windows, a batch evaluated again after they failed counts again).",
 		}),
 		matches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_filter_matches_total",
-			Help: "Matches published to MATCHES (an event that satisfied a rule's condition), by rule.",
+			Help: "Matches (an event that satisfied a rule's condition) published to MATCHES, or handed to the windows in process (fused: a batch evaluated again after they failed counts again), by rule.",
 		}, []string{"rule"}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_filter_absence_matches_coalesced_total",
