@@ -53,12 +53,7 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 			// before it acked their events; fused after the restart: the
 			// filter hands them again, then the rest.
 			t.Run("applied unfused, then handed fused", func(t *testing.T) {
-				run := newProbeRun(t, c.rule)
-				js := run.bus.JetStream()
-				cons := matchesConsumer(ctx, t, js)
-				s, stop := run.stage(ctx, nil)
-				handleAll(ctx, t, s, publishPartitioned(ctx, t, js, cons, c.batches[:first], s.bus.Partitions()))
-				stop()
+				run := appliedUnfused(ctx, t, c.rule, c.batches[:first])
 				s2, stop2 := run.stage(ctx, nil)
 				applyFusedAll(ctx, t, s2, c.batches)
 				settleAll(ctx, t, s2)
@@ -74,12 +69,7 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 				if first == len(c.batches) {
 					t.Skip("one batch: nothing new the second time")
 				}
-				run := newProbeRun(t, c.rule)
-				js := run.bus.JetStream()
-				cons := matchesConsumer(ctx, t, js)
-				s, stop := run.stage(ctx, nil)
-				handleAll(ctx, t, s, publishPartitioned(ctx, t, js, cons, c.batches[:first], s.bus.Partitions()))
-				stop()
+				run := appliedUnfused(ctx, t, c.rule, c.batches[:first])
 				s2, stop2 := run.stage(ctx, nil)
 				applyFusedAll(ctx, t, s2, c.batches[:first])
 				settleAll(ctx, t, s2)
@@ -356,4 +346,18 @@ func TestReview16FusedWaitsForMatchesLeft(t *testing.T) {
 	if got, want := run.ids(), ref.ids(); !slices.Equal(got, want) {
 		t.Errorf("alerts %v, want %v (the matches left in MATCHES applied first)", run.published, ref.published)
 	}
+}
+
+// appliedUnfused is a probe run whose stage applied batches over MATCHES
+// (publishPartitioned), checkpointed them and stopped: an unfused run
+// killed before its rule filter acked the events.
+func appliedUnfused(ctx context.Context, t *testing.T, rule string, batches [][]*event.Match) *crashRun {
+	t.Helper()
+	run := newProbeRun(t, rule)
+	js := run.bus.JetStream()
+	cons := matchesConsumer(ctx, t, js)
+	s, stop := run.stage(ctx, nil)
+	handleAll(ctx, t, s, publishPartitioned(ctx, t, js, cons, batches, s.bus.Partitions()))
+	stop()
+	return run
 }

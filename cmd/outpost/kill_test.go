@@ -61,19 +61,7 @@ func TestKill9ReplaysToTheSameAlerts(t *testing.T) {
 			}
 			got, alerts := killedRun(t, bin, events, fused, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9)))
 			if !slices.Equal(got, want) {
-				var diff []string
-				for _, id := range got {
-					if _, ok := slices.BinarySearch(want, id); !ok {
-						diff = append(diff, "+ "+alerts[id])
-					}
-				}
-				for _, id := range want {
-					if _, ok := slices.BinarySearch(got, id); !ok {
-						diff = append(diff, "- "+described[id])
-					}
-				}
-				slices.Sort(diff)
-				t.Errorf("%d alerts after the kills, %d uninterrupted; differing (rule, key, first seen):\n%s", len(got), len(want), strings.Join(diff, "\n"))
+				t.Errorf("%d alerts after the kills, %d uninterrupted; differing (rule, key, first seen):\n%s", len(got), len(want), strings.Join(alertDiff(got, want, alerts, described), "\n"))
 			}
 		})
 	}
@@ -337,4 +325,23 @@ func killFreePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// alertDiff lists the alert ids of got (sorted) not in want, as "+ " and
+// their description in alerts, and those of want not in got, as "- " and
+// theirs in described, sorted.
+func alertDiff(got, want []string, alerts, described map[string]string) []string {
+	var diff []string
+	for _, id := range got {
+		if _, ok := slices.BinarySearch(want, id); !ok {
+			diff = append(diff, "+ "+alerts[id])
+		}
+	}
+	for _, id := range want {
+		if _, ok := slices.BinarySearch(got, id); !ok {
+			diff = append(diff, "- "+described[id])
+		}
+	}
+	slices.Sort(diff)
+	return diff
 }

@@ -95,19 +95,7 @@ func TestReview16UpgradeAfterKill9(t *testing.T) {
 		})
 	t.Logf("at the last kill, %d matches in MATCHES were of EVENTS messages not acked (handed fused again after the upgrade)", pending)
 	if !slices.Equal(got, want) {
-		var diff []string
-		for _, id := range got {
-			if _, ok := slices.BinarySearch(want, id); !ok {
-				diff = append(diff, "+ "+alerts[id])
-			}
-		}
-		for _, id := range want {
-			if _, ok := slices.BinarySearch(got, id); !ok {
-				diff = append(diff, "- "+described[id])
-			}
-		}
-		slices.Sort(diff)
-		t.Errorf("%d alerts after the kills and the upgrade, %d uninterrupted; differing (rule, key, first seen): %v", len(got), len(want), diff)
+		t.Errorf("%d alerts after the kills and the upgrade, %d uninterrupted; differing (rule, key, first seen): %v", len(got), len(want), alertDiff(got, want, alerts, described))
 	}
 }
 
