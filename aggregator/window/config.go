@@ -53,11 +53,11 @@ type Config struct {
 	// decode per match fewer), the windows applying one batch while the
 	// filter evaluates the next. This process must then own every
 	// partition, as it does with the embedded NATS server. Default: true
-	// with the embedded server (fused ran 15-40% faster on half the CPU
-	// at 1,000 attacking addresses and ~20% at 100,000, with about the
-	// same memory: docs/benchmarks.md), false with an external cluster
-	// (nats.url), which keeps MATCHES between the stages for the cluster
-	// case; pipeline.Config.Validate sets it.
+	// with the embedded server (fused ran ~16% faster on ~15-20% less CPU
+	// at 1,000 and at 100,000 attacking addresses, medians of alternated
+	// bursts, with about the same memory: docs/benchmarks.md), false with
+	// an external cluster (nats.url), which keeps MATCHES between the
+	// stages for the cluster case; pipeline.Config.Validate sets it.
 	Fused *bool `yaml:"fused"`
 }
 
