@@ -42,10 +42,7 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			ref := newProbeRun(t, c.rule)
-			s, stop := ref.stage(ctx, nil)
-			applyFusedAll(ctx, t, s, c.batches)
-			settleAll(ctx, t, s)
-			stop()
+			applyFusedStopped(ctx, t, ref, c.batches)
 			first := min(5, len(c.batches)) // the first checkpoint's (pad)
 
 			// Unfused: the first checkpoint's matches (pad: the first five
@@ -54,10 +51,7 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 			// filter hands them again, then the rest.
 			t.Run("applied unfused, then handed fused", func(t *testing.T) {
 				run := appliedUnfused(ctx, t, c.rule, c.batches[:first])
-				s2, stop2 := run.stage(ctx, nil)
-				applyFusedAll(ctx, t, s2, c.batches)
-				settleAll(ctx, t, s2)
-				stop2()
+				s2 := applyFusedStopped(ctx, t, run, c.batches)
 				if n := testutil.ToFloat64(s2.republished); int(n) != matchCount(c.batches[:first]) {
 					t.Errorf("%v of %d matches applied unfused and handed fused recognised", n, matchCount(c.batches[:first]))
 				}
@@ -70,14 +64,8 @@ func TestReview16SwitchToFusedAfterACrash(t *testing.T) {
 					t.Skip("one batch: nothing new the second time")
 				}
 				run := appliedUnfused(ctx, t, c.rule, c.batches[:first])
-				s2, stop2 := run.stage(ctx, nil)
-				applyFusedAll(ctx, t, s2, c.batches[:first])
-				settleAll(ctx, t, s2)
-				stop2()
-				s3, stop3 := run.stage(ctx, nil)
-				applyFusedAll(ctx, t, s3, c.batches)
-				settleAll(ctx, t, s3)
-				stop3()
+				applyFusedStopped(ctx, t, run, c.batches[:first])
+				s3 := applyFusedStopped(ctx, t, run, c.batches)
 				if n := testutil.ToFloat64(s3.republished); int(n) != matchCount(c.batches[:first]) {
 					t.Errorf("%v of %d matches handed fused again recognised", n, matchCount(c.batches[:first]))
 				}
@@ -284,10 +272,7 @@ func TestReview16FusedWaitsForMatchesLeft(t *testing.T) {
 	fused := [][]*event.Match{nil, {m("b1", 10*time.Minute), m("b2", 10*time.Minute+10*time.Second), m("b3", 10*time.Minute+20*time.Second)}}
 
 	ref := newProbeRun(t, rule)
-	s, stop := ref.stage(ctx, nil)
-	applyFusedAll(ctx, t, s, append(slices.Clone(left), fused[1:]...))
-	settleAll(ctx, t, s)
-	stop()
+	s := applyFusedStopped(ctx, t, ref, append(slices.Clone(left), fused[1:]...))
 	if len(ref.ids()) != 2 {
 		t.Fatalf("the reference raised %v, want 2 alerts", ref.published)
 	}
@@ -360,4 +345,16 @@ func appliedUnfused(ctx context.Context, t *testing.T, rule string, batches [][]
 	handleAll(ctx, t, s, publishPartitioned(ctx, t, js, cons, batches, s.bus.Partitions()))
 	stop()
 	return run
+}
+
+// applyFusedStopped starts run's stage, hands it batches fused, waits for
+// them to be checkpointed and stops it; it returns the stopped stage, for
+// its metrics.
+func applyFusedStopped(ctx context.Context, t *testing.T, run *crashRun, batches [][]*event.Match) *Stage {
+	t.Helper()
+	s, stop := run.stage(ctx, nil)
+	applyFusedAll(ctx, t, s, batches)
+	settleAll(ctx, t, s)
+	stop()
+	return s
 }
