@@ -176,11 +176,14 @@ func New(b *bus.Bus, set *rules.Set, lateness engine.Lateness, logger *slog.Logg
 // SetRules swaps the rule set atomically, between batches.
 func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 
+// Durable is the rule filter's consumer of EVENTS.
+const Durable = "outpost-filter"
+
 // Run consumes EVENTS until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
 	cc := bus.ConsumerConfig{
 		Stream:     bus.StreamEvents,
-		Durable:    "outpost-filter",
+		Durable:    Durable,
 		Batch:      256,
 		BatchBytes: 4 << 20, // about 90 messages of sshd events, compressed
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/console"
 	"github.com/outpost-siem/outpost/aggregator/event"
+	"github.com/outpost-siem/outpost/aggregator/filter"
 )
 
 // The status page's data: what the sources saw per host, an hour of
@@ -580,10 +581,23 @@ func (p *Pipeline) pipelineState(ctx context.Context, ms metricSums, series cons
 	for _, d := range p.forwarder.Status() {
 		backlog += float64(d.Backlog)
 	}
+	filterLag, windowsLag := float64(streams[bus.StreamEvents]), float64(streams[bus.StreamMatches])
+	if p.cfg.Windows.IsFused() {
+		// Fused, the rule filter acks its events once the windows'
+		// checkpoint holds their matches: those delivered to it are the
+		// windows' backlog (bar the few batches being evaluated), those
+		// not yet delivered the filter's.
+		if cons, err := p.bus.JetStream().Consumer(ctx, bus.StreamEvents, filter.Durable); err == nil {
+			if info, err := cons.Info(ctx); err == nil {
+				filterLag = float64(info.NumPending)
+				windowsLag += float64(info.NumAckPending)
+			}
+		}
+	}
 	out.Stages = []console.Stage{
 		{Name: "ingest", Rate: in, Lag: ms.sum("outpost_bus_publish_queue_events")},
-		{Name: "filter", Rate: rates[0], Lag: float64(streams[bus.StreamEvents])},
-		{Name: "windows", Rate: rates[1], Lag: float64(streams[bus.StreamMatches]), Watermark: p.windowsWatermark()},
+		{Name: "filter", Rate: rates[0], Lag: filterLag},
+		{Name: "windows", Rate: rates[1], Lag: windowsLag, Watermark: p.windowsWatermark()},
 		{Name: "forwarder", Rate: rates[2], Lag: backlog},
 	}
 	return out
