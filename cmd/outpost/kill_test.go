@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,17 +46,13 @@ func TestKill9ReplaysToTheSameAlerts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the outpost binary")
 	}
+	t.Parallel() // with the other tests that run the binary: they wait much
 	_, events := manyKeysStream(t, 7, 100_000)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "outpost")
-	if b := os.Getenv("OUTPOST_KILL_BIN"); b != "" {
-		bin = b // another build, to compare
-	} else if out, err := exec.Command("go", "build", "-o", bin, "github.com/outpost-siem/outpost/cmd/outpost").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := outpostBin(t)
 	for _, fused := range []bool{false, true} {
 		t.Run("fused="+strconv.FormatBool(fused), func(t *testing.T) {
-			want, described := killedRun(t, bin, events, fused, nil)
+			t.Parallel()
+			want, described := uninterruptedRun(t, bin, events, 100_000, fused)
 			if len(want) < 1000 {
 				t.Fatalf("the uninterrupted run raised %d alerts; the stream proves little", len(want))
 			}
@@ -65,6 +62,72 @@ func TestKill9ReplaysToTheSameAlerts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// outpostBin returns the outpost binary the tests run: built once for
+// them all, or another build to compare (OUTPOST_KILL_BIN).
+func outpostBin(t *testing.T) string {
+	t.Helper()
+	if b := os.Getenv("OUTPOST_KILL_BIN"); b != "" {
+		return b
+	}
+	built.Lock()
+	defer built.Unlock()
+	if built.bin == "" {
+		dir, err := os.MkdirTemp("", "outpost-test-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, "outpost")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/outpost-siem/outpost/cmd/outpost").CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		built.bin, built.dir = bin, dir
+	}
+	return built.bin
+}
+
+// built is outpostBin's build (TestMain removes its dir), and the alerts
+// of uninterruptedRun by its stream and mode.
+var built struct {
+	sync.Mutex
+	bin, dir string
+	runs     map[string]*sharedRun
+}
+
+// sharedRun is one uninterrupted run's alerts, made by the first test
+// that needs them while the others wait.
+type sharedRun struct {
+	sync.Mutex
+	done      bool
+	ids       []string
+	described map[string]string
+}
+
+// uninterruptedRun is killedRun without kills, of the stream of
+// manyKeysStream(t, 7, keys) as events, run once for every test that
+// compares with it.
+func uninterruptedRun(t *testing.T, bin string, events []*event.Event, keys int, fused bool) ([]string, map[string]string) {
+	t.Helper()
+	k := fmt.Sprintf("%s %d %t", bin, keys, fused)
+	built.Lock()
+	if built.runs == nil {
+		built.runs = map[string]*sharedRun{}
+	}
+	r := built.runs[k]
+	if r == nil {
+		r = &sharedRun{}
+		built.runs[k] = r
+	}
+	built.Unlock()
+	r.Lock()
+	defer r.Unlock()
+	if !r.done {
+		r.ids, r.described = killedRun(t, bin, events, fused, nil)
+		r.done = !t.Failed()
+	}
+	return r.ids, r.described
 }
 
 // killedRun seeds a new data dir's EVENTS with events, runs the binary on

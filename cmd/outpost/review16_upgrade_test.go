@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -49,15 +47,11 @@ func TestReview16UpgradeAfterKill9(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("OUTPOST_UPGRADE_KILLS")); err == nil && v > 0 {
 		kills = v
 	}
+	t.Parallel() // with the other tests that run the binary: they wait much
 	_, events := manyKeysStream(t, 7, keys)
-	bin := filepath.Join(t.TempDir(), "outpost")
-	if b := os.Getenv("OUTPOST_KILL_BIN"); b != "" {
-		bin = b
-	} else if out, err := exec.Command("go", "build", "-o", bin, "github.com/outpost-siem/outpost/cmd/outpost").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := outpostBin(t)
 	// Uninterrupted: the same alerts fused or not (TestOneEngine).
-	want, described := killedRun(t, bin, events, false, nil)
+	want, described := uninterruptedRun(t, bin, events, keys, false)
 	if len(want) < 500 {
 		t.Fatalf("the uninterrupted run raised %d alerts; the stream proves little", len(want))
 	}
