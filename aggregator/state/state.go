@@ -95,10 +95,17 @@ func Open(dir string, cfg Config, logger *slog.Logger) (*DB, error) {
 		// log (2x ValueLogFileSize) as sparse files; writing into a page
 		// the full disk cannot back is SIGBUS, not an error. v4 has no
 		// unmapped mode short of InMemory, so Outpost keeps that space
-		// small (values are small and live in the LSM tree, the value log
-		// is nearly unused) and the disk guard (disk.min_free) keeps it
-		// free.
+		// small (64 MiB value log files) and the disk guard
+		// (disk.min_free, whose half is 512 MiB by default) keeps it free.
 		WithValueLogFileSize(64 << 20).
+		// A window state of 128 bytes or more is appended to the value
+		// log, the LSM tree keeping its key and a pointer: a compaction of
+		// the state log writes every state changed since the last one
+		// (300,000 at 100,000 attacking addresses), and with the values in
+		// the tree, building its tables took ~390 MiB more VmRSS at once;
+		// with them in the value log ~260 (docs/benchmarks.md). The value
+		// log's garbage is collected every gc_interval.
+		WithValueThreshold(128).
 		// Each key prefix has one writer, which orders its own writes (the
 		// windows stage commits its batches in order from one goroutine).
 		WithDetectConflicts(false)
