@@ -246,12 +246,12 @@ const (
 )
 
 // fusedBatchBytes is the size of the rule filter's fetches of EVENTS when
-// it hands its matches in process (Consumer): 256 KiB, ~6,000 sshd events.
-// Against 1 MiB, VmHWM was 15% lower at 100,000 attacking addresses and
-// 30% lower at 1,000, at about the same rate (docs/benchmarks.md): the
-// matches of three batches are held decoded, and a batch applied holds
-// the stage's mutex, which a checkpoint waits for.
-const fusedBatchBytes = 256 << 10
+// it hands its matches in process (Consumer): 1 MiB, ~25,000 sshd events.
+// 256 KiB fetches held less in bursts (VmHWM 15-30% lower), but with
+// events arriving meanwhile the filter kept up with only ~155,000 sshd
+// events/s at 1,000 addresses against ~220,000 (512 KiB: 218,000, and
+// more memory than 1 MiB; docs/benchmarks.md, seventeenth session).
+const fusedBatchBytes = 1 << 20
 
 // Run consumes MATCHES, checkpoints and checks absence deadlines until
 // ctx ends; a last checkpoint makes what was applied durable before it
@@ -332,10 +332,9 @@ func (s *Stage) loadStreams(ctx context.Context) error {
 func (s *Stage) Consumer(cc bus.ConsumerConfig) bus.ConsumerConfig {
 	cc.InFlight, cc.InFlightBytes = inFlight, inFlightBytes
 	// A batch's matches are held decoded, ~150 bytes each, three at a time
-	// (the one the filter fills, one queued, one applied): fetches of
-	// fusedBatchBytes instead of the filter's 4 MiB hold far less (1 MiB
-	// held ~280 MiB less at 1,000 addresses, and ran faster;
-	// docs/benchmarks.md).
+	// (the one the filter fills, one queued, one applied): fetches of 1
+	// MiB (~25,000 sshd events) instead of the filter's 4 MiB held ~280 MiB
+	// less at 1,000 addresses, and ran faster (docs/benchmarks.md).
 	cc.BatchBytes = fusedBatchBytes
 	cc.Flush = s.requestCheckpoint
 	cc.Reset = func() { _ = s.Reset(context.Background()) }
