@@ -6,9 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/console"
-	"github.com/outpost-siem/outpost/forwarder/receiver"
 )
 
 // TestConsoleLagIsTheStageBehind: while the windows cannot finish a batch
@@ -20,24 +18,9 @@ import (
 func TestConsoleLagIsTheStageBehind(t *testing.T) {
 	for _, fused := range []bool{false, true} {
 		t.Run(fmt.Sprint("fused=", fused), func(t *testing.T) {
-			siem, err := receiver.Listen("127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer siem.Close()
-			cfg := testConfig(t, t.TempDir(), siem.Addr().String())
-			cfg.Windows.Fused = &fused
-			p := start(t, cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			js := p.bus.JetStream()
-			waitFor(t, "the forwarder's consumer", func() bool {
-				_, err := js.Consumer(ctx, bus.StreamAlerts, "outpost-forwarder-siem")
-				return err == nil
-			})
-			if err := js.DeleteStream(ctx, bus.StreamAlerts); err != nil {
-				t.Fatal(err)
-			}
+			p, _ := startWithoutAlerts(ctx, t, fused)
 			for i := range 5 {
 				send(t, "tcp", p.tcp, octet(sshFail(t0.Add(time.Duration(i)*time.Second), "198.51.100.78", i)))
 			}

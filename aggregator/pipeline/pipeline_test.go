@@ -16,6 +16,7 @@ import (
 
 	"github.com/influxdata/go-syslog/v3/rfc5424"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-siem/outpost/aggregator/bus"
 	"github.com/outpost-siem/outpost/aggregator/ingest/syslog"
@@ -399,17 +400,19 @@ func TestWindowsRetryAfterFailedAlertPublish(t *testing.T) {
 	}
 }
 
-func testWindowsRetryAfterFailedAlertPublish(t *testing.T, fused bool) {
+// startWithoutAlerts starts a pipeline, fused or not, and deletes its
+// ALERTS stream once the forwarder's consumer is there: the windows cannot
+// publish an alert until the returned config makes it again.
+func startWithoutAlerts(ctx context.Context, t *testing.T, fused bool) (*running, jetstream.StreamConfig) {
+	t.Helper()
 	siem, err := receiver.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer siem.Close()
+	t.Cleanup(func() { siem.Close() })
 	cfg := testConfig(t, t.TempDir(), siem.Addr().String())
 	cfg.Windows.Fused = &fused
 	p := start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	js := p.bus.JetStream()
 	waitFor(t, "the forwarder's consumer", func() bool {
 		_, err := js.Consumer(ctx, bus.StreamAlerts, "outpost-forwarder-siem")
@@ -419,10 +422,17 @@ func testWindowsRetryAfterFailedAlertPublish(t *testing.T, fused bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alertsCfg := st.CachedInfo().Config
 	if err := js.DeleteStream(ctx, bus.StreamAlerts); err != nil {
 		t.Fatal(err)
 	}
+	return p, st.CachedInfo().Config
+}
+
+func testWindowsRetryAfterFailedAlertPublish(t *testing.T, fused bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, alertsCfg := startWithoutAlerts(ctx, t, fused)
+	js := p.bus.JetStream()
 	attacker := "198.51.100.77"
 	for i := range 5 {
 		send(t, "tcp", p.tcp, octet(sshFail(t0.Add(time.Duration(i)*time.Second), attacker, i)))
@@ -443,7 +453,7 @@ func testWindowsRetryAfterFailedAlertPublish(t *testing.T, fused bool) {
 	send(t, "tcp", p.tcp, octet(sshFail(t0.Add(6*time.Second), attacker, 6)))
 	waitFor(t, "the sixth event evaluated", func() bool { return p.counter("outpost_filter_events_total") > evaluated })
 	p.waitDrained(ctx, t)
-	st, err = js.Stream(ctx, bus.StreamAlerts)
+	st, err := js.Stream(ctx, bus.StreamAlerts)
 	if err != nil {
 		t.Fatal(err)
 	}
