@@ -128,7 +128,7 @@ func DecodeState(v []byte, st *State) error {
 	}
 	st.IDs = strs(&r)
 	if n := r.Count(1); n > 0 {
-		st.Steps = make([]uint8, n)
+		st.Steps = make([]uint8, n, n+1)
 		for i := range n {
 			k := r.Int()
 			if k < 0 || k >= rules.MaxSteps {
@@ -221,7 +221,7 @@ func readTimes(r *wire.Reader) []int64 {
 	for range e {
 		unit *= 10
 	}
-	times := make([]int64, n)
+	times := make([]int64, n, n+1) // room for the match that read it back
 	prev := int64(0)
 	for i := range n {
 		prev += r.Varint() * unit
@@ -295,7 +295,7 @@ func readFront(r *wire.Reader, budget *int) []string {
 		ends[i] = sb.Len()
 	}
 	all := sb.String()
-	out := make([]string, n)
+	out := make([]string, n, n+1)
 	from := 0
 	for i, end := range ends {
 		out[i] = all[from:end]
