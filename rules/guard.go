@@ -2,6 +2,7 @@ package rules
 
 import (
 	"regexp/syntax"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -301,6 +302,23 @@ func (ix *Index) For(ev *event.Event) []*Rule {
 		return rs
 	}
 	return ix.any
+}
+
+// Sources returns the event sources r can match: the source each of its
+// steps requires (`source == "x"`, a guard, so every match of the step
+// comes from x), or nil if a step does not name one.
+func (r *Rule) Sources() []string {
+	var out []string
+	for _, st := range r.Steps {
+		v := st.requires("source")
+		if v == "" {
+			return nil
+		}
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // requires returns the value every step of r requires of a string field

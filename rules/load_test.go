@@ -40,11 +40,11 @@ func TestMatchesAndKeys(t *testing.T) {
 		key   string
 		keyOK bool
 	}{
-		{"failure", event.Event{App: "sshd", Category: "authentication", Action: "logon", Outcome: "failure", SrcIP: "203.0.113.5"}, true, "src_ip=203.0.113.5", true},
-		{"success", event.Event{App: "sshd", Category: "authentication", Action: "logon", Outcome: "success", SrcIP: "203.0.113.5"}, false, "src_ip=203.0.113.5", true},
-		{"other app", event.Event{App: "su", Category: "authentication", Action: "logon", Outcome: "failure"}, false, "", false},
-		{"new openssh", event.Event{App: "sshd-session", Category: "authentication", Action: "logon", Outcome: "failure", SrcIP: "2001:db8::1"}, true, "src_ip=2001:db8::1", true},
-		{"invalid user line not counted", event.Event{App: "sshd", Category: "authentication", Action: "invalid_user", Outcome: "failure", SrcIP: "203.0.113.5"}, false, "src_ip=203.0.113.5", true},
+		{"failure", event.Event{Source: "syslog", App: "sshd", Category: "authentication", Action: "logon", Outcome: "failure", SrcIP: "203.0.113.5"}, true, "src_ip=203.0.113.5", true},
+		{"success", event.Event{Source: "syslog", App: "sshd", Category: "authentication", Action: "logon", Outcome: "success", SrcIP: "203.0.113.5"}, false, "src_ip=203.0.113.5", true},
+		{"other app", event.Event{Source: "syslog", App: "su", Category: "authentication", Action: "logon", Outcome: "failure"}, false, "", false},
+		{"new openssh", event.Event{Source: "syslog", App: "sshd-session", Category: "authentication", Action: "logon", Outcome: "failure", SrcIP: "2001:db8::1"}, true, "src_ip=2001:db8::1", true},
+		{"invalid user line not counted", event.Event{Source: "syslog", App: "sshd", Category: "authentication", Action: "invalid_user", Outcome: "failure", SrcIP: "203.0.113.5"}, false, "src_ip=203.0.113.5", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,13 +48,46 @@ type Deadline struct {
 // (rule, group key)'s State, and fire the absence deadlines a watermark
 // passed. It holds no state of its own; one per goroutine.
 type Windows struct {
-	stateLateness time.Duration
-	scratch       State // the state of a stateless rule, fresh per match
+	lateness      Lateness
+	stateLateness time.Duration // l.MaxLateness()
+	// keeps is each rule's keep, as computed last (bounded: emptied when
+	// it holds maxKeeps rules, which a few reloads of many rules reach).
+	keeps   map[*rules.Rule]time.Duration
+	scratch State // the state of a stateless rule, fresh per match
 }
 
+const maxKeeps = 4096
+
 // NewWindows returns the window logic, keeping events in a window's state
-// l.MaxLateness() past the window.
-func NewWindows(l Lateness) *Windows { return &Windows{stateLateness: l.MaxLateness()} }
+// past the window for the lateness of the sources its rule can match
+// (keep).
+func NewWindows(l Lateness) *Windows { return &Windows{lateness: l, stateLateness: l.MaxLateness()} }
+
+// keep is how long past its window r's states keep an event, so that a
+// straggler can still complete a window: the largest lateness of the
+// sources r can match when each of its steps requires one (rules.Rule.Sources:
+// an sshd rule pinned to syslog keeps 2 minutes, not the 2 hours Azure's
+// exports need), else the largest of any source. A rule judged when its
+// window closes (FromState: absence, at_most) always gets the largest: its
+// lateness also says when a later event proves the window closed, and its
+// state is bounded by other means.
+func (w *Windows) keep(r *rules.Rule) time.Duration {
+	if d, ok := w.keeps[r]; ok {
+		return d
+	}
+	d := w.stateLateness
+	if srcs := r.Sources(); srcs != nil && !FromState(r) {
+		d = 0
+		for _, src := range srcs {
+			d = max(d, w.lateness.LatenessFor(src))
+		}
+	}
+	if w.keeps == nil || len(w.keeps) >= maxKeeps {
+		w.keeps = make(map[*rules.Rule]time.Duration)
+	}
+	w.keeps[r] = d
+	return d
+}
 
 // Applied is what became of one match.
 type Applied struct {
@@ -90,7 +123,7 @@ func (w *Windows) Apply(tx Txn, r *rules.Rule, m *event.Match) (Applied, error) 
 		}
 	}
 	was := st.Deadline
-	out.Alert, out.Verdict = Apply(r, st, m, w.stateLateness)
+	out.Alert, out.Verdict = Apply(r, st, m, w.keep(r))
 	if st.Deadline != was && st.Deadline != 0 && st != &w.scratch {
 		tx.Armed(r, m.Key, st, was)
 	}
