@@ -46,7 +46,8 @@ type Deadline struct {
 
 // Windows is the window logic over a store: Apply each match to its
 // (rule, group key)'s State, and fire the absence deadlines a watermark
-// passed. It holds no state of its own; one per goroutine.
+// passed. It holds no window state of its own (only what each rule keeps,
+// computed once); one per goroutine.
 type Windows struct {
 	lateness      Lateness
 	stateLateness time.Duration // l.MaxLateness()
