@@ -3,11 +3,9 @@ package engine
 import (
 	"fmt"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/outpost-siem/outpost/aggregator/event"
-	"github.com/outpost-siem/outpost/rules"
 )
 
 const keepRules = `
@@ -32,10 +30,7 @@ rules:
 // sources. At 100,000 addresses that was two hours of every key's events
 // (docs/benchmarks.md, eighteenth session).
 func TestStateKeepsTheLatenessOfItsRulesSources(t *testing.T) {
-	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(keepRules)}}, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	set := loadSet(t, keepRules)
 	w := NewWindows(DefaultLateness())
 	want := map[string]time.Duration{"pinned": 2 * time.Minute, "open": 2 * time.Hour, "both": 2 * time.Hour, "bounded": 2 * time.Hour}
 	for _, r := range set.Rules {

@@ -12,11 +12,17 @@ import (
 
 func loadRule(t *testing.T, yaml string) *rules.Rule {
 	t.Helper()
+	return loadSet(t, yaml).Rules[0]
+}
+
+// loadSet loads the rules of one YAML file.
+func loadSet(t *testing.T, yaml string) *rules.Set {
+	t.Helper()
 	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(yaml)}}, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return set.Rules[0]
+	return set
 }
 
 const threshold3in60s = `
