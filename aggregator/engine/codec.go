@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/bits"
 	"slices"
-	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/outpost-siem/outpost/aggregator/internal/wire"
 	"github.com/outpost-siem/outpost/rules"
@@ -59,6 +61,9 @@ func AppendState(b []byte, st *State) []byte {
 	b = wire.AppendVarint(b, st.Since)
 	b = wire.AppendString(b, st.SinceID)
 	// Sorted keys: the same state always encodes to the same bytes.
+	if len(st.SinceFields) == 0 {
+		return append(b, 0)
+	}
 	keys := slices.Sorted(maps.Keys(st.SinceFields))
 	b = wire.AppendUvarint(b, uint64(len(keys)))
 	for _, k := range keys {
@@ -183,19 +188,19 @@ func appendTimes(b []byte, times []int64) []byte {
 	if len(times) == 0 {
 		return b
 	}
-	e, unit := 9, int64(1_000_000_000)
-	for e > 0 {
-		prev, ok := int64(0), true
+	// Whole seconds (most syslog) first, dividing by a constant: a
+	// multiplication, where the other units take a division each.
+	if inUnit(times, 1_000_000_000) {
+		b = append(b, 9)
+		prev := int64(0)
 		for _, t := range times {
-			if (t-prev)%unit != 0 {
-				ok = false
-				break
-			}
+			b = wire.AppendVarint(b, (t-prev)/1_000_000_000)
 			prev = t
 		}
-		if ok {
-			break
-		}
+		return b
+	}
+	e, unit := 8, int64(100_000_000)
+	for e > 0 && !inUnit(times, unit) {
 		e, unit = e-1, unit/10
 	}
 	b = append(b, byte(e))
@@ -205,6 +210,19 @@ func appendTimes(b []byte, times []int64) []byte {
 		prev = t
 	}
 	return b
+}
+
+// inUnit reports whether unit divides every delta of times (the first
+// from 0).
+func inUnit(times []int64, unit int64) bool {
+	prev := int64(0)
+	for _, t := range times {
+		if (t-prev)%unit != 0 {
+			return false
+		}
+		prev = t
+	}
+	return true
 }
 
 func readTimes(r *wire.Reader) []int64 {
@@ -236,15 +254,35 @@ func appendFront(b []byte, ss []string) []byte {
 	b = wire.AppendUvarint(b, uint64(len(ss)))
 	prev := ""
 	for _, s := range ss {
-		p := 0
-		for p < len(s) && p < len(prev) && s[p] == prev[p] {
-			p++
-		}
+		p := sharedPrefix(prev, s)
 		b = wire.AppendUvarint(b, uint64(p))
 		b = wire.AppendString(b, s[p:])
 		prev = s
 	}
 	return b
+}
+
+// sharedPrefix is the length of the prefix a and b share, compared eight
+// bytes at a time: event ids of one process share most of theirs.
+func sharedPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		if x := le64(a, i) ^ le64(b, i); x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return i
+}
+
+// le64 reads s[i:i+8] as a little-endian word (one load).
+func le64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // readFront reads appendFront's encoding into strings that share one
@@ -261,40 +299,61 @@ func readFront(r *wire.Reader, budget *int) []string {
 		}
 		return []string{r.String()}
 	}
-	// The strings are written one after the other into one builder, whose
-	// final String is not a copy; a prefix is read back from what it
-	// holds so far.
-	var sb strings.Builder
-	sb.Grow(24 * n)
+	// The strings are written one after the other into one buffer, which
+	// becomes one string; a prefix is copied from the string before. The
+	// two varints of each are read here, not through r: one byte each for
+	// any id under 128 bytes, so the common case is two loads.
+	in := r.Rest()
+	buf := make([]byte, 0, min(24*n, *budget))
 	var small [64]int
 	ends := small[:0]
 	if n > len(small) {
 		ends = make([]int, 0, n)
 	}
 	ends = ends[:n]
-	start := 0
+	off, start := 0, 0
 	for i := range n {
-		p := r.Uvarint()
-		rest := r.View()
+		var p, l uint64
+		if off+1 < len(in) && in[off] < 0x80 && in[off+1] < 0x80 {
+			p, l = uint64(in[off]), uint64(in[off+1])
+			off += 2
+		} else {
+			var k int
+			if p, k = binary.Uvarint(in[off:]); k <= 0 {
+				r.Fail(wire.ErrShort)
+				return nil
+			}
+			off += k
+			if l, k = binary.Uvarint(in[off:]); k <= 0 {
+				r.Fail(wire.ErrShort)
+				return nil
+			}
+			off += k
+		}
+		if l > uint64(len(in)-off) {
+			r.Fail(wire.ErrShort)
+			return nil
+		}
 		prevLen := 0
 		if i > 0 {
 			prevLen = ends[i-1] - start
 		}
-		if r.Err() != nil || p > uint64(prevLen) || int(p)+len(rest) > *budget {
-			if r.Err() == nil {
-				r.Fail(wire.ErrCorrupt)
-			}
+		if p > uint64(prevLen) || int(p)+int(l) > *budget {
+			r.Fail(wire.ErrCorrupt)
 			return nil
 		}
-		*budget -= int(p) + len(rest)
-		begin := sb.Len()
-		sofar := sb.String()
-		sb.WriteString(sofar[start : start+int(p)])
-		sb.Write(rest)
+		*budget -= int(p) + int(l)
+		begin := len(buf)
+		buf = append(buf, buf[start:start+int(p)]...)
+		buf = append(buf, in[off:off+int(l)]...)
+		off += int(l)
 		start = begin
-		ends[i] = sb.Len()
+		ends[i] = len(buf)
 	}
-	all := sb.String()
+	r.Advance(off)
+	// buf is not written again: the string may share its bytes, as
+	// strings.Builder's does.
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	out := make([]string, n, n+1)
 	from := 0
 	for i, end := range ends {

@@ -292,10 +292,10 @@ func FuzzDecodeState(f *testing.F) {
 	})
 }
 
-// BenchmarkDecodeState decodes a state of 10 and of 200 events, as a
+// BenchmarkDecodeState decodes a state of 10, 64 and 200 events, as a
 // windows stage reads back a state it let go of.
 func BenchmarkDecodeState(b *testing.B) {
-	for _, n := range []int{10, 200} {
+	for _, n := range []int{10, 64, 200} {
 		enc := AppendState(nil, nuidState(n))
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			b.ReportAllocs()
@@ -305,6 +305,21 @@ func BenchmarkDecodeState(b *testing.B) {
 				if err := DecodeState(enc, &st); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeState encodes a state of 10, 64 and 200 events, as a
+// checkpoint encodes each state it seals.
+func BenchmarkEncodeState(b *testing.B) {
+	for _, n := range []int{10, 64, 200} {
+		st := nuidState(n)
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(AppendState(nil, st))))
+			for b.Loop() {
+				EncodeState(st)
 			}
 		})
 	}

@@ -204,6 +204,19 @@ func (r *Reader) Skip() {
 	r.off += int(n)
 }
 
+// Advance skips n bytes its caller read from Rest itself; more than are
+// left is an error.
+func (r *Reader) Advance(n int) {
+	if r.err != nil {
+		return
+	}
+	if n < 0 || n > len(r.b)-r.off {
+		r.fail(ErrShort)
+		return
+	}
+	r.off += n
+}
+
 // Rest returns the unread bytes (not a copy), or nil if none are left.
 func (r *Reader) Rest() []byte {
 	if r.off >= len(r.b) {
