@@ -111,6 +111,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		return &e.st, nil
 	}
 	if e != nil {
+		b.s.decoded(e)
 		b.s.touch(e)
 	} else if e = b.s.thaw(r, b.key); e != nil {
 		b.s.keep(e)
@@ -129,11 +130,6 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 		b.s.keep(e)
 	} else if e.st.Empty() && !e.live && !b.admitNew(r, capped) {
 		return nil, engine.ErrKeyCap
-	}
-	if e.sealing.Load() != sealNone {
-		// Sealed by the checkpoint being written, which may not have
-		// encoded it yet: it must get it as sealed, not as changed now.
-		e.sealedState()
 	}
 	e.r = r
 	e.batch = b.seq

@@ -298,16 +298,24 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		cp.log.free() // every part acked
 		s.merge(cp.log)
 		for _, ss := range cp.sealed {
-			if ss.e != nil { // its encoding is logged: the entry need not keep it
+			if ss.e != nil && !ss.e.encoded { // its encoding is logged: the entry need not keep it
 				ss.e.sealedEnc = nil
 				ss.e.sealing.Store(sealNone)
 			}
 		}
 		// Durable: the sealed states not changed since are clean (the
-		// most recently used), and mem may let go of them.
+		// most recently used), and mem may let go of them; those the
+		// checkpointer let go of already, it does at once (the log
+		// holds them).
 		for _, e := range s.sealed {
 			e.sealed = false
-			if !e.dirty {
+			switch {
+			case e.dirty:
+			case e.encoded:
+				delete(s.mem, e.sk)
+				s.freeze(e.sk, e)
+				s.recycle(e)
+			default:
 				s.cleaned(e)
 			}
 		}
@@ -427,7 +435,7 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	for _, ss := range cp.sealed {
 		var enc []byte
 		if ss.e != nil {
-			enc = ss.e.sealedState()
+			enc = ss.e.sealedState(true)
 		}
 		cp.log.add(ss.sk, logState{enc: enc, expires: ss.expires})
 	}

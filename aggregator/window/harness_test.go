@@ -316,6 +316,7 @@ func (h *harness) inMemory(sk string) []byte {
 	var out []byte
 	h.locked(func() {
 		if e, ok := h.s.mem[sk]; ok {
+			h.s.decoded(e) // sealed, maybe let go of by the checkpointer
 			out = engine.AppendState(nil, &e.st)
 		}
 	})

@@ -142,6 +142,13 @@ type entry struct {
 	// sealDone; the other one waits for that, or takes the encoding.
 	sealing   atomic.Int32
 	sealedEnc []byte
+	// encoded says the checkpointer let go of the decoded state once it
+	// had encoded it (sealedState): until the checkpoint is durable the
+	// state is sealedEnc, which a batch that touches it decodes again
+	// (store.decoded). A checkpoint being written holds up to its
+	// states decoded otherwise: at 100,000 keys, as many as cache_keys
+	// and several times their encodings' memory.
+	encoded bool
 }
 
 // The values of entry.sealing.
@@ -153,14 +160,19 @@ const (
 )
 
 // sealedState returns the state's encoding as it was sealed, encoding it
-// if no one has yet. The checkpointer calls it for every state it seals;
-// a batch, before changing a state (batch.State), to keep that encoding.
-func (e *entry) sealedState() []byte {
+// if no one has yet. The checkpointer calls it for every state it seals,
+// with drop: when it is the one that encodes it, it lets go of the
+// decoded state (encoded); a batch, before reading or changing a sealed
+// state (store.decoded), without.
+func (e *entry) sealedState(drop bool) []byte {
 	for {
 		switch e.sealing.Load() {
 		case sealPending:
 			if e.sealing.CompareAndSwap(sealPending, sealEncoding) {
 				e.sealedEnc = engine.EncodeState(&e.st)
+				if drop {
+					e.st, e.encoded = engine.State{}, true
+				}
 				e.sealing.Store(sealDone)
 				return e.sealedEnc
 			}
@@ -256,13 +268,17 @@ func (s *store) newEntry(r *rules.Rule, sk string) *entry {
 
 // freeze keeps e in cold, encoded, within the byte budget.
 func (s *store) freeze(sk string, e *entry) {
-	if s.cfg.ColdBytes <= 0 || e.st.Empty() {
+	if s.cfg.ColdBytes <= 0 || !e.encoded && e.st.Empty() {
 		return
 	}
 	if old, ok := s.cold[sk]; ok {
 		s.dropCold(sk, old)
 	}
-	c := coldState{enc: engine.EncodeState(&e.st), indexed: e.indexed, stored: e.stored, live: e.live}
+	enc := e.sealedEnc // let go of by the checkpointer: it is its encoding
+	if !e.encoded {
+		enc = engine.EncodeState(&e.st)
+	}
+	c := coldState{enc: enc, indexed: e.indexed, stored: e.stored, live: e.live}
 	size := int64(len(sk) + len(c.enc) + coldOverhead)
 	budget := int64(s.cfg.ColdBytes)
 	for k, old := range s.cold {
@@ -340,6 +356,27 @@ func (s *store) restore(e *entry, sk string, enc []byte) {
 		e.st = engine.State{}
 	}
 	e.indexed = e.st.Deadline
+}
+
+// decoded makes e's state readable and changeable by the stage: a sealed
+// state is encoded first if the checkpointer has not yet (it must write
+// it as sealed, not as changed since), and decoded again if the
+// checkpointer let go of it. Call with mu held, before any use of e.st.
+func (s *store) decoded(e *entry) {
+	if e.sealing.Load() == sealNone {
+		return
+	}
+	enc := e.sealedState(false)
+	if !e.encoded {
+		return
+	}
+	e.encoded = false
+	if err := engine.DecodeState(enc, &e.st); err != nil {
+		// Encoded by this process a moment ago: a bug. The checkpoint
+		// writes enc whatever this state becomes.
+		s.log.Error("discarding an unreadable sealed window state", "key", e.sk, "err", err)
+		e.st = engine.State{}
+	}
 }
 
 // keep makes e, new in memory, the state of its key there, dirty; cold
