@@ -163,12 +163,14 @@ func (b *batch) Armed(*rules.Rule, string, *engine.State, int64) {}
 func (b *batch) Drop(d engine.Deadline) { b.s.drops[string(d.Ref.([]byte))] = struct{}{} }
 
 // done ends the batch: it counts the keys it added and removed against the
-// rules' key caps and lets go of its read transaction.
+// rules' key caps, lets go of its read transaction, and of decoded states
+// beyond cache_keys (letGoDirty).
 func (b *batch) done() {
 	for _, e := range b.order {
 		b.s.account(e)
 	}
 	b.discard()
+	b.s.letGoDirty()
 }
 
 func (b *batch) discard() {

@@ -298,7 +298,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 		cp.log.free() // every part acked
 		s.merge(cp.log)
 		for _, ss := range cp.sealed {
-			if ss.e != nil && !ss.e.encoded { // its encoding is logged: the entry need not keep it
+			if ss.e != nil { // its encoding is logged: the entry need not keep it (enc, if encoded, is the state's)
 				ss.e.sealedEnc = nil
 				ss.e.sealing.Store(sealNone)
 			}
@@ -312,7 +312,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 			switch {
 			case e.dirty:
 			case e.encoded:
-				delete(s.mem, e.sk)
+				s.forgetEntry(e)
 				s.freeze(e.sk, e)
 				s.recycle(e)
 			default:
@@ -378,25 +378,26 @@ func (s *Stage) seal() *checkpoint {
 		sk := e.sk
 		e.dirty = false
 		ttl := s.ttl(e.r)
-		if e.indexed != 0 && e.indexed != e.st.Deadline {
+		deadline := e.deadline()
+		if e.indexed != 0 && e.indexed != deadline {
 			cp.dels = append(cp.dels, timerKey(e.indexed, sk))
 		}
-		if e.st.Deadline != 0 {
+		if deadline != 0 {
 			// A timer lives no longer than its state: an orphan left by a
 			// state that expired meanwhile goes away by itself.
-			k := timerKey(e.st.Deadline, sk)
+			k := timerKey(deadline, sk)
 			cp.sets = append(cp.sets, badger.NewEntry(k, nil).WithTTL(ttl))
 			if timers == nil {
 				timers = map[string]struct{}{}
 			}
 			timers[string(k)] = struct{}{}
 		}
-		e.indexed = e.st.Deadline
-		if e.st.Empty() {
+		e.indexed = deadline
+		if e.empty() {
 			if !e.stored {
 				// Nothing to write, and nothing stored: the state is no
 				// state, which a lookup finds again as well without it.
-				delete(s.mem, sk)
+				s.forgetEntry(e)
 				continue
 			}
 			// Emptied: deleted by this checkpoint. It stays in mem,
@@ -404,6 +405,12 @@ func (s *Stage) seal() *checkpoint {
 			// hold it until then).
 			cp.sealed = append(cp.sealed, sealedState{sk: sk})
 			e.stored = false
+		} else if e.encoded {
+			// Let go of since it changed (letGoDirty): its encoding is it.
+			e.sealedEnc = e.enc
+			e.sealing.Store(sealDone)
+			cp.sealed = append(cp.sealed, sealedState{sk: sk, e: e, expires: uint64(now.Add(ttl).Unix())})
+			e.stored = true
 		} else {
 			// Encoded by write, outside the mutex (entry.sealedState).
 			e.sealing.Store(sealPending)
@@ -420,7 +427,7 @@ func (s *Stage) seal() *checkpoint {
 		}
 	}
 	s.sealed, s.sealedDrops = sealed, s.drops
-	s.dirty, s.drops = make([]*entry, 0, len(sealed)), map[string]struct{}{}
+	s.dirty, s.drops, s.letFrom = make([]*entry, 0, len(sealed)), map[string]struct{}{}, 0
 	s.writing = ep
 	return cp
 }
@@ -435,7 +442,7 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	for _, ss := range cp.sealed {
 		var enc []byte
 		if ss.e != nil {
-			enc = ss.e.sealedState(true)
+			enc = ss.e.sealedState(&s.encodedN)
 		}
 		cp.log.add(ss.sk, logState{enc: enc, expires: ss.expires})
 	}

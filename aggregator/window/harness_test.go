@@ -288,7 +288,7 @@ func (s *store) letGo(sk string) {
 		return
 	}
 	s.unlink(e)
-	delete(s.mem, sk)
+	s.forgetEntry(e)
 	s.dirty = slices.DeleteFunc(s.dirty, func(x *entry) bool { return x == e })
 	s.sealed = slices.DeleteFunc(s.sealed, func(x *entry) bool { return x == e })
 	e.dirty, e.sealed = false, false

@@ -297,6 +297,7 @@ func checkMem(t *testing.T, s *Stage, when string) {
 	if s.clean.prev != prev {
 		t.Fatalf("%s: the clean list's sentinel does not end at its last entry", when)
 	}
+	encoded := 0
 	for sk, e := range s.mem {
 		if e.sk != sk {
 			t.Fatalf("%s: mem holds %q under %q", when, e.sk, sk)
@@ -307,15 +308,18 @@ func checkMem(t *testing.T, s *Stage, when string) {
 		if e.sealing.Load() != sealNone {
 			// Sealed: the checkpointer may be encoding it, and let go of
 			// it then; once sealedState returns it is done with it.
-			e.sealedState(false)
+			e.sealedState(nil)
 		}
 		empty := e.st.Empty()
 		if e.encoded {
+			encoded++
 			var st engine.State
-			if err := engine.DecodeState(e.sealedEnc, &st); err != nil {
-				t.Fatalf("%s: %q sealed unreadable: %v", when, sk, err)
+			if err := engine.DecodeState(e.enc, &st); err != nil {
+				t.Fatalf("%s: %q let go of, unreadable: %v", when, sk, err)
 			}
-			empty = st.Empty()
+			if empty = st.Empty(); empty != e.encEmpty {
+				t.Fatalf("%s: %q let go of, empty %v, flagged %v", when, sk, empty, e.encEmpty)
+			}
 		}
 		if e.live == empty {
 			t.Fatalf("%s: %q live %v, empty %v", when, sk, e.live, empty)
@@ -324,8 +328,11 @@ func checkMem(t *testing.T, s *Stage, when string) {
 			t.Fatalf("%s: %q both in mem and in cold", when, sk)
 		}
 	}
-	if len(s.mem) > s.cfg.CacheKeys && len(onList) > 0 {
-		t.Fatalf("%s: mem holds %d states, more than %d, and %d clean ones", when, len(s.mem), s.cfg.CacheKeys, len(onList))
+	if n := s.encodedN.Load(); n != int64(encoded) {
+		t.Fatalf("%s: %d states let go of, counted %d", when, encoded, n)
+	}
+	if s.decodedCount() > s.cfg.CacheKeys && len(onList) > 0 {
+		t.Fatalf("%s: mem holds %d states decoded, more than %d, and %d clean ones", when, s.decodedCount(), s.cfg.CacheKeys, len(onList))
 	}
 }
 

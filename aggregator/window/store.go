@@ -43,11 +43,16 @@ type store struct {
 	// first ones are let go of while mem holds more than cfg.CacheKeys.
 	// A dirty or sealed state is never let go of: it stays until its
 	// checkpoint is durable.
-	mem    map[string]*entry
-	free   []*entry // entries let go of, for reuse (recycle)
-	clean  entry    // the list's sentinel: clean.next is the least recently used
-	dirty  []*entry // in the order they became dirty
-	sealed []*entry // nil when no checkpoint is being written
+	mem  map[string]*entry
+	free []*entry // entries let go of, for reuse (recycle)
+	// encodedN counts the entries of mem whose state is encoded (entry.
+	// encoded): the checkpointer adds those it lets go of. letFrom is
+	// where letGoDirty goes on in dirty.
+	encodedN atomic.Int64
+	letFrom  int
+	clean    entry    // the list's sentinel: clean.next is the least recently used
+	dirty    []*entry // in the order they became dirty
+	sealed   []*entry // nil when no checkpoint is being written
 	// cold holds, encoded, states mem let go of, up to cfg.ColdBytes of
 	// them: reading one back is a map lookup and a decode, not a Badger
 	// read. A state is in cold or in mem, never both (taking it back out
@@ -142,13 +147,41 @@ type entry struct {
 	// sealDone; the other one waits for that, or takes the encoding.
 	sealing   atomic.Int32
 	sealedEnc []byte
-	// encoded says the checkpointer let go of the decoded state once it
-	// had encoded it (sealedState): until the checkpoint is durable the
-	// state is sealedEnc, which a batch that touches it decodes again
-	// (store.decoded). A checkpoint being written holds up to its
-	// states decoded otherwise: at 100,000 keys, as many as cache_keys
-	// and several times their encodings' memory.
-	encoded bool
+	// encoded says the decoded state was let go of, and enc is the
+	// state: the checkpointer's, once it has encoded a sealed state
+	// (sealedState), or the stage's, for a dirty state when more than
+	// cfg.CacheKeys are decoded (store.letGoDirty). A batch that touches it
+	// decodes it again (store.decoded). encDeadline and encEmpty are what
+	// a seal needs of it. Decoded, a state takes several times its
+	// encoding's memory: at 100,000 keys the states changed since the
+	// last checkpoint, and those of the checkpoint being written, held
+	// most of the heap.
+	encoded     bool
+	enc         []byte
+	encDeadline int64
+	encEmpty    bool
+}
+
+// deadline is the state's absence deadline, decoded or not.
+func (e *entry) deadline() int64 {
+	if e.encoded {
+		return e.encDeadline
+	}
+	return e.st.Deadline
+}
+
+// empty reports whether the state holds nothing, decoded or not.
+func (e *entry) empty() bool {
+	if e.encoded {
+		return e.encEmpty
+	}
+	return e.st.Empty()
+}
+
+// encode lets go of the decoded state, keeping enc (its encoding).
+func (e *entry) encode(enc []byte) {
+	e.enc, e.encDeadline, e.encEmpty = enc, e.st.Deadline, e.st.Empty()
+	e.st, e.encoded = engine.State{}, true
 }
 
 // The values of entry.sealing.
@@ -161,17 +194,18 @@ const (
 
 // sealedState returns the state's encoding as it was sealed, encoding it
 // if no one has yet. The checkpointer calls it for every state it seals,
-// with drop: when it is the one that encodes it, it lets go of the
-// decoded state (encoded); a batch, before reading or changing a sealed
-// state (store.decoded), without.
-func (e *entry) sealedState(drop bool) []byte {
+// with drop (store.encodedN): when it is the one that encodes it, it lets
+// go of the decoded state (encoded) and counts it there; a batch, before
+// reading or changing a sealed state (store.decoded), with nil.
+func (e *entry) sealedState(drop *atomic.Int64) []byte {
 	for {
 		switch e.sealing.Load() {
 		case sealPending:
 			if e.sealing.CompareAndSwap(sealPending, sealEncoding) {
 				e.sealedEnc = engine.EncodeState(&e.st)
-				if drop {
-					e.st, e.encoded = engine.State{}, true
+				if drop != nil {
+					e.encode(e.sealedEnc)
+					drop.Add(1)
 				}
 				e.sealing.Store(sealDone)
 				return e.sealedEnc
@@ -198,8 +232,9 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 // forgetMem empties mem.
 func (s *store) forgetMem() {
 	s.mem = map[string]*entry{}
+	s.encodedN.Store(0)
 	s.clean.prev, s.clean.next = &s.clean, &s.clean
-	s.dirty, s.sealed = nil, nil
+	s.dirty, s.sealed, s.letFrom = nil, nil, 0
 }
 
 // unlink takes e off the clean list, if it is on it.
@@ -227,10 +262,11 @@ func (s *store) touch(e *entry) {
 	}
 }
 
-// shrink lets go of the least recently used clean states while mem holds
-// more than cfg.CacheKeys, keeping them in cold within its budget.
+// shrink lets go of the least recently used clean states while more than
+// cfg.CacheKeys states are decoded, keeping them in cold within its
+// budget. Dirty ones go at the end of each batch (letGoDirty).
 func (s *store) shrink() {
-	for len(s.mem) > s.cfg.CacheKeys && s.clean.next != &s.clean {
+	for s.decodedCount() > s.cfg.CacheKeys && s.clean.next != &s.clean {
 		e := s.clean.next
 		s.unlink(e)
 		delete(s.mem, e.sk)
@@ -268,13 +304,13 @@ func (s *store) newEntry(r *rules.Rule, sk string) *entry {
 
 // freeze keeps e in cold, encoded, within the byte budget.
 func (s *store) freeze(sk string, e *entry) {
-	if s.cfg.ColdBytes <= 0 || !e.encoded && e.st.Empty() {
+	if s.cfg.ColdBytes <= 0 || e.empty() {
 		return
 	}
 	if old, ok := s.cold[sk]; ok {
 		s.dropCold(sk, old)
 	}
-	enc := e.sealedEnc // let go of by the checkpointer: it is its encoding
+	enc := e.enc
 	if !e.encoded {
 		enc = engine.EncodeState(&e.st)
 	}
@@ -360,22 +396,55 @@ func (s *store) restore(e *entry, sk string, enc []byte) {
 
 // decoded makes e's state readable and changeable by the stage: a sealed
 // state is encoded first if the checkpointer has not yet (it must write
-// it as sealed, not as changed since), and decoded again if the
-// checkpointer let go of it. Call with mu held, before any use of e.st.
+// it as sealed, not as changed since), and a state let go of is decoded
+// again. Call with mu held, before any use of e.st.
 func (s *store) decoded(e *entry) {
-	if e.sealing.Load() == sealNone {
-		return
+	if e.sealing.Load() != sealNone {
+		e.sealedState(nil)
 	}
-	enc := e.sealedState(false)
 	if !e.encoded {
 		return
 	}
-	e.encoded = false
+	enc := e.enc
+	e.encoded, e.enc = false, nil
+	s.encodedN.Add(-1)
 	if err := engine.DecodeState(enc, &e.st); err != nil {
-		// Encoded by this process a moment ago: a bug. The checkpoint
-		// writes enc whatever this state becomes.
-		s.log.Error("discarding an unreadable sealed window state", "key", e.sk, "err", err)
+		// Encoded by this process a moment ago: a bug. A checkpoint
+		// writes what it sealed whatever this state becomes.
+		s.log.Error("discarding an unreadable window state let go of", "key", e.sk, "err", err)
 		e.st = engine.State{}
+	}
+}
+
+// decodedCount is how many states mem holds decoded.
+func (s *store) decodedCount() int { return len(s.mem) - int(s.encodedN.Load()) }
+
+// letGoDirty lets go of the decoded states of dirty entries, the longest
+// dirty first, while more than cfg.CacheKeys states are decoded (the
+// clean ones went first: shrink): each keeps its encoding until its
+// checkpoint writes it (seal takes it as is). Call with mu held, between
+// batches: a batch's engine holds the states it was handed, and the batch
+// counts them when it ends. Within a batch, the states it reads back are
+// decoded beyond cache_keys until it ends.
+func (s *store) letGoDirty() {
+	for s.letFrom < len(s.dirty) && s.decodedCount() > s.cfg.CacheKeys {
+		e := s.dirty[s.letFrom]
+		s.letFrom++
+		if e.encoded || !e.dirty {
+			continue
+		}
+		// Dirty entries are never being encoded by the checkpointer: one
+		// touched since its seal went through decoded (sealDone).
+		e.encode(engine.EncodeState(&e.st))
+		s.encodedN.Add(1)
+	}
+}
+
+// forgetEntry takes e out of mem.
+func (s *store) forgetEntry(e *entry) {
+	delete(s.mem, e.sk)
+	if e.encoded {
+		s.encodedN.Add(-1)
 	}
 }
 
