@@ -1038,7 +1038,7 @@ func TestSmallCacheLosesNoChangedState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const cacheKeys, hosts = 4, 50
-	h := newHarness(ctx, t, thresholdRule+suppressedMatchRule, func(c *Config) { c.CacheKeys = cacheKeys })
+	h := newHarness(ctx, t, thresholdRule+suppressedMatchRule, func(c *Config) { c.CacheKeys, c.CheckpointKeys = cacheKeys, cacheKeys })
 	ref := newReference(h.s.cfg)
 	empty := engine.AppendState(nil, &engine.State{})
 
@@ -1204,7 +1204,7 @@ func TestSealedStatesAreFoundWhileTheCheckpointIsInFlight(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys = 4 })
+	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys, c.CheckpointKeys = 4, 4 })
 	skA, skB := h.sk(t, "many", "a"), h.sk(t, "many", "b")
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	m1, m2, m3 := match("many", "a", "a1", at(1)), match("many", "a", "a2", at(2)), match("many", "a", "a3", at(3))
@@ -1319,7 +1319,7 @@ func TestCancelledWaitForACheckpointChangesNothing(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys = 4 })
+	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys, c.CheckpointKeys = 4, 4 })
 	k := func(i int) *event.Match { return match("many", fmt.Sprint("k", i), fmt.Sprint("e", i), t0) }
 	k0, k1 := k(0), k(1)
 	k0.Time, k1.Time = t0.Add(30*time.Second), t0.Add(30*time.Second)

@@ -19,7 +19,7 @@ func TestCompactionLettingGoOfChunksGivesTheSameStates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	batches := crashStream(11, 150)
-	compactEveryCheckpoint := func(c *Config) { c.CacheKeys, c.StateLog.Memory = 8, 1 }
+	compactEveryCheckpoint := func(c *Config) { c.CacheKeys, c.CheckpointKeys, c.StateLog.Memory = 8, 8, 1 }
 
 	ref := newCrashRun(t)
 	ref.tweak = compactEveryCheckpoint

@@ -24,13 +24,17 @@ type Config struct {
 	// (outpost_windows_key_cap_hits_total), which bounds the state a flood
 	// of distinct addresses can create.
 	MaxKeysPerRule int `yaml:"max_keys_per_rule"`
-	// CacheKeys is how many recently used window states are kept in memory
-	// in front of Badger (decoded; beyond it the least recently used are
-	// let go of first). Default 100,000. States changed since the last
-	// checkpoint stay in memory regardless; a checkpoint is taken early
-	// when they reach half of it, and batches wait for the checkpoint being
-	// written when they reach all of it.
+	// CacheKeys is how many window states are kept in memory decoded, in
+	// front of the state log and Badger. Beyond it the least recently used
+	// unchanged ones are let go of first, then, at the end of a batch, the
+	// decoded copies of those changed since the last checkpoint (which
+	// stay in memory encoded until it is durable). Default 100,000.
 	CacheKeys int `yaml:"cache_keys"`
+	// CheckpointKeys bounds the states changed since the last checkpoint:
+	// a checkpoint is taken early when they reach half of it, and batches
+	// wait for the checkpoint being written when they reach all of it.
+	// Default 100,000.
+	CheckpointKeys int `yaml:"checkpoint_keys"`
 	// ColdBytes bounds the memory of the states the cache evicted that are
 	// kept encoded behind it (`cold_cache_size`), so that reading one back
 	// is a decode rather than a Badger read. Default 0: off. It made bursts
@@ -88,6 +92,9 @@ func (c *Config) Validate() error {
 	if c.CacheKeys == 0 {
 		c.CacheKeys = 100_000
 	}
+	if c.CheckpointKeys == 0 {
+		c.CheckpointKeys = 100_000
+	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
 	}
@@ -120,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheKeys < 0 {
 		errs.Add("windows.cache_keys", "must be positive")
+	}
+	if c.CheckpointKeys < 0 {
+		errs.Add("windows.checkpoint_keys", "must be positive")
 	}
 	if c.MaxKeysPerRule < 0 {
 		errs.Add("windows.max_keys_per_rule", "must be positive")

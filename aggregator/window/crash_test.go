@@ -213,9 +213,9 @@ func TestKillAtEveryStepOfACheckpoint(t *testing.T) {
 		tweak func(*Config)
 	}{
 		{"cached", nil},
-		{"cold", func(c *Config) { c.CacheKeys, c.ColdBytes = 8, 4<<10 }},
+		{"cold", func(c *Config) { c.CacheKeys, c.CheckpointKeys, c.ColdBytes = 8, 8, 4<<10 }},
 		// A compaction of the state log after every checkpoint.
-		{"compacted", func(c *Config) { c.CacheKeys, c.StateLog.Memory = 8, 1 }},
+		{"compacted", func(c *Config) { c.CacheKeys, c.CheckpointKeys, c.StateLog.Memory = 8, 8, 1 }},
 	} {
 		t.Run(c.name, func(t *testing.T) { killAtEveryStep(t, c.tweak) })
 	}

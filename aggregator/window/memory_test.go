@@ -21,7 +21,7 @@ func TestKeptEncodingsAreTheirSize(t *testing.T) {
 	defer cancel()
 	h := newHarness(ctx, t, `
   - {id: many, title: T, kind: threshold, severity: 5, condition: 'host != ""', group_by: [host], threshold: 1000, window: 1h}`,
-		func(c *Config) { c.CacheKeys, c.ColdBytes = 2, 1<<20 })
+		func(c *Config) { c.CacheKeys, c.CheckpointKeys, c.ColdBytes = 2, 2, 1<<20 })
 	ids := nuid.New()
 	var ms []*event.Match
 	for i := range 80 {

@@ -123,12 +123,12 @@ func TestReview11FailedCheckpointsWithATinyCache(t *testing.T) {
 		name  string
 		tweak func(*Config)
 	}{
-		{"small", func(c *Config) { capKeys(c); c.CacheKeys = 6 }},
-		{"cold", func(c *Config) { capKeys(c); c.CacheKeys, c.ColdBytes = 6, 4<<10 }},
-		{"compacted", func(c *Config) { capKeys(c); c.CacheKeys, c.StateLog.Memory = 6, 1 }},
+		{"small", func(c *Config) { capKeys(c); c.CacheKeys, c.CheckpointKeys = 6, 6 }},
+		{"cold", func(c *Config) { capKeys(c); c.CacheKeys, c.CheckpointKeys, c.ColdBytes = 6, 6, 4<<10 }},
+		{"compacted", func(c *Config) { capKeys(c); c.CacheKeys, c.CheckpointKeys, c.StateLog.Memory = 6, 6, 1 }},
 		// A third of the keys: clean states stay, and are let go of.
-		{"third", func(c *Config) { capKeys(c); c.CacheKeys = 40 }},
-		{"third-cold", func(c *Config) { capKeys(c); c.CacheKeys, c.ColdBytes = 40, 4<<10 }},
+		{"third", func(c *Config) { capKeys(c); c.CacheKeys, c.CheckpointKeys = 40, 40 }},
+		{"third-cold", func(c *Config) { capKeys(c); c.CacheKeys, c.CheckpointKeys, c.ColdBytes = 40, 40, 4<<10 }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for seed := range uint64(3) {
@@ -193,7 +193,7 @@ func TestReview11BatchWaitingForAFailingCheckpointIsRefused(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys = 2 })
+	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys, c.CheckpointKeys = 2, 2 })
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	a := []*event.Match{match("many", "a", "a1", at(1)), match("many", "b", "b1", at(1))}
 	b := []*event.Match{match("many", "c", "c1", at(2)), match("many", "d", "d1", at(2))}
@@ -346,7 +346,7 @@ func TestReview11EmptyStatesLeaveMemory(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h := newHarness(ctx, t, absenceRule+thresholdRule, func(c *Config) { c.CacheKeys, c.MaxKeysPerRule = 3, 1 })
+	h := newHarness(ctx, t, absenceRule+thresholdRule, func(c *Config) { c.CacheKeys, c.CheckpointKeys, c.MaxKeysPerRule = 3, 3, 1 })
 	skZ, skB := h.sk(t, "silent", "z"), h.sk(t, "many", "b")
 	h.commit(ctx, t, match("silent", "a", "a1", t0), match("many", "a", "a1", t0))
 	at := t0.Add(-time.Hour)

@@ -810,7 +810,7 @@ func (s *Stage) prepare(ctx context.Context) error {
 	if s.stopped {
 		return errStopped
 	}
-	for len(s.dirty) >= s.cfg.CacheKeys && s.writing != nil {
+	for len(s.dirty) >= s.cfg.CheckpointKeys && s.writing != nil {
 		if err := s.waitWriting(ctx); err != nil {
 			return err
 		}
@@ -859,7 +859,7 @@ func (s *Stage) submit(b *batch, alerts []*event.Alert, newest int64, size int) 
 		ep.handed++
 	}
 	ep.bytes += size
-	if len(s.dirty) >= s.cfg.CacheKeys/2 || ep.batches >= inFlight/4 || ep.bytes >= inFlightBytes/4 {
+	if len(s.dirty) >= s.cfg.CheckpointKeys/2 || ep.batches >= inFlight/4 || ep.bytes >= inFlightBytes/4 {
 		s.requestCheckpoint()
 	}
 	return nil

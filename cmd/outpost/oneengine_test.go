@@ -108,7 +108,7 @@ func TestOneEngineManyKeys(t *testing.T) {
 	}
 	lines, events := manyKeysStream(t, 1, 100_000)
 	alerts := compareDriversWith(t, set, events, lines, time.Hour, func(c *window.Config) {
-		c.CacheKeys = 5000
+		c.CacheKeys, c.CheckpointKeys = 5000, 5000
 		c.CheckpointInterval = 100 * time.Millisecond
 		c.Fused = new(true) // TestOneEngine runs the small streams both ways
 	})
