@@ -108,6 +108,7 @@ func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, er
 	b.key = appendStateKey(b.key[:0], r, key)
 	e := b.s.mem[string(b.key)]
 	if e != nil && e.batch == b.seq {
+		b.s.decoded(e) // let go of since this batch touched it
 		return &e.st, nil
 	}
 	if e != nil {

@@ -50,6 +50,7 @@ type store struct {
 	// where letGoDirty goes on in dirty.
 	encodedN atomic.Int64
 	letFrom  int
+	keeping  *entry   // the entry keep is making mem's, which letGoDirty skips
 	clean    entry    // the list's sentinel: clean.next is the least recently used
 	dirty    []*entry // in the order they became dirty
 	sealed   []*entry // nil when no checkpoint is being written
@@ -422,15 +423,16 @@ func (s *store) decodedCount() int { return len(s.mem) - int(s.encodedN.Load()) 
 // letGoDirty lets go of the decoded states of dirty entries, the longest
 // dirty first, while more than cfg.CacheKeys states are decoded (the
 // clean ones went first: shrink): each keeps its encoding until its
-// checkpoint writes it (seal takes it as is). Call with mu held, between
-// batches: a batch's engine holds the states it was handed, and the batch
-// counts them when it ends. Within a batch, the states it reads back are
-// decoded beyond cache_keys until it ends.
+// checkpoint writes it (seal takes it as is). Call with mu held, when no
+// state handed to the engine is in use: between batches, or when keep
+// makes a new entry mem's (not that one, which it hands to the engine
+// next). A state the batch touched and needs again is decoded again
+// (batch.State); the batch counts it by entry.empty when it ends.
 func (s *store) letGoDirty() {
 	for s.letFrom < len(s.dirty) && s.decodedCount() > s.cfg.CacheKeys {
 		e := s.dirty[s.letFrom]
 		s.letFrom++
-		if e.encoded || !e.dirty {
+		if e.encoded || !e.dirty || e == s.keeping {
 			continue
 		}
 		// Dirty entries are never being encoded by the checkpointer: one
@@ -456,7 +458,10 @@ func (s *store) keep(e *entry) {
 	}
 	s.touch(e)
 	s.mem[e.sk] = e
+	s.keeping = e // handed to the batch next: not to be let go of
 	s.shrink()
+	s.letGoDirty()
+	s.keeping = nil
 }
 
 // forget drops every state held in memory but the log's: after a failed
@@ -482,7 +487,7 @@ func (s *store) dropped(k string) bool {
 // account counts e as live or not against its rule's key cap, as its state
 // is now.
 func (s *store) account(e *entry) {
-	switch empty := e.st.Empty(); {
+	switch empty := e.empty(); {
 	case empty && e.live:
 		e.live = false
 		s.liveKeys[e.r.ID]--
