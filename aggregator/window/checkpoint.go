@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -88,6 +89,13 @@ type checkpoint struct {
 	sets   []*badger.Entry
 	mark   int64
 	states int
+	// letGo: write lets go of each state's decoded copy once it has
+	// encoded it (entry.sealedState), because more than half of
+	// cache_keys states were decoded when it was sealed: those and the
+	// ones changed while it is written may not all fit. With fewer (a
+	// few busy keys) they stay decoded for the batches that touch them
+	// next.
+	letGo bool
 }
 
 // sealedState is a state a checkpoint appends to the log.
@@ -369,7 +377,7 @@ func (s *Stage) seal() *checkpoint {
 		return nil
 	}
 	s.cur = newEpoch(s.now())
-	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, after: s.logTail, applied: ep.positions}, sealed: make([]sealedState, 0, len(s.dirty))}
+	cp := &checkpoint{ep: ep, mark: ep.maxTime, log: &logRecord{seq: s.nextSeq, chunk: s.logChunk, after: s.logTail, applied: ep.positions}, sealed: make([]sealedState, 0, len(s.dirty)), letGo: s.decodedCount() > s.cfg.CacheKeys/2}
 	s.nextSeq++
 	now := time.Now()
 	var timers map[string]struct{}
@@ -442,7 +450,11 @@ func (s *Stage) write(ctx context.Context, cp *checkpoint) error {
 	for _, ss := range cp.sealed {
 		var enc []byte
 		if ss.e != nil {
-			enc = ss.e.sealedState(&s.encodedN)
+			var drop *atomic.Int64
+			if cp.letGo {
+				drop = &s.encodedN
+			}
+			enc = ss.e.sealedState(drop)
 		}
 		cp.log.add(ss.sk, logState{enc: enc, expires: ss.expires})
 	}

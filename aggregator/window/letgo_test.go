@@ -10,9 +10,10 @@ import (
 	"github.com/outpost-siem/outpost/aggregator/event"
 )
 
-// A checkpoint being written does not hold its states decoded: once the
-// checkpointer has encoded a state it lets go of the decoded one, while
-// the checkpoint waits for its alerts' acks. A batch that touches such a
+// A checkpoint being written does not hold its states decoded when memory
+// holds more than half of cache_keys decoded: once the checkpointer has
+// encoded a state it lets go of the decoded one, while the checkpoint
+// waits for its alerts' acks. A batch that touches such a
 // state gets it as sealed, decoded again, and fires on it as the reference
 // does; the others leave memory once the checkpoint is durable (the log
 // holds them) and are read back from there. Before, all of them stayed
@@ -22,7 +23,9 @@ func TestSealedStatesAreLetGoOfOnceEncoded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h := newHarness(ctx, t, thresholdRule, nil)
+	// More than half of cache_keys decoded when the checkpoint seals:
+	// with fewer (a few busy keys) the states stay decoded.
+	h := newHarness(ctx, t, thresholdRule, func(c *Config) { c.CacheKeys = 8 })
 	ref := newReference(h.s.cfg)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	hosts := []string{"a", "b", "c", "d", "e"}
@@ -101,5 +104,43 @@ func TestSealedStatesAreLetGoOfOnceEncoded(t *testing.T) {
 	h.commit(ctx, t, more)
 	if got := h.pub.ackedIDs(); !slices.Equal(got, append(wantIDs, want...)) {
 		t.Errorf("acked %v, want %v", got, append(wantIDs, want...))
+	}
+}
+
+// With few states decoded (a few busy keys: at most half of cache_keys)
+// the checkpointer keeps them decoded: the batches that touch them next
+// would only decode them again.
+func TestFewSealedStatesStayDecoded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h := newHarness(ctx, t, thresholdRule, nil)
+	gate := make(chan struct{})
+	h.pub.then(step{gate: gate})
+	w := background(h.mustApply(ctx, t, match("many", "a", "a1", t0), match("many", "b", "b1", t0)))
+	cp := h.sealAsync(ctx, t)
+	waitFor(ctx, t, "the checkpointer to encode the sealed states", func() bool {
+		done := true
+		h.locked(func() {
+			for _, host := range []string{"a", "b"} {
+				if e := h.s.mem[h.sk(t, "many", host)]; e == nil || e.sealing.Load() != sealDone {
+					done = false
+				}
+			}
+		})
+		return done
+	})
+	h.locked(func() {
+		for _, host := range []string{"a", "b"} {
+			if e := h.s.mem[h.sk(t, "many", host)]; e.encoded || len(e.st.Times) != 1 {
+				t.Errorf("host=%s let go of (%v), %d events decoded", host, e.encoded, len(e.st.Times))
+			}
+		}
+	})
+	close(gate)
+	for what, c := range map[string]<-chan error{"the checkpoint": cp, "the wait": w} {
+		if err := recv(t, c, what); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
 	}
 }

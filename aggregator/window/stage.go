@@ -239,7 +239,7 @@ func (s *Stage) SetRules(set *rules.Set) { s.rules.Store(set) }
 // inFlightBytes bounds them by size: the consumer holds their data until
 // acked (as stored: a compressed batch counts its compressed bytes, ~1/6
 // of its matches'). An epoch is sealed at a quarter of either; the dirty
-// states an epoch makes are bounded by cache_keys (prepare).
+// states an epoch makes are bounded by checkpoint_keys (prepare).
 const (
 	inFlight      = 1024
 	inFlightBytes = 64 << 20

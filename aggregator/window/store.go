@@ -32,17 +32,18 @@ type store struct {
 	js  jetstream.JetStream // the state log's stream (log.go)
 	log *slog.Logger
 
-	// mem holds every state decoded in memory, by its key: those changed
-	// since the last seal (dirty), those of the checkpoint being written
+	// mem holds every state in memory, by its key: those changed since
+	// the last seal (dirty), those of the checkpoint being written
 	// (sealed: Badger may not hold them yet), and clean ones, which a
 	// later batch is likely to touch again. It is the one table a state
 	// is looked up in before it is read back from cold, the log or
 	// Badger. The clean states are on a list in the order they became
 	// clean (the least recently used first: a state becomes dirty when
 	// used, and clean again once its checkpoint is durable), and the
-	// first ones are let go of while mem holds more than cfg.CacheKeys.
-	// A dirty or sealed state is never let go of: it stays until its
-	// checkpoint is durable.
+	// first ones are let go of while more than cfg.CacheKeys states are
+	// decoded. A dirty or sealed state never leaves mem until its
+	// checkpoint is durable, but may be held encoded there (entry.encoded:
+	// letGoDirty, the checkpointer).
 	mem  map[string]*entry
 	free []*entry // entries let go of, for reuse (recycle)
 	// encodedN counts the entries of mem whose state is encoded (entry.
