@@ -331,6 +331,9 @@ func checkMem(t *testing.T, s *Stage, when string) {
 	if n := s.encodedN.Load(); n != int64(encoded) {
 		t.Fatalf("%s: %d states let go of, counted %d", when, encoded, n)
 	}
+	if n := s.memN.Load(); n != int64(len(s.mem)) {
+		t.Fatalf("%s: %d states in memory, counted %d", when, len(s.mem), n)
+	}
 	if s.decodedCount() > s.cfg.CacheKeys && len(onList) > 0 {
 		t.Fatalf("%s: mem holds %d states decoded, more than %d, and %d clean ones", when, s.decodedCount(), s.cfg.CacheKeys, len(onList))
 	}

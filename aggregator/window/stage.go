@@ -216,6 +216,15 @@ func New(cfg Config, b *bus.Bus, db *state.DB, set *rules.Set, logger *slog.Logg
 		Help: "Memory (estimated) of the window states logged since the last compaction (windows.state_log.memory starts one).",
 	}, func() float64 { return float64(s.logBytes.Load()) })
 	var reads []prometheus.Collector
+	for form, n := range map[string]func() int64{
+		"decoded": func() int64 { return s.memN.Load() - s.encodedN.Load() },
+		"encoded": s.encodedN.Load,
+	} {
+		reads = append(reads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_windows_states_in_memory", Help: "Window states held in memory, by form (decoded: windows.cache_keys bounds them; encoded: changed since the last checkpoint, or of the one being written, and let go of until it is durable).",
+			ConstLabels: prometheus.Labels{"form": form},
+		}, func() float64 { return float64(n()) }))
+	}
 	for from, n := range map[string]*atomic.Int64{"cold": &s.coldReads, "log": &s.logReads, "badger": &s.badgerReads} {
 		reads = append(reads, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "outpost_windows_state_reads_total", Help: "Window states read back into the cache, by where from (cold: decoded from memory; log: decoded from the state log's latest, in memory; badger: read from disk).",

@@ -50,6 +50,7 @@ type store struct {
 	// encoded): the checkpointer adds those it lets go of. letFrom is
 	// where letGoDirty goes on in dirty.
 	encodedN atomic.Int64
+	memN     atomic.Int64 // len(mem), for the gauge (read without the lock)
 	letFrom  int
 	keeping  *entry   // the entry keep is making mem's, which letGoDirty skips
 	clean    entry    // the list's sentinel: clean.next is the least recently used
@@ -235,6 +236,7 @@ func newStore(cfg Config, db *state.DB, js jetstream.JetStream, log *slog.Logger
 func (s *store) forgetMem() {
 	s.mem = map[string]*entry{}
 	s.encodedN.Store(0)
+	s.memN.Store(0)
 	s.clean.prev, s.clean.next = &s.clean, &s.clean
 	s.dirty, s.sealed, s.letFrom = nil, nil, 0
 }
@@ -272,6 +274,7 @@ func (s *store) shrink() {
 		e := s.clean.next
 		s.unlink(e)
 		delete(s.mem, e.sk)
+		s.memN.Add(-1)
 		s.freeze(e.sk, e)
 		s.recycle(e)
 	}
@@ -446,6 +449,7 @@ func (s *store) letGoDirty() {
 // forgetEntry takes e out of mem.
 func (s *store) forgetEntry(e *entry) {
 	delete(s.mem, e.sk)
+	s.memN.Add(-1)
 	if e.encoded {
 		s.encodedN.Add(-1)
 	}
@@ -459,6 +463,7 @@ func (s *store) keep(e *entry) {
 	}
 	s.touch(e)
 	s.mem[e.sk] = e
+	s.memN.Add(1)
 	s.keeping = e // handed to the batch next: not to be let go of
 	s.shrink()
 	s.letGoDirty()
