@@ -58,7 +58,9 @@ func TestCompactionLettingGoOfChunksGivesTheSameStates(t *testing.T) {
 	drive(ctx, t, s2, batches)
 	stop2()
 	t.Logf("%d chunks let go of before their compaction's end; %d states read from Badger meanwhile", chunks.Load(), readsMeanwhile.Load())
-	if chunks.Load() < 20 || readsMeanwhile.Load() == 0 {
+	// 21 chunks on a quiet machine; 13 once in CI, under the other
+	// packages' load (fewer, larger compactions): both exercise it.
+	if chunks.Load() < 8 || readsMeanwhile.Load() == 0 {
 		t.Fatalf("%d chunks, %d reads from Badger during compactions: not exercised", chunks.Load(), readsMeanwhile.Load())
 	}
 	if got := run.ids(); !slices.Equal(got, wantIDs) {
