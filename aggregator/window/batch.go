@@ -107,12 +107,11 @@ func (b *batch) keyCapHit(rule string) {
 func (b *batch) State(r *rules.Rule, key string, capped bool) (*engine.State, error) {
 	b.key = appendStateKey(b.key[:0], r, key)
 	e := b.s.mem[string(b.key)]
-	if e != nil && e.batch == b.seq {
-		b.s.decoded(e) // let go of since this batch touched it
-		return &e.st, nil
-	}
 	if e != nil {
-		b.s.decoded(e)
+		b.s.decoded(e) // sealed, or let go of (maybe since this batch touched it)
+		if e.batch == b.seq {
+			return &e.st, nil
+		}
 		b.s.touch(e)
 	} else if e = b.s.thaw(r, b.key); e != nil {
 		b.s.keep(e)

@@ -320,9 +320,7 @@ func (s *Stage) checkpoint(ctx context.Context) {
 			switch {
 			case e.dirty:
 			case e.encoded:
-				s.forgetEntry(e)
-				s.freeze(e.sk, e)
-				s.recycle(e)
+				s.release(e)
 			default:
 				s.cleaned(e)
 			}

@@ -273,11 +273,16 @@ func (s *store) shrink() {
 	for s.decodedCount() > s.cfg.CacheKeys && s.clean.next != &s.clean {
 		e := s.clean.next
 		s.unlink(e)
-		delete(s.mem, e.sk)
-		s.memN.Add(-1)
-		s.freeze(e.sk, e)
-		s.recycle(e)
+		s.release(e)
 	}
+}
+
+// release takes e, clean, out of mem for good: its state goes to cold
+// within its budget, the entry to reuse.
+func (s *store) release(e *entry) {
+	s.forgetEntry(e)
+	s.freeze(e.sk, e)
+	s.recycle(e)
 }
 
 // maxFree bounds the entries kept for reuse.
