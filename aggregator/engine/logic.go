@@ -358,8 +358,9 @@ func (st *State) forgetOldIDs(r *rules.Rule, id string) {
 }
 
 // evict forgets what no future window can use: events older than the
-// newest minus the window and the allowed lateness; and never more than
-// maxKept events per key, which bounds the state of a noisy key.
+// newest minus the window and the allowed lateness; and beyond maxKept
+// events per key, which bounds the state of a noisy key, the oldest (for
+// a sequence, the oldest no chain needs: trimSteps).
 func (st *State) evict(r *rules.Rule, lateness time.Duration) {
 	horizon := st.Times[len(st.Times)-1] - int64(r.Window) - int64(lateness)
 	drop := sort.Search(len(st.Times), func(i int) bool { return st.Times[i] >= horizon })
@@ -367,10 +368,119 @@ func (st *State) evict(r *rules.Rule, lateness time.Duration) {
 	for _, s := range r.Steps {
 		need = max(need, s.Count*len(r.Steps))
 	}
-	if maxKept := max(4*need, 64); len(st.Times)-drop > maxKept {
+	maxKept := max(4*need, 64)
+	if r.Kind == rules.KindSequence {
+		st.dropFirst(drop)
+		if len(st.Times) > maxKept {
+			st.trimSteps(r, maxKept)
+		}
+		return
+	}
+	if len(st.Times)-drop > maxKept {
 		drop = len(st.Times) - maxKept
 	}
 	st.dropFirst(drop)
+}
+
+// minKeptPerStep is the fewest of a step's newest events trimSteps keeps.
+const minKeptPerStep = 8
+
+// trimSteps brings a sequence's events down to maxKept, the oldest first,
+// but keeps those a chain can still pick: of every step, its newest
+// 4 × count (at least minKeptPerStep), which chains ending at events still
+// to come pick; and, for an ordered sequence, before each event kept of a
+// step, the latest count events of the step before it, which a chain
+// through that event picks. A flood of one step's events (a flagged
+// address's RDP connections, which a brute force makes by the hundred)
+// then cannot push out another step's event a chain needs (the flag),
+// which dropping the oldest whatever their step did: an attacker evaded
+// rdp-from-malicious-ip by connecting 64 times. The events kept that way
+// may exceed maxKept, up to twice it; past that the oldest go.
+func (st *State) trimSteps(r *rules.Rule, maxKept int) {
+	n := len(st.Times)
+	// On the stack for the common sizes: a full sequence state is trimmed
+	// at every match that adds to it.
+	var keepBuf [256]bool
+	var leftBuf [8]int
+	keep, left := keepBuf[:0], leftBuf[:0]
+	if n > len(keepBuf) {
+		keep = make([]bool, 0, n)
+	}
+	if len(r.Steps) > len(leftBuf) {
+		left = make([]int, 0, len(r.Steps))
+	}
+	keep, left = keep[:n], left[:len(r.Steps)]
+	for k, s := range r.Steps {
+		left[k] = max(4*s.Count, minKeptPerStep)
+	}
+	unkept, chained := 0, false
+	for i := n - 1; i >= 0; i-- {
+		k := int(st.Steps[i])
+		switch {
+		case k >= len(left): // not a step of this rule: Apply's fits keeps it from here
+			unkept++
+		case left[k] > 0:
+			left[k]--
+			keep[i] = true
+			chained = chained || k > 0
+		default:
+			unkept++
+		}
+	}
+	if chained && !r.Unordered {
+		// From the last step back, so that the events a step keeps for
+		// the next one are known before the step before it is looked at.
+		for k := len(r.Steps) - 2; k >= 0; k-- {
+			count := max(r.Steps[k].Count, 1)
+			for j := n - 1; j >= 0; j-- {
+				if !keep[j] || int(st.Steps[j]) != k+1 {
+					continue
+				}
+				for i, c := n-1, count; i >= 0 && c > 0; i-- {
+					if int(st.Steps[i]) == k && st.Times[i] <= st.Times[j] {
+						if !keep[i] {
+							keep[i] = true
+							unkept--
+						}
+						c--
+					}
+				}
+			}
+		}
+	}
+	// The oldest unkept events go while more than maxKept are held; kept
+	// ones, the oldest first, only while more than twice that are.
+	dropUnkept := min(unkept, n-maxKept)
+	dropKept := max(n-dropUnkept-2*maxKept, 0)
+	// Most often what goes is the oldest events, in a row: dropped from
+	// the front, nothing is moved.
+	front := 0
+	for du, dk := dropUnkept, dropKept; front < n && (!keep[front] && du > 0 || keep[front] && dk > 0); front++ {
+		if keep[front] {
+			dk--
+		} else {
+			du--
+		}
+	}
+	if front == dropUnkept+dropKept {
+		st.dropFirst(front)
+		return
+	}
+	j := 0
+	for i := range n {
+		if !keep[i] && dropUnkept > 0 {
+			dropUnkept--
+			continue
+		}
+		if keep[i] && dropKept > 0 {
+			dropKept--
+			continue
+		}
+		st.Times[j], st.IDs[j], st.Steps[j] = st.Times[i], st.IDs[i], st.Steps[i]
+		j++
+	}
+	clear(st.IDs[j:])
+	st.Times, st.IDs, st.Steps = st.Times[:j], st.IDs[:j], st.Steps[:j]
 }
 
 func (st *State) dropFirst(n int) {
