@@ -36,41 +36,8 @@ func TestCompactionLettingGoOfChunksGivesTheSameStates(t *testing.T) {
 	run.tweak = compactEveryCheckpoint
 	var chunks, readsMeanwhile atomic.Int64
 	var s2 *Stage
-	// A state logged again while its compaction runs is held once: the
-	// compaction lets go of its older copy (and does not write it). Checked
-	// at every pause: no key both logged and waiting to be compacted, the
-	// memory counted once; relogged counts the keys waiting at one pause
-	// and logged again by the next.
-	var relogged, doubled int
-	var waiting map[string]bool
-	var waitingFor chan struct{}
-	held := func() {
-		s2.mu.Lock()
-		defer s2.mu.Unlock()
-		var bytes int64
-		for sk, st := range s2.compacting {
-			if _, ok := s2.logged[sk]; ok {
-				doubled++
-			}
-			bytes += st.size(sk)
-		}
-		for sk, st := range s2.logged {
-			bytes += st.size(sk)
-			if s2.compactDone == waitingFor && waiting[sk] {
-				relogged++
-			}
-		}
-		if got := s2.logBytes.Load(); got != bytes {
-			t.Errorf("logBytes %d, the states held take %d", got, bytes)
-		}
-		waiting, waitingFor = map[string]bool{}, s2.compactDone
-		for sk := range s2.compacting {
-			waiting[sk] = true
-		}
-	}
 	s2, stop2 := run.stage(ctx, func(step string) error {
 		if step == "compact-half" {
-			held()
 			// Paused with a chunk let go of: the batches applied meanwhile
 			// read the states not in memory from Badger or the log.
 			// Up to 50 ms for one to come: a loaded machine may not
@@ -84,7 +51,6 @@ func TestCompactionLettingGoOfChunksGivesTheSameStates(t *testing.T) {
 				}
 			}
 			readsMeanwhile.Add(s2.badgerReads.Load() - before)
-			held()
 		}
 		return nil
 	})
@@ -96,10 +62,6 @@ func TestCompactionLettingGoOfChunksGivesTheSameStates(t *testing.T) {
 	// packages' load (fewer, larger compactions): both exercise it.
 	if chunks.Load() < 8 || readsMeanwhile.Load() == 0 {
 		t.Fatalf("%d chunks, %d reads from Badger during compactions: not exercised", chunks.Load(), readsMeanwhile.Load())
-	}
-	t.Logf("%d states logged again during their compaction", relogged)
-	if doubled > 0 || relogged == 0 {
-		t.Errorf("%d states held twice (logged and waiting for their compaction), %d logged again during it: want none, and some", doubled, relogged)
 	}
 	if got := run.ids(); !slices.Equal(got, wantIDs) {
 		t.Errorf("alerts differ from the run compacting at once:\n got %d: %v\nwant %d: %v", len(got), got, len(wantIDs), wantIDs)

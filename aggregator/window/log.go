@@ -277,14 +277,9 @@ func (s *store) logLookup(sk string) (logState, bool) {
 	return st, ok
 }
 
-// logAdd makes st the latest logged state of sk. A compaction running
-// lets go of its older copy of sk (compact skips a state it no longer
-// holds): the next compaction writes this one.
+// logAdd makes st the latest logged state of sk.
 func (s *store) logAdd(sk string, st logState) {
 	if old, ok := s.logged[sk]; ok {
-		s.logBytes.Add(-old.size(sk))
-	} else if old, ok := s.compacting[sk]; ok {
-		delete(s.compacting, sk)
 		s.logBytes.Add(-old.size(sk))
 	}
 	s.logged[sk] = st
@@ -677,12 +672,7 @@ func (s *Stage) maybeCompact(force bool) {
 // (at 300,000 states, the states logged again meanwhile and those being
 // written were both held until the last was written). A crash or a failure
 // before the mark leaves states written without it: the records after the
-// old mark overlay them with the same states. A state logged again while
-// it runs is not written (logAdd let go of the older copy): Badger keeps
-// what it held, the newer record after the mark overlays it, and the next
-// compaction writes it; the states logged since and the ones being
-// written are then one copy each in memory, not two (at 300,000 states a
-// compaction otherwise held both, ~150 MB more). It holds mu only to read
+// old mark overlay them with the same states. It holds mu only to read
 // and let go of a chunk; the keys it writes are no one else's.
 func (s *Stage) compact(through, throughStream uint64, states map[string]logState, keys []string, held applied) error {
 	if err := s.step("compact"); err != nil {
@@ -703,9 +693,7 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 		batch = batch[:0]
 		s.mu.Lock()
 		for _, sk := range keys[:n] {
-			if st, ok := states[sk]; ok { // not logged again since (logAdd)
-				batch = append(batch, write{sk, st})
-			}
+			batch = append(batch, write{sk, states[sk]})
 		}
 		s.mu.Unlock()
 		wb := s.db.NewWriteBatch()
@@ -730,10 +718,8 @@ func (s *Stage) compact(through, throughStream uint64, states map[string]logStat
 		}
 		s.mu.Lock()
 		for _, w := range batch {
-			if _, ok := states[w.sk]; ok { // logAdd may have let go of it meanwhile
-				delete(states, w.sk)
-				s.logBytes.Add(-w.st.size(w.sk))
-			}
+			delete(states, w.sk)
+			s.logBytes.Add(-w.st.size(w.sk))
 		}
 		s.mu.Unlock()
 		if err := s.step("compact-half"); err != nil {
