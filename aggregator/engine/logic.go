@@ -372,7 +372,9 @@ func (st *State) evict(r *rules.Rule, lateness time.Duration) {
 	if r.Kind == rules.KindSequence {
 		st.dropFirst(drop)
 		if len(st.Times) > maxKept {
-			st.trimSteps(r, maxKept)
+			// An eighth below the bound: trimSteps looks at every event,
+			// and a full state is not trimmed again for that many matches.
+			st.trimSteps(r, maxKept-maxKept/8, 2*maxKept)
 		}
 		return
 	}
@@ -385,8 +387,8 @@ func (st *State) evict(r *rules.Rule, lateness time.Duration) {
 // minKeptPerStep is the fewest of a step's newest events trimSteps keeps.
 const minKeptPerStep = 8
 
-// trimSteps brings a sequence's events down to maxKept, the oldest first,
-// but keeps those a chain can still pick: of every step, its newest
+// trimSteps brings a sequence's events down to to, the oldest first, but
+// keeps those a chain can still pick: of every step, its newest
 // 4 × count (at least minKeptPerStep), which chains ending at events still
 // to come pick; and, for an ordered sequence, before each event kept of a
 // step, the latest count events of the step before it, which a chain
@@ -395,11 +397,12 @@ const minKeptPerStep = 8
 // then cannot push out another step's event a chain needs (the flag),
 // which dropping the oldest whatever their step did: an attacker evaded
 // rdp-from-malicious-ip by connecting 64 times. The events kept that way
-// may exceed maxKept, up to twice it; past that the oldest go.
-func (st *State) trimSteps(r *rules.Rule, maxKept int) {
+// may exceed to, up to most; past that the oldest of them go too, down to
+// an eighth below most (a long rule's steps interleaved against their
+// order can keep that many).
+func (st *State) trimSteps(r *rules.Rule, to, most int) {
 	n := len(st.Times)
-	// On the stack for the common sizes: a full sequence state is trimmed
-	// at every match that adds to it.
+	// On the stack for the common sizes.
 	var keepBuf [256]bool
 	var leftBuf [8]int
 	keep, left := keepBuf[:0], leftBuf[:0]
@@ -428,30 +431,16 @@ func (st *State) trimSteps(r *rules.Rule, maxKept int) {
 		}
 	}
 	if chained && !r.Unordered {
-		// From the last step back, so that the events a step keeps for
-		// the next one are known before the step before it is looked at.
-		for k := len(r.Steps) - 2; k >= 0; k-- {
-			count := max(r.Steps[k].Count, 1)
-			for j := n - 1; j >= 0; j-- {
-				if !keep[j] || int(st.Steps[j]) != k+1 {
-					continue
-				}
-				for i, c := n-1, count; i >= 0 && c > 0; i-- {
-					if int(st.Steps[i]) == k && st.Times[i] <= st.Times[j] {
-						if !keep[i] {
-							keep[i] = true
-							unkept--
-						}
-						c--
-					}
-				}
-			}
-		}
+		st.keepChains(r, keep, &unkept)
 	}
-	// The oldest unkept events go while more than maxKept are held; kept
-	// ones, the oldest first, only while more than twice that are.
-	dropUnkept := min(unkept, n-maxKept)
-	dropKept := max(n-dropUnkept-2*maxKept, 0)
+	// The oldest unkept events go while more than to are held; kept ones,
+	// the oldest first, only when more than most are, and then an eighth
+	// below it (as evict trims below the bound).
+	dropUnkept := max(min(unkept, n-to), 0)
+	dropKept := 0
+	if n-dropUnkept > most {
+		dropKept = n - dropUnkept - (most - most/8)
+	}
 	// Most often what goes is the oldest events, in a row: dropped from
 	// the front, nothing is moved.
 	front := 0
@@ -481,6 +470,68 @@ func (st *State) trimSteps(r *rules.Rule, maxKept int) {
 	}
 	clear(st.IDs[j:])
 	st.Times, st.IDs, st.Steps = st.Times[:j], st.IDs[:j], st.Steps[:j]
+}
+
+// keepChains marks, for each event keep holds of an ordered sequence's
+// step, the latest count events of the step before at or before it,
+// from the last step back (what a step keeps for the next one is known
+// before the step before it is looked at); unkept counts down. One pass
+// over the events groups them by step (byStep: each step's, in time
+// order); then, for each step, its kept events newest first: q is how
+// many of the step before are at or before the event, the count before q
+// are kept, and low is where what is kept of them begins (the spans only
+// move back). A flood of a ten-step rule costs a few microseconds a
+// match this way (BenchmarkTrimStepsFlood).
+func (st *State) keepChains(r *rules.Rule, keep []bool, unkept *int) {
+	n, steps := len(st.Times), len(r.Steps)
+	var byBuf [256]int32
+	var offBuf [9]int
+	by, off := byBuf[:0], offBuf[:0]
+	if n > len(byBuf) {
+		by = make([]int32, 0, n)
+	}
+	if steps+1 > len(offBuf) {
+		off = make([]int, 0, steps+1)
+	}
+	by, off = by[:n], off[:steps+1]
+	for _, k := range st.Steps {
+		if int(k) < steps {
+			off[k+1]++
+		}
+	}
+	for k := range steps {
+		off[k+1] += off[k]
+	}
+	var nextBuf [8]int // where each step's next event goes
+	next := append(nextBuf[:0], off[:steps]...)
+	for i, k := range st.Steps {
+		if int(k) < steps {
+			by[next[k]] = int32(i)
+			next[k]++
+		}
+	}
+	for k := steps - 2; k >= 0; k-- {
+		before, after := by[off[k]:off[k+1]], by[off[k+1]:off[k+2]]
+		count := max(r.Steps[k].Count, 1)
+		q, low := len(before), len(before)
+		for a := len(after) - 1; a >= 0 && q > 0; a-- {
+			j := after[a]
+			if !keep[j] {
+				continue
+			}
+			for q > 0 && st.Times[before[q-1]] > st.Times[j] {
+				q--
+			}
+			from := max(q-count, 0)
+			for _, i := range before[from:min(q, low)] {
+				if !keep[i] {
+					keep[i] = true
+					*unkept--
+				}
+			}
+			low = min(low, from)
+		}
+	}
 }
 
 func (st *State) dropFirst(n int) {

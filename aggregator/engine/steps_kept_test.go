@@ -3,8 +3,12 @@ package engine
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"testing/fstest"
+	"time"
 
+	"github.com/outpost-siem/outpost/aggregator/event"
 	"github.com/outpost-siem/outpost/rules"
 )
 
@@ -128,14 +132,15 @@ func TestTrimStepsHoldsTwiceTheBound(t *testing.T) {
 	}
 	// Bound 64: the events chains could pick are more than 64 and fewer
 	// than 128; only the others go.
-	st.trimSteps(r, 64)
+	st.trimSteps(r, 64, 128)
 	if n := len(st.Times); n <= 64 || n > 128 {
 		t.Fatalf("%d events held with a bound of 64, want 65 to 128", n)
 	}
-	// Bound 32: they are more than twice it; the oldest of them go too.
-	st.trimSteps(r, 32)
-	if len(st.Times) != 64 || len(st.IDs) != 64 || len(st.Steps) != 64 {
-		t.Fatalf("%d times, %d ids, %d steps held, want 64", len(st.Times), len(st.IDs), len(st.Steps))
+	// Bound 32: they are more than twice it; the oldest of them go too,
+	// down to an eighth below twice the bound.
+	st.trimSteps(r, 32, 64)
+	if len(st.Times) != 56 || len(st.IDs) != 56 || len(st.Steps) != 56 {
+		t.Fatalf("%d times, %d ids, %d steps held, want 56", len(st.Times), len(st.IDs), len(st.Steps))
 	}
 	for i := range st.Times {
 		var n, step int
@@ -147,7 +152,123 @@ func TestTrimStepsHoldsTwiceTheBound(t *testing.T) {
 			t.Fatalf("event %d out of order", i)
 		}
 	}
-	if st.IDs[63] != "499/0" {
-		t.Errorf("the newest event held is %s, want 499/0", st.IDs[63])
+	if st.IDs[55] != "499/0" {
+		t.Errorf("the newest event held is %s, want 499/0", st.IDs[55])
+	}
+}
+
+// trimStepsPlain is trimSteps as first written, each kept event of a step
+// looking back over the whole state for the events of the step before: a
+// cost of steps × events × kept events, which a flood of a long rule made
+// tens of microseconds a match. The test holds trimSteps to it.
+func trimStepsPlain(st *State, r *rules.Rule, to, most int) {
+	n := len(st.Times)
+	keep := make([]bool, n)
+	left := make([]int, len(r.Steps))
+	for k, s := range r.Steps {
+		left[k] = max(4*s.Count, minKeptPerStep)
+	}
+	for i := n - 1; i >= 0; i-- {
+		if k := int(st.Steps[i]); k < len(left) && left[k] > 0 {
+			left[k]--
+			keep[i] = true
+		}
+	}
+	if !r.Unordered {
+		for k := len(r.Steps) - 2; k >= 0; k-- {
+			for j := n - 1; j >= 0; j-- {
+				if !keep[j] || int(st.Steps[j]) != k+1 {
+					continue
+				}
+				for i, c := n-1, max(r.Steps[k].Count, 1); i >= 0 && c > 0; i-- {
+					if int(st.Steps[i]) == k && st.Times[i] <= st.Times[j] {
+						keep[i] = true
+						c--
+					}
+				}
+			}
+		}
+	}
+	unkept := 0
+	for _, k := range keep {
+		if !k {
+			unkept++
+		}
+	}
+	dropUnkept := max(min(unkept, n-to), 0)
+	dropKept := 0
+	if n-dropUnkept > most {
+		dropKept = n - dropUnkept - (most - most/8)
+	}
+	var out State
+	for i := range n {
+		if !keep[i] && dropUnkept > 0 {
+			dropUnkept--
+			continue
+		}
+		if keep[i] && dropKept > 0 {
+			dropKept--
+			continue
+		}
+		out.Times, out.IDs, out.Steps = append(out.Times, st.Times[i]), append(out.IDs, st.IDs[i]), append(out.Steps, st.Steps[i])
+	}
+	st.Times, st.IDs, st.Steps = out.Times, out.IDs, out.Steps
+}
+
+// On random states (ties, every step, rules of 2 to 8 steps of counts 1
+// to 4, ordered or not, bounds small enough to trim), trimSteps keeps
+// exactly what the plain version does.
+func TestTrimStepsIsThePlainOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := range 2000 {
+		steps := 2 + rng.IntN(7)
+		yaml := fmt.Sprintf("rules:\n  - id: r%d\n    title: T\n    kind: sequence\n    severity: 9\n    window: 1h\n    unordered: %t\n    steps:\n", round, rng.IntN(4) == 0)
+		for k := range steps {
+			yaml += fmt.Sprintf("      - {name: s%d, condition: 'action == \"%d\"', by: [src_ip], count: %d}\n", k, k, 1+rng.IntN(4))
+		}
+		r := loadRule(t, yaml)
+		st := &State{}
+		at := t0.UnixNano()
+		for i := range 20 + rng.IntN(300) {
+			if rng.IntN(3) > 0 {
+				at += int64(rng.IntN(3)) * 1e9 // ties are common
+			}
+			st.Times = append(st.Times, at)
+			st.IDs = append(st.IDs, fmt.Sprintf("e%d", i))
+			st.Steps = append(st.Steps, uint8(rng.IntN(steps)))
+		}
+		to := 1 + rng.IntN(len(st.Times))
+		most := to + rng.IntN(to+1)
+		want := st.Clone()
+		trimStepsPlain(want, r, to, most)
+		st.trimSteps(r, to, most)
+		if !slices.Equal(st.Times, want.Times) || !slices.Equal(st.IDs, want.IDs) || !slices.Equal(st.Steps, want.Steps) {
+			t.Fatalf("round %d (%d steps, to %d, most %d): kept %v, the plain version %v", round, steps, to, most, st.IDs, want.IDs)
+		}
+	}
+}
+
+// BenchmarkTrimStepsFlood: a key of a ten-step rule (count 10 each) full
+// of events of every step that never make a chain; one op is one match.
+func BenchmarkTrimStepsFlood(b *testing.B) {
+	yaml := "rules:\n  - id: ten\n    title: T\n    kind: sequence\n    severity: 9\n    window: 1h\n    steps:\n"
+	for k := range 10 {
+		yaml += fmt.Sprintf("      - {name: s%d, condition: 'action == \"%d\"', by: [src_ip], count: 10}\n", k, k)
+	}
+	set, err := rules.LoadFS(fstest.MapFS{"r.yaml": {Data: []byte(yaml)}}, ".")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := set.Rules[0]
+	st := &State{}
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("e%05d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		// Against the steps' order, a step per second: never a chain.
+		Apply(r, st, &event.Match{Key: "k", Time: t0.Add(time.Duration(i) * time.Second), EventID: ids[i%len(ids)], Step: 9 - i%10}, 0)
 	}
 }
