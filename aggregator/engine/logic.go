@@ -420,7 +420,7 @@ func (st *State) trimSteps(r *rules.Rule, to, most int) {
 	for i := n - 1; i >= 0; i-- {
 		k := int(st.Steps[i])
 		switch {
-		case k >= len(left): // not a step of this rule: Apply's fits keeps it from here
+		case k >= len(left): // not a step of this rule (a damaged state): goes first
 			unkept++
 		case left[k] > 0:
 			left[k]--
@@ -476,12 +476,12 @@ func (st *State) trimSteps(r *rules.Rule, to, most int) {
 // step, the latest count events of the step before at or before it,
 // from the last step back (what a step keeps for the next one is known
 // before the step before it is looked at); unkept counts down. One pass
-// over the events groups them by step (byStep: each step's, in time
-// order); then, for each step, its kept events newest first: q is how
-// many of the step before are at or before the event, the count before q
-// are kept, and low is where what is kept of them begins (the spans only
-// move back). A flood of a ten-step rule costs a few microseconds a
-// match this way (BenchmarkTrimStepsFlood).
+// over the events groups them by step (by[off[k]:off[k+1]] are step k's,
+// in time order); then, for each step, its kept events newest first: q
+// is how many of the step before are at or before the event, the count
+// before q are kept, and low is where what is kept of them begins (the
+// spans only move back). A flood of a ten-step rule costs a few
+// microseconds a match this way (BenchmarkTrimStepsFlood).
 func (st *State) keepChains(r *rules.Rule, keep []bool, unkept *int) {
 	n, steps := len(st.Times), len(r.Steps)
 	var byBuf [256]int32
