@@ -235,7 +235,8 @@ ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
 	}
 	writeConfig(after)
 	// To the end: until nothing moves for six seconds, then a graceful
-	// stop, and EVENTS and MATCHES must be empty (every batch acked).
+	// stop, and EVENTS and MATCHES must hold nothing after their
+	// consumers' ack floors (every batch acked).
 	for attempt := 0; ; attempt++ {
 		cmd := start()
 		waitIdle(t, metrics, 120*time.Second)
@@ -247,6 +248,11 @@ ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("outpost run after SIGTERM: %v", err)
 		}
+		// Every message acked: none after the consumer's ack floor. A
+		// message at or below it was acked, and a work queue removes it;
+		// after a SIGKILL JetStream may restore one whose removal it had
+		// not written (its store rebuilt from the blocks), and it stays
+		// below the floor, acked, until max_age (CI once kept one).
 		left, where := 0, ""
 		withBus(t, data, func(ctx context.Context, b *bus.Bus) {
 			for _, c := range [][2]string{{bus.StreamEvents, "outpost-filter"}, {bus.StreamMatches, "outpost-windows"}} {
@@ -254,10 +260,17 @@ ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
 				if err != nil {
 					t.Fatal(err)
 				}
-				left += int(st.CachedInfo().State.Msgs)
+				state := st.CachedInfo().State
+				floor := uint64(0)
 				if ci, err := b.JetStream().Consumer(ctx, c[0], c[1]); err == nil {
 					info := ci.CachedInfo()
-					where += fmt.Sprintf(" %s: %d messages, %s pending %d, ack pending %d, ack floor %d;", c[0], st.CachedInfo().State.Msgs, c[1], info.NumPending, info.NumAckPending, info.AckFloor.Stream)
+					floor = info.AckFloor.Stream
+					where += fmt.Sprintf(" %s: %d messages (%d to %d), %s pending %d, ack pending %d, ack floor %d;", c[0], state.Msgs, state.FirstSeq, state.LastSeq, c[1], info.NumPending, info.NumAckPending, floor)
+				}
+				if state.Msgs > 0 && state.LastSeq > floor {
+					left += int(state.Msgs)
+				} else if state.Msgs > 0 {
+					t.Logf("%s keeps %d acked messages at or below its consumer's ack floor %d (seq %d to %d)", c[0], state.Msgs, floor, state.FirstSeq, state.LastSeq)
 				}
 			}
 		})
@@ -265,7 +278,7 @@ ingest: {syslog: {tcp: ["127.0.0.1:%d"], udp: []}}
 			break
 		}
 		if attempt == 7 {
-			t.Fatalf("messages still in EVENTS and MATCHES after eight runs to the end:%s", where)
+			t.Fatalf("messages not acked in EVENTS and MATCHES after eight runs to the end:%s", where)
 		}
 	}
 	var ids []string
