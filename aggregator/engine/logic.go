@@ -336,11 +336,7 @@ var forgetIDs = true
 // is counted where keeping every id makes it Duplicate.
 func (st *State) forgetOldIDs(r *rules.Rule, id string) {
 	var buf [8]int // events seen of each step, newest first
-	seen := buf[:]
-	if len(r.Steps) > len(buf) {
-		seen = make([]int, len(r.Steps))
-	}
-	seen = seen[:len(r.Steps)]
+	seen := scratch(buf[:], len(r.Steps))
 	for i := len(st.IDs) - 1; i >= 0; i-- {
 		k := int(st.Steps[i])
 		if k < 0 || k >= len(seen) {
@@ -402,17 +398,9 @@ const minKeptPerStep = 8
 // order can keep that many).
 func (st *State) trimSteps(r *rules.Rule, to, most int) {
 	n := len(st.Times)
-	// On the stack for the common sizes.
 	var keepBuf [256]bool
 	var leftBuf [8]int
-	keep, left := keepBuf[:0], leftBuf[:0]
-	if n > len(keepBuf) {
-		keep = make([]bool, 0, n)
-	}
-	if len(r.Steps) > len(leftBuf) {
-		left = make([]int, 0, len(r.Steps))
-	}
-	keep, left = keep[:n], left[:len(r.Steps)]
+	keep, left := scratch(keepBuf[:], n), scratch(leftBuf[:], len(r.Steps))
 	for k, s := range r.Steps {
 		left[k] = max(4*s.Count, minKeptPerStep)
 	}
@@ -431,7 +419,7 @@ func (st *State) trimSteps(r *rules.Rule, to, most int) {
 		}
 	}
 	if chained && !r.Unordered {
-		st.keepChains(r, keep, &unkept)
+		unkept -= st.keepChains(r, keep)
 	}
 	// The oldest unkept events go while more than to are held; kept ones,
 	// the oldest first, only when more than most are, and then an eighth
@@ -475,25 +463,19 @@ func (st *State) trimSteps(r *rules.Rule, to, most int) {
 // keepChains marks, for each event keep holds of an ordered sequence's
 // step, the latest count events of the step before at or before it,
 // from the last step back (what a step keeps for the next one is known
-// before the step before it is looked at); unkept counts down. One pass
+// before the step before it is looked at), and returns how many it
+// marked that were not kept before. One pass
 // over the events groups them by step (by[off[k]:off[k+1]] are step k's,
 // in time order); then, for each step, its kept events newest first: q
 // is how many of the step before are at or before the event, the count
 // before q are kept, and low is where what is kept of them begins (the
 // spans only move back). A flood of a ten-step rule costs a few
 // microseconds a match this way (BenchmarkTrimStepsFlood).
-func (st *State) keepChains(r *rules.Rule, keep []bool, unkept *int) {
+func (st *State) keepChains(r *rules.Rule, keep []bool) (marked int) {
 	n, steps := len(st.Times), len(r.Steps)
 	var byBuf [256]int32
 	var offBuf [9]int
-	by, off := byBuf[:0], offBuf[:0]
-	if n > len(byBuf) {
-		by = make([]int32, 0, n)
-	}
-	if steps+1 > len(offBuf) {
-		off = make([]int, 0, steps+1)
-	}
-	by, off = by[:n], off[:steps+1]
+	by, off := scratch(byBuf[:], n), scratch(offBuf[:], steps+1)
 	for _, k := range st.Steps {
 		if int(k) < steps {
 			off[k+1]++
@@ -526,12 +508,22 @@ func (st *State) keepChains(r *rules.Rule, keep []bool, unkept *int) {
 			for _, i := range before[from:min(q, low)] {
 				if !keep[i] {
 					keep[i] = true
-					*unkept--
+					marked++
 				}
 			}
 			low = min(low, from)
 		}
 	}
+	return marked
+}
+
+// scratch is buf[:n] (zeroed by its caller's declaration: a small array
+// on the stack) when n fits, or a new slice of n.
+func scratch[T any](buf []T, n int) []T {
+	if n <= len(buf) {
+		return buf[:n]
+	}
+	return make([]T, n)
 }
 
 func (st *State) dropFirst(n int) {
